@@ -1,0 +1,87 @@
+"""lux_torch: the Lux.jl design in PyTorch.
+
+Layers are immutable descriptions; parameters ``ps`` and state ``st`` are explicit nested
+dicts of tensors; every forward pass is a pure function ``y, st = model(x, ps, st)``::
+
+    import torch, lux_torch as lux
+
+    model = lux.Chain(lux.Linear(2, 16, activation=torch.tanh), lux.Linear(16, 1))
+    ps, st = lux.setup(lux.random.key(0), model)
+    y, st = model(torch.randn(8, 2), ps, st)
+"""
+
+from . import init, random, tree
+from .core import (
+    Layer,
+    StatefulLayer,
+    apply,
+    check_structure,
+    init_params,
+    init_state,
+    param_count,
+    setup,
+    state_count,
+    test_mode,
+    train_mode,
+)
+from .display import summary
+from .interop import load_state_dict, state_dict
+from .layers import (
+    Bilinear,
+    BranchLayer,
+    Chain,
+    Dropout,
+    Embedding,
+    Flatten,
+    Linear,
+    Maxout,
+    NoOpLayer,
+    PairwiseFusion,
+    Parallel,
+    RepeatedLayer,
+    Reshape,
+    Scale,
+    SelectDim,
+    SkipConnection,
+    WrappedFunction,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Bilinear",
+    "BranchLayer",
+    "Chain",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "Layer",
+    "Linear",
+    "Maxout",
+    "NoOpLayer",
+    "PairwiseFusion",
+    "Parallel",
+    "RepeatedLayer",
+    "Reshape",
+    "Scale",
+    "SelectDim",
+    "SkipConnection",
+    "StatefulLayer",
+    "WrappedFunction",
+    "__version__",
+    "apply",
+    "check_structure",
+    "init",
+    "init_params",
+    "init_state",
+    "load_state_dict",
+    "param_count",
+    "random",
+    "setup",
+    "state_count",
+    "state_dict",
+    "summary",
+    "test_mode",
+    "train_mode",
+    "tree",
+]
