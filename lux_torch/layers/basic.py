@@ -1,0 +1,687 @@
+"""Basic layers: ``Linear``, ``Bilinear``, ``Embedding``, ``Scale`` and shape utilities.
+
+Constructor arguments, parameter names and shapes follow ``torch.nn`` (so flattened ``ps``
+names match ``state_dict`` names); Lux's ``activation=`` argument is kept. Default
+initialisation reproduces ``torch.nn``'s distributions, drawn from the explicit key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .. import init
+from .. import random as lrandom
+from ..core import Layer, _short
+
+__all__ = [
+    "Bilinear",
+    "Embedding",
+    "Flatten",
+    "Linear",
+    "NoOpLayer",
+    "Reshape",
+    "Scale",
+    "SelectDim",
+    "WrappedFunction",
+]
+
+Activation = Callable[[torch.Tensor], torch.Tensor]
+Initializer = Callable[..., torch.Tensor]
+Params = dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def check_int(owner: str, name: str, value: Any, minimum: int | None = 0) -> int:
+    """Validate an integer configuration value at construction (``bool`` is rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_callable(owner: str, name: str, value: Any) -> None:
+    """Validate an optional function-valued configuration value (activation, initializer)."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{owner}: {name} must be callable or None, got {type(value).__name__}")
+    if isinstance(value, (Layer, torch.nn.Module)):
+        raise TypeError(
+            f"{owner}: {name} must be a plain function (e.g. torch.relu), got the "
+            f"layer/module {type(value).__name__}; compose layers with Chain instead"
+        )
+
+
+def fan_in_uniform(key: torch.Tensor, shape: Sequence[int], fan_in: int) -> torch.Tensor:
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: torch.nn's default for Linear-like weights.
+
+    Equals ``init.kaiming_uniform(key, *shape, a=math.sqrt(5))`` for the weight, and is
+    torch.nn's default bias distribution too; ``fan_in == 0`` gives zeros (as torch).
+    """
+    if fan_in == 0:
+        return init.zeros(key, *shape)
+    bound = 1.0 / math.sqrt(fan_in)
+    return init.uniform(key, *shape, low=-bound, high=bound)
+
+
+def _not_a_tensor(x: Any) -> str | None:
+    if isinstance(x, torch.Tensor):
+        return None
+    return f"expected a Tensor, got {type(x).__name__}"
+
+
+def _last_dim_problem(x: Any, features: int) -> str | None:
+    """``"expected input of shape (*, n), got (...)"`` when the last dimension is wrong."""
+    problem = _not_a_tensor(x)
+    if problem is None and (x.ndim == 0 or x.shape[-1] != features):
+        problem = f"expected input of shape (*, {features}), got {tuple(x.shape)}"
+    return problem
+
+
+def _activate(activation: Activation | None, y: torch.Tensor) -> torch.Tensor:
+    return y if activation is None else activation(y)
+
+
+def _affine_repr(head: str, layer: Any) -> str:
+    """``"2 => 16, tanh, bias=False, weight_init=..."``: the shared printout of affine layers."""
+    parts = [head]
+    if layer.activation is not None:
+        parts.append(_short(layer.activation))
+    if not layer.bias:
+        parts.append("bias=False")
+    for name in ("weight_init", "bias_init"):
+        value = getattr(layer, name)
+        if value is not None:
+            parts.append(f"{name}={_short(value)}")
+    return ", ".join(parts)
+
+
+def _check_affine(owner: str, layer: Any) -> None:
+    if not isinstance(layer.bias, bool):
+        raise TypeError(f"{owner}: bias must be a bool, got {type(layer.bias).__name__}")
+    for name in ("activation", "weight_init", "bias_init"):
+        check_callable(owner, name, getattr(layer, name))
+
+
+# --------------------------------------------------------------------------- affine layers
+
+
+class Linear(Layer):
+    """Affine map ``y = activation(x @ weight.T + bias)`` (``torch.nn.Linear`` + activation).
+
+    Arguments:
+        in_features: size of the last dimension of the input.
+        out_features: size of the last dimension of the output.
+        bias: whether to add a learnable bias.
+        activation: function applied elementwise to the output (e.g. ``torch.tanh``).
+        weight_init: ``f(key, out_features, in_features) -> Tensor``; default torch.nn's
+            ``U(-1/sqrt(in_features), 1/sqrt(in_features))``.
+        bias_init: ``f(key, out_features) -> Tensor``; default as torch.nn (same bound).
+
+    Input:
+        ``x`` of shape ``(*, in_features)``.
+
+    Returns:
+        ``y`` of shape ``(*, out_features)`` and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(out_features, in_features)``
+        - ``bias``: ``(out_features,)`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = Linear(2, 16, activation=torch.tanh)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.ones(4, 2), ps, st)  # doctest: +SKIP
+    """
+
+    in_features: int
+    out_features: int
+    bias: bool = True
+    activation: Activation | None = None
+    weight_init: Initializer | None = None
+    bias_init: Initializer | None = None
+
+    def __post_init__(self) -> None:
+        check_int("Linear", "in_features", self.in_features)
+        check_int("Linear", "out_features", self.out_features)
+        _check_affine("Linear", self)
+
+    def init_params(self, key: torch.Tensor) -> Params:
+        k_weight, k_bias = lrandom.split(key)
+        shape = (self.out_features, self.in_features)
+        if self.weight_init is None:
+            weight = fan_in_uniform(k_weight, shape, self.in_features)
+        else:
+            weight = self.weight_init(k_weight, *shape)
+        ps = {"weight": weight}
+        if self.bias:
+            if self.bias_init is None:
+                ps["bias"] = fan_in_uniform(k_bias, (self.out_features,), self.in_features)
+            else:
+                ps["bias"] = self.bias_init(k_bias, self.out_features)
+        return ps
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        y = F.linear(x, ps["weight"], ps["bias"] if self.bias else None)
+        return _activate(self.activation, y), st
+
+    def extra_repr(self) -> str:
+        return _affine_repr(f"{self.in_features} => {self.out_features}", self)
+
+    def describe_input_error(self, x: Any) -> str | None:
+        return _last_dim_problem(x, self.in_features)
+
+
+class Bilinear(Layer):
+    """Bilinear map ``y_k = activation(x1 @ weight[k] @ x2 + bias[k])`` (``torch.nn.Bilinear``).
+
+    Arguments:
+        in1_features: size of the last dimension of ``x1``.
+        in2_features: size of the last dimension of ``x2``.
+        out_features: size of the last dimension of the output.
+        bias: whether to add a learnable bias.
+        activation: function applied elementwise to the output.
+        weight_init: ``f(key, out_features, in1_features, in2_features) -> Tensor``;
+            default torch.nn's ``U(-1/sqrt(in1_features), 1/sqrt(in1_features))``.
+        bias_init: ``f(key, out_features) -> Tensor``; default as torch.nn (same bound).
+
+    Input:
+        ``x = (x1, x2)``, a tuple with ``x1`` of shape ``(*, in1_features)`` and ``x2`` of
+        shape ``(*, in2_features)`` (same leading dimensions).
+
+    Returns:
+        ``y`` of shape ``(*, out_features)`` and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(out_features, in1_features, in2_features)``
+        - ``bias``: ``(out_features,)`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = Bilinear(2, 3, 4)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer((torch.ones(5, 2), torch.ones(5, 3)), ps, st)  # doctest: +SKIP
+    """
+
+    in1_features: int
+    in2_features: int
+    out_features: int
+    bias: bool = True
+    activation: Activation | None = None
+    weight_init: Initializer | None = None
+    bias_init: Initializer | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("in1_features", "in2_features", "out_features"):
+            check_int("Bilinear", name, getattr(self, name))
+        _check_affine("Bilinear", self)
+
+    def init_params(self, key: torch.Tensor) -> Params:
+        k_weight, k_bias = lrandom.split(key)
+        shape = (self.out_features, self.in1_features, self.in2_features)
+        if self.weight_init is None:
+            weight = fan_in_uniform(k_weight, shape, self.in1_features)
+        else:
+            weight = self.weight_init(k_weight, *shape)
+        ps = {"weight": weight}
+        if self.bias:
+            if self.bias_init is None:
+                ps["bias"] = fan_in_uniform(k_bias, (self.out_features,), self.in1_features)
+            else:
+                ps["bias"] = self.bias_init(k_bias, self.out_features)
+        return ps
+
+    def __call__(
+        self, x: tuple[torch.Tensor, torch.Tensor], ps: Params, st: dict
+    ) -> tuple[torch.Tensor, dict]:
+        x1, x2 = x
+        y = F.bilinear(x1, x2, ps["weight"], ps["bias"] if self.bias else None)
+        return _activate(self.activation, y), st
+
+    def extra_repr(self) -> str:
+        head = f"({self.in1_features}, {self.in2_features}) => {self.out_features}"
+        return _affine_repr(head, self)
+
+    def describe_input_error(self, x: Any) -> str | None:
+        expected = f"(*, {self.in1_features}) and (*, {self.in2_features})"
+        if not (isinstance(x, (tuple, list)) and len(x) == 2):
+            return f"expected a tuple (x1, x2) of Tensors of shapes {expected}, got " + (
+                f"a {type(x).__name__} of length {len(x)}"
+                if isinstance(x, (tuple, list))
+                else type(x).__name__
+            )
+        x1, x2 = x
+        problem = _not_a_tensor(x1) or _not_a_tensor(x2)
+        if problem:
+            return f"x1 and x2: {problem}"
+        if (
+            x1.ndim == 0
+            or x2.ndim == 0
+            or x1.shape[-1] != self.in1_features
+            or x2.shape[-1] != self.in2_features
+            or x1.shape[:-1] != x2.shape[:-1]
+        ):
+            return (
+                f"expected inputs of shapes {expected} with equal leading dimensions, "
+                f"got {tuple(x1.shape)} and {tuple(x2.shape)}"
+            )
+        return None
+
+
+class Scale(Layer):
+    """Elementwise affine map ``y = activation(weight * x + bias)`` (Lux's ``Scale``).
+
+    ``weight`` and ``bias`` have shape ``dims`` and broadcast against the trailing
+    dimensions of ``x`` (batch first).
+
+    Arguments:
+        dims: shape of ``weight``/``bias`` (an int or a tuple of ints).
+        bias: whether to add a learnable bias.
+        activation: function applied elementwise to the output.
+        weight_init: ``f(key, *dims) -> Tensor``; default ones.
+        bias_init: ``f(key, *dims) -> Tensor``; default zeros.
+
+    Input:
+        ``x`` of shape ``(*, *dims)`` (anything that broadcasts with ``dims``).
+
+    Returns:
+        ``y`` of the broadcast shape and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``dims``
+        - ``bias``: ``dims`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = Scale(3, activation=torch.tanh)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.ones(4, 3), ps, st)  # doctest: +SKIP
+    """
+
+    dims: tuple[int, ...]
+    bias: bool = True
+    activation: Activation | None = None
+    weight_init: Initializer | None = None
+    bias_init: Initializer | None = None
+
+    def __post_init__(self) -> None:
+        dims = (self.dims,) if isinstance(self.dims, int) else self.dims
+        if not isinstance(dims, (tuple, list)):
+            raise TypeError(
+                f"Scale: dims must be an int or a tuple of ints, got {type(self.dims).__name__}"
+            )
+        self._set_fields(dims=tuple(check_int("Scale", "dims", d) for d in dims))
+        _check_affine("Scale", self)
+
+    def init_params(self, key: torch.Tensor) -> Params:
+        k_weight, k_bias = lrandom.split(key)
+        weight_init = self.weight_init or init.ones
+        ps = {"weight": weight_init(k_weight, *self.dims)}
+        if self.bias:
+            ps["bias"] = (self.bias_init or init.zeros)(k_bias, *self.dims)
+        return ps
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        y = x * ps["weight"]
+        if self.bias:
+            y = y + ps["bias"]
+        return _activate(self.activation, y), st
+
+    def extra_repr(self) -> str:
+        head = str(self.dims[0]) if len(self.dims) == 1 else str(self.dims)
+        return _affine_repr(head, self)
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem:
+            return problem
+        try:
+            torch.broadcast_shapes(x.shape, self.dims)
+        except RuntimeError:
+            dims = ", ".join(map(str, self.dims))
+            return f"expected input of shape (*, {dims}), got {tuple(x.shape)}"
+        return None
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+class Embedding(Layer):
+    """Lookup table: row ``i`` of ``weight`` for each index ``i`` (``torch.nn.Embedding``).
+
+    Arguments:
+        num_embeddings: number of rows (valid indices are ``0 .. num_embeddings - 1``).
+        embedding_dim: size of each embedding vector.
+        padding_idx: if given, that row is initialised to zeros and receives no gradient
+            (negative values count from the end, as in torch; stored normalised).
+        max_norm: not supported (must be ``None``): ``torch.nn.Embedding`` renormalises
+            its weight *in place*, which a pure layer cannot do. Renormalise explicitly,
+            e.g. ``WrappedFunction(lambda e: e * (m / e.norm(dim=-1, keepdim=True)).clamp(max=1))``
+            after the embedding.
+        scale_grad_by_freq: scale gradients by the inverse frequency of the indices in the
+            batch (as torch; affects the backward pass only).
+        weight_init: ``f(key, num_embeddings, embedding_dim) -> Tensor``; default torch.nn's
+            ``N(0, 1)``. The ``padding_idx`` row is zeroed afterwards in either case.
+
+    Input:
+        ``x``: an integer tensor of indices, any shape ``(*)``.
+
+    Returns:
+        ``y`` of shape ``(*, embedding_dim)`` and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(num_embeddings, embedding_dim)``
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = Embedding(10, 3)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.tensor([[1, 2], [4, 9]]), ps, st)  # doctest: +SKIP
+    """
+
+    num_embeddings: int
+    embedding_dim: int
+    padding_idx: int | None = None
+    max_norm: float | None = None
+    scale_grad_by_freq: bool = False
+    weight_init: Initializer | None = None
+
+    def __post_init__(self) -> None:
+        check_int("Embedding", "num_embeddings", self.num_embeddings)
+        check_int("Embedding", "embedding_dim", self.embedding_dim)
+        if self.padding_idx is not None:
+            n = self.num_embeddings
+            idx = check_int("Embedding", "padding_idx", self.padding_idx, minimum=None)
+            if not -n <= idx < n:
+                raise ValueError(
+                    f"Embedding: padding_idx must be in [-{n}, {n}) (num_embeddings={n}), got {idx}"
+                )
+            self._set_fields(padding_idx=idx % n)
+        if self.max_norm is not None:
+            raise ValueError(
+                "Embedding: max_norm is not supported: torch.nn.Embedding renormalises its "
+                "weight in place, which a pure layer cannot do; renormalise the looked-up "
+                "rows explicitly (see the Embedding docstring)"
+            )
+        if not isinstance(self.scale_grad_by_freq, bool):
+            raise TypeError(
+                "Embedding: scale_grad_by_freq must be a bool, got "
+                f"{type(self.scale_grad_by_freq).__name__}"
+            )
+        check_callable("Embedding", "weight_init", self.weight_init)
+
+    def init_params(self, key: torch.Tensor) -> Params:
+        shape = (self.num_embeddings, self.embedding_dim)
+        weight = (self.weight_init or init.normal)(key, *shape)
+        if self.padding_idx is not None:
+            row = torch.tensor([self.padding_idx], device=weight.device)
+            weight = weight.index_fill(0, row, 0.0)
+        return {"weight": weight}
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        y = F.embedding(
+            x, ps["weight"], self.padding_idx, scale_grad_by_freq=self.scale_grad_by_freq
+        )
+        return y, st
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.num_embeddings} => {self.embedding_dim}"]
+        if self.padding_idx is not None:
+            parts.append(f"padding_idx={self.padding_idx}")
+        if self.scale_grad_by_freq:
+            parts.append("scale_grad_by_freq=True")
+        if self.weight_init is not None:
+            parts.append(f"weight_init={_short(self.weight_init)}")
+        return ", ".join(parts)
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem:
+            return problem
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            return f"expected a tensor of integer indices, got dtype {x.dtype}"
+        if x.numel() and (x.min() < 0 or x.max() >= self.num_embeddings):
+            return (
+                f"expected indices in [0, {self.num_embeddings}), got values in "
+                f"[{int(x.min())}, {int(x.max())}]"
+            )
+        return None
+
+
+# --------------------------------------------------------------------------- functions & shapes
+
+
+class WrappedFunction(Layer):
+    """A plain function ``x -> y`` as a layer without parameters or state (Lux's).
+
+    Containers wrap plain callables in it automatically, so ``Chain(Linear(2, 3), torch.relu)``
+    works. The function must be pure (torch ops on ``x`` only).
+
+    Arguments:
+        func: the function; its name appears in the printout.
+
+    Input:
+        whatever ``func`` accepts.
+
+    Returns:
+        ``func(x)`` and the unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = WrappedFunction(torch.relu)
+        >>> y, _ = layer(torch.tensor([-1.0, 2.0]), {}, {})
+        >>> y
+        tensor([0., 2.])
+    """
+
+    func: Callable[[Any], Any]
+
+    def __post_init__(self) -> None:
+        if not callable(self.func):
+            raise TypeError(
+                f"WrappedFunction: func must be callable, got {type(self.func).__name__}"
+            )
+        if isinstance(self.func, Layer):
+            raise TypeError(
+                f"WrappedFunction: func is already a layer ({type(self.func).__name__}); "
+                "use it directly"
+            )
+        if isinstance(self.func, torch.nn.Module):
+            raise TypeError(
+                f"WrappedFunction: func is a torch.nn.Module ({type(self.func).__name__}) whose "
+                "parameters would be hidden from ps; wrap it with lux_torch.from_torch instead"
+            )
+
+    def __call__(self, x: Any, ps: Params, st: dict) -> tuple[Any, dict]:
+        return self.func(x), st
+
+    def extra_repr(self) -> str:
+        return _short(self.func)
+
+
+class NoOpLayer(Layer):
+    """The identity: returns its input unchanged (Lux's ``NoOpLayer``).
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> NoOpLayer()(torch.ones(2), {}, {})[0]
+        tensor([1., 1.])
+    """
+
+    def __call__(self, x: Any, ps: Params, st: dict) -> tuple[Any, dict]:
+        return x, st
+
+
+class Flatten(Layer):
+    """Flatten dimensions ``start_dim .. end_dim`` into one (``torch.nn.Flatten``).
+
+    Arguments:
+        start_dim: first dimension to flatten (default 1: keep the batch dimension).
+        end_dim: last dimension to flatten (default -1).
+
+    Input:
+        ``x`` with at least ``max(start_dim, end_dim) + 1`` dimensions.
+
+    Returns:
+        ``x.flatten(start_dim, end_dim)`` and the unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> Flatten()(torch.ones(2, 3, 4), {}, {})[0].shape
+        torch.Size([2, 12])
+    """
+
+    start_dim: int = 1
+    end_dim: int = -1
+
+    def __post_init__(self) -> None:
+        check_int("Flatten", "start_dim", self.start_dim, minimum=None)
+        check_int("Flatten", "end_dim", self.end_dim, minimum=None)
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        return x.flatten(self.start_dim, self.end_dim), st
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem:
+            return problem
+        needed = max(d if d >= 0 else -d - 1 for d in (self.start_dim, self.end_dim)) + 1
+        if x.ndim < needed:
+            return (
+                f"expected input with at least {needed} dimensions to flatten dims "
+                f"{self.start_dim}..{self.end_dim}, got shape {tuple(x.shape)}"
+            )
+        return None
+
+
+class Reshape(Layer):
+    """Reshape every sample, keeping the batch dimension: ``x.reshape(x.shape[0], *dims)``.
+
+    Lux's ``ReshapeLayer`` (reshape all but the batch dimension), batch first.
+
+    Arguments:
+        dims: the new per-sample shape (ints, as ``Reshape(2, 3)`` or ``Reshape((2, 3))``;
+            one entry may be ``-1``).
+
+    Input:
+        ``x`` of shape ``(N, *)`` with ``prod(dims)`` elements per sample.
+
+    Returns:
+        ``y`` of shape ``(N, *dims)`` and the unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> Reshape(2, 3)(torch.ones(4, 6), {}, {})[0].shape
+        torch.Size([4, 2, 3])
+    """
+
+    dims: tuple[int, ...]
+
+    def __init__(self, *dims: int | Sequence[int]) -> None:
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        checked = tuple(check_int("Reshape", "dims", d, minimum=-1) for d in dims)
+        if checked.count(-1) > 1:
+            raise ValueError(f"Reshape: at most one of dims may be -1, got {checked}")
+        self._set_fields(dims=checked)
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        return x.reshape(x.shape[0], *self.dims), st
+
+    def extra_repr(self) -> str:
+        return ", ".join(map(str, self.dims))
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem:
+            return problem
+        target = ", ".join(["N", *map(str, self.dims)])
+        known = math.prod(d for d in self.dims if d != -1)
+        return (
+            f"expected input of shape (N, ...) with {'a multiple of ' if -1 in self.dims else ''}"
+            f"{known} elements per sample to reshape to ({target}), got {tuple(x.shape)}"
+        )
+
+
+class SelectDim(Layer):
+    """Select ``index`` along dimension ``dim``, dropping that dimension: ``x.select(dim, index)``.
+
+    Lux's ``SelectDim``; dimensions count from 0 with the batch first.
+
+    Arguments:
+        dim: the dimension (negative counts from the end).
+        index: the position along ``dim`` (negative counts from the end).
+
+    Input:
+        ``x`` with more than ``dim`` dimensions.
+
+    Returns:
+        ``x.select(dim, index)`` and the unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> SelectDim(1, 0)(torch.ones(4, 3, 2), {}, {})[0].shape
+        torch.Size([4, 2])
+    """
+
+    dim: int
+    index: int
+
+    def __post_init__(self) -> None:
+        check_int("SelectDim", "dim", self.dim, minimum=None)
+        check_int("SelectDim", "index", self.index, minimum=None)
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        return x.select(self.dim, self.index), st
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, {self.index}"
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem:
+            return problem
+        return (
+            f"expected input with a dimension {self.dim} holding index {self.index}, "
+            f"got shape {tuple(x.shape)}"
+        )

@@ -1,0 +1,545 @@
+"""Lux's combinators: ``Chain``, ``Parallel``, ``SkipConnection``, ``BranchLayer``,
+``PairwiseFusion``, ``Maxout`` and ``RepeatedLayer``.
+
+Children are named as in Lux: positional layers become ``layer_1, layer_2, ...``, keyword
+layers keep their names; ``ps`` and ``st`` hold one entry per child under that name. A plain
+callable given where a layer is expected is wrapped in :class:`WrappedFunction`. Every
+container threads state: the state each child returns goes into the returned ``st``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn
+
+import torch
+
+from ..core import Layer, _short, check_structure
+from .basic import WrappedFunction, check_int
+
+__all__ = [
+    "BranchLayer",
+    "Chain",
+    "Maxout",
+    "PairwiseFusion",
+    "Parallel",
+    "RepeatedLayer",
+    "SkipConnection",
+]
+
+Params = dict[str, Any]
+State = dict[str, Any]
+LayerLike = Layer | Callable[[Any], Any]
+Connection = Callable[..., Any]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def as_layer(owner: str, name: str, value: Any) -> Layer:
+    """``value`` if it is a layer, a :class:`WrappedFunction` if it is a plain callable."""
+    if isinstance(value, Layer):
+        return value
+    if isinstance(value, torch.nn.Module):
+        raise TypeError(
+            f"{owner}: {name} is a torch.nn.Module ({type(value).__name__}); wrap it with "
+            "lux_torch.from_torch so that its parameters go into ps"
+        )
+    if callable(value):
+        return WrappedFunction(value)
+    raise TypeError(f"{owner}: {name} must be a Layer or a callable, got {type(value).__name__}")
+
+
+def collect_layers(
+    owner: str,
+    layers: Sequence[Any],
+    named: Mapping[str, Any],
+    *,
+    minimum: int = 1,
+) -> dict[str, Layer]:
+    """Name the children of a multi-child container the Lux way.
+
+    ``layers`` (positional) become ``layer_1, layer_2, ...``; ``named`` (keywords) keep their
+    names; a single mapping given positionally is taken as ``named`` (like
+    ``nn.Sequential(OrderedDict(...))``). Mixing positional and named layers is an error.
+    """
+    if len(layers) == 1 and isinstance(layers[0], Mapping):
+        if named:
+            raise TypeError(f"{owner}: give either a mapping of layers or keyword layers")
+        named, layers = layers[0], ()
+    if layers and named:
+        raise TypeError(
+            f"{owner}: give the layers either positionally (named layer_1, layer_2, ...) "
+            "or as keywords, not both"
+        )
+    items = named.items() if named else ((f"layer_{i}", v) for i, v in enumerate(layers, 1))
+    out: dict[str, Layer] = {}
+    for name, value in items:
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(
+                f"{owner}: layer names must be non-empty strings without '.', got {name!r}"
+            )
+        out[name] = as_layer(owner, name, value)
+    if len(out) < minimum:
+        raise ValueError(f"{owner}: needs at least {minimum} layer(s), got {len(out)}")
+    return out
+
+
+def _check_connection(owner: str, name: str, value: Any, *, layer_ok: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, torch.nn.Module):
+        raise TypeError(
+            f"{owner}: {name} is a torch.nn.Module ({type(value).__name__}); wrap it with "
+            "lux_torch.from_torch"
+        )
+    if isinstance(value, Layer) and not layer_ok:
+        raise TypeError(
+            f"{owner}: {name} must be a plain function, got the layer {type(value).__name__}"
+        )
+    if not callable(value):
+        raise TypeError(f"{owner}: {name} must be a function or None, got {type(value).__name__}")
+
+
+def _function_repr(name: str, value: Any) -> str:
+    """``"connection=add"`` for a function; ``""`` for ``None`` or a layer (shown as a child)."""
+    if value is None or isinstance(value, Layer):
+        return ""
+    return f"{name}={_short(value)}"
+
+
+def _structure_error(layer: Layer, ps: Any, st: Any) -> NoReturn:
+    check_structure(layer, ps, st)  # raises ValueError naming missing/unexpected keys
+    raise ValueError(f"{type(layer).__name__}: ps/st do not have one entry per child layer")
+
+
+def _check_children(layer: Layer, ps: Params, st: State, count: int) -> None:
+    """Cheap guard (free under compile): ``ps``/``st`` have one entry per child."""
+    if len(ps) != count or len(st) != count:
+        _structure_error(layer, ps, st)
+
+
+def _apply_each(
+    layers: Mapping[str, Layer], inputs: Sequence[Any], ps: Params, st: State
+) -> tuple[list[Any], State]:
+    """``layer_i(inputs[i])`` for every child; the outputs and the new states by name."""
+    ys: list[Any] = []
+    new_st: State = {}
+    for (name, layer), x in zip(layers.items(), inputs, strict=True):
+        y, new_st[name] = layer(x, ps[name], st[name])
+        ys.append(y)
+    return ys, new_st
+
+
+def _combine(
+    combine: Connection | Layer | None,
+    name: str,
+    ys: list[Any],
+    ps: Params,
+    st: State,
+    new_st: State,
+) -> Any:
+    """Combine outputs: a tuple (``None``), ``f(*ys)`` (function) or ``layer(tuple(ys))``."""
+    if combine is None:
+        return tuple(ys)
+    if isinstance(combine, Layer):
+        y, new_st[name] = combine(tuple(ys), ps[name], st[name])
+        return y
+    return combine(*ys)
+
+
+def _split_inputs(owner: str, x: Any, count: int) -> Sequence[Any]:
+    """Lux: a tuple input gives one element per layer; anything else goes to every layer."""
+    if isinstance(x, (tuple, list)):
+        if len(x) != count:
+            raise ValueError(
+                f"{owner}: got a tuple of {len(x)} inputs for {count} layers; pass one input "
+                "per layer, or a single (non-tuple) input shared by all layers"
+            )
+        return x
+    return (x,) * count
+
+
+# --------------------------------------------------------------------------- Chain
+
+
+class Chain(Layer):
+    """Apply layers in sequence: ``y = layer_N(... layer_2(layer_1(x)))`` (Lux's ``Chain``).
+
+    Arguments:
+        *layers: layers (or plain callables, wrapped in :class:`WrappedFunction`), named
+            ``layer_1, layer_2, ...``; or a single mapping ``{name: layer}``.
+        **named_layers: alternatively, layers with the given names (``Chain(enc=..., dec=...)``).
+            Nested chains stay nested. ``Chain()`` is the identity.
+
+    Input:
+        ``x``: whatever the first layer accepts.
+
+    Returns:
+        The output of the last layer and the new state ``{name: child_state}``.
+
+    **Parameters**
+        ``{name: child_params}`` for every child, in order.
+
+    **States**
+        ``{name: child_state}`` for every child, in order.
+
+    Indexing: ``chain[i]`` is the ``i``-th child layer, ``chain["name"]`` the child of that
+    name, ``chain[a:b]`` a ``Chain`` of those children that *keeps their names*, so
+    ``{k: ps[k] for k in sub.layers}`` are its parameters. ``len(chain)`` and
+    ``iter(chain)`` (over the child layers) work too.
+
+    Example:
+        >>> model = Chain(Linear(2, 16, activation=torch.tanh), Linear(16, 1))  # doctest: +SKIP
+        >>> ps, st = lux_torch.setup(0, model)  # doctest: +SKIP
+        >>> y, st = model(torch.ones(4, 2), ps, st)  # doctest: +SKIP
+    """
+
+    layers: Mapping[str, Layer]
+
+    def __init__(self, *layers: LayerLike | Mapping[str, LayerLike], **named_layers: LayerLike):
+        self._set_fields(layers=collect_layers("Chain", layers, named_layers, minimum=0))
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        _check_children(self, ps, st, len(self.layers))
+        new_st: State = {}
+        for name, layer in self.layers.items():
+            x, new_st[name] = layer(x, ps[name], st[name])
+        return x, new_st
+
+    def __getitem__(self, index: int | str | slice) -> Any:
+        if isinstance(index, str):
+            return self.layers[index]
+        items = list(self.layers.items())
+        if isinstance(index, slice):
+            return Chain(dict(items[index]))
+        return items[index][1]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers.values())
+
+
+# --------------------------------------------------------------------------- fan-out / fan-in
+
+
+class Parallel(Layer):
+    """Run layers side by side and combine their outputs (Lux's ``Parallel``).
+
+    Arguments:
+        connection: how to combine the outputs ``y_1 .. y_N``: a function called as
+            ``connection(y_1, ..., y_N)``; a layer, called with the tuple ``(y_1, ..., y_N)``
+            (a child named ``connection``); or ``None`` to return the tuple.
+        *layers / **named_layers: the layers, as for :class:`Chain`.
+
+    Input:
+        ``x``: a tuple of ``N`` inputs (``layer_i`` gets ``x[i]``), or any other value,
+        which every layer gets.
+
+    Returns:
+        The combined output and the new state.
+
+    **Parameters**
+        ``{layer_1: ..., layer_N: ...}`` (or the given names), plus ``connection`` when it is
+        a layer.
+
+    **States**
+        The same keys as the parameters.
+
+    Example:
+        >>> model = Parallel(torch.add, Linear(2, 3), Linear(2, 3))  # doctest: +SKIP
+        >>> y, st = model((x1, x2), ps, st)  # layer_1(x1) + layer_2(x2)  # doctest: +SKIP
+    """
+
+    layers: Mapping[str, Layer]
+    connection: Connection | Layer | None
+
+    def __init__(
+        self,
+        connection: Connection | Layer | None,
+        *layers: LayerLike | Mapping[str, LayerLike],
+        **named_layers: LayerLike,
+    ) -> None:
+        _check_connection("Parallel", "connection", connection, layer_ok=True)
+        self._set_fields(
+            layers=collect_layers("Parallel", layers, named_layers), connection=connection
+        )
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        _check_children(self, ps, st, len(self.layers) + isinstance(self.connection, Layer))
+        inputs = _split_inputs("Parallel", x, len(self.layers))
+        ys, new_st = _apply_each(self.layers, inputs, ps, st)
+        return _combine(self.connection, "connection", ys, ps, st, new_st), new_st
+
+    def extra_repr(self) -> str:
+        return _function_repr("connection", self.connection)
+
+
+class BranchLayer(Layer):
+    """Send the same input through every layer; return the tuple of outputs (Lux's).
+
+    Unlike :class:`Parallel`, a tuple input is *not* split: every layer gets all of ``x``.
+
+    Arguments:
+        *layers / **named_layers: the layers, as for :class:`Chain`.
+        fusion: optional combination of the outputs: a function called as
+            ``fusion(y_1, ..., y_N)`` or a layer called with the tuple (a child named
+            ``fusion``); ``None`` returns the tuple.
+
+    Input:
+        ``x``: passed to every layer.
+
+    Returns:
+        ``(layer_1(x), ..., layer_N(x))`` (or its fusion) and the new state.
+
+    **Parameters**
+        ``{layer_1: ..., layer_N: ...}`` (or the given names), plus ``fusion`` when it is a
+        layer.
+
+    **States**
+        The same keys as the parameters.
+
+    Example:
+        >>> model = BranchLayer(NoOpLayer(), Linear(2, 2))  # doctest: +SKIP
+        >>> (a, b), st = model(x, ps, st)  # doctest: +SKIP
+    """
+
+    layers: Mapping[str, Layer]
+    fusion: Connection | Layer | None
+
+    def __init__(
+        self,
+        *layers: LayerLike | Mapping[str, LayerLike],
+        fusion: Connection | Layer | None = None,
+        **named_layers: LayerLike,
+    ) -> None:
+        _check_connection("BranchLayer", "fusion", fusion, layer_ok=True)
+        self._set_fields(layers=collect_layers("BranchLayer", layers, named_layers), fusion=fusion)
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        _check_children(self, ps, st, len(self.layers) + isinstance(self.fusion, Layer))
+        ys, new_st = _apply_each(self.layers, (x,) * len(self.layers), ps, st)
+        return _combine(self.fusion, "fusion", ys, ps, st, new_st), new_st
+
+    def extra_repr(self) -> str:
+        return _function_repr("fusion", self.fusion)
+
+
+class PairwiseFusion(Layer):
+    """Alternate layers with a pairwise ``connection`` over a sequence of inputs (Lux's).
+
+    ::
+
+        x1 → layer_1 → connection → layer_2 → connection → ... → y
+                           ↑                      ↑
+                           x2                     x3
+
+    With ``N`` layers and ``x = (x_1, ..., x_{N+1})``::
+
+        y = x_1
+        for i in 1..N:  y = connection(layer_i(y), x_{i+1})
+
+    A non-tuple ``x`` is used as every ``x_i``.
+
+    Arguments:
+        connection: a function of two arguments ``(layer_output, next_input)``.
+        *layers / **named_layers: the layers, as for :class:`Chain`.
+
+    Input:
+        ``x``: a tuple of ``N + 1`` inputs, or a single input.
+
+    Returns:
+        ``y`` as above and the new state.
+
+    **Parameters**
+        ``{layer_1: ..., layer_N: ...}`` (or the given names).
+
+    **States**
+        The same keys as the parameters.
+
+    Example:
+        >>> model = PairwiseFusion(torch.add, Linear(2, 2), Linear(2, 2))  # doctest: +SKIP
+        >>> y, st = model((x1, x2, x3), ps, st)  # doctest: +SKIP
+    """
+
+    connection: Connection
+    layers: Mapping[str, Layer]
+
+    def __init__(
+        self,
+        connection: Connection,
+        *layers: LayerLike | Mapping[str, LayerLike],
+        **named_layers: LayerLike,
+    ) -> None:
+        if connection is None:
+            raise TypeError("PairwiseFusion: connection must be a function of two arguments")
+        _check_connection("PairwiseFusion", "connection", connection, layer_ok=False)
+        self._set_fields(
+            connection=connection, layers=collect_layers("PairwiseFusion", layers, named_layers)
+        )
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        count = len(self.layers)
+        _check_children(self, ps, st, count)
+        if isinstance(x, (tuple, list)):
+            if len(x) != count + 1:
+                raise ValueError(
+                    f"PairwiseFusion: expected a tuple of {count + 1} inputs (one more than "
+                    f"the {count} layers), got {len(x)}"
+                )
+            y, rest = x[0], x[1:]
+        else:
+            y, rest = x, (x,) * count
+        new_st: State = {}
+        for (name, layer), x_next in zip(self.layers.items(), rest, strict=True):
+            out, new_st[name] = layer(y, ps[name], st[name])
+            y = self.connection(out, x_next)
+        return y, new_st
+
+    def extra_repr(self) -> str:
+        return _function_repr("connection", self.connection)
+
+
+class Maxout(Layer):
+    """Elementwise maximum of the outputs of layers that share one input (Lux's ``Maxout``).
+
+    Arguments:
+        *layers / **named_layers: the layers, as for :class:`Chain`; their outputs must
+            have equal (broadcastable) shapes.
+
+    Input:
+        ``x``: passed to every layer.
+
+    Returns:
+        ``max(layer_1(x), ..., layer_N(x))`` elementwise and the new state.
+
+    **Parameters**
+        ``{layer_1: ..., layer_N: ...}`` (or the given names).
+
+    **States**
+        The same keys as the parameters.
+
+    Example:
+        >>> model = Maxout(Linear(2, 3), Linear(2, 3))  # doctest: +SKIP
+    """
+
+    layers: Mapping[str, Layer]
+
+    def __init__(
+        self, *layers: LayerLike | Mapping[str, LayerLike], **named_layers: LayerLike
+    ) -> None:
+        self._set_fields(layers=collect_layers("Maxout", layers, named_layers))
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        _check_children(self, ps, st, len(self.layers))
+        ys, new_st = _apply_each(self.layers, (x,) * len(self.layers), ps, st)
+        return functools.reduce(torch.maximum, ys), new_st
+
+
+# --------------------------------------------------------------------------- single child
+
+
+class SkipConnection(Layer):
+    """``connection(layer(x), x)``: a residual / skip block (Lux's ``SkipConnection``).
+
+    Arguments:
+        layer: the layer (or chain, or plain callable) applied to ``x``.
+        connection: a function ``f(layer(x), x)`` (e.g. ``torch.add`` for a ResNet block),
+            or a layer, which is then a child called with the tuple ``(layer(x), x)``.
+
+    Input:
+        ``x``: passed to ``layer``.
+
+    Returns:
+        ``connection(layer(x), x)`` and the new state.
+
+    **Parameters**
+        ``{"layer": ...}``, plus ``"connection"`` when the connection is a layer.
+
+    **States**
+        The same keys as the parameters.
+
+    Example:
+        >>> block = SkipConnection(Linear(3, 3, activation=torch.relu), torch.add)  # doctest: +SKIP
+    """
+
+    layer: Layer
+    connection: Connection | Layer
+
+    def __post_init__(self) -> None:
+        self._set_fields(layer=as_layer("SkipConnection", "layer", self.layer))
+        if self.connection is None:
+            raise TypeError("SkipConnection: connection must be a function or a layer")
+        _check_connection("SkipConnection", "connection", self.connection, layer_ok=True)
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        connection_is_layer = isinstance(self.connection, Layer)
+        _check_children(self, ps, st, 1 + connection_is_layer)
+        y, st_layer = self.layer(x, ps["layer"], st["layer"])
+        if isinstance(self.connection, Layer):
+            out, st_connection = self.connection((y, x), ps["connection"], st["connection"])
+            return out, {"layer": st_layer, "connection": st_connection}
+        return self.connection(y, x), {"layer": st_layer}
+
+    def extra_repr(self) -> str:
+        return _function_repr("connection", self.connection)
+
+
+class RepeatedLayer(Layer):
+    """Apply the same layer, with the same parameters, ``repeats`` times (Lux's).
+
+    ::
+
+        y = x
+        for _ in range(repeats):
+            y, st = layer((y, x) if input_injection else y, ps, st)
+
+    The loop is unrolled (``repeats`` is static), so it compiles to one graph.
+
+    Arguments:
+        layer: the layer (or plain callable) to repeat.
+        repeats: how many times (>= 1; default 10 as in Lux).
+        input_injection: if ``True`` the layer receives the tuple ``(y, x)`` each time.
+
+    Input:
+        ``x``: passed to the first application.
+
+    Returns:
+        The output of the last application and the state it returned.
+
+    **Parameters**
+        ``{"layer": params_of_layer}`` (one set, shared by every repetition).
+
+    **States**
+        ``{"layer": state_of_layer}`` (threaded through the repetitions).
+
+    Example:
+        >>> model = RepeatedLayer(Linear(3, 3, activation=torch.tanh), repeats=4)  # doctest: +SKIP
+    """
+
+    layer: Layer
+    repeats: int = 10
+    input_injection: bool = False
+
+    def __post_init__(self) -> None:
+        self._set_fields(layer=as_layer("RepeatedLayer", "layer", self.layer))
+        check_int("RepeatedLayer", "repeats", self.repeats, minimum=1)
+        if not isinstance(self.input_injection, bool):
+            raise TypeError(
+                "RepeatedLayer: input_injection must be a bool, got "
+                f"{type(self.input_injection).__name__}"
+            )
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        _check_children(self, ps, st, 1)
+        params, state, y = ps["layer"], st["layer"], x
+        for _ in range(self.repeats):
+            y, state = self.layer((y, x) if self.input_injection else y, params, state)
+        return y, {"layer": state}
+
+    def extra_repr(self) -> str:
+        text = f"repeats={self.repeats}"
+        return text + ", input_injection=True" if self.input_injection else text
