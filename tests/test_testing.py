@@ -1,0 +1,427 @@
+"""The conformance harness itself: it passes correct layers and catches each kind of bug.
+
+The layers are defined here (not taken from lux_torch.layers) so that these tests pin the
+harness, not the built-ins. References are built with ``nn.utils.skip_init`` (no global RNG).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lux_torch import core, init
+from lux_torch import random as lrandom
+from lux_torch.testing import TOLERANCES, check_layer
+from lux_torch.tree import Static
+
+FAST = {"compile": False}  # compiling is slow; the compile tests opt in
+
+
+def normal(*shape: int, seed: int = 1) -> torch.Tensor:
+    return lrandom.normal(lrandom.key(seed), shape)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class MyLinear(core.Layer):
+    """torch.nn.Linear, written the lux way."""
+
+    in_features: int
+    out_features: int
+
+    def init_params(self, key):
+        k_w, k_b = lrandom.split(key)
+        bound = 1 / math.sqrt(self.in_features)
+        return {
+            "weight": init.uniform(
+                k_w, self.out_features, self.in_features, low=-bound, high=bound
+            ),
+            "bias": init.uniform(k_b, self.out_features, low=-bound, high=bound),
+        }
+
+    def __call__(self, x, ps, st):
+        return F.linear(x, ps["weight"], ps["bias"]), st
+
+    def extra_repr(self):
+        return f"{self.in_features} => {self.out_features}"
+
+
+class RenamedLinear(MyLinear):
+    """Bug: parameter names that do not follow torch.nn."""
+
+    def init_params(self, key):
+        ps = super().init_params(key)
+        return {"w": ps["weight"], "b": ps["bias"]}
+
+    def __call__(self, x, ps, st):
+        return F.linear(x, ps["w"], ps["b"]), st
+
+
+class ForgetfulLinear(MyLinear):
+    """Bug: the bias is a parameter but never used."""
+
+    def __call__(self, x, ps, st):
+        return F.linear(x, ps["weight"]), st
+
+
+class DetachedLinear(MyLinear):
+    """Bug: right values, but no gradient reaches the weight."""
+
+    def __call__(self, x, ps, st):
+        return F.linear(x, ps["weight"].detach(), ps["bias"]), st
+
+
+class SlightlyOffLinear(MyLinear):
+    """Off by a relative 1e-4: beyond float32's default rtol (1e-5)."""
+
+    def __call__(self, x, ps, st):
+        return F.linear(x, ps["weight"], ps["bias"]) * (1 + 1e-4), st
+
+
+class InPlaceLinear(MyLinear):
+    """Bug: an in-place update of a parameter (values unchanged, version bumped)."""
+
+    def __call__(self, x, ps, st):
+        ps["weight"].mul_(1.0)
+        return super().__call__(x, ps, st)
+
+
+class GraphBreakLinear(MyLinear):
+    def __call__(self, x, ps, st):
+        torch._dynamo.graph_break()
+        return super().__call__(x, ps, st)
+
+
+class CompileSensitiveLinear(MyLinear):
+    """Bug: different results when compiled."""
+
+    def __call__(self, x, ps, st):
+        y, st = super().__call__(x, ps, st)
+        return (y + 1 if torch.compiler.is_compiling() else y), st
+
+
+class BadBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 3
+
+
+class BadBackwardScale(core.Layer):
+    def __call__(self, x, ps, st):
+        return BadBackward.apply(x), st
+
+
+_SHARED_GENERATOR = torch.Generator().manual_seed(0)
+
+
+class NoisyIdentity(core.Layer):
+    """Bug: hidden randomness from a generator that outlives the call."""
+
+    def __call__(self, x, ps, st):
+        return x + torch.rand(x.shape, generator=_SHARED_GENERATOR), st
+
+
+class ReseededNoise(core.Layer):
+    """Deterministic, but draws from a torch generator rather than st["key"]."""
+
+    def init_params(self, key):
+        return {"scale": torch.ones(())}
+
+    def __call__(self, x, ps, st):
+        g = torch.Generator().manual_seed(0)
+        return x + ps["scale"] * torch.rand(x.shape, generator=g, dtype=x.dtype), st
+
+
+class MyDropout(core.Layer):
+    p: float = 0.5
+    forget_key: bool = False  # bug switch: return the used key instead of the advanced one
+
+    def init_state(self, key):
+        return {"key": key.clone(), "training": Static(True)}
+
+    def __call__(self, x, ps, st):
+        if not st["training"]:
+            return x, st
+        new_key, use_key = lrandom.split(st["key"])
+        y = lrandom.dropout(use_key, x, self.p)
+        return y, {"key": st["key"] if self.forget_key else new_key, "training": st["training"]}
+
+
+class DropsFlag(core.Layer):
+    """Bug: the returned state loses the training flag."""
+
+    def init_state(self, key):
+        return {"training": Static(True)}
+
+    def __call__(self, x, ps, st):
+        return x, {}
+
+
+class MyBatchNorm1d(core.Layer):
+    """torch.nn.BatchNorm1d on (N, C) inputs, pure: new running statistics are returned."""
+
+    num_features: int
+    momentum: float = 0.1
+    eps: float = 1e-5
+    bug: str = ""  # "stale": forget the new statistics; "inplace": update st in place
+
+    def init_params(self, key):
+        return {"weight": torch.ones(self.num_features), "bias": torch.zeros(self.num_features)}
+
+    def init_state(self, key):
+        n = self.num_features
+        return {
+            "running_mean": torch.zeros(n),
+            "running_var": torch.ones(n),
+            "num_batches_tracked": torch.zeros((), dtype=torch.int64),
+            "training": Static(True),
+        }
+
+    def __call__(self, x, ps, st):
+        if not st["training"]:
+            y = F.batch_norm(
+                x, st["running_mean"], st["running_var"], ps["weight"], ps["bias"], eps=self.eps
+            )
+            return y, st
+        mean, var = x.mean(0), x.var(0, correction=0)
+        y = (x - mean) / torch.sqrt(var + self.eps) * ps["weight"] + ps["bias"]
+        m = self.momentum
+        unbiased = var.detach() * x.shape[0] / (x.shape[0] - 1)
+        new_mean = (1 - m) * st["running_mean"] + m * mean.detach()
+        new_var = (1 - m) * st["running_var"] + m * unbiased
+        if self.bug == "stale":
+            return y, st
+        if self.bug == "inplace":
+            st["running_mean"].copy_(new_mean)
+        new = {"running_mean": new_mean, "running_var": new_var}
+        return y, {**st, **new, "num_batches_tracked": st["num_batches_tracked"] + 1}
+
+
+class MyBilinear(MyLinear):
+    """torch.nn.Bilinear(in, in, out): a two-input layer, x = (x1, x2)."""
+
+    def init_params(self, key):
+        n, m = self.out_features, self.in_features
+        bound = 1 / math.sqrt(m)
+        k_w, k_b = lrandom.split(key)
+        return {
+            "weight": init.uniform(k_w, n, m, m, low=-bound, high=bound),
+            "bias": init.uniform(k_b, n, low=-bound, high=bound),
+        }
+
+    def __call__(self, x, ps, st):
+        return F.bilinear(x[0], x[1], ps["weight"], ps["bias"]), st
+
+
+class Pair(core.Layer):
+    """A two-child container (children ``first`` and ``second``, default init)."""
+
+    first: core.Layer
+    second: core.Layer
+
+    def __call__(self, x, ps, st):
+        h, st_1 = self.first(x, ps["first"], st["first"])
+        y, st_2 = self.second(h, ps["second"], st["second"])
+        return y, {"first": st_1, "second": st_2}
+
+
+def linear_ref(*args, **kwargs) -> nn.Module:
+    return nn.utils.skip_init(nn.Linear, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------- passing layers
+
+
+def test_correct_layer_passes_every_check_including_compile():
+    report = check_layer(MyLinear(3, 2), normal(4, 3), reference=linear_ref(3, 2))
+    expected = [
+        "structure",
+        "counts",
+        "repr",
+        "forward",
+        "purity",
+        "determinism",
+        "parity",
+        "gradcheck",
+        "compile",
+        "vmap",
+    ]
+    assert {k: report[k] for k in expected} == dict.fromkeys(expected, "passed")
+    if torch.cuda.is_available():
+        assert report["device"] == "passed"
+    else:
+        assert report["device"] == "skipped: CUDA is not available"
+
+
+def test_stochastic_layer_checks_both_modes_and_parity_in_test_mode_only():
+    report = check_layer(
+        MyDropout(0.5), normal(4, 5), reference=nn.Dropout(0.5), compile_backend="eager"
+    )
+    assert report["parity[train]"].startswith("skipped: stochastic")
+    for check in [
+        "parity[test]",
+        "compile[train]",
+        "compile[test]",
+        "vmap[train]",
+        "gradcheck[train]",
+        "determinism[train]",
+        "purity[test]",
+    ]:
+        assert report[check] == "passed", check
+    assert "parity" not in report
+
+
+def test_state_updates_are_compared_with_the_reference_buffers():
+    ref = nn.utils.skip_init(nn.BatchNorm1d, 3)
+    report = check_layer(MyBatchNorm1d(3), normal(6, 3), reference=ref, **FAST)
+    assert report["parity[train]"] == report["parity[test]"] == "passed"
+    with pytest.raises(
+        AssertionError,
+        match=r"(?s)parity\[train\] failed: the returned state .*"
+        r"new_st.running_mean",
+    ):
+        check_layer(MyBatchNorm1d(3, bug="stale"), normal(6, 3), reference=ref, **FAST)
+
+
+def test_multi_input_layer_and_callable_reference():
+    x = (normal(4, 3, seed=1), normal(4, 3, seed=2))
+    ref = nn.utils.skip_init(nn.Bilinear, 3, 3, 2)
+    assert check_layer(MyBilinear(3, 2), x, reference=ref, **FAST)["parity"] == "passed"
+
+    def reference(tensors, x):
+        return F.linear(x, tensors["weight"], tensors["bias"])
+
+    assert check_layer(MyLinear(3, 2), normal(4, 3), reference=reference, **FAST)["parity"] == (
+        "passed"
+    )
+
+
+def test_containers_can_be_checked_against_differently_named_references():
+    layer, ref = (
+        Pair(MyLinear(3, 4), MyLinear(4, 2)),
+        nn.Sequential(linear_ref(3, 4), linear_ref(4, 2)),
+    )
+    with pytest.raises(AssertionError, match=r"'0.weight' is missing from ps"):
+        check_layer(layer, normal(4, 3), reference=ref, **FAST)
+    report = check_layer(
+        layer,
+        normal(4, 3),
+        reference=ref,
+        rename=lambda n: n.replace("first.", "0.").replace("second.", "1."),
+        **FAST,
+    )
+    assert report["parity"] == "passed"
+
+
+def test_options_skip_checks_and_tolerances_are_explicit():
+    report = check_layer(
+        MyLinear(3, 2), normal(4, 3), gradcheck=False, vmap=False, cuda=False, **FAST
+    )
+    assert report["parity"] == "skipped: no reference"
+    assert report["gradcheck"] == report["vmap"] == report["compile"] == "skipped: disabled"
+    assert report["device"] == "skipped: disabled (cuda=False)"
+    assert check_layer(MyLinear(3, 2), normal(4, 3), device="cpu", **FAST)["device"] == (
+        "skipped: the device is the CPU"
+    )
+    assert TOLERANCES[torch.float32] == (1e-5, 1e-6)
+    off = SlightlyOffLinear(3, 2)
+    with pytest.raises(AssertionError, match=r"(?s)parity failed: outputs differ.*rtol=1e-05"):
+        check_layer(off, normal(4, 3), reference=linear_ref(3, 2), **FAST)
+    check_layer(off, normal(4, 3), reference=linear_ref(3, 2), rtol=1e-3, **FAST)
+
+
+def test_expected_repr_is_exact():
+    layer = MyLinear(3, 2)
+    check_layer(layer, normal(4, 3), expected_repr="MyLinear(3 => 2)  # 8 parameters", **FAST)
+    with pytest.raises(
+        AssertionError, match=r"(?s)^check_layer\(MyLinear\(3 => 2\)\): repr failed"
+    ):
+        check_layer(layer, normal(4, 3), expected_repr="MyLinear(3 => 2)", **FAST)
+
+
+# --------------------------------------------------------------------------- caught bugs
+
+
+@pytest.mark.parametrize(
+    ("layer", "match"),
+    [
+        (RenamedLinear(3, 2), r"parity failed: .*'weight' is missing from ps"),
+        (ForgetfulLinear(3, 2), r"parity failed: outputs differ from the reference's"),
+        (DetachedLinear(3, 2), r"parity failed: gradients .*grad ps.weight"),
+        (MyBilinear(3, 2), r"counts failed: the reference has 8 parameters, ps has 20"),
+    ],
+    ids=["names", "outputs", "gradients", "counts"],
+)
+def test_parity_bugs_are_caught(layer, match):
+    with pytest.raises(AssertionError, match="(?s)" + match):
+        check_layer(layer, normal(4, 3), reference=linear_ref(3, 2), gradcheck=False, **FAST)
+
+
+@pytest.mark.parametrize(
+    ("layer", "x", "match"),
+    [
+        (InPlaceLinear(3, 2), normal(4, 3), r"purity failed: .*ps.weight was modified in place"),
+        (
+            MyBatchNorm1d(3, bug="inplace"),
+            normal(6, 3),
+            r"purity\[train\] failed: .*st.running_mean was modified in place",
+        ),
+        (NoisyIdentity(), normal(4, 3), r"determinism failed: two calls .* differ"),
+        (
+            MyDropout(forget_key=True),
+            normal(4, 3),
+            r"determinism\[train\] failed: a stochastic layer must return an advanced key",
+        ),
+        (ReseededNoise(), normal(4, 3), r"vmap failed \(the layer uses torch's random"),
+        (BadBackwardScale(), normal(2, 3), r"gradcheck failed: Jacobian mismatch"),
+        (
+            DropsFlag(),
+            normal(2, 3),
+            r"forward\[train\] failed: the returned state does not match st",
+        ),
+    ],
+    ids=[
+        "inplace-ps",
+        "inplace-st",
+        "nondeterministic",
+        "stale-key",
+        "torch-rng",
+        "backward",
+        "state-structure",
+    ],
+)
+def test_contract_bugs_are_caught(layer, x, match):
+    with pytest.raises(AssertionError, match="(?s)" + match):
+        check_layer(layer, x, **FAST)
+
+
+def test_graph_break_fails_compile_with_a_clear_message():
+    with pytest.raises(
+        AssertionError,
+        match=r"(?s)compile failed: torch.compile\(fullgraph=True\) "
+        r"could not capture the layer in one graph",
+    ):
+        check_layer(GraphBreakLinear(3, 2), normal(4, 3), gradcheck=False, vmap=False)
+
+
+def test_compiled_results_must_match_eager():
+    with pytest.raises(AssertionError, match=r"(?s)compile failed: compiled results differ"):
+        check_layer(CompileSensitiveLinear(3, 2), normal(4, 3), compile_backend="eager")
+
+
+def test_structure_and_forward_contract():
+    layer = MyLinear(3, 2)
+    ps = core.init_params(0, layer)
+    with pytest.raises(AssertionError, match=r"(?s)structure failed:.*ps is missing keys: bias"):
+        check_layer(layer, normal(4, 3), ps={"weight": ps["weight"]}, **FAST)
+    with pytest.raises(AssertionError, match=r"(?s)forward failed: the layer raised RuntimeError"):
+        check_layer(layer, normal(4, 5), **FAST)
