@@ -1,0 +1,39 @@
+"""Shared timing helper: interleaved runs, warm-up first, medians and ratios.
+
+Each candidate is timed in turn inside every round (A, B, A, B, ...), so slow drifts of
+the machine (frequency scaling, other processes) hit all candidates alike; a ratio is the
+ratio of medians over rounds measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def interleaved(
+    candidates: dict[str, Callable[[], object]],
+    *,
+    rounds: int = 30,
+    number: int = 100,
+    warmup: int = 20,
+) -> dict[str, float]:
+    """Median seconds per call of every candidate, measured interleaved."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[name].append((time.perf_counter() - start) / number)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def environment() -> str:
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU"

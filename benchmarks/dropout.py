@@ -1,0 +1,62 @@
+"""Eager Dropout(0.5) on a (256, 1024) float32 input: lux vs torch.nn.Dropout (training mode).
+
+Run:  python benchmarks/dropout.py [--threads N]
+
+Target (foundation issue): ratio lux / torch <= 1.0. lux's mask comes from the
+counter-based Philox generator in plain tensor ops (bit-identical eager, compiled, CPU,
+CUDA); torch's from its global CPU generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from _harness import environment, interleaved
+from tabulate import tabulate
+
+import lux_torch as lux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for shape in ((256, 1024), (64, 64)):
+        x = lux.random.normal(lux.random.key(0), shape)
+        ref = torch.nn.Dropout(0.5).train()
+        layer = lux.Dropout(0.5)
+        ps, st = lux.setup(0, layer)
+        number = 20 if shape[0] * shape[1] > 100_000 else 500
+        with torch.no_grad():
+            t = interleaved(
+                {
+                    "torch": lambda x=x, ref=ref: ref(x),
+                    "lux": lambda x=x, layer=layer, ps=ps, st=st: layer(x, ps, st),
+                },
+                rounds=args.rounds,
+                number=number,
+            )
+        rows.append(
+            (
+                str(shape),
+                f"{t['torch'] * 1e6:.1f}",
+                f"{t['lux'] * 1e6:.1f}",
+                f"{t['lux'] / t['torch']:.3f}",
+            )
+        )
+    print(f"Dropout(0.5), training mode, eager — {environment()}")
+    print(
+        tabulate(
+            rows,
+            headers=["input", "nn.Dropout (µs)", "lux.Dropout (µs)", "ratio lux/torch"],
+            tablefmt="github",
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
