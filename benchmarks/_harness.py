@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from tabulate import tabulate
 
 
 def interleaved(
@@ -37,3 +38,14 @@ def interleaved(
 
 def environment() -> str:
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU"
+
+
+def ratio_row(label: object, t: dict[str, float], base: str, new: str) -> tuple[str, ...]:
+    """``(label, base µs, new µs, new/base)`` for one measured configuration."""
+    return (str(label), f"{t[base] * 1e6:.1f}", f"{t[new] * 1e6:.1f}", f"{t[new] / t[base]:.3f}")
+
+
+def print_table(title: str, rows: list[tuple[str, ...]], headers: list[str]) -> None:
+    """Print ``title`` with the environment, then a GitHub-style table."""
+    print(f"{title} — {environment()}")
+    print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))

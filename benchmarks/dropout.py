@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _harness import environment, interleaved
-from tabulate import tabulate
+from _harness import interleaved, print_table, ratio_row
 
 import lux_torch as lux
 
@@ -40,21 +39,11 @@ def main() -> None:
                 rounds=args.rounds,
                 number=number,
             )
-        rows.append(
-            (
-                str(shape),
-                f"{t['torch'] * 1e6:.1f}",
-                f"{t['lux'] * 1e6:.1f}",
-                f"{t['lux'] / t['torch']:.3f}",
-            )
-        )
-    print(f"Dropout(0.5), training mode, eager — {environment()}")
-    print(
-        tabulate(
-            rows,
-            headers=["input", "nn.Dropout (µs)", "lux.Dropout (µs)", "ratio lux/torch"],
-            tablefmt="github",
-        )
+        rows.append(ratio_row(shape, t, "torch", "lux"))
+    print_table(
+        "Dropout(0.5), training mode, eager",
+        rows,
+        ["input", "nn.Dropout (µs)", "lux.Dropout (µs)", "ratio lux/torch"],
     )
 
 

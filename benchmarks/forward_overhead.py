@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _harness import environment, interleaved
-from tabulate import tabulate
+from _harness import interleaved, print_table, ratio_row
 
 import lux_torch as lux
 
@@ -48,21 +47,11 @@ def main() -> None:
                 rounds=args.rounds,
                 number=number,
             )
-        rows.append(
-            (
-                batch,
-                f"{t['torch'] * 1e6:.1f}",
-                f"{t['lux'] * 1e6:.1f}",
-                f"{t['lux'] / t['torch']:.3f}",
-            )
-        )
-    print(f"Chain of 10 Linear(64, 64, relu), eager inference — {environment()}")
-    print(
-        tabulate(
-            rows,
-            headers=["batch", "nn.Sequential (µs)", "lux.Chain (µs)", "ratio lux/torch"],
-            tablefmt="github",
-        )
+        rows.append(ratio_row(batch, t, "torch", "lux"))
+    print_table(
+        "Chain of 10 Linear(64, 64, relu), eager inference",
+        rows,
+        ["batch", "nn.Sequential (µs)", "lux.Chain (µs)", "ratio lux/torch"],
     )
 
 

@@ -361,6 +361,23 @@ def _finish(tree: Any, device: torch.device | str | None, dtype: torch.dtype | N
     return ltree.map(fix, tree)
 
 
+def _initialise(
+    which: str,
+    key: torch.Tensor | int,
+    model: Layer,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> Any:
+    where = f"lux.{which}"
+    model = _check_model(model, where)
+    key = _as_key(key, where)
+    if device is not None:
+        key = key.to(device)
+    with _creating(device, dtype):
+        tree = getattr(model, which)(key)
+    return _finish(tree, device, dtype)
+
+
 def init_params(
     key: torch.Tensor | int,
     model: Layer,
@@ -372,13 +389,7 @@ def init_params(
 
     ``dtype`` applies to floating-point tensors; ``key`` may be an int seed.
     """
-    model = _check_model(model, "lux.init_params")
-    key = _as_key(key, "lux.init_params")
-    if device is not None:
-        key = key.to(device)
-    with _creating(device, dtype):
-        ps = model.init_params(key)
-    return _finish(ps, device, dtype)
+    return _initialise("init_params", key, model, device, dtype)
 
 
 def init_state(
@@ -389,13 +400,7 @@ def init_state(
     dtype: torch.dtype | None = None,
 ) -> State:
     """Initial state of ``model`` (training mode), on ``device``, floats in ``dtype``."""
-    model = _check_model(model, "lux.init_state")
-    key = _as_key(key, "lux.init_state")
-    if device is not None:
-        key = key.to(device)
-    with _creating(device, dtype):
-        st = model.init_state(key)
-    return _finish(st, device, dtype)
+    return _initialise("init_state", key, model, device, dtype)
 
 
 def setup(

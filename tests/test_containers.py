@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import DTYPES, check, randn
 from torch import nn
 
-from lux_torch import random as lrandom
 from lux_torch.core import Layer, param_count, setup, test_mode
 from lux_torch.layers import (
     Bilinear,
@@ -33,19 +33,6 @@ from lux_torch.layers import (
 )
 from lux_torch.testing import check_layer
 from lux_torch.tree import Static
-
-DTYPES = [torch.float32, torch.float64]
-
-
-def _randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 1) -> torch.Tensor:
-    return lrandom.normal(lrandom.key(seed), shape, dtype=dtype)
-
-
-def _check(layer, x, dtype, **kw):
-    """check_layer in ``dtype``; compile only in float32 (see the module docstring)."""
-    ps, st = setup(0, layer, dtype=dtype)
-    kw.setdefault("compile", dtype == torch.float32)
-    return check_layer(layer, x, ps=ps, st=st, **kw)
 
 
 class Counter(Layer):
@@ -86,9 +73,9 @@ def test_chain_matches_nn_sequential(dtype):
         renamed = {names[k.split(".")[0]] + "." + k.split(".")[1]: t for k, t in tensors.items()}
         return torch.func.functional_call(seq, renamed, (x,))
 
-    report = _check(
+    report = check(
         model,
-        _randn(2, 3, dtype=dtype),
+        randn(2, 3, dtype=dtype),
         dtype,
         reference=reference,
         expected_repr=(
@@ -112,15 +99,15 @@ def test_chain_output_equals_nn_sequential_with_the_same_weights():
         "2.weight": ps["layer_2"]["weight"],
         "2.bias": ps["layer_2"]["bias"],
     }
-    x = _randn(6, 3)
+    x = randn(6, 3)
     y, _ = model(x, ps, st)
     torch.testing.assert_close(y, torch.func.functional_call(seq, weights, (x,)), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_combinators_conformance(dtype):
-    x = _randn(2, 3, dtype=dtype)
-    pair = (x, _randn(2, 3, dtype=dtype, seed=2))
+    x = randn(2, 3, dtype=dtype)
+    pair = (x, randn(2, 3, dtype=dtype, seed=2))
     cases = [
         (Parallel(torch.add, Linear(3, 2), Linear(3, 2)), pair),
         (Parallel(None, Linear(3, 2), Scale(3)), x),
@@ -142,7 +129,7 @@ def test_combinators_conformance(dtype):
         ),
     ]
     for layer, inputs in cases:
-        report = _check(layer, inputs, dtype, compile=False)
+        report = check(layer, inputs, dtype, compile=False)
         assert report["gradcheck"] == "passed" and report["vmap"] == "passed"
     # torch.compile(fullgraph=True) of every combinator nested in one Chain: one compile
     # instead of eleven
@@ -155,7 +142,7 @@ def test_combinators_conformance(dtype):
         BranchLayer(NoOpLayer(), Scale(3), NoOpLayer()),
         PairwiseFusion(torch.mul, Linear(3, 3), Scale(3)),
     )
-    report = _check(model, x, dtype, gradcheck=False)
+    report = check(model, x, dtype, gradcheck=False)
     assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
 
 
@@ -170,10 +157,10 @@ def test_containers_thread_state_under_compile_and_vmap():
         PairwiseFusion(torch.add, Counter(), Counter()),
         RepeatedLayer(Counter(), repeats=3),
     )
-    report = check_layer(model, _randn(2, 3), gradcheck=False, stochastic=True)
+    report = check_layer(model, randn(2, 3), gradcheck=False, stochastic=True)
     assert report["compile[train]"] == "passed" and report["vmap[train]"] == "passed"
     ps, st = setup(0, model)
-    _, new_st = model(_randn(2, 3), ps, st)
+    _, new_st = model(randn(2, 3), ps, st)
     assert _calls(new_st) == {
         "layer_2.layer_1": 1,
         "layer_2.layer_2": 1,
@@ -187,9 +174,9 @@ def test_containers_thread_state_under_compile_and_vmap():
         "layer_7.layer": 3,
     }
     assert not torch.equal(new_st["layer_1"]["key"], st["layer_1"]["key"])
-    assert _calls(model(_randn(2, 3), ps, new_st)[1])["layer_7.layer"] == 6
+    assert _calls(model(randn(2, 3), ps, new_st)[1])["layer_7.layer"] == 6
     # test mode reaches every child's flag
-    _, test_st = model(_randn(2, 3), ps, test_mode(st))
+    _, test_st = model(randn(2, 3), ps, test_mode(st))
     assert torch.equal(test_st["layer_1"]["key"], st["layer_1"]["key"])
 
 
@@ -221,7 +208,7 @@ def test_chain_names_children_like_lux():
 def test_chain_indexing_slicing_and_ps_subtrees():
     model = Chain(Linear(2, 4, activation=torch.tanh), Linear(4, 4), torch.relu, Linear(4, 1))
     ps, st = setup(0, model)
-    x = _randn(3, 2)
+    x = randn(3, 2)
     assert model[0] == Linear(2, 4, activation=torch.tanh) and model[-1] == Linear(4, 1)
     assert model["layer_3"] == WrappedFunction(torch.relu)
     assert len(model) == 4 and list(model) == list(model.layers.values())
@@ -241,23 +228,23 @@ def test_chain_rejects_extra_or_missing_entries():
     model = Chain(Linear(2, 3), Linear(3, 1))
     ps, st = setup(0, model)
     with pytest.raises(ValueError, match="ps has unexpected keys: layer_3"):
-        model(_randn(4, 2), ps | {"layer_3": {}}, st)
+        model(randn(4, 2), ps | {"layer_3": {}}, st)
     with pytest.raises(ValueError, match="st is missing keys: layer_2"):
-        model(_randn(4, 2), ps, {"layer_1": {}})
+        model(randn(4, 2), ps, {"layer_1": {}})
     with pytest.raises(KeyError, match=r"ps is missing keys: layer_2\.weight"):
-        model(_randn(4, 2), {"layer_1": ps["layer_1"], "other": {}}, st)
+        model(randn(4, 2), {"layer_1": ps["layer_1"], "other": {}}, st)
 
 
 def test_errors_name_the_path_of_the_failing_layer():
     model = Chain(enc=Chain(Linear(2, 3), Linear(4, 1)), head=Linear(1, 1))
     ps, st = setup(0, model)
     with pytest.raises(RuntimeError, match=r"in enc\.layer_2 \(Linear\(4 => 1\)\)") as info:
-        model(_randn(5, 2), ps, st)
+        model(randn(5, 2), ps, st)
     assert "expected input of shape (*, 4), got (5, 3)" in info.value.__notes__[0]
     skip = SkipConnection(Linear(2, 2), Chain(WrappedFunction(lambda t: t[0]), Linear(3, 1)))
     ps, st = setup(0, skip)
     with pytest.raises(RuntimeError, match=r"connection\.layer_2 \(Linear\(3 => 1\)\)"):
-        skip(_randn(5, 2), ps, st)
+        skip(randn(5, 2), ps, st)
 
 
 def test_containers_are_immutable_and_compare_by_configuration():
@@ -288,7 +275,7 @@ def test_parallel_semantics():
     model = Parallel(torch.add, l1, l2)
     ps, st = setup(0, model)
     assert list(ps) == ["layer_1", "layer_2"]
-    x1, x2 = _randn(4, 3), _randn(4, 3, seed=2)
+    x1, x2 = randn(4, 3), randn(4, 3, seed=2)
     y1 = l1(x1, ps["layer_1"], {})[0]
     y2 = l2(x2, ps["layer_2"], {})[0]
     assert torch.equal(model((x1, x2), ps, st)[0], y1 + y2)  # a tuple: one input per layer
@@ -318,7 +305,7 @@ def test_skip_connection_semantics():
     block = SkipConnection(inner, torch.add)
     ps, st = setup(0, block)
     assert list(ps) == ["layer"]
-    x = _randn(4, 3)
+    x = randn(4, 3)
     assert torch.equal(block(x, ps, st)[0], inner(x, ps["layer"], {})[0] + x)
     # a plain callable as the layer is wrapped; a layer as the connection gets (y, x)
     assert SkipConnection(torch.sin, torch.add).layer == WrappedFunction(torch.sin)
@@ -337,7 +324,7 @@ def test_branch_layer_semantics():
     l1, l2 = Linear(3, 2), Scale(3)
     model = BranchLayer(l1, l2)
     ps, st = setup(0, model)
-    x = _randn(4, 3)
+    x = randn(4, 3)
     (a, b), _ = model(x, ps, st)
     assert torch.equal(a, l1(x, ps["layer_1"], {})[0]) and torch.equal(b, x)
     # a tuple input is not split (unlike Parallel)
@@ -363,7 +350,7 @@ def test_pairwise_fusion_semantics():
     l1, l2 = Linear(3, 3), Linear(3, 3)
     model = PairwiseFusion(torch.mul, l1, l2)
     ps, st = setup(0, model)
-    x1, x2, x3 = _randn(4, 3), _randn(4, 3, seed=2), _randn(4, 3, seed=3)
+    x1, x2, x3 = randn(4, 3), randn(4, 3, seed=2), randn(4, 3, seed=3)
 
     def f1(v):
         return l1(v, ps["layer_1"], {})[0]
@@ -384,7 +371,7 @@ def test_maxout_semantics():
     l1, l2, l3 = Linear(3, 2), Linear(3, 2), Linear(3, 2)
     model = Maxout(l1, l2, l3)
     ps, st = setup(0, model)
-    x = _randn(5, 3)
+    x = randn(5, 3)
     ys = [layer(x, ps[k], {})[0] for layer, k in zip((l1, l2, l3), ps, strict=True)]
     assert torch.equal(model(x, ps, st)[0], torch.stack(ys).amax(0))
     assert param_count(model) == 3 * 8
@@ -395,7 +382,7 @@ def test_repeated_layer_semantics():
     model = RepeatedLayer(inner, repeats=3)
     ps, st = setup(0, model)
     assert list(ps) == ["layer"] and param_count(model) == param_count(inner)
-    x = _randn(4, 3)
+    x = randn(4, 3)
     expected = x
     for _ in range(3):
         expected = inner(expected, ps["layer"], {})[0]

@@ -7,19 +7,13 @@ import math
 
 import pytest
 import torch
+from helpers import DTYPES, randn
 from torch import nn
 
-from lux_torch import random as lrandom
 from lux_torch import tree as ltree
 from lux_torch.core import setup, test_mode, train_mode
 from lux_torch.layers import Dropout
 from lux_torch.testing import check_layer
-
-DTYPES = [torch.float32, torch.float64]
-
-
-def _randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 1) -> torch.Tensor:
-    return lrandom.normal(lrandom.key(seed), shape, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -31,7 +25,7 @@ def test_dropout_conformance(dtype):
     ps, st = setup(0, layer, dtype=dtype)
     report = check_layer(
         layer,
-        _randn(4, 5, dtype=dtype),
+        randn(4, 5, dtype=dtype),
         ps=ps,
         st=st,
         reference=nn.Dropout(0.3),
@@ -61,7 +55,7 @@ def test_state_layout_and_key_advance():
 
 
 def test_test_mode_and_p_zero_are_the_identity():
-    x = _randn(8, 3)
+    x = randn(8, 3)
     layer = Dropout(0.5)
     ps, st = setup(0, layer)
     y, new_st = layer(x, ps, test_mode(st))
@@ -72,7 +66,7 @@ def test_test_mode_and_p_zero_are_the_identity():
 
 
 def test_p_one_drops_everything_like_torch():
-    x = _randn(8, 3)
+    x = randn(8, 3)
     layer = Dropout(1.0)
     y, _ = layer(x, *setup(0, layer))
     assert torch.equal(y, torch.zeros_like(x))
@@ -98,7 +92,7 @@ def test_dropped_fraction_and_mean_match_p(p):
 def test_gradient_is_the_scaled_mask():
     layer = Dropout(0.25)
     ps, st = setup(0, layer)
-    x = _randn(50, 4, dtype=torch.float64)
+    x = randn(50, 4, dtype=torch.float64)
     y, _ = layer(x, ps, st)
     grad = torch.func.grad(lambda v: layer(v, ps, st)[0].sum())(x)
     mask = (y != 0).double()
@@ -125,7 +119,7 @@ def test_each_vmapped_ensemble_member_gets_its_own_mask():
 def test_compiled_masks_are_bitwise_equal_to_eager():
     layer = Dropout(0.4)
     ps, st = setup(5, layer)
-    x = _randn(3, 7)
+    x = randn(3, 7)
     compiled = torch.compile(lambda v, s: layer(v, ps, s), fullgraph=True, backend="aot_eager")
     y_eager, st_eager = layer(x, ps, st)
     y_comp, st_comp = compiled(x, st)

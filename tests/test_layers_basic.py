@@ -15,9 +15,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DTYPES, check, randn
 from torch import nn
 
-from lux_torch import random as lrandom
 from lux_torch.core import init_params, param_count, setup
 from lux_torch.layers import (
     Bilinear,
@@ -31,21 +31,6 @@ from lux_torch.layers import (
     SelectDim,
     WrappedFunction,
 )
-from lux_torch.testing import check_layer
-
-DTYPES = [torch.float32, torch.float64]
-
-
-def _randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 1) -> torch.Tensor:
-    return lrandom.normal(lrandom.key(seed), shape, dtype=dtype)
-
-
-def _check(layer, x, dtype, **kw):
-    """check_layer in ``dtype``; compile only in float32 (see the module docstring)."""
-    ps, st = setup(0, layer, dtype=dtype)
-    kw.setdefault("compile", dtype == torch.float32)
-    return check_layer(layer, x, ps=ps, st=st, **kw)
-
 
 # --------------------------------------------------------------------------- conformance
 
@@ -56,9 +41,9 @@ def test_linear_matches_torch(dtype, bias):
     # references live on the meta device: no global RNG is drawn, the harness swaps our
     # tensors in anyway
     layer = Linear(3, 4, bias=bias)
-    report = _check(
+    report = check(
         layer,
-        _randn(2, 3, dtype=dtype),
+        randn(2, 3, dtype=dtype),
         dtype,
         reference=nn.Linear(3, 4, bias=bias, device="meta"),
         compile=dtype == torch.float32 and bias,
@@ -72,9 +57,9 @@ def test_linear_with_activation_matches_functional(dtype):
         return torch.tanh(F.linear(x, t["weight"], t["bias"]))
 
     layer = Linear(3, 4, activation=torch.tanh)
-    report = _check(
+    report = check(
         layer,
-        _randn(2, 3, dtype=dtype),
+        randn(2, 3, dtype=dtype),
         dtype,
         reference=reference,
         compile=False,  # the same graph as test_linear_matches_torch plus a tanh
@@ -85,8 +70,8 @@ def test_linear_with_activation_matches_functional(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bilinear_matches_torch(dtype):
-    x = (_randn(2, 3, dtype=dtype), _randn(2, 2, dtype=dtype, seed=2))
-    report = _check(
+    x = (randn(2, 3, dtype=dtype), randn(2, 2, dtype=dtype, seed=2))
+    report = check(
         Bilinear(3, 2, 4),
         x,
         dtype,
@@ -101,7 +86,7 @@ def test_bilinear_matches_torch(dtype):
 def test_embedding_matches_torch(dtype, padding_idx):
     x = torch.tensor([[1, 0, 3], [9, 4, 1]])
     layer = Embedding(10, 3, padding_idx=padding_idx)
-    report = _check(
+    report = check(
         layer,
         x,
         dtype,
@@ -118,7 +103,7 @@ def test_embedding_scale_grad_by_freq_matches_torch():
     x = torch.tensor([[1, 1, 3], [9, 1, 1]])
     ref = nn.Embedding(10, 3, scale_grad_by_freq=True, device="meta")
     # the scaled "gradient" is not the derivative (by design), so no gradcheck
-    report = _check(
+    report = check(
         Embedding(10, 3, scale_grad_by_freq=True), x, torch.float64, reference=ref, gradcheck=False
     )
     assert report["parity"] == "passed"
@@ -126,29 +111,29 @@ def test_embedding_scale_grad_by_freq_matches_torch():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_flatten_matches_torch(dtype):
-    x = _randn(2, 3, 2, 2, dtype=dtype)
+    x = randn(2, 3, 2, 2, dtype=dtype)
     for layer, ref in [(Flatten(), nn.Flatten()), (Flatten(0, 2), nn.Flatten(0, 2))]:
-        report = _check(layer, x, dtype, reference=ref, compile=False)  # compiled below
+        report = check(layer, x, dtype, reference=ref, compile=False)  # compiled below
         assert report["parity"] == "passed"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_scale_conformance(dtype):
     layer = Scale((2, 3), activation=torch.tanh)
-    report = _check(
+    report = check(
         layer,
-        _randn(4, 2, 3, dtype=dtype),
+        randn(4, 2, 3, dtype=dtype),
         dtype,
         expected_repr="Scale((2, 3), tanh)  # 12 parameters",
     )
     assert report["gradcheck"] == "passed"
     assert report["vmap"] == "passed"
-    _check(Scale(3, bias=False), _randn(4, 3, dtype=dtype), dtype, compile=False)
+    check(Scale(3, bias=False), randn(4, 3, dtype=dtype), dtype, compile=False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_shape_and_function_layers_conformance(dtype):
-    x = _randn(2, 3, 4, dtype=dtype)
+    x = randn(2, 3, 4, dtype=dtype)
     layers = [
         NoOpLayer(),
         WrappedFunction(torch.sin),
@@ -157,10 +142,10 @@ def test_shape_and_function_layers_conformance(dtype):
         Flatten(),
     ]
     for layer in layers:
-        _check(layer, x, dtype, compile=False)  # parameter-free: vmap is skipped
+        check(layer, x, dtype, compile=False)  # parameter-free: vmap is skipped
     # all of them in one compiled graph (a Scale gives vmap something to map over)
     chain = Chain(WrappedFunction(torch.sin), NoOpLayer(), Reshape(4, 3), SelectDim(1, -1))
-    report = _check(Chain(chain, Flatten(), Scale(3)), x, dtype)
+    report = check(Chain(chain, Flatten(), Scale(3)), x, dtype)
     assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
 
 
@@ -170,16 +155,16 @@ def test_shape_and_function_layers_conformance(dtype):
 def test_linear_and_bilinear_outputs():
     layer = Linear(3, 2, activation=torch.relu)
     ps, st = setup(0, layer)
-    x = _randn(5, 3)
+    x = randn(5, 3)
     y, new_st = layer(x, ps, st)
     assert torch.equal(y, torch.relu(x @ ps["weight"].T + ps["bias"]))
     assert new_st == {}
-    y, _ = layer(_randn(7, 5, 3), ps, st)  # any leading dimensions
+    y, _ = layer(randn(7, 5, 3), ps, st)  # any leading dimensions
     assert y.shape == (7, 5, 2)
     bil = Bilinear(3, 2, 4, bias=False)
     ps, st = setup(0, bil)
     assert set(ps) == {"weight"} and ps["weight"].shape == (4, 3, 2)
-    x1, x2 = _randn(5, 3), _randn(5, 2, seed=2)
+    x1, x2 = randn(5, 3), randn(5, 2, seed=2)
     y, _ = bil((x1, x2), ps, st)
     torch.testing.assert_close(y, torch.einsum("bi,oij,bj->bo", x1, ps["weight"], x2))
 
@@ -300,7 +285,7 @@ def test_bad_inputs_name_the_layer_and_the_expected_shape():
     model = Chain(Linear(2, 3), Linear(4, 1))
     ps, st = setup(0, model)
     with pytest.raises(RuntimeError, match=r"layer_2 \(Linear\(4 => 1\)\)") as info:
-        model(_randn(5, 2), ps, st)
+        model(randn(5, 2), ps, st)
     assert "expected input of shape (*, 4), got (5, 3)" in "\n".join(info.value.__notes__)
     layer = Linear(2, 3)
     ps, st = setup(0, layer)
@@ -312,9 +297,9 @@ def test_bilinear_embedding_and_shape_errors_explain_the_input():
     bil = Bilinear(3, 2, 4)
     ps, st = setup(0, bil)
     with pytest.raises(RuntimeError, match=r"expected inputs of shapes \(\*, 3\) and \(\*, 2\)"):
-        bil((_randn(5, 3), _randn(5, 3)), ps, st)
+        bil((randn(5, 3), randn(5, 3)), ps, st)
     with pytest.raises(Exception, match=r"expected a tuple \(x1, x2\)"):
-        bil(_randn(5, 3), ps, st)
+        bil(randn(5, 3), ps, st)
     emb = Embedding(10, 3)
     ps, st = setup(0, emb)
     with pytest.raises(IndexError, match=r"expected indices in \[0, 10\), got values in \[1, 12\]"):

@@ -70,6 +70,24 @@ def fan_in_uniform(key: torch.Tensor, shape: Sequence[int], fan_in: int) -> torc
     return init.uniform(key, *shape, low=-bound, high=bound)
 
 
+def affine_params(layer: Any, key: torch.Tensor, shape: tuple[int, ...], fan_in: int) -> Params:
+    """``{"weight": shape, "bias": (shape[0],)}`` for a layer with ``weight_init``,
+    ``bias_init`` and ``bias`` fields; torch.nn's ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    for the initializers left as ``None``."""
+    k_weight, k_bias = lrandom.split(key)
+    if layer.weight_init is None:
+        weight = fan_in_uniform(k_weight, shape, fan_in)
+    else:
+        weight = layer.weight_init(k_weight, *shape)
+    ps = {"weight": weight}
+    if layer.bias:
+        if layer.bias_init is None:
+            ps["bias"] = fan_in_uniform(k_bias, (shape[0],), fan_in)
+        else:
+            ps["bias"] = layer.bias_init(k_bias, shape[0])
+    return ps
+
+
 def _not_a_tensor(x: Any) -> str | None:
     if isinstance(x, torch.Tensor):
         return None
@@ -156,19 +174,8 @@ class Linear(Layer):
         _check_affine("Linear", self)
 
     def init_params(self, key: torch.Tensor) -> Params:
-        k_weight, k_bias = lrandom.split(key)
         shape = (self.out_features, self.in_features)
-        if self.weight_init is None:
-            weight = fan_in_uniform(k_weight, shape, self.in_features)
-        else:
-            weight = self.weight_init(k_weight, *shape)
-        ps = {"weight": weight}
-        if self.bias:
-            if self.bias_init is None:
-                ps["bias"] = fan_in_uniform(k_bias, (self.out_features,), self.in_features)
-            else:
-                ps["bias"] = self.bias_init(k_bias, self.out_features)
-        return ps
+        return affine_params(self, key, shape, self.in_features)
 
     def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
         y = F.linear(x, ps["weight"], ps["bias"] if self.bias else None)
@@ -228,19 +235,8 @@ class Bilinear(Layer):
         _check_affine("Bilinear", self)
 
     def init_params(self, key: torch.Tensor) -> Params:
-        k_weight, k_bias = lrandom.split(key)
         shape = (self.out_features, self.in1_features, self.in2_features)
-        if self.weight_init is None:
-            weight = fan_in_uniform(k_weight, shape, self.in1_features)
-        else:
-            weight = self.weight_init(k_weight, *shape)
-        ps = {"weight": weight}
-        if self.bias:
-            if self.bias_init is None:
-                ps["bias"] = fan_in_uniform(k_bias, (self.out_features,), self.in1_features)
-            else:
-                ps["bias"] = self.bias_init(k_bias, self.out_features)
-        return ps
+        return affine_params(self, key, shape, self.in1_features)
 
     def __call__(
         self, x: tuple[torch.Tensor, torch.Tensor], ps: Params, st: dict
