@@ -4,7 +4,7 @@ Run:  python examples/quickstart.py          (about 10 s on a laptop CPU)
 
 Shows the whole lux_torch workflow: describe a model, create its parameters and state
 with an explicit key, take gradients with ``torch.func.grad`` over the parameter tree,
-update with pure functions of trees (Adam in five lines), switch to test mode, and print
+update with the pure optimizer ``lux.optim.adam``, switch to test mode, and print
 the model and a summary table.
 """
 
@@ -33,25 +33,22 @@ def main(steps: int = 1500, lr: float = 3e-3) -> float:
     y = torch.sin(3 * x)
     ps, st = lux.setup(init_key, model)
 
+    mse = lux.losses.MSELoss()
+    optimizer = lux.optim.adam(lr=lr)
+    opt_state = optimizer.init(ps)
+
     def loss_fn(ps, st):
         pred, st = model(x, ps, st)
-        return torch.mean((pred - y) ** 2), st
+        return mse(pred, y), st
 
-    # Adam written with tree maps: pure functions of (params, grads, moments)
-    m = lux.tree.map(torch.zeros_like, ps)
-    v = lux.tree.map(torch.zeros_like, ps)
-
-    def step(ps, st, m, v, t):
+    def step(ps, st, opt_state):
         grads, (loss, st) = torch.func.grad_and_value(loss_fn, has_aux=True)(ps, st)
-        m = lux.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
-        v = lux.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
-        c1, c2 = 1 - 0.9**t, 1 - 0.999**t
-        ps = lux.tree.map(lambda p, m, v: p - lr * (m / c1) / (torch.sqrt(v / c2) + 1e-8), ps, m, v)
-        return ps, st, m, v, loss
+        updates, opt_state = optimizer.update(grads, opt_state, ps)
+        return lux.optim.apply_updates(ps, updates), st, opt_state, loss
 
     start = time.perf_counter()
     for t in range(1, steps + 1):
-        ps, st, m, v, loss = step(ps, st, m, v, t)
+        ps, st, opt_state, loss = step(ps, st, opt_state)
         if t % 300 == 0 or t == 1:
             print(f"step {t:5d}   loss {loss.item():.5f}")
 

@@ -10,7 +10,7 @@ dicts of tensors; every forward pass is a pure function ``y, st = model(x, ps, s
     y, st = model(torch.randn(8, 2), ps, st)
 """
 
-from . import init, random, tree
+from . import init, losses, optim, random, tree
 from .core import (
     Layer,
     StatefulLayer,
@@ -75,6 +75,8 @@ __all__ = [
     "init_params",
     "init_state",
     "load_state_dict",
+    "losses",
+    "optim",
     "param_count",
     "random",
     "setup",
