@@ -7,6 +7,9 @@ training flag) are :class:`Static` nodes: registered as *leafless* pytree nodes 
 leaves, so ``torch.func.vmap(f)(stacked_ps, stacked_st)`` never sees a non-tensor leaf.
 
 All functions here are thin wrappers over ``optree`` in the ``"lux_torch"`` namespace.
+While ``torch.compile`` traces, :func:`map`, :func:`leaves` and :func:`flatten` use
+``torch.utils._pytree`` instead (Dynamo cannot trace optree's flattening of an empty
+``dict``, which any parameter-free layer produces).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "Static",
     "allclose",
     "count",
+    "flatten",
     "leaves",
     "map",
     "paths",
@@ -29,6 +33,7 @@ __all__ = [
     "stack",
     "structure",
     "to",
+    "unflatten",
     "unstack",
 ]
 
@@ -99,12 +104,36 @@ def map(fn: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:
         >>> map(lambda t: t * 2, {"w": torch.ones(2)})
         {'w': tensor([2., 2.])}
     """
+    if torch.compiler.is_compiling():
+        return torch_pytree.tree_map(fn, tree, *rest)
     return optree.tree_map(fn, tree, *rest, namespace=NAMESPACE)
 
 
 def leaves(tree: Tree) -> list[Any]:
     """The leaves of ``tree`` (tensors), in a deterministic order (sorted dict keys)."""
+    if torch.compiler.is_compiling():
+        return torch_pytree.tree_leaves(tree)
     return optree.tree_leaves(tree, namespace=NAMESPACE)
+
+
+def flatten(tree: Tree) -> tuple[list[Any], Any]:
+    """``(leaves, spec)``; :func:`unflatten` inverts it. Works inside ``torch.compile``.
+
+    Example:
+        >>> leaves, spec = flatten({"w": torch.ones(2)})
+        >>> unflatten(spec, [t * 2 for t in leaves])
+        {'w': tensor([2., 2.])}
+    """
+    if torch.compiler.is_compiling():
+        return torch_pytree.tree_flatten(tree)
+    return optree.tree_flatten(tree, namespace=NAMESPACE)
+
+
+def unflatten(spec: Any, leaves: list[Any]) -> Tree:
+    """The tree of structure ``spec`` (from :func:`flatten`) holding ``leaves``."""
+    if isinstance(spec, torch_pytree.TreeSpec):
+        return torch_pytree.tree_unflatten(leaves, spec)
+    return optree.tree_unflatten(spec, leaves)
 
 
 def structure(tree: Tree) -> Any:
