@@ -8,10 +8,22 @@ An optimizer is a :class:`GradientTransformation`: a pair of pure functions
 * ``update(grads, state, ps=None) -> (updates, new_state)`` turns gradients into updates.
 
 :func:`apply_updates` adds the updates to the parameters. Nothing is mutated in place. The
-aliases (:func:`sgd`, :func:`adam`, :func:`adamw`, :func:`rmsprop`, :func:`adagrad`) are
-thin :func:`chain` s of small primitives and reproduce ``torch.optim`` step for step.
-Leaf arithmetic uses ``torch._foreach_*`` (non-in-place) on the flattened leaf lists and
-falls back to per-leaf ops where a foreach kernel is unavailable (e.g. under ``vmap``).
+aliases (:func:`sgd`, :func:`adam`, :func:`adamw`, :func:`rmsprop`, :func:`adagrad`,
+:func:`lion`) are thin :func:`chain` s of small primitives and reproduce ``torch.optim``
+step for step (Lion: the paper's algorithm). :func:`masked` and :func:`partition` apply
+transformations to parts of the tree (e.g. to freeze a sub-model), and every learning
+rate may be a schedule from :mod:`lux_torch.schedules` (re-exported here).
+
+Leaf arithmetic uses ``torch._foreach_*`` on the flattened leaf lists, in place only on
+the update's own temporaries (never on ``grads``, ``ps`` or a state), and falls back to
+out-of-place per-leaf ops where a foreach kernel is unavailable (e.g. under ``vmap``) or
+where autograd records the update (it stays differentiable). The built-in
+transformations also have a private leaf-level form, so a :func:`chain` of them flattens
+the gradients and the state once per update, skips members that do nothing
+(``add_decayed_weights(0)``, ``trace(0)``) and folds scalar factors (bias correction,
+learning rate, clipping) into a single multiplication; eager updates compute those
+factors in Python floats, as ``torch.optim`` does, traced ones (``torch.compile``,
+``vmap`` over states) with tensor ops.
 
 Example:
     >>> ps = {"w": torch.ones(3)}
@@ -23,12 +35,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import optree
 import torch
+import torch.utils._pytree as torch_pytree
 
+from lux_torch.schedules import (
+    constant_schedule,
+    cosine_decay_schedule,
+    exponential_decay,
+    linear_schedule,
+    piecewise_constant_schedule,
+    warmup_cosine_decay_schedule,
+)
 from lux_torch.tree import NAMESPACE
 
 __all__ = [
@@ -40,14 +62,25 @@ __all__ = [
     "apply_updates",
     "chain",
     "clip_by_global_norm",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "exponential_decay",
+    "linear_schedule",
+    "lion",
+    "masked",
+    "partition",
+    "piecewise_constant_schedule",
     "rmsprop",
     "scale",
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_learning_rate",
+    "scale_by_lion",
     "scale_by_rms",
+    "set_to_zero",
     "sgd",
     "trace",
+    "warmup_cosine_decay_schedule",
 ]
 
 Tree = Any
@@ -55,6 +88,8 @@ State = Any
 Scalar = float | torch.Tensor
 Schedule = Callable[[torch.Tensor], Scalar]
 LearningRate = float | Schedule
+Leaves = Sequence[torch.Tensor]  # a list, or the tuple a torch._foreach_* op returns
+Factor = Scalar | None  # a pending scalar multiplier of a leaf list; None means 1
 
 
 class GradientTransformation(NamedTuple):
@@ -67,26 +102,56 @@ class GradientTransformation(NamedTuple):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _foreach(name: str, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
-    """``torch._foreach_<name>`` (non-in-place) with a per-leaf fallback."""
-    lists = [a for a in args if isinstance(a, list)]
-    if lists and not lists[0]:
+def _foreach(name: str, *args: Any, **kwargs: Any) -> Leaves:
+    """``torch._foreach_<name>`` (non-in-place) with a per-leaf fallback; ``args[0]`` a list."""
+    first = args[0]
+    if not first:
         return []
-    fn = getattr(torch, f"_foreach_{name}", None)
-    if fn is not None:
-        try:
-            return list(fn(*args, **kwargs))
-        except (RuntimeError, NotImplementedError, TypeError):
-            pass
+    try:
+        return getattr(torch, f"_foreach_{name}")(*args, **kwargs)  # type: ignore[no-any-return]
+    except _FAILURES:
+        pass
     single = getattr(torch, name)
-    n = len(lists[0])
-    return [single(*(a[i] if isinstance(a, list) else a for a in args), **kwargs) for i in range(n)]
+    return [
+        single(*(a[i] if isinstance(a, list | tuple) else a for a in args), **kwargs)
+        for i in range(len(first))
+    ]
+
+
+# what a foreach kernel raises where it cannot run (no vmap batching rule, empty list, ...)
+_FAILURES = (RuntimeError, NotImplementedError, TypeError, AttributeError)
+
+
+def _tree_flatten(tree: Tree) -> tuple[list[Any], Any]:
+    """``optree`` flattening; ``torch.utils._pytree`` while ``torch.compile`` traces.
+
+    (Dynamo cannot trace optree's flattening of a tree holding an empty dict, which a
+    parameter-free layer's ``ps`` entry is.)
+    """
+    if torch.compiler.is_compiling():
+        return torch_pytree.tree_flatten(tree)
+    return optree.tree_flatten(tree, namespace=NAMESPACE)
+
+
+def _optree_flatten(tree: Tree) -> tuple[list[Any], Any]:
+    return optree.tree_flatten(tree, namespace=NAMESPACE)
+
+
+def _unflatten(spec: Any, leaves: Iterable[Any]) -> Tree:
+    if isinstance(spec, torch_pytree.TreeSpec):
+        return torch_pytree.tree_unflatten(list(leaves), spec)
+    return optree.tree_unflatten(spec, leaves)
+
+
+def _tree_map(fn: Callable[[Any], Any], tree: Tree) -> Tree:
+    leaves, spec = _tree_flatten(tree)
+    return _unflatten(spec, [fn(x) for x in leaves])
 
 
 def _flatten(tree: Tree, like: Tree, what: str) -> tuple[list[torch.Tensor], Any]:
     """Leaves of ``tree``, checking that its structure equals that of ``like``."""
-    leaves, spec = optree.tree_flatten(tree, namespace=NAMESPACE)
-    like_spec = optree.tree_structure(like, namespace=NAMESPACE)
+    leaves, spec = _tree_flatten(tree)
+    like_spec = _tree_flatten(like)[1]
     if spec != like_spec:
         got = set(_paths(tree))
         want = set(_paths(like))
@@ -102,12 +167,8 @@ def _paths(tree: Tree) -> list[str]:
     return [".".join(map(str, p)) for p in optree.tree_paths(tree, namespace=NAMESPACE)]
 
 
-def _unflatten(spec: Any, leaves: list[torch.Tensor]) -> Tree:
-    return optree.tree_unflatten(spec, leaves)
-
-
 def _zeros_like(ps: Tree, fill: float = 0.0) -> Tree:
-    return optree.tree_map(lambda p: torch.full_like(p, fill), ps, namespace=NAMESPACE)
+    return _tree_map(lambda p: torch.full_like(p, fill), ps)
 
 
 def _count() -> torch.Tensor:
@@ -129,6 +190,276 @@ def _check_beta(name: str, value: float, fn: str) -> None:
         raise ValueError(f"lux_torch.optim.{fn}: {name} must be in [0, 1), got {value}")
 
 
+# ------------------------------------------------------------------ leaf-level protocol
+#
+# Every built-in transformation is written once, on leaf lists, as a ``_Leafwise``;
+# ``_transformation`` wraps it into the public tree API. A ``chain`` of leaf-level members
+# is itself leaf-level: it flattens grads, state and ps once, hands the lists through its
+# members and unflattens once. A member's ``update(g, f, s, p, kit) -> (u, f, s)`` gets the
+# gradient leaves ``g`` with a pending scalar factor ``f`` (the gradients are ``g * f``;
+# ``None`` means 1), its own state leaves ``s`` (in flattening order: dict keys sorted),
+# the parameter leaves ``p`` (or ``None``) and the ``_Kit`` to compute with; it returns the
+# update leaves, their pending factor and its new state leaves. Scaling members only
+# multiply the factor, which is applied once, at the end: ``chain(scale_by_adam(),
+# scale_by_learning_rate(lr))`` makes one pass of ``(m / (sqrt(v) / bc2 + eps)) * (-lr /
+# bc1)`` over the leaves. Leaves that are ``_Owned`` are temporaries of the update in
+# progress, which later members may overwrite in place.
+
+
+class _Owned(list[torch.Tensor]):
+    """Leaves that are temporaries of the update in progress: nothing else (inputs, state)
+    refers to them, so they may be overwritten in place."""
+
+
+class _Kit(NamedTuple):
+    """How a leaf update computes.
+
+    ``op(name, *args)`` is ``torch._foreach_<name>``; ``op_(name, target, *args)`` its
+    in-place form on ``target``, a temporary of the update, or an out-of-place op;
+    ``own(leaves)`` marks temporaries that later members may overwrite (Dynamo cannot pass
+    the marker class to an op, and where ``op_`` is out of place it does nothing);
+    ``dtype``: the common dtype of all the floating-point leaves (CPU float32/float64
+    only), with which :func:`_scalar` hands scalars to the ops as tensors.
+    """
+
+    op: Callable[..., Leaves]
+    op_: Callable[..., Leaves]
+    own: Callable[[Leaves], Leaves]
+    dtype: torch.dtype | None = None
+
+
+def _direct(name: str, first: Leaves, *args: Any, **kwargs: Any) -> Leaves:
+    if not first:
+        return []
+    return getattr(torch, f"_foreach_{name}")(first, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+def _direct_(name: str, target: Leaves, *args: Any, **kwargs: Any) -> Leaves:
+    if target:
+        getattr(torch, f"_foreach_{name}_")(target, *args, **kwargs)
+    return target
+
+
+def _same(leaves: Leaves) -> Leaves:
+    return leaves
+
+
+# _FAST: foreach kernels, in place on temporaries; any failure reruns the update with
+# _SAFE, out of place with a per-leaf fallback (vmap), which autograd-tracked updates use
+# from the start. _TRACE: while torch.compile traces.
+_FAST = _Kit(_direct, _direct_, _Owned)
+_SAFE = _Kit(_foreach, _foreach, _same)
+_TRACE = _Kit(_direct, _direct_, _same)
+_FAST_FOR = {dtype: _FAST._replace(dtype=dtype) for dtype in (torch.float32, torch.float64)}
+
+
+def _scalar(kit: _Kit, leaves: Leaves, x: Scalar, cache: dict | None = None) -> Scalar:
+    """``x`` as a 0-dim tensor of ``kit.dtype``, for a foreach op over ``leaves``.
+
+    A CPU op converts a Python (or differently typed) scalar for every leaf; this converts
+    it once, to the same value (float32 and float64 compute in their own precision).
+    ``cache`` keeps the tensor of a constant ``x``.
+    """
+    dtype = kit.dtype
+    if dtype is None or not leaves:
+        return x
+    if isinstance(x, torch.Tensor):
+        return x if x.dtype is dtype or x.dim() else x.to(dtype)
+    if cache is None:
+        return torch.full((), x, dtype=dtype)
+    t = cache.get(dtype)
+    if t is None:
+        t = cache[dtype] = torch.full((), x, dtype=dtype)
+    return t
+
+
+_ONE = torch.ones((), dtype=torch.int64)
+
+
+def _inc(count: torch.Tensor) -> torch.Tensor:
+    """``count + 1`` (a tensor-tensor add skips wrapping the Python ``1`` in a tensor)."""
+    return torch.add(count, _ONE)
+
+
+def _plain_count(count: torch.Tensor) -> int | None:
+    """``count`` as an int when it is an ordinary CPU tensor outside any tracing, else None.
+
+    Eager updates then compute their scalar factors in Python, as ``torch.optim`` does.
+    """
+    if (
+        type(count) is torch.Tensor
+        and count.is_cpu
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(count)
+    ):
+        return int(count.item())
+    return None
+
+
+def _times(f: Factor, k: Scalar) -> Scalar:
+    return k if f is None else f * k
+
+
+def _materialize(g: Leaves, f: Factor, kit: _Kit) -> Leaves:
+    """``g * f`` (in place when ``g`` is owned); owned unless ``f`` is None."""
+    if f is None:
+        return g
+    if isinstance(f, torch.Tensor) and f.requires_grad and torch.is_grad_enabled():
+        return [x * f for x in g]  # foreach ops do not differentiate a tensor scalar
+    op = kit.op_ if isinstance(g, _Owned) else kit.op
+    return kit.own(op("mul", g, _scalar(kit, g, f)))
+
+
+class _Leafwise(NamedTuple):
+    size: Callable[[int], int]  # number of state leaves for n parameter leaves
+    update: Callable[[Leaves, Factor, Leaves, Leaves | None, _Kit], tuple[Leaves, Factor, Leaves]]
+    check: Callable[[Tree, State], None]  # cold path: raise a named error for bad grads
+    uses_ps: bool = False  # update reads the parameter leaves
+
+
+_LEAFWISE = "_lux_leafwise"
+
+
+def _no_check(grads: Tree, state: State) -> None:
+    return None
+
+
+_IDENTITY = _Leafwise(lambda n: 0, lambda g, f, s, p, kit: (g, f, s), _no_check)
+
+
+def _leafwise(t: GradientTransformation) -> _Leafwise | None:
+    return getattr(t.update, _LEAFWISE, None)
+
+
+def _run(lw: _Leafwise, g: Leaves, s: Leaves, p: Leaves | None) -> tuple[Leaves, Leaves]:
+    """``lw.update`` with the fastest kit that works; returns updates and new state."""
+    leaves = (*g, *s, *(p or ()))
+    if torch.compiler.is_compiling():
+        kit = _TRACE
+    elif torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+        kit = _SAFE  # in-place ops could break a graph that autograd records
+    elif g and g[0].is_cpu and (dtype := g[0].dtype) in _FAST_FOR:
+        uniform = all(t.dtype is dtype or not t.is_floating_point() for t in leaves)
+        kit = _FAST_FOR[dtype] if uniform else _FAST
+    else:
+        kit = _FAST
+    if kit is not _SAFE:
+        try:
+            u, f, new = lw.update(g, None, s, p, kit)
+            return _materialize(u, f, kit), new
+        except _FAILURES:
+            pass  # e.g. no foreach kernel under vmap: recompute (inputs are untouched)
+    u, f, new = lw.update(g, None, s, p, _SAFE)
+    return _materialize(u, f, _SAFE), new
+
+
+def _transformation(
+    name: str, init: Callable[[Tree], State], lw: _Leafwise
+) -> GradientTransformation:
+    """The tree API of a leaf-level transformation: flatten once, check, update, unflatten.
+
+    Eager updates flatten ``grads`` and read ``state`` (and ``ps``) along the structure
+    that the grads imply, which is also the check: ``spec.flatten_up_to`` raises on a
+    mismatch (then :func:`_state_mismatch` names it). While ``torch.compile`` traces, every
+    tree is flattened with ``torch.utils._pytree`` and the structures are compared.
+    """
+    state_specs: dict[Any, Any] = {}  # grads structure -> state structure (from init)
+    # ps is read where an update uses it, or to check grads where no state tree does
+    check_ps = lw.uses_ps or lw.size(1) == lw.size(0)
+
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        if torch.compiler.is_compiling():
+            return traced(grads, state, ps)
+        g, g_spec = optree.tree_flatten(grads, namespace=NAMESPACE)
+        s_spec = state_specs.get(g_spec)
+        if s_spec is None:
+            s_spec = state_specs[g_spec] = optree.tree_structure(init(grads), namespace=NAMESPACE)
+        s = _leaves_along(s_spec, state)
+        if s is None:
+            raise _state_mismatch(name, lw, grads, state, s_spec)
+        p = None
+        if ps is not None and check_ps:
+            p = _leaves_along(g_spec, ps)
+            if p is None:
+                _flatten(grads, ps, "grads")  # raises, naming the paths
+                p = _tree_flatten(ps)[0]
+        u, new = _run(lw, g, s, p)
+        return optree.tree_unflatten(g_spec, u), optree.tree_unflatten(s_spec, new)
+
+    def traced(grads: Tree, state: State, ps: Tree) -> tuple[Tree, State]:
+        g, g_spec = _tree_flatten(grads)
+        s, s_spec = _tree_flatten(state)
+        expected = _tree_flatten(init(grads))[1]
+        if expected != s_spec:
+            raise _state_mismatch(name, lw, grads, state, expected)
+        p = None
+        if ps is not None and check_ps:
+            _flatten(grads, ps, "grads")
+            p = _tree_flatten(ps)[0]
+        u, new = _run(lw, g, s, p)
+        return _unflatten(g_spec, u), _unflatten(s_spec, new)
+
+    update.__dict__[_LEAFWISE] = lw
+    return GradientTransformation(init, update)
+
+
+def _leaves_along(spec: Any, tree: Tree) -> list[torch.Tensor] | None:
+    """The leaves of ``tree`` if it has structure ``spec`` (an optree spec) and tensor
+    leaves, else None. Much cheaper than flattening ``tree`` and comparing structures."""
+    try:
+        leaves = spec.flatten_up_to(tree)
+    except ValueError:
+        return None
+    return leaves if all(isinstance(t, torch.Tensor) for t in leaves) else None
+
+
+def _state_mismatch(
+    name: str, lw: _Leafwise, grads: Tree, state: State, expected: Any
+) -> ValueError:
+    """The error for a state that does not fit the grads: the grads' missing and extra
+    paths where a state tree is like ``ps``, else the two structures."""
+    lw.check(grads, state)  # raises where it can name paths
+    got = _tree_flatten(state)[1]
+    if got == expected:
+        kinds = sorted({type(x).__name__ for x in _tree_flatten(state)[0]})
+        return ValueError(f"lux_torch.optim.{name}: state leaves must be tensors, got {kinds}")
+    return ValueError(
+        f"lux_torch.optim.{name}: the state does not fit this transformation and these "
+        f"grads: expected {expected}, got {got}"
+    )
+
+
+def _stateless(
+    name: str,
+    fn: Callable[[Leaves, Factor, Leaves | None, _Kit], tuple[Leaves, Factor]],
+    uses_ps: bool = False,
+) -> GradientTransformation:
+    def init(ps: Tree) -> State:
+        return ()
+
+    def update(
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+    ) -> tuple[Leaves, Factor, Leaves]:
+        u, f = fn(g, f, p, kit)
+        return u, f, s
+
+    return _transformation(name, init, _Leafwise(lambda n: 0, update, _no_check, uses_ps))
+
+
+def _identity(name: str) -> GradientTransformation:
+    return _transformation(name, lambda ps: (), _IDENTITY)
+
+
+def _moments_check(name: str, keys: tuple[str, ...]) -> Callable[[Tree, State], None]:
+    def check(grads: Tree, state: State) -> None:
+        for key in keys:
+            if isinstance(state, dict) and key in state:
+                _flatten(grads, state[key], f"grads (to {name})")
+
+    return check
+
+
 # -------------------------------------------------------------------------- primitives
 
 
@@ -146,19 +477,28 @@ def apply_updates(ps: Tree, updates: Tree) -> Tree:
         >>> apply_updates({"w": torch.ones(2)}, {"w": torch.ones(2)})
         {'w': tensor([2., 2.])}
     """
-    p_leaves, spec = optree.tree_flatten(ps, namespace=NAMESPACE)
-    u_leaves, _ = _flatten(updates, ps, "updates")
-    return _unflatten(spec, _foreach("add", p_leaves, u_leaves))
+    if torch.compiler.is_compiling():
+        p, spec = _tree_flatten(ps)
+        return _unflatten(spec, _foreach("add", p, _flatten(updates, ps, "updates")[0]))
+    p, spec = optree.tree_flatten(ps, namespace=NAMESPACE)
+    u = _leaves_along(spec, updates)
+    if u is None:
+        u = _flatten(updates, ps, "updates")[0]  # raises, naming the paths
+    return optree.tree_unflatten(spec, _foreach("add", p, u))
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Compose transformations left to right; the state is a tuple of their states.
 
+    When every member is a built-in transformation (or a chain of them) the chain flattens
+    the trees once per update and hands leaf lists from member to member; otherwise each
+    member's ``update`` is called on trees.
+
     Arguments:
         transforms: the transformations, applied in order.
 
     Returns:
-        A :class:`GradientTransformation`.
+        A :class:`GradientTransformation` with state ``(state_1, ..., state_n)``.
 
     Example:
         >>> opt = chain(clip_by_global_norm(1.0), scale(-0.1))
@@ -166,6 +506,33 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     def init(ps: Tree) -> State:
         return tuple(t.init(ps) for t in transforms)
+
+    members = [lw for lw in map(_leafwise, transforms) if lw is not None]
+    if len(members) == len(transforms):
+        active = [lw for lw in members if lw is not _IDENTITY]
+
+        def size(n: int) -> int:
+            return sum(lw.size(n) for lw in active)
+
+        def leaf_update(
+            g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+        ) -> tuple[Leaves, Factor, Leaves]:
+            n, start = len(g), 0
+            new: list[torch.Tensor] = []
+            for lw in active:
+                stop = start + lw.size(n)
+                g, f, part = lw.update(g, f, s[start:stop], p, kit)
+                new += part
+                start = stop
+            return g, f, new
+
+        def check(grads: Tree, state: State) -> None:
+            if isinstance(state, tuple) and len(state) == len(members):
+                for lw, st in zip(members, state, strict=True):
+                    lw.check(grads, st)
+
+        uses_ps = any(lw.uses_ps for lw in active)
+        return _transformation("chain", init, _Leafwise(size, leaf_update, check, uses_ps))
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         new_states = []
@@ -177,22 +544,6 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def _stateless(fn: Callable[[list[torch.Tensor], list[torch.Tensor] | None], list]) -> Any:
-    def init(ps: Tree) -> State:
-        return ()
-
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        if ps is None:
-            g, spec = optree.tree_flatten(grads, namespace=NAMESPACE)
-            p = None
-        else:
-            g, spec = _flatten(grads, ps, "grads")
-            p = optree.tree_leaves(ps, namespace=NAMESPACE)
-        return _unflatten(spec, fn(g, p)), state
-
-    return GradientTransformation(init, update)
-
-
 def scale(step_size: float) -> GradientTransformation:
     """Multiply updates by a constant ``step_size`` (use a negative value to descend).
 
@@ -200,36 +551,55 @@ def scale(step_size: float) -> GradientTransformation:
         step_size: the factor.
 
     Returns:
-        A stateless :class:`GradientTransformation`.
+        A stateless :class:`GradientTransformation` (state ``()``).
 
     Example:
         >>> opt = scale(-0.1)
     """
-    return _stateless(lambda g, p: _foreach("mul", g, step_size))
+    return _stateless("scale", lambda g, f, p, kit: (g, _times(f, step_size)))
+
+
+def set_to_zero() -> GradientTransformation:
+    """Replace the updates by zeros (freezes what it is applied to; see :func:`partition`).
+
+    Returns:
+        A stateless :class:`GradientTransformation` (state ``()``).
+
+    Example:
+        >>> opt = partition({"train": adam(1e-3), "frozen": set_to_zero()},
+        ...                 {"encoder": "frozen", "head": "train"})
+    """
+    return _stateless(
+        "set_to_zero", lambda g, f, p, kit: (kit.own([torch.zeros_like(x) for x in g]), None)
+    )
 
 
 def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     """Add ``weight_decay * ps`` to the updates (L2 regularisation / decoupled decay).
 
+    With ``weight_decay == 0`` it is the identity (and costs nothing in a :func:`chain`).
+
     Arguments:
         weight_decay: the decay factor (>= 0).
 
     Returns:
-        A stateless :class:`GradientTransformation`; ``update`` needs ``ps``.
+        A stateless :class:`GradientTransformation` (state ``()``); ``update`` needs ``ps``.
 
     Example:
         >>> opt = chain(add_decayed_weights(1e-4), scale(-0.1))
     """
     _check_nonneg("weight_decay", weight_decay, "add_decayed_weights")
+    if weight_decay == 0.0:
+        return _identity("add_decayed_weights")
 
-    def fn(g: list[torch.Tensor], p: list[torch.Tensor] | None) -> list[torch.Tensor]:
-        if weight_decay == 0.0:
-            return g
+    def fn(g: Leaves, f: Factor, p: Leaves | None, kit: _Kit) -> tuple[Leaves, Factor]:
         if p is None:
             raise ValueError("lux_torch.optim.add_decayed_weights: update needs ps")
-        return _foreach("add", g, p, alpha=weight_decay)
+        g = _materialize(g, f, kit)
+        op = kit.op_ if isinstance(g, _Owned) else kit.op
+        return kit.own(op("add", g, p, alpha=weight_decay)), None
 
-    return _stateless(fn)
+    return _stateless("add_decayed_weights", fn, uses_ps=True)
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
@@ -239,7 +609,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         max_norm: the largest allowed global norm (> 0).
 
     Returns:
-        A stateless :class:`GradientTransformation`.
+        A stateless :class:`GradientTransformation` (state ``()``).
 
     Example:
         >>> opt = chain(clip_by_global_norm(1.0), scale(-0.1))
@@ -249,50 +619,61 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
             f"lux_torch.optim.clip_by_global_norm: max_norm must be > 0, got {max_norm}"
         )
 
-    def fn(g: list[torch.Tensor], p: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    def fn(g: Leaves, f: Factor, p: Leaves | None, kit: _Kit) -> tuple[Leaves, Factor]:
+        g = _materialize(g, f, kit)
         if not g:
-            return g
+            return g, None
         norm = torch.sqrt(sum(torch.sum(x * x) for x in g))  # type: ignore[arg-type]
-        factor = torch.clamp(max_norm / (norm + 1e-12), max=1.0)
-        return _foreach("mul", g, factor)
+        return g, torch.clamp(max_norm / (norm + 1e-12), max=1.0)
 
-    return _stateless(fn)
+    return _stateless("clip_by_global_norm", fn)
 
 
 def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
     """Multiply updates by ``-lr``; ``lr`` is a float or a schedule ``f(count) -> lr``.
 
-    The schedule receives the number of updates done so far (0-dim ``int64`` tensor).
+    The schedule receives the number of updates done so far (0-dim ``int64`` tensor); see
+    :mod:`lux_torch.schedules`.
 
     Arguments:
         lr: learning rate or schedule.
 
     Returns:
-        A :class:`GradientTransformation` with state ``{"count": int64 ()}``.
+        A :class:`GradientTransformation` with state ``{"count": int64 ()}``, the number of
+        updates done.
 
     Example:
         >>> opt = chain(scale_by_adam(), scale_by_learning_rate(1e-3))
     """
     _check_lr(lr, "scale_by_learning_rate")
+    constant = None if callable(lr) else -float(lr)
 
     def init(ps: Tree) -> State:
         return {"count": _count()}
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec = optree.tree_flatten(grads, namespace=NAMESPACE)
-        count = state["count"]
-        step = lr(count) if callable(lr) else lr
-        return _unflatten(spec, _foreach("mul", g, -step)), {"count": count + 1}
+    def update(
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+    ) -> tuple[Leaves, Factor, Leaves]:
+        count = s[0]
+        step = -lr(count) if callable(lr) else constant
+        return g, _times(f, step), [_inc(count)]  # type: ignore[arg-type]
 
-    return GradientTransformation(init, update)
+    lw = _Leafwise(lambda n: 1, update, _no_check)
+    return _transformation("scale_by_learning_rate", init, lw)
 
 
-def _moment_update(
-    name: str, grads: Tree, state: State, keys: tuple[str, ...]
-) -> tuple[list[torch.Tensor], Any, list[list[torch.Tensor]], torch.Tensor]:
-    g, spec = _flatten(grads, state[keys[0]], f"grads (to {name})")
-    moments = [optree.tree_leaves(state[k], namespace=NAMESPACE) for k in keys]
-    return g, spec, moments, state["count"] + 1
+def _adam_corrections(
+    b1: float, b2: float, bases: torch.Tensor, count: torch.Tensor
+) -> tuple[Scalar, Scalar]:
+    """``1 / (1 - b1 ** count)`` and ``sqrt(1 - b2 ** count)``: floats when eager (as in
+    ``torch.optim``), float64 tensors when traced."""
+    t = _plain_count(count)
+    if t is not None:
+        return 1.0 / (1.0 - b1**t), math.sqrt(1.0 - b2**t)
+    if bases.device != count.device:
+        bases = bases.to(count.device)
+    bc1, bc2 = (1.0 - torch.pow(bases, count)).unbind()
+    return torch.reciprocal(bc1), torch.sqrt(bc2)
 
 
 def scale_by_adam(
@@ -305,7 +686,9 @@ def scale_by_adam(
         eps: added to the bias-corrected root of the second moment.
 
     Returns:
-        A :class:`GradientTransformation` with state ``{"count", "mu", "nu"}``.
+        A :class:`GradientTransformation` with state ``{"count": int64 (), "mu": tree,
+        "nu": tree}``: the number of updates done, and the running first and second
+        moments of the gradients (trees like ``ps``).
 
     Example:
         >>> opt = chain(scale_by_adam(), scale_by_learning_rate(1e-3))
@@ -314,26 +697,33 @@ def scale_by_adam(
     _check_beta("betas[0]", b1, "scale_by_adam")
     _check_beta("betas[1]", b2, "scale_by_adam")
     _check_nonneg("eps", eps, "scale_by_adam")
+    bases = torch.tensor([b1, b2], dtype=torch.float64)
+    b2s: dict = {}
+    epss: dict = {}
 
     def init(ps: Tree) -> State:
         return {"count": _count(), "mu": _zeros_like(ps), "nu": _zeros_like(ps)}
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, (mu, nu), count = _moment_update("scale_by_adam", grads, state, ("mu", "nu"))
-        mu = _foreach("lerp", mu, g, 1.0 - b1)
-        nu = _foreach("addcmul", _foreach("mul", nu, b2), g, g, value=1.0 - b2)
-        step = count.to(torch.float64)
-        bc1 = 1.0 - torch.pow(b1, step)
-        bc2_sqrt = torch.sqrt(1.0 - torch.pow(b2, step))
-        denom = _foreach("add", _foreach("div", _foreach("sqrt", nu), bc2_sqrt), eps)
-        out = _foreach("div", _foreach("div", mu, denom), bc1)
-        new = {"count": count, "mu": _unflatten(spec, mu), "nu": _unflatten(spec, nu)}
-        return _unflatten(spec, out), new
+    def update(
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+    ) -> tuple[Leaves, Factor, Leaves]:
+        g, n, op, op_ = _materialize(g, f, kit), len(g), kit.op, kit.op_
+        count = _inc(s[0])
+        mu = op("lerp", s[1 : n + 1], g, 1.0 - b1)
+        nu = op("mul", s[n + 1 :], _scalar(kit, g, b2, b2s))
+        nu = op_("addcmul", nu, g, g, value=1.0 - b2)
+        inv_bc1, bc2_sqrt = _adam_corrections(b1, b2, bases, count)
+        denom = op_("div", op("sqrt", nu), _scalar(kit, nu, bc2_sqrt))
+        denom = op_("add", denom, _scalar(kit, nu, eps, epss))
+        return kit.own(op("div", mu, denom)), inv_bc1, [count, *mu, *nu]
 
-    return GradientTransformation(init, update)
+    lw = _Leafwise(lambda n: 1 + 2 * n, update, _moments_check("scale_by_adam", ("mu", "nu")))
+    return _transformation("scale_by_adam", init, lw)
 
 
-def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False) -> Any:
+def scale_by_rms(
+    alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
+) -> GradientTransformation:
     """RMSprop's ``g / (sqrt(E[g^2] - centered*E[g]^2) + eps)`` (torch.optim.RMSprop).
 
     Arguments:
@@ -342,58 +732,108 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False)
         centered: subtract the squared running mean of the gradients.
 
     Returns:
-        A :class:`GradientTransformation` with state ``{"count", "nu", "mu"}``.
+        A :class:`GradientTransformation` with state ``{"count": int64 (), "mu": tree,
+        "nu": tree}``: the number of updates done, the running mean of the gradients (only
+        updated when ``centered``) and that of their squares (trees like ``ps``).
 
     Example:
         >>> opt = chain(scale_by_rms(), scale_by_learning_rate(1e-2))
     """
     _check_beta("alpha", alpha, "scale_by_rms")
     _check_nonneg("eps", eps, "scale_by_rms")
+    alphas: dict = {}
+    epss: dict = {}
 
     def init(ps: Tree) -> State:
-        return {"count": _count(), "nu": _zeros_like(ps), "mu": _zeros_like(ps)}
+        return {"count": _count(), "mu": _zeros_like(ps), "nu": _zeros_like(ps)}
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, (nu, mu), count = _moment_update("scale_by_rms", grads, state, ("nu", "mu"))
-        nu = _foreach("addcmul", _foreach("mul", nu, alpha), g, g, value=1.0 - alpha)
+    def update(
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+    ) -> tuple[Leaves, Factor, Leaves]:
+        g, n, op, op_ = _materialize(g, f, kit), len(g), kit.op, kit.op_
+        mu, nu = s[1 : n + 1], s[n + 1 :]
+        nu = op_("addcmul", op("mul", nu, _scalar(kit, g, alpha, alphas)), g, g, value=1 - alpha)
         if centered:
-            mu = _foreach("lerp", mu, g, 1.0 - alpha)
-            var = _foreach("addcmul", nu, mu, mu, value=-1.0)
+            mu = op("lerp", mu, g, 1.0 - alpha)
+            root = op_("sqrt", op("addcmul", nu, mu, mu, value=-1.0))
         else:
-            var = nu
-        out = _foreach("div", g, _foreach("add", _foreach("sqrt", var), eps))
-        new = {"count": count, "nu": _unflatten(spec, nu), "mu": _unflatten(spec, mu)}
-        return _unflatten(spec, out), new
+            root = op("sqrt", nu)
+        out = op("div", g, op_("add", root, _scalar(kit, root, eps, epss)))
+        return kit.own(out), None, [_inc(s[0]), *mu, *nu]
 
-    return GradientTransformation(init, update)
+    lw = _Leafwise(lambda n: 1 + 2 * n, update, _moments_check("scale_by_rms", ("mu", "nu")))
+    return _transformation("scale_by_rms", init, lw)
 
 
-def scale_by_adagrad(eps: float = 1e-10, initial_accumulator_value: float = 0.0) -> Any:
-    """Adagrad's ``g / (sqrt(sum g^2) + eps)`` (torch.optim.Adagrad, no lr decay).
+def scale_by_adagrad(
+    eps: float = 1e-10, initial_accumulator_value: float = 0.0
+) -> GradientTransformation:
+    """Adagrad's ``g / (sqrt(sum g^2) + eps)`` (torch.optim.Adagrad's direction).
 
     Arguments:
         eps: added after the square root.
         initial_accumulator_value: starting value of the sum of squares.
 
     Returns:
-        A :class:`GradientTransformation` with state ``{"count", "sum"}``.
+        A :class:`GradientTransformation` with state ``{"count": int64 (), "sum": tree}``:
+        the number of updates done and the running sum of squared gradients (like ``ps``).
 
     Example:
         >>> opt = chain(scale_by_adagrad(), scale_by_learning_rate(1e-2))
     """
     _check_nonneg("eps", eps, "scale_by_adagrad")
     _check_nonneg("initial_accumulator_value", initial_accumulator_value, "scale_by_adagrad")
+    epss: dict = {}
 
     def init(ps: Tree) -> State:
         return {"count": _count(), "sum": _zeros_like(ps, initial_accumulator_value)}
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, (acc,), count = _moment_update("scale_by_adagrad", grads, state, ("sum",))
-        acc = _foreach("addcmul", acc, g, g)
-        out = _foreach("div", g, _foreach("add", _foreach("sqrt", acc), eps))
-        return _unflatten(spec, out), {"count": count, "sum": _unflatten(spec, acc)}
+    def update(
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+    ) -> tuple[Leaves, Factor, Leaves]:
+        g, op = _materialize(g, f, kit), kit.op
+        acc = op("addcmul", s[1:], g, g)
+        root = op("sqrt", acc)
+        out = op("div", g, kit.op_("add", root, _scalar(kit, root, eps, epss)))
+        return kit.own(out), None, [_inc(s[0]), *acc]
 
-    return GradientTransformation(init, update)
+    lw = _Leafwise(lambda n: 1 + n, update, _moments_check("scale_by_adagrad", ("sum",)))
+    return _transformation("scale_by_adagrad", init, lw)
+
+
+def scale_by_lion(betas: tuple[float, float] = (0.9, 0.99)) -> GradientTransformation:
+    """Lion's direction ``sign(b1 * mu + (1 - b1) * g)``; then ``mu = b2 * mu + (1 - b2) * g``.
+
+    From "Symbolic Discovery of Optimization Algorithms" (Chen et al., 2023), as optax's
+    ``scale_by_lion``.
+
+    Arguments:
+        betas: ``(beta1, beta2)``: the interpolation factor of the direction and the decay
+            rate of the momentum.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``{"count": int64 (), "mu": tree}``:
+        the number of updates done and the momentum (a tree like ``ps``).
+
+    Example:
+        >>> opt = chain(scale_by_lion(), scale_by_learning_rate(1e-4))
+    """
+    b1, b2 = betas
+    _check_beta("betas[0]", b1, "scale_by_lion")
+    _check_beta("betas[1]", b2, "scale_by_lion")
+
+    def init(ps: Tree) -> State:
+        return {"count": _count(), "mu": _zeros_like(ps)}
+
+    def update(
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+    ) -> tuple[Leaves, Factor, Leaves]:
+        g, mu = _materialize(g, f, kit), s[1:]
+        direction = kit.op_("sign", kit.op("lerp", mu, g, 1.0 - b1))
+        return kit.own(direction), None, [_inc(s[0]), *kit.op("lerp", mu, g, 1.0 - b2)]
+
+    lw = _Leafwise(lambda n: 1 + n, update, _moments_check("scale_by_lion", ("mu",)))
+    return _transformation("scale_by_lion", init, lw)
 
 
 def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
@@ -406,7 +846,8 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         nesterov: use Nesterov momentum.
 
     Returns:
-        A :class:`GradientTransformation` with state ``{"buf": tree}`` (or ``()``).
+        A :class:`GradientTransformation` with state ``{"buf": tree}`` (the momentum buffer,
+        like ``ps``), or ``()`` when ``momentum == 0``.
 
     Example:
         >>> opt = chain(trace(0.9), scale_by_learning_rate(0.1))
@@ -415,17 +856,253 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     if nesterov and momentum == 0.0:
         raise ValueError("lux_torch.optim.trace: nesterov needs momentum > 0")
     if momentum == 0.0:
-        return _stateless(lambda g, p: g)
+        return _identity("trace")
+    momenta: dict = {}
 
     def init(ps: Tree) -> State:
         return {"buf": _zeros_like(ps)}
 
+    def update(
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+    ) -> tuple[Leaves, Factor, Leaves]:
+        g = _materialize(g, f, kit)
+        buf = kit.op_("add", kit.op("mul", s, _scalar(kit, s, momentum, momenta)), g)
+        if nesterov:
+            return kit.own(kit.op("add", g, buf, alpha=momentum)), None, buf
+        return buf, None, buf  # not owned: the state holds it
+
+    lw = _Leafwise(lambda n: n, update, _moments_check("trace", ("buf",)))
+    return _transformation("trace", init, lw)
+
+
+# ------------------------------------------------------------------ masked / partition
+
+_EMPTY: Any = object()  # marks a subtree that keeps no leaf
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _expand(
+    prefix: Tree, tree: Tree, fn: str, what: str, valid: Callable[[Any], bool]
+) -> tuple[Tree, list[str]]:
+    """``prefix`` broadcast to the structure of ``tree`` (a value covers a whole subtree).
+
+    Returns the broadcast tree and ``path=value`` for every value that is not ``valid``.
+    """
+    bad: list[str] = []
+
+    def fail(path: str, message: str) -> ValueError:
+        where = f"'{path}'" if path else "the root"
+        return ValueError(
+            f"lux_torch.optim.{fn}: the {what} tree does not match the parameters at "
+            f"{where}: {message}"
+        )
+
+    def expand(pre: Any, node: Any, path: str) -> Tree:
+        if isinstance(pre, dict):
+            if not isinstance(node, dict):
+                raise fail(path, f"a dict where the parameters have {type(node).__name__}")
+            missing = sorted(str(k) for k in node if k not in pre)
+            extra = sorted(str(k) for k in pre if k not in node)
+            if missing or extra:
+                raise fail(path, f"missing {missing}, unexpected {extra}")
+            return {k: expand(pre[k], v, _join(path, k)) for k, v in node.items()}
+        if type(pre) in (list, tuple):
+            if type(node) is not type(pre) or len(node) != len(pre):
+                raise fail(path, f"{pre!r} where the parameters have {type(node).__name__}")
+            return type(pre)(
+                expand(a, b, _join(path, i)) for i, (a, b) in enumerate(zip(pre, node, strict=True))
+            )
+        if not valid(pre):
+            bad.append(f"{path or '<root>'}={pre!r}")
+        return _tree_map(lambda _: pre, node)
+
+    return expand(prefix, tree, ""), bad
+
+
+def _invalid(prefix: Tree, valid: Callable[[Any], bool]) -> list[str]:
+    """``path=value`` for every leaf of a mask or label tree that is not ``valid``."""
+    paths, values, _ = optree.tree_flatten_with_path(prefix, none_is_leaf=True, namespace=NAMESPACE)
+    return [
+        f"{'.'.join(map(str, path)) or '<root>'}={value!r}"
+        for path, value in zip(paths, values, strict=True)
+        if not valid(value)
+    ]
+
+
+def _select(node: Tree, full: Tree, keep: Callable[[Any], bool]) -> Tree:
+    """The subtree of ``node`` whose values in ``full`` are kept (empty dicts dropped)."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            sub = _select(v, full[k], keep)
+            if sub is not _EMPTY:
+                out[k] = sub
+        return out or _EMPTY
+    if type(node) in (list, tuple):
+        kept = [s for s in map(lambda v, m: _select(v, m, keep), node, full) if s is not _EMPTY]
+        return type(node)(kept) if kept else _EMPTY
+    flags = [keep(v) for v in _tree_flatten(full)[0]]
+    if flags and all(flags):
+        return node
+    if not any(flags):
+        return _EMPTY
+    raise ValueError(
+        f"lux_torch.optim: cannot split a {type(node).__name__} node between transformations"
+    )
+
+
+def _subtree(node: Tree, full: Tree, keep: Callable[[Any], bool]) -> Tree:
+    sub = _select(node, full, keep)
+    return {} if sub is _EMPTY else sub
+
+
+def _split_apply(
+    t: GradientTransformation,
+    keep: Callable[[Any], bool],
+    values: list[Any],
+    full: Tree,
+    grads: Tree,
+    state: State,
+    ps: Tree,
+    out: list[torch.Tensor],
+) -> State:
+    """Run ``t`` on the kept part of ``grads``; write its updates into ``out``; new state."""
+    sub_ps = None if ps is None else _subtree(ps, full, keep)
+    sub_u, state = t.update(_subtree(grads, full, keep), state, sub_ps)
+    where = [i for i, v in enumerate(values) if keep(v)]
+    for i, u in zip(where, _tree_flatten(sub_u)[0], strict=True):
+        out[i] = u
+    return state
+
+
+def masked(
+    inner: GradientTransformation, mask: Tree | Callable[[Tree], Tree]
+) -> GradientTransformation:
+    """Apply ``inner`` to the masked leaves only; the other updates pass through unchanged.
+
+    ``inner`` sees the *masked sub-tree*: ``ps`` (and ``grads``) with every leaf whose mask is
+    ``False`` removed, and dicts left without leaves removed too, so its state holds the
+    masked leaves only. Semantics of optax's ``masked``.
+
+    Arguments:
+        inner: the transformation to apply.
+        mask: a tree of Python bools with the structure of ``ps``, or a prefix of it (a bool
+            at a dict covers the whole subtree, e.g. ``{"encoder": False, "head": True}``), or
+            a callable returning one. The callable gets ``ps`` in ``init`` and ``ps`` (or,
+            when ``update`` gets none, ``grads``) in ``update``; it should depend on their
+            structure and shapes only, e.g. ``lambda ps: lux.tree.map(lambda p: p.ndim > 1,
+            ps)``.
+
+    Returns:
+        A :class:`GradientTransformation` whose state is ``inner``'s state for the masked
+        sub-tree.
+
+    Example:
+        >>> decay_matrices = masked(add_decayed_weights(1e-4), lambda ps: lux.tree.map(
+        ...     lambda p: p.ndim > 1, ps))
+    """
+
+    def is_bool(v: Any) -> bool:
+        return isinstance(v, bool)
+
+    def not_bools(bad: list[str]) -> ValueError:
+        return ValueError(
+            f"lux_torch.optim.masked: mask values must be Python bools, got {', '.join(bad)}"
+        )
+
+    if not callable(mask) and (bad := _invalid(mask, is_bool)):
+        raise not_bools(bad)
+
+    def expand(tree: Tree, ref: Tree) -> Tree:
+        full, bad = _expand(mask(ref) if callable(mask) else mask, tree, "masked", "mask", is_bool)
+        if bad:
+            raise not_bools(bad)
+        return full
+
+    def keep(v: bool) -> bool:
+        return v
+
+    def init(ps: Tree) -> State:
+        return inner.init(_subtree(ps, expand(ps, ps), keep))
+
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec = _flatten(grads, state["buf"], "grads (to trace)")
-        buf = optree.tree_leaves(state["buf"], namespace=NAMESPACE)
-        buf = _foreach("add", _foreach("mul", buf, momentum), g)
-        out = _foreach("add", g, buf, alpha=momentum) if nesterov else buf
-        return _unflatten(spec, out), {"buf": _unflatten(spec, buf)}
+        g, spec = _tree_flatten(grads) if ps is None else _flatten(grads, ps, "grads")
+        full = expand(grads, grads if ps is None else ps)
+        out = list(g)
+        state = _split_apply(inner, keep, _tree_flatten(full)[0], full, grads, state, ps, out)
+        return _unflatten(spec, out), state
+
+    return GradientTransformation(init, update)
+
+
+def partition(
+    transforms: Mapping[str, GradientTransformation], labels: Tree | Callable[[Tree], Tree]
+) -> GradientTransformation:
+    """Apply a different transformation to each labelled part of the tree (optax semantics).
+
+    Every leaf of ``ps`` gets a label; ``transforms[label]`` sees the sub-tree of the leaves
+    with that label (as in :func:`masked`). Freeze a sub-model with :func:`set_to_zero`.
+
+    Arguments:
+        transforms: ``{label: transformation}``. A label no leaf carries gets the (empty)
+            state of its transformation on an empty tree.
+        labels: a tree of ``str`` labels with the structure of ``ps``, or a prefix of it (a
+            label at a dict covers the whole subtree), or a callable returning one (called
+            as the mask of :func:`masked`).
+
+    Returns:
+        A :class:`GradientTransformation` with state ``{label: state of transforms[label]}``.
+
+    Example:
+        >>> opt = partition({"train": adam(1e-3), "frozen": set_to_zero()},
+        ...                 {"encoder": "frozen", "head": "train"})
+    """
+    names = sorted(transforms)
+    if not names:
+        raise ValueError("lux_torch.optim.partition: transforms is empty")
+
+    def known(v: Any) -> bool:
+        return isinstance(v, str) and v in transforms
+
+    def unknown_error(bad: list[str]) -> ValueError:
+        return ValueError(
+            f"lux_torch.optim.partition: unknown labels {', '.join(bad)}; the labels of "
+            f"transforms are {names}"
+        )
+
+    if not callable(labels) and (bad := _invalid(labels, known)):
+        raise unknown_error(bad)
+
+    def expand(tree: Tree, ref: Tree) -> Tree:
+        prefix = labels(ref) if callable(labels) else labels
+        full, bad = _expand(prefix, tree, "partition", "label", known)
+        if bad:
+            raise unknown_error(bad)
+        return full
+
+    def init(ps: Tree) -> State:
+        full = expand(ps, ps)
+        return {k: transforms[k].init(_subtree(ps, full, k.__eq__)) for k in names}
+
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        if not isinstance(state, dict) or sorted(state) != names:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"lux_torch.optim.partition: the state must have one entry per label "
+                f"{names}, got {got}"
+            )
+        g, spec = _tree_flatten(grads) if ps is None else _flatten(grads, ps, "grads")
+        full = expand(grads, grads if ps is None else ps)
+        values = _tree_flatten(full)[0]
+        out = list(g)
+        new = {
+            k: _split_apply(transforms[k], k.__eq__, values, full, grads, state[k], ps, out)
+            for k in names
+        }
+        return _unflatten(spec, out), new
 
     return GradientTransformation(init, update)
 
@@ -448,7 +1125,8 @@ def sgd(
         weight_decay: L2 penalty added to the gradients.
 
     Returns:
-        A :class:`GradientTransformation`.
+        A :class:`GradientTransformation` with state ``((), {"buf"} or (), {"count"})``: the
+        states of ``add_decayed_weights``, ``trace`` and ``scale_by_learning_rate``.
 
     Example:
         >>> opt = sgd(0.1, momentum=0.9)
@@ -474,7 +1152,9 @@ def adam(
         weight_decay: L2 penalty.
 
     Returns:
-        A :class:`GradientTransformation`.
+        A :class:`GradientTransformation` with state ``((), {"count", "mu", "nu"},
+        {"count"})``: the states of ``add_decayed_weights``, ``scale_by_adam`` and
+        ``scale_by_learning_rate``.
 
     Example:
         >>> opt = adam(1e-3)
@@ -500,7 +1180,9 @@ def adamw(
         weight_decay: decoupled decay factor.
 
     Returns:
-        A :class:`GradientTransformation`.
+        A :class:`GradientTransformation` with state ``({"count", "mu", "nu"}, (),
+        {"count"})``: the states of ``scale_by_adam``, ``add_decayed_weights`` and
+        ``scale_by_learning_rate``.
 
     Example:
         >>> opt = adamw(1e-3, weight_decay=1e-2)
@@ -517,6 +1199,7 @@ def rmsprop(
     eps: float = 1e-8,
     momentum: float = 0.0,
     centered: bool = False,
+    weight_decay: float = 0.0,
 ) -> GradientTransformation:
     """RMSprop, equal to ``torch.optim.RMSprop``.
 
@@ -526,32 +1209,93 @@ def rmsprop(
         eps: added after the square root.
         momentum: momentum factor applied to the scaled gradient.
         centered: normalise by the estimated variance.
+        weight_decay: L2 penalty added to the gradients.
 
     Returns:
-        A :class:`GradientTransformation`.
+        A :class:`GradientTransformation` with state ``((), {"count", "mu", "nu"},
+        {"buf"} or (), {"count"})``: the states of ``add_decayed_weights``,
+        ``scale_by_rms``, ``trace`` and ``scale_by_learning_rate``.
 
     Example:
         >>> opt = rmsprop(1e-2, centered=True)
     """
     _check_lr(lr, "rmsprop")
-    return chain(scale_by_rms(alpha, eps, centered), trace(momentum), scale_by_learning_rate(lr))
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_rms(alpha, eps, centered),
+        trace(momentum),
+        scale_by_learning_rate(lr),
+    )
 
 
 def adagrad(
-    lr: LearningRate = 1e-2, eps: float = 1e-10, initial_accumulator_value: float = 0.0
+    lr: LearningRate = 1e-2,
+    eps: float = 1e-10,
+    initial_accumulator_value: float = 0.0,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> GradientTransformation:
-    """Adagrad, equal to ``torch.optim.Adagrad`` (``lr_decay=0``).
+    """Adagrad, equal to ``torch.optim.Adagrad``.
+
+    The step size after ``count`` updates is ``lr / (1 + count * lr_decay)``.
 
     Arguments:
         lr: learning rate (float or schedule).
         eps: added after the square root.
         initial_accumulator_value: starting sum of squares.
+        lr_decay: learning-rate decay (>= 0).
+        weight_decay: L2 penalty added to the gradients.
 
     Returns:
-        A :class:`GradientTransformation`.
+        A :class:`GradientTransformation` with state ``((), {"count", "sum"}, {"count"})``:
+        the states of ``add_decayed_weights``, ``scale_by_adagrad`` and
+        ``scale_by_learning_rate``.
 
     Example:
-        >>> opt = adagrad(1e-2)
+        >>> opt = adagrad(1e-2, lr_decay=1e-3)
     """
     _check_lr(lr, "adagrad")
-    return chain(scale_by_adagrad(eps, initial_accumulator_value), scale_by_learning_rate(lr))
+    _check_nonneg("lr_decay", lr_decay, "adagrad")
+    step: LearningRate = lr
+    if lr_decay != 0.0:
+
+        def decayed(count: torch.Tensor) -> Scalar:
+            base = lr(count) if callable(lr) else lr
+            return base / (1.0 + count.to(torch.float64) * lr_decay)
+
+        step = decayed
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_adagrad(eps, initial_accumulator_value),
+        scale_by_learning_rate(step),
+    )
+
+
+def lion(
+    lr: LearningRate = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.99),
+    weight_decay: float = 0.0,
+) -> GradientTransformation:
+    """Lion (Chen et al., 2023): sign updates with decoupled weight decay, as in optax.
+
+    ``p -= lr * (sign(b1 * mu + (1 - b1) * g) + weight_decay * p)``, then
+    ``mu = b2 * mu + (1 - b2) * g``.
+
+    Arguments:
+        lr: learning rate (float or schedule); also scales the decay. Lion wants a learning
+            rate 3-10x smaller than AdamW's.
+        betas: ``(beta1, beta2)`` of :func:`scale_by_lion`.
+        weight_decay: decoupled decay factor.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``({"count", "mu"}, (), {"count"})``:
+        the states of ``scale_by_lion``, ``add_decayed_weights`` and
+        ``scale_by_learning_rate``.
+
+    Example:
+        >>> opt = lion(1e-4, weight_decay=1.0)
+    """
+    _check_lr(lr, "lion")
+    return chain(
+        scale_by_lion(betas), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
+    )

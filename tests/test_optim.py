@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lux_torch import optim
+from lux_torch import tree as lux_tree
 from lux_torch.tree import leaves, map, stack
 
 STEPS = 25
@@ -58,6 +59,36 @@ CASES: list[tuple[Callable[[], optim.GradientTransformation], Callable[[list], A
         lambda: optim.adagrad(0.1, initial_accumulator_value=0.5),
         lambda ps: torch.optim.Adagrad(ps, lr=0.1, initial_accumulator_value=0.5),
     ),
+    (
+        lambda: optim.rmsprop(0.01, weight_decay=0.1),
+        lambda ps: torch.optim.RMSprop(ps, lr=0.01, weight_decay=0.1),
+    ),
+    (
+        lambda: optim.rmsprop(0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.2),
+        lambda ps: torch.optim.RMSprop(
+            ps, lr=0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.2
+        ),
+    ),
+    (
+        lambda: optim.adagrad(0.1, lr_decay=0.05),
+        lambda ps: torch.optim.Adagrad(ps, lr=0.1, lr_decay=0.05),
+    ),
+    (
+        lambda: optim.adagrad(0.1, weight_decay=0.1),
+        lambda ps: torch.optim.Adagrad(ps, lr=0.1, weight_decay=0.1),
+    ),
+    (
+        lambda: optim.adagrad(
+            0.1, eps=1e-6, initial_accumulator_value=0.2, lr_decay=0.01, weight_decay=0.05
+        ),
+        lambda ps: torch.optim.Adagrad(
+            ps, lr=0.1, eps=1e-6, initial_accumulator_value=0.2, lr_decay=0.01, weight_decay=0.05
+        ),
+    ),
+    (
+        lambda: optim.adamw(0.01, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.5),
+        lambda ps: torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.5),
+    ),
 ]
 
 
@@ -81,23 +112,61 @@ def test_matches_torch_optim(case: int, dtype: torch.dtype) -> None:
         torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_inputs_not_mutated() -> None:
+def _labels() -> dict[str, Any]:
+    return {"layer_1": "adam", "layer_2": "sgd"}
+
+
+PURE = [
+    lambda: optim.adamw(0.1),
+    lambda: optim.adam(0.1, weight_decay=0.1),
+    lambda: optim.sgd(0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
+    lambda: optim.rmsprop(0.1, momentum=0.9, centered=True),
+    lambda: optim.adagrad(0.1, lr_decay=0.1),
+    lambda: optim.lion(0.1, weight_decay=0.1),
+    lambda: optim.chain(optim.clip_by_global_norm(0.5), optim.adam(0.1), optim.scale(2.0)),
+    lambda: optim.partition({"adam": optim.adam(0.1), "sgd": optim.set_to_zero()}, _labels()),
+    lambda: optim.masked(
+        optim.adam(0.1), {"layer_1": {"weight": True, "bias": False}, "layer_2": True}
+    ),
+]
+
+
+@pytest.mark.parametrize("make", PURE)
+def test_inputs_not_mutated(make: Callable[[], optim.GradientTransformation]) -> None:
+    # the fast path works in place on its own temporaries only: no input, no earlier state
     ps = _params(torch.float64)
-    opt = optim.adamw(0.1)
+    opt = make()
     state = opt.init(ps)
-    grads = map(_grad, ps)
-    snapshot = [t.clone() for t in leaves((ps, grads, state))]
-    versions = [t._version for t in leaves((ps, grads, state))]
-    updates, new_state = opt.update(grads, state, ps)
-    optim.apply_updates(ps, updates)
-    for before, after in zip(snapshot, leaves((ps, grads, state)), strict=True):
-        assert torch.equal(before, after)
-    assert versions == [t._version for t in leaves((ps, grads, state))]
-    assert new_state is not state
+    for _ in range(2):
+        grads = map(_grad, ps)
+        snapshot = [t.clone() for t in leaves((ps, grads, state))]
+        versions = [t._version for t in leaves((ps, grads, state))]
+        updates, new_state = opt.update(grads, state, ps)
+        new_ps = optim.apply_updates(ps, updates)
+        for before, after in zip(snapshot, leaves((ps, grads, state)), strict=True):
+            assert torch.equal(before, after)
+        assert versions == [t._version for t in leaves((ps, grads, state))]
+        assert new_state is not state
+        ps, state = new_ps, new_state
 
 
-def test_state_is_a_tree_of_tensors_and_vmaps() -> None:
-    opt = optim.adam(0.01)
+VMAPPED = [
+    lambda: optim.adam(0.01),
+    lambda: optim.lion(0.01, weight_decay=0.1),
+    lambda: optim.masked(
+        optim.adam(0.05), {"layer_1": {"weight": True, "bias": False}, "layer_2": True}
+    ),
+    lambda: optim.partition(
+        {"adam": optim.adam(0.05), "sgd": optim.sgd(0.1, momentum=0.9)}, _labels()
+    ),
+]
+
+
+@pytest.mark.parametrize("make", VMAPPED)
+def test_state_is_a_tree_of_tensors_and_vmaps(
+    make: Callable[[], optim.GradientTransformation],
+) -> None:
+    opt = make()
     members = [map(lambda p, i=i: p + i, _params(torch.float64)) for i in range(3)]
     states = [opt.init(ps) for ps in members]
     assert all(isinstance(t, torch.Tensor) for t in leaves(states[0]))
@@ -180,3 +249,304 @@ def test_grads_structure_mismatch_is_named() -> None:
     sgd = optim.sgd(0.1)
     with pytest.raises(ValueError, match=r"missing \['b'\]"):
         sgd.update({"a": torch.ones(2)}, sgd.init(ps), ps)
+
+
+def test_lion_matches_the_papers_algorithm() -> None:
+    lr, (b1, b2), wd = 0.01, (0.9, 0.99), 0.5
+    for dtype in (torch.float64, torch.float32):
+        ps = _params(dtype)
+        opt = optim.lion(lr, betas=(b1, b2), weight_decay=wd)
+        state = opt.init(ps)
+        ref = [p.clone() for p in leaves(ps)]
+        momentum = [torch.zeros_like(p) for p in ref]
+        for _ in range(STEPS):
+            updates, state = opt.update(map(_grad, ps), state, ps)
+            ps = optim.apply_updates(ps, updates)
+            for i, p in enumerate(ref):
+                g = _grad(p)
+                direction = torch.sign(b1 * momentum[i] + (1 - b1) * g)
+                ref[i] = p - lr * (direction + wd * p)
+                momentum[i] = b2 * momentum[i] + (1 - b2) * g
+        for ours, theirs in zip(leaves(ps), ref, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+        for ours, theirs in zip(leaves(state[0]["mu"]), momentum, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+        assert int(state[0]["count"]) == STEPS
+
+
+def test_set_to_zero() -> None:
+    ps = _params(torch.float32)
+    opt = optim.set_to_zero()
+    assert opt.init(ps) == ()
+    updates, state = opt.update(map(_grad, ps), (), ps)
+    assert state == ()
+    for u, p in zip(leaves(updates), leaves(ps), strict=True):
+        assert torch.equal(u, torch.zeros_like(p))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_partition_matches_two_torch_optimizers(dtype: torch.dtype) -> None:
+    ps = _params(dtype)
+    opt = optim.partition(
+        {"adam": optim.adam(0.01, weight_decay=0.1), "sgd": optim.sgd(0.05, momentum=0.9)},
+        _labels(),
+    )
+    first = [torch.nn.Parameter(p.clone()) for p in leaves(ps["layer_1"])]
+    second = [torch.nn.Parameter(p.clone()) for p in leaves(ps["layer_2"])]
+    references = [
+        torch.optim.Adam(first, lr=0.01, weight_decay=0.1),
+        torch.optim.SGD(second, lr=0.05, momentum=0.9),
+    ]
+    state = opt.init(ps)
+    for _ in range(STEPS):
+        updates, state = opt.update(map(_grad, ps), state, ps)
+        ps = optim.apply_updates(ps, updates)
+        for p in first + second:
+            p.grad = _grad(p.detach())
+        for reference in references:
+            reference.step()
+    for ours, theirs in zip(leaves(ps), first + second, strict=True):
+        torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_partition_freezes_a_subtree_exactly() -> None:
+    ps0 = _params(torch.float32)
+    opt = optim.partition(
+        {"train": optim.adam(1e-2), "frozen": optim.set_to_zero(), "unused": optim.adam()},
+        {"layer_1": "frozen", "layer_2": {"weight": "train"}},
+    )
+    state = opt.init(ps0)
+    assert state["frozen"] == ()
+    assert state["train"][1]["mu"] == {
+        "layer_2": {"weight": state["train"][1]["mu"]["layer_2"]["weight"]}
+    }
+    assert state["unused"][1]["mu"] == {} and state["unused"][1]["nu"] == {}
+    ps = ps0
+    for _ in range(STEPS):
+        updates, state = opt.update(map(_grad, ps), state, ps)
+        ps = optim.apply_updates(ps, updates)
+    for a, b in zip(leaves(ps["layer_1"]), leaves(ps0["layer_1"]), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(ps["layer_2"]["weight"], ps0["layer_2"]["weight"])
+    assert int(state["train"][1]["count"]) == STEPS and int(state["unused"][1]["count"]) == STEPS
+
+
+def test_masked_semantics() -> None:
+    ps = _params(torch.float64)
+    grads = map(_grad, ps)
+    # a callable mask: the weights only; the biases' updates pass through unchanged
+    opt = optim.masked(optim.scale(-0.5), lambda tree: map(lambda p: p.ndim > 1, tree))
+    updates, _ = opt.update(grads, opt.init(ps), ps)
+    assert updates["layer_1"]["bias"] is grads["layer_1"]["bias"]
+    torch.testing.assert_close(updates["layer_2"]["weight"], -0.5 * grads["layer_2"]["weight"])
+    # a prefix mask; the inner state holds the masked leaves only
+    inner = optim.adam(0.01)
+    opt = optim.masked(inner, {"layer_1": False, "layer_2": True})
+    state = opt.init(ps)
+    assert list(state[1]["mu"]) == ["layer_2"]
+    sub, sub_state = {"layer_2": ps["layer_2"]}, inner.init({"layer_2": ps["layer_2"]})
+    for _ in range(5):
+        grads = map(_grad, ps)
+        updates, state = opt.update(grads, state, ps)
+        sub_updates, sub_state = inner.update({"layer_2": grads["layer_2"]}, sub_state, sub)
+        assert updates["layer_1"] is not None and torch.equal(
+            updates["layer_1"]["weight"], grads["layer_1"]["weight"]
+        )
+        assert torch.equal(updates["layer_2"]["weight"], sub_updates["layer_2"]["weight"])
+        ps, sub = optim.apply_updates(ps, updates), optim.apply_updates(sub, sub_updates)
+    assert torch.equal(leaves(state)[1], leaves(sub_state)[1])
+
+
+def test_partition_update_compiles_fullgraph() -> None:
+    torch._dynamo.reset()
+    ps = {**_params(torch.float32), "layer_3": {}}  # a parameter-free layer's empty entry
+    opt = optim.partition(
+        {
+            "adam": optim.adam(0.01, weight_decay=0.1),
+            "sgd": optim.sgd(0.05, momentum=0.9),
+            "unused": optim.adam(),
+        },
+        {"layer_1": "adam", "layer_2": "sgd", "layer_3": "sgd"},
+    )
+
+    def step(ps: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+        updates, state = opt.update(grads, state, ps)
+        return optim.apply_updates(ps, updates), state
+
+    compiled = torch.compile(step, fullgraph=True)
+    eager = traced = (ps, opt.init(ps))
+    for _ in range(3):
+        eager = step(*eager, map(_grad, eager[0]))
+        traced = compiled(*traced, map(_grad, traced[0]))
+    assert lux_tree.structure(traced) == lux_tree.structure(eager)
+    for a, b in zip(leaves(traced), leaves(eager), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_vmap_over_grads_with_a_shared_state() -> None:
+    # an unbatched state (in_dims None) under vmap: the per-leaf fallback path
+    ps = _params(torch.float64)
+    opt = optim.adam(0.01)
+    state = opt.update(map(_grad, ps), opt.init(ps), ps)[1]
+    grads = stack([map(lambda p, k=k: k * _grad(p), ps) for k in (1.0, 2.0)])
+    updates, states = torch.func.vmap(lambda g: opt.update(g, state, ps))(grads)
+    for k, i in ((1.0, 0), (2.0, 1)):
+        u, st = opt.update(map(lambda p: k * _grad(p), ps), state, ps)
+        for a, b in zip(leaves((u, st)), leaves((updates, states)), strict=True):
+            torch.testing.assert_close(a, b[i])
+
+
+def test_update_is_differentiable() -> None:
+    # the fast path's in-place temporaries must not break autograd through an update
+    ps = _params(torch.float64)
+    for opt in (optim.adamw(0.1), optim.rmsprop(0.1, centered=True), optim.lion(0.1)):
+        state = opt.update(map(_grad, ps), opt.init(ps), ps)[1]
+
+        def f(g1: torch.Tensor, g2: torch.Tensor, opt: Any = opt, state: Any = state) -> Any:
+            grads = {"layer_1": {"weight": g1, "bias": g2}, "layer_2": ps["layer_2"]}
+            updates = opt.update(grads, state, ps)[0]
+            return (updates["layer_1"]["weight"] ** 2).sum() + updates["layer_1"]["bias"].sum()
+
+        inputs = (ps["layer_1"]["weight"].clone(), ps["layer_1"]["bias"].clone())
+        assert torch.autograd.gradcheck(f, tuple(t.requires_grad_() for t in inputs))
+
+    # a learning rate with a gradient (meta-learning)
+    def loss(lr: torch.Tensor) -> torch.Tensor:
+        opt = optim.adam(lambda count: lr)
+        state = opt.init(ps)
+        for _ in range(2):
+            updates, state = opt.update(map(_grad, ps), state, ps)
+        return sum(u.sum() for u in leaves(updates))  # type: ignore[return-value]
+
+    lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(loss, (lr,))
+
+
+def test_mixed_dtypes_match_torch() -> None:
+    ps = {"a": torch.linspace(-1, 1, 6).reshape(2, 3), "b": torch.linspace(0, 1, 4).double()}
+    params = [torch.nn.Parameter(p.clone()) for p in leaves(ps)]
+    reference = torch.optim.Adam(params, lr=0.01, weight_decay=0.1)
+    opt = optim.adam(0.01, weight_decay=0.1)
+    state = opt.init(ps)
+    for _ in range(STEPS):
+        updates, state = opt.update(map(_grad, ps), state, ps)
+        ps = optim.apply_updates(ps, updates)
+        for p in params:
+            p.grad = _grad(p.detach())
+        reference.step()
+    assert [t.dtype for t in leaves(ps)] == [torch.float32, torch.float64]
+    for ours, theirs in zip(leaves(ps), params, strict=True):
+        torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_chain_with_tree_level_members() -> None:
+    # a member without the leaf-level form (masked, a user's transformation) makes the
+    # chain call every member on trees; results are unchanged
+    double = optim.GradientTransformation(
+        lambda ps: (), lambda grads, state, ps=None: (map(lambda g: 2 * g, grads), state)
+    )
+    pairs = [
+        (
+            optim.chain(optim.masked(optim.add_decayed_weights(0.1), True), optim.adam(0.01)),
+            optim.adam(0.01, weight_decay=0.1),
+        ),
+        (optim.chain(double, optim.sgd(0.05, momentum=0.9)), optim.sgd(0.1, momentum=0.9)),
+    ]
+    for tree_level, leaf_level in pairs:
+        ps_a = ps_b = _params(torch.float64)
+        st_a, st_b = tree_level.init(ps_a), leaf_level.init(ps_b)
+        for _ in range(5):
+            u_a, st_a = tree_level.update(map(_grad, ps_a), st_a, ps_a)
+            u_b, st_b = leaf_level.update(map(_grad, ps_b), st_b, ps_b)
+            ps_a, ps_b = optim.apply_updates(ps_a, u_a), optim.apply_updates(ps_b, u_b)
+        for a, b in zip(leaves(ps_a), leaves(ps_b), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_state_layouts() -> None:
+    ps = {"w": torch.ones(2)}
+
+    def keys(state: Any) -> Any:
+        if isinstance(state, dict):
+            return {k: keys(v) if k == "count" else "tree" for k, v in state.items()}
+        return tuple(keys(s) for s in state) if isinstance(state, tuple) else "leaf"
+
+    adam_state = {"count": "leaf", "mu": "tree", "nu": "tree"}
+    assert keys(optim.adam().init(ps)) == ((), adam_state, {"count": "leaf"})
+    assert keys(optim.adamw().init(ps)) == (adam_state, (), {"count": "leaf"})
+    assert keys(optim.sgd(0.1, momentum=0.9).init(ps)) == ((), {"buf": "tree"}, {"count": "leaf"})
+    assert keys(optim.rmsprop().init(ps)) == ((), adam_state, (), {"count": "leaf"})
+    assert keys(optim.adagrad().init(ps)) == (
+        (),
+        {"count": "leaf", "sum": "tree"},
+        {"count": "leaf"},
+    )
+    assert keys(optim.lion().init(ps)) == ({"count": "leaf", "mu": "tree"}, (), {"count": "leaf"})
+    for t in leaves(optim.adam().init(ps)):
+        assert t.dtype in (torch.int64, torch.float32)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda: optim.partition({"adam": optim.adam()}, {"layer_1": "adam", "layer_2": "zz"}),
+            r"unknown labels layer_2='zz'; the labels of transforms are \['adam'\]",
+        ),
+        (
+            lambda: optim.partition({"adam": optim.adam()}, lambda ps: "sgd").init(
+                _params(torch.float32)
+            ),
+            r"unknown labels <root>='sgd'",
+        ),
+        (
+            lambda: optim.partition({"adam": optim.adam()}, {"layer_1": "adam"}).init(
+                _params(torch.float32)
+            ),
+            r"partition: the label tree does not match the parameters at the root: "
+            r"missing \['layer_2'\], unexpected \[\]",
+        ),
+        (
+            lambda: optim.masked(optim.adam(), {"layer_1": {"weight": True}, "layer_2": True}).init(
+                _params(torch.float32)
+            ),
+            r"masked: the mask tree does not match the parameters at 'layer_1': missing \['bias'\]",
+        ),
+        (
+            lambda: optim.masked(optim.adam(), {"layer_1": 1}),
+            "mask values must be Python bools, got layer_1=1",
+        ),
+        (lambda: optim.partition({}, "a"), "transforms is empty"),
+        (
+            lambda: optim.partition({"adam": optim.adam()}, "adam").update(
+                map(_grad, _params(torch.float32)), (), _params(torch.float32)
+            ),
+            r"the state must have one entry per label \['adam'\]",
+        ),
+        (
+            lambda: optim.adamw(0.1).update(
+                map(_grad, _params(torch.float32)), optim.adamw(0.1).init(_params(torch.float32))
+            ),
+            "add_decayed_weights: update needs ps",
+        ),
+        (
+            lambda: optim.adam(0.1).update(
+                map(_grad, _params(torch.float32)), optim.sgd(0.1).init(_params(torch.float32))
+            ),
+            "chain: the state does not fit this transformation and these grads",
+        ),
+        (lambda: optim.lion(betas=(0.9, 1.0)), r"scale_by_lion: betas\[1\]"),
+        (lambda: optim.adagrad(lr_decay=-1.0), "adagrad: lr_decay must be >= 0"),
+        (lambda: optim.rmsprop(weight_decay=-1.0), "weight_decay must be >= 0"),
+    ],
+)
+def test_masked_partition_and_new_alias_errors(make: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_grads_mismatch_without_ps_is_named() -> None:
+    opt = optim.adam(0.01)
+    state = opt.init({"a": torch.ones(2), "b": torch.ones(2)})
+    with pytest.raises(ValueError, match=r"grads \(to scale_by_adam\).*missing \['b'\]"):
+        opt.update({"a": torch.ones(2), "c": torch.ones(2)}, state)
