@@ -1,0 +1,551 @@
+"""The training API: :class:`TrainState`, :func:`compute_gradients`, :func:`apply_gradients`
+and :func:`train_step` (Lux's ``Training`` module).
+
+A training objective follows Lux's convention::
+
+    loss_fn(model, ps, st, data) -> (loss, new_st, stats)
+
+where ``loss`` is a 0-dim floating tensor and ``stats`` any tree (``{}`` if unused). Every
+:class:`lux_torch.losses.Loss` object is such an objective (``data = (x, y)``).
+
+Example:
+    >>> model = lux.Chain(lux.Linear(2, 32, activation=torch.tanh), lux.Linear(32, 1))
+    >>> ps, st = lux.setup(0, model)
+    >>> ts = lux.TrainState(model, ps, st, lux.optim.adam(1e-3))
+    >>> ts, loss, stats = lux.train_step(lux.losses.MSELoss(), (x, y), ts)
+
+Gradient paths (``ad=``):
+
+* ``"func"``: ``torch.func.grad_and_value`` — pure, composes with ``vmap`` and is what the
+  compiled step uses.
+* ``"autograd"``: ``torch.autograd.grad`` with respect to fresh ``requires_grad`` leaves
+  (detached views of ``ps``). Needed where an op lacks functorch support (torchdiffeq's
+  adaptive solvers, custom ``autograd.Function`` s without ``setup_context``) and faster
+  in eager mode.
+* ``"auto"`` (default): ``"autograd"`` for eager steps; for ``compile=True`` it uses
+  ``"func"`` unless a layer of the model sets ``requires_autograd = True`` or
+  ``compile_fullgraph = False``.
+
+Compiled steps (``compile=True``) trace forward, backward and the optimizer update into
+one ``torch.compile(fullgraph=True, dynamic=False)`` graph. On the autograd path the
+forward (with its AOTAutograd backward) and the update are two graphs; a model with a
+layer that sets ``compile_fullgraph = False`` (e.g. :class:`lux_torch.ode.NeuralODE`,
+whose torchdiffeq solve must run eagerly) has its forward compiled with
+``fullgraph=False`` around that part.
+
+The compiled function is cached in the train state (per loss function, gradient path
+and finiteness check; it travels with :meth:`TrainState.replace` and is dropped when the
+model or optimizer changes). ``torch.compile`` guards on input shapes, dtypes and devices: each new
+combination compiles once more, up to ``torch._dynamo.config.recompile_limit`` (8 by
+default) per step function, after which torch falls back to eager for new shapes. Keep
+batch shapes fixed (e.g. ``drop_last=True``) to compile exactly once.
+
+``torch.optim`` optimizers are accepted as a factory, e.g.
+``functools.partial(torch.optim.Adam, lr=1e-3)``: the train state then copies ``ps``
+into ``requires_grad`` leaf tensors, holds the ``torch.optim.Optimizer`` as ``opt_state``
+and **updates those leaves in place** at every step (so an older :class:`TrainState`
+shares — and sees — the new values). With ``compile=True`` only the gradient computation
+is compiled; ``optimizer.step()`` runs as torch.optim runs it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import optree
+import torch
+
+from .core import Layer, check_structure
+from .display import short_repr
+from .optim import GradientTransformation, apply_updates
+from .tree import NAMESPACE, flatten, unflatten
+from .tree import leaves as lux_leaves
+from .tree import map as lux_map
+
+__all__ = ["TrainState", "apply_gradients", "compute_gradients", "train_step"]
+
+Tree = Any
+LossFn = Callable[[Layer, Tree, Tree, Any], tuple[torch.Tensor, Tree, Any]]
+_AD_MODES = ("auto", "func", "autograd")
+_CACHE_WARN = 8  # compiled step functions per TrainState before a warning
+
+
+class TrainState:
+    """Everything a training loop carries: model, parameters, states, optimizer and step.
+
+    Arguments:
+        model: the :class:`~lux_torch.Layer`.
+        ps: its parameter tree (from :func:`lux_torch.setup`).
+        st: its state tree.
+        optimizer: a :class:`lux_torch.optim.GradientTransformation` (pure; ``ps`` are
+            never mutated), or a factory of a ``torch.optim.Optimizer`` such as
+            ``functools.partial(torch.optim.Adam, lr=1e-3)`` (then updated in place, see
+            the module docstring).
+        opt_state: the optimizer state; ``optimizer.init(ps)`` when omitted.
+        step: number of steps taken so far.
+
+    Attributes:
+        model, params, states, optimizer, opt_state, step: as above (``params`` is
+            ``ps`` and ``states`` is ``st``).
+
+    The object is immutable: :func:`apply_gradients` and :func:`train_step` return new
+    train states, built with :meth:`replace`.
+
+    Raises:
+        ValueError: ``ps``/``st`` do not match ``model`` (naming the keys).
+        TypeError: ``optimizer`` is neither a ``GradientTransformation`` nor a factory of a
+            ``torch.optim.Optimizer``.
+
+    Example:
+        >>> ts = lux.TrainState(model, ps, st, lux.optim.adam(1e-3))
+        >>> ts.step
+        0
+    """
+
+    __slots__ = ("_cache", "model", "opt_state", "optimizer", "params", "states", "step")
+
+    _cache: dict[Hashable, Any]
+    model: Layer
+    params: Tree
+    states: Tree
+    optimizer: Any
+    opt_state: Any
+    step: int
+
+    def __init__(
+        self,
+        model: Layer,
+        ps: Tree,
+        st: Tree,
+        optimizer: GradientTransformation | Callable[..., torch.optim.Optimizer],
+        *,
+        opt_state: Any = None,
+        step: int = 0,
+    ) -> None:
+        if not isinstance(model, Layer):
+            raise TypeError(
+                f"lux_torch.TrainState: model must be a lux_torch.Layer, got {type(model).__name__}"
+            )
+        check_structure(model, ps, st)
+        if opt_state is None:
+            if isinstance(optimizer, GradientTransformation):
+                opt_state = optimizer.init(ps)
+            else:
+                ps, opt_state = _torch_optimizer(optimizer, ps)
+        elif not isinstance(optimizer, GradientTransformation) and not isinstance(
+            opt_state, torch.optim.Optimizer
+        ):
+            raise TypeError(
+                "lux_torch.TrainState: with a torch.optim factory, opt_state must be the "
+                f"torch.optim.Optimizer over ps, got {type(opt_state).__name__}"
+            )
+        self._set(model, ps, st, optimizer, opt_state, int(step), {})
+
+    def _set(self, *values: Any) -> None:
+        names = ("model", "params", "states", "optimizer", "opt_state", "step", "_cache")
+        for name, value in zip(names, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"TrainState is immutable (tried to set {name!r}); use ts.replace({name}=...)"
+        )
+
+    def replace(self, **changes: Any) -> TrainState:
+        """A copy with some fields changed (``model, params, states, optimizer, opt_state,
+        step``). The compiled-step cache is kept unless ``model`` or ``optimizer`` change."""
+        fields = {
+            "model": self.model,
+            "params": self.params,
+            "states": self.states,
+            "optimizer": self.optimizer,
+            "opt_state": self.opt_state,
+            "step": self.step,
+        }
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise TypeError(f"TrainState.replace: unknown fields {unknown}; known {list(fields)}")
+        same = all(changes.get(k, fields[k]) is fields[k] for k in ("model", "optimizer"))
+        fields.update(changes)
+        new = object.__new__(TrainState)
+        new._set(*fields.values(), self._cache if same else {})
+        return new
+
+    @property
+    def uses_torch_optim(self) -> bool:
+        """True when the optimizer is a ``torch.optim.Optimizer`` (in-place updates)."""
+        return isinstance(self.opt_state, torch.optim.Optimizer)
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in optree.tree_leaves(self.params, namespace=NAMESPACE))
+        opt = (
+            type(self.opt_state).__name__
+            if self.uses_torch_optim
+            else getattr(self.optimizer, "__name__", "GradientTransformation")
+        )
+        model = short_repr(self.model)
+        return f"TrainState(model={model}, {n} parameters, optimizer={opt}, step={self.step})"
+
+
+def _torch_optimizer(factory: Any, ps: Tree) -> tuple[Tree, torch.optim.Optimizer]:
+    if not callable(factory):
+        raise TypeError(
+            "lux_torch.TrainState: optimizer must be a lux_torch.optim.GradientTransformation "
+            "or a factory of a torch.optim.Optimizer (e.g. functools.partial(torch.optim.Adam, "
+            f"lr=1e-3)), got {type(factory).__name__}"
+        )
+    ps = optree.tree_map(lambda p: p.detach().clone().requires_grad_(True), ps, namespace=NAMESPACE)
+    opt = factory(optree.tree_leaves(ps, namespace=NAMESPACE))
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(
+            "lux_torch.TrainState: optimizer must be a lux_torch.optim.GradientTransformation "
+            f"or a factory of a torch.optim.Optimizer; calling {factory!r} on the parameters "
+            f"returned {type(opt).__name__}"
+        )
+    return ps, opt
+
+
+# ------------------------------------------------------------------------ loss calls
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _call_loss(loss_fn: LossFn, model: Layer, ps: Tree, st: Tree, data: Any) -> Any:
+    out = loss_fn(model, ps, st, data)
+    if not isinstance(out, tuple) or len(out) != 3:
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+        raise TypeError(
+            f"lux_torch.training: loss_fn {_name(loss_fn)} must return (loss, st, stats) "
+            f"(Lux's convention, see lux_torch.losses), got {got}"
+        )
+    loss = out[0]
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.is_floating_point():
+        got = (
+            f"a {loss.dtype} tensor of shape {tuple(loss.shape)}"
+            if isinstance(loss, torch.Tensor)
+            else type(loss).__name__
+        )
+        raise ValueError(
+            f"lux_torch.training: loss_fn {_name(loss_fn)} must return a scalar (0-dim) "
+            f"floating loss as its first output, got {got}; reduce it (e.g. .mean())"
+        )
+    return out
+
+
+def _detach(tree: Tree) -> Tree:
+    return lux_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def _resolve_ad(ad: str, model: Layer, compiled: bool) -> str:
+    if ad not in _AD_MODES:
+        raise ValueError(f"lux_torch.training: ad must be one of {_AD_MODES}, got {ad!r}")
+    if ad != "auto":
+        return ad
+    if compiled and not _requires_autograd(model) and not _breaks_graph(model):
+        return "func"
+    return "autograd"
+
+
+def _any_layer(layer: Layer, predicate: Callable[[Layer], bool]) -> bool:
+    return predicate(layer) or any(_any_layer(c, predicate) for c in layer.children().values())
+
+
+def _requires_autograd(layer: Layer) -> bool:
+    """A layer sets ``requires_autograd = True`` where ``torch.func`` cannot differentiate it."""
+    return _any_layer(layer, lambda la: bool(getattr(la, "requires_autograd", False)))
+
+
+def _breaks_graph(layer: Layer) -> bool:
+    """A layer sets ``compile_fullgraph = False`` where a part must run eagerly (e.g. an ODE
+    solve wrapped in ``torch.compiler.disable``)."""
+    return _any_layer(layer, lambda la: not getattr(la, "compile_fullgraph", True))
+
+
+GradFn = Callable[[Tree, Tree, Any], tuple[Tree, torch.Tensor, Tree, Any]]
+
+
+def _grad_fn(loss_fn: LossFn, model: Layer, ad: str, forward: Callable[..., Any] | None) -> GradFn:
+    """``(ps, st, data) -> (grads, loss, new_st, stats)`` on the chosen gradient path."""
+    call = forward if forward is not None else _call_loss
+
+    if ad == "func":
+
+        def objective(ps: Tree, st: Tree, data: Any) -> Any:
+            loss, new_st, stats = call(loss_fn, model, ps, st, data)
+            return loss, (loss, new_st, stats)
+
+        grad_and_value = torch.func.grad_and_value(objective, has_aux=True)
+
+        def func_path(ps: Tree, st: Tree, data: Any) -> Any:
+            grads, (_, (loss, new_st, stats)) = grad_and_value(ps, st, data)
+            return grads, loss.detach(), new_st, stats
+
+        return func_path
+
+    def autograd_path(ps: Tree, st: Tree, data: Any) -> Any:
+        leaves, spec = flatten(ps)
+        if not all(p.requires_grad and p.is_leaf for p in leaves):
+            leaves = [p.detach().requires_grad_(True) for p in leaves]
+            ps = unflatten(spec, leaves)
+        with torch.enable_grad():
+            loss, new_st, stats = call(loss_fn, model, ps, st, data)
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        dense = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)
+        ]
+        return unflatten(spec, dense), loss.detach(), _detach(new_st), _detach(stats)
+
+    return autograd_path
+
+
+# ----------------------------------------------------------------------- public API
+
+
+def compute_gradients(
+    loss_fn: LossFn, data: Any, ts: TrainState, *, ad: str = "auto"
+) -> tuple[Tree, torch.Tensor, Any, TrainState]:
+    """Gradients of ``loss_fn`` with respect to ``ts.params`` (Lux's ``compute_gradients``).
+
+    Arguments:
+        loss_fn: ``loss_fn(model, ps, st, data) -> (loss, st, stats)``.
+        data: passed to ``loss_fn`` unchanged (e.g. ``(x, y)``).
+        ts: the train state.
+        ad: ``"auto"``, ``"func"`` or ``"autograd"`` (see the module docstring).
+
+    Returns:
+        ``(grads, loss, stats, ts)``: ``grads`` has the structure of ``ts.params``; ``loss``
+        is detached; ``ts`` carries the updated states (parameters unchanged).
+
+    Raises:
+        TypeError / ValueError: ``loss_fn`` does not return ``(scalar loss, st, stats)``.
+
+    Example:
+        >>> grads, loss, stats, ts = lux.compute_gradients(lux.losses.MSELoss(), (x, y), ts)
+        >>> ts = lux.apply_gradients(ts, grads)
+    """
+    mode = _resolve_ad(ad, ts.model, compiled=False)
+    grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    return grads, loss, stats, ts.replace(states=new_st)
+
+
+def _check_grads(grads: Tree, ps: Tree) -> list[torch.Tensor]:
+    leaves, spec = optree.tree_flatten(grads, namespace=NAMESPACE)
+    want = optree.tree_structure(ps, namespace=NAMESPACE)
+    if spec != want:
+        got_paths = {".".join(map(str, p)) for p in optree.tree_paths(grads, namespace=NAMESPACE)}
+        want_paths = {".".join(map(str, p)) for p in optree.tree_paths(ps, namespace=NAMESPACE)}
+        raise ValueError(
+            "lux_torch.apply_gradients: grads must have the structure of ts.params: missing "
+            f"{sorted(want_paths - got_paths)}, unexpected {sorted(got_paths - want_paths)}"
+        )
+    for path, g, p in zip(
+        optree.tree_paths(ps, namespace=NAMESPACE),
+        leaves,
+        optree.tree_leaves(ps, namespace=NAMESPACE),
+        strict=True,
+    ):
+        if not isinstance(g, torch.Tensor) or g.shape != p.shape:
+            got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
+            raise ValueError(
+                f"lux_torch.apply_gradients: gradient of {'.'.join(map(str, path))} has shape "
+                f"{got}, the parameter has {tuple(p.shape)}"
+            )
+    return leaves
+
+
+def apply_gradients(ts: TrainState, grads: Tree) -> TrainState:
+    """Update ``ts.params`` with ``grads`` through the optimizer; ``step`` increases by one.
+
+    Arguments:
+        ts: the train state.
+        grads: gradients with exactly the structure and shapes of ``ts.params``.
+
+    Returns:
+        A new :class:`TrainState` (with a ``torch.optim`` optimizer, the parameter leaves are
+        updated in place and shared with ``ts``).
+
+    Raises:
+        ValueError: ``grads`` differ from ``ts.params`` in structure or shapes (paths named).
+
+    Example:
+        >>> ts = lux.apply_gradients(ts, grads)
+    """
+    leaves = _check_grads(grads, ts.params)
+    if ts.uses_torch_optim:
+        opt: torch.optim.Optimizer = ts.opt_state
+        for p, g in zip(optree.tree_leaves(ts.params, namespace=NAMESPACE), leaves, strict=True):
+            p.grad = g
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return ts.replace(step=ts.step + 1)
+    updates, opt_state = ts.optimizer.update(grads, ts.opt_state, ts.params)
+    return ts.replace(
+        params=apply_updates(ts.params, updates), opt_state=opt_state, step=ts.step + 1
+    )
+
+
+def _all_finite(loss: torch.Tensor, grads: Tree) -> torch.Tensor:
+    leaves = lux_leaves(grads)
+    total = loss.detach().float()
+    if leaves:
+        norms = torch._foreach_norm(leaves, 1)
+        total = total + torch.stack(norms).to(total.dtype).sum()
+    return torch.isfinite(total)
+
+
+def _raise_not_finite(loss_fn: LossFn, ts: TrainState, loss: torch.Tensor) -> None:
+    what = "the loss" if not torch.isfinite(loss) else "a gradient"
+    raise FloatingPointError(
+        f"lux_torch.train_step: {what} is not finite at step {ts.step} (loss_fn "
+        f"{_name(loss_fn)}, loss={loss.item()}); the parameters were not updated and the "
+        "TrainState you passed is unchanged. Pass check_finite=False to skip this check."
+    )
+
+
+def train_step(
+    loss_fn: LossFn,
+    data: Any,
+    ts: TrainState,
+    *,
+    compile: bool = False,
+    ad: str = "auto",
+    check_finite: bool = True,
+) -> tuple[TrainState, torch.Tensor, Any]:
+    """One optimisation step: gradients of ``loss_fn`` on ``data``, then the optimizer update.
+
+    Arguments:
+        loss_fn: ``loss_fn(model, ps, st, data) -> (loss, st, stats)``; every
+            :class:`lux_torch.losses.Loss` qualifies.
+        data: passed to ``loss_fn`` unchanged (e.g. ``(x, y)``).
+        ts: the train state.
+        compile: run forward, backward and the optimizer update as one
+            ``torch.compile(fullgraph=True)`` graph, cached in ``ts`` (see the module
+            docstring for recompilation rules).
+        ad: gradient path, ``"auto"``, ``"func"`` or ``"autograd"``.
+        check_finite: raise ``FloatingPointError`` when the loss or a gradient is NaN/Inf,
+            before any parameter changes (costs one small reduction and a host sync).
+            With ``False`` a NaN propagates into the parameters.
+
+    Returns:
+        ``(ts, loss, stats)``: the new train state, the detached loss (computed at the old
+        parameters) and the ``stats`` returned by ``loss_fn``.
+
+    Raises:
+        TypeError / ValueError: ``loss_fn`` does not return ``(scalar loss, st, stats)``.
+        FloatingPointError: non-finite loss or gradients with ``check_finite=True``.
+
+    Example:
+        >>> for x, y in loader:
+        ...     ts, loss, _ = lux.train_step(lux.losses.MSELoss(), (x, y), ts, compile=True)
+    """
+    if compile:
+        return _compiled_step(loss_fn, data, ts, ad, check_finite)
+    mode = _resolve_ad(ad, ts.model, compiled=False)
+    grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    if check_finite and not bool(_all_finite(loss, grads)):
+        _raise_not_finite(loss_fn, ts, loss)
+    return apply_gradients(ts.replace(states=new_st), grads), loss, stats
+
+
+# ---------------------------------------------------------------------- compiled steps
+
+
+def _compiled_step(
+    loss_fn: LossFn, data: Any, ts: TrainState, ad: str, check_finite: bool
+) -> tuple[TrainState, torch.Tensor, Any]:
+    try:
+        key: Hashable = (hash(loss_fn), loss_fn, ad, check_finite)
+    except TypeError:  # an unhashable callable: its identity (the cache keeps it alive)
+        key = (id(loss_fn), ad, check_finite)
+    fn = ts._cache.get(key)
+    if fn is None:
+        if len(ts._cache) >= _CACHE_WARN:
+            warnings.warn(
+                f"lux_torch.train_step: {len(ts._cache) + 1} compiled steps are cached in this "
+                "TrainState; pass the same loss_fn object at every step (a new lambda per "
+                "step compiles a new graph each time)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        mode = _resolve_ad(ad, ts.model, compiled=True)
+        fn = _build_compiled(loss_fn, ts, mode, check_finite)
+        ts._cache[key] = fn
+    return fn(ts, data)
+
+
+def _quiet_resume(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """Silence the warning Dynamo triggers itself when it resumes tracing after a graph
+    break with a non-leaf tensor that requires grad (it reads ``.grad`` to guard on it)."""
+
+    def call(*args: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", "The .grad attribute of a Tensor that is not a leaf", UserWarning
+            )
+            return forward(*args)
+
+    return call
+
+
+def _build_compiled(
+    loss_fn: LossFn, ts: TrainState, mode: str, check_finite: bool
+) -> Callable[[TrainState, Any], tuple[TrainState, torch.Tensor, Any]]:
+    model, optimizer = ts.model, ts.optimizer
+    options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
+
+    if mode == "func":
+        grad_fn = _grad_fn(loss_fn, model, "func", None)
+    else:  # autograd: compile the forward (AOTAutograd compiles its backward too)
+        forward: Callable[..., Any] = torch.compile(
+            _call_loss, **{**options, "fullgraph": not _breaks_graph(model)}
+        )
+        if _breaks_graph(model):
+            forward = _quiet_resume(forward)
+        grad_fn = _grad_fn(loss_fn, model, "autograd", forward)
+
+    if ts.uses_torch_optim:
+        grads_only = torch.compile(grad_fn, **options) if mode == "func" else grad_fn
+
+        def torch_optim_step(ts: TrainState, data: Any) -> Any:
+            grads, loss, new_st, stats = grads_only(ts.params, ts.states, data)
+            if check_finite and not bool(_all_finite(loss, grads)):
+                _raise_not_finite(loss_fn, ts, loss)
+            return apply_gradients(ts.replace(states=new_st), grads), loss, stats
+
+        return torch_optim_step
+
+    def update(ps: Tree, opt_state: Any, grads: Tree, loss: torch.Tensor) -> Any:
+        updates, opt_state = optimizer.update(grads, opt_state, ps)
+        finite = _all_finite(loss, grads) if check_finite else torch.ones((), dtype=torch.bool)
+        return apply_updates(ps, updates), opt_state, finite
+
+    if mode == "func":
+
+        def whole(ps: Tree, st: Tree, opt_state: Any, data: Any) -> Any:
+            grads, loss, new_st, stats = grad_fn(ps, st, data)
+            new_ps, opt_state, finite = update(ps, opt_state, grads, loss)
+            return new_ps, new_st, opt_state, loss, stats, finite
+
+        step_fn = torch.compile(whole, **options)
+    else:
+        update_c = torch.compile(update, **options)
+
+        def step_fn(ps: Tree, st: Tree, opt_state: Any, data: Any) -> Any:
+            grads, loss, new_st, stats = grad_fn(ps, st, data)
+            new_ps, opt_state, finite = update_c(ps, opt_state, grads, loss)
+            return new_ps, new_st, opt_state, loss, stats, finite
+
+    def pure_step(ts: TrainState, data: Any) -> Any:
+        new_ps, new_st, opt_state, loss, stats, finite = step_fn(
+            ts.params, ts.states, ts.opt_state, data
+        )
+        if check_finite and not bool(finite):
+            _raise_not_finite(loss_fn, ts, loss)
+        new = ts.replace(params=new_ps, states=new_st, opt_state=opt_state, step=ts.step + 1)
+        return new, loss, stats
+
+    return pure_step

@@ -1,0 +1,246 @@
+"""Tests for lux_torch.training: learning, eager/compiled/autograd equivalence, errors."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+import torch
+
+import lux_torch as lux
+from lux_torch.tree import allclose, leaves
+
+
+def _mlp(dropout: float = 0.0) -> lux.Chain:
+    layers: list[Any] = [lux.Linear(2, 32, activation=torch.tanh)]
+    if dropout:
+        layers.append(lux.Dropout(dropout))
+    layers += [lux.Linear(32, 32, activation=torch.tanh), lux.Linear(32, 1)]
+    return lux.Chain(*layers)
+
+
+def _data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    x = lux.random.uniform(lux.random.key(1), (n, 2), low=-1.0, high=1.0)
+    return x, torch.sin(3 * x[:, :1]) * x[:, 1:]
+
+
+def _state(optimizer: Any = None, dropout: float = 0.0) -> lux.TrainState:
+    model = _mlp(dropout)
+    ps, st = lux.setup(0, model)
+    return lux.TrainState(model, ps, st, optimizer or lux.optim.adam(1e-2))
+
+
+MSE = lux.losses.MSELoss()
+
+
+@pytest.mark.parametrize("ad", ["auto", "func", "autograd"])
+def test_train_step_learns(ad: str) -> None:
+    ts, data = _state(), _data()
+    first = None
+    for _ in range(300):
+        ts, loss, stats = lux.train_step(MSE, data, ts, ad=ad)
+        first = loss if first is None else first
+    final, _, _ = MSE(ts.model, ts.params, ts.states, data)
+    assert stats == {}
+    assert ts.step == 300
+    assert final < first / 10, (first, final)
+
+
+def test_compiled_step_equals_eager() -> None:
+    data = _data()
+    eager, compiled = _state(dropout=0.1), _state(dropout=0.1)
+    for _ in range(5):
+        eager, loss_e, _ = lux.train_step(MSE, data, eager)
+        compiled, loss_c, _ = lux.train_step(MSE, data, compiled, compile=True)
+        torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-6)
+    assert allclose(compiled.params, eager.params, rtol=1e-4, atol=1e-6)
+    assert allclose(compiled.opt_state, eager.opt_state, rtol=1e-4, atol=1e-6)
+    # the dropout key advanced identically (bit-identical randomness)
+    assert allclose(compiled.states, eager.states, rtol=0, atol=0)
+    assert len(compiled._cache) == 1  # compiled once, reused across the 5 steps
+
+
+def test_compiled_autograd_path_equals_eager() -> None:
+    data = _data()
+    eager, compiled = _state(), _state()
+    for _ in range(3):
+        eager, _, _ = lux.train_step(MSE, data, eager)
+        compiled, _, _ = lux.train_step(MSE, data, compiled, compile=True, ad="autograd")
+    assert allclose(compiled.params, eager.params, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_paths_agree_and_states_advance() -> None:
+    ts, data = _state(dropout=0.2), _data()
+    g_func, loss_f, _, ts_f = lux.compute_gradients(MSE, data, ts, ad="func")
+    g_auto, loss_a, _, ts_a = lux.compute_gradients(MSE, data, ts, ad="autograd")
+    assert allclose(g_func, g_auto, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(loss_f, loss_a)
+    assert not loss_a.requires_grad
+    assert all(not t.requires_grad for t in leaves(g_auto) + leaves(ts_a.states))
+    # the Dropout key moved on; the parameters did not; the given state is untouched
+    assert not torch.equal(ts_a.states["layer_2"]["key"], ts.states["layer_2"]["key"])
+    assert ts_a.params is ts.params and ts_f.step == ts.step == 0
+
+
+def test_apply_gradients_is_pure() -> None:
+    ts, data = _state(), _data()
+    before = lux.tree.map(torch.clone, ts.params)
+    grads, _, _, ts2 = lux.compute_gradients(MSE, data, ts)
+    ts3 = lux.apply_gradients(ts2, grads)
+    assert allclose(ts.params, before, rtol=0, atol=0)
+    assert not allclose(ts3.params, before)
+    assert ts3.step == 1 and ts2.step == 0
+
+
+def test_unused_parameters_get_zero_gradients() -> None:
+    model = lux.Parallel(lambda a, b: a, lux.Linear(2, 1), lux.Linear(2, 1))
+    ps, st = lux.setup(0, model)
+    ts = lux.TrainState(model, ps, st, lux.optim.sgd(0.1))
+    grads, _, _, _ = lux.compute_gradients(MSE, _data(), ts, ad="autograd")
+    assert torch.count_nonzero(grads["layer_2"]["weight"]) == 0
+    assert torch.count_nonzero(grads["layer_1"]["weight"]) > 0
+
+
+def test_torch_optim_partial_matches_lux_adam() -> None:
+    data = _data()
+    ours = _state(lux.optim.adam(1e-2, weight_decay=0.01))
+    theirs = _state(functools.partial(torch.optim.Adam, lr=1e-2, weight_decay=0.01))
+    assert theirs.uses_torch_optim and isinstance(theirs.opt_state, torch.optim.Adam)
+    given = lux.setup(0, ours.model)[0]
+    for _ in range(25):
+        ours, _, _ = lux.train_step(MSE, data, ours)
+        theirs, _, _ = lux.train_step(MSE, data, theirs)
+    assert allclose(theirs.params, ours.params, rtol=1e-5, atol=1e-6)
+    # the caller's parameters were copied, not updated in place
+    assert allclose(given, lux.setup(0, ours.model)[0], rtol=0, atol=0)
+
+
+def test_torch_optim_compiled_gradients() -> None:
+    data = _data()
+    eager = _state(functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9))
+    compiled = _state(functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9))
+    for _ in range(3):
+        eager, _, _ = lux.train_step(MSE, data, eager)
+        compiled, _, _ = lux.train_step(MSE, data, compiled, compile=True)
+    assert allclose(compiled.params, eager.params, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------- errors
+
+
+def test_non_scalar_loss_is_an_error() -> None:
+    def per_sample(model: Any, ps: Any, st: Any, data: Any) -> Any:
+        x, y = data
+        pred, st = model(x, ps, st)
+        return (pred - y) ** 2, st, {}
+
+    for ad in ("func", "autograd"):
+        with pytest.raises(ValueError, match=r"per_sample must return a scalar.*shape \(64, 1\)"):
+            lux.train_step(per_sample, _data(), _state(), ad=ad)
+
+
+def test_loss_fn_with_wrong_arity_is_an_error() -> None:
+    def two(model: Any, ps: Any, st: Any, data: Any) -> Any:
+        pred, st = model(data[0], ps, st)
+        return pred.mean(), st
+
+    with pytest.raises(TypeError, match=r"two must return \(loss, st, stats\).*tuple of 2"):
+        lux.train_step(two, _data(), _state())
+
+
+def test_gradient_structure_mismatch_is_an_error() -> None:
+    ts = _state()
+    grads, _, _, _ = lux.compute_gradients(MSE, _data(), ts)
+    del grads["layer_2"]["bias"]
+    grads["extra"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"missing \['layer_2.bias'\], unexpected \['extra'\]"):
+        lux.apply_gradients(ts, grads)
+    grads, _, _, _ = lux.compute_gradients(MSE, _data(), ts)
+    grads["layer_1"]["weight"] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match=r"layer_1.weight has shape \(3, 3\).*\(32, 2\)"):
+        lux.apply_gradients(ts, grads)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_nan_loss_raises_and_keeps_parameters(compile: bool) -> None:
+    ts = _state()
+    x, y = _data()
+    y = y.clone()
+    y[3] = float("nan")
+    before = lux.tree.map(torch.clone, ts.params)
+    with pytest.raises(FloatingPointError, match=r"loss is not finite at step 0.*not updated"):
+        lux.train_step(MSE, (x, y), ts, compile=compile)
+    assert allclose(ts.params, before, rtol=0, atol=0)
+    # opting out propagates the NaN, as documented
+    bad, loss, _ = lux.train_step(MSE, (x, y), ts, compile=compile, check_finite=False)
+    assert torch.isnan(loss) and any(torch.isnan(p).any() for p in leaves(bad.params))
+
+
+def test_nan_gradient_with_finite_loss_raises() -> None:
+    def sqrt_at_zero(model: Any, ps: Any, st: Any, data: Any) -> Any:
+        loss, st, stats = MSE(model, ps, st, data)
+        return loss + torch.sqrt(ps["layer_3"]["bias"] * 0).sum(), st, stats
+
+    with pytest.raises(FloatingPointError, match="a gradient is not finite"):
+        lux.train_step(sqrt_at_zero, _data(), _state())
+
+
+def test_bad_arguments() -> None:
+    model = _mlp()
+    ps, st = lux.setup(0, model)
+    with pytest.raises(ValueError, match="ad must be one of"):
+        lux.train_step(MSE, _data(), lux.TrainState(model, ps, st, lux.optim.sgd(0.1)), ad="jax")
+    with pytest.raises(TypeError, match=r"factory of a torch\.optim\.Optimizer"):
+        lux.TrainState(model, ps, st, 0.1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="returned dict"):
+        lux.TrainState(model, ps, st, lambda params: {})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"must be a lux_torch\.Layer"):
+        lux.TrainState(torch.nn.Linear(2, 1), ps, st, lux.optim.sgd(0.1))  # type: ignore[arg-type]
+    del ps["layer_3"]
+    with pytest.raises(ValueError, match="ps is missing keys: layer_3"):
+        lux.TrainState(model, ps, st, lux.optim.sgd(0.1))
+
+
+def test_train_state_is_immutable_and_replace_keeps_cache() -> None:
+    ts = _state()
+    with pytest.raises(AttributeError, match="immutable"):
+        ts.step = 3  # type: ignore[misc]
+    with pytest.raises(TypeError, match="unknown fields"):
+        ts.replace(lr=0.1)
+    ts, _, _ = lux.train_step(MSE, _data(), ts, compile=True)
+    assert ts.replace(step=7)._cache is ts._cache
+    assert ts.replace(model=_mlp(0.1))._cache == {}
+    assert "TrainState(model=Chain" in repr(ts) and "1185 parameters" in repr(ts)
+
+
+class _OldStyleSquare(torch.autograd.Function):
+    """An autograd.Function without setup_context: torch.func cannot differentiate it."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+class _Square(lux.Layer):
+    requires_autograd = True  # tells ad="auto" to use the autograd path, compiled too
+
+    def __call__(self, x: Any, ps: Any, st: Any) -> Any:
+        return _OldStyleSquare.apply(x), st
+
+
+def test_layers_requiring_autograd_pick_the_autograd_path() -> None:
+    model = lux.Chain(lux.Linear(2, 1), _Square())
+    ps, st = lux.setup(0, model)
+    ts = lux.TrainState(model, ps, st, lux.optim.sgd(0.1))
+    with pytest.raises(RuntimeError, match="setup_context"):
+        lux.train_step(MSE, _data(), ts, ad="func")
+    eager, _, _ = lux.train_step(MSE, _data(), ts)
+    compiled, _, _ = lux.train_step(MSE, _data(), ts, compile=True)
+    assert allclose(compiled.params, eager.params, rtol=1e-5, atol=1e-7)
