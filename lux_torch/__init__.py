@@ -10,7 +10,7 @@ dicts of tensors; every forward pass is a pure function ``y, st = model(x, ps, s
     y, st = model(torch.randn(8, 2), ps, st)
 """
 
-from . import init, losses, optim, random, tree
+from . import init, losses, ode, optim, random, training, tree
 from .core import (
     Layer,
     StatefulLayer,
@@ -45,6 +45,8 @@ from .layers import (
     SkipConnection,
     WrappedFunction,
 )
+from .ode import NeuralODE
+from .training import TrainState, apply_gradients, compute_gradients, train_step
 
 __version__ = "0.1.0.dev0"
 
@@ -58,6 +60,7 @@ __all__ = [
     "Layer",
     "Linear",
     "Maxout",
+    "NeuralODE",
     "NoOpLayer",
     "PairwiseFusion",
     "Parallel",
@@ -67,15 +70,19 @@ __all__ = [
     "SelectDim",
     "SkipConnection",
     "StatefulLayer",
+    "TrainState",
     "WrappedFunction",
     "__version__",
     "apply",
+    "apply_gradients",
     "check_structure",
+    "compute_gradients",
     "init",
     "init_params",
     "init_state",
     "load_state_dict",
     "losses",
+    "ode",
     "optim",
     "param_count",
     "random",
@@ -85,5 +92,7 @@ __all__ = [
     "summary",
     "test_mode",
     "train_mode",
+    "train_step",
+    "training",
     "tree",
 ]

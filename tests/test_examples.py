@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _load(name: str):
@@ -18,9 +19,58 @@ def _load(name: str):
     return module
 
 
+def _assert_png(path: pathlib.Path) -> None:
+    assert path.is_file(), path
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, data[:8]
+    assert data[12:16] == b"IHDR"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 100 and height > 100, (width, height)
+    assert len(data) > 10_000  # two panels with curves, not a blank canvas
+
+
+def _initial_test_loss(out: str) -> float:
+    return float(out.split("initial test loss ")[1].split()[0])
+
+
 def test_quickstart_learns(capsys: pytest.CaptureFixture[str]) -> None:
     final = _load("quickstart").main(steps=400)
     out = capsys.readouterr().out
     first = float(out.split("step     1   loss ")[1].split()[0])
     assert final < first / 10, (first, final)
     assert "# Total:" in out and "output shape" in out
+
+
+def test_mlp_regression_learns(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "regression.png"
+    final = _load("mlp_regression").main(steps=300, out=str(png), progress=False)
+    out = capsys.readouterr().out
+    initial = _initial_test_loss(out)
+    assert final < initial / 10, (initial, final)
+    assert final < 0.05  # the noise floor is 0.01
+    assert "Chain(" in out and "final test loss" in out
+    _assert_png(png)
+
+
+def test_mlp_regression_compiled_learns_like_eager(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = _load("mlp_regression")
+    eager = example.main(steps=100, out=str(tmp_path / "eager.png"), progress=False)
+    png = tmp_path / "compiled.png"
+    compiled = example.main(steps=100, compile=True, out=str(png), progress=False)
+    initial = _initial_test_loss(capsys.readouterr().out)
+    assert compiled < initial / 5, (initial, compiled)
+    assert compiled == pytest.approx(eager, rel=0.05)
+    _assert_png(png)
+
+
+def test_digits_classifier_learns(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "digits.png"
+    accuracy = _load("digits_classifier").main(epochs=4, out=str(png), progress=False)
+    out = capsys.readouterr().out
+    assert accuracy >= 0.9, accuracy
+    assert "Dropout(p=0.2)" in out and "final test accuracy" in out
+    _assert_png(png)
