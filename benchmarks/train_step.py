@@ -10,7 +10,10 @@ interleaved in one run after a warm-up:
 * torch fused: ``torch.optim.Adam(fused=True)``;
 * torch.compile: ``torch.compile`` of the module and of ``optimizer.step`` (PyTorch's
   recipe; ``backward`` runs in between);
-* lux eager: ``lux.train_step(...)`` (autograd path, ``check_finite=True``);
+* lux eager: ``lux.train_step(...)`` (autograd path, ``check_finite=True``; pure: the
+  fused Adam kernel runs on copies of the parameters and moments);
+* lux donate: the same with ``donate=True`` (the fused kernel updates the train state's
+  own buffers in place, like JAX's ``donate_argnums``);
 * lux compiled: ``lux.train_step(..., compile=True)`` (forward, backward and Adam in one
   fullgraph graph);
 * jax/flax jit: only when ``jax``, ``flax`` and ``optax`` are importable (never a
@@ -78,7 +81,12 @@ def _torch_step(
 
 
 def _lux_step(
-    sizes: tuple[int, ...], act: str, x: torch.Tensor, y: torch.Tensor, compile: bool
+    sizes: tuple[int, ...],
+    act: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    compile: bool,
+    donate: bool = False,
 ) -> Callable[[], Any]:
     activation = torch.tanh if act == "tanh" else torch.relu
     n = len(sizes) - 1
@@ -93,7 +101,7 @@ def _lux_step(
     box = [lux.TrainState(model, ps, st, lux.optim.adam(1e-3))]
 
     def step() -> None:
-        box[0], _, _ = lux.train_step(loss_fn, (x, y), box[0], compile=compile)
+        box[0], _, _ = lux.train_step(loss_fn, (x, y), box[0], compile=compile, donate=donate)
 
     return step
 
@@ -150,7 +158,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     have_jax = all(importlib.util.find_spec(m) for m in ("jax", "flax", "optax"))
-    names = ["torch eager", "torch fused", "torch.compile", "lux eager", "lux compiled"]
+    names = ["torch eager", "torch fused", "torch.compile", "lux eager", "lux donate"]
+    names += ["lux compiled"]
     names += ["jax/flax jit"] if have_jax else []
     rows = []
     for label, (sizes, act, batch) in CASES.items():
@@ -160,6 +169,7 @@ def main() -> None:
             "torch fused": _torch_step(sizes, act, x, y, "fused"),
             "torch.compile": _torch_step(sizes, act, x, y, "compile"),
             "lux eager": _lux_step(sizes, act, x, y, compile=False),
+            "lux donate": _lux_step(sizes, act, x, y, compile=False, donate=True),
             "lux compiled": _lux_step(sizes, act, x, y, compile=True),
         }
         if have_jax:

@@ -79,6 +79,7 @@ __all__ = [
     "scale_by_rms",
     "set_to_zero",
     "sgd",
+    "step",
     "trace",
     "warmup_cosine_decay_schedule",
 ]
@@ -1160,9 +1161,10 @@ def adam(
         >>> opt = adam(1e-3)
     """
     _check_lr(lr, "adam")
-    return chain(
+    opt = chain(
         add_decayed_weights(weight_decay), scale_by_adam(betas, eps), scale_by_learning_rate(lr)
     )
+    return _with_fused_step(opt, "adam", lr, betas, eps, weight_decay)
 
 
 def adamw(
@@ -1188,9 +1190,130 @@ def adamw(
         >>> opt = adamw(1e-3, weight_decay=1e-2)
     """
     _check_lr(lr, "adamw")
-    return chain(
+    opt = chain(
         scale_by_adam(betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
     )
+    return _with_fused_step(opt, "adamw", lr, betas, eps, weight_decay)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _with_fused_step(
+    opt: GradientTransformation,
+    kind: str,
+    lr: LearningRate,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> GradientTransformation:
+    """Attach ``fused_step(grads, state, ps, donate) -> (new_ps, new_state) | None`` to
+    ``opt.update``.
+
+    The step runs ``torch``'s fused Adam kernel (``torch._fused_adam_`` /
+    ``torch._fused_adamw_``) on copies of the parameters and moments (inputs untouched), or
+    on the given buffers themselves with ``donate=True``: one pass over the leaves instead
+    of a dozen ``foreach`` passes, with the state layout of the ``chain``. :func:`step`
+    (and so :func:`lux_torch.train_step`) uses it in eager mode; it returns ``None`` (use
+    ``update`` + :func:`apply_updates`) when traced, under ``torch.func`` transforms, with
+    a schedule, or for leaves the kernel does not take.
+    """
+    kernel = torch._fused_adam_ if kind == "adam" else torch._fused_adamw_
+    adam_at = 1 if kind == "adam" else 0
+
+    def fused_step(
+        grads: Tree, state: State, ps: Tree, donate: bool = False
+    ) -> tuple[Tree, State] | None:
+        if (
+            callable(lr)
+            or torch.compiler.is_compiling()
+            or (torch.is_grad_enabled() and any(t.requires_grad for t in _tree_flatten(ps)[0]))
+        ):
+            return None
+        moments = state[adam_at]
+        count = _plain_count(moments["count"])
+        if count is None:
+            return None
+        p, spec = _tree_flatten(ps)
+        g = spec.flatten_up_to(grads) if hasattr(spec, "flatten_up_to") else None
+        if g is None or not p:
+            return None
+        mu, nu = spec.flatten_up_to(moments["mu"]), spec.flatten_up_to(moments["nu"])
+        device = p[0].device
+        if device.type not in ("cpu", "cuda") or any(
+            type(t) is not torch.Tensor
+            or t.device != device
+            or t.dtype not in _FUSED_DTYPES
+            or t.layout is not torch.strided
+            for t in (*p, *g, *mu, *nu)
+        ):
+            return None
+        steps = [torch.full((), count + 1, dtype=torch.float32, device=device)] * len(p)
+        if not donate:  # the in-place kernel on copies: no copy of the gradients
+            p, mu, nu = (list(torch._foreach_mul(x, 1.0)) for x in (p, mu, nu))
+        kernel(
+            p,
+            g,
+            mu,
+            nu,
+            [],
+            steps,
+            lr=float(lr),
+            beta1=betas[0],
+            beta2=betas[1],
+            weight_decay=weight_decay,
+            eps=eps,
+            amsgrad=False,
+            maximize=False,
+        )
+        new_p, new_mu, new_nu = p, mu, nu
+        new_count = _inc(moments["count"])
+        new_state = list(state)
+        new_state[adam_at] = {
+            "count": new_count,
+            "mu": _unflatten(spec, new_mu),
+            "nu": _unflatten(spec, new_nu),
+        }
+        new_state[2] = {"count": _inc(state[2]["count"])}
+        return _unflatten(spec, new_p), tuple(new_state)
+
+    update = opt.update
+    update.fused_step = fused_step  # type: ignore[attr-defined]
+    return opt
+
+
+def step(
+    optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, *, donate: bool = False
+) -> tuple[Tree, State]:
+    """``update`` then :func:`apply_updates` in one call: ``(new_ps, new_state)``.
+
+    Where the optimizer has a fused implementation (:func:`adam`, :func:`adamw` with a
+    constant learning rate, in eager mode on CPU or CUDA) it runs that instead: one
+    kernel, the same state layout, numerics equal up to floating-point rounding.
+
+    Arguments:
+        optimizer: the transformation.
+        grads: gradients with the structure of ``ps``.
+        state: the optimizer state.
+        ps: the parameters.
+        donate: allow the fused implementation to overwrite ``ps`` and ``state`` in place
+            (like JAX's ``donate_argnums``): no copies, ``torch.optim``'s speed; the given
+            ``ps`` and ``state`` must not be used afterwards. Ignored by the generic path.
+
+    Returns:
+        ``(new_ps, new_state)``; ``ps`` and ``state`` are not modified unless donated.
+
+    Example:
+        >>> ps, state = step(adam(1e-3), grads, state, ps)
+    """
+    fused = getattr(optimizer.update, "fused_step", None)
+    if fused is not None:
+        _flatten(grads, ps, "grads")
+        out = fused(grads, state, ps, donate)
+        if out is not None:
+            return out
+    updates, state = optimizer.update(grads, state, ps)
+    return apply_updates(ps, updates), state
 
 
 def rmsprop(

@@ -60,6 +60,7 @@ import torch
 from .core import Layer, check_structure
 from .display import short_repr
 from .optim import GradientTransformation, apply_updates
+from .optim import step as optim_step
 from .tree import NAMESPACE, flatten, unflatten
 from .tree import leaves as lux_leaves
 from .tree import map as lux_map
@@ -357,12 +358,16 @@ def _check_grads(grads: Tree, ps: Tree) -> list[torch.Tensor]:
     return leaves
 
 
-def apply_gradients(ts: TrainState, grads: Tree) -> TrainState:
+def apply_gradients(ts: TrainState, grads: Tree, *, donate: bool = False) -> TrainState:
     """Update ``ts.params`` with ``grads`` through the optimizer; ``step`` increases by one.
 
     Arguments:
         ts: the train state.
         grads: gradients with exactly the structure and shapes of ``ts.params``.
+        donate: let the optimizer overwrite ``ts.params`` / ``ts.opt_state`` in place where
+            it has a fused in-place kernel (:func:`lux_torch.optim.adam`, ``adamw``), like
+            JAX's ``donate_argnums``: ``ts`` (and the ``ps`` it was built from) must not be
+            used afterwards. Saves a copy of the parameters and moments per step.
 
     Returns:
         A new :class:`TrainState` (with a ``torch.optim`` optimizer, the parameter leaves are
@@ -382,16 +387,19 @@ def apply_gradients(ts: TrainState, grads: Tree) -> TrainState:
         opt.step()
         opt.zero_grad(set_to_none=True)
         return ts.replace(step=ts.step + 1)
-    updates, opt_state = ts.optimizer.update(grads, ts.opt_state, ts.params)
-    return ts.replace(
-        params=apply_updates(ts.params, updates), opt_state=opt_state, step=ts.step + 1
-    )
+    params, opt_state = optim_step(ts.optimizer, grads, ts.opt_state, ts.params, donate=donate)
+    return ts.replace(params=params, opt_state=opt_state, step=ts.step + 1)
 
 
 def _all_finite(loss: torch.Tensor, grads: Tree) -> torch.Tensor:
+    """A 0-dim bool: the loss and every gradient element are finite."""
     leaves = lux_leaves(grads)
+    if torch.compiler.is_compiling():  # fused into the graph's reductions
+        flags = [torch.isfinite(loss).reshape(1)]
+        flags += [torch.isfinite(g).all().reshape(1) for g in leaves]
+        return torch.cat(flags).all()
     total = loss.detach().float()
-    if leaves:
+    if leaves:  # eager: one foreach kernel; a non-finite element makes its norm non-finite
         norms = torch._foreach_norm(leaves, 1)
         total = total + torch.stack(norms).to(total.dtype).sum()
     return torch.isfinite(total)
@@ -414,6 +422,7 @@ def train_step(
     compile: bool = False,
     ad: str = "auto",
     check_finite: bool = True,
+    donate: bool = False,
 ) -> tuple[TrainState, torch.Tensor, Any]:
     """One optimisation step: gradients of ``loss_fn`` on ``data``, then the optimizer update.
 
@@ -429,6 +438,9 @@ def train_step(
         check_finite: raise ``FloatingPointError`` when the loss or a gradient is NaN/Inf,
             before any parameter changes (costs one small reduction and a host sync).
             With ``False`` a NaN propagates into the parameters.
+        donate: eager steps may overwrite ``ts.params`` and ``ts.opt_state`` in place (see
+            :func:`apply_gradients`); only the returned train state is valid afterwards.
+            The finiteness check still runs before anything is overwritten.
 
     Returns:
         ``(ts, loss, stats)``: the new train state, the detached loss (computed at the old
@@ -448,7 +460,7 @@ def train_step(
     grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
     if check_finite and not bool(_all_finite(loss, grads)):
         _raise_not_finite(loss_fn, ts, loss)
-    return apply_gradients(ts.replace(states=new_st), grads), loss, stats
+    return apply_gradients(ts.replace(states=new_st), grads, donate=donate), loss, stats
 
 
 # ---------------------------------------------------------------------- compiled steps

@@ -550,3 +550,46 @@ def test_grads_mismatch_without_ps_is_named() -> None:
     state = opt.init({"a": torch.ones(2), "b": torch.ones(2)})
     with pytest.raises(ValueError, match=r"grads \(to scale_by_adam\).*missing \['b'\]"):
         opt.update({"a": torch.ones(2), "c": torch.ones(2)}, state)
+
+
+@pytest.mark.parametrize("make", [lambda: optim.adam(0.01, weight_decay=0.1), optim.adamw])
+def test_step_fused_equals_update_and_apply(make: Callable[[], Any]) -> None:
+    opt = make()
+    assert getattr(opt.update, "fused_step", None) is not None
+    ps = _params(torch.float32)
+    before = map(torch.clone, ps)
+    fused_ps, fused_state = ps, opt.init(ps)
+    ref_ps, ref_state = ps, opt.init(ps)
+    for _ in range(STEPS):
+        fused_ps, fused_state = optim.step(opt, map(_grad, fused_ps), fused_state, fused_ps)
+        updates, ref_state = opt.update(map(_grad, ref_ps), ref_state, ref_ps)
+        ref_ps = optim.apply_updates(ref_ps, updates)
+    got, want = leaves(fused_ps) + leaves(fused_state), leaves(ref_ps) + leaves(ref_state)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(leaves(ps), leaves(before), strict=True):
+        assert torch.equal(a, b)  # the caller's parameters were not touched
+
+
+def test_step_donate_updates_in_place() -> None:
+    opt = optim.adam(0.01)
+    ps = _params(torch.float32)
+    state = opt.init(ps)
+    expected, _ = optim.step(opt, map(_grad, ps), state, ps)
+    new_ps, new_state = optim.step(opt, map(_grad, ps), state, ps, donate=True)
+    # the buffers were reused
+    assert all(a is b for a, b in zip(leaves(new_ps), leaves(ps), strict=True))
+    for a, b in zip(leaves(new_ps), leaves(expected), strict=True):
+        torch.testing.assert_close(a, b)
+    assert int(new_state[1]["count"]) == 1 and int(new_state[2]["count"]) == 1
+
+
+def test_step_falls_back_for_schedules_and_checks_structure() -> None:
+    opt = optim.adam(lambda count: 0.01)
+    ps = _params(torch.float64)
+    new_ps, _ = optim.step(opt, map(_grad, ps), opt.init(ps), ps)
+    assert not torch.equal(leaves(new_ps)[0], leaves(ps)[0])
+    grads = map(_grad, ps)
+    del grads["layer_2"]
+    with pytest.raises(ValueError, match="missing"):
+        optim.step(optim.adam(0.01), grads, optim.adam(0.01).init(ps), ps)

@@ -244,3 +244,15 @@ def test_layers_requiring_autograd_pick_the_autograd_path() -> None:
     eager, _, _ = lux.train_step(MSE, _data(), ts)
     compiled, _, _ = lux.train_step(MSE, _data(), ts, compile=True)
     assert allclose(compiled.params, eager.params, rtol=1e-5, atol=1e-7)
+
+
+def test_donated_steps_equal_pure_steps() -> None:
+    data = _data()
+    pure, donated = _state(), _state()
+    for _ in range(5):
+        pure, _, _ = lux.train_step(MSE, data, pure)
+        previous = donated
+        donated, _, _ = lux.train_step(MSE, data, donated, donate=True)
+    assert allclose(donated.params, pure.params, rtol=1e-6, atol=1e-7)
+    # donation reused the previous train state's buffers (documented: don't use it again)
+    assert leaves(donated.params)[0] is leaves(previous.params)[0]
