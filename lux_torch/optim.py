@@ -1224,17 +1224,15 @@ def _with_fused_step(
     def fused_step(
         grads: Tree, state: State, ps: Tree, donate: bool = False
     ) -> tuple[Tree, State] | None:
-        if (
-            callable(lr)
-            or torch.compiler.is_compiling()
-            or (torch.is_grad_enabled() and any(t.requires_grad for t in _tree_flatten(ps)[0]))
-        ):
+        if callable(lr) or torch.compiler.is_compiling():
+            return None
+        p, spec = _tree_flatten(ps)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in p):
             return None
         moments = state[adam_at]
         count = _plain_count(moments["count"])
         if count is None:
             return None
-        p, spec = _tree_flatten(ps)
         g = spec.flatten_up_to(grads) if hasattr(spec, "flatten_up_to") else None
         if g is None or not p:
             return None
@@ -1250,7 +1248,7 @@ def _with_fused_step(
             return None
         steps = [torch.full((), count + 1, dtype=torch.float32, device=device)] * len(p)
         if not donate:  # the in-place kernel on copies: no copy of the gradients
-            p, mu, nu = (list(torch._foreach_mul(x, 1.0)) for x in (p, mu, nu))
+            p, mu, nu = ([t.clone() for t in x] for x in (p, mu, nu))
         kernel(
             p,
             g,
@@ -1306,9 +1304,16 @@ def step(
     Example:
         >>> ps, state = step(adam(1e-3), grads, state, ps)
     """
+    _flatten(grads, ps, "grads")
+    return _step(optimizer, grads, state, ps, donate)
+
+
+def _step(
+    optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, donate: bool
+) -> tuple[Tree, State]:
+    """:func:`step` for ``grads`` whose structure has been checked already."""
     fused = getattr(optimizer.update, "fused_step", None)
     if fused is not None:
-        _flatten(grads, ps, "grads")
         out = fused(grads, state, ps, donate)
         if out is not None:
             return out

@@ -60,7 +60,7 @@ import torch
 from .core import Layer, check_structure
 from .display import short_repr
 from .optim import GradientTransformation, apply_updates
-from .optim import step as optim_step
+from .optim import _step as optim_step
 from .tree import NAMESPACE, flatten, unflatten
 from .tree import leaves as lux_leaves
 from .tree import map as lux_map
@@ -334,8 +334,8 @@ def compute_gradients(
 
 
 def _check_grads(grads: Tree, ps: Tree) -> list[torch.Tensor]:
-    leaves, spec = optree.tree_flatten(grads, namespace=NAMESPACE)
-    want = optree.tree_structure(ps, namespace=NAMESPACE)
+    leaves, spec = flatten(grads)
+    p_leaves, want = flatten(ps)
     if spec != want:
         got_paths = {".".join(map(str, p)) for p in optree.tree_paths(grads, namespace=NAMESPACE)}
         want_paths = {".".join(map(str, p)) for p in optree.tree_paths(ps, namespace=NAMESPACE)}
@@ -343,13 +343,9 @@ def _check_grads(grads: Tree, ps: Tree) -> list[torch.Tensor]:
             "lux_torch.apply_gradients: grads must have the structure of ts.params: missing "
             f"{sorted(want_paths - got_paths)}, unexpected {sorted(got_paths - want_paths)}"
         )
-    for path, g, p in zip(
-        optree.tree_paths(ps, namespace=NAMESPACE),
-        leaves,
-        optree.tree_leaves(ps, namespace=NAMESPACE),
-        strict=True,
-    ):
+    for i, (g, p) in enumerate(zip(leaves, p_leaves, strict=True)):
         if not isinstance(g, torch.Tensor) or g.shape != p.shape:
+            path = optree.tree_paths(ps, namespace=NAMESPACE)[i]
             got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
             raise ValueError(
                 f"lux_torch.apply_gradients: gradient of {'.'.join(map(str, path))} has shape "
@@ -387,7 +383,7 @@ def apply_gradients(ts: TrainState, grads: Tree, *, donate: bool = False) -> Tra
         opt.step()
         opt.zero_grad(set_to_none=True)
         return ts.replace(step=ts.step + 1)
-    params, opt_state = optim_step(ts.optimizer, grads, ts.opt_state, ts.params, donate=donate)
+    params, opt_state = optim_step(ts.optimizer, grads, ts.opt_state, ts.params, donate)
     return ts.replace(params=params, opt_state=opt_state, step=ts.step + 1)
 
 
