@@ -16,6 +16,8 @@ interleaved in one run after a warm-up:
   own buffers in place, like JAX's ``donate_argnums``);
 * lux compiled: ``lux.train_step(..., compile=True)`` (forward, backward and Adam in one
   fullgraph graph);
+* lux compiled+donate: ``compile=True, donate=True`` (forward and backward in one graph,
+  then the fused Adam kernel in place on the train state's buffers);
 * jax/flax jit: only when ``jax``, ``flax`` and ``optax`` are importable (never a
   dependency): a ``jax.jit`` step of the same network with ``optax.adam``.
 
@@ -159,7 +161,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     have_jax = all(importlib.util.find_spec(m) for m in ("jax", "flax", "optax"))
     names = ["torch eager", "torch fused", "torch.compile", "lux eager", "lux donate"]
-    names += ["lux compiled"]
+    names += ["lux compiled", "lux compiled+donate"]
     names += ["jax/flax jit"] if have_jax else []
     rows = []
     for label, (sizes, act, batch) in CASES.items():
@@ -171,6 +173,7 @@ def main() -> None:
             "lux eager": _lux_step(sizes, act, x, y, compile=False),
             "lux donate": _lux_step(sizes, act, x, y, compile=False, donate=True),
             "lux compiled": _lux_step(sizes, act, x, y, compile=True),
+            "lux compiled+donate": _lux_step(sizes, act, x, y, compile=True, donate=True),
         }
         if have_jax:
             steps["jax/flax jit"] = _jax_step(sizes, act, x, y)

@@ -434,9 +434,12 @@ def train_step(
         check_finite: raise ``FloatingPointError`` when the loss or a gradient is NaN/Inf,
             before any parameter changes (costs one small reduction and a host sync).
             With ``False`` a NaN propagates into the parameters.
-        donate: eager steps may overwrite ``ts.params`` and ``ts.opt_state`` in place (see
-            :func:`apply_gradients`); only the returned train state is valid afterwards.
-            The finiteness check still runs before anything is overwritten.
+        donate: the step may overwrite ``ts.params`` and ``ts.opt_state`` in place where the
+            optimizer has a fused in-place kernel (``lux.optim.adam``/``adamw`` with a
+            constant learning rate; see :func:`apply_gradients`), like JAX's
+            ``donate_argnums``: only the returned train state is valid afterwards. With
+            ``compile=True`` the gradients are then one graph and the update the fused
+            kernel. The finiteness check still runs before anything is overwritten.
 
     Returns:
         ``(ts, loss, stats)``: the new train state, the detached loss (computed at the old
@@ -451,7 +454,7 @@ def train_step(
         ...     ts, loss, _ = lux.train_step(lux.losses.MSELoss(), (x, y), ts, compile=True)
     """
     if compile:
-        return _compiled_step(loss_fn, data, ts, ad, check_finite)
+        return _compiled_step(loss_fn, data, ts, ad, check_finite, donate)
     mode = _resolve_ad(ad, ts.model, compiled=False)
     grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
     if check_finite and not bool(_all_finite(loss, grads)):
@@ -463,12 +466,12 @@ def train_step(
 
 
 def _compiled_step(
-    loss_fn: LossFn, data: Any, ts: TrainState, ad: str, check_finite: bool
+    loss_fn: LossFn, data: Any, ts: TrainState, ad: str, check_finite: bool, donate: bool
 ) -> tuple[TrainState, torch.Tensor, Any]:
     try:
-        key: Hashable = (hash(loss_fn), loss_fn, ad, check_finite)
+        key: Hashable = (hash(loss_fn), loss_fn, ad, check_finite, donate)
     except TypeError:  # an unhashable callable: its identity (the cache keeps it alive)
-        key = (id(loss_fn), ad, check_finite)
+        key = (id(loss_fn), ad, check_finite, donate)
     fn = ts._cache.get(key)
     if fn is None:
         if len(ts._cache) >= _CACHE_WARN:
@@ -480,7 +483,7 @@ def _compiled_step(
                 stacklevel=3,
             )
         mode = _resolve_ad(ad, ts.model, compiled=True)
-        fn = _build_compiled(loss_fn, ts, mode, check_finite)
+        fn = _build_compiled(loss_fn, ts, mode, check_finite, donate)
         ts._cache[key] = fn
     return fn(ts, data)
 
@@ -500,7 +503,7 @@ def _quiet_resume(forward: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _build_compiled(
-    loss_fn: LossFn, ts: TrainState, mode: str, check_finite: bool
+    loss_fn: LossFn, ts: TrainState, mode: str, check_finite: bool, donate: bool
 ) -> Callable[[TrainState, Any], tuple[TrainState, torch.Tensor, Any]]:
     model, optimizer = ts.model, ts.optimizer
     options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
@@ -515,16 +518,25 @@ def _build_compiled(
             forward = _quiet_resume(forward)
         grad_fn = _grad_fn(loss_fn, model, "autograd", forward)
 
-    if ts.uses_torch_optim:
-        grads_only = torch.compile(grad_fn, **options) if mode == "func" else grad_fn
+    fused = getattr(getattr(optimizer, "update", None), "fused_step", None)
+    if ts.uses_torch_optim or (donate and fused is not None):
+        # The gradients (and the finiteness flag) in one graph, then an in-place update:
+        # torch.optim's step, or the fused Adam kernel on the donated buffers.
+        def grads_and_flag(ps: Tree, st: Tree, data: Any) -> Any:
+            grads, loss, new_st, stats = grad_fn(ps, st, data)
+            finite = _all_finite(loss, grads) if check_finite else None
+            return grads, loss, new_st, stats, finite
 
-        def torch_optim_step(ts: TrainState, data: Any) -> Any:
-            grads, loss, new_st, stats = grads_only(ts.params, ts.states, data)
-            if check_finite and not bool(_all_finite(loss, grads)):
+        grads_only = torch.compile(grads_and_flag, **options) if mode == "func" else grads_and_flag
+
+        def split_step(ts: TrainState, data: Any) -> Any:
+            grads, loss, new_st, stats, finite = grads_only(ts.params, ts.states, data)
+            if check_finite and not bool(finite):
                 _raise_not_finite(loss_fn, ts, loss)
-            return apply_gradients(ts.replace(states=new_st), grads), loss, stats
+            new = apply_gradients(ts.replace(states=new_st), grads, donate=donate)
+            return new, loss, stats
 
-        return torch_optim_step
+        return split_step
 
     def update(ps: Tree, opt_state: Any, grads: Tree, loss: torch.Tensor) -> Any:
         updates, opt_state = optimizer.update(grads, opt_state, ps)

@@ -256,3 +256,17 @@ def test_donated_steps_equal_pure_steps() -> None:
     assert allclose(donated.params, pure.params, rtol=1e-6, atol=1e-7)
     # donation reused the previous train state's buffers (documented: don't use it again)
     assert leaves(donated.params)[0] is leaves(previous.params)[0]
+
+
+def test_compiled_donated_steps_equal_eager_and_check_nan() -> None:
+    data = _data()
+    eager, donated = _state(), _state()
+    for _ in range(5):
+        eager, _, _ = lux.train_step(MSE, data, eager)
+        donated, _, _ = lux.train_step(MSE, data, donated, compile=True, donate=True)
+    assert allclose(donated.params, eager.params, rtol=1e-4, atol=1e-6)
+    x, y = data
+    before = lux.tree.map(torch.clone, donated.params)
+    with pytest.raises(FloatingPointError, match="not updated"):
+        lux.train_step(MSE, (x, y * float("nan")), donated, compile=True, donate=True)
+    assert allclose(donated.params, before, rtol=0, atol=0)
