@@ -7,6 +7,7 @@ ratio of medians over rounds measured side by side in one run.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -49,3 +50,16 @@ def print_table(title: str, rows: list[tuple[str, ...]], headers: list[str]) -> 
     """Print ``title`` with the environment, then a GitHub-style table."""
     print(f"{title} — {environment()}")
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+
+
+def parse_args(doc: str | None, *, rounds: int = 30, **extra: int) -> argparse.Namespace:
+    """``--threads`` (default 2, applied with ``torch.set_num_threads``), ``--rounds`` and
+    any ``--name`` integer options given as ``name=default``."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    for name, default in extra.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args

@@ -9,20 +9,14 @@ CUDA); torch's from its global CPU generator.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from _harness import interleaved, print_table, ratio_row
+from _harness import interleaved, parse_args, print_table, ratio_row
 
 import lux_torch as lux
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     rows = []
     for shape in ((256, 1024), (64, 64)):
         x = lux.random.normal(lux.random.key(0), shape)

@@ -8,10 +8,8 @@ Both run under torch.no_grad(); the lux model gets the nn.Sequential's own weigh
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from _harness import interleaved, print_table, ratio_row
+from _harness import interleaved, parse_args, print_table, ratio_row
 
 import lux_torch as lux
 
@@ -30,11 +28,7 @@ def build(depth: int = 10, width: int = 64):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     model, ps, ref = build()
     st = lux.init_state(0, model)
     rows = []

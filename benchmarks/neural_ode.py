@@ -23,7 +23,6 @@ Medians of interleaved rounds (``_harness.interleaved``). Target: ratio lux / to
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from typing import Any
 
 import torch
 import torchdiffeq
-from _harness import interleaved, print_table, ratio_row
+from _harness import interleaved, parse_args, print_table, ratio_row
 
 import lux_torch as lux
 from lux_torch.ode import NeuralODE
@@ -159,12 +158,7 @@ def _inference(data: tuple[torch.Tensor, ...]) -> dict[str, Callable[[], Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--number", type=int, default=5)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__, rounds=15, number=5)
     data = _data()
     rows = []
     for adjoint in (False, True):

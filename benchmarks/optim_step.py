@@ -17,12 +17,11 @@ dominate: compare with ``MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from collections.abc import Callable
 
 import torch
-from _harness import interleaved, print_table
+from _harness import interleaved, parse_args, print_table
 
 import lux_torch as lux
 
@@ -60,11 +59,7 @@ def _lux_step(sizes: tuple[int, ...]) -> Callable[[], object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     rows = []
     for label, sizes in MODELS.items():
         number = 200 if sizes[1] < 100 else 20

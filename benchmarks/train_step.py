@@ -27,7 +27,6 @@ medium compiled <= 0.85, eager <= 1.05.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import itertools
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _harness import interleaved, print_table
+from _harness import interleaved, parse_args, print_table
 
 import lux_torch as lux
 
@@ -154,11 +153,7 @@ def _jax_step(sizes: tuple[int, ...], act: str, x: torch.Tensor, y: torch.Tensor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=30)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     have_jax = all(importlib.util.find_spec(m) for m in ("jax", "flax", "optax"))
     names = ["torch eager", "torch fused", "torch.compile", "lux eager", "lux donate"]
     names += ["lux compiled", "lux compiled+donate"]

@@ -312,15 +312,18 @@ def map_children(layer: Layer, fn: Callable[[str, Layer], Layer]) -> Layer:
 # --------------------------------------------------------------------------- setup
 
 
+def describe_value(value: Any) -> str:
+    """``"a <dtype> tensor of shape (...)"`` for a tensor, else the type's name (errors)."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
 def _as_key(key: torch.Tensor | int, where: str) -> torch.Tensor:
     if isinstance(key, int) and not isinstance(key, bool):
         return lrandom.key(key)
     if not (isinstance(key, torch.Tensor) and key.shape == (2,) and key.dtype == torch.int64):
-        got = (
-            f"a {key.dtype} tensor of shape {tuple(key.shape)}"
-            if isinstance(key, torch.Tensor)
-            else type(key).__name__
-        )
+        got = describe_value(key)
         raise TypeError(
             f"{where}: expected a key from lux.random.key(seed) (an int64 tensor of "
             f"shape (2,)) or an int seed, got {got}"

@@ -57,7 +57,7 @@ from typing import Any
 import optree
 import torch
 
-from .core import Layer, check_structure
+from .core import Layer, check_structure, describe_value
 from .display import short_repr
 from .optim import GradientTransformation, apply_updates
 from .optim import _step as optim_step
@@ -225,11 +225,7 @@ def _call_loss(loss_fn: LossFn, model: Layer, ps: Tree, st: Tree, data: Any) -> 
         )
     loss = out[0]
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.is_floating_point():
-        got = (
-            f"a {loss.dtype} tensor of shape {tuple(loss.shape)}"
-            if isinstance(loss, torch.Tensor)
-            else type(loss).__name__
-        )
+        got = describe_value(loss)
         raise ValueError(
             f"lux_torch.training: loss_fn {_name(loss_fn)} must return a scalar (0-dim) "
             f"floating loss as its first output, got {got}; reduce it (e.g. .mean())"
