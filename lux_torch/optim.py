@@ -293,6 +293,7 @@ def _plain_count(count: torch.Tensor) -> int | None:
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and not torch._C._functorch.is_functorch_wrapped_tensor(count)
+        and torch._C._len_torch_dispatch_stack() == 0  # no make_fx / fake / functional mode
     ):
         return int(count.item())
     return None

@@ -593,3 +593,20 @@ def test_step_falls_back_for_schedules_and_checks_structure() -> None:
     del grads["layer_2"]
     with pytest.raises(ValueError, match="missing"):
         optim.step(optim.adam(0.01), grads, optim.adam(0.01).init(ps), ps)
+
+
+def test_update_traces_with_make_fx() -> None:
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    opt = optim.adam(0.01)
+    ps = _params(torch.float32)
+    state = opt.init(ps)
+
+    def step(ps: Any, state: Any, grads: Any) -> Any:
+        return optim.step(opt, grads, state, ps)
+
+    graph = make_fx(step)(ps, state, map(_grad, ps))
+    expected, _ = step(ps, state, map(_grad, ps))
+    got, _ = graph(ps, state, map(_grad, ps))
+    for a, b in zip(leaves(got), leaves(expected), strict=True):
+        torch.testing.assert_close(a, b)

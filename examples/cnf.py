@@ -1,0 +1,190 @@
+"""Continuous normalizing flow on two circles (torchdiffeq's ``examples/cnf.py``, FFJORD).
+
+Run:  python examples/cnf.py          (about a minute and a half on 2 CPU threads)
+
+A continuous normalizing flow transports a standard normal base density ``p(z(t0))`` to
+the data by ``dz/dt = f(t, z)``; the log-density changes along a trajectory by the
+instantaneous change of variables ``d log p(z(t))/dt = -tr(df/dz)``. Solving the joint
+state ``(z, logp_diff)`` *backwards* from a data point ``x = z(t1)`` (with
+``logp_diff(t1) = 0``) to ``t0`` gives the exact log-likelihood
+
+    log p(x) = log N(z(t0); 0, I) - logp_diff(t0),
+
+which is maximised with Adam. Unlike FFJORD's Hutchinson estimator, the trace here is
+exact: the 2x2 Jacobian of every sample comes from ``torch.func.vmap(torch.func.jacrev(...))``
+inside the vector field. It shows:
+
+- a custom :class:`lux_torch.Layer` as the vector field of a :class:`lux_torch.NeuralODE`
+  with a *tuple* state ``(z, logp_diff)`` and ``time_dependent=True`` (the layer gets
+  ``(t, (z, logp_diff))``);
+- torch.func transforms inside a layer whose parameters are trained through the adaptive
+  ``dopri5`` solve by :func:`lux_torch.train_step` (``torch.autograd`` path);
+- the same ``ps`` solved over reversed time (``t = (1, 0)``, likelihood) and forward time
+  (``dataclasses.replace(node, t=(0, 1))``, sampling);
+- data drawn with explicit ``lux_torch.random`` keys (no global RNG).
+
+It writes a PNG with the target samples, the learned density on a grid and samples of the
+flow, and prints the mean negative log-likelihood before and after training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import time
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+import lux_torch as lux
+from lux_torch.ode import NeuralODE
+
+T0, T1 = 0.0, 1.0
+LIMIT = 3.0  # the plots show [-LIMIT, LIMIT]^2
+
+
+class CNFField(lux.Layer):
+    """``(t, (z, logp_diff)) -> (dz/dt, -tr(dz/dt / dz))`` with ``dz/dt = net([z, t])``.
+
+    ``net`` maps ``dim + 1`` features (the point and the time) to ``dim``; the trace of its
+    Jacobian with respect to ``z`` is computed exactly, per sample, with torch.func.
+    """
+
+    net: lux.Layer
+
+    def __call__(self, x: Any, ps: dict, st: dict) -> tuple[Any, dict]:
+        t, (z, _) = x
+        ps_net, st_net = ps["net"], st["net"]
+
+        def field(zi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            dz, _ = self.net(torch.cat([zi, t.reshape(1)]), ps_net, st_net)
+            return dz, dz
+
+        jac, dz = torch.func.vmap(torch.func.jacrev(field, has_aux=True))(z)
+        trace = jac.diagonal(dim1=-2, dim2=-1).sum(-1)
+        return (dz, -trace), st
+
+
+def make_model(dim: int = 2, hidden: int = 32) -> NeuralODE:
+    net = lux.Chain(
+        lux.Linear(dim + 1, hidden, activation=torch.tanh),
+        lux.Linear(hidden, hidden, activation=torch.tanh),
+        lux.Linear(hidden, dim),
+    )
+    return NeuralODE(
+        CNFField(net),
+        (T1, T0),  # reversed time: from the data to the base density
+        method="dopri5",
+        rtol=1e-5,
+        atol=1e-5,
+        time_dependent=True,
+        save_at="last",
+    )
+
+
+def two_circles(key: torch.Tensor, n: int, noise: float = 0.08) -> torch.Tensor:
+    """``n`` points on circles of radius 1 and 2 (half on each on average), with noise."""
+    k_angle, k_ring, k_noise = lux.random.split(key, 3)
+    angle = lux.random.uniform(k_angle, (n,), high=2 * math.pi)
+    radius = 1.0 + lux.random.bernoulli(k_ring, 0.5, (n,)).float()
+    points = radius[:, None] * torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)
+    return points + noise * lux.random.normal(k_noise, (n, 2))
+
+
+def standard_normal_logp(z: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+def log_likelihood(
+    node: NeuralODE, x: torch.Tensor, ps: dict, st: dict
+) -> tuple[torch.Tensor, dict]:
+    """``log p(x)`` per sample: solve ``(x, 0)`` from ``t1`` back to ``t0``."""
+    (z0, logp_diff), st = node((x, x.new_zeros(x.shape[0])), ps, st)
+    return standard_normal_logp(z0) - logp_diff, st
+
+
+def nll_loss(node: NeuralODE, ps: dict, st: dict, x: torch.Tensor) -> tuple[Any, dict, dict]:
+    """The loss for :func:`lux_torch.train_step`: mean negative log-likelihood."""
+    logp, st = log_likelihood(node, x, ps, st)
+    return -logp.mean(), st, {}
+
+
+def evaluate(node: NeuralODE, x: torch.Tensor, ts: lux.TrainState) -> float:
+    with torch.no_grad():
+        loss, _, _ = nll_loss(node, ts.params, lux.test_mode(ts.states), x)
+    return float(loss)
+
+
+def plot(
+    path: pathlib.Path, target: torch.Tensor, node: NeuralODE, ts: lux.TrainState, key: torch.Tensor
+) -> None:
+    """Target samples, the learned density on a grid and samples pushed through the flow."""
+    ps, st = ts.params, lux.test_mode(ts.states)
+    n = 80
+    grid = torch.linspace(-LIMIT, LIMIT, n)
+    gy, gx = torch.meshgrid(grid, grid, indexing="ij")
+    points = torch.stack([gx, gy], dim=-1).reshape(-1, 2)
+    forward = dataclasses.replace(node, t=(T0, T1))  # from the base density to the data
+    z = lux.random.normal(key, (target.shape[0], 2))
+    with torch.no_grad():
+        logp, _ = log_likelihood(node, points, ps, st)
+        (samples, _), _ = forward((z, z.new_zeros(z.shape[0])), ps, st)
+    density = logp.exp().reshape(n, n).numpy()
+
+    fig = Figure(figsize=(15, 5))  # Agg canvas, no pyplot state
+    ax_target, ax_density, ax_samples = fig.subplots(1, 3)
+    box = {"xlim": (-LIMIT, LIMIT), "ylim": (-LIMIT, LIMIT), "aspect": "equal"}
+    ax_target.hist2d(*target.numpy().T, bins=100, range=[[-LIMIT, LIMIT]] * 2, cmap="viridis")
+    ax_target.set(title="Target samples", **box)
+    ax_density.pcolormesh(gx.numpy(), gy.numpy(), density, cmap="viridis", shading="auto")
+    ax_density.set(title="Learned density", **box)
+    ax_samples.hist2d(*samples.numpy().T, bins=100, range=[[-LIMIT, LIMIT]] * 2, cmap="viridis")
+    ax_samples.set(title="Samples from the flow", **box)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(
+    iters: int = 400,
+    out: str | pathlib.Path = "cnf.png",
+    progress: bool = True,
+    *,
+    batch_size: int = 256,
+    hidden: int = 32,
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> float:
+    """Train for ``iters`` steps, write the figure to ``out``; return the final mean NLL."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    start = time.perf_counter()
+    init_key, data_key, eval_key, plot_key = lux.random.split(lux.random.key(seed), 4)
+    node = make_model(hidden=hidden)
+    print(node)
+    ps, st = lux.setup(init_key, node)
+    ts = lux.TrainState(node, ps, st, lux.optim.adam(lr))
+    held_out = two_circles(eval_key, 2000)
+    before = evaluate(node, held_out, ts)
+    print(f"mean NLL before training {before:.4f}")
+
+    bar = tqdm(range(1, iters + 1), disable=not progress, desc="training", unit="step")
+    for itr in bar:
+        x = two_circles(lux.random.fold_in(data_key, itr), batch_size)
+        ts, loss, _ = lux.train_step(nll_loss, x, ts)
+        if itr % 10 == 0:
+            bar.set_postfix(nll=f"{float(loss):.4f}", nfe=int(ts.states["stats"]["nfe"]))
+
+    final = evaluate(node, held_out, ts)
+    path = pathlib.Path(out)
+    plot(path, held_out, node, ts, plot_key)
+    print(
+        f"final mean NLL {final:.4f} after {iters} steps in "
+        f"{time.perf_counter() - start:.1f} s; figure written to {path}"
+    )
+    return final
+
+
+if __name__ == "__main__":
+    main()
