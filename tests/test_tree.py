@@ -146,3 +146,23 @@ def test_load_state_dict_accepts_a_torch_state_dict_with_the_same_layout():
     ps, _ = lux.load_state_dict(lux.Linear(3, 2), torch_model.state_dict())
     x = torch.ones(1, 3)
     assert torch.allclose(lux.Linear(3, 2)(x, ps, {})[0], torch_model(x))
+
+
+def test_flatten_unflatten_round_trip_eager_and_compiled() -> None:
+    nested = {"b": {}, "a": {"w": torch.ones(2), "s": Static(True)}, "c": (torch.zeros(1),)}
+    leaves_, spec = tree.flatten(nested)
+    assert [t.shape for t in leaves_] == [(2,), (1,)]
+    back = tree.unflatten(spec, [t + 1 for t in leaves_])
+    assert back["b"] == {} and back["a"]["s"] == Static(True)
+    assert torch.equal(back["a"]["w"], torch.full((2,), 2.0))
+
+    @torch.compile(fullgraph=True)
+    def bump(inner: dict) -> tuple[dict, list]:
+        leaves_, spec = tree.flatten(inner)
+        mapped = tree.map(lambda t: t * 3, inner)  # empty dicts broke optree under Dynamo
+        return tree.unflatten(spec, [t + 1 for t in leaves_]), tree.leaves(mapped)
+
+    compiled, tripled = bump(nested)
+    assert compiled["b"] == {} and compiled["a"]["s"] == Static(True)
+    assert torch.equal(compiled["a"]["w"], back["a"]["w"])
+    assert sorted(t.sum().item() for t in tripled) == [0.0, 6.0]
