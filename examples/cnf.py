@@ -1,6 +1,6 @@
 """Continuous normalizing flow on two circles (torchdiffeq's ``examples/cnf.py``, FFJORD).
 
-Run:  python examples/cnf.py          (about a minute and a half on 2 CPU threads)
+Run:  python examples/cnf.py          (about a minute on 2 CPU threads)
 
 A continuous normalizing flow transports a standard normal base density ``p(z(t0))`` to
 the data by ``dz/dt = f(t, z)``; the log-density changes along a trajectory by the
@@ -137,18 +137,18 @@ def plot(
     fig = Figure(figsize=(15, 5))  # Agg canvas, no pyplot state
     ax_target, ax_density, ax_samples = fig.subplots(1, 3)
     box = {"xlim": (-LIMIT, LIMIT), "ylim": (-LIMIT, LIMIT), "aspect": "equal"}
-    ax_target.hist2d(*target.numpy().T, bins=100, range=[[-LIMIT, LIMIT]] * 2, cmap="viridis")
+    ax_target.hist2d(*target.numpy().T, bins=60, range=[[-LIMIT, LIMIT]] * 2, cmap="viridis")
     ax_target.set(title="Target samples", **box)
     ax_density.pcolormesh(gx.numpy(), gy.numpy(), density, cmap="viridis", shading="auto")
     ax_density.set(title="Learned density", **box)
-    ax_samples.hist2d(*samples.numpy().T, bins=100, range=[[-LIMIT, LIMIT]] * 2, cmap="viridis")
+    ax_samples.hist2d(*samples.numpy().T, bins=60, range=[[-LIMIT, LIMIT]] * 2, cmap="viridis")
     ax_samples.set(title="Samples from the flow", **box)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
 def main(
-    iters: int = 400,
+    iters: int = 300,
     out: str | pathlib.Path = "cnf.png",
     progress: bool = True,
     *,
