@@ -270,3 +270,14 @@ def test_compiled_donated_steps_equal_eager_and_check_nan() -> None:
     with pytest.raises(FloatingPointError, match="not updated"):
         lux.train_step(MSE, (x, y * float("nan")), donated, compile=True, donate=True)
     assert allclose(donated.params, before, rtol=0, atol=0)
+
+
+def test_many_compiled_loss_functions_warn(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lux_torch import training
+
+    monkeypatch.setattr(training, "_CACHE_WARN", 1)
+    ts, data = _state(lux.optim.sgd(0.1)), _data()
+    ts, _, _ = lux.train_step(lambda *a: MSE(*a), data, ts, compile=True)
+    with pytest.warns(RuntimeWarning, match="pass the same loss_fn object"):
+        lux.train_step(lambda *a: MSE(*a), data, ts, compile=True)
+    assert len(ts._cache) == 2
