@@ -485,6 +485,8 @@ class NeuralODE(Layer):
             ``torch.func`` (adaptive solvers, ``perturb``, adjoint, events, the
             ``"jacobian"`` regularizer), so that
             :func:`lux_torch.train_step` uses ``torch.autograd``.
+        compile_fullgraph: ``False``: the solve runs eagerly, so
+            ``train_step(..., compile=True)`` compiles the code around it.
 
     Raises:
         ValueError: invalid configuration (``t`` not strictly monotone, unknown method,

@@ -36,12 +36,11 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import optree
 import torch
-import torch.utils._pytree as torch_pytree
 
 from lux_torch.schedules import (
     constant_schedule,
@@ -51,7 +50,8 @@ from lux_torch.schedules import (
     piecewise_constant_schedule,
     warmup_cosine_decay_schedule,
 )
-from lux_torch.tree import NAMESPACE
+from lux_torch.tree import NAMESPACE, flatten, flatten_like, unflatten
+from lux_torch.tree import map as tree_map
 
 __all__ = [
     "GradientTransformation",
@@ -123,53 +123,13 @@ def _foreach(name: str, *args: Any, **kwargs: Any) -> Leaves:
 _FAILURES = (RuntimeError, NotImplementedError, TypeError, AttributeError)
 
 
-def _tree_flatten(tree: Tree) -> tuple[list[Any], Any]:
-    """``optree`` flattening; ``torch.utils._pytree`` while ``torch.compile`` traces.
-
-    (Dynamo cannot trace optree's flattening of a tree holding an empty dict, which a
-    parameter-free layer's ``ps`` entry is.)
-    """
-    if torch.compiler.is_compiling():
-        return torch_pytree.tree_flatten(tree)
-    return optree.tree_flatten(tree, namespace=NAMESPACE)
-
-
-def _optree_flatten(tree: Tree) -> tuple[list[Any], Any]:
-    return optree.tree_flatten(tree, namespace=NAMESPACE)
-
-
-def _unflatten(spec: Any, leaves: Iterable[Any]) -> Tree:
-    if isinstance(spec, torch_pytree.TreeSpec):
-        return torch_pytree.tree_unflatten(list(leaves), spec)
-    return optree.tree_unflatten(spec, leaves)
-
-
-def _tree_map(fn: Callable[[Any], Any], tree: Tree) -> Tree:
-    leaves, spec = _tree_flatten(tree)
-    return _unflatten(spec, [fn(x) for x in leaves])
-
-
 def _flatten(tree: Tree, like: Tree, what: str) -> tuple[list[torch.Tensor], Any]:
     """Leaves of ``tree``, checking that its structure equals that of ``like``."""
-    leaves, spec = _tree_flatten(tree)
-    like_spec = _tree_flatten(like)[1]
-    if spec != like_spec:
-        got = set(_paths(tree))
-        want = set(_paths(like))
-        missing, extra = sorted(want - got), sorted(got - want)
-        raise ValueError(
-            f"lux_torch.optim: {what} has a different structure from the parameters: "
-            f"missing {missing}, unexpected {extra}; expected {like_spec}, got {spec}"
-        )
-    return leaves, spec
-
-
-def _paths(tree: Tree) -> list[str]:
-    return [".".join(map(str, p)) for p in optree.tree_paths(tree, namespace=NAMESPACE)]
+    return flatten_like(tree, like, f"lux_torch.optim: {what}")
 
 
 def _zeros_like(ps: Tree, fill: float = 0.0) -> Tree:
-    return _tree_map(lambda p: torch.full_like(p, fill), ps)
+    return tree_map(lambda p: torch.full_like(p, fill), ps)
 
 
 def _count() -> torch.Tensor:
@@ -385,22 +345,22 @@ def _transformation(
             p = _leaves_along(g_spec, ps)
             if p is None:
                 _flatten(grads, ps, "grads")  # raises, naming the paths
-                p = _tree_flatten(ps)[0]
+                p = flatten(ps)[0]
         u, new = _run(lw, g, s, p)
         return optree.tree_unflatten(g_spec, u), optree.tree_unflatten(s_spec, new)
 
     def traced(grads: Tree, state: State, ps: Tree) -> tuple[Tree, State]:
-        g, g_spec = _tree_flatten(grads)
-        s, s_spec = _tree_flatten(state)
-        expected = _tree_flatten(init(grads))[1]
+        g, g_spec = flatten(grads)
+        s, s_spec = flatten(state)
+        expected = flatten(init(grads))[1]
         if expected != s_spec:
             raise _state_mismatch(name, lw, grads, state, expected)
         p = None
         if ps is not None and check_ps:
             _flatten(grads, ps, "grads")
-            p = _tree_flatten(ps)[0]
+            p = flatten(ps)[0]
         u, new = _run(lw, g, s, p)
-        return _unflatten(g_spec, u), _unflatten(s_spec, new)
+        return unflatten(g_spec, u), unflatten(s_spec, new)
 
     update.__dict__[_LEAFWISE] = lw
     return GradientTransformation(init, update)
@@ -422,9 +382,9 @@ def _state_mismatch(
     """The error for a state that does not fit the grads: the grads' missing and extra
     paths where a state tree is like ``ps``, else the two structures."""
     lw.check(grads, state)  # raises where it can name paths
-    got = _tree_flatten(state)[1]
+    got = flatten(state)[1]
     if got == expected:
-        kinds = sorted({type(x).__name__ for x in _tree_flatten(state)[0]})
+        kinds = sorted({type(x).__name__ for x in flatten(state)[0]})
         return ValueError(f"lux_torch.optim.{name}: state leaves must be tensors, got {kinds}")
     return ValueError(
         f"lux_torch.optim.{name}: the state does not fit this transformation and these "
@@ -480,8 +440,8 @@ def apply_updates(ps: Tree, updates: Tree) -> Tree:
         {'w': tensor([2., 2.])}
     """
     if torch.compiler.is_compiling():
-        p, spec = _tree_flatten(ps)
-        return _unflatten(spec, _foreach("add", p, _flatten(updates, ps, "updates")[0]))
+        p, spec = flatten(ps)
+        return unflatten(spec, _foreach("add", p, _flatten(updates, ps, "updates")[0]))
     p, spec = optree.tree_flatten(ps, namespace=NAMESPACE)
     u = _leaves_along(spec, updates)
     if u is None:
@@ -919,7 +879,7 @@ def _expand(
             )
         if not valid(pre):
             bad.append(f"{path or '<root>'}={pre!r}")
-        return _tree_map(lambda _: pre, node)
+        return tree_map(lambda _: pre, node)
 
     return expand(prefix, tree, ""), bad
 
@@ -946,7 +906,7 @@ def _select(node: Tree, full: Tree, keep: Callable[[Any], bool]) -> Tree:
     if type(node) in (list, tuple):
         kept = [s for s in map(lambda v, m: _select(v, m, keep), node, full) if s is not _EMPTY]
         return type(node)(kept) if kept else _EMPTY
-    flags = [keep(v) for v in _tree_flatten(full)[0]]
+    flags = [keep(v) for v in flatten(full)[0]]
     if flags and all(flags):
         return node
     if not any(flags):
@@ -975,7 +935,7 @@ def _split_apply(
     sub_ps = None if ps is None else _subtree(ps, full, keep)
     sub_u, state = t.update(_subtree(grads, full, keep), state, sub_ps)
     where = [i for i, v in enumerate(values) if keep(v)]
-    for i, u in zip(where, _tree_flatten(sub_u)[0], strict=True):
+    for i, u in zip(where, flatten(sub_u)[0], strict=True):
         out[i] = u
     return state
 
@@ -1031,11 +991,11 @@ def masked(
         return inner.init(_subtree(ps, expand(ps, ps), keep))
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec = _tree_flatten(grads) if ps is None else _flatten(grads, ps, "grads")
+        g, spec = flatten(grads) if ps is None else _flatten(grads, ps, "grads")
         full = expand(grads, grads if ps is None else ps)
         out = list(g)
-        state = _split_apply(inner, keep, _tree_flatten(full)[0], full, grads, state, ps, out)
-        return _unflatten(spec, out), state
+        state = _split_apply(inner, keep, flatten(full)[0], full, grads, state, ps, out)
+        return unflatten(spec, out), state
 
     return GradientTransformation(init, update)
 
@@ -1096,15 +1056,15 @@ def partition(
                 f"lux_torch.optim.partition: the state must have one entry per label "
                 f"{names}, got {got}"
             )
-        g, spec = _tree_flatten(grads) if ps is None else _flatten(grads, ps, "grads")
+        g, spec = flatten(grads) if ps is None else _flatten(grads, ps, "grads")
         full = expand(grads, grads if ps is None else ps)
-        values = _tree_flatten(full)[0]
+        values = flatten(full)[0]
         out = list(g)
         new = {
             k: _split_apply(transforms[k], k.__eq__, values, full, grads, state[k], ps, out)
             for k in names
         }
-        return _unflatten(spec, out), new
+        return unflatten(spec, out), new
 
     return GradientTransformation(init, update)
 
@@ -1227,7 +1187,7 @@ def _with_fused_step(
     ) -> tuple[Tree, State] | None:
         if callable(lr) or torch.compiler.is_compiling():
             return None
-        p, spec = _tree_flatten(ps)
+        p, spec = flatten(ps)
         if torch.is_grad_enabled() and any(t.requires_grad for t in p):
             return None
         moments = state[adam_at]
@@ -1270,11 +1230,11 @@ def _with_fused_step(
         new_state = list(state)
         new_state[adam_at] = {
             "count": new_count,
-            "mu": _unflatten(spec, new_mu),
-            "nu": _unflatten(spec, new_nu),
+            "mu": unflatten(spec, new_mu),
+            "nu": unflatten(spec, new_nu),
         }
         new_state[2] = {"count": _inc(state[2]["count"])}
-        return _unflatten(spec, new_p), tuple(new_state)
+        return unflatten(spec, new_p), tuple(new_state)
 
     update = opt.update
     update.fused_step = fused_step  # type: ignore[attr-defined]

@@ -54,14 +54,13 @@ import warnings
 from collections.abc import Callable, Hashable
 from typing import Any
 
-import optree
 import torch
 
 from .core import Layer, check_structure, describe_value
 from .display import short_repr
 from .optim import GradientTransformation, apply_updates
 from .optim import _step as optim_step
-from .tree import NAMESPACE, flatten, unflatten
+from .tree import count, flatten, flatten_like, paths, unflatten
 from .tree import leaves as lux_leaves
 from .tree import map as lux_map
 
@@ -180,7 +179,7 @@ class TrainState:
         return isinstance(self.opt_state, torch.optim.Optimizer)
 
     def __repr__(self) -> str:
-        n = sum(p.numel() for p in optree.tree_leaves(self.params, namespace=NAMESPACE))
+        n = count(self.params)
         opt = (
             type(self.opt_state).__name__
             if self.uses_torch_optim
@@ -197,8 +196,8 @@ def _torch_optimizer(factory: Any, ps: Tree) -> tuple[Tree, torch.optim.Optimize
             "or a factory of a torch.optim.Optimizer (e.g. functools.partial(torch.optim.Adam, "
             f"lr=1e-3)), got {type(factory).__name__}"
         )
-    ps = optree.tree_map(lambda p: p.detach().clone().requires_grad_(True), ps, namespace=NAMESPACE)
-    opt = factory(optree.tree_leaves(ps, namespace=NAMESPACE))
+    ps = lux_map(lambda p: p.detach().clone().requires_grad_(True), ps)
+    opt = factory(lux_leaves(ps))
     if not isinstance(opt, torch.optim.Optimizer):
         raise TypeError(
             "lux_torch.TrainState: optimizer must be a lux_torch.optim.GradientTransformation "
@@ -330,21 +329,12 @@ def compute_gradients(
 
 
 def _check_grads(grads: Tree, ps: Tree) -> list[torch.Tensor]:
-    leaves, spec = flatten(grads)
-    p_leaves, want = flatten(ps)
-    if spec != want:
-        got_paths = {".".join(map(str, p)) for p in optree.tree_paths(grads, namespace=NAMESPACE)}
-        want_paths = {".".join(map(str, p)) for p in optree.tree_paths(ps, namespace=NAMESPACE)}
-        raise ValueError(
-            "lux_torch.apply_gradients: grads must have the structure of ts.params: missing "
-            f"{sorted(want_paths - got_paths)}, unexpected {sorted(got_paths - want_paths)}"
-        )
-    for i, (g, p) in enumerate(zip(leaves, p_leaves, strict=True)):
+    leaves, _ = flatten_like(grads, ps, "lux_torch.apply_gradients: grads")
+    for i, (g, p) in enumerate(zip(leaves, lux_leaves(ps), strict=True)):
         if not isinstance(g, torch.Tensor) or g.shape != p.shape:
-            path = optree.tree_paths(ps, namespace=NAMESPACE)[i]
             got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
             raise ValueError(
-                f"lux_torch.apply_gradients: gradient of {'.'.join(map(str, path))} has shape "
+                f"lux_torch.apply_gradients: gradient of {paths(ps)[i]} has shape "
                 f"{got}, the parameter has {tuple(p.shape)}"
             )
     return leaves
@@ -374,7 +364,7 @@ def apply_gradients(ts: TrainState, grads: Tree, *, donate: bool = False) -> Tra
     leaves = _check_grads(grads, ts.params)
     if ts.uses_torch_optim:
         opt: torch.optim.Optimizer = ts.opt_state
-        for p, g in zip(optree.tree_leaves(ts.params, namespace=NAMESPACE), leaves, strict=True):
+        for p, g in zip(lux_leaves(ts.params), leaves, strict=True):
             p.grad = g
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -26,6 +26,7 @@ __all__ = [
     "allclose",
     "count",
     "flatten",
+    "flatten_like",
     "leaves",
     "map",
     "paths",
@@ -129,11 +130,30 @@ def flatten(tree: Tree) -> tuple[list[Any], Any]:
     return optree.tree_flatten(tree, namespace=NAMESPACE)
 
 
-def unflatten(spec: Any, leaves: list[Any]) -> Tree:
+def unflatten(spec: Any, leaves: Iterable[Any]) -> Tree:
     """The tree of structure ``spec`` (from :func:`flatten`) holding ``leaves``."""
     if isinstance(spec, torch_pytree.TreeSpec):
-        return torch_pytree.tree_unflatten(leaves, spec)
+        return torch_pytree.tree_unflatten(list(leaves), spec)
     return optree.tree_unflatten(spec, leaves)
+
+
+def flatten_like(tree: Tree, like: Tree, what: str) -> tuple[list[Any], Any]:
+    """:func:`flatten` ``tree``, checking that its structure equals that of ``like``.
+
+    Raises:
+        ValueError: ``"{what} has a different structure from the parameters: missing
+            [paths], unexpected [paths]; ..."``.
+    """
+    leaves, spec = flatten(tree)
+    like_spec = flatten(like)[1]
+    if spec != like_spec:
+        got, want = set(paths(tree)), set(paths(like))
+        raise ValueError(
+            f"{what} has a different structure from the parameters: missing "
+            f"{sorted(want - got)}, unexpected {sorted(got - want)}; expected {like_spec}, "
+            f"got {spec}"
+        )
+    return leaves, spec
 
 
 def structure(tree: Tree) -> Any:
