@@ -1,0 +1,235 @@
+"""Whole-function graphs without Dynamo, the ``jax.jit`` model.
+
+:class:`Traced` wraps a pure function of trees. At the first call with a new input
+*signature* it traces the function with ``make_fx`` on fake tensors (no computation runs)
+into one graph of aten operations — ``torch.func`` transforms, optree flattening and any
+other Python run once, at trace time — and compiles that graph with Inductor
+(``torch._inductor.compile``). Later calls with the same signature flatten the arguments
+and run the compiled code directly: no Dynamo frame evaluation, no guard tree, no
+AOTAutograd runtime wrappers, which is most of the cost of a small ``torch.compile`` d
+step on CPU.
+
+The signature is the tree structure, each tensor's shape, strides, dtype, device and
+``requires_grad``, the value of every non-tensor leaf, and the values of the Python
+scalars that the wrapped function reads from its closure and globals (``guard=``): a
+change in any of them traces again. Everything else the function reads from outside its
+arguments is a constant of the graph, as under ``jax.jit``. Python control flow that
+depends on tensor values cannot be traced (``DataDependentOutputException``).
+
+Used by :func:`lux_torch.train_step` with ``compile=True``.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import optree
+import torch
+from torch import Tensor
+
+from .tree import NAMESPACE
+
+__all__ = ["Traced", "python_reads", "tracing"]
+
+# The signature already checks every input's shape and strides; Inductor need not.
+_INDUCTOR_OPTIONS = {
+    k: False for k in ("size_asserts", "alignment_asserts") if hasattr(torch._inductor.config, k)
+}
+_SCALARS = (int, float, bool, str, complex, type(None))
+
+
+def tracing() -> bool:
+    """True while Dynamo compiles or a dispatch mode (make_fx, fake tensors,
+    functionalization) is active: code must then avoid host reads and cached tensors."""
+    return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
+
+
+def python_reads(fn: Any) -> Callable[[], tuple[Any, ...]]:
+    """A function returning the Python scalars ``fn`` reads from its closure cells and its
+    module globals (by name, in ``fn.__code__.co_names``), for a trace's signature.
+
+    Only a plain Python function is inspected (one level: not the functions it calls);
+    anything else gives an empty tuple. Objects (layers, loss objects) are left out: they
+    are immutable or identified by the cache key.
+    """
+    if not isinstance(fn, types.FunctionType):
+        return tuple
+    cells = [c for c in fn.__closure__ or () if _is_scalar_cell(c)]
+    glob, names = fn.__globals__, [n for n in fn.__code__.co_names if n in fn.__globals__]
+    names = [n for n in names if isinstance(glob[n], _SCALARS)]
+    if not cells and not names:
+        return tuple
+
+    def reads() -> tuple[Any, ...]:
+        values = [c.cell_contents for c in cells]
+        values += [glob.get(n) for n in names]
+        return tuple(values)
+
+    return reads
+
+
+def _is_scalar_cell(cell: Any) -> bool:
+    try:
+        return isinstance(cell.cell_contents, _SCALARS)
+    except ValueError:  # an empty cell
+        return False
+
+
+def _static(value: Any, where: str) -> Hashable:
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"{where}: a traced argument holds a {type(value).__name__} leaf; only tensors "
+            "and hashable Python values (int, float, str, ...) can be arguments"
+        ) from None
+    return (type(value), value)
+
+
+class _Entry:
+    """One compiled graph: where the tensors go in, and how outputs are rebuilt."""
+
+    __slots__ = ("call", "detach", "out_spec", "out_static", "out_tensor_at")
+
+    def __init__(self) -> None:
+        self.call: Callable[..., Any] = lambda *a: None
+        self.detach = False
+        self.out_spec: Any = None
+        self.out_static: list[Any] = []
+        self.out_tensor_at: list[int] | None = None  # None: all output leaves are tensors
+
+    def run(self, tensors: list[torch.Tensor]) -> Any:
+        if self.detach:
+            tensors = [t.detach() for t in tensors]
+        outs = self.call(*tensors)
+        if self.out_tensor_at is None:  # every output leaf is a tensor
+            return optree.tree_unflatten(self.out_spec, outs)
+        leaves = list(self.out_static)
+        for i, t in zip(self.out_tensor_at, outs, strict=True):
+            leaves[i] = t
+        return optree.tree_unflatten(self.out_spec, leaves)
+
+
+class Traced:
+    """``fn`` traced and compiled once per input signature (see the module docstring).
+
+    Arguments:
+        fn: a pure function of trees of tensors (and hashable Python values).
+        name: how errors and warnings name it.
+        guard: returns the Python values ``fn`` reads from outside its arguments (see
+            :func:`python_reads`); part of the signature.
+        max_entries: graphs kept; a further signature evicts the oldest, with a
+            ``RuntimeWarning`` (once) — varying shapes recompile.
+        fallback: makes a replacement for ``fn`` (e.g. its ``torch.compile``) used from
+            then on when tracing or compiling fails: if the replacement runs, a
+            ``RuntimeWarning`` names the tracing error; if it fails too, its error is
+            raised.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        guard: Callable[[], tuple[Any, ...]] = tuple,
+        max_entries: int = 8,
+        fallback: Callable[[], Callable[..., Any]] | None = None,
+    ) -> None:
+        self.fn, self.name, self.guard, self.max_entries = fn, name, guard, max_entries
+        self.entries: dict[Hashable, _Entry] = {}
+        self._warned = False
+        self._make_fallback = fallback
+        self.fallback: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        if self.fallback is not None:
+            return self.fallback(*args)
+        leaves: list[Any]
+        leaves, spec = optree.tree_flatten(args, namespace=NAMESPACE)  # type: ignore[arg-type]
+        tensors = [v for v in leaves if isinstance(v, Tensor)]
+        sig: list[Hashable] = [
+            (v.shape, v.stride(), v.dtype, v.device, v.requires_grad) for v in tensors
+        ]
+        if len(tensors) < len(leaves):
+            sig += [
+                (i, _static(v, self.name))
+                for i, v in enumerate(leaves)
+                if not isinstance(v, Tensor)
+            ]
+        key = (spec, tuple(sig), self.guard())
+        entry = self.entries.get(key)
+        if entry is None:
+            built = self._try_build(spec, leaves, tensors)
+            if isinstance(built, str):
+                return self._fall_back(built, args)
+            entry = built
+            self._remember(key, entry)
+        return entry.run(tensors)
+
+    def _try_build(self, spec: Any, leaves: list[Any], tensors: list[Tensor]) -> _Entry | str:
+        """The compiled entry, or (with a fallback) why it could not be built."""
+        if self._make_fallback is None:
+            return self._build(spec, leaves, tensors)
+        try:
+            return self._build(spec, leaves, tensors)
+        except Exception as error:  # reported if the fallback runs
+            return f"{type(error).__name__}: {error}".splitlines()[0]
+
+    def _fall_back(self, failure: str, args: tuple[Any, ...]) -> Any:
+        assert self._make_fallback is not None
+        fallback = self._make_fallback()
+        result = fallback(*args)  # its own error, if any, is the one to report
+        self.fallback = fallback
+        warnings.warn(
+            f"{self.name}: could not trace it into one graph ({failure}); using "
+            "torch.compile instead",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return result
+
+    def _remember(self, key: Hashable, entry: _Entry) -> None:
+        if len(self.entries) >= self.max_entries:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{self.name}: traced for more than {self.max_entries} input signatures "
+                    "(shapes, dtypes, devices, non-tensor values or Python scalars read by "
+                    "the loss function); each new one compiles again and the oldest graph "
+                    "is dropped. Keep batch shapes fixed (e.g. drop_last=True).",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            del self.entries[next(iter(self.entries))]
+        self.entries[key] = entry
+
+    def _build(self, spec: Any, leaves: list[Any], tensors: list[torch.Tensor]) -> _Entry:
+        entry = _Entry()
+        at = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor)]
+        static = [None if isinstance(v, torch.Tensor) else v for v in leaves]
+
+        def flat(*ts: torch.Tensor) -> list[torch.Tensor]:
+            full = list(static)
+            for i, t in zip(at, ts, strict=True):
+                full[i] = t
+            out = self.fn(*optree.tree_unflatten(spec, full))
+            out_leaves, entry.out_spec = optree.tree_flatten(out, namespace=NAMESPACE)
+            entry.out_tensor_at = [
+                i for i, v in enumerate(out_leaves) if isinstance(v, torch.Tensor)
+            ]
+            entry.out_static = [None if isinstance(v, torch.Tensor) else v for v in out_leaves]
+            tensors = [out_leaves[i] for i in entry.out_tensor_at]
+            if len(tensors) == len(out_leaves):
+                entry.out_tensor_at = None
+            return tensors
+
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        entry.detach = any(t.requires_grad for t in tensors)
+        inputs = [t.detach() for t in tensors] if entry.detach else tensors
+        graph = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
+        entry.call = torch._inductor.compile(graph, list(inputs), options=_INDUCTOR_OPTIONS)
+        return entry

@@ -1,0 +1,185 @@
+"""Tests for lux_torch._graph (the traced, Inductor-compiled functions behind
+``train_step(compile=True)``) and the trace semantics of compiled training steps."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import lux_torch as lux
+from lux_torch._graph import Traced, python_reads, tracing
+from lux_torch.tree import allclose
+
+
+def _affine(tree: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
+    return {"y": torch.tanh(x @ tree["w"] + tree["b"]), "n": tree["w"].shape[0]}
+
+
+def _tree(d: int = 3, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {"w": torch.randn(d, 2, generator=gen, dtype=dtype), "b": torch.zeros(2, dtype=dtype)}
+
+
+def test_traced_equals_eager_and_keeps_non_tensor_outputs() -> None:
+    fn = Traced(_affine, name="affine")
+    tree, x = _tree(), torch.randn(5, 3)
+    out = fn(tree, x)
+    assert out["n"] == 3  # a Python output leaf comes back as traced
+    torch.testing.assert_close(out["y"], _affine(tree, x)["y"])
+    assert len(fn.entries) == 1
+    x2 = torch.randn(5, 3)
+    torch.testing.assert_close(fn(tree, x2)["y"], _affine(tree, x2)["y"])
+    assert len(fn.entries) == 1  # same signature: no new trace
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["shape", "dtype", "strides", "requires_grad"],
+)
+def test_a_new_signature_traces_again(change: str) -> None:
+    fn = Traced(_affine, name="affine")
+    tree, x = _tree(), torch.randn(5, 3)
+    fn(tree, x)
+    if change == "shape":
+        x = torch.randn(7, 3)
+    elif change == "dtype":
+        tree, x = _tree(dtype=torch.float64), x.double()
+    elif change == "strides":
+        x = torch.randn(3, 5).t()
+    else:
+        tree = {k: v.clone().requires_grad_() for k, v in tree.items()}
+    out = fn(tree, x)
+    assert len(fn.entries) == 2
+    expected = _affine({k: v.detach() for k, v in tree.items()}, x)["y"]
+    torch.testing.assert_close(out["y"], expected)
+    assert not out["y"].requires_grad  # traced functions are not differentiated through
+
+
+def test_non_tensor_leaves_are_static_and_unhashable_ones_rejected() -> None:
+    fn = Traced(lambda x, k: x * k, name="scale")
+    x = torch.ones(2)
+    assert fn(x, 2.0).tolist() == [2.0, 2.0]
+    assert fn(x, 3.0).tolist() == [3.0, 3.0]
+    assert len(fn.entries) == 2
+    with pytest.raises(TypeError, match="scale: a traced argument holds a ndarray leaf"):
+        fn(x, np.ones(2))
+
+
+def test_python_scalars_read_by_the_function_are_guarded() -> None:
+    scale = 2.0
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return x * scale + OFFSET
+
+    traced = Traced(fn, name="fn", guard=python_reads(fn))
+    x = torch.ones(2)
+    assert traced(x).tolist() == [3.0, 3.0]
+    scale = 5.0
+    assert traced(x).tolist() == [6.0, 6.0]
+    globals()["OFFSET"] = 2.0
+    assert traced(x).tolist() == [7.0, 7.0]
+    assert len(traced.entries) == 3
+    assert python_reads(lux.losses.MSELoss())() == ()  # objects are not inspected
+
+
+OFFSET = 1.0
+
+
+def test_too_many_signatures_warn_once_and_evict_the_oldest() -> None:
+    fn = Traced(lambda x: x + 1, name="inc", max_entries=2)
+    with pytest.warns(RuntimeWarning, match="inc: traced for more than 2 input signatures"):
+        for n in (1, 2, 3):
+            fn(torch.zeros(n))
+    assert len(fn.entries) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fn(torch.zeros(4)).tolist() == [1.0] * 4  # evicts again, without a warning
+
+
+def test_untraceable_function_falls_back_with_a_warning() -> None:
+    def numpy_tanh(x: torch.Tensor) -> torch.Tensor:  # .numpy() has no fake-tensor support
+        return torch.from_numpy(np.tanh(x.numpy()))
+
+    fn = Traced(numpy_tanh, name="np", fallback=lambda: torch.compile(numpy_tanh))
+    x = torch.randn(3)
+    with pytest.warns(RuntimeWarning, match=r"np: could not trace it into one graph \("):
+        torch.testing.assert_close(fn(x), torch.tanh(x))
+    assert fn.fallback is not None
+    torch.testing.assert_close(fn(2 * x), torch.tanh(2 * x))
+
+
+def test_data_dependent_control_flow_raises_when_the_fallback_fails_too() -> None:
+    def branchy(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.sum() > 0 else x
+
+    options: dict[str, Any] = {"fullgraph": True}
+    fn = Traced(branchy, name="b", fallback=lambda: torch.compile(branchy, **options))
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="Data-dependent branching"):
+        fn(torch.ones(2))
+    no_fallback = Traced(branchy, name="b")
+    with pytest.raises(RuntimeError, match=r"data-dependent|DataDependent"):
+        no_fallback(torch.ones(2))
+
+
+def test_tracing_is_true_only_while_tracing() -> None:
+    seen: list[bool] = []
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tracing())
+        return x + 1
+
+    Traced(probe, name="probe")(torch.zeros(1))
+    probe(torch.zeros(1))
+    assert seen == [True, False]
+
+
+# ---------------------------------------------------------------- compiled train steps
+
+
+def _train_state(optimizer: Any) -> lux.TrainState:
+    model = lux.Chain(lux.Linear(2, 16, activation=torch.tanh), lux.Linear(16, 1))
+    ps, st = lux.setup(0, model)
+    return lux.TrainState(model, ps, st, optimizer)
+
+
+def _batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = lux.random.uniform(lux.random.key(n), (n, 2), low=-1.0, high=1.0)
+    return x, torch.sin(3 * x[:, :1])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: lux.optim.adam(lux.optim.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 10)),
+        lambda: lux.optim.adagrad(1e-2, lr_decay=0.1),
+        lambda: lux.optim.sgd(lux.optim.exponential_decay(1e-1, 2, 0.5), momentum=0.9),
+    ],
+)
+def test_compiled_steps_with_count_dependent_factors_equal_eager(make: Any) -> None:
+    mse = lux.losses.MSELoss()
+    eager = compiled = _train_state(make())
+    for n in (32, 32, 48, 32, 48):  # two batch shapes: two traces
+        eager, loss_e, _ = lux.train_step(mse, _batch(n), eager)
+        compiled, loss_c, _ = lux.train_step(mse, _batch(n), compiled, compile=True)
+        torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-6)
+    assert allclose(compiled.params, eager.params, rtol=1e-4, atol=1e-6)
+    assert compiled.step == 5
+
+
+def test_compiled_step_sees_a_changed_closure_scalar() -> None:
+    weight = 1.0
+
+    def loss_fn(model: Any, ps: Any, st: Any, data: Any) -> Any:
+        x, y = data
+        pred, st = model(x, ps, st)
+        return weight * torch.mean((pred - y) ** 2), st, {}
+
+    ts, data = _train_state(lux.optim.sgd(1e-2)), _batch(16)
+    _, loss1, _ = lux.train_step(loss_fn, data, ts, compile=True)
+    weight = 10.0
+    _, loss10, _ = lux.train_step(loss_fn, data, ts, compile=True)
+    torch.testing.assert_close(loss10, 10 * loss1)
