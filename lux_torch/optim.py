@@ -1212,14 +1212,21 @@ def _with_fused_step(
             return None
         mu, nu = spec.flatten_up_to(moments["mu"]), spec.flatten_up_to(moments["nu"])
         device = p[0].device
-        if device.type not in ("cpu", "cuda") or any(
-            type(t) is not torch.Tensor
-            or t.device != device
-            or t.dtype not in _FUSED_DTYPES
-            or t.layout is not torch.strided
-            for t in (*p, *g, *mu, *nu)
+        if (
+            device.type not in ("cpu", "cuda")
+            or any(
+                type(t) is not torch.Tensor
+                or t.device != device
+                or t.dtype not in _FUSED_DTYPES
+                or t.layout is not torch.strided
+                for t in (*p, *g, *mu, *nu)
+            )
+            or not all(t.is_contiguous() for t in (*p, *mu, *nu))
         ):
             return None
+        # The kernels walk memory linearly, ignoring strides (a transposed gradient, as
+        # vmapped matmuls produce, silently updated the wrong elements): dense copies.
+        g = [t if t.is_contiguous() else t.contiguous() for t in g]
         steps = [torch.full((), count + 1, dtype=torch.float32, device=device)] * len(p)
         if not donate:  # the in-place kernel on copies: no copy of the gradients
             p, mu, nu = ([t.clone() for t in x] for x in (p, mu, nu))

@@ -571,6 +571,21 @@ def test_step_fused_equals_update_and_apply(make: Callable[[], Any]) -> None:
         assert torch.equal(a, b)  # the caller's parameters were not touched
 
 
+@pytest.mark.parametrize("donate", [False, True])
+@pytest.mark.parametrize("make", [optim.adam, optim.adamw])
+def test_fused_step_respects_strides(make: Callable[[], Any], donate: bool) -> None:
+    # torch's fused Adam kernels walk memory linearly: a transposed gradient (vmapped
+    # matmuls produce them) or parameter must not reach them as is
+    opt = make()
+    ps = {"w": torch.randn(3, 4, 5), "t": torch.randn(5, 4).t()}
+    grads = {"w": torch.randn(3, 5, 4).transpose(1, 2), "t": torch.randn(4, 5)}
+    updates, ref_state = opt.update(grads, opt.init(ps), ps)
+    expected = optim.apply_updates(ps, updates)
+    got, state = optim.step(opt, grads, opt.init(ps), map(torch.clone, ps), donate=donate)
+    for a, b in zip(leaves(got) + leaves(state), leaves(expected) + leaves(ref_state), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_step_donate_updates_in_place() -> None:
     opt = optim.adam(0.01)
     ps = _params(torch.float32)
