@@ -42,7 +42,8 @@ Measured with torchdiffeq 0.2.5 and torch 2.13:
 - ``torch.func.vmap``: no solver. Every solver preallocates the output with
   ``torch.empty`` and writes each time point into it in place, which vmap cannot do once
   the solution depends on batched tensors; the adaptive solvers also branch on tensor
-  values (step acceptance). For ensembles, batch inside the vector field instead.
+  values (step acceptance). For ensembles, batch inside the vector field instead:
+  ``NeuralODE(lux.Ensemble(field, n), t)`` solves all ``n`` members in one solve.
 - ``torch.compile``: the solve cannot be captured in one graph by any solver:
   torchdiffeq branches in Python on tensor values (the checks of ``t``, the search for
   the next output time, step acceptance). The solve is wrapped in
@@ -59,8 +60,11 @@ Beyond the plain solve
 event, differentiable event time, via ``odeint_event``), ``regularize=("kinetic",
 "jacobian")`` (RNODE's integrals, returned in ``st["regularization"]``) and
 ``time_dependent=True``; see :class:`NeuralODE`. For an ensemble of vector fields, batch
-inside the field (``torch.func.vmap`` over stacked member parameters in the layer's call)
-and solve once: the solve itself cannot be vmapped.
+inside the field and solve once: :class:`lux_torch.Ensemble` (``torch.func.vmap`` over
+stacked member parameters inside the field's call), as in
+``NeuralODE(lux.Ensemble(field, n), t)`` with ``y0`` of shape ``(n, batch, ...)``; the
+solve itself cannot be vmapped. The adaptive step size is then shared by the members
+(the error norm covers them all).
 
 Solver statistics
 -----------------
@@ -736,7 +740,8 @@ class NeuralODE(Layer):
                 f"{short_repr(self)} cannot run under torch.func.vmap: torchdiffeq writes "
                 "every output time into a preallocated tensor in place (and its adaptive "
                 "solvers branch on tensor values). For an ensemble, batch inside the vector "
-                f"field instead, or loop. (vmap said: {message.splitlines()[0]})"
+                "field instead (NeuralODE(lux.Ensemble(field, n), t): one solve for all "
+                f"members), or loop. (vmap said: {message.splitlines()[0]})"
             )
         return None
 

@@ -14,6 +14,7 @@ from .basic import (
 from .containers import (
     BranchLayer,
     Chain,
+    Ensemble,
     Maxout,
     PairwiseFusion,
     Parallel,
@@ -28,6 +29,7 @@ __all__ = [
     "Chain",
     "Dropout",
     "Embedding",
+    "Ensemble",
     "Flatten",
     "Linear",
     "Maxout",

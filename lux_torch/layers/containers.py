@@ -1,5 +1,6 @@
 """Lux's combinators: ``Chain``, ``Parallel``, ``SkipConnection``, ``BranchLayer``,
-``PairwiseFusion``, ``Maxout`` and ``RepeatedLayer``.
+``PairwiseFusion``, ``Maxout`` and ``RepeatedLayer``; and ``Ensemble`` (members with
+their own parameters, evaluated at once with ``torch.func.vmap``).
 
 Children are named as in Lux: positional layers become ``layer_1, layer_2, ...``, keyword
 layers keep their names; ``ps`` and ``st`` hold one entry per child under that name. A plain
@@ -15,12 +16,15 @@ from typing import Any, NoReturn
 
 import torch
 
-from ..core import Layer, _short, check_structure
+from .. import random as lrandom
+from .. import tree as ltree
+from ..core import Layer, _short, check_structure, describe_value
 from .basic import WrappedFunction, check_int
 
 __all__ = [
     "BranchLayer",
     "Chain",
+    "Ensemble",
     "Maxout",
     "PairwiseFusion",
     "Parallel",
@@ -543,3 +547,90 @@ class RepeatedLayer(Layer):
     def extra_repr(self) -> str:
         text = f"repeats={self.repeats}"
         return text + ", input_injection=True" if self.input_injection else text
+
+
+class Ensemble(Layer):
+    """``n`` members of the same architecture with their own parameters and states,
+    evaluated at once: one :func:`torch.func.vmap` over the stacked member trees.
+
+    The vectorized form of a Python loop over ``n`` models: deep ensembles, uncertainty
+    estimates, ``n`` random restarts trained in one step (gradients and optimizer states
+    stack like the parameters), and ensembles of neural ODEs — as the vector field of a
+    :class:`lux_torch.ode.NeuralODE`, every member is solved in one solve (vmap around
+    torchdiffeq's solvers cannot work, see :mod:`lux_torch.ode`).
+
+    Arguments:
+        member: the layer (or plain callable) each member is an instance of.
+        n: number of members (>= 1).
+        in_dim: the input's member dimension: ``0`` (default) gives member ``i`` the slice
+            ``x[i]`` (every tensor of a tuple input alike); ``None`` gives every member the
+            same ``x``.
+
+    Input:
+        ``x``: a tensor (or tree of tensors) with the ``n`` members along ``in_dim``, or
+        any input of ``member`` when ``in_dim=None``.
+
+    Returns:
+        The members' outputs stacked along dim 0 (shape ``(n, *member_output)``) and the
+        new, stacked state.
+
+    **Parameters**
+        ``{"member": ps}`` where every leaf of the member's ``ps`` gains a leading
+        dimension of size ``n`` (member ``i`` initialised from ``split(key, n)[i]``).
+
+    **States**
+        ``{"member": st}``, stacked the same way (each member its own random key).
+
+    Example:
+        >>> model = Ensemble(Linear(2, 1), 5, in_dim=None)  # doctest: +SKIP
+        >>> ps, st = lux.setup(0, model)                      # doctest: +SKIP
+        >>> model(torch.randn(8, 2), ps, st)[0].shape          # doctest: +SKIP
+        torch.Size([5, 8, 1])
+    """
+
+    member: Layer
+    n: int
+    in_dim: int | None = 0
+
+    def __post_init__(self) -> None:
+        self._set_fields(member=as_layer("Ensemble", "member", self.member))
+        check_int("Ensemble", "n", self.n, minimum=1)
+        if self.in_dim is not None:
+            check_int("Ensemble", "in_dim", self.in_dim, minimum=None)
+
+    def init_params(self, key: torch.Tensor) -> Params:
+        keys = lrandom.split(key, self.n)
+        return {"member": ltree.stack([self.member.init_params(k) for k in keys])}
+
+    def init_state(self, key: torch.Tensor) -> State:
+        keys = lrandom.split(key, self.n)
+        return {"member": ltree.stack([self.member.init_state(k) for k in keys])}
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        _check_children(self, ps, st, 1)
+        if self.in_dim is not None:
+            self._check_members(x)
+        member = self.member
+
+        def one(p: Params, s: State, xi: Any) -> tuple[Any, State]:
+            return member(xi, p, s)
+
+        y, new_st = torch.func.vmap(one, in_dims=(0, 0, self.in_dim))(ps["member"], st["member"], x)
+        return y, {"member": new_st}
+
+    def _check_members(self, x: Any) -> None:
+        assert self.in_dim is not None
+        for leaf in ltree.leaves(x):
+            if not isinstance(leaf, torch.Tensor):
+                continue
+            dim = self.in_dim if self.in_dim >= 0 else leaf.dim() + self.in_dim
+            if not 0 <= dim < leaf.dim() or leaf.shape[dim] != self.n:
+                raise ValueError(
+                    f"{type(self).__name__}(n={self.n}): expected the {self.n} members "
+                    f"along dim {self.in_dim} of the input, got {describe_value(leaf)}; "
+                    "pass in_dim=None to give every member the same input"
+                )
+
+    def extra_repr(self) -> str:
+        text = f"n={self.n}"
+        return text if self.in_dim == 0 else f"{text}, in_dim={self.in_dim}"
