@@ -68,6 +68,7 @@ is compiled; ``optimizer.step()`` runs as torch.optim runs it.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -88,6 +89,7 @@ __all__ = ["TrainState", "apply_gradients", "compute_gradients", "train_step"]
 Tree = Any
 LossFn = Callable[[Layer, Tree, Tree, Any], tuple[torch.Tensor, Tree, Any]]
 _AD_MODES = ("auto", "func", "autograd")
+_AMP_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _CACHE_WARN = 8  # compiled step functions per TrainState before a warning
 # Parameters from which a traced, donated step runs the fused in-place Adam kernel after
 # the gradient graph, rather than one pure graph (CPU, 2 threads: 0.41x vs 0.31x of eager
@@ -384,10 +386,15 @@ def apply_gradients(ts: TrainState, grads: Tree, *, donate: bool = False) -> Tra
     Example:
         >>> ts = lux.apply_gradients(ts, grads)
     """
-    leaves = _check_grads(grads, ts.params)
+    _check_grads(grads, ts.params)
+    return _apply(ts, grads, donate)
+
+
+def _apply(ts: TrainState, grads: Tree, donate: bool) -> TrainState:
+    """:func:`apply_gradients` for gradients known to match ``ts.params`` (our own)."""
     if ts.uses_torch_optim:
         opt: torch.optim.Optimizer = ts.opt_state
-        for p, g in zip(lux_leaves(ts.params), leaves, strict=True):
+        for p, g in zip(lux_leaves(ts.params), lux_leaves(grads), strict=True):
             p.grad = g
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -396,18 +403,35 @@ def apply_gradients(ts: TrainState, grads: Tree, *, donate: bool = False) -> Tra
     return ts.replace(params=params, opt_state=opt_state, step=ts.step + 1)
 
 
-def _all_finite(loss: torch.Tensor, grads: Tree) -> torch.Tensor:
-    """A 0-dim bool: the loss and every gradient element are finite."""
+def _all_finite(loss: torch.Tensor, grads: Tree) -> torch.Tensor | bool:
+    """The loss and every gradient element are finite: a 0-dim bool tensor while tracing
+    (fused into the graph's reductions), a Python bool when eager (read on the host)."""
     leaves = lux_leaves(grads)
-    if tracing():  # fused into the graph's reductions
+    if tracing():
         flags = [torch.isfinite(loss).reshape(1)]
         flags += [torch.isfinite(g).all().reshape(1) for g in leaves]
         return torch.cat(flags).all()
-    total = loss.detach().float()
-    if leaves:  # eager: one foreach kernel; a non-finite element makes its norm non-finite
-        norms = torch._foreach_norm(leaves, 1)
-        total = total + torch.stack(norms).to(total.dtype).sum()
-    return torch.isfinite(total)
+    if not math.isfinite(loss.item()):
+        return False
+    if not leaves:
+        return True
+    first = leaves[0]
+    if first.dtype in _AMP_DTYPES and all(
+        g.dtype is first.dtype and g.device == first.device and g.is_contiguous() for g in leaves
+    ):
+        # GradScaler's fused check, 25x faster than the norms on small models. Its
+        # unscale multiplies by exactly 1.0 in place: the gradients (fresh, dense,
+        # owned by the step) keep their values.
+        found = torch.zeros((), dtype=torch.float32, device=first.device)
+        one = torch.ones((), dtype=torch.float32, device=first.device)
+        try:
+            torch._amp_foreach_non_finite_check_and_unscale_(leaves, found, one)
+        except (RuntimeError, NotImplementedError):  # e.g. a device without the kernel
+            pass
+        else:
+            return found.item() == 0
+    norms = torch._foreach_norm(leaves, 1)  # a non-finite element makes its norm non-finite
+    return math.isfinite(torch.stack(norms).sum().item())
 
 
 def _raise_not_finite(loss_fn: LossFn, ts: TrainState, loss: torch.Tensor) -> None:
@@ -468,7 +492,7 @@ def train_step(
     grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
     if check_finite and not bool(_all_finite(loss, grads)):
         _raise_not_finite(loss_fn, ts, loss)
-    return apply_gradients(ts.replace(states=new_st), grads, donate=donate), loss, stats
+    return _apply(ts.replace(states=new_st), grads, donate), loss, stats
 
 
 # ---------------------------------------------------------------------- compiled steps
@@ -555,7 +579,7 @@ def _build_compiled(
             grads, loss, new_st, stats, finite = grads_only(ts.params, ts.states, data)
             if check_finite and not bool(finite):
                 _raise_not_finite(loss_fn, ts, loss)
-            new = apply_gradients(ts.replace(states=new_st), grads, donate=donate)
+            new = _apply(ts.replace(states=new_st), grads, donate)
             return new, loss, stats
 
         return split_step

@@ -281,3 +281,25 @@ def test_many_compiled_loss_functions_warn(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.warns(RuntimeWarning, match="pass the same loss_fn object"):
         lux.train_step(lambda *a: MSE(*a), data, ts, compile=True)
     assert len(ts._cache) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["dense", "strided"])
+def test_finiteness_check_finds_every_non_finite_value_and_keeps_gradients(
+    dtype: torch.dtype, layout: str
+) -> None:
+    from lux_torch.training import _all_finite
+
+    def grads() -> dict[str, torch.Tensor]:
+        w = torch.arange(12, dtype=dtype).reshape(3, 4)
+        return {"w": w.t() if layout == "strided" else w, "b": torch.full((2,), -3.5, dtype=dtype)}
+
+    one = torch.tensor(1.0)
+    g = grads()
+    assert _all_finite(one, g) is True
+    assert all(torch.equal(a, b) for a, b in zip(leaves(g), leaves(grads()), strict=True))
+    assert _all_finite(torch.tensor(float("inf")), g) is False
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        g = grads()
+        g["w"][2, 1] = bad
+        assert _all_finite(one, g) is False, bad
