@@ -14,10 +14,11 @@ interleaved in one run after a warm-up:
   fused Adam kernel runs on copies of the parameters and moments);
 * lux donate: the same with ``donate=True`` (the fused kernel updates the train state's
   own buffers in place, like JAX's ``donate_argnums``);
-* lux compiled: ``lux.train_step(..., compile=True)`` (forward, backward and Adam in one
-  fullgraph graph);
-* lux compiled+donate: ``compile=True, donate=True`` (forward and backward in one graph,
-  then the fused Adam kernel in place on the train state's buffers);
+* lux compiled: ``lux.train_step(..., compile=True)`` (forward, backward and Adam traced
+  into one Inductor graph, run without Dynamo; see ``lux_torch.training``);
+* lux compiled+donate: ``compile=True, donate=True`` (from 65,536 parameters: forward and
+  backward in one graph, then the fused Adam kernel in place on the train state's
+  buffers; smaller models run the one pure graph, which is faster there);
 * jax/flax jit: only when ``jax``, ``flax`` and ``optax`` are importable (never a
   dependency): a ``jax.jit`` step of the same network with ``optax.adam``.
 
