@@ -21,12 +21,19 @@ from .containers import (
     RepeatedLayer,
     SkipConnection,
 )
+from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .dropout import Dropout
 
 __all__ = [
     "Bilinear",
     "BranchLayer",
     "Chain",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
     "Dropout",
     "Embedding",
     "Ensemble",
