@@ -27,6 +27,7 @@ from .core import (
 from .display import summary
 from .interop import load_state_dict, state_dict
 from .layers import (
+    AlphaDropout,
     Bilinear,
     BranchLayer,
     Chain,
@@ -37,6 +38,9 @@ from .layers import (
     ConvTranspose2d,
     ConvTranspose3d,
     Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
     Embedding,
     Ensemble,
     Flatten,
@@ -50,7 +54,9 @@ from .layers import (
     Scale,
     SelectDim,
     SkipConnection,
+    VariationalHiddenDropout,
     WrappedFunction,
+    resample_masks,
 )
 from .ode import NeuralODE
 from .training import TrainState, apply_gradients, compute_gradients, train_step
@@ -58,6 +64,7 @@ from .training import TrainState, apply_gradients, compute_gradients, train_step
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AlphaDropout",
     "Bilinear",
     "BranchLayer",
     "Chain",
@@ -68,6 +75,9 @@ __all__ = [
     "ConvTranspose2d",
     "ConvTranspose3d",
     "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
     "Embedding",
     "Ensemble",
     "Flatten",
@@ -85,6 +95,7 @@ __all__ = [
     "SkipConnection",
     "StatefulLayer",
     "TrainState",
+    "VariationalHiddenDropout",
     "WrappedFunction",
     "__version__",
     "apply",
@@ -100,6 +111,7 @@ __all__ = [
     "optim",
     "param_count",
     "random",
+    "resample_masks",
     "setup",
     "state_count",
     "state_dict",

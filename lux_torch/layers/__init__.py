@@ -22,9 +22,18 @@ from .containers import (
     SkipConnection,
 )
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
-from .dropout import Dropout
+from .dropout import (
+    AlphaDropout,
+    Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    VariationalHiddenDropout,
+    resample_masks,
+)
 
 __all__ = [
+    "AlphaDropout",
     "Bilinear",
     "BranchLayer",
     "Chain",
@@ -35,6 +44,9 @@ __all__ = [
     "ConvTranspose2d",
     "ConvTranspose3d",
     "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
     "Embedding",
     "Ensemble",
     "Flatten",
@@ -48,5 +60,7 @@ __all__ = [
     "Scale",
     "SelectDim",
     "SkipConnection",
+    "VariationalHiddenDropout",
     "WrappedFunction",
+    "resample_masks",
 ]

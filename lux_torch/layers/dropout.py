@@ -1,18 +1,46 @@
-"""Dropout layers: randomness comes only from the key in ``st``, which each call advances."""
+"""Dropout layers: randomness comes only from the keys in ``st``.
+
+``Dropout``, ``AlphaDropout`` and the channel-wise ``Dropout1d/2d/3d`` advance
+``st["key"]`` at every training-mode call (a fresh mask each time);
+``VariationalHiddenDropout`` keeps its mask, a function of ``st["mask_key"]``, until
+:func:`resample_masks` gives it a new key.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import zlib
+from typing import Any, ClassVar
 
 import torch
 
 from .. import random as lrandom
+from .. import tree as ltree
 from ..core import Layer
 from ..tree import Static
 
-__all__ = ["Dropout"]
+__all__ = [
+    "AlphaDropout",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "VariationalHiddenDropout",
+    "resample_masks",
+]
 
 State = dict[str, Any]
+
+# SELU's negative saturation value, -scale * alpha (torch's alpha_dropout uses the same)
+_ALPHA_PRIME = -1.7580993408473766
+
+
+def _check_p(owner: str, p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"{owner}: p must be a float, got {type(p).__name__}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{owner}: p must be in [0, 1], got {p}")
+    return float(p)
 
 
 class Dropout(Layer):
@@ -56,11 +84,7 @@ class Dropout(Layer):
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)):
-            raise TypeError(f"Dropout: p must be a float, got {type(self.p).__name__}")
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {self.p}")
-        self._set_fields(p=float(self.p))
+        self._set_fields(p=_check_p(type(self).__name__, self.p))
 
     def init_state(self, key: torch.Tensor) -> State:
         return {"key": key.clone(), "training": Static(True)}
@@ -80,3 +104,194 @@ class Dropout(Layer):
         if isinstance(x, torch.Tensor):
             return None
         return f"expected a Tensor, got {type(x).__name__}"
+
+
+class AlphaDropout(Dropout):
+    """Dropout that keeps SELU's self-normalising mean and variance (``torch.nn.AlphaDropout``).
+
+    Dropped elements are set to SELU's negative saturation value ``alpha' = -1.7581`` and the
+    result is transformed affinely, ``a * (x * keep + alpha' * (1 - keep)) + b``, with
+    ``a = ((1 - p) * (1 + p * alpha'^2))^(-1/2)`` and ``b = -a * alpha' * p``, so that zero
+    mean and unit variance inputs keep them. As for :class:`Dropout`, the mask comes from
+    ``st["key"]`` (advanced at every training-mode call) and ``p`` is quantised to a
+    multiple of ``2**-16`` (``a`` and ``b`` use the quantised value). Identity in test mode.
+
+    Arguments:
+        p: drop probability, ``0 <= p <= 1`` (``p = 1`` gives zeros, as torch).
+
+    Input:
+        ``x``: a tensor of any shape.
+
+    Returns:
+        ``y`` of the same shape and the new state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        - ``key``: ``(2,)`` int64, the random key.
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = AlphaDropout(0.2)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.randn(4, 8), ps, st)  # doctest: +SKIP
+    """
+
+    def __call__(self, x: torch.Tensor, ps: dict, st: State) -> tuple[torch.Tensor, State]:
+        if not st["training"] or self.p == 0.0:
+            return x, st
+        if self.p == 1.0:
+            return x * 0.0, st
+        new_key, use_key = lrandom.split(st["key"])
+        mask, scale = lrandom.dropout_mask(use_key, tuple(x.shape), self.p, device=x.device)
+        drop = 1.0 - 1.0 / scale  # the quantised drop probability
+        a = ((1.0 - drop) * (1.0 + drop * _ALPHA_PRIME**2)) ** -0.5
+        b = -a * _ALPHA_PRIME * drop
+        y = torch.where(mask, x, torch.full_like(x, _ALPHA_PRIME)) * a + b
+        return y, {"key": new_key, "training": st["training"]}
+
+
+class _ChannelDropout(Dropout):
+    """Zero whole channels of ``(N, C, *spatial)`` (or unbatched ``(C, *spatial)``) inputs."""
+
+    ndim: ClassVar[int]
+
+    def __call__(self, x: torch.Tensor, ps: dict, st: State) -> tuple[torch.Tensor, State]:
+        if x.dim() not in (self.ndim + 1, self.ndim + 2):
+            raise ValueError(f"{type(self).__name__}: {self.describe_input_error(x)}")
+        if not st["training"] or self.p == 0.0:
+            return x, st
+        if self.p == 1.0:
+            return x * 0.0, st
+        new_key, use_key = lrandom.split(st["key"])
+        channels = tuple(x.shape[: x.dim() - self.ndim])  # (N, C) or (C,)
+        mask, scale = lrandom.dropout_mask(use_key, channels, self.p, device=x.device)
+        mask = mask.reshape(*channels, *([1] * self.ndim))
+        return x * mask * scale, {"key": new_key, "training": st["training"]}
+
+    def describe_input_error(self, x: Any) -> str | None:
+        if not isinstance(x, torch.Tensor):
+            return f"expected a Tensor, got {type(x).__name__}"
+        if x.dim() in (self.ndim + 1, self.ndim + 2):
+            return None
+        spatial = ", ".join(("L",) if self.ndim == 1 else ("D", "H", "W")[3 - self.ndim :])
+        return f"expected input of shape (N, C, {spatial}) or (C, {spatial}), got {tuple(x.shape)}"
+
+
+_CHANNEL_DOC = """Zero whole channels with probability ``p`` and scale the rest by ``1 / (1 - p)``
+(``torch.nn.Dropout{n}d``).
+
+Every channel ``x[n, c]`` of an ``(N, C, {spatial})`` input (or ``x[c]`` of an unbatched
+``(C, {spatial})`` one) is kept or zeroed as a whole, as suits {kind} whose neighbouring
+elements are strongly correlated. The mask comes from ``st["key"]``, advanced at every
+training-mode call; ``p`` is quantised as for :class:`Dropout`. Identity in test mode.
+
+Arguments:
+    p: drop probability, ``0 <= p <= 1``.
+
+Input:
+    ``x`` of shape ``(N, C, {spatial})`` or ``(C, {spatial})``.
+
+Returns:
+    ``y`` of the same shape and the new state.
+
+**Parameters**
+    None (``{{}}``).
+
+**States**
+    - ``key``: ``(2,)`` int64, the random key.
+    - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+Example:
+    >>> layer = Dropout{n}d(0.2)
+    >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+"""
+
+
+class Dropout1d(_ChannelDropout):
+    ndim = 1
+    __doc__ = _CHANNEL_DOC.format(n=1, spatial="L", kind="sequences of feature maps")
+
+
+class Dropout2d(_ChannelDropout):
+    ndim = 2
+    __doc__ = _CHANNEL_DOC.format(n=2, spatial="H, W", kind="convolutional feature maps")
+
+
+class Dropout3d(_ChannelDropout):
+    ndim = 3
+    __doc__ = _CHANNEL_DOC.format(n=3, spatial="D, H, W", kind="volumetric feature maps")
+
+
+class VariationalHiddenDropout(Dropout):
+    """Dropout with one mask kept across calls until it is resampled (Lux's
+    ``VariationalHiddenDropout``; variational dropout of recurrent hidden states).
+
+    The mask is a function of ``st["mask_key"]`` and of the input's shape, and the call
+    does not advance that key: every training-mode call with an input of the same shape
+    drops the same elements (e.g. the hidden state at every time step of a sequence).
+    :func:`resample_masks` draws new masks for every such layer in a state tree (e.g. at
+    the start of each sequence). Identity in test mode. ``p`` is quantised as for
+    :class:`Dropout`.
+
+    Arguments:
+        p: drop probability, ``0 <= p <= 1``.
+
+    Input:
+        ``x``: a tensor of any shape.
+
+    Returns:
+        ``y`` of the same shape and the state, unchanged.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        - ``mask_key``: ``(2,)`` int64, the key of the current mask.
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = VariationalHiddenDropout(0.3)
+        >>> ps, st = lux_torch.setup(0, layer)                 # doctest: +SKIP
+        >>> y1, st = layer(h, ps, st); y2, st = layer(h, ps, st)  # same mask  # doctest: +SKIP
+        >>> st = resample_masks(st, lux_torch.random.key(1))  # a new one  # doctest: +SKIP
+    """
+
+    def init_state(self, key: torch.Tensor) -> State:
+        return {"mask_key": key.clone(), "training": Static(True)}
+
+    def __call__(self, x: torch.Tensor, ps: dict, st: State) -> tuple[torch.Tensor, State]:
+        if not st["training"] or self.p == 0.0:
+            return x, st
+        if self.p == 1.0:
+            return x * 0.0, st
+        return lrandom.dropout(st["mask_key"], x, self.p), st
+
+
+def resample_masks(st: State, key: torch.Tensor) -> State:
+    """A copy of ``st`` in which every ``mask_key`` (of :class:`VariationalHiddenDropout`)
+    is replaced by a new key derived from ``key`` and the entry's path, so that each such
+    layer draws a new, independent mask from its next call on.
+
+    Arguments:
+        st: a state tree (a whole model's, or stacked for an ensemble: every member then
+            gets its own new key).
+        key: a ``lux_torch.random`` key.
+
+    Returns:
+        The new state tree; ``st`` is not modified.
+
+    Example:
+        >>> st = resample_masks(st, lux_torch.random.key(step))  # doctest: +SKIP
+    """
+    leaves, spec = ltree.flatten(st)
+    out = []
+    for path, leaf in zip(ltree.paths(st), leaves, strict=True):
+        if path.split(".")[-1] == "mask_key":
+            new = lrandom.fold_in(key, zlib.crc32(path.encode()))
+            if leaf.dim() > 1:  # stacked members: one key each
+                new = lrandom.split(new, math.prod(leaf.shape[:-1])).reshape(leaf.shape)
+            leaf = new.to(leaf.device)
+        out.append(leaf)
+    return ltree.unflatten(spec, out)
