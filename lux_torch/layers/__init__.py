@@ -31,6 +31,7 @@ from .dropout import (
     VariationalHiddenDropout,
     resample_masks,
 )
+from .upsample import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
     "AlphaDropout",
@@ -55,11 +56,14 @@ __all__ = [
     "NoOpLayer",
     "PairwiseFusion",
     "Parallel",
+    "PixelShuffle",
+    "PixelUnshuffle",
     "RepeatedLayer",
     "Reshape",
     "Scale",
     "SelectDim",
     "SkipConnection",
+    "Upsample",
     "VariationalHiddenDropout",
     "WrappedFunction",
     "resample_masks",
