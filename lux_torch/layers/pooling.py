@@ -1,0 +1,716 @@
+"""Pooling: ``MaxPool1d/2d/3d``, ``AvgPool1d/2d/3d``, ``LPPool1d/2d/3d``,
+``AdaptiveAvgPool1d/2d/3d``, ``AdaptiveMaxPool1d/2d/3d`` (``torch.nn``'s) and Lux's
+``GlobalAvgPool`` / ``GlobalMaxPool``.
+
+One implementation per family: :class:`_PoolNd` holds what every fixed-rank pooling layer
+shares (the number of spatial dimensions in the class variable ``ndim``, validation and
+normalisation of the window arguments, the printout, the input-shape errors); each family
+adds its fields (``torch.nn``'s arguments, in ``torch.nn``'s order, so positional calls
+read the same) and a ``__call__`` that calls ``torch.nn.functional`` directly. The public
+classes only fix ``ndim``.
+
+Pooling layers have no parameters and no state (``ps == st == {}``). ``stride=None`` (the
+default) is kept as given and means "the kernel size", as in torch, so that
+``dataclasses.replace(layer, kernel_size=...)`` keeps meaning it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
+
+import torch
+import torch.nn.functional as F
+
+from ..core import Layer
+from .basic import Params, _not_a_tensor, check_int
+from .conv import _SPATIAL, _compact, _ints, _ntuple
+
+__all__ = [
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "LPPool1d",
+    "LPPool2d",
+    "LPPool3d",
+    "MaxPool1d",
+    "MaxPool2d",
+    "MaxPool3d",
+]
+
+IntOrTuple = int | tuple[int, ...]
+OptIntOrTuple = int | tuple[int | None, ...]
+_Fn = Callable[..., Any]
+
+_MAX: dict[int, _Fn] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_AVG: dict[int, _Fn] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_LP: dict[int, _Fn] = {1: F.lp_pool1d, 2: F.lp_pool2d, 3: F.lp_pool3d}
+_ADAPTIVE_AVG: dict[int, _Fn] = {
+    1: F.adaptive_avg_pool1d,
+    2: F.adaptive_avg_pool2d,
+    3: F.adaptive_avg_pool3d,
+}
+_ADAPTIVE_MAX: dict[int, _Fn] = {
+    1: F.adaptive_max_pool1d,
+    2: F.adaptive_max_pool2d,
+    3: F.adaptive_max_pool3d,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_bool(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def _expected_shape(n: int) -> str:
+    """``"(N, C, H, W) or (C, H, W)"``: the accepted input shapes of an ``n``-d layer."""
+    spatial = ", ".join(_SPATIAL[n])
+    return f"(N, C, {spatial}) or (C, {spatial})"
+
+
+def _window(
+    owner: str,
+    n: int,
+    kernel_size: Any,
+    stride: Any,
+    ceil_mode: Any,
+    padding: Any = None,
+    dilation: Any = None,
+) -> dict[str, Any]:
+    """Validate the window arguments (``padding``/``dilation`` only for the families that
+    have them: not ``None``); return them normalised to ``n``-tuples, ``stride=None`` kept.
+    Torch's rule ``padding <= kernel_size / 2`` (the kernel size, not the dilated extent)."""
+    kernel = _ntuple(owner, "kernel_size", kernel_size, n, 1)
+    fields: dict[str, Any] = {
+        "kernel_size": kernel,
+        "stride": None if stride is None else _ntuple(owner, "stride", stride, n, 1),
+        "ceil_mode": _check_bool(owner, "ceil_mode", ceil_mode),
+    }
+    if padding is not None:
+        pad = _ntuple(owner, "padding", padding, n, 0)
+        if any(2 * p > k for p, k in zip(pad, kernel, strict=True)):
+            raise ValueError(
+                f"{owner}: padding must be at most half of kernel_size in each dimension "
+                f"(as torch), got padding={_compact(pad)} and kernel_size={_compact(kernel)}"
+            )
+        fields["padding"] = pad
+    if dilation is not None:
+        fields["dilation"] = _ntuple(owner, "dilation", dilation, n, 1)
+    return fields
+
+
+def _stride_or_kernel(stride: Any, kernel_size: Any) -> tuple[int, ...]:
+    """The stride in effect: the kernel size when ``stride=None`` (as torch)."""
+    return _ints(kernel_size if stride is None else stride)
+
+
+def _min_size(kernel_size: Any, padding: Any = None, dilation: Any = None) -> tuple[int, ...]:
+    """Per spatial dimension, the smallest input size that gives a non-empty output
+    (``padding``/``dilation`` ``None``: none)."""
+    kernel = _ints(kernel_size)
+    pad = _ints(padding) if padding is not None else (0,) * len(kernel)
+    dil = _ints(dilation) if dilation is not None else (1,) * len(kernel)
+    return tuple(max(1, d * (k - 1) + 1 - 2 * p) for k, p, d in zip(kernel, pad, dil, strict=True))
+
+
+class _PoolNd(Layer):
+    """What the fixed-rank pooling layers share (no fields: each family declares its own).
+
+    Subclasses set ``ndim`` and implement ``_validated`` (check the configuration, return
+    the normalised fields), ``_head`` (the printout's leading items) and, for windowed
+    pooling, ``_min_spatial``; ``_shown`` lists the ``(option, default)`` pairs that the
+    printout shows when they differ from ``torch.nn``'s defaults.
+    """
+
+    ndim: ClassVar[int]
+    _shown: ClassVar[tuple[tuple[str, Any], ...]] = ()
+
+    def __post_init__(self) -> None:
+        self._set_fields(**self._validated(type(self).__name__))
+
+    def _validated(self, owner: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- display and errors
+    def _head(self) -> list[str]:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        parts = self._head()
+        for name, default in self._shown:
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                if any(v != default for v in value):
+                    parts.append(f"{name}={_compact(value)}")
+            elif value != default:
+                parts.append(f"{name}={value!r}")
+        return ", ".join(parts)
+
+    def _min_spatial(self) -> tuple[int, ...]:
+        """The smallest input size per spatial dimension that the layer accepts."""
+        return (1,) * self.ndim
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem:
+            return problem
+        n = self.ndim
+        expected = f"expected input of shape {_expected_shape(n)}"
+        if x.ndim not in (n + 1, n + 2):
+            return f"{expected}, got {tuple(x.shape)}"
+        smallest = self._min_spatial()
+        if any(s < m for s, m in zip(x.shape[-n:], smallest, strict=True)):
+            spatial = ", ".join(_SPATIAL[n])
+            return f"{expected} with ({spatial}) >= {smallest}, got {tuple(x.shape)}"
+        return None
+
+
+def _doc(template: str, n: int, **extra: str) -> str:
+    """The docstring of the ``n``-d class of a family."""
+    dims = _SPATIAL[n]
+    return template.format(
+        n=n,
+        d=dims[-1],
+        dims=", ".join(dims),
+        dims_out=", ".join(f"{d}_out" for d in dims),
+        example=", ".join(map(str, [1, 3, *[8] * n])),
+        example_out=", ".join(map(str, [1, 3, *[4] * n])),
+        **extra,
+    )
+
+
+_NO_TENSORS = """**Parameters**
+    None (``{{}}``).
+
+**States**
+    None (``{{}}``)."""
+
+_WINDOW_SHAPES = """Input:
+    ``x`` of shape ``(N, C, {dims})``, or unbatched ``(C, {dims})``.
+
+Returns:
+    ``y`` of shape ``(N, C, {dims_out})`` (unbatched: ``(C, {dims_out})``) and the
+    unchanged (empty) state. Per spatial dimension ``{d}_out = floor(({d} + 2 * padding -
+    dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+    dropping a last window that would start in the right padding){fixed}.
+"""
+
+
+# --------------------------------------------------------------------------- max pooling
+
+
+_MAX_DOC = (
+    """{n}-d max pooling: the maximum over each window (``torch.nn.MaxPool{n}d``).
+
+Arguments:
+    kernel_size: the window's size: an int or a tuple of {n} ints (>= 1).
+    stride: step between windows (int or {n}-tuple, >= 1); ``None`` (default): the
+        kernel size.
+    padding: implicit ``-inf`` padding on both sides (int or {n}-tuple, >= 0, at most
+        half of the kernel size, as torch).
+    dilation: spacing between window elements (int or {n}-tuple, >= 1).
+    return_indices: also return the flat index (within each input plane, as
+        ``torch.nn.MaxUnpool{n}d`` expects) of every maximum.
+    ceil_mode: round the output size up instead of down.
+
+"""
+    + _WINDOW_SHAPES
+    + """    {indices}
+
+"""
+    + _NO_TENSORS
+    + """
+
+Example:
+    >>> MaxPool{n}d(2)(torch.ones({example}), {{}}, {{}})[0].shape
+    torch.Size([{example_out}])
+"""
+)
+
+
+class _MaxPoolNd(_PoolNd):
+    """Max pooling over ``ndim`` spatial dimensions (see :class:`MaxPool2d` for the docs)."""
+
+    _shown: ClassVar[tuple[tuple[str, Any], ...]] = (
+        ("stride", None),
+        ("padding", 0),
+        ("dilation", 1),
+        ("return_indices", False),
+        ("ceil_mode", False),
+    )
+
+    kernel_size: IntOrTuple
+    stride: IntOrTuple | None = None
+    padding: IntOrTuple = 0
+    dilation: IntOrTuple = 1
+    return_indices: bool = False
+    ceil_mode: bool = False
+
+    def _validated(self, owner: str) -> dict[str, Any]:
+        _check_bool(owner, "return_indices", self.return_indices)
+        return _window(
+            owner,
+            self.ndim,
+            self.kernel_size,
+            self.stride,
+            self.ceil_mode,
+            self.padding,
+            self.dilation,
+        )
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[Any, dict]:
+        y = _MAX[self.ndim](
+            x,
+            self.kernel_size,
+            _stride_or_kernel(self.stride, self.kernel_size),
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
+        return y, st
+
+    def _head(self) -> list[str]:
+        return [str(self.kernel_size)]
+
+    def _min_spatial(self) -> tuple[int, ...]:
+        return _min_size(self.kernel_size, self.padding, self.dilation)
+
+
+# --------------------------------------------------------------------------- average pooling
+
+
+_AVG_DOC = (
+    """{n}-d average pooling: the mean over each window (``torch.nn.AvgPool{n}d``).
+
+Arguments:
+    kernel_size: the window's size: an int or a tuple of {n} ints (>= 1).
+    stride: step between windows (int or {n}-tuple, >= 1); ``None`` (default): the
+        kernel size.
+    padding: implicit zero padding on both sides (int or {n}-tuple, >= 0, at most half
+        of the kernel size, as torch).
+    ceil_mode: round the output size up instead of down.
+    count_include_pad: whether the zero padding counts in the divisor.{divisor}
+
+"""
+    + _WINDOW_SHAPES
+    + "\n"
+    + _NO_TENSORS
+    + """
+
+Example:
+    >>> AvgPool{n}d(2)(torch.ones({example}), {{}}, {{}})[0].shape
+    torch.Size([{example_out}])
+"""
+)
+_DIVISOR_DOC = """
+    divisor_override: if given (an int >= 1), divide every window's sum by it instead
+        of by the window's size."""
+
+
+class _AvgPoolNd(_PoolNd):
+    """Average pooling over ``ndim`` spatial dimensions (docs: :class:`AvgPool2d`)."""
+
+    _shown: ClassVar[tuple[tuple[str, Any], ...]] = (
+        ("stride", None),
+        ("padding", 0),
+        ("ceil_mode", False),
+        ("count_include_pad", True),
+    )
+
+    kernel_size: IntOrTuple
+    stride: IntOrTuple | None = None
+    padding: IntOrTuple = 0
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+    def _validated(self, owner: str) -> dict[str, Any]:
+        _check_bool(owner, "count_include_pad", self.count_include_pad)
+        return _window(
+            owner, self.ndim, self.kernel_size, self.stride, self.ceil_mode, self.padding
+        )
+
+    def _divisor(self) -> tuple[int | None, ...]:
+        """The trailing ``divisor_override`` argument (``avg_pool1d`` has none)."""
+        return ()
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        y = _AVG[self.ndim](
+            x,
+            self.kernel_size,
+            _stride_or_kernel(self.stride, self.kernel_size),
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            *self._divisor(),
+        )
+        return y, st
+
+    def _head(self) -> list[str]:
+        return [str(self.kernel_size)]
+
+    def _min_spatial(self) -> tuple[int, ...]:
+        return _min_size(self.kernel_size, self.padding)
+
+
+class _AvgPoolDivisorNd(_AvgPoolNd):
+    """Average pooling with torch's ``divisor_override`` (2-d and 3-d only, as torch)."""
+
+    _shown: ClassVar[tuple[tuple[str, Any], ...]] = (
+        *_AvgPoolNd._shown,
+        ("divisor_override", None),
+    )
+
+    divisor_override: int | None = None
+
+    def _validated(self, owner: str) -> dict[str, Any]:
+        if self.divisor_override is not None:
+            check_int(owner, "divisor_override", self.divisor_override, minimum=1)
+        return super()._validated(owner)
+
+    def _divisor(self) -> tuple[int | None, ...]:
+        return (self.divisor_override,)
+
+
+# --------------------------------------------------------------------------- power-average
+
+
+_LP_DOC = (
+    """{n}-d power-average pooling ``y = (sum over the window of x ** p) ** (1 / p)``
+(``torch.nn.LPPool{n}d``, ``p = norm_type``).
+
+``p = 1`` is sum pooling, ``p = inf`` max pooling of ``|x|``. As in torch, ``x ** p`` is
+not ``|x| ** p``: a fractional ``p`` needs non-negative inputs (negative ones give NaN),
+and an odd ``p`` gives NaN where a window's sum is negative.
+
+Arguments:
+    norm_type: the power ``p`` (an int or float > 0, or ``math.inf``).
+    kernel_size: the window's size: an int or a tuple of {n} ints (>= 1).
+    stride: step between windows (int or {n}-tuple, >= 1); ``None`` (default): the
+        kernel size.
+    ceil_mode: round the output size up instead of down.
+
+"""
+    + _WINDOW_SHAPES
+    + "\n"
+    + _NO_TENSORS
+    + """
+
+Example:
+    >>> LPPool{n}d(2, 2)(torch.ones({example}), {{}}, {{}})[0].shape
+    torch.Size([{example_out}])
+"""
+)
+
+
+class _LPPoolNd(_PoolNd):
+    """Power-average pooling over ``ndim`` spatial dimensions (docs: :class:`LPPool2d`)."""
+
+    _shown: ClassVar[tuple[tuple[str, Any], ...]] = (("stride", None), ("ceil_mode", False))
+
+    norm_type: float
+    kernel_size: IntOrTuple
+    stride: IntOrTuple | None = None
+    ceil_mode: bool = False
+
+    def _validated(self, owner: str) -> dict[str, Any]:
+        p = self.norm_type
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise TypeError(f"{owner}: norm_type must be a number, got {type(p).__name__}")
+        if not p > 0:  # (also rejects nan)
+            raise ValueError(f"{owner}: norm_type must be > 0, got {p}")
+        return _window(owner, self.ndim, self.kernel_size, self.stride, self.ceil_mode)
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        kernel_size: Any = _ints(self.kernel_size)
+        if self.ndim == 1:
+            kernel_size = kernel_size[0]  # lp_pool1d multiplies by kernel_size: an int
+        stride = _stride_or_kernel(self.stride, self.kernel_size)
+        return _LP[self.ndim](x, self.norm_type, kernel_size, stride, self.ceil_mode), st
+
+    def _head(self) -> list[str]:
+        return [repr(self.norm_type), str(self.kernel_size)]
+
+    def _min_spatial(self) -> tuple[int, ...]:
+        return _min_size(self.kernel_size)
+
+
+# --------------------------------------------------------------------------- adaptive
+
+
+_ADAPTIVE_DOC = (
+    """{n}-d adaptive {kind} pooling to a fixed output size (``torch.nn.Adaptive{Kind}Pool{n}d``).
+
+Whatever the input size, the output has ``output_size``; window ``i`` of a dimension of
+size ``{d}`` covers ``[floor(i * {d} / {d}_out), ceil((i + 1) * {d} / {d}_out))``.
+
+Arguments:
+    output_size: the output's spatial size: an int (the same in every dimension) or a
+        tuple of {n} entries, each an int >= 1 or ``None`` (keep the input's size in that
+        dimension).{none_1d}{return_indices}
+
+Input:
+    ``x`` of shape ``(N, C, {dims})``, or unbatched ``(C, {dims})``.
+
+Returns:
+    ``y`` of shape ``(N, C, {dims_out})`` (unbatched: ``(C, {dims_out})``) and the
+    unchanged (empty) state.{indices}
+
+"""
+    + _NO_TENSORS
+    + """
+
+Example:
+    >>> Adaptive{Kind}Pool{n}d(4)(torch.ones({example}), {{}}, {{}})[0].shape
+    torch.Size([{example_out}])
+"""
+)
+_RETURN_INDICES_DOC = """
+    return_indices: also return the flat index (within each input plane) of every
+        maximum."""
+_INDICES = """With ``return_indices=True``, ``y`` is the pair ``(values, indices)`` (``indices``:
+    ``int64``, same shape), as torch."""
+_NONE_1D_DOC = """ (``torch.nn.AdaptiveAvgPool1d``/``AdaptiveMaxPool1d``
+        do not accept ``None``; here it means the same as in 2-d and 3-d.)"""
+
+
+class _AdaptivePoolNd(_PoolNd):
+    """Adaptive pooling over ``ndim`` spatial dimensions (docs: :class:`AdaptiveAvgPool2d`)."""
+
+    output_size: OptIntOrTuple
+
+    def _validated(self, owner: str) -> dict[str, Any]:
+        n, size = self.ndim, self.output_size
+        what = f"an int or a tuple of {n} ints or None"
+        if isinstance(size, (tuple, list)):
+            if len(size) != n:
+                raise ValueError(
+                    f"{owner}: output_size must be {what}, got {tuple(size)!r} ({len(size)} values)"
+                )
+            entries = tuple(s if s is None else check_int(owner, "output_size", s, 1) for s in size)
+        elif isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"{owner}: output_size must be {what}, got {type(size).__name__}")
+        else:
+            entries = (check_int(owner, "output_size", size, 1),) * n
+        return {"output_size": entries}
+
+    def _size(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The output size for ``x``: ``None`` entries take the input's size."""
+        n, sizes = self.ndim, cast(tuple[int | None, ...], self.output_size)
+        return tuple(x.shape[i - n] if s is None else s for i, s in enumerate(sizes))
+
+    def _head(self) -> list[str]:
+        return [str(self.output_size)]
+
+
+class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
+    """Adaptive average pooling (docs: :class:`AdaptiveAvgPool2d`)."""
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        return _ADAPTIVE_AVG[self.ndim](x, self._size(x)), st
+
+
+class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
+    """Adaptive max pooling (docs: :class:`AdaptiveMaxPool2d`)."""
+
+    _shown: ClassVar[tuple[tuple[str, Any], ...]] = (("return_indices", False),)
+
+    return_indices: bool = False
+
+    def _validated(self, owner: str) -> dict[str, Any]:
+        _check_bool(owner, "return_indices", self.return_indices)
+        return super()._validated(owner)
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[Any, dict]:
+        y = _ADAPTIVE_MAX[self.ndim](x, self._size(x), return_indices=self.return_indices)
+        return y, st
+
+
+# --------------------------------------------------------------------------- global
+
+
+_GLOBAL_DOC = """Global {kind} pooling over every spatial dimension (Lux's ``Global{Lux}Pool``).
+
+``y = x.{reduce}(dim=(2, ..., x.ndim - 1), keepdim=True)``: any number of spatial
+dimensions, each reduced to size 1 and kept (as Lux), so ``y`` has the input's rank; follow
+with :class:`~lux_torch.Flatten` for ``(N, C)``. On a 4-d input it equals
+``{adaptive}(1)``{ties}.
+
+Unbatched input is not accepted: without a fixed number of spatial dimensions an
+unbatched ``(C, H, W)`` cannot be told apart from a batched ``(N, C, L)`` (use ``x[None]``).
+
+Input:
+    ``x`` of shape ``(N, C, *spatial)`` with at least one spatial dimension.
+
+Returns:
+    ``y`` of shape ``(N, C, 1, ..., 1)`` (one 1 per spatial dimension) and the unchanged
+    (empty) state.
+
+**Parameters**
+    None (``{{}}``).
+
+**States**
+    None (``{{}}``).
+
+Example:
+    >>> Global{Kind}Pool()(torch.ones(2, 3, 8, 8), {{}}, {{}})[0].shape
+    torch.Size([2, 3, 1, 1])
+"""
+
+
+class _GlobalPool(Layer):
+    """Reduce every spatial dimension of ``(N, C, *spatial)`` to size 1 (keeping it)."""
+
+    def _reduce(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        if x.ndim < 3:
+            # (mean/amax over an empty dim list would reduce over *every* dimension)
+            raise ValueError(
+                f"{type(self).__name__}: expected input of shape (N, C, *spatial) with at "
+                f"least one spatial dimension, got {tuple(x.shape)}"
+            )
+        return self._reduce(x, tuple(range(2, x.ndim))), st
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem is None and x.ndim < 3:
+            problem = (
+                "expected input of shape (N, C, *spatial) with at least one spatial "
+                f"dimension, got {tuple(x.shape)}"
+            )
+        return problem
+
+
+# --------------------------------------------------------------------------- public classes
+
+
+_NO_DILATION = ",\n    with ``dilation = 1``"
+
+
+class MaxPool1d(_MaxPoolNd):
+    __doc__ = _doc(_MAX_DOC, 1, fixed="", indices=_INDICES)
+    ndim = 1
+
+
+class MaxPool2d(_MaxPoolNd):
+    __doc__ = _doc(_MAX_DOC, 2, fixed="", indices=_INDICES)
+    ndim = 2
+
+
+class MaxPool3d(_MaxPoolNd):
+    __doc__ = _doc(_MAX_DOC, 3, fixed="", indices=_INDICES)
+    ndim = 3
+
+
+class AvgPool1d(_AvgPoolNd):
+    __doc__ = _doc(_AVG_DOC, 1, divisor="", fixed=_NO_DILATION)
+    ndim = 1
+
+
+class AvgPool2d(_AvgPoolDivisorNd):
+    __doc__ = _doc(_AVG_DOC, 2, divisor=_DIVISOR_DOC, fixed=_NO_DILATION)
+    ndim = 2
+
+
+class AvgPool3d(_AvgPoolDivisorNd):
+    __doc__ = _doc(_AVG_DOC, 3, divisor=_DIVISOR_DOC, fixed=_NO_DILATION)
+    ndim = 3
+
+
+_LP_FIXED = ",\n    with ``padding = 0`` and ``dilation = 1``"
+
+
+class LPPool1d(_LPPoolNd):
+    __doc__ = _doc(_LP_DOC, 1, fixed=_LP_FIXED)
+    ndim = 1
+
+
+class LPPool2d(_LPPoolNd):
+    __doc__ = _doc(_LP_DOC, 2, fixed=_LP_FIXED)
+    ndim = 2
+
+
+class LPPool3d(_LPPoolNd):
+    __doc__ = _doc(_LP_DOC, 3, fixed=_LP_FIXED)
+    ndim = 3
+
+
+def _adaptive_doc(n: int, kind: str) -> str:
+    is_max = kind == "max"
+    return _doc(
+        _ADAPTIVE_DOC,
+        n,
+        kind="average" if kind == "avg" else "max",
+        Kind=kind.capitalize(),
+        return_indices=_RETURN_INDICES_DOC if is_max else "",
+        indices="\n    " + _INDICES if is_max else "",
+        none_1d=_NONE_1D_DOC if n == 1 else "",
+    )
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
+    __doc__ = _adaptive_doc(1, "avg")
+    ndim = 1
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    __doc__ = _adaptive_doc(2, "avg")
+    ndim = 2
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
+    __doc__ = _adaptive_doc(3, "avg")
+    ndim = 3
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    __doc__ = _adaptive_doc(1, "max")
+    ndim = 1
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    __doc__ = _adaptive_doc(2, "max")
+    ndim = 2
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
+    __doc__ = _adaptive_doc(3, "max")
+    ndim = 3
+
+
+class GlobalAvgPool(_GlobalPool):
+    __doc__ = _GLOBAL_DOC.format(
+        kind="average", Kind="Avg", Lux="Mean", reduce="mean", adaptive="AdaptiveAvgPool2d", ties=""
+    )
+
+    def _reduce(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        return x.mean(dim=dims, keepdim=True)
+
+
+class GlobalMaxPool(_GlobalPool):
+    __doc__ = _GLOBAL_DOC.format(
+        kind="max",
+        Kind="Max",
+        Lux="Max",
+        reduce="amax",
+        adaptive="AdaptiveMaxPool2d",
+        ties=" (except for the gradient at\nties: ``amax`` shares it equally among the "
+        "maxima, max pooling gives it to one)",
+    )
+
+    def _reduce(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        return x.amax(dim=dims, keepdim=True)
