@@ -74,3 +74,14 @@ def test_digits_classifier_learns(
     assert accuracy >= 0.9, accuracy
     assert "Dropout(p=0.2)" in out and "final test accuracy" in out
     _assert_png(png)
+
+
+def test_cnn_digits_reaches_95_percent(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "cnn.png"
+    accuracy = _load("cnn_digits").main(epochs=5, out=str(png), progress=False)
+    out = capsys.readouterr().out
+    assert accuracy >= 0.95, accuracy
+    assert "BatchNorm2d(16, relu)" in out and "MaxPool2d" in out and "wrong" in out
+    _assert_png(png)
