@@ -61,6 +61,7 @@ from .pooling import (
     MaxPool2d,
     MaxPool3d,
 )
+from .reparam import SpectralNorm, WeightNorm
 from .upsample import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
@@ -119,8 +120,10 @@ __all__ = [
     "Scale",
     "SelectDim",
     "SkipConnection",
+    "SpectralNorm",
     "Upsample",
     "VariationalHiddenDropout",
+    "WeightNorm",
     "WrappedFunction",
     "resample_masks",
 ]
