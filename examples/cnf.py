@@ -1,6 +1,6 @@
 """Continuous normalizing flow on two circles (torchdiffeq's ``examples/cnf.py``, FFJORD).
 
-Run:  python examples/cnf.py          (about a minute on 2 CPU threads)
+Run:  python examples/cnf.py          (about 1-1.5 minutes on one CPU thread)
 
 A continuous normalizing flow transports a standard normal base density ``p(z(t0))`` to
 the data by ``dz/dt = f(t, z)``; the log-density changes along a trajectory by the
@@ -10,15 +10,20 @@ state ``(z, logp_diff)`` *backwards* from a data point ``x = z(t1)`` (with
 
     log p(x) = log N(z(t0); 0, I) - logp_diff(t0),
 
-which is maximised with Adam. Unlike FFJORD's Hutchinson estimator, the trace here is
-exact: the 2x2 Jacobian of every sample comes from ``torch.func.vmap(torch.func.jacrev(...))``
-inside the vector field. It shows:
+which is maximised with Adam (linear warm-up, then cosine decay of the learning rate).
+As in torchdiffeq, the vector field is a small hypernetwork: an MLP of ``t`` gives the
+weights of a one-hidden-layer field ``f(t, z) = mean_i u_i(t) tanh(w_i(t) . z + b_i(t))``,
+which learns both rings far faster than an MLP of ``[z, t]``. Unlike FFJORD's Hutchinson
+estimator, the trace here is exact: the 2x2 Jacobian of every sample comes from
+``torch.func.vmap(torch.func.jacrev(...))`` inside the vector field. It shows:
 
 - a custom :class:`lux_torch.Layer` as the vector field of a :class:`lux_torch.NeuralODE`
   with a *tuple* state ``(z, logp_diff)`` and ``time_dependent=True`` (the layer gets
   ``(t, (z, logp_diff))``);
-- torch.func transforms inside a layer whose parameters are trained through the adaptive
-  ``dopri5`` solve by :func:`lux_torch.train_step` (``torch.autograd`` path);
+- torch.func transforms inside a layer whose parameters are trained through the
+  fixed-grid ``rk4`` solve (step ``STEP``; an adaptive ``dopri5`` solve gets slower and
+  slower as the learned field stiffens) by :func:`lux_torch.train_step`
+  (``torch.autograd`` path);
 - the same ``ps`` solved over reversed time (``t = (1, 0)``, likelihood) and forward time
   (``dataclasses.replace(node, t=(0, 1))``, sampling);
 - data drawn with explicit ``lux_torch.random`` keys (no global RNG).
@@ -43,24 +48,33 @@ import lux_torch as lux
 from lux_torch.ode import NeuralODE
 
 T0, T1 = 0.0, 1.0
+STEP = 0.1  # rk4 step: 10 steps, 40 evaluations of the field per solve
 LIMIT = 3.0  # the plots show [-LIMIT, LIMIT]^2
 
 
 class CNFField(lux.Layer):
-    """``(t, (z, logp_diff)) -> (dz/dt, -tr(dz/dt / dz))`` with ``dz/dt = net([z, t])``.
+    """``(t, (z, logp_diff)) -> (dz/dt, -tr(dz/dt / dz))``, torchdiffeq's hypernetwork field.
 
-    ``net`` maps ``dim + 1`` features (the point and the time) to ``dim``; the trace of its
-    Jacobian with respect to ``z`` is computed exactly, per sample, with torch.func.
+    ``hyper`` maps the time ``t`` (shape ``(1,)``) to the weights of a one-hidden-layer
+    field of ``width`` units, ``dz/dt = mean_i u_i tanh(w_i . z + b_i)`` with the output
+    weights gated, ``u_i = u'_i * sigmoid(g_i)``. The trace of its Jacobian with respect to
+    ``z`` is computed exactly, per sample, with torch.func.
     """
 
-    net: lux.Layer
+    hyper: lux.Layer
+    width: int
+    dim: int = 2
 
     def __call__(self, x: Any, ps: dict, st: dict) -> tuple[Any, dict]:
         t, (z, _) = x
-        ps_net, st_net = ps["net"], st["net"]
+        params, _ = self.hyper(t.reshape(1), ps["hyper"], st["hyper"])
+        block = self.width * self.dim
+        w, u, g, b = torch.split(params, [block, block, block, self.width])
+        w = w.reshape(self.width, self.dim)
+        u = (u * torch.sigmoid(g)).reshape(self.width, self.dim)
 
         def field(zi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            dz, _ = self.net(torch.cat([zi, t.reshape(1)]), ps_net, st_net)
+            dz = torch.tanh(w @ zi + b) @ u / self.width
             return dz, dz
 
         jac, dz = torch.func.vmap(torch.func.jacrev(field, has_aux=True))(z)
@@ -68,18 +82,18 @@ class CNFField(lux.Layer):
         return (dz, -trace), st
 
 
-def make_model(dim: int = 2, hidden: int = 32) -> NeuralODE:
-    net = lux.Chain(
-        lux.Linear(dim + 1, hidden, activation=torch.tanh),
+def make_model(dim: int = 2, hidden: int = 32, width: int = 64) -> NeuralODE:
+    """The CNF: ``hyper`` (``t -> field weights``, ``hidden`` units) inside a NeuralODE."""
+    hyper = lux.Chain(
+        lux.Linear(1, hidden, activation=torch.tanh),
         lux.Linear(hidden, hidden, activation=torch.tanh),
-        lux.Linear(hidden, dim),
+        lux.Linear(hidden, (3 * dim + 1) * width),
     )
     return NeuralODE(
-        CNFField(net),
+        CNFField(hyper, width, dim),
         (T1, T0),  # reversed time: from the data to the base density
-        method="dopri5",
-        rtol=1e-5,
-        atol=1e-5,
+        method="rk4",  # fixed grid: a predictable cost per step (dopri5 slows as f stiffens)
+        options={"step_size": STEP},
         time_dependent=True,
         save_at="last",
     )
@@ -148,23 +162,28 @@ def plot(
 
 
 def main(
-    iters: int = 300,
+    iters: int = 500,
     out: str | pathlib.Path = "cnf.png",
     progress: bool = True,
     *,
     batch_size: int = 256,
     hidden: int = 32,
-    lr: float = 1e-2,
+    width: int = 64,
+    lr: float = 2e-2,
+    warmup: int = 20,
     seed: int = 0,
 ) -> float:
     """Train for ``iters`` steps, write the figure to ``out``; return the final mean NLL."""
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)  # tiny tensors: extra threads only add sync (and spin) overhead
     start = time.perf_counter()
     init_key, data_key, eval_key, plot_key = lux.random.split(lux.random.key(seed), 4)
-    node = make_model(hidden=hidden)
+    node = make_model(hidden=hidden, width=width)
     print(node)
     ps, st = lux.setup(init_key, node)
-    ts = lux.TrainState(node, ps, st, lux.optim.adam(lr))
+    # linear warm-up to lr, then cosine decay to 0 over the run
+    warm = min(warmup, iters - 1)
+    schedule = lux.optim.warmup_cosine_decay_schedule(0.0, lr, warm, max(iters, 1))
+    ts = lux.TrainState(node, ps, st, lux.optim.adam(schedule))
     held_out = two_circles(eval_key, 2000)
     before = evaluate(node, held_out, ts)
     print(f"mean NLL before training {before:.4f}")
