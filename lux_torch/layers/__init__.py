@@ -1,5 +1,10 @@
 """Built-in layers, one family per module (names and parameters follow ``torch.nn``)."""
 
+from .attention import (
+    MultiheadAttention,
+    RotaryPositionalEmbedding,
+    SinusoidalPositionalEmbedding,
+)
 from .basic import (
     Bilinear,
     Embedding,
@@ -61,6 +66,13 @@ from .pooling import (
     MaxPool2d,
     MaxPool3d,
 )
+from .recurrent import (
+    GRUCell,
+    LSTMCell,
+    Recurrence,
+    RNNCell,
+    StatefulRecurrentCell,
+)
 from .reparam import SpectralNorm, WeightNorm
 from .upsample import PixelShuffle, PixelUnshuffle, Upsample
 
@@ -94,6 +106,7 @@ __all__ = [
     "Embedding",
     "Ensemble",
     "Flatten",
+    "GRUCell",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "GroupNorm",
@@ -103,24 +116,31 @@ __all__ = [
     "LPPool1d",
     "LPPool2d",
     "LPPool3d",
+    "LSTMCell",
     "LayerNorm",
     "Linear",
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
     "Maxout",
+    "MultiheadAttention",
     "NoOpLayer",
     "PairwiseFusion",
     "Parallel",
     "PixelShuffle",
     "PixelUnshuffle",
     "RMSNorm",
+    "RNNCell",
+    "Recurrence",
     "RepeatedLayer",
     "Reshape",
+    "RotaryPositionalEmbedding",
     "Scale",
     "SelectDim",
+    "SinusoidalPositionalEmbedding",
     "SkipConnection",
     "SpectralNorm",
+    "StatefulRecurrentCell",
     "Upsample",
     "VariationalHiddenDropout",
     "WeightNorm",
