@@ -27,6 +27,9 @@ from .core import (
 from .display import summary
 from .interop import load_state_dict, state_dict
 from .layers import (
+    GRU,
+    LSTM,
+    RNN,
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     AdaptiveAvgPool3d,
@@ -40,6 +43,7 @@ from .layers import (
     BatchNorm1d,
     BatchNorm2d,
     BatchNorm3d,
+    Bidirectional,
     Bilinear,
     BranchLayer,
     Chain,
@@ -103,6 +107,9 @@ from .training import TrainState, apply_gradients, compute_gradients, train_step
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
     "AdaptiveAvgPool3d",
@@ -116,6 +123,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "Bidirectional",
     "Bilinear",
     "BranchLayer",
     "Chain",

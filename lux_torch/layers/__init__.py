@@ -67,6 +67,10 @@ from .pooling import (
     MaxPool3d,
 )
 from .recurrent import (
+    GRU,
+    LSTM,
+    RNN,
+    Bidirectional,
     GRUCell,
     LSTMCell,
     Recurrence,
@@ -77,6 +81,9 @@ from .reparam import SpectralNorm, WeightNorm
 from .upsample import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
     "AdaptiveAvgPool3d",
@@ -90,6 +97,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "Bidirectional",
     "Bilinear",
     "BranchLayer",
     "Chain",
