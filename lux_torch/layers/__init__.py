@@ -78,6 +78,7 @@ from .recurrent import (
     StatefulRecurrentCell,
 )
 from .reparam import SpectralNorm, WeightNorm
+from .transformer import TransformerDecoderLayer, TransformerEncoderLayer
 from .upsample import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
@@ -149,6 +150,8 @@ __all__ = [
     "SkipConnection",
     "SpectralNorm",
     "StatefulRecurrentCell",
+    "TransformerDecoderLayer",
+    "TransformerEncoderLayer",
     "Upsample",
     "VariationalHiddenDropout",
     "WeightNorm",

@@ -1,0 +1,460 @@
+"""Transformer blocks: ``TransformerEncoderLayer`` and ``TransformerDecoderLayer``.
+
+Both follow ``torch.nn``'s layers of the same names: constructor arguments, children named
+like torch's submodules (so that the flattened parameter names equal torch's
+``state_dict`` names and :func:`lux_torch.load_state_dict` reads a torch layer's weights
+directly), initial distributions, and the post-norm / pre-norm formulas. Every dropout
+(the attention dropout inside the attention children and the ``dropout*`` children) draws
+its mask from its own ``st[...]["key"]``, never from torch's global RNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ..core import Layer
+from .attention import MultiheadAttention
+from .basic import Linear, check_int
+from .dropout import Dropout
+from .normalization import LayerNorm
+
+__all__ = ["TransformerDecoderLayer", "TransformerEncoderLayer"]
+
+Params = dict[str, Any]
+State = dict[str, Any]
+Activation = Callable[[torch.Tensor], torch.Tensor]
+
+_ACTIVATIONS: dict[str, Activation] = {"relu": F.relu, "gelu": F.gelu}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _activation(owner: str, value: Any) -> Activation:
+    if isinstance(value, str):
+        if value not in _ACTIVATIONS:
+            raise ValueError(f"{owner}: activation should be 'relu' or 'gelu', got {value!r}")
+        return _ACTIVATIONS[value]
+    if not callable(value) or isinstance(value, (Layer, torch.nn.Module)):
+        raise TypeError(
+            f"{owner}: activation must be 'relu', 'gelu' or a plain function, got "
+            f"{type(value).__name__}"
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def _check_config(
+    owner: str, d_model: Any, nhead: Any, ff: Any, p: Any, flags: dict[str, Any]
+) -> None:
+    check_int(owner, "d_model", d_model, 1)
+    check_int(owner, "nhead", nhead, 1)
+    check_int(owner, "dim_feedforward", ff, 1)
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"{owner}: dropout must be a float, got {type(p).__name__}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{owner}: dropout must be in [0, 1], got {p}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
+
+
+class _Block(Layer):
+    """Shared machinery: dropout children without state when ``p == 0``, repr."""
+
+    _DROPOUTS: ClassVar[tuple[str, ...]] = ()
+
+    def init_state(self, key: torch.Tensor) -> State:
+        st = super().init_state(key)
+        for name in self._DROPOUTS:
+            if getattr(self, name).p == 0.0:
+                st[name] = {}  # the identity: no key, no mode flag (as MultiheadAttention)
+        return st
+
+    def _drop(self, name: str, x: torch.Tensor, st: State, new_st: State) -> torch.Tensor:
+        layer: Dropout = getattr(self, name)
+        if layer.p == 0.0:
+            new_st[name] = st[name]
+            return x
+        y, new_st[name] = layer(x, {}, st[name])
+        return y
+
+    def _ff_block(self, x: torch.Tensor, ps: Params, st: State, new_st: State) -> torch.Tensor:
+        h, new_st["linear1"] = self.linear1(x, ps["linear1"], st["linear1"])  # type: ignore[attr-defined]
+        h = self._drop("dropout", self.activation(h), st, new_st)  # type: ignore[attr-defined]
+        h, new_st["linear2"] = self.linear2(h, ps["linear2"], st["linear2"])  # type: ignore[attr-defined]
+        return h
+
+    def _norm(self, name: str, x: torch.Tensor, ps: Params, st: State, new_st: State) -> Any:
+        y, new_st[name] = getattr(self, name)(x, ps[name], st[name])
+        return y
+
+    def _attend(self, name: str, x: Any, ps: Params, st: State, new_st: State) -> Any:
+        y, new_st[name] = getattr(self, name)(x, ps[name], st[name])
+        return y
+
+    def extra_repr(self) -> str:
+        s = self
+        parts = [f"d_model={s.d_model}", f"nhead={s.nhead}"]  # type: ignore[attr-defined]
+        if s.dim_feedforward != 2048:  # type: ignore[attr-defined]
+            parts.append(f"dim_feedforward={s.dim_feedforward}")  # type: ignore[attr-defined]
+        if s.dropout.p != 0.1:  # type: ignore[attr-defined]
+            parts.append(f"dropout={s.dropout.p}")  # type: ignore[attr-defined]
+        act = s.activation  # type: ignore[attr-defined]
+        if act is not F.relu:
+            parts.append(f"activation={getattr(act, '__name__', repr(act))}")
+        for name, default in (
+            ("layer_norm_eps", 1e-5),
+            ("batch_first", False),
+            ("norm_first", False),
+            ("bias", True),
+            ("causal", False),
+        ):
+            if getattr(s, name) != default:
+                parts.append(f"{name}={getattr(s, name)}")
+        return ", ".join(parts)
+
+
+class TransformerEncoderLayer(_Block):
+    """A transformer encoder block (``torch.nn.TransformerEncoderLayer``): self-attention
+    and a feed-forward network, each with a residual connection and layer normalization.
+
+    Post-norm (``norm_first=False``, the default, as torch)::
+
+        x = norm1(x + dropout1(self_attn(x)))
+        x = norm2(x + dropout2(linear2(dropout(activation(linear1(x))))))
+
+    Pre-norm (``norm_first=True``)::
+
+        x = x + dropout1(self_attn(norm1(x)))
+        x = x + dropout2(linear2(dropout(activation(linear1(norm2(x))))))
+
+    ``self_attn`` is a :class:`MultiheadAttention` with attention dropout ``dropout``.
+
+    Arguments:
+        d_model: model dimension ``E``.
+        nhead: number of attention heads (must divide ``d_model``).
+        dim_feedforward: hidden size of the feed-forward network.
+        dropout: drop probability of every dropout (attention weights included); active
+            in training mode only.
+        activation: ``"relu"``, ``"gelu"`` or a function of a tensor (e.g. ``F.silu``).
+        layer_norm_eps: ``eps`` of both layer normalizations.
+        batch_first: inputs are ``(N, L, E)`` instead of ``(L, N, E)``.
+        norm_first: pre-norm instead of post-norm.
+        bias: learnable biases in the linear layers, attention and layer norms.
+        causal: mask out key positions ``j > i`` for query position ``i`` (added to any
+            ``src_mask``). Equivalent to torch's
+            ``src_mask=nn.Transformer.generate_square_subsequent_mask(L), is_causal=True``;
+            torch's ``is_causal`` alone is only a hint, so it is a field here.
+
+    Input:
+        ``src`` alone, or a tuple ``(src, src_key_padding_mask, src_mask)`` where either
+        mask may be ``None``:
+
+        - ``src``: ``(L, N, E)`` (``(N, L, E)`` with ``batch_first``) or unbatched
+          ``(L, E)``.
+        - ``src_key_padding_mask``: ``(N, L)`` (``(L,)`` unbatched); ``True`` ignores that
+          key position.
+        - ``src_mask``: ``(L, L)`` or ``(N * nhead, L, L)``; boolean ``True`` masks out, a
+          float mask is added to the attention scores.
+
+    Returns:
+        The output, shaped like ``src``, and the new state.
+
+        Unlike torch's inference fast path (which returns zeros at padded positions of
+        a nested-tensor computation), padded query positions are computed like others.
+
+    **Parameters** (torch's ``state_dict`` names)
+        - ``self_attn``: ``in_proj_weight`` ``(3E, E)``, ``in_proj_bias`` ``(3E,)``,
+          ``out_proj.weight`` ``(E, E)``, ``out_proj.bias`` ``(E,)``.
+        - ``linear1``: ``weight`` ``(dim_feedforward, E)``, ``bias``;
+          ``linear2``: ``weight`` ``(E, dim_feedforward)``, ``bias``.
+        - ``norm1``, ``norm2``: ``weight`` ``(E,)`` (ones), ``bias`` ``(E,)`` (zeros).
+        - ``dropout``, ``dropout1``, ``dropout2``: ``{}``.
+        (No biases with ``bias=False``.)
+
+    **States**
+        ``self_attn``, ``dropout``, ``dropout1``, ``dropout2``: each
+        ``{"key": (2,) int64, "training": Static(True)}`` when ``dropout > 0``, ``{}``
+        when ``dropout == 0`` (the layer is then deterministic); the other children
+        ``{}``.
+
+    Example:
+        >>> layer = TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.randn(2, 5, 16), ps, st)  # doctest: +SKIP
+        >>> y, st = layer((x, padding_mask, None), ps, st)  # doctest: +SKIP
+    """
+
+    d_model: int
+    nhead: int
+    dim_feedforward: int
+    activation: Activation
+    layer_norm_eps: float
+    batch_first: bool
+    norm_first: bool
+    bias: bool
+    causal: bool
+    self_attn: MultiheadAttention
+    linear1: Linear
+    dropout: Dropout
+    linear2: Linear
+    norm1: LayerNorm
+    norm2: LayerNorm
+    dropout1: Dropout
+    dropout2: Dropout
+
+    _DROPOUTS = ("dropout", "dropout1", "dropout2")
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str | Activation = F.relu,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
+        norm_first: bool = False,
+        bias: bool = True,
+        *,
+        causal: bool = False,
+    ) -> None:
+        owner = "TransformerEncoderLayer"
+        flags = {"batch_first": batch_first, "norm_first": norm_first, "bias": bias}
+        _check_config(owner, d_model, nhead, dim_feedforward, dropout, {**flags, "causal": causal})
+        self._set_fields(
+            d_model=d_model,
+            nhead=nhead,
+            dim_feedforward=dim_feedforward,
+            activation=_activation(owner, activation),
+            layer_norm_eps=layer_norm_eps,
+            causal=causal,
+            **flags,
+            self_attn=MultiheadAttention(
+                d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, causal=causal
+            ),
+            linear1=Linear(d_model, dim_feedforward, bias=bias),
+            dropout=Dropout(dropout),
+            linear2=Linear(dim_feedforward, d_model, bias=bias),
+            norm1=LayerNorm(d_model, eps=layer_norm_eps, bias=bias),
+            norm2=LayerNorm(d_model, eps=layer_norm_eps, bias=bias),
+            dropout1=Dropout(dropout),
+            dropout2=Dropout(dropout),
+        )
+        self._set_fields(layer_norm_eps=self.norm1.eps)
+
+    def _unpack(self, x: Any) -> tuple[Any, Any, Any]:
+        if isinstance(x, torch.Tensor):
+            return x, None, None
+        if isinstance(x, (tuple, list)) and len(x) == 3:
+            return x[0], x[1], x[2]
+        raise ValueError(
+            "TransformerEncoderLayer: expected src or a tuple (src, src_key_padding_mask, "
+            f"src_mask), got {_describe(x)}"
+        )
+
+    def describe_input_error(self, x: Any) -> str | None:
+        try:
+            src, kpm, mask = self._unpack(x)
+        except ValueError as err:
+            return str(err).split(": ", 1)[1]
+        return self.self_attn.describe_input_error((src, src, src, kpm, mask))
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
+        src, kpm, mask = self._unpack(x)
+        new_st: State = {}
+
+        def sa_block(h: torch.Tensor) -> torch.Tensor:
+            h = self._attend("self_attn", (h, h, h, kpm, mask), ps, st, new_st)
+            return self._drop("dropout1", h, st, new_st)
+
+        def ff_block(h: torch.Tensor) -> torch.Tensor:
+            return self._drop("dropout2", self._ff_block(h, ps, st, new_st), st, new_st)
+
+        h = src
+        if self.norm_first:
+            h = h + sa_block(self._norm("norm1", h, ps, st, new_st))
+            h = h + ff_block(self._norm("norm2", h, ps, st, new_st))
+        else:
+            h = self._norm("norm1", h + sa_block(h), ps, st, new_st)
+            h = self._norm("norm2", h + ff_block(h), ps, st, new_st)
+        return h, {name: new_st[name] for name in st}
+
+
+class TransformerDecoderLayer(_Block):
+    """A transformer decoder block (``torch.nn.TransformerDecoderLayer``): self-attention,
+    attention to the encoder's output (``memory``) and a feed-forward network, each with a
+    residual connection and layer normalization.
+
+    Post-norm (``norm_first=False``, the default)::
+
+        x = norm1(x + dropout1(self_attn(x)))
+        x = norm2(x + dropout2(multihead_attn(x, memory)))
+        x = norm3(x + dropout3(linear2(dropout(activation(linear1(x))))))
+
+    Pre-norm (``norm_first=True``)::
+
+        x = x + dropout1(self_attn(norm1(x)))
+        x = x + dropout2(multihead_attn(norm2(x), memory))
+        x = x + dropout3(linear2(dropout(activation(linear1(norm3(x))))))
+
+    Arguments:
+        d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+        batch_first, norm_first, bias: as :class:`TransformerEncoderLayer`.
+        causal: mask out target positions ``j > i`` in the self-attention (added to any
+            ``tgt_mask``; torch's ``tgt_mask=generate_square_subsequent_mask(T),
+            tgt_is_causal=True``). The memory attention is never causal here.
+
+    Input:
+        A tuple ``(tgt, memory)`` or ``(tgt, memory, tgt_mask, memory_mask,
+        tgt_key_padding_mask, memory_key_padding_mask)`` (torch's argument order) where
+        each mask may be ``None``:
+
+        - ``tgt``: ``(T, N, E)`` (``(N, T, E)`` with ``batch_first``) or ``(T, E)``;
+          ``memory``: ``(S, N, E)`` likewise.
+        - ``tgt_mask``: ``(T, T)`` or ``(N * nhead, T, T)``; ``memory_mask``: ``(T, S)``
+          or ``(N * nhead, T, S)``; boolean ``True`` masks out, float masks are added.
+        - ``tgt_key_padding_mask``: ``(N, T)``; ``memory_key_padding_mask``: ``(N, S)``.
+
+    Returns:
+        The output, shaped like ``tgt``, and the new state.
+
+    **Parameters** (torch's ``state_dict`` names)
+        ``self_attn`` and ``multihead_attn`` (as :class:`MultiheadAttention`),
+        ``linear1``, ``linear2``, ``norm1``, ``norm2``, ``norm3``; ``dropout``,
+        ``dropout1``, ``dropout2``, ``dropout3``: ``{}``.
+
+    **States**
+        ``self_attn``, ``multihead_attn`` and the four dropouts: each
+        ``{"key", "training"}`` when ``dropout > 0``, ``{}`` when ``dropout == 0``.
+
+    Example:
+        >>> layer = TransformerDecoderLayer(16, 4, dim_feedforward=32, batch_first=True)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer((tgt, memory), ps, st)  # doctest: +SKIP
+    """
+
+    d_model: int
+    nhead: int
+    dim_feedforward: int
+    activation: Activation
+    layer_norm_eps: float
+    batch_first: bool
+    norm_first: bool
+    bias: bool
+    causal: bool
+    self_attn: MultiheadAttention
+    multihead_attn: MultiheadAttention
+    linear1: Linear
+    dropout: Dropout
+    linear2: Linear
+    norm1: LayerNorm
+    norm2: LayerNorm
+    norm3: LayerNorm
+    dropout1: Dropout
+    dropout2: Dropout
+    dropout3: Dropout
+
+    _DROPOUTS = ("dropout", "dropout1", "dropout2", "dropout3")
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str | Activation = F.relu,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
+        norm_first: bool = False,
+        bias: bool = True,
+        *,
+        causal: bool = False,
+    ) -> None:
+        owner = "TransformerDecoderLayer"
+        flags = {"batch_first": batch_first, "norm_first": norm_first, "bias": bias}
+        _check_config(owner, d_model, nhead, dim_feedforward, dropout, {**flags, "causal": causal})
+
+        def attention(is_causal: bool) -> MultiheadAttention:
+            return MultiheadAttention(
+                d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
+                causal=is_causal,
+            )  # fmt: skip
+
+        def norm() -> LayerNorm:
+            return LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+
+        self._set_fields(
+            d_model=d_model,
+            nhead=nhead,
+            dim_feedforward=dim_feedforward,
+            activation=_activation(owner, activation),
+            layer_norm_eps=layer_norm_eps,
+            causal=causal,
+            **flags,
+            self_attn=attention(causal),
+            multihead_attn=attention(False),
+            linear1=Linear(d_model, dim_feedforward, bias=bias),
+            dropout=Dropout(dropout),
+            linear2=Linear(dim_feedforward, d_model, bias=bias),
+            norm1=norm(),
+            norm2=norm(),
+            norm3=norm(),
+            dropout1=Dropout(dropout),
+            dropout2=Dropout(dropout),
+            dropout3=Dropout(dropout),
+        )
+        self._set_fields(layer_norm_eps=self.norm1.eps)
+
+    def _unpack(self, x: Any) -> tuple[Any, ...]:
+        if isinstance(x, (tuple, list)) and len(x) in (2, 6):
+            return (*x, None, None, None, None) if len(x) == 2 else tuple(x)
+        raise ValueError(
+            "TransformerDecoderLayer: expected a tuple (tgt, memory) or (tgt, memory, "
+            "tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask), got "
+            f"{_describe(x)}"
+        )
+
+    def describe_input_error(self, x: Any) -> str | None:
+        try:
+            tgt, mem, tgt_mask, mem_mask, tgt_kpm, mem_kpm = self._unpack(x)
+        except ValueError as err:
+            return str(err).split(": ", 1)[1]
+        problem = self.self_attn.describe_input_error((tgt, tgt, tgt, tgt_kpm, tgt_mask))
+        if problem is not None:
+            return f"self-attention: {problem}"
+        problem = self.multihead_attn.describe_input_error((tgt, mem, mem, mem_kpm, mem_mask))
+        return None if problem is None else f"memory attention: {problem}"
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
+        tgt, mem, tgt_mask, mem_mask, tgt_kpm, mem_kpm = self._unpack(x)
+        new_st: State = {}
+
+        def sa_block(h: torch.Tensor) -> torch.Tensor:
+            h = self._attend("self_attn", (h, h, h, tgt_kpm, tgt_mask), ps, st, new_st)
+            return self._drop("dropout1", h, st, new_st)
+
+        def mha_block(h: torch.Tensor) -> torch.Tensor:
+            h = self._attend("multihead_attn", (h, mem, mem, mem_kpm, mem_mask), ps, st, new_st)
+            return self._drop("dropout2", h, st, new_st)
+
+        def ff_block(h: torch.Tensor) -> torch.Tensor:
+            return self._drop("dropout3", self._ff_block(h, ps, st, new_st), st, new_st)
+
+        h = tgt
+        if self.norm_first:
+            h = h + sa_block(self._norm("norm1", h, ps, st, new_st))
+            h = h + mha_block(self._norm("norm2", h, ps, st, new_st))
+            h = h + ff_block(self._norm("norm3", h, ps, st, new_st))
+        else:
+            h = self._norm("norm1", h + sa_block(h), ps, st, new_st)
+            h = self._norm("norm2", h + mha_block(h), ps, st, new_st)
+            h = self._norm("norm3", h + ff_block(h), ps, st, new_st)
+        return h, {name: new_st[name] for name in st}
