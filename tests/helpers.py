@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -28,3 +31,27 @@ def check(layer: Layer, x: Any, dtype: torch.dtype, **kw: Any) -> dict[str, str]
     ps, st = setup(0, layer, dtype=dtype)
     kw.setdefault("compile", dtype == torch.float32)
     return check_layer(layer, x, ps=ps, st=st, **kw)
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def load_example(name: str) -> ModuleType:
+    """``examples/<name>.py`` as a module (its ``main`` runs short versions in tests)."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_png(path: pathlib.Path) -> None:
+    """``path`` is a PNG larger than 100x100 with real content (not a blank canvas)."""
+    assert path.is_file(), path
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, data[:8]
+    assert data[12:16] == b"IHDR"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 100 and height > 100, (width, height)
+    assert len(data) > 10_000

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import pytest
-
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _assert_png(path: pathlib.Path) -> None:
-    assert path.is_file(), path
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC, data[:8]
-    assert data[12:16] == b"IHDR"
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width > 100 and height > 100, (width, height)
-    assert len(data) > 10_000  # two panels with curves, not a blank canvas
+from helpers import assert_png as _assert_png
+from helpers import load_example as _load
 
 
 def _initial_test_loss(out: str) -> float:
