@@ -10,7 +10,8 @@ dicts of tensors; every forward pass is a pure function ``y, st = model(x, ps, s
     y, st = model(torch.randn(8, 2), ps, st)
 """
 
-from . import init, losses, ode, optim, random, training, tree
+from . import distributed, init, losses, ode, optim, random, training, tree
+from .checkpoint import load, save
 from .core import (
     Layer,
     StatefulLayer,
@@ -24,8 +25,10 @@ from .core import (
     test_mode,
     train_mode,
 )
+from .deploy import export
 from .display import summary
-from .interop import load_state_dict, state_dict
+from .experimental import debug, freeze, layer_map, share_parameters, unfreeze
+from .interop import from_torch, load_state_dict, state_dict, to_torch
 from .layers import (
     GRU,
     LSTM,
@@ -104,6 +107,7 @@ from .layers import (
     resample_masks,
 )
 from .ode import NeuralODE
+from .precision import bf16, f16, f32, f64
 from .training import TrainState, apply_gradients, compute_gradients, train_step
 
 __version__ = "0.1.0.dev0"
@@ -190,11 +194,22 @@ __all__ = [
     "__version__",
     "apply",
     "apply_gradients",
+    "bf16",
     "check_structure",
     "compute_gradients",
+    "debug",
+    "distributed",
+    "export",
+    "f16",
+    "f32",
+    "f64",
+    "freeze",
+    "from_torch",
     "init",
     "init_params",
     "init_state",
+    "layer_map",
+    "load",
     "load_state_dict",
     "losses",
     "ode",
@@ -202,13 +217,17 @@ __all__ = [
     "param_count",
     "random",
     "resample_masks",
+    "save",
     "setup",
+    "share_parameters",
     "state_count",
     "state_dict",
     "summary",
     "test_mode",
+    "to_torch",
     "train_mode",
     "train_step",
     "training",
     "tree",
+    "unfreeze",
 ]

@@ -17,7 +17,7 @@ import torch
 from . import tree as ltree
 from .core import Layer, Params, State, setup
 
-__all__ = ["load_state_dict", "state_dict"]
+__all__ = ["from_torch", "load_state_dict", "state_dict", "to_torch"]
 
 
 def state_dict(ps: Params, st: State) -> dict[str, torch.Tensor]:
@@ -93,3 +93,11 @@ def load_state_dict(
             "model:\n  " + "\n  ".join(lines)
         )
     return ps, st
+
+
+def from_torch(*args: Any, **kwargs: Any) -> Any:
+    raise NotImplementedError("from_torch: not implemented yet")
+
+
+def to_torch(*args: Any, **kwargs: Any) -> Any:
+    raise NotImplementedError("to_torch: not implemented yet")
