@@ -5,9 +5,10 @@ Run:  python benchmarks/sequence.py [--threads 2] [--rounds 15]
 Rows (identical weights, medians of interleaved rounds after a warm-up):
 
 * LSTM, 2 layers, hidden 128, batch 32, sequence 50, input 64: ``sum(output * w)``
-  backward w.r.t. the parameters. ``nn.LSTM`` runs one fused kernel per layer; lux
-  unrolls the cell in Python (eager) or compiles the unrolled graph (``torch.compile``
-  of the same function, fullgraph);
+  backward w.r.t. the parameters. Eager, lux calls the same fused kernel as ``nn.LSTM``
+  (``torch._VF.lstm``); compiled (``torch.compile`` of the same function, fullgraph) it
+  runs the unrolled cells, with each layer's input projection done for the whole
+  sequence in one matmul;
 * MultiheadAttention, embed 128, 8 heads, batch 32, sequence 50, self-attention.
 
 Targets (sequence-layers issue): LSTM eager <= 1.5, compiled <= 1.0; attention <= 1.05.

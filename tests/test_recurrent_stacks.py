@@ -18,14 +18,8 @@ from torch import nn
 import lux_torch as lux
 from lux_torch import tree as ltree
 from lux_torch.core import setup
-from lux_torch.layers.recurrent import (
-    GRU,
-    LSTM,
-    RNN,
-    Bidirectional,
-    LSTMCell,
-    Recurrence,
-)
+from lux_torch.layers.recurrent import Bidirectional, LSTMCell, Recurrence
+from lux_torch.layers.rnn import GRU, LSTM, RNN
 from lux_torch.testing import check_layer
 
 LUX = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
@@ -229,8 +223,10 @@ def test_construction_errors() -> None:
         RNN(3, 4, dropout=-0.1)
     with pytest.raises(ValueError, match=r"RNN: nonlinearity must be 'tanh' or 'relu'"):
         RNN(3, 4, nonlinearity="gelu")
-    with pytest.raises(NotImplementedError, match=r"LSTM: proj_size=2 is not supported"):
-        LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match=r"LSTM: proj_size must be smaller than hidden_size \(4\)"):
+        LSTM(3, 4, proj_size=4)
+    with pytest.raises(ValueError, match=r"LSTM: proj_size must be >= 0, got -1"):
+        LSTM(3, 4, proj_size=-1)
     with pytest.raises(TypeError, match=r"GRU: bidirectional must be a bool"):
         GRU(3, 4, bidirectional=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"Bidirectional: forward must be a Recurrence"):

@@ -67,9 +67,6 @@ from .pooling import (
     MaxPool3d,
 )
 from .recurrent import (
-    GRU,
-    LSTM,
-    RNN,
     Bidirectional,
     GRUCell,
     LSTMCell,
@@ -78,6 +75,7 @@ from .recurrent import (
     StatefulRecurrentCell,
 )
 from .reparam import SpectralNorm, WeightNorm
+from .rnn import GRU, LSTM, RNN
 from .transformer import TransformerDecoderLayer, TransformerEncoderLayer
 from .upsample import PixelShuffle, PixelUnshuffle, Upsample
 

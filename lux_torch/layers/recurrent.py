@@ -1,6 +1,6 @@
 """Recurrent layers: ``RNNCell``, ``LSTMCell``, ``GRUCell``, ``Recurrence``,
-``StatefulRecurrentCell``, ``Bidirectional`` and the ``torch.nn``-compatible stacks ``RNN``,
-``LSTM`` and ``GRU``.
+``StatefulRecurrentCell`` and ``Bidirectional`` (the ``torch.nn``-compatible stacks ``RNN``,
+``LSTM`` and ``GRU`` are in :mod:`lux_torch.layers.rnn`).
 
 Parameter names, shapes, gate order and default initialisation follow ``torch.nn``'s cells
 (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``; LSTM gates ``i, f, g, o``, GRU
@@ -36,13 +36,9 @@ import torch.nn.functional as F
 
 from .. import random as lrandom
 from ..core import Layer, child_key
-from ..tree import Static
 from .basic import check_int, fan_in_uniform
 
 __all__ = [
-    "GRU",
-    "LSTM",
-    "RNN",
     "Bidirectional",
     "GRUCell",
     "LSTMCell",
@@ -146,12 +142,23 @@ class _Cell(Layer):
                 f"{name}: expected input of shape (*, {self.input_size}), got {tuple(x.shape)}"
             )
 
-    def _projections(
-        self, x: torch.Tensor, h: torch.Tensor, ps: Params
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(
+        self,
+        gi: torch.Tensor,
+        carry: tuple[torch.Tensor, ...],
+        w_hh: torch.Tensor,
+        b_hh: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        """The new carry from the input projection ``gi = x W_ih^T + b_ih`` and the carry
+        (the output is the new carry's first tensor). Shared with the stacks in
+        :mod:`lux_torch.layers.rnn`, which project a whole sequence at once."""
+        raise NotImplementedError
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        x, carry = self._split_input(x)
         gi = F.linear(x, ps["weight_ih"], ps["bias_ih"] if self.bias else None)
-        gh = F.linear(h, ps["weight_hh"], ps["bias_hh"] if self.bias else None)
-        return gi, gh
+        new = self._step(gi, carry, ps["weight_hh"], ps["bias_hh"] if self.bias else None)
+        return (new[0], new if len(new) > 1 else new[0]), st
 
     def extra_repr(self) -> str:
         parts = [f"{self.input_size} => {self.hidden_size}"]
@@ -212,11 +219,14 @@ class RNNCell(_Cell):
                 f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}"
             )
 
-    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        x, (h,) = self._split_input(x)
-        gi, gh = self._projections(x, h, ps)
-        h_new = _NONLINEARITIES[self.nonlinearity](gi + gh)
-        return (h_new, h_new), st
+    def _step(
+        self,
+        gi: torch.Tensor,
+        carry: tuple[torch.Tensor, ...],
+        w_hh: torch.Tensor,
+        b_hh: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        return (_NONLINEARITIES[self.nonlinearity](gi + F.linear(carry[0], w_hh, b_hh)),)
 
     def extra_repr(self) -> str:
         out = super().extra_repr()
@@ -261,13 +271,17 @@ class LSTMCell(_Cell):
     _gates = 4
     _carry_names = ("h", "c")
 
-    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        x, (h, c) = self._split_input(x)
-        gi, gh = self._projections(x, h, ps)
-        i, f, g, o = (gi + gh).chunk(4, dim=-1)
+    def _step(
+        self,
+        gi: torch.Tensor,
+        carry: tuple[torch.Tensor, ...],
+        w_hh: torch.Tensor,
+        b_hh: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        h, c = carry
+        i, f, g, o = (gi + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
-        return (h_new, (h_new, c_new)), st
+        return torch.sigmoid(o) * torch.tanh(c_new), c_new
 
 
 class GRUCell(_Cell):
@@ -306,16 +320,21 @@ class GRUCell(_Cell):
 
     _gates = 3
 
-    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        x, (h,) = self._split_input(x)
-        gi, gh = self._projections(x, h, ps)
+    def _step(
+        self,
+        gi: torch.Tensor,
+        carry: tuple[torch.Tensor, ...],
+        w_hh: torch.Tensor,
+        b_hh: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        (h,) = carry
+        gh = F.linear(h, w_hh, b_hh)
         i_r, i_z, i_n = gi.chunk(3, dim=-1)
         h_r, h_z, h_n = gh.chunk(3, dim=-1)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
-        h_new = n + z * (h - n)  # torch's form of (1 - z) * n + z * h
-        return (h_new, h_new), st
+        return (n + z * (h - n),)  # torch's form of (1 - z) * n + z * h
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -480,335 +499,6 @@ class StatefulRecurrentCell(Layer):
 
     def extra_repr(self) -> str:
         return f"batch_shape={self.batch_shape}" if self.batch_shape else ""
-
-
-# --------------------------------------------------------------------------- torch.nn-style stacks
-
-
-class _StackedRNN(Layer):
-    """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU` (``torch.nn``'s
-    multi-layer, optionally bidirectional recurrent modules), built from the cells above."""
-
-    input_size: int
-    hidden_size: int
-    num_layers: int = 1
-    bias: bool = True
-    batch_first: bool = False
-    dropout: float = 0.0
-    bidirectional: bool = False
-
-    _cell_cls: ClassVar[type[_Cell]]
-    # the cell of each layer (both directions share its configuration); set in __post_init__
-    # as a plain attribute (not a field: it is derived configuration, not a child)
-    _cells: ClassVar[tuple[_Cell, ...]]
-
-    def _validate(self) -> None:
-        name = type(self).__name__
-        check_int(name, "input_size", self.input_size, minimum=1)
-        check_int(name, "hidden_size", self.hidden_size, minimum=1)
-        check_int(name, "num_layers", self.num_layers, minimum=1)
-        _check_bool(name, "bias", self.bias)
-        _check_bool(name, "batch_first", self.batch_first)
-        _check_bool(name, "bidirectional", self.bidirectional)
-        p = self.dropout
-        if isinstance(p, bool) or not isinstance(p, (int, float)):
-            raise TypeError(f"{name}: dropout must be a float, got {type(p).__name__}")
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"{name}: dropout must be in [0, 1), got {p}")
-        self._set_fields(dropout=float(p))
-
-    def _make_cell(self, input_size: int) -> _Cell:
-        return self._cell_cls(input_size, self.hidden_size, self.bias)
-
-    def __post_init__(self) -> None:
-        self._validate()
-        width = self._directions * self.hidden_size
-        cells = tuple(
-            self._make_cell(self.input_size if layer == 0 else width)
-            for layer in range(self.num_layers)
-        )
-        object.__setattr__(self, "_cells", cells)
-
-    @property
-    def _directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    def _slots(self) -> list[tuple[int, int, str]]:
-        """``(layer, direction, suffix)`` in torch's order (``_l0``, ``_l0_reverse``, ...)."""
-        return [
-            (layer, d, f"_l{layer}" + ("_reverse" if d else ""))
-            for layer in range(self.num_layers)
-            for d in range(self._directions)
-        ]
-
-    def _cell_param_names(self) -> tuple[str, ...]:
-        base = ("weight_ih", "weight_hh")
-        return (*base, "bias_ih", "bias_hh") if self.bias else base
-
-    def init_params(self, key: torch.Tensor) -> Params:
-        slots = self._slots()
-        keys = lrandom.split(key, len(slots))
-        ps: Params = {}
-        for k, (layer, _, suffix) in zip(keys, slots, strict=True):
-            for n, t in self._cells[layer].init_params(k).items():
-                ps[n + suffix] = t
-        return ps
-
-    def init_state(self, key: torch.Tensor) -> State:
-        if self.dropout == 0.0:
-            return {}
-        return {"key": key.clone(), "training": Static(True)}
-
-    # -- input handling
-    def _layout(self) -> str:
-        return "(N, L, H_in)" if self.batch_first else "(L, N, H_in)"
-
-    def _initial(self, hx: Any, seq: torch.Tensor, batched: bool) -> tuple[torch.Tensor, ...]:
-        """The initial carry tensors, each ``(D * num_layers, N, hidden_size)``."""
-        name = type(self).__name__
-        names = self._cell_cls._carry_names
-        count, n = self._directions * self.num_layers, seq.shape[1]
-        if hx is None:
-            zeros = seq.new_zeros((count, n, self.hidden_size))
-            return tuple(zeros for _ in names)
-        if len(names) > 1:
-            if not isinstance(hx, tuple) or len(hx) != len(names):
-                raise TypeError(
-                    f"{name}: expected the initial state as a tuple (h0, c0), got {_describe(hx)}"
-                )
-            parts = hx
-        else:
-            parts = (hx,)
-        expected = (count, n, self.hidden_size) if batched else (count, self.hidden_size)
-        for label, part in zip(names, parts, strict=True):
-            if not isinstance(part, torch.Tensor) or tuple(part.shape) != expected:
-                dims = (
-                    "D * num_layers, N, hidden_size" if batched else "D * num_layers, hidden_size"
-                )
-                raise ValueError(
-                    f"{name}: expected {label}0 of shape {expected} ({dims}), got {_describe(part)}"
-                )
-        return tuple(parts) if batched else tuple(p.unsqueeze(1) for p in parts)
-
-    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        name = type(self).__name__
-        hx: Any = None
-        if isinstance(x, tuple):
-            if len(x) != 2:
-                raise TypeError(
-                    f"{name}: expected x or a tuple (x, initial state), got a tuple of "
-                    f"{len(x)} items"
-                )
-            x, hx = x
-        if (
-            not isinstance(x, torch.Tensor)
-            or x.ndim not in (2, 3)
-            or x.shape[-1] != self.input_size
-        ):
-            layout = self._layout().replace("H_in", str(self.input_size))
-            raise ValueError(
-                f"{name}: expected input of shape {layout} or (L, {self.input_size}), "
-                f"got {_describe(x)}"
-            )
-        batched = x.ndim == 3
-        seq = (x.transpose(0, 1) if self.batch_first else x) if batched else x.unsqueeze(1)
-        steps = seq.shape[0]
-        if steps == 0:
-            raise ValueError(f"{name}: the sequence is empty (L = 0)")
-        initial = self._initial(hx, seq, batched)
-        lstm = len(initial) > 1
-
-        new_st = st
-        drop_keys: torch.Tensor | None = None
-        if self.dropout > 0.0 and st["training"]:
-            new_key, use_key = lrandom.split(st["key"])
-            new_st = {"key": new_key, "training": st["training"]}
-            if self.num_layers > 1:
-                drop_keys = lrandom.split(use_key, self.num_layers - 1)
-
-        names = self._cell_param_names()
-        finals: list[list[torch.Tensor]] = [[] for _ in initial]
-        inp = seq
-        for i, (layer, d, suffix) in enumerate(self._slots()):
-            if d == 0:
-                outs: list[torch.Tensor] = []
-            cell = self._cells[layer]
-            cell_ps = {n: ps[n + suffix] for n in names}
-            parts = tuple(p[i] for p in initial)
-            carry: Any = parts if lstm else parts[0]
-            ys: list[Any] = [None] * steps
-            for t in range(steps - 1, -1, -1) if d else range(steps):
-                (y, carry), _ = cell((inp[t], carry), cell_ps, {})
-                ys[t] = y
-            outs.append(torch.stack(ys))
-            for j, part in enumerate(carry if lstm else (carry,)):
-                finals[j].append(part)
-            if d == self._directions - 1:
-                inp = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-                if drop_keys is not None and layer < self.num_layers - 1:
-                    inp = lrandom.dropout(drop_keys[layer], inp, self.dropout)
-
-        out = (inp.transpose(0, 1) if self.batch_first else inp) if batched else inp.squeeze(1)
-        last = tuple(torch.stack(f) if batched else torch.stack(f).squeeze(1) for f in finals)
-        return (out, last if lstm else last[0]), new_st
-
-    def extra_repr(self) -> str:
-        parts = [f"{self.input_size} => {self.hidden_size}"]
-        if self.num_layers != 1:
-            parts.append(f"num_layers={self.num_layers}")
-        for field, default in (
-            ("bias", True),
-            ("batch_first", False),
-            ("dropout", 0.0),
-            ("bidirectional", False),
-        ):
-            value = getattr(self, field)
-            if value != default:
-                parts.append(f"{field}={value}")
-        return ", ".join(parts)
-
-    def describe_input_error(self, x: Any) -> str | None:
-        if isinstance(x, tuple) and len(x) == 2:
-            x = x[0]
-        if isinstance(x, torch.Tensor) and (x.ndim not in (2, 3) or x.shape[-1] != self.input_size):
-            return (
-                f"expected input of shape {self._layout()} or (L, H_in) with H_in = "
-                f"{self.input_size}, got {tuple(x.shape)}"
-            )
-        return None
-
-
-class RNN(_StackedRNN):
-    """Multi-layer Elman RNN, ``torch.nn.RNN`` as a pure layer (built from :class:`RNNCell`).
-
-    Arguments:
-        input_size: the number of input features ``H_in``.
-        hidden_size: the number of hidden features ``H_out``.
-        num_layers: the number of stacked layers (each layer's input is the previous
-            layer's output sequence).
-        bias: whether to use the biases ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
-        batch_first: the input and output are ``(N, L, H)`` instead of ``(L, N, H)``
-            (``h_n`` is ``(D * num_layers, N, H_out)`` either way, as torch).
-        dropout: dropout probability in ``[0, 1)`` applied to the outputs of every layer but
-            the last, in training mode (as torch). The masks come from ``st["key"]``, which
-            every training-mode call advances.
-        bidirectional: also run every layer on the time-reversed sequence and concatenate
-            the two outputs on the feature dimension (``D = 2``).
-        nonlinearity: ``"tanh"`` or ``"relu"`` (pass it by keyword: unlike torch's
-            ``RNN``, it is the last positional field).
-
-    Input:
-        ``x`` of shape ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or unbatched
-        ``(L, H_in)``; or a tuple ``(x, h0)`` with ``h0`` of shape
-        ``(D * num_layers, N, H_out)`` (``(D * num_layers, H_out)`` unbatched). ``h0``
-        defaults to zeros.
-
-    Returns:
-        ``((output, h_n), st)`` like torch's ``(output, h_n)``: ``output`` is
-        ``(L, N, D * H_out)`` (``(N, L, D * H_out)`` with ``batch_first``, ``(L, D * H_out)``
-        unbatched), ``h_n`` is ``(D * num_layers, N, H_out)``.
-
-    **Parameters**
-        torch's flat names, so that :func:`lux_torch.load_state_dict` accepts
-        ``torch.nn.RNN(...).state_dict()`` directly: ``weight_ih_l{k}``
-        ``(H_out, H_in)`` for ``k = 0``, else ``(H_out, D * H_out)``; ``weight_hh_l{k}``
-        ``(H_out, H_out)``; ``bias_ih_l{k}``, ``bias_hh_l{k}`` ``(H_out,)``; and the same with
-        the suffix ``_reverse`` for the backward direction. Initialised from
-        ``U(-1/sqrt(H_out), 1/sqrt(H_out))`` as torch.
-
-    **States**
-        ``{}`` when ``dropout == 0``; otherwise ``{"key": (2,) int64, "training":
-        Static(True)}`` (:func:`lux_torch.test_mode` switches the dropout off).
-
-    Example:
-        >>> rnn = RNN(3, 8, num_layers=2, bidirectional=True)
-        >>> ps, st = lux_torch.setup(0, rnn)  # doctest: +SKIP
-        >>> (out, h_n), st = rnn(torch.ones(10, 4, 3), ps, st)  # doctest: +SKIP
-        >>> out.shape, h_n.shape  # doctest: +SKIP
-        (torch.Size([10, 4, 16]), torch.Size([4, 4, 8]))
-    """
-
-    nonlinearity: str = "tanh"
-
-    _cell_cls = RNNCell
-
-    def __post_init__(self) -> None:
-        if self.nonlinearity not in _NONLINEARITIES:
-            raise ValueError(
-                f"RNN: nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}"
-            )
-        super().__post_init__()
-
-    def _make_cell(self, input_size: int) -> _Cell:
-        return RNNCell(input_size, self.hidden_size, self.bias, self.nonlinearity)
-
-    def extra_repr(self) -> str:
-        out = super().extra_repr()
-        if self.nonlinearity != "tanh":
-            out += f", nonlinearity={self.nonlinearity!r}"
-        return out
-
-
-class LSTM(_StackedRNN):
-    """Multi-layer LSTM, ``torch.nn.LSTM`` as a pure layer (built from :class:`LSTMCell`).
-
-    Arguments are :class:`RNN`'s (without ``nonlinearity``), plus ``proj_size``, which must
-    be ``0``: LSTMs with projections are not supported (a non-zero value raises).
-
-    Input:
-        ``x`` as for :class:`RNN`, or a tuple ``(x, (h0, c0))`` with ``h0`` and ``c0`` of
-        shape ``(D * num_layers, N, H_out)`` (``(D * num_layers, H_out)`` unbatched).
-
-    Returns:
-        ``((output, (h_n, c_n)), st)`` like torch's ``(output, (h_n, c_n))``.
-
-    **Parameters**
-        torch's flat names as for :class:`RNN`, with ``4 * H_out`` rows (gates ``i, f, g,
-        o``): ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``
-        and their ``_reverse`` counterparts.
-
-    **States**
-        ``{}`` when ``dropout == 0``; otherwise ``{"key", "training"}`` (see :class:`RNN`).
-
-    Example:
-        >>> lstm = LSTM(3, 8, num_layers=2, batch_first=True)
-        >>> ps, st = lux_torch.setup(0, lstm)  # doctest: +SKIP
-        >>> (out, (h_n, c_n)), st = lstm(torch.ones(4, 10, 3), ps, st)  # doctest: +SKIP
-    """
-
-    proj_size: int = 0
-
-    _cell_cls = LSTMCell
-
-    def __post_init__(self) -> None:
-        check_int("LSTM", "proj_size", self.proj_size, minimum=0)
-        if self.proj_size != 0:
-            raise NotImplementedError(
-                f"LSTM: proj_size={self.proj_size} is not supported (LSTMs with projections "
-                "are not implemented); use proj_size=0"
-            )
-        super().__post_init__()
-
-
-class GRU(_StackedRNN):
-    """Multi-layer GRU, ``torch.nn.GRU`` as a pure layer (built from :class:`GRUCell`).
-
-    Arguments, input and output are :class:`RNN`'s (without ``nonlinearity``): the input is
-    ``x`` or ``(x, h0)`` and the result ``((output, h_n), st)``.
-
-    **Parameters**
-        torch's flat names as for :class:`RNN`, with ``3 * H_out`` rows (gates ``r, z, n``).
-
-    **States**
-        ``{}`` when ``dropout == 0``; otherwise ``{"key", "training"}`` (see :class:`RNN`).
-
-    Example:
-        >>> gru = GRU(3, 8, bidirectional=True)
-        >>> ps, st = lux_torch.setup(0, gru)  # doctest: +SKIP
-        >>> (out, h_n), st = gru(torch.ones(10, 4, 3), ps, st)  # doctest: +SKIP
-    """
-
-    _cell_cls = GRUCell
 
 
 class Bidirectional(Layer):
