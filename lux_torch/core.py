@@ -84,6 +84,14 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+def _rebuild_layer(cls: type, attrs: dict[str, Any]) -> Any:
+    """Unpickle a layer: its attributes as they were, without running its constructor."""
+    layer = cls.__new__(cls)
+    for name, value in attrs.items():
+        object.__setattr__(layer, name, _freeze(value))
+    return layer
+
+
 def _hashable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return tuple((k, _hashable(v)) for k, v in value.items())
@@ -192,6 +200,17 @@ class Layer:
 
     def __hash__(self) -> int:
         return hash((type(self), self._config()))
+
+    # -- copying and pickling (read-only mappings are not picklable as such)
+    def __deepcopy__(self, memo: dict[int, Any]) -> Layer:
+        return self  # immutable: a deep copy is the layer itself
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        attrs = {
+            k: dict(v) if isinstance(v, types.MappingProxyType) else v
+            for k, v in vars(self).items()
+        }
+        return (_rebuild_layer, (type(self), attrs))
 
     # -- structure
     def children(self) -> dict[str, Layer]:

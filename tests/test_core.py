@@ -274,3 +274,25 @@ def test_custom_layer_gets_everything_for_free():
     ps, st = lux.setup(0, comp)
     flat = lux.state_dict(ps, st)
     assert "blocks_1.weight" in flat and "count.calls" in flat
+
+
+def test_layers_deepcopy_to_themselves_and_pickle_by_configuration() -> None:
+    import copy
+    import pickle
+
+    model = lux.Chain(
+        lux.Linear(2, 3, activation=torch.tanh),
+        lux.Parallel(torch.add, a=lux.Linear(3, 3), b=lux.Dropout(0.1)),
+        lux.LSTM(3, 4),
+    )
+    assert copy.deepcopy(model) is model  # immutable: nothing to copy
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored == model and hash(restored) == hash(model)
+    assert restored is not model
+    ps, st = lux.setup(0, model)
+    x = torch.ones(5, 2)
+    out, _ = model(x, ps, lux.test_mode(st))
+    again, _ = restored(x, ps, lux.test_mode(st))
+    assert torch.equal(out[0], again[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        restored.layers = ()  # type: ignore[misc]
