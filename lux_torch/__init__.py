@@ -11,7 +11,7 @@ dicts of tensors; every forward pass is a pure function ``y, st = model(x, ps, s
 """
 
 from . import distributed, init, losses, ode, optim, random, training, tree
-from .checkpoint import load, save
+from .checkpoint import CheckpointError, load, save
 from .core import (
     Layer,
     StatefulLayer,
@@ -27,8 +27,17 @@ from .core import (
 )
 from .deploy import export
 from .display import summary
-from .experimental import debug, freeze, layer_map, share_parameters, unfreeze
-from .interop import from_torch, load_state_dict, state_dict, to_torch
+from .experimental import (
+    DebugLayer,
+    Frozen,
+    Shared,
+    debug,
+    freeze,
+    layer_map,
+    share_parameters,
+    unfreeze,
+)
+from .interop import LuxModule, TorchModule, from_torch, load_state_dict, state_dict, to_torch
 from .layers import (
     GRU,
     LSTM,
@@ -133,12 +142,14 @@ __all__ = [
     "Bilinear",
     "BranchLayer",
     "Chain",
+    "CheckpointError",
     "Conv1d",
     "Conv2d",
     "Conv3d",
     "ConvTranspose1d",
     "ConvTranspose2d",
     "ConvTranspose3d",
+    "DebugLayer",
     "Dropout",
     "Dropout1d",
     "Dropout2d",
@@ -146,6 +157,7 @@ __all__ = [
     "Embedding",
     "Ensemble",
     "Flatten",
+    "Frozen",
     "GRUCell",
     "GlobalAvgPool",
     "GlobalMaxPool",
@@ -160,6 +172,7 @@ __all__ = [
     "Layer",
     "LayerNorm",
     "Linear",
+    "LuxModule",
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
@@ -179,11 +192,13 @@ __all__ = [
     "RotaryPositionalEmbedding",
     "Scale",
     "SelectDim",
+    "Shared",
     "SinusoidalPositionalEmbedding",
     "SkipConnection",
     "SpectralNorm",
     "StatefulLayer",
     "StatefulRecurrentCell",
+    "TorchModule",
     "TrainState",
     "TransformerDecoderLayer",
     "TransformerEncoderLayer",
