@@ -34,10 +34,15 @@ from .tree import NAMESPACE
 
 __all__ = ["Traced", "python_reads", "tracing"]
 
-# The signature already checks every input's shape and strides; Inductor need not.
-_INDUCTOR_OPTIONS = {
-    k: False for k in ("size_asserts", "alignment_asserts") if hasattr(torch._inductor.config, k)
-}
+
+def _inductor_options() -> dict[str, bool]:
+    """The signature already checks every input's shape and strides; Inductor need not.
+    (Read at the first compile: importing Inductor costs seconds, so not at import time.)"""
+    import torch._inductor.config as config
+
+    return {k: False for k in ("size_asserts", "alignment_asserts") if hasattr(config, k)}
+
+
 _SCALARS = (int, float, bool, str, complex, type(None))
 
 
@@ -231,5 +236,5 @@ class Traced:
         entry.detach = any(t.requires_grad for t in tensors)
         inputs = [t.detach() for t in tensors] if entry.detach else tensors
         graph = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
-        entry.call = torch._inductor.compile(graph, list(inputs), options=_INDUCTOR_OPTIONS)
+        entry.call = torch._inductor.compile(graph, list(inputs), options=_inductor_options())
         return entry

@@ -84,7 +84,7 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _rebuild_layer(cls: type, attrs: dict[str, Any]) -> Any:
+def _rebuild_layer(cls: Any, attrs: dict[str, Any]) -> Any:
     """Unpickle a layer: its attributes as they were, without running its constructor."""
     layer = cls.__new__(cls)
     for name, value in attrs.items():
