@@ -3,8 +3,9 @@ embeddings against their formulas.
 
 The reference is a callable that runs ``torch.nn.MultiheadAttention`` (built on the meta
 device: no global RNG is drawn) on our tensors through ``torch.func.functional_call``,
-forwarding the masks of our input tuple as its keyword arguments. One configuration is
-compiled with inductor, the others with ``aot_eager`` (see ``test_conv.py``).
+forwarding the masks and call options of our input as its keyword arguments (a causal
+call gives torch the causal ``attn_mask`` that its ``is_causal`` hint requires). One
+configuration is compiled with inductor, the others with ``aot_eager`` (see ``test_conv.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ E, H = 8, 2
 
 
 def _torch_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
-    names = ("dropout", "bias", "add_bias_kv", "kdim", "vdim", "batch_first")
+    names = ("dropout", "bias", "add_bias_kv", "add_zero_attn", "kdim", "vdim", "batch_first")
     return {k: v for k, v in kw.items() if k in names}
 
 
@@ -40,10 +41,19 @@ def _reference(kw: dict[str, Any]) -> Any:
     need_weights = kw.get("need_weights", False)
 
     def reference(tensors: dict[str, torch.Tensor], *inputs: Any) -> Any:
-        if len(inputs) == 1:
-            inputs = (inputs[0],) * 3
+        is_causal, hint = False, False
+        if len(inputs) == 1 or (len(inputs) == 2 and isinstance(inputs[-1], dict)):
+            inputs = (inputs[0],) * 3 + inputs[1:]  # self-attention
+        if isinstance(inputs[-1], dict):
+            opts, inputs = inputs[-1], inputs[:-1]
+            inputs = (*inputs, opts.get("key_padding_mask"), opts.get("attn_mask"))
+            is_causal = opts.get("is_causal", False)
+            # torch's is_causal is a hint that attn_mask *is* the causal mask: give it only
+            # then; with bias_k or a zero key its SDPA path would also mask those columns
+            extra_keys = kw.get("add_bias_kv") or kw.get("add_zero_attn")
+            hint = is_causal and opts.get("attn_mask") is None and not extra_keys
         q, k, v, kpm, mask = (*inputs, None, None)[:5]
-        if kw.get("causal"):
+        if kw.get("causal") or is_causal:
             seq = 1 if q.dim() == 3 and kw.get("batch_first") else 0
             causal = torch.ones(q.shape[seq], k.shape[seq], dtype=torch.bool).triu(1)
             mask = causal if mask is None else mask.masked_fill(causal, float("-inf"))
@@ -52,6 +62,7 @@ def _reference(kw: dict[str, Any]) -> Any:
             "attn_mask": mask,
             "need_weights": need_weights,
             "average_attn_weights": kw.get("average_attn_weights", True),
+            "is_causal": hint,
         }
         params = {n: t for n, t in tensors.items() if n in known}
         out = torch.func.functional_call(module, params, (q, k, v), options)
@@ -78,6 +89,17 @@ def _inputs(kw: dict[str, Any], dtype: torch.dtype, masks: str = "") -> Any:
     k, v = seq(s, kw.get("kdim") or E, 2), seq(s, kw.get("vdim") or E, 3)
     if not masks:
         return (q, k, v)
+    if masks.startswith("options"):  # call options: "options:causal,padding,bool"
+        given = masks.split(":")[1].split(",")
+        opts: dict[str, Any] = {"is_causal": "causal" in given}
+        if "padding" in given:
+            opts["key_padding_mask"] = _padding(n, s)
+        if "bool" in given:
+            opts["attn_mask"] = torch.zeros(length, s, dtype=torch.bool)
+            opts["attn_mask"][2, 0] = True
+        if "float" in given:
+            opts["attn_mask"] = randn(n * H, length, s, dtype=dtype, seed=5)
+        return (q, k, v, opts)
     if masks == "bool":
         mask = torch.zeros(length, s, dtype=torch.bool)
         mask[0, 1] = mask[2, 0] = True
@@ -102,6 +124,18 @@ CASES = [
     ({"add_bias_kv": True}, "bool", None),
     ({"need_weights": True}, "bool", None),
     ({"need_weights": True, "average_attn_weights": False, "batch_first": True}, "", None),
+    ({"add_zero_attn": True}, "", None),
+    ({"add_zero_attn": True, "batch_first": True}, "padding", None),
+    ({"add_zero_attn": True, "add_bias_kv": True}, "bool", None),
+    ({"add_zero_attn": True, "add_bias_kv": True, "batch_first": True}, "float", None),
+    ({"add_zero_attn": True, "need_weights": True, "kdim": 3, "vdim": 5}, "bool", None),
+    ({}, "options:causal", None),
+    ({"batch_first": True}, "options:causal,padding", None),
+    ({"need_weights": True}, "options:causal,float", None),
+    ({"add_zero_attn": True, "add_bias_kv": True}, "options:causal,padding", None),
+    ({"add_zero_attn": True, "batch_first": True}, "options:causal", None),
+    ({}, "options:padding,bool", None),
+    ({"causal": True}, "options:bool", None),
 ]
 
 
@@ -141,6 +175,20 @@ def test_multihead_attention_matches_torch(case, dtype):
 def test_self_attention_from_one_tensor(dtype):
     kw = {"batch_first": True}
     x = randn(2, 3, E, dtype=dtype)
+    report = check(
+        MultiheadAttention(E, H, **kw),
+        x,
+        dtype,
+        reference=_reference(kw),
+        compile_backend="aot_eager",
+    )
+    _assert_passed(report, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_causal_self_attention_call_option(dtype):
+    kw = {"batch_first": True, "need_weights": True}
+    x = (randn(2, 3, E, dtype=dtype), {"is_causal": True, "key_padding_mask": _padding(2, 3)})
     report = check(
         MultiheadAttention(E, H, **kw),
         x,
@@ -221,6 +269,66 @@ def test_dropout_one_keeps_only_the_output_bias():
 # --------------------------------------------------------------------------- semantics
 
 
+def test_call_options_equal_the_positional_forms_and_the_causal_field():
+    kw = {"batch_first": True}
+    q, k, v, kpm, mask = _inputs(kw, torch.float64, "bool")
+    layer = MultiheadAttention(E, H, **kw)
+    ps, st = setup(0, layer, dtype=torch.float64)
+    y_pos, _ = layer((q, k, v, kpm, mask), ps, st)
+    y_opt, _ = layer((q, k, v, {"key_padding_mask": kpm, "attn_mask": mask}), ps, st)
+    assert torch.equal(y_opt, y_pos)
+    # is_causal=True is the causal mask, alone or combined with attn_mask
+    causal = torch.ones(3, 4, dtype=torch.bool).triu(1)
+    y_causal, _ = layer((q, k, v, {"attn_mask": mask, "is_causal": True}), ps, st)
+    y_mask, _ = layer((q, k, v, None, mask | causal), ps, st)
+    torch.testing.assert_close(y_causal, y_mask)
+    y_field, _ = MultiheadAttention(E, H, causal=True, **kw)((q, k, v, None, mask), ps, st)
+    torch.testing.assert_close(y_field, y_mask)
+    # False and None are the default
+    for flag in (False, None):
+        y, _ = layer((q, k, v, {"is_causal": flag}), ps, st)
+        assert torch.equal(y, layer((q, k, v), ps, st)[0])
+    assert not torch.allclose(y_causal, y_pos)
+    # self-attention with options
+    y_self, _ = layer((q, {"is_causal": True}), ps, st)
+    torch.testing.assert_close(y_self, layer((q, q, q, {"is_causal": True}), ps, st)[0])
+
+
+def test_zero_attention_keeps_fully_masked_queries_finite():
+    kw = {"add_zero_attn": True, "batch_first": True, "need_weights": True}
+    q, k, v = _inputs(kw, torch.float64)
+    kpm = torch.zeros(2, 4, dtype=torch.bool)
+    kpm[0] = True  # every key of sample 0 is padding
+    layer = MultiheadAttention(E, H, **kw)
+    ps, st = setup(0, layer, dtype=torch.float64)
+    ps["out_proj"]["bias"] = torch.arange(E, dtype=torch.float64)
+    (y, w), _ = layer((q, k, v, kpm, None), ps, st)
+    assert w.shape == (2, 3, 5)  # the zero key is the last column
+    torch.testing.assert_close(w[0, :, -1], torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(y[0], ps["out_proj"]["bias"].expand(3, E))  # zero values
+    assert torch.isfinite(y).all()
+    plain = MultiheadAttention(E, H, batch_first=True, need_weights=True)
+    (y_nan, _), _ = plain((q, k, v, kpm, None), ps, st)
+    assert torch.isnan(y_nan[0]).all()  # without it: NaN (with need_weights), as torch
+
+
+def test_call_option_errors_name_the_layer():
+    layer = MultiheadAttention(E, H)
+    ps, st = setup(0, layer)
+    q, k, v = _inputs({}, torch.float32)
+    with pytest.raises(ValueError, match=r"MultiheadAttention: unknown call option 'mask'"):
+        layer((q, k, v, {"mask": None}), ps, st)
+    with pytest.raises(ValueError, match=r"'need_weights' is not a call option: it is a field"):
+        layer((q, k, v, {"need_weights": True}), ps, st)
+    with pytest.raises(ValueError, match=r"call option 'is_causal' must be a bool, got a"):
+        layer((q, k, v, {"is_causal": torch.tensor(True)}), ps, st)
+    with pytest.raises(ValueError, match=r"must follow x \(self-attention\) or \(query, key"):
+        layer((q, k, {"is_causal": True}), ps, st)
+    with pytest.raises(ValueError, match=r"expected key_padding_mask of shape \(2, 4\)"):
+        layer((q, k, v, {"key_padding_mask": torch.zeros(4, 2, dtype=torch.bool)}), ps, st)
+    assert layer.describe_input_error((q, {"is_causal": False})) is None
+
+
 def test_parameters_follow_torch_init():
     layer = MultiheadAttention(64, 4, add_bias_kv=True)
     ps, st = setup(0, layer)
@@ -262,6 +370,11 @@ def test_configuration_errors_name_the_layer():
         MultiheadAttention(8, 2, dropout=1.5)
     with pytest.raises(TypeError, match="MultiheadAttention: batch_first"):
         MultiheadAttention(8, 2, batch_first=1)
+    with pytest.raises(TypeError, match="MultiheadAttention: add_zero_attn must be a bool"):
+        MultiheadAttention(8, 2, add_zero_attn=None)
+    # torch's positional order: (..., add_bias_kv, add_zero_attn, kdim, vdim, batch_first)
+    assert MultiheadAttention(8, 2, 0.0, True, False, True, 3).add_zero_attn
+    assert MultiheadAttention(8, 2, 0.0, True, False, True, 3).kdim == 3
     with pytest.raises(ValueError, match="SinusoidalPositionalEmbedding: dim must be even"):
         SinusoidalPositionalEmbedding(7)
     with pytest.raises(ValueError, match="RotaryPositionalEmbedding: base"):
@@ -294,6 +407,8 @@ def test_repr():
     assert repr(MultiheadAttention(8, 2)).startswith("MultiheadAttention(embed_dim=8, num_heads=2")
     text = repr(MultiheadAttention(8, 2, dropout=0.1, kdim=3, batch_first=True))
     assert "dropout=0.1" in text and "kdim=3, vdim=8" in text and "batch_first=True" in text
+    assert "add_zero_attn=True" in repr(MultiheadAttention(8, 2, add_zero_attn=True))
+    assert "add_zero_attn" not in text
 
 
 # --------------------------------------------------------------------------- positions

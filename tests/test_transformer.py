@@ -1,11 +1,14 @@
-"""Transformer blocks against torch.nn.TransformerEncoderLayer / TransformerDecoderLayer.
+"""Transformer blocks and stacks against torch.nn.TransformerEncoderLayer /
+TransformerDecoderLayer / TransformerEncoder / TransformerDecoder.
 
 The reference is a callable running the torch layer (built on the meta device: no global
 RNG is drawn) on our tensors through ``torch.func.functional_call``. It is built with
 ``dropout=0.0`` and kept in training mode: check_layer compares stochastic layers in test
 mode only (where dropout is the identity) and ``dropout=0`` layers in both modes, and
 torch's inference fast path (zeros at padded positions) is never taken. One
-configuration is compiled with inductor, the others with ``aot_eager``.
+configuration is compiled with inductor, the others with ``aot_eager``. A call option
+``is_causal=True`` (``tgt_is_causal``, ``memory_is_causal``) is given to torch with the
+causal mask its hint requires.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from torch import nn
 from lux_torch import tree as ltree
 from lux_torch.core import setup, test_mode, train_mode
 from lux_torch.interop import load_state_dict
-from lux_torch.layers.transformer import TransformerDecoderLayer, TransformerEncoderLayer
+from lux_torch.layers.normalization import LayerNorm
+from lux_torch.layers.transformer import (
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 
 E, H, FF = 8, 2, 16
 N, L, S = 2, 4, 3
@@ -32,9 +41,29 @@ def _torch_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return {"dim_feedforward": FF, **out, "dropout": 0.0}
 
 
-def _causal(length: int, mask: torch.Tensor | None) -> torch.Tensor:
-    causal = torch.ones(length, length, dtype=torch.bool).triu(1)
+def _causal(length: int, mask: torch.Tensor | None, source: int | None = None) -> torch.Tensor:
+    causal = torch.ones(length, length if source is None else source, dtype=torch.bool).triu(1)
     return causal if mask is None else mask | causal
+
+
+def _length(kw: dict[str, Any], x: torch.Tensor) -> int:
+    return x.shape[1 if x.dim() == 3 and kw.get("batch_first") else 0]
+
+
+def _encoder_options(kw: dict[str, Any], inputs: tuple[Any, ...], mask_name: str) -> Any:
+    """torch's ``(src, options)`` for our input (a tensor, a 3-tuple or ``(src, options)``)."""
+    src, *rest = inputs
+    if rest and isinstance(rest[0], dict):
+        given = rest[0]
+        kpm, mask, is_causal = given.get("src_key_padding_mask"), given.get(mask_name), False
+        if given.get("is_causal"):
+            is_causal = mask is None  # torch's hint: the mask must be the causal mask
+            mask = _causal(_length(kw, src), mask)
+    else:
+        kpm, mask, is_causal = (*rest, None, None)[0], (*rest, None, None)[1], False
+    if kw.get("causal"):
+        mask = _causal(_length(kw, src), mask)
+    return src, {mask_name: mask, "src_key_padding_mask": kpm, "is_causal": is_causal}
 
 
 def _encoder_reference(kw: dict[str, Any]) -> Any:
@@ -42,12 +71,8 @@ def _encoder_reference(kw: dict[str, Any]) -> Any:
     known = {n for n, _ in module.named_parameters()}
 
     def reference(tensors: dict[str, torch.Tensor], *inputs: Any) -> Any:
-        src, kpm, mask = (*inputs, None, None)[:3]
-        if kw.get("causal"):
-            seq = 1 if src.dim() == 3 and kw.get("batch_first") else 0
-            mask = _causal(src.shape[seq], mask)
+        src, options = _encoder_options(kw, inputs, "src_mask")
         params = {n: t for n, t in tensors.items() if n in known}
-        options = {"src_mask": mask, "src_key_padding_mask": kpm}
         return torch.func.functional_call(module, params, (src,), options)
 
     return reference
@@ -58,20 +83,33 @@ def _decoder_reference(kw: dict[str, Any]) -> Any:
     known = {n for n, _ in module.named_parameters()}
 
     def reference(tensors: dict[str, torch.Tensor], *inputs: Any) -> Any:
-        tgt, memory, tgt_mask, mem_mask, tgt_kpm, mem_kpm = (*inputs, None, None, None, None)[:6]
-        if kw.get("causal"):
-            seq = 1 if tgt.dim() == 3 and kw.get("batch_first") else 0
-            tgt_mask = _causal(tgt.shape[seq], tgt_mask)
+        tgt, memory, options = _decoder_options(kw, inputs)
         params = {n: t for n, t in tensors.items() if n in known}
-        options = {
-            "tgt_mask": tgt_mask,
-            "memory_mask": mem_mask,
-            "tgt_key_padding_mask": tgt_kpm,
-            "memory_key_padding_mask": mem_kpm,
-        }
         return torch.func.functional_call(module, params, (tgt, memory), options)
 
     return reference
+
+
+_DECODER_MASKS = ("tgt_mask", "memory_mask", "tgt_key_padding_mask", "memory_key_padding_mask")
+
+
+def _decoder_options(kw: dict[str, Any], inputs: tuple[Any, ...]) -> Any:
+    """torch's ``(tgt, memory, options)`` for our decoder input."""
+    tgt, memory, *rest = inputs
+    flags = {"tgt_is_causal": False, "memory_is_causal": False}
+    if rest and isinstance(rest[0], dict):
+        given = rest[0]
+        options = {name: given.get(name) for name in _DECODER_MASKS}
+        t, s = _length(kw, tgt), _length(kw, memory)
+        for which, source in (("tgt", t), ("memory", s)):
+            if given.get(f"{which}_is_causal"):
+                flags[f"{which}_is_causal"] = options[f"{which}_mask"] is None
+                options[f"{which}_mask"] = _causal(t, options[f"{which}_mask"], source)
+    else:
+        options = dict(zip(_DECODER_MASKS, (*rest, None, None, None, None), strict=False))
+    if kw.get("causal"):
+        options["tgt_mask"] = _causal(_length(kw, tgt), options["tgt_mask"])
+    return tgt, memory, {**options, **flags}
 
 
 def _seq(kw: dict[str, Any], t: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
@@ -85,10 +123,21 @@ def _padding(n: int, s: int) -> torch.Tensor:
     return kpm
 
 
-def _encoder_inputs(kw: dict[str, Any], dtype: torch.dtype, masks: str) -> Any:
+def _encoder_inputs(
+    kw: dict[str, Any], dtype: torch.dtype, masks: str, mask_name: str = "src_mask"
+) -> Any:
     src = _seq(kw, L, dtype, 1)
     if not masks:
         return src
+    if masks.startswith("options"):  # "options:causal,padding,both"
+        given = masks.split(":")[1].split(",")
+        opts: dict[str, Any] = {"is_causal": "causal" in given}
+        if "padding" in given:
+            opts["src_key_padding_mask"] = _padding(N, L)
+        if "both" in given:
+            opts[mask_name] = torch.zeros(L, L, dtype=torch.bool)
+            opts[mask_name][0, 2] = True
+        return (src, opts)
     mask = None
     if masks == "both":
         mask = torch.zeros(L, L, dtype=torch.bool)
@@ -106,6 +155,10 @@ ENCODER_CASES = [
     ({"activation": "gelu", "dropout": 0.0}, "padding", None),
     ({"dropout": 0.0, "norm_first": True, "batch_first": True, "causal": True}, "padding", None),
     ({"dropout": 0.0, "bias": False, "activation": F.silu, "layer_norm_eps": 1e-3}, "", None),
+    ({"dropout": 0.0}, "options:causal", None),
+    ({"dropout": 0.0, "batch_first": True}, "options:causal,padding", "off"),
+    ({"norm_first": True}, "options:causal,padding,both", "off"),
+    ({"dropout": 0.0, "causal": True}, "options:both", "off"),
 ]
 
 
@@ -152,6 +205,21 @@ def _decoder_inputs(kw: dict[str, Any], dtype: torch.dtype, masks: str) -> Any:
     tgt, memory = _seq(kw, L, dtype, 1), _seq(kw, S, dtype, 2)
     if not masks:
         return (tgt, memory)
+    if masks.startswith("options"):  # "options:tgt_causal,memory_causal,padding,all"
+        given = masks.split(":")[1].split(",")
+        opts: dict[str, Any] = {
+            "tgt_is_causal": "tgt_causal" in given,
+            "memory_is_causal": "memory_causal" in given,
+        }
+        if "padding" in given:
+            opts["tgt_key_padding_mask"] = _padding(N, L)
+            opts["memory_key_padding_mask"] = _padding(N, S)
+        if "all" in given:
+            opts["tgt_mask"] = torch.zeros(L, L, dtype=torch.bool)
+            opts["tgt_mask"][3, 1] = True
+            opts["memory_mask"] = torch.zeros(L, S, dtype=torch.bool)
+            opts["memory_mask"][3, 0] = True
+        return (tgt, memory, opts)
     tgt_mask = mem_mask = None
     if masks == "all":
         tgt_mask = torch.zeros(L, L, dtype=torch.bool)
@@ -166,6 +234,10 @@ DECODER_CASES = [
     ({"norm_first": True, "activation": "gelu"}, "all", None),
     ({"dropout": 0.0, "causal": True}, "padding", None),
     ({"dropout": 0.0, "norm_first": True, "batch_first": True, "bias": False}, "", None),
+    ({"dropout": 0.0}, "options:tgt_causal", None),
+    ({"dropout": 0.0, "batch_first": True}, "options:tgt_causal,memory_causal", "off"),
+    ({"dropout": 0.0}, "options:tgt_causal,memory_causal,padding", "off"),
+    ({"norm_first": True}, "options:memory_causal,padding,all", "off"),
 ]
 
 
@@ -184,6 +256,201 @@ def test_decoder_layer_matches_torch(case, dtype):
     )
     stochastic = kw.get("dropout", 0.1) > 0
     _assert_passed(report, dtype, stochastic, compiled=backend != "off")
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def _stack_reference(module: nn.Module, decoder: bool, kw: dict[str, Any]) -> Any:
+    """Run torch's TransformerEncoder / TransformerDecoder (on the meta device) like ours."""
+    known = {n for n, _ in module.named_parameters()}
+
+    def reference(tensors: dict[str, torch.Tensor], *inputs: Any) -> Any:
+        params = {n: t for n, t in tensors.items() if n in known}
+        if decoder:
+            tgt, memory, options = _decoder_options(kw, inputs)
+            return torch.func.functional_call(module, params, (tgt, memory), options)
+        src, options = _encoder_options(kw, inputs, "mask")
+        return torch.func.functional_call(module, params, (src,), options)
+
+    return reference
+
+
+def _torch_stack(decoder: bool, kw: dict[str, Any], layers: int, norm: bool) -> nn.Module:
+    block = (nn.TransformerDecoderLayer if decoder else nn.TransformerEncoderLayer)(
+        E, H, **_torch_kwargs(kw), device="meta"
+    )
+    final = nn.LayerNorm(E, device="meta") if norm else None
+    if decoder:
+        return nn.TransformerDecoder(block, layers, norm=final)
+    return nn.TransformerEncoder(block, layers, norm=final, enable_nested_tensor=False)
+
+
+def _stack(decoder: bool, kw: dict[str, Any], layers: int, norm: bool) -> Any:
+    block = (TransformerDecoderLayer if decoder else TransformerEncoderLayer)(E, H, FF, **kw)
+    final = LayerNorm(E) if norm else None
+    return (TransformerDecoder if decoder else TransformerEncoder)(block, layers, norm=final)
+
+
+# (decoder?, block keyword arguments, num_layers, final norm?, masks, compiled?)
+STACK_CASES = [
+    (False, {"dropout": 0.0, "batch_first": True}, 2, True, "both", True),
+    (False, {"dropout": 0.0, "norm_first": True}, 3, False, "options:causal,padding", False),
+    (False, {"norm_first": True, "activation": "gelu"}, 2, True, "padding", False),
+    (True, {"dropout": 0.0, "batch_first": True}, 2, True, "all", True),
+    (True, {"dropout": 0.0}, 2, False, "options:tgt_causal,memory_causal,padding", False),
+    (True, {"norm_first": True}, 2, True, "options:tgt_causal", False),
+]
+
+
+def _stack_id(case: Any) -> str:
+    decoder, kw, layers, norm, masks, _ = case
+    parts = ["decoder" if decoder else "encoder", f"x{layers}", *(["norm"] if norm else [])]
+    parts += [f"{k}={getattr(v, '__name__', v)}" for k, v in kw.items()]
+    return ",".join(parts + ([masks] if masks else []))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", STACK_CASES, ids=_stack_id)
+def test_stacks_match_torch(case, dtype):
+    decoder, kw, layers, norm, masks, compiled = case
+    inputs = (
+        _decoder_inputs(kw, dtype, masks) if decoder else _encoder_inputs(kw, dtype, masks, "mask")
+    )
+    report = check(
+        _stack(decoder, kw, layers, norm),
+        inputs,
+        dtype,
+        reference=_stack_reference(_torch_stack(decoder, kw, layers, norm), decoder, kw),
+        compile=dtype == torch.float32 and compiled,
+        compile_backend="aot_eager",
+    )
+    _assert_passed(report, dtype, kw.get("dropout", 0.1) > 0, compiled=compiled)
+
+
+def test_stack_parameter_names_are_torchs_and_load_from_torch():
+    torch.manual_seed(0)
+    for decoder in (False, True):
+        kw = {"dropout": 0.0, "norm_first": True}
+        ours = _stack(decoder, kw, 3, True)
+        block = (nn.TransformerDecoderLayer if decoder else nn.TransformerEncoderLayer)(
+            E, H, FF, dropout=0.0, norm_first=True
+        )
+        theirs = (nn.TransformerDecoder if decoder else nn.TransformerEncoder)(
+            block, 3, norm=nn.LayerNorm(E), **({} if decoder else {"enable_nested_tensor": False})
+        ).eval()
+        ps, _ = setup(0, ours)
+        shapes = {n: tuple(t.shape) for n, t in theirs.state_dict().items()}
+        assert {p: tuple(t.shape) for p, t in _flat(ps).items()} == shapes
+        assert "layers.2.self_attn.in_proj_weight" in shapes and "norm.weight" in shapes
+        ps, st = load_state_dict(ours, theirs.state_dict())
+        tgt, memory = randn(L, N, E), randn(S, N, E, seed=2)
+        with torch.no_grad():
+            expected = theirs(tgt, memory) if decoder else theirs(tgt)
+        y, _ = ours((tgt, memory) if decoder else tgt, ps, st)
+        torch.testing.assert_close(y, expected)
+    assert set(setup(0, _stack(False, {}, 2, False))[0]) == {"layers"}  # no norm: no entry
+
+
+def test_stack_layers_are_independent():
+    encoder = _stack(False, {"dropout": 0.5, "batch_first": True}, 3, False)
+    ps, st = setup(0, encoder)
+    # three copies of one block: equal configuration, own parameters and own dropout keys
+    assert list(encoder.layers.children()) == ["0", "1", "2"]
+    assert len({layer for layer in encoder.layers.children().values()}) == 1
+    w = [ps["layers"][i]["linear1"]["weight"] for i in "012"]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    keys = [t for p, t in _flat(st).items() if p.endswith(".key")]
+    assert len(keys) == 3 * 4  # self_attn, dropout, dropout1, dropout2 per block
+    assert len({tuple(k.tolist()) for k in keys}) == len(keys)
+    # the gradient of a block's weight comes from that block alone
+    x = randn(N, L, E)
+
+    def loss(p: Any) -> torch.Tensor:
+        return encoder(x, p, test_mode(st))[0].square().sum()
+
+    grads = torch.func.grad(loss)(ps)
+    g = [grads["layers"][i]["linear1"]["weight"] for i in "012"]
+    assert not torch.equal(g[0], g[1]) and not torch.equal(g[1], g[2])
+    # training: every key advances, and st is not mutated
+    before = {p: t.clone() for p, t in _flat(st).items()}
+    y1, st1 = encoder(x, ps, st)
+    for p, t in _flat(st).items():
+        assert torch.equal(t, before[p])
+    advanced = [
+        p for p, t in _flat(st1).items() if p.endswith(".key") and torch.equal(t, before[p])
+    ]
+    assert advanced == []
+    y2, _ = encoder(x, ps, st1)
+    assert not torch.equal(y1, y2)
+
+
+def test_stack_is_the_loop_over_its_blocks():
+    kw = {"dropout": 0.0, "batch_first": True}
+    decoder = _stack(True, kw, 2, True)
+    ps, st = setup(0, decoder, dtype=torch.float64)
+    tgt, memory = randn(N, L, E, dtype=torch.float64), randn(N, S, E, dtype=torch.float64, seed=2)
+    opts = {"tgt_is_causal": True, "memory_key_padding_mask": _padding(N, S)}
+    y, new_st = decoder((tgt, memory, opts), ps, st)
+    h = tgt
+    block = decoder.layers.layers["0"]
+    for i in "01":
+        h, _ = block((h, memory, opts), ps["layers"][i], st["layers"][i])
+    h, _ = decoder.norm(h, ps["norm"], st["norm"])
+    torch.testing.assert_close(y, h)
+    assert new_st == st  # dropout 0: no keys to advance
+    # positional masks and options give the same result; is_causal is the causal mask
+    causal = torch.ones(L, L, dtype=torch.bool).triu(1)
+    positional = (tgt, memory, causal, None, None, _padding(N, S))
+    torch.testing.assert_close(decoder(positional, ps, st)[0], y)
+    encoder = _stack(False, kw, 2, False)
+    ps, st = setup(0, encoder, dtype=torch.float64)
+    y_opt, _ = encoder((tgt, {"is_causal": True}), ps, st)
+    y_mask, _ = encoder((tgt, None, causal), ps, st)
+    torch.testing.assert_close(y_opt, y_mask)
+    assert not torch.allclose(y_opt, encoder(tgt, ps, st)[0])
+
+
+def test_stack_errors_name_the_layer():
+    block = TransformerEncoderLayer(E, H, FF)
+    with pytest.raises(ValueError, match="TransformerEncoder: num_layers must be >= 1"):
+        TransformerEncoder(block, 0)
+    with pytest.raises(TypeError, match="TransformerDecoder: num_layers must be an int"):
+        TransformerDecoder(TransformerDecoderLayer(E, H, FF), 2.0)
+    with pytest.raises(TypeError, match="TransformerEncoder: the layer to stack must be a Layer"):
+        TransformerEncoder(nn.TransformerEncoderLayer(E, H, FF), 2)
+    with pytest.raises(TypeError, match=r"TransformerEncoder: norm is a torch\.nn\.Module"):
+        TransformerEncoder(block, 2, norm=nn.LayerNorm(E))
+    encoder = TransformerEncoder(block, 2)
+    ps, st = setup(0, encoder)
+    src = randn(L, N, E)
+    with pytest.raises(ValueError, match=r"TransformerEncoder: unknown call option 'src_mask'"):
+        encoder((src, {"src_mask": None}), ps, st)
+    with pytest.raises(ValueError, match=r"expected query of shape \(L, N, 8\), got \(4, 2, 5\)"):
+        encoder(randn(L, N, 5), ps, st)
+    bad = (src, {"src_key_padding_mask": torch.zeros(L, N, dtype=torch.bool)})
+    assert "key_padding_mask of shape (2, 4)" in (encoder.describe_input_error(bad) or "")
+    decoder = TransformerDecoder(TransformerDecoderLayer(E, H, FF), 2)
+    ps, st = setup(0, decoder)
+    with pytest.raises(ValueError, match=r"TransformerDecoder: expected a tuple \(tgt, memory\)"):
+        decoder(src, ps, st)
+    with pytest.raises(ValueError, match=r"call option 'tgt_is_causal' must be a bool"):
+        decoder((src, randn(S, N, E), {"tgt_is_causal": 1}), ps, st)
+    problem = decoder.describe_input_error((src, randn(S, N, 5)))
+    assert problem is not None and problem.startswith("memory attention: expected key")
+
+
+def test_stack_repr_and_equality():
+    encoder = TransformerEncoder(TransformerEncoderLayer(E, H, FF), 2, norm=LayerNorm(E))
+    text = repr(encoder)
+    assert text.startswith("TransformerEncoder(\n    num_layers=2,")
+    assert "layers = LayerList(" in text and "1 = TransformerEncoderLayer(" in text
+    assert "norm = LayerNorm((8,))" in text
+    assert encoder == TransformerEncoder(TransformerEncoderLayer(E, H, FF), 2, norm=LayerNorm(E))
+    assert encoder != TransformerEncoder(TransformerEncoderLayer(E, H, FF), 3, norm=LayerNorm(E))
+    assert hash(encoder) == hash(
+        TransformerEncoder(TransformerEncoderLayer(E, H, FF), 2, LayerNorm(E))
+    )
 
 
 # --------------------------------------------------------------------------- structure
@@ -333,7 +600,7 @@ def test_configuration_errors_name_the_layer():
 def test_input_errors_name_the_layer():
     enc = TransformerEncoderLayer(E, H, FF)
     ps, st = setup(0, enc)
-    with pytest.raises(ValueError, match=r"expected src or a tuple"):
+    with pytest.raises(ValueError, match=r"expected src, a tuple"):
         enc((randn(L, N, E), None), ps, st)
     with pytest.raises(ValueError, match=r"expected query of shape \(L, N, 8\), got \(4, 2, 5\)"):
         enc(randn(L, N, 5), ps, st)

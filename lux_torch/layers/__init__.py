@@ -76,7 +76,12 @@ from .recurrent import (
 )
 from .reparam import SpectralNorm, WeightNorm
 from .rnn import GRU, LSTM, RNN
-from .transformer import TransformerDecoderLayer, TransformerEncoderLayer
+from .transformer import (
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 from .upsample import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
@@ -148,7 +153,9 @@ __all__ = [
     "SkipConnection",
     "SpectralNorm",
     "StatefulRecurrentCell",
+    "TransformerDecoder",
     "TransformerDecoderLayer",
+    "TransformerEncoder",
     "TransformerEncoderLayer",
     "Upsample",
     "VariationalHiddenDropout",

@@ -37,6 +37,45 @@ def _check_bool(owner: str, name: str, value: Any) -> None:
         raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
 
 
+def options_problem(
+    options: dict[Any, Any],
+    accepted: tuple[str, ...],
+    flags: tuple[str, ...],
+    fields: dict[str, str] | None = None,
+) -> str | None:
+    """Why a dict of call options is invalid, or ``None``.
+
+    Arguments:
+        options: the dict that ended the input tuple.
+        accepted: the option names (torch's keyword arguments of ``forward``).
+        flags: the names among ``accepted`` whose value must be a ``bool`` (or ``None``).
+        fields: options that are configuration here, mapped to the advice to give.
+    """
+    for name, value in options.items():
+        if fields and name in fields:
+            return f"{name!r} is not a call option: {fields[name]}"
+        if name not in accepted:
+            return (
+                f"unknown call option {name!r}; the options dict accepts "
+                f"{', '.join(repr(a) for a in accepted)}"
+            )
+        if name in flags and value is not None and not isinstance(value, bool):
+            return f"call option {name!r} must be a bool, got {_describe(value)}"
+    return None
+
+
+_OPTIONS = ("key_padding_mask", "attn_mask", "is_causal")
+_FIELD_OPTIONS = {
+    name: f"it is a field of the layer (MultiheadAttention(..., {name}=...))"
+    for name in ("need_weights", "average_attn_weights")
+}
+_INPUT_FORMS = (
+    "expected a tensor (self-attention), (query, key, value), (query, key, value, "
+    "key_padding_mask, attn_mask), (query, key, value, options) or (x, options) with "
+    "options a dict"
+)
+
+
 def _float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Boolean masks (``True`` = masked out) become ``0 / -inf``; float masks are kept."""
     if mask.dtype == torch.bool:
@@ -63,18 +102,30 @@ class MultiheadAttention(Layer):
         dropout: drop probability of the attention weights (training mode only).
         bias: learnable biases of the input and output projections.
         add_bias_kv: append a learned ``bias_k``/``bias_v`` to the key/value sequences.
+        add_zero_attn: append a zero key and a zero value (after the projections and
+            ``bias_k``/``bias_v``), as torch: every query can attend to it (masks are
+            padded with "keep"), so a query whose keys are all masked out gets a zero
+            attention result (the output is the output bias).
         kdim, vdim: feature sizes of key and value (default ``embed_dim``).
         batch_first: inputs are ``(N, L, E)`` instead of ``(L, N, E)``.
         need_weights: also return the attention weights (computed explicitly).
         average_attn_weights: with ``need_weights``, average the weights over heads
             (``(N, L, S)``) instead of returning ``(N, num_heads, L, S)``.
-        causal: mask out key positions ``j > i`` for query position ``i`` (added to any
-            ``attn_mask``; the input's ``attn_mask`` is then optional).
+        causal: always mask out key positions ``j > i`` for query position ``i`` (as the
+            call option ``is_causal=True`` does for one call).
 
     Input:
-        ``x`` is either one tensor (self-attention: query = key = value) or a tuple
-        ``(query, key, value)`` or ``(query, key, value, key_padding_mask, attn_mask)``
-        where either mask may be ``None``:
+        ``x`` is one of
+
+        - a tensor (self-attention: query = key = value);
+        - ``(query, key, value)``;
+        - ``(query, key, value, key_padding_mask, attn_mask)``, either mask may be ``None``;
+        - ``(query, key, value, options)`` or ``(x, options)`` (self-attention), where
+          ``options`` is a dict of call options named as the keyword arguments of
+          torch's ``forward``: ``"key_padding_mask"``, ``"attn_mask"`` (both default
+          ``None``) and ``"is_causal"`` (default ``False``).
+
+        Shapes and meanings:
 
         - ``query``: ``(L, N, E)`` (``(N, L, E)`` with ``batch_first``) or unbatched
           ``(L, E)``; ``key``/``value``: ``(S, N, kdim)``/``(S, N, vdim)`` likewise.
@@ -82,13 +133,28 @@ class MultiheadAttention(Layer):
           in a float mask) ignores that key position.
         - ``attn_mask``: ``(L, S)`` or ``(N * num_heads, L, S)``; boolean ``True`` masks
           out, a float mask is added to the attention scores.
+        - ``is_causal``: ``True`` masks out key positions ``j > i`` for query position
+          ``i`` in this call (combined with any ``attn_mask`` and with the ``causal``
+          field). In torch ``is_causal`` is only a hint that ``attn_mask`` already *is*
+          the causal mask, and an ``attn_mask`` is required; here the mask is applied,
+          and passing torch's causal ``attn_mask`` as well changes nothing.
 
-        A query row whose keys are all masked out gives NaN, as in torch.
+        The options are plain Python values in the input, so they are static under
+        ``torch.compile`` (one graph per combination) and ``torch.func.vmap``.
+
+        A query whose keys are all masked out gets NaN on the explicit path
+        (``need_weights``, or attention dropout in training) and a zero attention result
+        on the ``scaled_dot_product_attention`` path, as torch on the same paths;
+        ``add_zero_attn`` avoids both.
 
     Returns:
         ``attn_output`` shaped like ``query`` (last dimension ``E``), or with
         ``need_weights`` the pair ``(attn_output, attn_weights)`` (the weights after
-        dropout, as torch; ``(N, L, S)``, ``(L, S)`` unbatched); and the new state.
+        dropout, as torch; ``(N, L, S')``, ``(L, S')`` unbatched, where ``S'`` counts the
+        ``bias_k`` and zero-attention columns too); and the new state.
+
+    Raises:
+        ValueError: for an input of another form or shape, or an unknown call option.
 
     **Parameters**
         - ``in_proj_weight``: ``(3E, E)`` when ``kdim == vdim == E``; otherwise
@@ -108,6 +174,8 @@ class MultiheadAttention(Layer):
         >>> layer = MultiheadAttention(16, 4, batch_first=True)
         >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
         >>> y, st = layer(torch.randn(2, 5, 16), ps, st)  # self-attention  # doctest: +SKIP
+        >>> causal = (x, {"is_causal": True})  # self-attention, causal  # doctest: +SKIP
+        >>> y, st = layer(causal, ps, st)  # doctest: +SKIP
     """
 
     embed_dim: int
@@ -115,6 +183,7 @@ class MultiheadAttention(Layer):
     dropout: float = 0.0
     bias: bool = True
     add_bias_kv: bool = False
+    add_zero_attn: bool = False
     kdim: int | None = None
     vdim: int | None = None
     batch_first: bool = False
@@ -139,6 +208,7 @@ class MultiheadAttention(Layer):
         for flag in (
             "bias",
             "add_bias_kv",
+            "add_zero_attn",
             "batch_first",
             "need_weights",
             "average_attn_weights",
@@ -185,27 +255,38 @@ class MultiheadAttention(Layer):
         return {"key": key.clone(), "training": Static(True)}
 
     # -- input handling
-    def _unpack(self, x: Any) -> tuple[torch.Tensor, ...]:
+    def _parse(self, x: Any) -> tuple[Any, ...] | str:
+        """``(query, key, value, key_padding_mask, attn_mask, is_causal)`` or a problem."""
         if isinstance(x, torch.Tensor):
-            return x, x, x, None, None  # type: ignore[return-value]
-        if isinstance(x, (tuple, list)) and len(x) in (3, 5):
-            q, k, v, *masks = x
-            if len(masks) == 0:
-                masks = [None, None]
-            return (q, k, v, *masks)
-        raise ValueError(f"MultiheadAttention: {self.describe_input_error(x)}")
+            return x, x, x, None, None, False
+        if not isinstance(x, (tuple, list)):
+            return _INPUT_FORMS + f", got {_describe(x)}"
+        items = list(x)
+        if items and isinstance(items[-1], dict):
+            options = items.pop()
+            problem = options_problem(options, _OPTIONS, ("is_causal",), _FIELD_OPTIONS)
+            if problem is not None:
+                return problem
+            if len(items) == 1:
+                items = items * 3
+            if len(items) != 3:
+                return (
+                    "a dict of call options must follow x (self-attention) or "
+                    f"(query, key, value), got it after {len(items)} items"
+                )
+            kpm, mask = options.get("key_padding_mask"), options.get("attn_mask")
+            return (*items, kpm, mask, bool(options.get("is_causal") or False))
+        if len(items) == 3:
+            return (*items, None, None, False)
+        if len(items) == 5:
+            return (*items, False)
+        return _INPUT_FORMS + f", got a {type(x).__name__} of {len(items)} items"
 
     def describe_input_error(self, x: Any) -> str | None:
-        if isinstance(x, torch.Tensor):
-            parts: tuple[Any, ...] = (x, x, x, None, None)
-        elif isinstance(x, (tuple, list)) and len(x) in (3, 5):
-            parts = (*x, None, None) if len(x) == 3 else tuple(x)
-        else:
-            return (
-                "expected a tensor (self-attention) or a tuple (query, key, value) or "
-                f"(query, key, value, key_padding_mask, attn_mask), got {_describe(x)}"
-            )
-        return self._problem(*parts)
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            return parts
+        return self._problem(*parts[:5])
 
     def _problem(self, q: Any, k: Any, v: Any, kpm: Any, mask: Any) -> str | None:
         for name, t in (("query", q), ("key", k), ("value", v)):
@@ -249,10 +330,13 @@ class MultiheadAttention(Layer):
 
     # -- forward
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        q, k, v, kpm, mask = self._unpack(x)
-        problem = self._problem(q, k, v, kpm, mask)
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"MultiheadAttention: {parts}")
+        problem = self._problem(*parts[:5])
         if problem is not None:
             raise ValueError(f"MultiheadAttention: {problem}")
+        q, k, v, kpm, mask, is_causal = parts
         batched = q.dim() == 3
         if not batched:
             q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
@@ -275,7 +359,7 @@ class MultiheadAttention(Layer):
         if mask is not None:
             m = _float_mask(mask, q.dtype)
             bias = m if m.dim() == 2 else m.reshape(n, h, length, -1)
-        if self.causal:
+        if self.causal or is_causal:
             src = k.shape[1]
             upper = torch.ones(length, src, dtype=torch.bool, device=q.device).triu(1)
             c = _float_mask(upper, q.dtype)
@@ -283,6 +367,13 @@ class MultiheadAttention(Layer):
         if self.add_bias_kv:
             k = torch.cat([k, ps["bias_k"].expand(n, 1, e)], dim=1)
             v = torch.cat([v, ps["bias_v"].expand(n, 1, e)], dim=1)
+            if bias is not None:
+                bias = F.pad(bias, (0, 1))
+            if kpm is not None:
+                kpm = F.pad(kpm, (0, 1))
+        if self.add_zero_attn:  # (after the projections and bias_k/bias_v, as torch)
+            k = torch.cat([k, torch.zeros_like(k[:, :1])], dim=1)
+            v = torch.cat([v, torch.zeros_like(v[:, :1])], dim=1)
             if bias is not None:
                 bias = F.pad(bias, (0, 1))
             if kpm is not None:
@@ -339,6 +430,7 @@ class MultiheadAttention(Layer):
         for flag, default in (
             ("bias", True),
             ("add_bias_kv", False),
+            ("add_zero_attn", False),
             ("batch_first", False),
             ("need_weights", False),
             ("average_attn_weights", True),

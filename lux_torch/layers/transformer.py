@@ -1,28 +1,37 @@
-"""Transformer blocks: ``TransformerEncoderLayer`` and ``TransformerDecoderLayer``.
+"""Transformers: the blocks ``TransformerEncoderLayer`` and ``TransformerDecoderLayer`` and
+their stacks ``TransformerEncoder`` and ``TransformerDecoder``.
 
-Both follow ``torch.nn``'s layers of the same names: constructor arguments, children named
+All follow ``torch.nn``'s layers of the same names: constructor arguments, children named
 like torch's submodules (so that the flattened parameter names equal torch's
 ``state_dict`` names and :func:`lux_torch.load_state_dict` reads a torch layer's weights
-directly), initial distributions, and the post-norm / pre-norm formulas. Every dropout
+directly), initial distributions, and the post-norm / pre-norm formulas. Per-call options
+such as torch's ``is_causal`` go in a dict that ends the input tuple, named as torch's
+``forward`` keyword arguments: ``layer((src, {"is_causal": True}), ps, st)``. Every dropout
 (the attention dropout inside the attention children and the ``dropout*`` children) draws
 its mask from its own ``st[...]["key"]``, never from torch's global RNG.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ..core import Layer
-from .attention import MultiheadAttention
+from .attention import MultiheadAttention, options_problem
 from .basic import Linear, check_int
+from .containers import as_layer
 from .dropout import Dropout
 from .normalization import LayerNorm
 
-__all__ = ["TransformerDecoderLayer", "TransformerEncoderLayer"]
+__all__ = [
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+]
 
 Params = dict[str, Any]
 State = dict[str, Any]
@@ -148,14 +157,17 @@ class TransformerEncoderLayer(_Block):
         batch_first: inputs are ``(N, L, E)`` instead of ``(L, N, E)``.
         norm_first: pre-norm instead of post-norm.
         bias: learnable biases in the linear layers, attention and layer norms.
-        causal: mask out key positions ``j > i`` for query position ``i`` (added to any
-            ``src_mask``). Equivalent to torch's
-            ``src_mask=nn.Transformer.generate_square_subsequent_mask(L), is_causal=True``;
-            torch's ``is_causal`` alone is only a hint, so it is a field here.
+        causal: always mask out key positions ``j > i`` for query position ``i`` (added
+            to any ``src_mask``), as the call option ``is_causal=True`` does for one call.
+            Equivalent to torch's
+            ``src_mask=nn.Transformer.generate_square_subsequent_mask(L), is_causal=True``.
 
     Input:
-        ``src`` alone, or a tuple ``(src, src_key_padding_mask, src_mask)`` where either
-        mask may be ``None``:
+        ``src`` alone; a tuple ``(src, src_key_padding_mask, src_mask)`` where either
+        mask may be ``None``; or ``(src, options)`` with ``options`` a dict of call
+        options named as torch's ``forward`` keyword arguments: ``"src_mask"``,
+        ``"src_key_padding_mask"`` (default ``None``) and ``"is_causal"`` (default
+        ``False``).
 
         - ``src``: ``(L, N, E)`` (``(N, L, E)`` with ``batch_first``) or unbatched
           ``(L, E)``.
@@ -163,6 +175,10 @@ class TransformerEncoderLayer(_Block):
           key position.
         - ``src_mask``: ``(L, L)`` or ``(N * nhead, L, L)``; boolean ``True`` masks out, a
           float mask is added to the attention scores.
+        - ``is_causal``: ``True`` masks out key positions ``j > i`` in this call (combined
+          with ``src_mask`` and the ``causal`` field). torch's ``is_causal`` is only a hint
+          that ``src_mask`` is the causal mask; here no ``src_mask`` is needed, and giving
+          torch's causal mask as well changes nothing.
 
     Returns:
         The output, shaped like ``src``, and the new state.
@@ -190,6 +206,7 @@ class TransformerEncoderLayer(_Block):
         >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
         >>> y, st = layer(torch.randn(2, 5, 16), ps, st)  # doctest: +SKIP
         >>> y, st = layer((x, padding_mask, None), ps, st)  # doctest: +SKIP
+        >>> y, st = layer((x, {"is_causal": True}), ps, st)  # doctest: +SKIP
     """
 
     d_model: int
@@ -250,29 +267,43 @@ class TransformerEncoderLayer(_Block):
         )
         self._set_fields(layer_norm_eps=self.norm1.eps)
 
-    def _unpack(self, x: Any) -> tuple[Any, Any, Any]:
+    _OPTIONS: ClassVar[tuple[str, ...]] = ("src_mask", "src_key_padding_mask", "is_causal")
+
+    def _parse(self, x: Any) -> tuple[Any, ...] | str:
+        """``(src, src_key_padding_mask, src_mask, is_causal)`` or a problem."""
         if isinstance(x, torch.Tensor):
-            return x, None, None
-        if isinstance(x, (tuple, list)) and len(x) == 3:
-            return x[0], x[1], x[2]
-        raise ValueError(
-            "TransformerEncoderLayer: expected src or a tuple (src, src_key_padding_mask, "
-            f"src_mask), got {_describe(x)}"
+            return x, None, None, False
+        if isinstance(x, (tuple, list)) and len(x) == 3 and not isinstance(x[-1], dict):
+            return x[0], x[1], x[2], False
+        if isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], dict):
+            opts = x[1]
+            problem = options_problem(opts, self._OPTIONS, ("is_causal",))
+            if problem is not None:
+                return problem
+            causal = bool(opts.get("is_causal") or False)
+            return x[0], opts.get("src_key_padding_mask"), opts.get("src_mask"), causal
+        return (
+            "expected src, a tuple (src, src_key_padding_mask, src_mask) or (src, options) "
+            f"with options a dict, got {_describe(x)}"
         )
 
     def describe_input_error(self, x: Any) -> str | None:
-        try:
-            src, kpm, mask = self._unpack(x)
-        except ValueError as err:
-            return str(err).split(": ", 1)[1]
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            return parts
+        src, kpm, mask, _ = parts
         return self.self_attn.describe_input_error((src, src, src, kpm, mask))
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        src, kpm, mask = self._unpack(x)
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"TransformerEncoderLayer: {parts}")
+        src, kpm, mask, is_causal = parts
+        options = {"key_padding_mask": kpm, "attn_mask": mask, "is_causal": is_causal}
         new_st: State = {}
 
         def sa_block(h: torch.Tensor) -> torch.Tensor:
-            h = self._attend("self_attn", (h, h, h, kpm, mask), ps, st, new_st)
+            h = self._attend("self_attn", (h, h, h, options), ps, st, new_st)
             return self._drop("dropout1", h, st, new_st)
 
         def ff_block(h: torch.Tensor) -> torch.Tensor:
@@ -308,20 +339,29 @@ class TransformerDecoderLayer(_Block):
     Arguments:
         d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
         batch_first, norm_first, bias: as :class:`TransformerEncoderLayer`.
-        causal: mask out target positions ``j > i`` in the self-attention (added to any
-            ``tgt_mask``; torch's ``tgt_mask=generate_square_subsequent_mask(T),
-            tgt_is_causal=True``). The memory attention is never causal here.
+        causal: always mask out target positions ``j > i`` in the self-attention (added
+            to any ``tgt_mask``; torch's ``tgt_mask=generate_square_subsequent_mask(T),
+            tgt_is_causal=True``), as the call option ``tgt_is_causal=True`` does for one
+            call.
 
     Input:
-        A tuple ``(tgt, memory)`` or ``(tgt, memory, tgt_mask, memory_mask,
+        A tuple ``(tgt, memory)``, ``(tgt, memory, tgt_mask, memory_mask,
         tgt_key_padding_mask, memory_key_padding_mask)`` (torch's argument order) where
-        each mask may be ``None``:
+        each mask may be ``None``, or ``(tgt, memory, options)`` with ``options`` a dict
+        of call options named as torch's ``forward`` keyword arguments: the four masks
+        (default ``None``), ``"tgt_is_causal"`` and ``"memory_is_causal"`` (default
+        ``False``).
 
         - ``tgt``: ``(T, N, E)`` (``(N, T, E)`` with ``batch_first``) or ``(T, E)``;
           ``memory``: ``(S, N, E)`` likewise.
         - ``tgt_mask``: ``(T, T)`` or ``(N * nhead, T, T)``; ``memory_mask``: ``(T, S)``
           or ``(N * nhead, T, S)``; boolean ``True`` masks out, float masks are added.
         - ``tgt_key_padding_mask``: ``(N, T)``; ``memory_key_padding_mask``: ``(N, S)``.
+        - ``tgt_is_causal``: ``True`` masks out target positions ``j > i`` in the
+          self-attention; ``memory_is_causal``: ``True`` masks out memory positions
+          ``j > i`` in the memory attention (top-left aligned when ``T != S``, like
+          ``scaled_dot_product_attention(is_causal=True)``). Both are combined with the
+          masks; in torch they are hints that require the mask itself.
 
     Returns:
         The output, shaped like ``tgt``, and the new state.
@@ -339,6 +379,7 @@ class TransformerDecoderLayer(_Block):
         >>> layer = TransformerDecoderLayer(16, 4, dim_feedforward=32, batch_first=True)
         >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
         >>> y, st = layer((tgt, memory), ps, st)  # doctest: +SKIP
+        >>> y, st = layer((tgt, memory, {"tgt_is_causal": True}), ps, st)  # doctest: +SKIP
     """
 
     d_model: int
@@ -413,20 +454,40 @@ class TransformerDecoderLayer(_Block):
         )
         self._set_fields(layer_norm_eps=self.norm1.eps)
 
-    def _unpack(self, x: Any) -> tuple[Any, ...]:
+    _OPTIONS: ClassVar[tuple[str, ...]] = (
+        "tgt_mask",
+        "memory_mask",
+        "tgt_key_padding_mask",
+        "memory_key_padding_mask",
+        "tgt_is_causal",
+        "memory_is_causal",
+    )
+
+    def _parse(self, x: Any) -> tuple[Any, ...] | str:
+        """``(tgt, memory, tgt_mask, memory_mask, tgt_kpm, memory_kpm, tgt_is_causal,
+        memory_is_causal)`` or a problem."""
+        if isinstance(x, (tuple, list)) and len(x) == 3 and isinstance(x[2], dict):
+            opts = x[2]
+            problem = options_problem(opts, self._OPTIONS, ("tgt_is_causal", "memory_is_causal"))
+            if problem is not None:
+                return problem
+            masks = [opts.get(name) for name in self._OPTIONS[:4]]
+            flags = [bool(opts.get(name) or False) for name in self._OPTIONS[4:]]
+            return (x[0], x[1], *masks, *flags)
         if isinstance(x, (tuple, list)) and len(x) in (2, 6):
-            return (*x, None, None, None, None) if len(x) == 2 else tuple(x)
-        raise ValueError(
-            "TransformerDecoderLayer: expected a tuple (tgt, memory) or (tgt, memory, "
-            "tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask), got "
-            f"{_describe(x)}"
+            masks = [None] * 4 if len(x) == 2 else list(x[2:])
+            return (x[0], x[1], *masks, False, False)
+        return (
+            "expected a tuple (tgt, memory), (tgt, memory, tgt_mask, memory_mask, "
+            "tgt_key_padding_mask, memory_key_padding_mask) or (tgt, memory, options) with "
+            f"options a dict, got {_describe(x)}"
         )
 
     def describe_input_error(self, x: Any) -> str | None:
-        try:
-            tgt, mem, tgt_mask, mem_mask, tgt_kpm, mem_kpm = self._unpack(x)
-        except ValueError as err:
-            return str(err).split(": ", 1)[1]
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            return parts
+        tgt, mem, tgt_mask, mem_mask, tgt_kpm, mem_kpm, _, _ = parts
         problem = self.self_attn.describe_input_error((tgt, tgt, tgt, tgt_kpm, tgt_mask))
         if problem is not None:
             return f"self-attention: {problem}"
@@ -434,15 +495,20 @@ class TransformerDecoderLayer(_Block):
         return None if problem is None else f"memory attention: {problem}"
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        tgt, mem, tgt_mask, mem_mask, tgt_kpm, mem_kpm = self._unpack(x)
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"TransformerDecoderLayer: {parts}")
+        tgt, mem, tgt_mask, mem_mask, tgt_kpm, mem_kpm, tgt_causal, mem_causal = parts
+        self_opts = {"key_padding_mask": tgt_kpm, "attn_mask": tgt_mask, "is_causal": tgt_causal}
+        mem_opts = {"key_padding_mask": mem_kpm, "attn_mask": mem_mask, "is_causal": mem_causal}
         new_st: State = {}
 
         def sa_block(h: torch.Tensor) -> torch.Tensor:
-            h = self._attend("self_attn", (h, h, h, tgt_kpm, tgt_mask), ps, st, new_st)
+            h = self._attend("self_attn", (h, h, h, self_opts), ps, st, new_st)
             return self._drop("dropout1", h, st, new_st)
 
         def mha_block(h: torch.Tensor) -> torch.Tensor:
-            h = self._attend("multihead_attn", (h, mem, mem, mem_kpm, mem_mask), ps, st, new_st)
+            h = self._attend("multihead_attn", (h, mem, mem, mem_opts), ps, st, new_st)
             return self._drop("dropout2", h, st, new_st)
 
         def ff_block(h: torch.Tensor) -> torch.Tensor:
@@ -458,3 +524,268 @@ class TransformerDecoderLayer(_Block):
             h = self._norm("norm2", h + mha_block(h), ps, st, new_st)
             h = self._norm("norm3", h + ff_block(h), ps, st, new_st)
         return h, {name: new_st[name] for name in st}
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+class LayerList(Layer):
+    """The ``layers`` child of :class:`TransformerEncoder` / :class:`TransformerDecoder`:
+    independent layers named ``"0"``, ``"1"``, ... (torch's ``nn.ModuleList`` names),
+    applied in turn.
+
+    Input:
+        ``(h, args)``: layer ``i`` is called with ``(h_i, *args)`` (``h_i`` alone when
+        ``args == ()``) and returns ``h_{i+1}``; ``args`` (masks, memory, call options) is
+        the same for every layer.
+
+    Returns:
+        The last layer's output and ``{"0": st_0, "1": st_1, ...}``.
+
+    **Parameters** / **States**
+        ``{"0": ..., "1": ..., ...}``, one entry per layer, each initialised from its own
+        key (independent values).
+    """
+
+    layers: Mapping[str, Layer]
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        h, args = x
+        new_st: State = {}
+        for name, layer in self.layers.items():
+            h, new_st[name] = layer((h, *args) if args else h, ps[name], st[name])
+        return h, new_st
+
+
+def _stack_fields(owner: str, layer: Any, num_layers: Any, norm: Any) -> dict[str, Any]:
+    if not isinstance(layer, Layer):
+        hint = (
+            " (build the block with lux_torch's layer of the same name)"
+            if isinstance(layer, torch.nn.Module)
+            else ""
+        )
+        raise TypeError(
+            f"{owner}: the layer to stack must be a Layer, got {_describe(layer)}{hint}"
+        )
+    check_int(owner, "num_layers", num_layers, 1)
+    return {
+        "num_layers": num_layers,
+        "layers": LayerList({str(i): layer for i in range(num_layers)}),
+        "norm": None if norm is None else as_layer(owner, "norm", norm),
+    }
+
+
+class _Stack(Layer):
+    """Shared machinery of the stacks: the final norm, repr, the first layer."""
+
+    def _finish(self, h: torch.Tensor, layer_st: State, ps: Params, st: State) -> Any:
+        new_st: State = {"layers": layer_st}
+        norm: Layer | None = self.norm  # type: ignore[attr-defined]
+        if norm is not None:
+            h, new_st["norm"] = norm(h, ps["norm"], st["norm"])
+        return h, new_st
+
+    def _first(self) -> Layer:
+        return self.layers.layers["0"]  # type: ignore[attr-defined,no-any-return]
+
+    def extra_repr(self) -> str:
+        return f"num_layers={self.num_layers}"  # type: ignore[attr-defined]
+
+
+class TransformerEncoder(_Stack):
+    """A stack of ``num_layers`` encoder blocks (``torch.nn.TransformerEncoder``)::
+
+        for layer in layers:
+            x = layer(x, masks)
+        x = norm(x)  # if norm is given
+
+    Each block is an independent copy of ``encoder_layer`` with its own parameters and
+    its own dropout keys. Unlike torch's deep copies, which start from identical values,
+    each copy is initialised from its own key (``lux.load_state_dict`` reads torch's
+    values as they are).
+
+    Arguments:
+        encoder_layer: the block, usually a :class:`TransformerEncoderLayer` (any layer
+            taking the same inputs works).
+        num_layers: number of blocks (>= 1).
+        norm: a layer applied to the output of the last block (e.g.
+            ``LayerNorm(d_model)`` for pre-norm blocks), or ``None``.
+
+    Input:
+        ``src`` alone; a tuple ``(src, src_key_padding_mask, mask)`` (the order of
+        :class:`TransformerEncoderLayer`) where either mask may be ``None``; or
+        ``(src, options)`` with ``options`` a dict of call options named as torch's
+        ``forward`` keyword arguments: ``"mask"``, ``"src_key_padding_mask"`` (default
+        ``None``) and ``"is_causal"`` (default ``False``). Shapes and meanings as
+        :class:`TransformerEncoderLayer`'s ``src``, ``src_key_padding_mask``,
+        ``src_mask`` and ``is_causal``; every block gets the same masks.
+
+    Returns:
+        The output, shaped like ``src``, and the new state. Unlike torch's nested-tensor
+        fast path (``enable_nested_tensor``, inference only), padded positions are
+        computed like the others; the option does not exist here.
+
+    Raises:
+        ValueError: for an input of another form, an unknown call option, or (on the
+            first block) a wrongly shaped tensor.
+
+    **Parameters** (torch's ``state_dict`` names)
+        - ``layers``: ``{"0": ps_0, ..., "<num_layers - 1>": ...}``, each the parameters
+          of ``encoder_layer`` (``layers.0.self_attn.in_proj_weight``, ...).
+        - ``norm``: the parameters of ``norm`` (only when it is given).
+
+    **States**
+        ``layers``: ``{"0": st_0, ...}``, each the state of ``encoder_layer`` (its own
+        dropout keys); ``norm``: the state of ``norm`` (only when given).
+
+    Example:
+        >>> block = TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True)
+        >>> encoder = TransformerEncoder(block, num_layers=2, norm=LayerNorm(16))
+        >>> ps, st = lux_torch.setup(0, encoder)  # doctest: +SKIP
+        >>> options = {"src_key_padding_mask": pad, "is_causal": True}  # doctest: +SKIP
+        >>> y, st = encoder((x, options), ps, st)  # doctest: +SKIP
+    """
+
+    num_layers: int
+    layers: LayerList
+    norm: Layer | None
+
+    _OPTIONS: ClassVar[tuple[str, ...]] = ("mask", "src_key_padding_mask", "is_causal")
+
+    def __init__(
+        self,
+        encoder_layer: Layer,
+        num_layers: int,
+        norm: Layer | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self._set_fields(**_stack_fields("TransformerEncoder", encoder_layer, num_layers, norm))
+
+    def _parse(self, x: Any) -> tuple[Any, ...] | str:
+        """``(src, block_args)`` or a problem; ``block_args`` follow ``src`` in a block's input."""
+        if isinstance(x, torch.Tensor):
+            return x, ()
+        if isinstance(x, (tuple, list)) and len(x) == 3 and not isinstance(x[-1], dict):
+            kpm, mask, causal = x[1], x[2], False
+        elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[1], dict):
+            problem = options_problem(x[1], self._OPTIONS, ("is_causal",))
+            if problem is not None:
+                return problem
+            kpm, mask = x[1].get("src_key_padding_mask"), x[1].get("mask")
+            causal = bool(x[1].get("is_causal") or False)
+        else:
+            return (
+                "expected src, a tuple (src, src_key_padding_mask, mask) or (src, options) "
+                f"with options a dict, got {_describe(x)}"
+            )
+        if kpm is None and mask is None and not causal:
+            return x[0], ()
+        options = {"src_mask": mask, "src_key_padding_mask": kpm, "is_causal": causal}
+        return x[0], (options,)
+
+    def describe_input_error(self, x: Any) -> str | None:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            return parts
+        src, args = parts
+        return self._first().describe_input_error((src, *args) if args else src)
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"TransformerEncoder: {parts}")
+        h, layer_st = self.layers(parts, ps["layers"], st["layers"])
+        return self._finish(h, layer_st, ps, st)  # type: ignore[no-any-return]
+
+
+class TransformerDecoder(_Stack):
+    """A stack of ``num_layers`` decoder blocks (``torch.nn.TransformerDecoder``)::
+
+        for layer in layers:
+            x = layer(x, memory, masks)
+        x = norm(x)  # if norm is given
+
+    Each block is an independent copy of ``decoder_layer`` with its own parameters and
+    its own dropout keys, initialised from its own key (torch's deep copies start from
+    identical values; ``lux.load_state_dict`` reads them as they are).
+
+    Arguments:
+        decoder_layer: the block, usually a :class:`TransformerDecoderLayer` (any layer
+            taking the same inputs works).
+        num_layers: number of blocks (>= 1).
+        norm: a layer applied to the output of the last block, or ``None``.
+
+    Input:
+        As :class:`TransformerDecoderLayer`: ``(tgt, memory)``, ``(tgt, memory,
+        tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask)``, or
+        ``(tgt, memory, options)`` with the options ``"tgt_mask"``, ``"memory_mask"``,
+        ``"tgt_key_padding_mask"``, ``"memory_key_padding_mask"``, ``"tgt_is_causal"``
+        and ``"memory_is_causal"`` (torch's keyword arguments). Every block gets the same
+        ``memory`` and masks.
+
+    Returns:
+        The output, shaped like ``tgt``, and the new state.
+
+    Raises:
+        ValueError: for an input of another form, an unknown call option, or (on the
+            first block) a wrongly shaped tensor.
+
+    **Parameters** (torch's ``state_dict`` names)
+        - ``layers``: ``{"0": ps_0, ...}``, each the parameters of ``decoder_layer``
+          (``layers.0.self_attn.in_proj_weight``, ``layers.0.multihead_attn...``, ...).
+        - ``norm``: the parameters of ``norm`` (only when it is given).
+
+    **States**
+        ``layers``: ``{"0": st_0, ...}``, each the state of ``decoder_layer``; ``norm``:
+        the state of ``norm`` (only when given).
+
+    Example:
+        >>> block = TransformerDecoderLayer(16, 4, dim_feedforward=32, batch_first=True)
+        >>> decoder = TransformerDecoder(block, num_layers=2)
+        >>> ps, st = lux_torch.setup(0, decoder)  # doctest: +SKIP
+        >>> y, st = decoder((tgt, memory, {"tgt_is_causal": True}), ps, st)  # doctest: +SKIP
+    """
+
+    num_layers: int
+    layers: LayerList
+    norm: Layer | None
+
+    def __init__(
+        self,
+        decoder_layer: Layer,
+        num_layers: int,
+        norm: Layer | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self._set_fields(**_stack_fields("TransformerDecoder", decoder_layer, num_layers, norm))
+
+    def _parse(self, x: Any) -> tuple[Any, ...] | str:
+        """``(tgt, block_args)`` or a problem; ``block_args`` follow ``tgt`` in a block's input."""
+        if isinstance(x, (tuple, list)) and len(x) == 3 and isinstance(x[2], dict):
+            problem = options_problem(
+                x[2], TransformerDecoderLayer._OPTIONS, ("tgt_is_causal", "memory_is_causal")
+            )
+            if problem is not None:
+                return problem
+            given = {k: v for k, v in x[2].items() if v is not None and v is not False}
+            return x[0], ((x[1], dict(x[2])) if given else (x[1],))
+        if isinstance(x, (tuple, list)) and len(x) in (2, 6):
+            masks = tuple(x[2:])
+            return x[0], ((x[1], *masks) if any(m is not None for m in masks) else (x[1],))
+        return (
+            "expected a tuple (tgt, memory), (tgt, memory, tgt_mask, memory_mask, "
+            "tgt_key_padding_mask, memory_key_padding_mask) or (tgt, memory, options) with "
+            f"options a dict, got {_describe(x)}"
+        )
+
+    def describe_input_error(self, x: Any) -> str | None:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            return parts
+        tgt, args = parts
+        return self._first().describe_input_error((tgt, *args))
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"TransformerDecoder: {parts}")
+        h, layer_st = self.layers(parts, ps["layers"], st["layers"])
+        return self._finish(h, layer_st, ps, st)  # type: ignore[no-any-return]
