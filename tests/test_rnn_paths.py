@@ -217,3 +217,68 @@ def test_lengths_errors() -> None:
     pps, pst = setup(0, proj)
     with pytest.raises(ValueError, match=r"expected h0 of shape \(1, 2, 2\) .*proj_size"):
         proj((randn(5, 2, 3), (randn(1, 2, 4), randn(1, 2, 4))), pps, pst)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_compiled_lstm_gradients_equal_torch(bidirectional: bool) -> None:
+    """The compiled path's hand-written BPTT (outputs, h_n, c_n; grads of every parameter
+    and of x, h0, c0) against nn.LSTM in float64."""
+    kw: dict[str, Any] = {"num_layers": 2, "bidirectional": bidirectional}
+    layer, module = LSTM(3, 5, **kw), nn.LSTM(3, 5, **kw).double()
+    ps, st = lux.load_state_dict(layer, module.state_dict())
+    d = 2 if bidirectional else 1
+    x = randn(6, 4, 3, dtype=F64)
+    h0 = 0.5 * randn(2 * d, 4, 5, dtype=F64, seed=2)
+    c0 = 0.5 * randn(2 * d, 4, 5, dtype=F64, seed=3)
+    w = randn(6, 4, 5 * d, dtype=F64, seed=4)
+
+    def loss(p: Any, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+        (out, (h_n, c_n)), _ = layer((x, (h0, c0)), p, st)
+        return (out * w).sum() + (h_n * c_n).sum() + c_n.square().sum()
+
+    def ref_loss(p: Any, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+        out, (h_n, c_n) = torch.func.functional_call(module, p, (x, (h0, c0)))
+        return (out * w).sum() + (h_n * c_n).sum() + c_n.square().sum()
+
+    args = (ps, x, h0, c0)
+    grad = torch.func.grad_and_value(loss, argnums=(0, 1, 2, 3))
+    compiled = torch.compile(grad, fullgraph=True, backend="aot_eager")
+    (g, value), (g_ref, value_ref) = compiled(*args), torch.func.grad_and_value(
+        ref_loss, argnums=(0, 1, 2, 3)
+    )(*args)
+    torch.testing.assert_close(value, value_ref)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_compiled_lstm_in_a_compiled_train_step_matches_eager() -> None:
+    model = lux.Chain(
+        lux.WrappedFunction(lambda x: x),
+        LSTM(3, 8, num_layers=2, batch_first=True),
+        lux.WrappedFunction(lambda out: out[0][:, -1]),
+        lux.Linear(8, 1),
+    )
+    ps, st = setup(0, model)
+    x, y = randn(4, 7, 3), randn(4, 1, seed=5)
+    states = [lux.TrainState(model, ps, st, lux.optim.adam(1e-2)) for _ in range(2)]
+    for _ in range(3):
+        states[0], loss_e, _ = lux.train_step(lux.losses.MSELoss(), (x, y), states[0])
+        states[1], loss_c, _ = lux.train_step(
+            lux.losses.MSELoss(), (x, y), states[1], compile=True
+        )
+        torch.testing.assert_close(loss_c, loss_e)
+    assert lux.tree.allclose(states[0].params, states[1].params, rtol=1e-4, atol=1e-5)
+
+
+def test_bptt_function_refuses_second_derivatives() -> None:
+    """The hand-written BPTT (used only while compiling) is first-order: differentiating
+    its gradient raises rather than returning a wrong second derivative."""
+    from lux_torch.layers.rnn import _LSTMSequence
+
+    gi = randn(3, 2, 8, dtype=F64).requires_grad_()
+    z = torch.zeros(2, 2, dtype=F64)
+    w = randn(8, 2, dtype=F64, seed=2).requires_grad_()
+    ys = _LSTMSequence.apply(gi, z, z.clone(), w, None)[0]
+    (g,) = torch.autograd.grad(ys.sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="does not require grad|once_differentiable"):
+        torch.autograd.grad(g.sum(), gi)
+

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import _VF
 from torch._C._functorch import TransformType
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import random as lrandom
@@ -58,6 +59,84 @@ def fused_kernels_usable() -> bool:
     if torch._C._functorch.peek_interpreter_stack() is None:
         return True
     return all(i.key() == TransformType.Grad for i in retrieve_all_functorch_interpreters())
+
+
+class _LSTMSequence(torch.autograd.Function):
+    """One LSTM layer direction over a whole sequence, with a hand-written backward
+    (backpropagation through time), for the compiled path.
+
+    Autograd through the unrolled steps computes ``dW_hh`` as one small matmul per step;
+    this backward keeps only the unavoidable sequential matmul (``dh_{t-1} = dgates_t
+    W_hh``) in the loop and gets ``dW_hh`` from one ``(4H, L*N) @ (L*N, H)`` matmul at the
+    end: about a quarter fewer kernels, which takes the compiled LSTM from 1.3x to parity
+    with ``nn.LSTM``'s fused kernel. First-order only (``once_differentiable``): a second
+    derivative raises instead of being silently wrong.
+
+    Inputs: ``gi`` ``(L, *, 4H)`` (the input projection, ``x W_ih^T + b_ih``), ``h0``,
+    ``c0`` ``(*, H)``, ``w_hh`` ``(4H, H)``, ``b_hh`` ``(4H,)`` or ``None``. Outputs:
+    ``ys`` ``(L, *, H)``, ``h_n``, ``c_n``, and (non-differentiable, saved for the
+    backward) the cell states ``(L, *, H)`` and gate activations ``(L, *, 4H)``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        gi: torch.Tensor,
+        h0: torch.Tensor,
+        c0: torch.Tensor,
+        w_hh: torch.Tensor,
+        b_hh: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        h, c = h0, c0
+        hs, cs, acts = [], [], []
+        for t in range(gi.shape[0]):
+            i, f, g, o = (gi[t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+            i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+            c = f * c + i * g
+            h = o * torch.tanh(c)
+            hs.append(h)
+            cs.append(c)
+            acts.append(torch.cat([i, f, g, o], dim=-1))
+        return torch.stack(hs), h, c, torch.stack(cs), torch.stack(acts)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        _, h0, c0, w_hh, b_hh = inputs
+        ys, _, _, cs, acts = output
+        ctx.save_for_backward(h0, c0, w_hh, ys, cs, acts)
+        ctx.has_bias = b_hh is not None
+        ctx.mark_non_differentiable(cs, acts)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        d_ys, dh, dc_next = grads[:3]
+        h0, c0, w_hh, ys, cs, acts = ctx.saved_tensors
+        steps = ys.shape[0]
+        d_gates: list[torch.Tensor] = [ys] * steps
+        for t in range(steps - 1, -1, -1):
+            i, f, g, o = acts[t].chunk(4, dim=-1)
+            c_prev = cs[t - 1] if t > 0 else c0
+            tanh_c = torch.tanh(cs[t])
+            dh = dh + d_ys[t]
+            dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
+            d_gates[t] = torch.cat(
+                [
+                    dc * g * i * (1 - i),
+                    dc * c_prev * f * (1 - f),
+                    dc * i * (1 - g * g),
+                    dh * tanh_c * o * (1 - o),
+                ],
+                dim=-1,
+            )
+            dh = d_gates[t] @ w_hh
+            dc_next = dc * f
+        d_g = torch.stack(d_gates)  # (L, *, 4H): also the gradient of gi
+        h_prev = torch.cat([h0.unsqueeze(0), ys[:-1]])
+        d_w = d_g.reshape(-1, d_g.shape[-1]).t() @ h_prev.reshape(-1, h_prev.shape[-1])
+        d_b = d_g.reshape(-1, d_g.shape[-1]).sum(0) if ctx.has_bias else None
+        return d_g, dh, dc_next, d_w, d_b
 
 
 class _StackedRNN(Layer):
@@ -235,6 +314,49 @@ class _StackedRNN(Layer):
     def _slot_weights(self, ps: Params, suffix: str) -> list[torch.Tensor]:
         return [ps[n + suffix] for n in self._cell_param_names()]
 
+    def _bptt(self, mask: torch.Tensor | None) -> bool:
+        """Whether the unrolled path runs :class:`_LSTMSequence`: for a plain LSTM (no
+        projection, no lengths) while tracing for compilation, outside forward-mode AD."""
+        if not (self._cell_cls is LSTMCell and not self._proj and mask is None and tracing()):
+            return False
+        if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
+            return False
+        if torch.compiler.is_compiling():  # Dynamo handles transforms itself
+            return True
+        return all(i.key() != TransformType.Jvp for i in retrieve_all_functorch_interpreters())
+
+    def _direction(
+        self,
+        layer: int,
+        reverse: bool,
+        gi: torch.Tensor,
+        carry: Carry,
+        w: dict[str, torch.Tensor],
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, Carry]:
+        """One layer direction over the sequence: ``(outputs (L, N, H_h), final carry)``."""
+        if self._bptt(mask):
+            g = gi.flip(0) if reverse else gi
+            # (c0 is cloned: autograd.Function under Dynamo refuses one tensor given twice)
+            ys, h_n, c_n, _, _ = _LSTMSequence.apply(
+                g, carry[0], carry[1].clone(), w["weight_hh"], w.get("bias_hh")
+            )
+            return (ys.flip(0) if reverse else ys), (h_n, c_n)
+        steps = gi.shape[0]
+        step_fn = self._cells[layer]._step
+        outs: list[Any] = [None] * steps
+        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+            new = step_fn(gi[t], carry, w["weight_hh"], w.get("bias_hh"))
+            if self._proj:
+                new = (F.linear(new[0], w["weight_hr"]), *new[1:])
+            if mask is not None:
+                new = tuple(torch.where(mask[t], a, b) for a, b in zip(new, carry, strict=True))
+                outs[t] = new[0].masked_fill(~mask[t], 0.0)
+            else:
+                outs[t] = new[0]
+            carry = new
+        return torch.stack(outs), carry
+
     def _unrolled(
         self,
         seq: torch.Tensor,
@@ -243,10 +365,9 @@ class _StackedRNN(Layer):
         drop_keys: torch.Tensor | None,
         lengths: torch.Tensor | None,
     ) -> tuple[torch.Tensor, Carry]:
-        steps = seq.shape[0]
         mask = None
         if lengths is not None:
-            positions = torch.arange(steps, device=seq.device).unsqueeze(1)
+            positions = torch.arange(seq.shape[0], device=seq.device).unsqueeze(1)
             mask = (positions < lengths.to(seq.device)).unsqueeze(-1)  # (L, N, 1)
         finals: list[list[torch.Tensor]] = [[] for _ in initial]
         inp = seq
@@ -254,22 +375,9 @@ class _StackedRNN(Layer):
             if d == 0:
                 outs: list[torch.Tensor] = []
             w = dict(zip(self._cell_param_names(), self._slot_weights(ps, suffix), strict=True))
-            b_hh = w.get("bias_hh")
             gi = F.linear(inp, w["weight_ih"], w.get("bias_ih"))  # all steps in one matmul
-            carry = tuple(p[i] for p in initial)
-            ys: list[Any] = [None] * steps
-            step_fn = self._cells[layer]._step
-            for t in range(steps - 1, -1, -1) if d else range(steps):
-                new = step_fn(gi[t], carry, w["weight_hh"], b_hh)
-                if self._proj:
-                    new = (F.linear(new[0], w["weight_hr"]), *new[1:])
-                if mask is not None:
-                    new = tuple(torch.where(mask[t], a, b) for a, b in zip(new, carry, strict=True))
-                    ys[t] = new[0].masked_fill(~mask[t], 0.0)
-                else:
-                    ys[t] = new[0]
-                carry = new
-            outs.append(torch.stack(ys))
+            ys, carry = self._direction(layer, bool(d), gi, tuple(p[i] for p in initial), w, mask)
+            outs.append(ys)
             for j, part in enumerate(carry):
                 finals[j].append(part)
             if d == self._directions - 1:
