@@ -243,9 +243,10 @@ def test_compiled_lstm_gradients_equal_torch(bidirectional: bool) -> None:
     args = (ps, x, h0, c0)
     grad = torch.func.grad_and_value(loss, argnums=(0, 1, 2, 3))
     compiled = torch.compile(grad, fullgraph=True, backend="aot_eager")
-    (g, value), (g_ref, value_ref) = compiled(*args), torch.func.grad_and_value(
-        ref_loss, argnums=(0, 1, 2, 3)
-    )(*args)
+    (g, value), (g_ref, value_ref) = (
+        compiled(*args),
+        torch.func.grad_and_value(ref_loss, argnums=(0, 1, 2, 3))(*args),
+    )
     torch.testing.assert_close(value, value_ref)
     torch.testing.assert_close(g, g_ref)
 
@@ -262,9 +263,7 @@ def test_compiled_lstm_in_a_compiled_train_step_matches_eager() -> None:
     states = [lux.TrainState(model, ps, st, lux.optim.adam(1e-2)) for _ in range(2)]
     for _ in range(3):
         states[0], loss_e, _ = lux.train_step(lux.losses.MSELoss(), (x, y), states[0])
-        states[1], loss_c, _ = lux.train_step(
-            lux.losses.MSELoss(), (x, y), states[1], compile=True
-        )
+        states[1], loss_c, _ = lux.train_step(lux.losses.MSELoss(), (x, y), states[1], compile=True)
         torch.testing.assert_close(loss_c, loss_e)
     assert lux.tree.allclose(states[0].params, states[1].params, rtol=1e-4, atol=1e-5)
 
@@ -281,4 +280,3 @@ def test_bptt_function_refuses_second_derivatives() -> None:
     (g,) = torch.autograd.grad(ys.sum(), w, create_graph=True)
     with pytest.raises(RuntimeError, match=r"does not require grad|once_differentiable"):
         torch.autograd.grad(g.sum(), gi)
-
