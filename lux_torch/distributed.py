@@ -52,9 +52,13 @@ part of the compiled graph. Every rank traces and compiles its own copy of the g
 other ranks' next collective fail: at once where the failed process is gone (its
 connection closes), else when the process group's ``timeout`` (see :func:`initialize`)
 expires. The error is re-raised as a ``RuntimeError`` naming this function, this rank and
-the likely cause. Note that ``train_step(check_finite=True)`` checks the local gradients,
-before they are averaged: a non-finite gradient on one rank raises there only, and the
-other ranks then fail at their next collective.
+the likely cause.
+
+**With** :func:`lux_torch.train_step`, the gradients and the loss are averaged first, and
+the finiteness check (``check_finite=True``) looks at the averages: a NaN or Inf on any
+rank makes every rank raise ``FloatingPointError`` in the same step, with no update
+applied anywhere, so ranks that catch it and skip the batch stay identical. The loss that
+``train_step`` returns is the mean over the ranks.
 """
 
 from __future__ import annotations
@@ -513,6 +517,10 @@ def DistributedOptimizer(
             return apply_updates(ps, updates), state
 
         update.fused_step = fused_step  # type: ignore[attr-defined]
+    # train_step reduces the gradients and the loss itself, before its finiteness check
+    # (so that a NaN on one rank stops every rank), then runs the update without reduction
+    update.reduce_gradients = average  # type: ignore[attr-defined]
+    update.local_update = inner_update  # type: ignore[attr-defined]
     update.__qualname__ = update.__name__ = "DistributedOptimizer.update"
     return GradientTransformation(optimizer.init, update)
 

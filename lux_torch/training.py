@@ -390,8 +390,26 @@ def apply_gradients(ts: TrainState, grads: Tree, *, donate: bool = False) -> Tra
     return _apply(ts, grads, donate)
 
 
-def _apply(ts: TrainState, grads: Tree, donate: bool) -> TrainState:
-    """:func:`apply_gradients` for gradients known to match ``ts.params`` (our own)."""
+def _reduction(ts: TrainState) -> tuple[Callable[[Any], Any] | None, Any]:
+    """``(reduce, optimizer)``: for an optimizer whose update first reduces the gradients
+    across processes (:func:`lux_torch.distributed.DistributedOptimizer`), the reduction
+    and the optimizer without it, so that :func:`train_step` reduces the gradients (and
+    the loss) *before* its finiteness check and every rank raises, or none does;
+    otherwise ``(None, ts.optimizer)``."""
+    update = getattr(ts.optimizer, "update", None)
+    reduce = getattr(update, "reduce_gradients", None)
+    if ts.uses_torch_optim or reduce is None:
+        return None, ts.optimizer
+    return reduce, GradientTransformation(ts.optimizer.init, update.local_update)  # type: ignore[union-attr]
+
+
+def _reduced(reduce: Callable[[Any], Any] | None, grads: Tree, loss: torch.Tensor) -> Any:
+    return (grads, loss) if reduce is None else reduce((grads, loss))
+
+
+def _apply(ts: TrainState, grads: Tree, donate: bool, optimizer: Any = None) -> TrainState:
+    """:func:`apply_gradients` for gradients known to match ``ts.params`` (our own), with
+    ``optimizer`` in place of ``ts.optimizer`` if given."""
     if ts.uses_torch_optim:
         opt: torch.optim.Optimizer = ts.opt_state
         for p, g in zip(lux_leaves(ts.params), lux_leaves(grads), strict=True):
@@ -399,7 +417,8 @@ def _apply(ts: TrainState, grads: Tree, donate: bool) -> TrainState:
         opt.step()
         opt.zero_grad(set_to_none=True)
         return ts.replace(step=ts.step + 1)
-    params, opt_state = optim_step(ts.optimizer, grads, ts.opt_state, ts.params, donate)
+    optimizer = ts.optimizer if optimizer is None else optimizer
+    params, opt_state = optim_step(optimizer, grads, ts.opt_state, ts.params, donate)
     return ts.replace(params=params, opt_state=opt_state, step=ts.step + 1)
 
 
@@ -490,9 +509,11 @@ def train_step(
         return _compiled_step(loss_fn, data, ts, ad, check_finite, donate)
     mode = _resolve_ad(ad, ts.model, compiled=False)
     grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    reduce, optimizer = _reduction(ts)
+    grads, loss = _reduced(reduce, grads, loss)
     if check_finite and not bool(_all_finite(loss, grads)):
         _raise_not_finite(loss_fn, ts, loss)
-    return _apply(ts.replace(states=new_st), grads, donate), loss, stats
+    return _apply(ts.replace(states=new_st), grads, donate, optimizer), loss, stats
 
 
 # ---------------------------------------------------------------------- compiled steps
@@ -538,7 +559,8 @@ def _quiet_resume(forward: Callable[..., Any]) -> Callable[..., Any]:
 def _build_compiled(
     loss_fn: LossFn, ts: TrainState, mode: str, check_finite: bool, donate: bool
 ) -> Callable[[TrainState, Any], tuple[TrainState, torch.Tensor, Any]]:
-    model, optimizer = ts.model, ts.optimizer
+    model = ts.model
+    reduce, optimizer = _reduction(ts)
     options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
 
     if mode == "func":
@@ -570,6 +592,7 @@ def _build_compiled(
         # torch.optim's step, or the fused Adam kernel on the donated buffers.
         def grads_and_flag(ps: Tree, st: Tree, data: Any) -> Any:
             grads, loss, new_st, stats = grad_fn(ps, st, data)
+            grads, loss = _reduced(reduce, grads, loss)
             finite = _all_finite(loss, grads) if check_finite else None
             return grads, loss, new_st, stats, finite
 
@@ -579,7 +602,7 @@ def _build_compiled(
             grads, loss, new_st, stats, finite = grads_only(ts.params, ts.states, data)
             if check_finite and not bool(finite):
                 _raise_not_finite(loss_fn, ts, loss)
-            new = _apply(ts.replace(states=new_st), grads, donate)
+            new = _apply(ts.replace(states=new_st), grads, donate, optimizer)
             return new, loss, stats
 
         return split_step
@@ -593,6 +616,7 @@ def _build_compiled(
 
         def whole(ps: Tree, st: Tree, opt_state: Any, data: Any) -> Any:
             grads, loss, new_st, stats = grad_fn(ps, st, data)
+            grads, loss = _reduced(reduce, grads, loss)
             new_ps, opt_state, finite = update(ps, opt_state, grads, loss)
             return new_ps, new_st, opt_state, loss, stats, finite
 
@@ -602,6 +626,7 @@ def _build_compiled(
 
         def step_fn(ps: Tree, st: Tree, opt_state: Any, data: Any) -> Any:
             grads, loss, new_st, stats = grad_fn(ps, st, data)
+            grads, loss = _reduced(reduce, grads, loss)
             new_ps, opt_state, finite = update_c(ps, opt_state, grads, loss)
             return new_ps, new_st, opt_state, loss, stats, finite
 

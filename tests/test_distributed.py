@@ -173,6 +173,22 @@ def _worker_train(out: pathlib.Path) -> None:
     res["sgd"] = _train(lux.TrainState(_model(), ps, st, sgd), local).params
     compiled = lux.TrainState(_model(), ps, st, opt)
     res["compiled"] = _train(compiled, local, compile=True).params
+
+    # a NaN in rank 1's batch: every rank raises in that step and none updates, so ranks
+    # that catch it and go on stay identical (train_step checks the averaged gradients)
+    for compile in (False, True):
+        ts = lux.TrainState(_model(), ps, st, opt)
+        raised = []
+        for step in range(4):
+            xs, ys = local
+            if r == 1 and step == 2:
+                xs = xs.clone()
+                xs[0, 0] = float("nan")
+            try:
+                ts, _, _ = lux.train_step(lux.losses.MSELoss(), (xs, ys), ts, compile=compile)
+            except FloatingPointError:
+                raised.append(step)
+        res[f"nan_compile={compile}"] = (raised, ts.step, ts.params)
     torch.save(res, out / f"rank{r}.pt")
 
     # finally, rank 1 stays alive but stops calling collectives: rank 0 must fail within
@@ -250,6 +266,16 @@ def _check_training(trained: list[dict[str, Any]]) -> None:
         assert not lux.tree.allclose(trained[0][path], initial, rtol=1e-3), path  # it trained
 
 
+def _check_nan_on_one_rank(trained: list[dict[str, Any]]) -> None:
+    for compile in (False, True):
+        (raised0, step0, ps0), (raised1, step1, ps1) = (
+            res[f"nan_compile={compile}"] for res in trained
+        )
+        assert raised0 == raised1 == [2], compile
+        assert step0 == step1 == 3
+        _assert_identical(ps0, ps1)
+
+
 def _check_buckets(trained: list[dict[str, Any]]) -> None:
     nbytes = 1412 * 4
     for res in trained:
@@ -289,6 +315,7 @@ def test_two_ranks(tmp_path: pathlib.Path) -> None:
     trained = _train_on_two_ranks(tmp_path)
     _check_training(trained)
     _check_buckets(trained)
+    _check_nan_on_one_rank(trained)
     _check_collectives(trained)
 
 
