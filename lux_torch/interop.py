@@ -330,8 +330,12 @@ class TorchModule(Layer):
         return self.__dict__["_impl"]  # type: ignore[no-any-return]
 
     def __reduce__(self) -> tuple[type, tuple[nn.Module]]:
-        # copy, deepcopy and pickle rebuild the private copies from the module
+        # copy and pickle rebuild the private copies from the module
         return (TorchModule, (self.module,))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TorchModule:
+        # unlike built-in layers, this one holds a mutable module: a deep copy copies it
+        return TorchModule(copy.deepcopy(self.module, memo))
 
     def _tensors(self, names: tuple[str, ...], tensors: list[torch.Tensor]) -> dict[str, Any]:
         if _creating_on_meta():  # parameter/state counting: allocate nothing
