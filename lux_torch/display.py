@@ -24,7 +24,7 @@ import torch
 from tabulate import tabulate
 
 from . import tree as ltree
-from .core import Layer, map_children, param_count, state_count
+from .core import Layer, init_params, init_state, map_children, param_count, state_count
 
 __all__ = ["Summary", "layer_html", "layer_repr", "short_repr", "summary"]
 
@@ -46,8 +46,23 @@ def _counts_comment(params: int, states: int) -> str:
     return text
 
 
-def _lines(layer: Layer, depth: int) -> list[tuple[str, str]]:
-    """``(code, comment)`` lines of ``layer`` rendered at ``depth`` (header excluded)."""
+def _child_trees(layer: Layer, trees: tuple[Any, Any], name: str) -> tuple[Any, Any]:
+    """The child's ``(ps, st)`` as its parent builds them (on the meta device): a parent
+    may store a child's tensors differently from the child alone (e.g. a transformer block
+    drops the state of its ``p = 0`` dropouts); the child's own trees where the parent's
+    have no entry under the child's name."""
+    ps, st = trees
+    if isinstance(ps, dict) and isinstance(st, dict) and name in ps and name in st:
+        return ps[name], st[name]
+    child = layer.children()[name]
+    return init_params(0, child, device="meta"), init_state(0, child, device="meta")
+
+
+def _lines(layer: Layer, depth: int, trees: tuple[Any, Any] | None = None) -> list[tuple[str, str]]:
+    """``(code, comment)`` lines of ``layer`` rendered at ``depth`` (header excluded);
+    ``trees``: its ``(ps, st)`` on the meta device, if known."""
+    if trees is None:
+        trees = (init_params(0, layer, device="meta"), init_state(0, layer, device="meta"))
     pad = _INDENT * (depth + 1)
     out: list[tuple[str, str]] = []
     extra = layer.extra_repr()
@@ -65,12 +80,13 @@ def _lines(layer: Layer, depth: int) -> list[tuple[str, str]]:
             label = f"{name} … {items[j - 1][0]}"
         else:
             label, j, run = name, i + 1, 1
+        child_trees = _child_trees(layer, trees, name)
         if child.children():
             out.append((f"{pad}{label} = {type(child).__name__}(", ""))
-            out.extend(_lines(child, depth + 1))
+            out.extend(_lines(child, depth + 1, child_trees))
             out.append((f"{pad}),", ""))
         else:
-            p, s = param_count(child), state_count(child)
+            p, s = ltree.count(child_trees[0]), ltree.count(child_trees[1])
             if run > 1:
                 comment = f"# {p * run:,} ({p:,} × {run}) parameters"
                 if s:
@@ -84,10 +100,11 @@ def _lines(layer: Layer, depth: int) -> list[tuple[str, str]]:
 
 def layer_repr(layer: Layer) -> str:
     """The Lux-style multi-line printout of ``layer`` (what ``repr(layer)`` returns)."""
-    params, states = param_count(layer), state_count(layer)
+    trees = (init_params(0, layer, device="meta"), init_state(0, layer, device="meta"))
+    params, states = ltree.count(trees[0]), ltree.count(trees[1])
     if not layer.children():
         return f"{short_repr(layer)}  {_counts_comment(params, states)}"
-    body = _lines(layer, 0)
+    body = _lines(layer, 0, trees)
     width = max([_COMMENT_COLUMN] + [len(code) + 2 for code, c in body if c])
     rendered = [f"{type(layer).__name__}("]
     rendered += [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 import lux_torch as lux
@@ -110,3 +112,16 @@ def test_summary_counts_repeated_calls():
     ps, st = lux.setup(0, model)
     s = lux.summary(model, torch.ones(2, 3), ps, st)
     assert any("(×3 calls)" in row[2] for row in s.rows)
+
+
+def test_child_counts_are_what_the_parent_stores() -> None:
+    """A parent may store a child's tensors differently from the child alone: a
+    transformer block keeps no state for its p = 0 dropouts, so the printout says so."""
+    block = lux.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0)
+    _, st = lux.setup(0, block)
+    assert lux.tree.count(st) == 0
+    text = repr(block)
+    assert "plus 2 states" not in text
+    assert "dropout1 = Dropout(p=0.0),                                 # 0 parameters\n" in text
+    noisy = repr(lux.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1))
+    assert re.search(r"dropout1 = Dropout\(p=0\.1\), +# 0 parameters, plus 2 states\n", noisy)
