@@ -33,6 +33,9 @@ then once per requested training mode (just once when ``st`` holds no ``training
   tolerance: inductor may fuse and reorder float arithmetic).
 - ``vmap``: :func:`torch.func.vmap` over 3 stacked ``(ps, st)`` sets initialised from
   different keys equals a Python loop; ``randomness="error"`` proves that no torch RNG is used.
+- ``vmap_inputs``: :func:`torch.func.vmap` over 3 stacked inputs (scaled copies of the
+  input's floating tensors) with shared ``ps``/``st`` equals a loop: the per-sample
+  pattern, and the vmap check of layers without parameters or state.
 - ``device``: output and new state on another device (CUDA when available) match the
   CPU's; skipped cleanly where there is none.
 
@@ -652,6 +655,44 @@ def _check_vmap(case: _Case, key: torch.Tensor) -> str | None:
     return None
 
 
+def _check_vmap_inputs(case: _Case) -> str | None:
+    """vmap over a batch of inputs with shared ``ps``/``st`` (per-sample gradients,
+    ensembles of data) equals a loop: the input's floating tensors are stacked from scaled
+    copies; integer, bool and non-tensor parts of the input are shared."""
+    leaves, spec = optree.tree_flatten(case.x, none_is_leaf=True)
+    at = [
+        i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor) and v.is_floating_point()
+    ]
+    if not at:
+        return "the input has no floating-point tensor to vmap over"
+
+    def rebuild(values: Sequence[torch.Tensor]) -> Any:
+        new = list(leaves)
+        for i, v in zip(at, values, strict=True):
+            new[i] = v
+        return optree.tree_unflatten(spec, new)
+
+    scales = [1.0 + 0.25 * k for k in range(_VMAP_MEMBERS)]
+    members = [[leaves[i] * c for i in at] for c in scales]
+    layer, ps, st = case.layer, case.ps, case.st
+    expected = ltree.stack([layer(rebuild(m), ps, st) for m in members])
+    stacked = [torch.stack(column) for column in zip(*members, strict=True)]
+    try:
+        with warnings.catch_warnings():  # a missing batching rule is slow, not wrong
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            got = torch.func.vmap(lambda *v: layer(rebuild(v), ps, st), randomness="error")(
+                *stacked
+            )
+    except Exception as err:
+        raise _Fail(f"torch.func.vmap over inputs failed: {type(err).__name__}: {err}") from err
+    _require(
+        _problems(expected[0], got[0], "y", case.tol)
+        + _problems(expected[1], got[1], "new_st", case.tol),
+        f"vmap over {_VMAP_MEMBERS} stacked inputs (shared ps, st) differs from a loop:",
+    )
+    return None
+
+
 @contextlib.contextmanager
 def _exact_float32() -> Iterator[None]:
     """Switch TF32 off for CUDA matmuls and convolutions (restored afterwards)."""
@@ -746,6 +787,7 @@ def _mode_checks(case: _Case, o: _Options) -> list[tuple[str, Callable[[], str |
             unless(None if o.compile else "disabled", lambda: _check_compile(case, o.backend)),
         ),
         ("vmap", unless(None if o.vmap else "disabled", lambda: _check_vmap(case, o.key))),
+        ("vmap_inputs", unless(None if o.vmap else "disabled", lambda: _check_vmap_inputs(case))),
         (
             "device",
             unless(

@@ -254,6 +254,7 @@ def test_correct_layer_passes_every_check_including_compile():
         "gradcheck",
         "compile",
         "vmap",
+        "vmap_inputs",
     ]
     assert {k: report[k] for k in expected} == dict.fromkeys(expected, "passed")
     if torch.cuda.is_available():
@@ -425,3 +426,26 @@ def test_structure_and_forward_contract():
         check_layer(layer, normal(4, 3), ps={"weight": ps["weight"]}, **FAST)
     with pytest.raises(AssertionError, match=r"(?s)forward failed: the layer raised RuntimeError"):
         check_layer(layer, normal(4, 5), **FAST)
+
+
+class SignBranch(core.Layer):
+    """Python control flow on the input's values: fine eagerly, not under vmap."""
+
+    def __call__(self, x, ps, st):
+        return (x if bool(x.sum() > 0) else -x), st
+
+
+class Centre(core.Layer):
+    """A parameter-free layer: the vmap over (ps, st) has nothing to stack."""
+
+    def __call__(self, x, ps, st):
+        return x - x.mean(), st
+
+
+def test_vmap_over_inputs_covers_parameter_free_layers():
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)).abs()
+    report = check_layer(Centre(), x, compile=False, gradcheck=False)
+    assert report["vmap"].startswith("skipped")  # nothing to stack in ps/st
+    assert report["vmap_inputs"] == "passed"
+    with pytest.raises(AssertionError, match=r"vmap_inputs failed: torch.func.vmap over inputs"):
+        check_layer(SignBranch(), x, compile=False, gradcheck=False)
