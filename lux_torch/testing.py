@@ -660,9 +660,7 @@ def _check_vmap_inputs(case: _Case) -> str | None:
     ensembles of data) equals a loop: the input's floating tensors are stacked from scaled
     copies; integer, bool and non-tensor parts of the input are shared."""
     leaves, spec = optree.tree_flatten(case.x, none_is_leaf=True)
-    at = [
-        i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor) and v.is_floating_point()
-    ]
+    at = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor) and v.is_floating_point()]
     if not at:
         return "the input has no floating-point tensor to vmap over"
 
