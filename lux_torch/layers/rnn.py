@@ -24,8 +24,9 @@ they come from the same key and are drawn in the padded ``(L, N, D * H_out)`` la
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -48,6 +49,15 @@ __all__ = ["GRU", "LSTM", "RNN"]
 Params = dict[str, Any]
 State = dict[str, Any]
 Carry = tuple[torch.Tensor, ...]
+
+
+@contextlib.contextmanager
+def _quiet_projection() -> Iterator[None]:
+    """oneDNN has no projected LSTM: torch's C++ loop runs instead, and warns that it does.
+    (Entered for projected LSTMs only: warning filters are process-wide.)"""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "LSTM with projections is not supported")
+        yield
 
 
 def fused_kernels_usable() -> bool:
@@ -412,9 +422,7 @@ class _StackedRNN(Layer):
             ]
             hx = tuple(p[dirs * start : dirs * stop] for p in initial)
             args = (flat, self.bias, stop - start, 0.0, True, self.bidirectional)
-            with warnings.catch_warnings():
-                # oneDNN has no projected LSTM; torch's C++ loop runs instead, and says so
-                warnings.filterwarnings("ignore", "LSTM with projections is not supported")
+            with _quiet_projection() if self._proj else contextlib.nullcontext():
                 if lengths is None:
                     res = kernel(inp, hx if lstm else hx[0], *args, False)
                     out, last = res[0], tuple(res[1:])
