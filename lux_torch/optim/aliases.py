@@ -1,0 +1,358 @@
+"""The optimizer aliases (:func:`sgd`, :func:`adam`, ...) and :func:`step`, with torch's
+fused Adam kernels (see :mod:`lux_torch.optim`)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..tree import flatten, unflatten
+from ._base import (
+    GradientTransformation,
+    LearningRate,
+    Scalar,
+    State,
+    Tree,
+    _check_lr,
+    _check_nonneg,
+    _flatten,
+    _inc,
+    _plain_count,
+)
+from .transforms import (
+    add_decayed_weights,
+    apply_updates,
+    chain,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_lion,
+    scale_by_rms,
+    trace,
+)
+
+# ----------------------------------------------------------------------------- aliases
+
+
+def sgd(
+    lr: LearningRate,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> GradientTransformation:
+    """Stochastic gradient descent, equal to ``torch.optim.SGD`` (dampening 0).
+
+    Arguments:
+        lr: learning rate (float or schedule).
+        momentum: momentum factor.
+        nesterov: Nesterov momentum.
+        weight_decay: L2 penalty added to the gradients.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``((), {"buf"} or (), {"count"})``: the
+        states of ``add_decayed_weights``, ``trace`` and ``scale_by_learning_rate``.
+
+    Example:
+        >>> opt = sgd(0.1, momentum=0.9)
+    """
+    _check_lr(lr, "sgd")
+    return chain(
+        add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_learning_rate(lr)
+    )
+
+
+def adam(
+    lr: LearningRate = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> GradientTransformation:
+    """Adam, equal to ``torch.optim.Adam`` (L2 ``weight_decay`` added to the gradients).
+
+    Arguments:
+        lr: learning rate (float or schedule).
+        betas: moment decay rates.
+        eps: numerical stabiliser.
+        weight_decay: L2 penalty.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``((), {"count", "mu", "nu"},
+        {"count"})``: the states of ``add_decayed_weights``, ``scale_by_adam`` and
+        ``scale_by_learning_rate``.
+
+    Example:
+        >>> opt = adam(1e-3)
+    """
+    _check_lr(lr, "adam")
+    opt = chain(
+        add_decayed_weights(weight_decay), scale_by_adam(betas, eps), scale_by_learning_rate(lr)
+    )
+    return _with_fused_step(opt, "adam", lr, betas, eps, weight_decay)
+
+
+def adamw(
+    lr: LearningRate = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+) -> GradientTransformation:
+    """AdamW (decoupled weight decay), equal to ``torch.optim.AdamW``.
+
+    Arguments:
+        lr: learning rate (float or schedule); also scales the decay.
+        betas: moment decay rates.
+        eps: numerical stabiliser.
+        weight_decay: decoupled decay factor.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``({"count", "mu", "nu"}, (),
+        {"count"})``: the states of ``scale_by_adam``, ``add_decayed_weights`` and
+        ``scale_by_learning_rate``.
+
+    Example:
+        >>> opt = adamw(1e-3, weight_decay=1e-2)
+    """
+    _check_lr(lr, "adamw")
+    opt = chain(
+        scale_by_adam(betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
+    )
+    return _with_fused_step(opt, "adamw", lr, betas, eps, weight_decay)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _with_fused_step(
+    opt: GradientTransformation,
+    kind: str,
+    lr: LearningRate,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> GradientTransformation:
+    """Attach ``fused_step(grads, state, ps, donate) -> (new_ps, new_state) | None`` to
+    ``opt.update``.
+
+    The step runs ``torch``'s fused Adam kernel (``torch._fused_adam_`` /
+    ``torch._fused_adamw_``) on copies of the parameters and moments (inputs untouched), or
+    on the given buffers themselves with ``donate=True``: one pass over the leaves instead
+    of a dozen ``foreach`` passes, with the state layout of the ``chain``. :func:`step`
+    (and so :func:`lux_torch.train_step`) uses it in eager mode; it returns ``None`` (use
+    ``update`` + :func:`apply_updates`) when traced, under ``torch.func`` transforms, with
+    a schedule, or for leaves the kernel does not take.
+    """
+    kernel = torch._fused_adam_ if kind == "adam" else torch._fused_adamw_
+    adam_at = 1 if kind == "adam" else 0
+
+    def fused_step(
+        grads: Tree, state: State, ps: Tree, donate: bool = False
+    ) -> tuple[Tree, State] | None:
+        if callable(lr) or torch.compiler.is_compiling():
+            return None
+        p, spec = flatten(ps)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in p):
+            return None
+        moments = state[adam_at]
+        count = _plain_count(moments["count"])
+        if count is None:
+            return None
+        g = spec.flatten_up_to(grads) if hasattr(spec, "flatten_up_to") else None
+        if g is None or not p:
+            return None
+        mu, nu = spec.flatten_up_to(moments["mu"]), spec.flatten_up_to(moments["nu"])
+        device = p[0].device
+        if (
+            device.type not in ("cpu", "cuda")
+            or any(
+                type(t) is not torch.Tensor
+                or t.device != device
+                or t.dtype not in _FUSED_DTYPES
+                or t.layout is not torch.strided
+                for t in (*p, *g, *mu, *nu)
+            )
+            or not all(t.is_contiguous() for t in (*p, *mu, *nu))
+        ):
+            return None
+        # The kernels walk memory linearly, ignoring strides (a transposed gradient, as
+        # vmapped matmuls produce, silently updated the wrong elements): dense copies.
+        g = [t if t.is_contiguous() else t.contiguous() for t in g]
+        steps = [torch.full((), count + 1, dtype=torch.float32, device=device)] * len(p)
+        if not donate:  # the in-place kernel on copies: no copy of the gradients
+            p, mu, nu = ([t.clone() for t in x] for x in (p, mu, nu))
+        kernel(
+            p,
+            g,
+            mu,
+            nu,
+            [],
+            steps,
+            lr=float(lr),
+            beta1=betas[0],
+            beta2=betas[1],
+            weight_decay=weight_decay,
+            eps=eps,
+            amsgrad=False,
+            maximize=False,
+        )
+        new_p, new_mu, new_nu = p, mu, nu
+        new_count = _inc(moments["count"])
+        new_state = list(state)
+        new_state[adam_at] = {
+            "count": new_count,
+            "mu": unflatten(spec, new_mu),
+            "nu": unflatten(spec, new_nu),
+        }
+        new_state[2] = {"count": _inc(state[2]["count"])}
+        return unflatten(spec, new_p), tuple(new_state)
+
+    update = opt.update
+    update.fused_step = fused_step  # type: ignore[attr-defined]
+    return opt
+
+
+def step(
+    optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, *, donate: bool = False
+) -> tuple[Tree, State]:
+    """``update`` then :func:`apply_updates` in one call: ``(new_ps, new_state)``.
+
+    Where the optimizer has a fused implementation (:func:`adam`, :func:`adamw` with a
+    constant learning rate, in eager mode on CPU or CUDA) it runs that instead: one
+    kernel, the same state layout, numerics equal up to floating-point rounding.
+
+    Arguments:
+        optimizer: the transformation.
+        grads: gradients with the structure of ``ps``.
+        state: the optimizer state.
+        ps: the parameters.
+        donate: allow the fused implementation to overwrite ``ps`` and ``state`` in place
+            (like JAX's ``donate_argnums``): no copies, ``torch.optim``'s speed; the given
+            ``ps`` and ``state`` must not be used afterwards. Ignored by the generic path.
+
+    Returns:
+        ``(new_ps, new_state)``; ``ps`` and ``state`` are not modified unless donated.
+
+    Example:
+        >>> ps, state = step(adam(1e-3), grads, state, ps)
+    """
+    _flatten(grads, ps, "grads")
+    return _step(optimizer, grads, state, ps, donate)
+
+
+def _step(
+    optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, donate: bool
+) -> tuple[Tree, State]:
+    """:func:`step` for ``grads`` whose structure has been checked already."""
+    fused = getattr(optimizer.update, "fused_step", None)
+    if fused is not None:
+        out = fused(grads, state, ps, donate)
+        if out is not None:
+            return out
+    updates, state = optimizer.update(grads, state, ps)
+    return apply_updates(ps, updates), state
+
+
+def rmsprop(
+    lr: LearningRate = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    centered: bool = False,
+    weight_decay: float = 0.0,
+) -> GradientTransformation:
+    """RMSprop, equal to ``torch.optim.RMSprop``.
+
+    Arguments:
+        lr: learning rate (float or schedule).
+        alpha: smoothing constant.
+        eps: added after the square root.
+        momentum: momentum factor applied to the scaled gradient.
+        centered: normalise by the estimated variance.
+        weight_decay: L2 penalty added to the gradients.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``((), {"count", "mu", "nu"},
+        {"buf"} or (), {"count"})``: the states of ``add_decayed_weights``,
+        ``scale_by_rms``, ``trace`` and ``scale_by_learning_rate``.
+
+    Example:
+        >>> opt = rmsprop(1e-2, centered=True)
+    """
+    _check_lr(lr, "rmsprop")
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_rms(alpha, eps, centered),
+        trace(momentum),
+        scale_by_learning_rate(lr),
+    )
+
+
+def adagrad(
+    lr: LearningRate = 1e-2,
+    eps: float = 1e-10,
+    initial_accumulator_value: float = 0.0,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+) -> GradientTransformation:
+    """Adagrad, equal to ``torch.optim.Adagrad``.
+
+    The step size after ``count`` updates is ``lr / (1 + count * lr_decay)``.
+
+    Arguments:
+        lr: learning rate (float or schedule).
+        eps: added after the square root.
+        initial_accumulator_value: starting sum of squares.
+        lr_decay: learning-rate decay (>= 0).
+        weight_decay: L2 penalty added to the gradients.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``((), {"count", "sum"}, {"count"})``:
+        the states of ``add_decayed_weights``, ``scale_by_adagrad`` and
+        ``scale_by_learning_rate``.
+
+    Example:
+        >>> opt = adagrad(1e-2, lr_decay=1e-3)
+    """
+    _check_lr(lr, "adagrad")
+    _check_nonneg("lr_decay", lr_decay, "adagrad")
+    step: LearningRate = lr
+    if lr_decay != 0.0:
+
+        def decayed(count: torch.Tensor) -> Scalar:
+            base = lr(count) if callable(lr) else lr
+            return base / (1.0 + count.to(torch.float64) * lr_decay)
+
+        step = decayed
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_adagrad(eps, initial_accumulator_value),
+        scale_by_learning_rate(step),
+    )
+
+
+def lion(
+    lr: LearningRate = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.99),
+    weight_decay: float = 0.0,
+) -> GradientTransformation:
+    """Lion (Chen et al., 2023): sign updates with decoupled weight decay, as in optax.
+
+    ``p -= lr * (sign(b1 * mu + (1 - b1) * g) + weight_decay * p)``, then
+    ``mu = b2 * mu + (1 - b2) * g``.
+
+    Arguments:
+        lr: learning rate (float or schedule); also scales the decay. Lion wants a learning
+            rate 3-10x smaller than AdamW's.
+        betas: ``(beta1, beta2)`` of :func:`scale_by_lion`.
+        weight_decay: decoupled decay factor.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``({"count", "mu"}, (), {"count"})``:
+        the states of ``scale_by_lion``, ``add_decayed_weights`` and
+        ``scale_by_learning_rate``.
+
+    Example:
+        >>> opt = lion(1e-4, weight_decay=1.0)
+    """
+    _check_lr(lr, "lion")
+    return chain(
+        scale_by_lion(betas), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
+    )
