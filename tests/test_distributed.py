@@ -12,9 +12,7 @@ checks it all, so that pytest-xdist never starts the pair twice.
 from __future__ import annotations
 
 import math
-import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -23,13 +21,13 @@ from typing import Any
 
 import pytest
 import torch
+from gloo import ROOT, env, launch
 from torch.utils.data.distributed import DistributedSampler
 
 import lux_torch as lux
 from lux_torch import distributed as ldist
 
 HERE = pathlib.Path(__file__).resolve()
-ROOT = HERE.parent.parent
 STEPS = 20
 BATCH = 32
 LR = 1e-2
@@ -54,58 +52,6 @@ def _bucket_tree(r: int) -> dict[str, torch.Tensor]:
     """Float32 leaves of 1412 elements (5648 bytes) whose values depend on the rank."""
     base = torch.arange(1412, dtype=torch.float32) / 100
     return {"a": base[:1000] + r, "b": (base[1000:1407] * (r + 1)).reshape(37, 11), "c": base[-5:]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """This environment, with the repository importable and one intra-op thread."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
-
-
-def _launch(mode: str, out: pathlib.Path, world: int = 2) -> list[subprocess.Popen[str]]:
-    port = _free_port()
-    procs = []
-    for r in range(world):
-        env = _env(
-            RANK=str(r),
-            LOCAL_RANK=str(r),
-            WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(HERE), mode, str(out)],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    return procs
-
-
-def _finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[int, str]]:
-    """``(returncode, stderr)`` of every process; kills them all past ``timeout``."""
-    deadline = time.monotonic() + timeout
-    results = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            _, err = p.communicate()
-            raise AssertionError(f"worker did not finish within {timeout} s:\n{err}") from None
-        results.append((p.returncode, err))
-    return results
 
 
 # ---------------------------------------------------------------------------- workers
@@ -224,7 +170,7 @@ def _worker_fail(out: pathlib.Path) -> None:
 def _train_on_two_ranks(out: pathlib.Path) -> list[dict[str, Any]]:
     """Run the ``train`` workers; return what they saved. Checks the final stall: rank 0
     exits non-zero with a clear error within a bounded time while rank 1 is stalled."""
-    procs = _launch("train", out)
+    procs = launch(HERE, "train", str(out))
     try:
         _, err0 = procs[0].communicate(timeout=240)
         ended = time.time()
@@ -320,7 +266,7 @@ def test_two_ranks(tmp_path: pathlib.Path) -> None:
 
 
 def test_failing_rank_makes_the_other_exit(tmp_path: pathlib.Path) -> None:
-    procs = _launch("fail", tmp_path)
+    procs = launch(HERE, "fail", str(tmp_path))
     start = time.monotonic()
     try:
         _, err = procs[0].communicate(timeout=60)
@@ -336,7 +282,7 @@ def test_failing_rank_makes_the_other_exit(tmp_path: pathlib.Path) -> None:
 def test_example_runs_under_torchrun() -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += [str(ROOT / "examples" / "distributed_train.py"), "--epochs", "3", "--quick"]
-    done = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert out.count("epoch") == 3, out  # printed by rank 0 only

@@ -22,23 +22,19 @@ it measured with ``torch.save``; the test compares it here with one-process refe
 
 from __future__ import annotations
 
-import os
 import pathlib
-import socket
-import subprocess
 import sys
-import time
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from gloo import finish, launch
 
 import lux_torch as lux
 from lux_torch import distributed as ldist
 
 HERE = pathlib.Path(__file__).resolve()
-ROOT = HERE.parent.parent
 STEPS = 10
 BATCH = 16
 LR = 1e-2
@@ -80,57 +76,6 @@ def _train(module: torch.nn.Module, xy: tuple[torch.Tensor, torch.Tensor]) -> No
         opt.zero_grad()
         F.mse_loss(module(x), y).backward()
         opt.step()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _launch(out: pathlib.Path, world: int = 2) -> list[subprocess.Popen[str]]:
-    port = _free_port()
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    procs = []
-    for r in range(world):
-        env = {
-            **os.environ,
-            "PYTHONPATH": path,  # the repository, whatever the install
-            "OMP_NUM_THREADS": "1",
-            "RANK": str(r),
-            "LOCAL_RANK": str(r),
-            "WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(HERE), str(out)],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    return procs
-
-
-def _finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[str]:
-    """The stderr of every process, each of which must exit 0; kills all past ``timeout``."""
-    deadline = time.monotonic() + timeout
-    errors = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            _, err = p.communicate()
-            raise AssertionError(f"worker did not finish within {timeout} s:\n{err}") from None
-        assert p.returncode == 0, err
-        errors.append(err)
-    return errors
 
 
 # ----------------------------------------------------------------------------- worker
@@ -297,7 +242,7 @@ def _check_fsdp_batchnorm(res: list[dict[str, Any]]) -> None:
 def test_to_torch_under_ddp_and_fsdp2(tmp_path: pathlib.Path) -> None:
     """Two gloo ranks: DDP and FSDP2 training of ``lux.to_torch`` modules (see the module
     docstring); the workers also run without any warning."""
-    errors = _finish(_launch(tmp_path), timeout=180)
+    errors = finish(launch(HERE, str(tmp_path)), timeout=180)
     for err in errors:
         assert "Warning" not in err, err
     res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
