@@ -624,21 +624,15 @@ def _members(case: _Case, key: torch.Tensor) -> list[tuple[Any, Any]]:
     return out
 
 
-def _check_vmap(case: _Case, key: torch.Tensor) -> str | None:
-    if not ltree.leaves(case.ps) and not ltree.leaves(case.st):
-        return "the layer has no parameters or state to vmap over"
-    members = _members(case, key)
-    layer, x = case.layer, case.x
-    looped = [layer(x, ps, st) for ps, st in members]
-    expected = ltree.stack(looped)
-    stacked_ps = ltree.stack([ps for ps, _ in members])
-    stacked_st = ltree.stack([st for _, st in members])
+def _vmap_equals_loop(
+    case: _Case, fn: Callable[..., Any], members: list[Any], stacked: list[Any], what: str
+) -> None:
+    """``vmap(fn)(*stacked)`` equals ``stack([fn(*m) for m in members])``."""
+    expected = ltree.stack([fn(*m) for m in members])
     try:
         with warnings.catch_warnings():  # a missing batching rule is slow, not wrong
             warnings.filterwarnings("ignore", message="There is a performance drop")
-            got = torch.func.vmap(lambda p, s: layer(x, p, s), randomness="error")(
-                stacked_ps, stacked_st
-            )
+            got = torch.func.vmap(fn, randomness="error")(*stacked)
     except Exception as err:
         hint = (
             " (the layer uses torch's random number generator; draw randomness from "
@@ -646,12 +640,22 @@ def _check_vmap(case: _Case, key: torch.Tensor) -> str | None:
             if "random" in str(err).lower()
             else ""
         )
-        raise _Fail(f"torch.func.vmap failed{hint}: {type(err).__name__}: {err}") from err
+        raise _Fail(f"torch.func.vmap {what} failed{hint}: {type(err).__name__}: {err}") from err
     _require(
         _problems(expected[0], got[0], "y", case.tol)
         + _problems(expected[1], got[1], "new_st", case.tol),
-        f"vmap over {_VMAP_MEMBERS} stacked (ps, st) differs from a loop:",
+        f"vmap {what} differs from a loop:",
     )
+
+
+def _check_vmap(case: _Case, key: torch.Tensor) -> str | None:
+    if not ltree.leaves(case.ps) and not ltree.leaves(case.st):
+        return "the layer has no parameters or state to vmap over"
+    members = _members(case, key)
+    stacked = [ltree.stack([ps for ps, _ in members]), ltree.stack([st for _, st in members])]
+    layer, x = case.layer, case.x
+    what = f"over {_VMAP_MEMBERS} stacked (ps, st)"
+    _vmap_equals_loop(case, lambda p, s: layer(x, p, s), members, stacked, what)
     return None
 
 
@@ -672,22 +676,10 @@ def _check_vmap_inputs(case: _Case) -> str | None:
 
     scales = [1.0 + 0.25 * k for k in range(_VMAP_MEMBERS)]
     members = [[leaves[i] * c for i in at] for c in scales]
-    layer, ps, st = case.layer, case.ps, case.st
-    expected = ltree.stack([layer(rebuild(m), ps, st) for m in members])
     stacked = [torch.stack(column) for column in zip(*members, strict=True)]
-    try:
-        with warnings.catch_warnings():  # a missing batching rule is slow, not wrong
-            warnings.filterwarnings("ignore", message="There is a performance drop")
-            got = torch.func.vmap(lambda *v: layer(rebuild(v), ps, st), randomness="error")(
-                *stacked
-            )
-    except Exception as err:
-        raise _Fail(f"torch.func.vmap over inputs failed: {type(err).__name__}: {err}") from err
-    _require(
-        _problems(expected[0], got[0], "y", case.tol)
-        + _problems(expected[1], got[1], "new_st", case.tol),
-        f"vmap over {_VMAP_MEMBERS} stacked inputs (shared ps, st) differs from a loop:",
-    )
+    layer, ps, st = case.layer, case.ps, case.st
+    what = f"over {_VMAP_MEMBERS} stacked inputs (shared ps, st)"
+    _vmap_equals_loop(case, lambda *v: layer(rebuild(v), ps, st), members, stacked, what)
     return None
 
 

@@ -382,7 +382,12 @@ def test_parity_bugs_are_caught(layer, match):
             normal(4, 3),
             r"determinism\[train\] failed: a stochastic layer must return an advanced key",
         ),
-        (ReseededNoise(), normal(4, 3), r"vmap failed \(the layer uses torch's random"),
+        (
+            ReseededNoise(),
+            normal(4, 3),
+            r"vmap failed: torch.func.vmap over 3 stacked \(ps, st\) failed "
+            r"\(the layer uses torch's random",
+        ),
         (BadBackwardScale(), normal(2, 3), r"gradcheck failed: Jacobian mismatch"),
         (
             DropsFlag(),
@@ -447,5 +452,9 @@ def test_vmap_over_inputs_covers_parameter_free_layers():
     report = check_layer(Centre(), x, compile=False, gradcheck=False)
     assert report["vmap"].startswith("skipped")  # nothing to stack in ps/st
     assert report["vmap_inputs"] == "passed"
-    with pytest.raises(AssertionError, match=r"vmap_inputs failed: torch.func.vmap over inputs"):
+    with pytest.raises(
+        AssertionError,
+        match=r"vmap_inputs failed: torch\.func\.vmap over 3 stacked inputs \(shared ps, st\) "
+        r"failed: ",
+    ):
         check_layer(SignBranch(), x, compile=False, gradcheck=False)
