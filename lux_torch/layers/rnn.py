@@ -294,7 +294,10 @@ class _StackedRNN(Layer):
                 )
         return tuple(parts) if batched else tuple(p.unsqueeze(1) for p in parts)
 
-    def _lengths(self, lengths: Any, seq: torch.Tensor, batched: bool) -> torch.Tensor:
+    def _lengths(
+        self, lengths: Any, seq: torch.Tensor, batched: bool, check_values: bool
+    ) -> torch.Tensor:
+        """``lengths`` as a tensor, validated (its values only where a host read is possible)."""
         name = type(self).__name__
         if not batched:
             raise ValueError(f"{name}: lengths needs a batched input {self._layout()}")
@@ -313,7 +316,7 @@ class _StackedRNN(Layer):
                 f"per sequence), got {_describe(lengths)}"
                 + (f" of dtype {lengths.dtype}" if isinstance(lengths, torch.Tensor) else "")
             )
-        if fused_kernels_usable() and bool(((lengths < 1) | (lengths > steps)).any()):
+        if check_values and bool(((lengths < 1) | (lengths > steps)).any()):
             raise ValueError(
                 f"{name}: every length must be in [1, {steps}] (the padded length), got "
                 f"{lengths.tolist()}"
@@ -459,8 +462,9 @@ class _StackedRNN(Layer):
         if seq.shape[0] == 0:
             raise ValueError(f"{name}: the sequence is empty (L = 0)")
         initial = self._initial(hx, seq, batched)
+        fused = fused_kernels_usable()
         if lengths is not None:
-            lengths = self._lengths(lengths, seq, batched)
+            lengths = self._lengths(lengths, seq, batched, fused)
 
         new_st = st
         drop_keys: torch.Tensor | None = None
@@ -470,7 +474,7 @@ class _StackedRNN(Layer):
             if self.num_layers > 1:
                 drop_keys = lrandom.split(use_key, self.num_layers - 1)
 
-        run = self._fused if fused_kernels_usable() else self._unrolled
+        run = self._fused if fused else self._unrolled
         out, last = run(seq, initial, ps, drop_keys, lengths)
         out = (out.transpose(0, 1) if self.batch_first else out) if batched else out.squeeze(1)
         if not batched:
