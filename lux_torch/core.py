@@ -22,13 +22,33 @@ with its own key ``fold_in(key, crc32(child_name))`` so that adding a layer neve
 its siblings' initial values. Display, counting, mode switching, ``vmap`` and
 ``torch.compile`` support need nothing more.
 
+Shape checks
+------------
+Every call checks the tensors the layer owns in ``ps`` and ``st`` (not its children's:
+each child checks its own) against the layer's *shape signature*: the shapes its
+``init_params``/``init_state`` give, computed once at construction on the meta device (so
+nothing is allocated; custom initialisers are called there too). A mis-shaped tensor raises
+``ValueError`` before the layer computes anything with it -- a bias of shape ``(1,)`` would
+otherwise broadcast silently, and torch's fused RNN kernels do not check shapes at all::
+
+    Linear(2 => 16): ps['weight'] has shape (32, 2), but the layer's configuration expects
+    a tensor of shape (16, 2) (do these parameters/state belong to another model?)
+
+A missing entry raises ``KeyError``, a value that is not a tensor ``TypeError``. The check
+costs a few tuple comparisons per layer per call; under ``torch.compile`` it becomes guards
+and under ``vmap`` it sees each member's shapes. Custom layers get it for free; a layer
+whose initialisers cannot run on the meta device is not checked (and fails the harness's
+``structure`` check).
+
 Errors
 ------
 An exception raised inside a layer is re-raised unchanged (same type) with a note naming
 the layer's path in the model and its repr, e.g.
 ``in layer_2.decoder.layer_1 (Linear(16 => 1)): expected input of shape (*, 16), got (4, 3)``;
 when ``ps`` or ``st`` do not match the model's structure the note lists the missing and
-unexpected keys. The work happens only on the error path.
+unexpected keys, and when the input's floating dtype differs from the parameters' it says
+how to cast (``lux.f64(ps)``). That work happens only on the error path, and not while
+``torch.compile`` traces (Dynamo reports the error itself).
 """
 
 from __future__ import annotations
@@ -89,7 +109,87 @@ def _rebuild_layer(cls: Any, attrs: dict[str, Any]) -> Any:
     layer = cls.__new__(cls)
     for name, value in attrs.items():
         object.__setattr__(layer, name, _freeze(value))
+    layer.__dict__[_SIGNATURE] = _signature(layer)
     return layer
+
+
+# --------------------------------------------------------------------------- shape signature
+
+_SIGNATURE = "_lux_signature"  # a private, non-field attribute (eq, hash and pickle ignore it)
+
+# ((key or index, ...), shape) for every tensor a layer owns directly in ``ps`` or ``st``
+_Entries = tuple[tuple[tuple[Any, ...], torch.Size], ...]
+
+
+def _own_entries(tree: Any, children: Mapping[str, Any]) -> _Entries:
+    """The tensor leaves of ``tree`` outside the children's subtrees, with their paths."""
+    out: list[tuple[tuple[Any, ...], torch.Size]] = []
+
+    def walk(node: Any, keys: tuple[Any, ...]) -> None:
+        if isinstance(node, torch.Tensor):
+            out.append((keys, node.shape))
+        elif isinstance(node, Mapping):
+            for k, v in node.items():
+                if not (keys == () and k in children):
+                    walk(v, (*keys, k))
+        elif isinstance(node, (tuple, list)):
+            for i, v in enumerate(node):
+                walk(v, (*keys, i))
+
+    walk(tree, ())
+    return tuple(out)
+
+
+def _signature(layer: Layer) -> tuple[_Entries, _Entries] | None:
+    """The shapes of the tensors ``layer`` owns in ``ps`` and ``st``, from its configuration.
+
+    Computed once per layer (at construction) by running ``init_params``/``init_state`` on
+    the meta device, so nothing is allocated. ``None`` when the layer owns no tensor, or when
+    its initialisers cannot run on the meta device (a custom layer: it is then not checked).
+    """
+    cls = type(layer)
+    if cls.init_params is Layer.init_params and cls.init_state is Layer.init_state:
+        return None  # a plain container: each child checks its own tensors
+    try:
+        ps, st = setup(0, layer, device="meta")
+    except Exception:
+        return None
+    children = layer.children()
+    entries = (_own_entries(ps, children), _own_entries(st, children))
+    return entries if entries[0] or entries[1] else None
+
+
+def _check_shapes(layer: Layer, signature: tuple[_Entries, _Entries], ps: Any, st: Any) -> None:
+    """Raise when a tensor that ``layer`` owns in ``ps``/``st`` is missing or mis-shaped.
+
+    ``KeyError`` for a missing entry (the error note then lists every missing key),
+    ``TypeError`` for a value that is not a tensor, ``ValueError`` for a wrong shape.
+    """
+    for label, entries, tree in (("ps", signature[0], ps), ("st", signature[1], st)):
+        for keys, shape in entries:
+            node = tree
+            for k in keys:
+                try:
+                    node = node[k]
+                except (KeyError, TypeError, IndexError):
+                    raise KeyError(k) from None
+            if getattr(node, "shape", None) != shape:
+                _raise_shape_error(layer, label, keys, shape, node)
+
+
+def _raise_shape_error(
+    layer: Layer, label: str, keys: tuple[Any, ...], shape: torch.Size, value: Any
+) -> None:
+    from .display import short_repr
+
+    name = label + "".join(f"[{k!r}]" for k in keys)
+    expected = f"the layer's configuration expects a tensor of shape {tuple(shape)}"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{short_repr(layer)}: {name} is a {type(value).__name__}, but {expected}")
+    raise ValueError(
+        f"{short_repr(layer)}: {name} has shape {tuple(value.shape)}, but {expected} "
+        "(do these parameters/state belong to another model?)"
+    )
 
 
 def _hashable(value: Any) -> Any:
@@ -109,14 +209,19 @@ def _is_layer_collection(value: Any) -> bool:
 
 
 def _annotating_call(call: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a layer's ``__call__`` so that errors carry the layer's path (error path only)."""
+    """Wrap a layer's ``__call__``: check the shapes of the tensors it owns in ``ps``/``st``
+    against its signature, and give errors a note naming the layer's path (error path only)."""
 
     @functools.wraps(call)
     def __call__(self: Layer, x: Any, ps: Any, st: Any, *args: Any, **kwargs: Any) -> Any:
         try:
+            signature = self.__dict__.get(_SIGNATURE)
+            if signature is not None:
+                _check_shapes(self, signature, ps, st)
             return call(self, x, ps, st, *args, **kwargs)
         except Exception as err:
-            _annotate(err, self, x, ps, st)
+            if not torch.compiler.is_compiling():  # Dynamo reports the error as it is
+                _annotate(err, self, x, ps, st)
             raise
 
     __call__._lux_annotating = True  # type: ignore[attr-defined]
@@ -185,6 +290,7 @@ class Layer:
             if frozen is not value:
                 object.__setattr__(self, f.name, frozen)
         self.children()  # validates that child names are unique
+        self.__dict__[_SIGNATURE] = _signature(self)
 
     # -- configuration identity
     def _config(self) -> tuple[Any, ...]:
@@ -206,11 +312,7 @@ class Layer:
         return self  # immutable: a deep copy is the layer itself
 
     def __reduce__(self) -> tuple[Any, ...]:
-        attrs = {
-            k: dict(v) if isinstance(v, types.MappingProxyType) else v
-            for k, v in vars(self).items()
-        }
-        return (_rebuild_layer, (type(self), attrs))
+        return (_rebuild_layer, (type(self), _attributes(self)))
 
     # -- structure
     def children(self) -> dict[str, Layer]:
@@ -282,6 +384,15 @@ class Layer:
         return layer_html(self)
 
 
+def _attributes(layer: Layer) -> dict[str, Any]:
+    """The layer's own attributes (read-only mappings as dicts), without derived ones."""
+    return {
+        k: dict(v) if isinstance(v, types.MappingProxyType) else v
+        for k, v in vars(layer).items()
+        if k != _SIGNATURE
+    }
+
+
 def _short(value: Any) -> str:
     """Short display of a configuration value (functions by name)."""
     if isinstance(value, functools.partial):
@@ -310,6 +421,7 @@ def replace_fields(layer: Layer, /, **changes: Any) -> Layer:
     new = copy.copy(layer)
     for name, value in changes.items():
         object.__setattr__(new, name, _freeze(value))
+    new.__dict__[_SIGNATURE] = _signature(new)  # own tensors may depend on the children
     return new
 
 
@@ -541,8 +653,9 @@ def structure_problems(model: Layer, ps: Any, st: Any) -> list[str]:
 def check_structure(model: Layer, ps: Params, st: State) -> None:
     """Raise ``ValueError`` naming every missing, unexpected or mis-shaped entry.
 
-    Called once by :class:`StatefulLayer` and by :mod:`lux_torch.testing`; a plain call
-    of the model pays nothing for it (mismatches are explained when they cause an error).
+    Called once by :class:`StatefulLayer` and by :mod:`lux_torch.testing`. A plain call of
+    the model checks only the shapes of the tensors each layer owns (see the module
+    docstring); this check compares the whole trees, extra keys included.
     """
     problems = structure_problems(model, ps, st)
     if problems:
@@ -567,6 +680,35 @@ def _child_name(parent: Layer, parent_ps: Any, child: Layer, child_ps: Any) -> s
     return f"<{type(child).__name__}>"
 
 
+_PRECISION_CASTS = {
+    torch.float16: "f16",
+    torch.bfloat16: "bf16",
+    torch.float32: "f32",
+    torch.float64: "f64",
+}
+
+
+def _float_dtypes(tree: Any) -> set[torch.dtype]:
+    found = ltree.leaves(tree) if not isinstance(tree, torch.Tensor) else [tree]
+    return {t.dtype for t in found if isinstance(t, torch.Tensor) and t.is_floating_point()}
+
+
+def _dtype_hint(err: Exception, x: Any, ps: Any) -> str | None:
+    """On a dtype error, say how to make the input's and the parameters' dtypes agree."""
+    if not isinstance(err, (RuntimeError, TypeError)) or "type" not in str(err).lower():
+        return None
+    given, own = _float_dtypes(x), _float_dtypes(ps)
+    if len(given) != 1 or len(own) != 1 or given == own:
+        return None
+    (x_dtype,), (p_dtype,) = given, own
+    cast = _PRECISION_CASTS.get(x_dtype)
+    fix = f"cast the parameters with lux.{cast}(ps) (and the state with lux.{cast}(st)), or "
+    return (
+        f"the input is {_short(x_dtype)} but the parameters are {_short(p_dtype)}: "
+        f"{fix if cast else ''}convert the input with x.to({p_dtype})"
+    )
+
+
 def _annotate(err: Exception, layer: Layer, x: Any, ps: Any, st: Any) -> None:
     """Attach (or refresh) a note naming the failing layer's path; error path only."""
     from .display import short_repr
@@ -577,7 +719,7 @@ def _annotate(err: Exception, layer: Layer, x: Any, ps: Any, st: Any) -> None:
     if not frames:
         detail = None
         try:
-            detail = layer.describe_input_error(x)
+            detail = layer.describe_input_error(x) or _dtype_hint(err, x, ps)
         except Exception:
             detail = None
         err.__dict__["_lux_detail"] = detail

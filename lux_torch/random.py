@@ -195,6 +195,12 @@ def _prep_key(k: object, fn: str, device: DeviceLike) -> Tensor:
     return kt
 
 
+def _meta(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """The result for a key on the meta device: only shapes exist there (``param_count``,
+    printouts and layers' shape signatures initialise on it), so no bits are computed."""
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
 def _is_int(x: object) -> bool:
     return isinstance(x, (numbers.Integral, torch.SymInt)) and not isinstance(x, bool)
 
@@ -638,6 +644,8 @@ def split(key: Tensor, n: int = 2) -> Tensor:
     if n < 0:
         raise ValueError(f"lux_torch.random.split: `n` must be >= 0, got {n}")
     _check_blocks(n, "split")
+    if k.device.type == "meta":
+        return _meta((*k.shape[:-1], n, 2), torch.int64)
     c0, c1, _, _ = _rows(*_blocks(k, n, _TAG_SPLIT))
     return torch.stack([c0, c1], -1)
 
@@ -661,6 +669,8 @@ def fold_in(key: Tensor, data: int | Tensor) -> Tensor:
         torch.Size([2])
     """
     k = _check_key(key, "fold_in")
+    if k.device.type == "meta" and _is_int(data):
+        return _meta(k.shape, torch.int64)
     if _is_int(data):
         d = int(data) % (1 << 64)  # type: ignore[call-overload]
         lo: int | Tensor = d & _MASK32
@@ -923,6 +933,8 @@ def uniform(
     lo, hi = _check_bounds(low, high, fn, ("low", "high"))
     if not lo < hi:
         raise ValueError(f"lux_torch.random.{fn}: need low < high, got low={low} high={high}")
+    if k.device.type == "meta":
+        return _meta((*k.shape[:-1], *shp), dt)
     n = _numel(shp)
     if dt == torch.float64:
         w = _stream_words(k, 2 * n, fn).reshape((*k.shape[:-1], n, 2))
@@ -971,6 +983,8 @@ def normal(
     shp = _normalize_shape(shape, fn)
     dt = _check_float_dtype(dtype, fn)
     mean, std = _check_bounds(mean, std, fn, ("mean", "std"))
+    if k.device.type == "meta":
+        return _meta((*k.shape[:-1], *shp), dt)
     n = _numel(shp)
     pairs = (n + 1) // 2
     batch = k.shape[:-1]

@@ -11,6 +11,9 @@ Checks (in this order):
 - ``counts``: ``param_count``/``state_count`` equal the elements in ``ps``/``st`` (and the
   reference module's parameter count).
 - ``repr``: ``repr(layer)`` names the class and shows ``"{n:,} parameters"``.
+- ``shapes``: a call with any one tensor of ``ps`` or ``st`` replaced by one of another
+  shape raises an error that names that entry and the shape the configuration expects
+  (the layer's shape signature, see :mod:`lux_torch.core`), instead of computing with it.
 
 then once per requested training mode (just once when ``st`` holds no ``training`` flag):
 
@@ -364,6 +367,36 @@ def _check_repr(layer: core.Layer, expected: str | None) -> None:
     n = core.param_count(layer)
     if n and f"{n:,} parameter" not in text:
         raise _Fail(f"repr(layer) does not show '{n:,} parameters':\n{text}")
+
+
+def _check_shapes(layer: core.Layer, x: Any, ps: Any, st: Any) -> None:
+    """Every tensor of ``ps``/``st``, replaced by one of another shape, must be refused."""
+    problems = []
+    for root, tree in (("ps", ps), ("st", st)):
+        named, spec = _named(tree, root)
+        for i, (name, leaf) in enumerate(named):
+            if not isinstance(leaf, torch.Tensor):
+                continue
+            bad = torch.zeros((*leaf.shape, 2), dtype=leaf.dtype, device=leaf.device)
+            leaves = [bad if j == i else v for j, (_, v) in enumerate(named)]
+            changed = optree.tree_unflatten(spec, leaves)
+            args = (changed, st) if root == "ps" else (ps, changed)
+            what = (
+                f"{name} of shape {tuple(leaf.shape)} replaced by one of shape {tuple(bad.shape)}"
+            )
+            try:
+                layer(x, *args)
+            except (ValueError, TypeError, KeyError) as err:
+                text = str(err) + "".join(f"\n{n}" for n in getattr(err, "__notes__", ()))
+                key = name.rsplit(".", 1)[-1].split("[", 1)[0]  # "st.carry[0]": "carry"
+                if f"expects a tensor of shape {tuple(leaf.shape)}" in text and key in text:
+                    continue
+                problems.append(f"{what}: raised {type(err).__name__}: {text}")
+            except Exception as err:
+                problems.append(f"{what}: raised {type(err).__name__}: {err}")
+            else:
+                problems.append(f"{what}: the call did not refuse it")
+    _require(problems, "mis-shaped parameters/state are not refused with a clear error:")
 
 
 def _check_forward(case: _Case) -> None:
@@ -875,6 +908,7 @@ def check_layer(
     _run(report, label, "structure", lambda: _require(core.structure_problems(layer, ps_, st_)))
     _run(report, label, "counts", lambda: _check_counts(layer, ps_, st_, reference))
     _run(report, label, "repr", lambda: _check_repr(layer, expected_repr))
+    _run(report, label, "shapes", lambda: _check_shapes(layer, x, ps_, st_))
 
     if stochastic is None:
         stochastic = any(p.split(".")[-1] == "key" for p in ltree.paths(st))

@@ -227,8 +227,12 @@ def test_errors_name_the_layer_path_and_shapes():
     model = lux.Chain(lux.Linear(2, 16, activation=torch.tanh), lux.Chain(dec=lux.Linear(16, 1)))
     ps, st = lux.setup(0, model)
     ps_bad = {**ps, "layer_2": {"dec": {"weight": torch.zeros(1, 3), "bias": torch.zeros(1)}}}
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(ValueError) as info:
         model(torch.ones(4, 2), ps_bad, st)
+    assert str(info.value).startswith(
+        "Linear(16 => 1): ps['weight'] has shape (1, 3), but the layer's configuration "
+        "expects a tensor of shape (1, 16)"
+    )
     notes = _notes(info)
     assert "in layer_2.dec (Linear(16 => 1))" in notes
     with pytest.raises(RuntimeError) as info:
