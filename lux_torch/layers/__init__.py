@@ -39,11 +39,13 @@ from .basic import (
     Bilinear,
     Embedding,
     Flatten,
+    Identity,
     Linear,
     NoOpLayer,
     Reshape,
     Scale,
     SelectDim,
+    Unflatten,
     WrappedFunction,
 )
 from .containers import (
@@ -66,6 +68,7 @@ from .dropout import (
     VariationalHiddenDropout,
     resample_masks,
 )
+from .fold import Fold, Unfold
 from .normalization import (
     BatchNorm1d,
     BatchNorm2d,
@@ -76,6 +79,23 @@ from .normalization import (
     InstanceNorm3d,
     LayerNorm,
     RMSNorm,
+)
+from .padding import (
+    CircularPad1d,
+    CircularPad2d,
+    CircularPad3d,
+    ConstantPad1d,
+    ConstantPad2d,
+    ConstantPad3d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReflectionPad3d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    ReplicationPad3d,
+    ZeroPad1d,
+    ZeroPad2d,
+    ZeroPad3d,
 )
 from .pooling import (
     AdaptiveAvgPool1d,
@@ -112,7 +132,7 @@ from .transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
-from .upsample import PixelShuffle, PixelUnshuffle, Upsample
+from .upsample import ChannelShuffle, PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
     "CELU",
@@ -140,6 +160,13 @@ __all__ = [
     "Bilinear",
     "BranchLayer",
     "Chain",
+    "ChannelShuffle",
+    "CircularPad1d",
+    "CircularPad2d",
+    "CircularPad3d",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "ConstantPad3d",
     "Conv1d",
     "Conv2d",
     "Conv3d",
@@ -153,6 +180,7 @@ __all__ = [
     "Embedding",
     "Ensemble",
     "Flatten",
+    "Fold",
     "GRUCell",
     "GlobalAvgPool",
     "GlobalMaxPool",
@@ -161,6 +189,7 @@ __all__ = [
     "Hardsigmoid",
     "Hardswish",
     "Hardtanh",
+    "Identity",
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",
@@ -191,7 +220,13 @@ __all__ = [
     "ReLU",
     "ReLU6",
     "Recurrence",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReflectionPad3d",
     "RepeatedLayer",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
+    "ReplicationPad3d",
     "Reshape",
     "RotaryPositionalEmbedding",
     "Scale",
@@ -215,9 +250,14 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "Unflatten",
+    "Unfold",
     "Upsample",
     "VariationalHiddenDropout",
     "WeightNorm",
     "WrappedFunction",
+    "ZeroPad1d",
+    "ZeroPad2d",
+    "ZeroPad3d",
     "resample_masks",
 ]
