@@ -140,6 +140,7 @@ def test_every_torch_activation_module_has_a_layer_with_torchs_signature():
         for n, p in theirs.items():
             assert ours[n].default == p.default, f"{name}({n}=...)"
         assert getattr(lux, name) is getattr(A, name)
+        assert name in lux.__all__ and name in lux.layers.__all__
     # MultiheadAttention lives in lux_torch.layers.attention
     assert lux.MultiheadAttention.__module__ == "lux_torch.layers.attention"
 

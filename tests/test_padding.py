@@ -107,6 +107,12 @@ def test_no_parameters_no_state_and_the_printout_is_torchs():
     )
 
 
+def test_the_layers_are_exported():
+    for name in P.__all__:
+        assert getattr(lux, name) is getattr(P, name)
+        assert name in lux.__all__ and name in lux.layers.__all__
+
+
 def test_layers_are_immutable_normalised_and_compare_by_configuration():
     layer = P.ReflectionPad2d(1)
     assert layer.padding == (1, 1, 1, 1)

@@ -93,6 +93,12 @@ def test_printouts_are_torchs():
     assert "layer_2 = Unflatten(dim=1, unflattened_size=(4, 3))," in repr(model)
 
 
+def test_the_layers_are_exported():
+    for name in ("Identity", "Unflatten", "Fold", "Unfold", "ChannelShuffle"):
+        assert name in lux.__all__ and name in lux.layers.__all__
+        assert getattr(lux, name) is getattr(lux.layers, name)
+
+
 # --------------------------------------------------------------------------- semantics
 
 

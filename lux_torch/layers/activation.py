@@ -128,7 +128,8 @@ class ReLU(_Activation):
     Arguments:
         inplace: accepted and ignored (see the module docstring).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     inplace: InitVar[bool] = False
@@ -141,7 +142,8 @@ class ReLU6(_Activation):
     Arguments:
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     inplace: InitVar[bool] = False
@@ -155,7 +157,8 @@ class LeakyReLU(_Activation):
         negative_slope: the slope for negative inputs.
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     negative_slope: float = 0.01
@@ -173,7 +176,8 @@ class ELU(_Activation):
         alpha: the scale of the negative part.
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     alpha: float = 1.0
@@ -191,7 +195,8 @@ class CELU(_Activation):
         alpha: the scale of the negative part (nonzero).
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     alpha: float = 1.0
@@ -209,7 +214,8 @@ class SELU(_Activation):
     Arguments:
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     inplace: InitVar[bool] = False
@@ -222,7 +228,8 @@ class GELU(_Activation):
     Arguments:
         approximate: ``"none"`` (the exact erf form) or ``"tanh"`` (the tanh approximation).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     approximate: str = "none"
@@ -241,7 +248,8 @@ class SiLU(_Activation):
     Arguments:
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     inplace: InitVar[bool] = False
@@ -254,7 +262,8 @@ class Mish(_Activation):
     Arguments:
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     inplace: InitVar[bool] = False
@@ -267,7 +276,8 @@ class Mish(_Activation):
 class Sigmoid(_Activation):
     """``1 / (1 + exp(-x))`` (``torch.nn.Sigmoid``; no arguments).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     function = torch.sigmoid
@@ -276,7 +286,8 @@ class Sigmoid(_Activation):
 class Tanh(_Activation):
     """``tanh(x)`` (``torch.nn.Tanh``; no arguments).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     function = torch.tanh
@@ -285,7 +296,8 @@ class Tanh(_Activation):
 class LogSigmoid(_Activation):
     """``log(sigmoid(x))``, computed stably (``torch.nn.LogSigmoid``; no arguments).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     function = F.logsigmoid
@@ -297,7 +309,8 @@ class Hardsigmoid(_Activation):
     Arguments:
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     inplace: InitVar[bool] = False
@@ -310,7 +323,8 @@ class Hardswish(_Activation):
     Arguments:
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     inplace: InitVar[bool] = False
@@ -327,7 +341,8 @@ class Hardtanh(_Activation):
         min_value, max_value: torch's deprecated spellings of ``min_val``/``max_val``:
             accepted with torch's ``FutureWarning``, and they override them.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     min_val: float = -1.0
@@ -363,7 +378,8 @@ class Hardtanh(_Activation):
 class Tanhshrink(_Activation):
     """``x - tanh(x)`` (``torch.nn.Tanhshrink``; no arguments).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     function = F.tanhshrink
@@ -372,7 +388,8 @@ class Tanhshrink(_Activation):
 class Softsign(_Activation):
     """``x / (1 + |x|)`` (``torch.nn.Softsign``; no arguments).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     function = F.softsign
@@ -387,7 +404,8 @@ class Softplus(_Activation):
         threshold: above ``beta * x > threshold`` the layer returns ``x`` (numerical
             stability).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     beta: float = 1.0
@@ -408,7 +426,8 @@ class Hardshrink(_Activation):
     Arguments:
         lambd: the threshold (``>= 0``).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     lambd: float = 0.5
@@ -429,7 +448,8 @@ class Softshrink(Hardshrink):
     Arguments:
         lambd: the threshold (``>= 0``).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     function = F.softshrink
@@ -443,7 +463,8 @@ class Threshold(_Activation):
         value: the replacement below it.
         inplace: accepted and ignored.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` of any shape. Returns: ``y`` of the same shape and the unchanged state.
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     threshold: float
@@ -472,7 +493,7 @@ class GLU(_Activation):
     Returns:
         ``y`` with half that size along ``dim`` and the unchanged (empty) state.
 
-    **Parameters**, **States**: none (``{}``).
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     dim: int = -1
@@ -495,7 +516,8 @@ class Softmax(_Activation):
         dim: the dimension that sums to one. ``None`` keeps torch's deprecated implicit
             choice (dimension 0 for 0-, 1- and 3-d inputs, else 1) and its warning.
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` with a dimension ``dim``. Returns: ``y`` of the same shape and the
+    unchanged state. **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     dim: int | None = None
@@ -512,7 +534,8 @@ class Softmin(Softmax):
         dim: the dimension that sums to one (``None``: torch's implicit choice, as
             :class:`Softmax`).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` with a dimension ``dim``. Returns: ``y`` of the same shape and the
+    unchanged state. **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     function = F.softmin
@@ -524,7 +547,8 @@ class LogSoftmax(Softmax):
     Arguments:
         dim: the dimension (``None``: torch's implicit choice, as :class:`Softmax`).
 
-    Input, Returns, **Parameters**, **States**: as every activation (module docstring).
+    Input: ``x`` with a dimension ``dim``. Returns: ``y`` of the same shape and the
+    unchanged state. **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     function = F.log_softmax
@@ -539,7 +563,7 @@ class Softmax2d(_Activation):
     Returns:
         ``softmax(x, dim=-3)`` and the unchanged (empty) state.
 
-    **Parameters**, **States**: none (``{}``).
+    **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
     def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
