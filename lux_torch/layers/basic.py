@@ -22,11 +22,13 @@ __all__ = [
     "Bilinear",
     "Embedding",
     "Flatten",
+    "Identity",
     "Linear",
     "NoOpLayer",
     "Reshape",
     "Scale",
     "SelectDim",
+    "Unflatten",
     "WrappedFunction",
 ]
 
@@ -533,6 +535,34 @@ class NoOpLayer(Layer):
         return x, st
 
 
+class Identity(NoOpLayer):
+    """The identity (``torch.nn.Identity``): returns its input unchanged.
+
+    Arguments:
+        *args, **kwargs: accepted and ignored, as by ``torch.nn.Identity`` (so that code
+            choosing a layer by its arguments can pass them to either).
+
+    Input:
+        anything.
+
+    Returns:
+        ``x`` itself and the unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> Identity(54, unused_argument=0.1)(torch.ones(2), {}, {})[0]
+        tensor([1., 1.])
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 class Flatten(Layer):
     """Flatten dimensions ``start_dim .. end_dim`` into one (``torch.nn.Flatten``).
 
@@ -578,6 +608,76 @@ class Flatten(Layer):
                 f"{self.start_dim}..{self.end_dim}, got shape {tuple(x.shape)}"
             )
         return None
+
+
+class Unflatten(Layer):
+    """Split dimension ``dim`` into ``unflattened_size`` (``torch.nn.Unflatten``).
+
+    The inverse of :class:`Flatten`: ``x.unflatten(dim, unflattened_size)``.
+
+    Arguments:
+        dim: the dimension to split (negative counts from the end).
+        unflattened_size: the new sizes (a tuple of ints whose product is ``x.shape[dim]``;
+            one entry may be ``-1``). torch's named-tensor form (a ``str`` dim) is not
+            supported.
+
+    Input:
+        ``x`` with ``x.shape[dim] == prod(unflattened_size)``.
+
+    Returns:
+        ``y`` of shape ``x.shape[:dim] + unflattened_size + x.shape[dim + 1:]`` and the
+        unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> Unflatten(1, (2, 5))(torch.ones(3, 10), {}, {})[0].shape
+        torch.Size([3, 2, 5])
+    """
+
+    dim: int
+    unflattened_size: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dim, str):
+            raise TypeError(
+                "Unflatten: named dimensions (a str dim) are not supported; pass the "
+                "dimension's index"
+            )
+        check_int("Unflatten", "dim", self.dim, minimum=None)
+        sizes = self.unflattened_size
+        if not isinstance(sizes, (tuple, list, torch.Size)):
+            raise TypeError(
+                f"Unflatten: unflattened_size must be a tuple of ints, got {type(sizes).__name__}"
+            )
+        checked = tuple(check_int("Unflatten", "unflattened_size", s, minimum=-1) for s in sizes)
+        if not checked or checked.count(-1) > 1:
+            raise ValueError(
+                "Unflatten: unflattened_size must be a non-empty tuple with at most one -1, "
+                f"got {checked}"
+            )
+        self._set_fields(unflattened_size=checked)
+
+    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        return x.unflatten(self.dim, self.unflattened_size), st
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem:
+            return problem
+        return (
+            f"expected input whose dimension {self.dim} has "
+            f"{'a multiple of ' if -1 in self.unflattened_size else ''}"
+            f"{math.prod(s for s in self.unflattened_size if s != -1)} elements to unflatten "
+            f"into {self.unflattened_size}, got shape {tuple(x.shape)}"
+        )
 
 
 class Reshape(Layer):

@@ -1,5 +1,6 @@
 """Resampling layers of the convolution family: ``Upsample`` (``F.interpolate``),
-``PixelShuffle`` and ``PixelUnshuffle`` (sub-pixel convolution's rearrangements).
+``PixelShuffle`` and ``PixelUnshuffle`` (sub-pixel convolution's rearrangements), and
+``ChannelShuffle`` (ShuffleNet's rearrangement of channel groups).
 
 None has parameters or state; names and arguments follow ``torch.nn``.
 """
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from ..core import Layer
 from .basic import _not_a_tensor, check_int
 
-__all__ = ["PixelShuffle", "PixelUnshuffle", "Upsample"]
+__all__ = ["ChannelShuffle", "PixelShuffle", "PixelUnshuffle", "Upsample"]
 
 # mode -> the number of spatial dimensions it interpolates (None: any)
 _MODES: dict[str, int | None] = {
@@ -238,4 +239,53 @@ class PixelUnshuffle(Layer):
         r = self.downscale_factor
         if x.ndim < 3 or x.shape[-1] % r or x.shape[-2] % r:
             return f"expected input of shape (*, C, H * {r}, W * {r}), got {tuple(x.shape)}"
+        return None
+
+
+class ChannelShuffle(Layer):
+    """Interleave ``groups`` groups of channels (``torch.nn.ChannelShuffle``; ShuffleNet).
+
+    The ``C = groups * k`` channels, seen as a ``(groups, k)`` grid, are transposed to
+    ``(k, groups)``: output channel ``i * groups + g`` is input channel ``g * k + i``.
+
+    Arguments:
+        groups: the number of groups (>= 1, dividing ``C``).
+
+    Input:
+        ``x`` of shape ``(N, C, *)`` with at least one dimension after ``C``.
+
+    Returns:
+        ``y`` of the same shape and the unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> ChannelShuffle(2)(torch.arange(4.0).reshape(1, 4, 1), {}, {})[0].flatten()
+        tensor([0., 2., 1., 3.])
+    """
+
+    groups: int
+
+    def __post_init__(self) -> None:
+        check_int("ChannelShuffle", "groups", self.groups, minimum=1)
+
+    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+        return F.channel_shuffle(x, self.groups), st
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+    def describe_input_error(self, x: Any) -> str | None:
+        problem = _not_a_tensor(x)
+        if problem:
+            return problem
+        if x.ndim < 3 or x.shape[1] % self.groups:
+            return (
+                f"expected input of shape (N, C, *) with C divisible by {self.groups} and at "
+                f"least one dimension after C, got {tuple(x.shape)}"
+            )
         return None
