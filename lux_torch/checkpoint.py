@@ -354,7 +354,9 @@ def save(path: PathLike, tree: Any) -> None:
         TypeError: a value in the tree cannot be saved (the message names its path and
             type), or a dict key is not a ``str`` or ``int``.
         ValueError: the tree contains a reference cycle or is nested too deeply.
-        OSError: the file cannot be written (missing directory, permissions, full disk).
+        OSError: the file cannot be written (missing directory, permissions, full disk),
+            also when the error happens inside torch's zip writer.
+        KeyboardInterrupt: Ctrl-C during the save (the previous file is kept).
 
     Example:
         >>> lux.save("ckpt.pt", {"ps": ps, "st": st, "step": 10})
@@ -411,10 +413,12 @@ def load(path: PathLike, map_location: MapLocation = None) -> Any:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointError: the file is not a lux_torch checkpoint (a plain ``torch.save``
-            file, a pickle, any other file), is corrupt or truncated, holds pickled Python
-            objects other than tensors and plain containers (refused unexecuted), or was
-            written by a newer format version. The message names the file and the problem.
+        CheckpointError: the file is not exactly what :func:`save` writes (see "What
+            load accepts" in the module docstring): a plain ``torch.save`` file, a pickle,
+            a FIFO, device or directory, any other file; or it is corrupt or truncated,
+            holds pickled Python objects other than tensors and plain containers (refused
+            unexecuted), or was written by a newer format version. The message names the
+            file and the problem.
 
     Example:
         >>> ckpt = lux.load("ckpt.pt", map_location="cpu")
