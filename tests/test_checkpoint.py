@@ -532,6 +532,7 @@ def _interrupt_at_line(n: int) -> Callable[..., Any]:
     return trace
 
 
+@pytest.mark.slow  # about 200 saves
 def test_ctrl_c_anywhere_in_a_save_keeps_a_whole_file_and_leaves_no_temporary(
     tmp_path: pathlib.Path,
 ) -> None:
