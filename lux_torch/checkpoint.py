@@ -27,7 +27,8 @@ What a checkpoint holds
     "opt_state": ts.opt_state, "step": ts.step}`` rather than a ``TrainState``.
 
 File format (version 1)
-    The file is a ``torch.save`` zip archive whose pickled object is the plain dict::
+    The file is a ``torch.save`` zip archive (pickle protocol 2) whose pickled object is
+    the plain dict::
 
         {"format": "lux_torch.checkpoint",   # identifies the file
          "version": 1,                       # format version
@@ -40,24 +41,56 @@ File format (version 1)
     ``{"t": "complex", "re": float.hex(), "im": float.hex()}``,
     ``{"t": "list" | "tuple", "items": [node, ...]}``,
     ``{"t": "dict" | "odict", "items": [[key node, value node], ...]}`` and
-    ``{"t": "static", "v": node}``.
+    ``{"t": "static", "v": node}``; no object repeats a key, and there are no
+    ``NaN``/``Infinity`` literals.
+
+What :func:`load` accepts
+    Exactly what :func:`save` writes; everything is checked before a byte is unpickled:
+
+    * a regular file (symlinks are followed; a FIFO, device or directory is refused
+      without being opened for reading);
+    * zip layout as torch's writer makes it: members one after the other from offset 0,
+      with no gap, overlap or duplicate name, each *stored* (method 0, never compressed),
+      with only the UTF-8 and data-descriptor flags (no encryption), no comment, disk
+      number or file attributes, no extra fields but zip64 sizes where a size or offset
+      needs them and torch's ``FB`` alignment padding, followed by its data descriptor;
+      then the central directory, an optional zip64 end record and locator, and the end
+      record without a comment, which ends the file. Every member passes its CRC-32;
+    * members named ``<folder>/<record>`` under one folder, the first being
+      ``data.pkl``, the others among ``byteorder``, ``version``, ``.format_version``,
+      ``.storage_alignment``, ``.data/version``, ``.data/serialization_id`` and
+      ``data/<n>``; each ``data/<n>`` is a tensor storage the pickle refers to, of exactly
+      the size it gives (elements times element size), and no other is present;
+    * a ``data.pkl`` made of the opcodes torch writes for the dict above (protocol 2:
+      strings, ints, floats, booleans, ``None``, tuples, lists, dicts, memo, ``GLOBAL`` of
+      torch's tensor rebuild functions, dtypes, quantization schemes, storage classes and
+      ``OrderedDict``, ``REDUCE`` of those, storage persistent ids), with dict keys that
+      are strings, every value nested at most 32 levels deep and no more objects built
+      (shared ones counted at every use) than the pickle has opcodes allow.
+
+    The checks take time linear in the file size and memory bounded by the central
+    directory and the pickle. Then the pickle is read with
+    ``torch.load(weights_only=True)`` and the tree rebuilt from the JSON, checking every
+    node. Any other file raises :class:`CheckpointError` naming the file and the problem,
+    in a message of at most a few hundred characters; no other exception comes out of a
+    load except ``FileNotFoundError``/``PermissionError`` for a file that cannot be opened.
 
 Safety
-    Loading never executes code from the file: the file must be a zip archive whose
-    members all pass their CRC-32 check (this catches truncation and bit rot that
-    ``torch.load`` alone would miss), it is then read with ``torch.load(weights_only=True)``
-    (which only rebuilds tensors, numbers, strings and plain containers, and refuses any
-    other pickled object), and the tree is rebuilt from JSON. A file holding other pickled
-    objects, a foreign file (a plain ``torch.save`` of a tensor, a pickle, JSON, random
-    bytes) or a corrupt or truncated checkpoint raises :class:`CheckpointError`, naming the
-    file and the problem.
+    Loading never executes code from the file: a pickle that refers to any other Python
+    object is refused before unpickling, and ``torch.load(weights_only=True)`` refuses
+    one again. A file holding other pickled objects, a foreign file (a plain
+    ``torch.save`` of a tensor, a pickle, JSON, random bytes) or a corrupt or truncated
+    checkpoint raises :class:`CheckpointError`, naming the file and the problem.
 
-    A save first checks the whole tree, then writes a temporary file in the target's
-    directory, flushes and ``fsync`` s it, renames it over the target with ``os.replace``
-    (atomic) and ``fsync`` s the directory where the platform allows. A save that fails or
-    is interrupted at any point leaves the previous file untouched and removes its
-    temporary file; only a hard crash (power loss, ``SIGKILL``) can leave a stray
-    ``.<name>.*.tmp`` file next to the target, never a half-written target.
+    A save first checks the whole tree, then writes a temporary file
+    ``.<name>.<random>.tmp`` (owner-only permissions) in the target's directory, flushes
+    and ``fsync`` s it, renames it over the target with ``os.replace`` (atomic) and
+    ``fsync`` s the directory where the platform allows. A full disk or any other write
+    error raises ``OSError`` and Ctrl-C raises ``KeyboardInterrupt`` wherever it lands
+    (torch's zip writer would turn both into a ``RuntimeError``). A save that fails or is
+    interrupted at any point leaves the previous file untouched and removes its temporary
+    file; only a hard crash (power loss, ``SIGKILL``) can leave a stray temporary file next
+    to the target, never a half-written target.
 """
 
 from __future__ import annotations
@@ -67,13 +100,15 @@ import contextlib
 import json
 import os
 import pickle
-import tempfile
-import zipfile
-from collections.abc import Callable
+import reprlib
+import secrets
+import stat
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import torch
 
+from ._checkpoint_verify import FormatError, UnsafeError, read_archive, scan_pickle
 from .tree import Static
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "load", "save"]
@@ -87,6 +122,7 @@ MapLocation = str | torch.device | dict[str, str] | Callable[[Any, str], Any] | 
 
 _SCALARS = (type(None), bool, int, float, complex, str)
 _MAX_DEPTH = 100  # deeper trees are refused instead of overflowing the Python stack
+_PICKLE_PROTOCOL = 2  # what torch.save writes by default; load accepts only this
 
 
 class CheckpointError(ValueError):
@@ -280,8 +316,19 @@ class _Decoder:
         return items
 
 
+def _bounded_repr() -> reprlib.Repr:
+    r = reprlib.Repr()  # Python 3.10 and 3.11 take no constructor arguments
+    r.maxlevel, r.maxstring, r.maxother = 3, 60, 60
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 4
+    return r
+
+
+_REPR = _bounded_repr()
+
+
 def _short(x: Any, limit: int = 80) -> str:
-    text = repr(x)
+    """A repr of ``x`` of at most ``limit`` characters, whatever its size or depth."""
+    text = _REPR.repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -307,7 +354,9 @@ def save(path: PathLike, tree: Any) -> None:
         TypeError: a value in the tree cannot be saved (the message names its path and
             type), or a dict key is not a ``str`` or ``int``.
         ValueError: the tree contains a reference cycle or is nested too deeply.
-        OSError: the file cannot be written (missing directory, permissions, full disk).
+        OSError: the file cannot be written (missing directory, permissions, full disk),
+            also when the error happens inside torch's zip writer.
+        KeyboardInterrupt: Ctrl-C during the save (the previous file is kept).
 
     Example:
         >>> lux.save("ckpt.pt", {"ps": ps, "st": st, "step": 10})
@@ -323,19 +372,29 @@ def save(path: PathLike, tree: Any) -> None:
     }
     directory, name = os.path.split(target)
     mode = _file_mode(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    for attempt in range(100):
+        # The name is chosen before the file exists, so whatever interrupts the save (even
+        # right after the file is created) knows which file to remove.
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+        f: IO[bytes] | None = None
+        try:
+            f = open(tmp, "xb", opener=_private)  # noqa: SIM115 (closed below, errors too)
             _write(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+            f.close()
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except FileExistsError:
+            if f is not None or attempt == 99:
+                _abandon(f, tmp)  # (only when the error did not come from creating the file)
+                raise
+            continue  # another file has this random name: it is not ours, try another name
+        except BaseException:
+            _abandon(f, tmp)
+            raise
+        break
     _fsync_directory(directory)
 
 
@@ -354,18 +413,20 @@ def load(path: PathLike, map_location: MapLocation = None) -> Any:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointError: the file is not a lux_torch checkpoint (a plain ``torch.save``
-            file, a pickle, any other file), is corrupt or truncated, holds pickled Python
-            objects other than tensors and plain containers (refused unexecuted), or was
-            written by a newer format version. The message names the file and the problem.
+        CheckpointError: the file is not exactly what :func:`save` writes (see "What
+            load accepts" in the module docstring): a plain ``torch.save`` file, a pickle,
+            a FIFO, device or directory, any other file; or it is corrupt or truncated,
+            holds pickled Python objects other than tensors and plain containers (refused
+            unexecuted), or was written by a newer format version. The message names the
+            file and the problem.
 
     Example:
         >>> ckpt = lux.load("ckpt.pt", map_location="cpu")
         >>> ps, st = ckpt["ps"], ckpt["st"]
     """
     name = os.fspath(path)
-    with open(name, "rb") as f:
-        _verify_archive(name, f)
+    with _open_regular_file(name) as f:
+        _verify(name, f)
         f.seek(0)
         try:
             payload = torch.load(f, map_location=map_location, weights_only=True)
@@ -387,31 +448,104 @@ def load(path: PathLike, map_location: MapLocation = None) -> Any:
 
 
 def _write(payload: dict[str, Any], f: IO[bytes]) -> None:
-    """Serialize ``payload`` into the open file ``f``."""
-    torch.save(payload, f)
+    """Serialize ``payload`` into the open file ``f``.
+
+    When writing to ``f`` fails (a full disk) or is interrupted (Ctrl-C), torch reports a
+    ``RuntimeError`` from its zip writer whose context is the real error; that error, the
+    ``OSError`` or ``KeyboardInterrupt``, is raised instead.
+    """
+    try:
+        torch.save(payload, f, pickle_protocol=_PICKLE_PROTOCOL)
+    except Exception as err:
+        cause = _write_error_cause(err)
+        if cause is None:
+            raise
+        raise cause.with_traceback(cause.__traceback__) from None
 
 
-def _verify_archive(name: str, f: IO[bytes]) -> None:
-    """Refuse anything but an intact zip archive (no byte of it is unpickled here)."""
+def _write_error_cause(err: BaseException) -> BaseException | None:
+    """The ``KeyboardInterrupt`` or ``OSError`` behind ``err`` (its context chain), if any."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = err.__context__
+    while cause is not None and len(seen) < 16 and all(cause is not s for s in seen):
+        seen.append(cause)
+        cause = cause.__context__
+    for kind in (KeyboardInterrupt, OSError):
+        found = next((c for c in seen if isinstance(c, kind)), None)
+        if found is not None:
+            return found
+    return None
+
+
+@contextlib.contextmanager
+def _open_regular_file(name: str) -> Iterator[IO[bytes]]:
+    """Open ``name`` for reading if it is a regular file (after symlinks), else refuse.
+
+    A FIFO, device or directory is refused before it is opened (opening a FIFO blocks); the
+    file is opened non-blocking and checked again, so one swapped in meanwhile is refused too.
+    """
+    _require_regular(name, os.stat(name).st_mode)
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        _require_regular(name, os.fstat(fd).st_mode)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
+def _require_regular(name: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode)
+            else "a device or other special file"
+        )
+        raise CheckpointError(
+            f"{name}: not a lux_torch checkpoint: it is {kind}, not a regular file; "
+            f"nothing was read from it"
+        )
+
+
+def _verify(name: str, f: IO[bytes]) -> None:
+    """Refuse anything but exactly what :func:`save` writes; no byte is unpickled here."""
     magic = f.read(4)
     if magic != b"PK\x03\x04":
         raise CheckpointError(
             f"{name}: not a lux_torch checkpoint: the file is not a zip archive as written "
             f"by lux_torch.save (it starts with {magic!r})"
         )
-    f.seek(0)
     try:
-        with zipfile.ZipFile(f) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        members = read_archive(f, os.fstat(f.fileno()).st_size)
+        pkl = members["data.pkl"]
+        f.seek(pkl.offset)
+        storages = scan_pickle(f.read(pkl.size))
+    except UnsafeError as err:
         raise CheckpointError(
-            f"{name}: not a valid lux_torch checkpoint: the zip archive is truncated or corrupt "
-            f"({_first_line(err)})"
-        ) from err
-    if bad is not None:
+            f"{name}: refused to load: {err}, which a lux_torch checkpoint never contains, and "
+            f"unpickling it could execute code from the file; nothing was loaded"
+        ) from None
+    except FormatError as err:
+        problem = str(err)
+        kind = "corrupt" if "CRC-32" in problem else "not a valid"
+        raise CheckpointError(f"{name}: {kind} lux_torch checkpoint: {problem}") from None
+    records = {k[5:]: m.size for k, m in members.items() if k.startswith("data/")}
+    for key, size in storages.items():
+        if records.get(key) != size:
+            found = "missing" if key not in records else f"{records[key]} bytes"
+            raise CheckpointError(
+                f"{name}: not a valid lux_torch checkpoint: the tensor storage {_short(key)} "
+                f"needs {size} bytes but its record is {found}"
+            )
+    unused = sorted(set(records) - set(storages))
+    if unused:
         raise CheckpointError(
-            f"{name}: corrupt lux_torch checkpoint: the archive member {bad!r} fails its CRC-32 "
-            f"check (the file was damaged after it was written)"
+            f"{name}: not a valid lux_torch checkpoint: the records "
+            f"{_short(unused)} belong to no tensor"
         )
 
 
@@ -419,7 +553,7 @@ def _unpack(name: str, payload: Any) -> Any:
     """Check the loaded wrapper dict and rebuild the tree from it."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         what = (
-            f"a dict with keys {sorted(map(str, payload))[:8]}"
+            f"a dict with keys {_short(list(payload)[:8], 200)}"
             if isinstance(payload, dict)
             else f"a {_type_name(payload)}"
         )
@@ -443,7 +577,7 @@ def _unpack(name: str, payload: Any) -> Any:
     if not isinstance(structure, str):
         raise CheckpointError(f"{name}: invalid lux_torch checkpoint: 'structure' is not a string")
     try:
-        node = json.loads(structure)
+        node = json.loads(structure, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (ValueError, RecursionError) as err:
         raise CheckpointError(
             f"{name}: invalid lux_torch checkpoint: the structure is not valid JSON "
@@ -452,9 +586,38 @@ def _unpack(name: str, payload: Any) -> Any:
     return _Decoder(name, tensors).decode(node)
 
 
-def _first_line(err: BaseException) -> str:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict, refusing a key given twice (``save`` never writes one)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"a JSON object has the key {_short(twice)} twice")
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"the JSON has the constant {name}, which lux_torch.save never writes")
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+    line = f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _private(path: str, flags: int) -> int:
+    """Opener for the temporary file: readable by its owner only until it is complete."""
+    return os.open(path, flags, 0o600)
+
+
+def _abandon(f: IO[bytes] | None, tmp: str) -> None:
+    """Close and remove the temporary file of a failed save, if it was created."""
+    if f is not None:
+        with contextlib.suppress(OSError):
+            f.close()  # may flush (and fail) again
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def _file_mode(target: str) -> int | None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import collections
+import errno
 import io
 import json
 import os
 import pathlib
 import pickle
+import subprocess
+import sys
 import zipfile
+from collections.abc import Callable
 from typing import IO, Any, NamedTuple
 
 import pytest
@@ -426,3 +430,132 @@ def test_cuda_tensors_round_trip_and_map_to_cpu(tmp_path: pathlib.Path) -> None:
     on_cpu = lux.load(tmp_path / "g.pt", map_location="cpu")
     assert on_cpu["w"].device.type == "cpu"
     assert torch.equal(on_cpu["w"], torch.arange(4.0))
+
+
+# ------------------------------------------------- write errors and interrupts stay what they are
+
+
+class _FailingFile(io.RawIOBase):
+    """A file that accepts ``limit`` bytes, then raises ``error`` on every write."""
+
+    def __init__(self, limit: int, error: BaseException) -> None:
+        self.limit, self.error, self.written = limit, error, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.written + len(data) > self.limit:
+            raise self.error
+        self.written += len(data)
+        return len(data)
+
+
+def _some_payload() -> dict[str, Any]:
+    return {
+        "format": checkpoint.FORMAT,
+        "version": 1,
+        "structure": json.dumps({"t": "list", "items": [{"t": "tensor", "i": 0}]}),
+        "tensors": [torch.arange(1000.0), torch.ones(3)],
+    }
+
+
+@pytest.mark.parametrize("kind", ["disk_full", "interrupt"])
+def test_a_failing_or_interrupted_write_raises_the_real_error(kind: str) -> None:
+    # torch's zip writer turns the error raised by the file into a RuntimeError (it finishes
+    # the archive while the error unwinds); lux_torch.save documents OSError and must let
+    # Ctrl-C stay a KeyboardInterrupt, wherever in the file it happens
+    payload = _some_payload()
+    full = io.BytesIO()
+    checkpoint._write(payload, full)
+    size = len(full.getvalue())
+    for limit in range(0, size, 97):
+        error = OSError(errno.ENOSPC, "No space left on device") if kind == "disk_full" else None
+        raised = error or KeyboardInterrupt()
+        with pytest.raises(type(raised)) as info:
+            checkpoint._write(payload, _FailingFile(limit, raised))
+        assert info.value is raised, (limit, info.value)
+
+
+_FULL_DISK_SCRIPT = """
+import os, resource, signal, sys, torch, lux_torch as lux
+path = sys.argv[1]
+lux.save(path, {"step": 1, "w": torch.arange(5.0)})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+try:
+    lux.save(path, {"step": 2, "w": torch.zeros(100_000)})
+except OSError as err:
+    print("OSError", err.errno)
+except BaseException as err:
+    print("other", type(err).__name__, err)
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_raises_oserror_and_keeps_the_previous_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "c.pt"
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["OSError", str(errno.EFBIG)], done.stdout
+    assert lux.load(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def _interrupt_at_line(n: int) -> Callable[..., Any]:
+    """A trace function raising KeyboardInterrupt at the ``n``-th line run outside torch
+    (as Ctrl-C would, between two bytecodes); after raising, Python unsets it."""
+    torch_dir = os.path.dirname(torch.__file__)
+    seen = [0]
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call":
+            return None if frame.f_code.co_filename.startswith(torch_dir) else trace
+        if event == "line":
+            seen[0] += 1
+            if seen[0] == n:
+                raise KeyboardInterrupt
+        return trace
+
+    trace.seen = seen  # type: ignore[attr-defined]
+    return trace
+
+
+@pytest.mark.slow  # about 200 saves
+def test_ctrl_c_anywhere_in_a_save_keeps_a_whole_file_and_leaves_no_temporary(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "c.pt"
+    lux.save(path, {"step": 1})
+    counter = _interrupt_at_line(0)
+    sys.settrace(counter)
+    try:
+        lux.save(path, {"step": 2})
+    finally:
+        sys.settrace(None)
+    lines = counter.seen[0]  # type: ignore[attr-defined]
+    assert 20 < lines < 5000, lines
+    for n in range(1, lines + 1):
+        lux.save(path, {"step": 1})
+        sys.settrace(_interrupt_at_line(n))
+        try:
+            lux.save(path, {"step": 2})
+            interrupted = False
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            sys.settrace(None)
+        assert interrupted, f"line {n}: the interrupt was lost"
+        assert lux.load(path)["step"] in (1, 2), n  # the old file, or the new one complete
+        assert [p.name for p in tmp_path.iterdir()] == ["c.pt"], (n, list(tmp_path.iterdir()))
