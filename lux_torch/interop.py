@@ -145,7 +145,8 @@ class _FunctionalBatchNorm:
     training-mode call with running statistics gives the kernel fresh zero buffers and
     ``momentum=1`` (it fills them with the batch mean and unbiased variance, as in
     :class:`lux_torch.BatchNorm1d`) and *rebinds* the running-statistics buffers to
-    ``(1 - momentum) * running + momentum * batch_statistic``. Under ``torch.func.vmap``
+    ``(1 - momentum) * running + momentum * batch_statistic`` (an empty batch only
+    increments ``num_batches_tracked``, as torch). Under ``torch.func.vmap``
     the fresh buffers are batched whenever the input is, so this works where torch's
     in-place update of unbatched buffers fails (pytorch issue 85533). Every other case
     (evaluation, no running statistics) is torch's own ``forward``, which writes nothing.
@@ -168,6 +169,8 @@ class _FunctionalBatchNorm:
         mean = input.new_zeros(bn.num_features, dtype=running_mean.dtype)
         var = input.new_zeros(bn.num_features, dtype=running_mean.dtype)
         y = F.batch_norm(input, mean, var, bn.weight, bn.bias, True, 1.0, bn.eps)
+        if input.numel() == 0:  # a static shape: torch only counts an empty batch
+            return y
         bn.running_mean = running_mean * (1 - factor) + mean * factor
         bn.running_var = running_var * (1 - factor) + var * factor
         return y

@@ -205,6 +205,35 @@ def test_batchnorm_module_outputs_stats_and_untouched_module() -> None:
     assert torch.equal(lux.setup(0, layer)[1]["1"]["running_mean"], st_before["1"]["running_mean"])
 
 
+@pytest.mark.parametrize("momentum", [0.3, None])
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda m: nn.BatchNorm1d(3, momentum=m), (0, 3)),
+        (lambda m: nn.BatchNorm1d(3, momentum=m), (2, 3, 0)),
+        (lambda m: nn.BatchNorm2d(3, momentum=m, bias=False), (0, 3, 2, 2)),
+        (lambda m: nn.BatchNorm3d(3, momentum=m), (0, 3, 1, 2, 2)),
+    ],
+)
+def test_batchnorm_module_on_an_empty_batch_only_counts_as_torch(make, shape, momentum) -> None:
+    """torch leaves the running statistics of an empty training batch as they are and only
+    increments ``num_batches_tracked`` (also the cumulative average, ``momentum=None``)."""
+    net = _filled(make(momentum))
+    net.num_batches_tracked.fill_(4)
+    layer = lux.from_torch(net)
+    ps, st = lux.setup(0, layer)
+    reference = copy.deepcopy(net).train()
+    x = randn(*shape)
+    y, new_st = layer(x, ps, st)
+    assert y.shape == reference(x).shape == x.shape
+    for name, buffer in reference.named_buffers():
+        assert torch.equal(new_st[name], buffer), name
+    assert torch.equal(new_st["running_mean"], st["running_mean"])
+    assert int(new_st["num_batches_tracked"]) == 5
+    compiled = torch.compile(layer.__call__, fullgraph=True, backend="aot_eager", dynamic=False)
+    assert ltree.allclose(compiled(x, ps, st)[1], new_st, rtol=0, atol=0)
+
+
 def test_test_mode_does_not_switch_the_users_module() -> None:
     net = _filled(nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5)))
     layer = lux.from_torch(net)
