@@ -37,7 +37,15 @@ from .experimental import (
     share_parameters,
     unfreeze,
 )
-from .interop import LuxModule, TorchModule, from_torch, load_state_dict, state_dict, to_torch
+from .interop import (
+    LuxModule,
+    StateDictError,
+    TorchModule,
+    from_torch,
+    load_state_dict,
+    state_dict,
+    to_torch,
+)
 from .layers import (
     GRU,
     LSTM,
@@ -198,6 +206,7 @@ __all__ = [
     "SinusoidalPositionalEmbedding",
     "SkipConnection",
     "SpectralNorm",
+    "StateDictError",
     "StatefulLayer",
     "StatefulRecurrentCell",
     "TorchModule",
