@@ -738,3 +738,25 @@ def test_state_dict_errors_print_as_written_and_list_every_problem() -> None:
     with pytest.raises(lux.StateDictError, match=r"missing: layer_1\.bias") as info:
         lux.load_state_dict(model, sd, strict=False)
     assert info.value.unexpected == ()
+
+
+class _KeyNamed(nn.Module):
+    """Tensors named like lux's random keys that are not: a parameter and a float buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Module()
+        self.inner.key = nn.Parameter(torch.zeros(2, dtype=torch.int64), requires_grad=False)
+        self.register_buffer("key", torch.zeros(3))
+        self.register_buffer("mask_key", torch.zeros(2, dtype=torch.int32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.key
+
+
+def test_only_random_keys_of_the_state_are_filled() -> None:
+    """A parameter, or a state entry of another dtype or shape, is never a random key."""
+    layer = lux.from_torch(_KeyNamed())
+    with pytest.raises(lux.StateDictError) as info:
+        lux.load_state_dict(layer, {})
+    assert sorted(info.value.missing) == ["inner.key", "key", "mask_key"]
