@@ -37,7 +37,15 @@ from .experimental import (
     share_parameters,
     unfreeze,
 )
-from .interop import LuxModule, TorchModule, from_torch, load_state_dict, state_dict, to_torch
+from .interop import (
+    LuxModule,
+    StateDictError,
+    TorchModule,
+    from_torch,
+    load_state_dict,
+    state_dict,
+    to_torch,
+)
 from .layers import (
     CELU,
     ELU,
@@ -286,6 +294,7 @@ __all__ = [
     "Softshrink",
     "Softsign",
     "SpectralNorm",
+    "StateDictError",
     "StatefulLayer",
     "StatefulRecurrentCell",
     "Tanh",

@@ -3,7 +3,8 @@
 Built-in layers name their tensors like ``torch.nn`` (``weight``, ``bias``, ...), and
 containers nest them by child name, so ``state_dict(ps, st)`` gives the dotted names a
 PyTorch user expects (``"layer_1.weight"``) and a torch ``state_dict`` whose names follow
-the same layout loads directly with :func:`load_state_dict`.
+the same layout loads directly with :func:`load_state_dict` (lux's random keys, which torch
+has no counterpart for, then come from ``lux.setup(key, model)``).
 
 :func:`from_torch` takes any ``nn.Module`` in as a pure layer (:class:`TorchModule`):
 its parameters become ``ps`` and its buffers ``st``, nested by module path, so
@@ -27,16 +28,32 @@ from collections.abc import Iterator, Mapping
 from operator import attrgetter
 from typing import Any
 
-import optree
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import tree as ltree
-from .core import Layer, Params, State, check_structure, setup, test_mode, train_mode
+from .core import (
+    Layer,
+    Params,
+    State,
+    check_structure,
+    init_state,
+    setup,
+    test_mode,
+    train_mode,
+)
 from .tree import Static
 
-__all__ = ["LuxModule", "TorchModule", "from_torch", "load_state_dict", "state_dict", "to_torch"]
+__all__ = [
+    "LuxModule",
+    "StateDictError",
+    "TorchModule",
+    "from_torch",
+    "load_state_dict",
+    "state_dict",
+    "to_torch",
+]
 
 
 def state_dict(ps: Params, st: State) -> dict[str, torch.Tensor]:
@@ -56,8 +73,42 @@ def state_dict(ps: Params, st: State) -> dict[str, torch.Tensor]:
     return flat
 
 
+class StateDictError(ValueError):
+    """A flat ``state_dict`` does not match the model (:func:`load_state_dict`).
+
+    The message lists, one per line, the missing entries, the unexpected ones and those
+    whose shape differs; the same lists are the attributes ``missing``, ``unexpected`` and
+    ``mis_shaped`` (tuples of strings), for code that wants to inspect them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: tuple[str, ...] = (),
+        unexpected: tuple[str, ...] = (),
+        mis_shaped: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.unexpected = unexpected
+        self.mis_shaped = mis_shaped
+
+
+def _is_random_key(path: str, leaf: torch.Tensor) -> bool:
+    """Whether a state entry is one of lux's random keys (``st["key"]`` of the dropout-like
+    layers, ``st["mask_key"]`` of ``VariationalHiddenDropout``): an int64 tensor of shape
+    ``(2,)``, as :func:`lux_torch.random.key` makes, under one of those names."""
+    name = path.rsplit(".", 1)[-1]
+    return name in ("key", "mask_key") and leaf.dtype == torch.int64 and leaf.shape == (2,)
+
+
 def load_state_dict(
-    model: Layer, sd: Mapping[str, torch.Tensor], *, strict: bool = True
+    model: Layer,
+    sd: Mapping[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    key: torch.Tensor | int = 0,
 ) -> tuple[Params, State]:
     """Rebuild ``(ps, st)`` for ``model`` from a flat ``state_dict``.
 
@@ -65,40 +116,52 @@ def load_state_dict(
     allocated); tensors come from ``sd`` as given (not copied or cast). Mode flags are
     set to training mode, as after :func:`lux_torch.setup`.
 
+    A torch ``nn.Module.state_dict()`` with the same layout loads directly, also for layers
+    with dropout (``RNN``/``LSTM``/``GRU`` with ``dropout``, ``MultiheadAttention``,
+    the Transformer layers): their random keys (``st[...]["key"]``, and
+    ``VariationalHiddenDropout``'s ``mask_key``), which torch has no counterpart for, are
+    taken from ``lux.setup(key, model)`` whenever ``sd`` lacks them, on the device of
+    ``sd``'s tensors. Random keys that ``sd`` holds (a :func:`state_dict` of lux's own)
+    are used as given. Every other entry must be in ``sd``.
+
     Arguments:
         model: the layer whose structure to fill.
         sd: flat mapping of dotted names to tensors (e.g. from :func:`state_dict`, or a
             torch ``nn.Module.state_dict()`` with the same layout).
         strict: if ``False``, entries of ``sd`` the model does not have are ignored (missing
             and mis-shaped entries are still errors).
+        key: a :func:`lux_torch.random.key` or an int seed for the random keys ``sd``
+            lacks (default 0: loading the same ``sd`` twice gives the same state).
+
+    Returns:
+        ``(ps, st)`` in training mode.
 
     Raises:
-        KeyError: listing every missing entry, every unexpected entry (when ``strict``)
-            and every entry whose shape differs from the model's.
+        StateDictError: (a ``ValueError``) listing every missing entry, every unexpected
+            entry (when ``strict``) and every entry whose shape differs from the model's.
     """
     template_ps, template_st = setup(0, model, device="meta")
-    missing: list[str] = []
-    mis_shaped: list[str] = []
-    used: set[str] = set()
+    ps_leaves, ps_spec = ltree.flatten(template_ps)
+    st_leaves, st_spec = ltree.flatten(template_st)
+    ps_items = list(zip(ltree.paths(template_ps), ps_leaves, strict=True))
+    st_items = list(zip(ltree.paths(template_st), st_leaves, strict=True))
 
-    def fill(template: Any) -> Any:
-        flat, spec = optree.tree_flatten(template, namespace=ltree.NAMESPACE)
-        out = []
-        for path, leaf in zip(ltree.paths(template), flat, strict=True):
-            if path not in sd:
-                missing.append(path)
-                out.append(leaf)
-                continue
-            used.add(path)
+    missing: list[str] = []
+    to_fill: list[str] = []
+    mis_shaped: list[str] = []
+    in_state = [False] * len(ps_items) + [True] * len(st_items)
+    for (path, leaf), is_state in zip(ps_items + st_items, in_state, strict=True):
+        if path in sd:
             value = sd[path]
             if not isinstance(value, torch.Tensor) or value.shape != leaf.shape:
                 got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
                 mis_shaped.append(f"{path}: expected {tuple(leaf.shape)}, got {got}")
-            out.append(value)
-        return optree.tree_unflatten(spec, out)
-
-    ps, st = fill(template_ps), fill(template_st)
-    unexpected = sorted(set(sd) - used) if strict else []
+        elif is_state and _is_random_key(path, leaf):
+            to_fill.append(path)
+        else:
+            missing.append(path)
+    known = {path for path, _ in ps_items + st_items}
+    unexpected = sorted(set(sd) - known) if strict else []
     if missing or unexpected or mis_shaped:
         lines = []
         if missing:
@@ -107,10 +170,20 @@ def load_state_dict(
             lines.append(f"unexpected: {', '.join(unexpected)}")
         if mis_shaped:
             lines.append(f"mis-shaped: {'; '.join(mis_shaped)}")
-        raise KeyError(
+        raise StateDictError(
             f"load_state_dict({type(model).__name__}): the state_dict does not match the "
-            "model:\n  " + "\n  ".join(lines)
+            "model:\n  " + "\n  ".join(lines),
+            missing=tuple(missing),
+            unexpected=tuple(unexpected),
+            mis_shaped=tuple(mis_shaped),
         )
+
+    fresh: dict[str, torch.Tensor] = {}
+    if to_fill:
+        device = next((t.device for t in sd.values() if isinstance(t, torch.Tensor)), None)
+        fresh = dict(ltree.flatten_with_paths(init_state(key, model, device=device)))
+    ps = ltree.unflatten(ps_spec, [sd[path] for path, _ in ps_items])
+    st = ltree.unflatten(st_spec, [sd[path] if path in sd else fresh[path] for path, _ in st_items])
     return ps, st
 
 
@@ -145,7 +218,8 @@ class _FunctionalBatchNorm:
     training-mode call with running statistics gives the kernel fresh zero buffers and
     ``momentum=1`` (it fills them with the batch mean and unbiased variance, as in
     :class:`lux_torch.BatchNorm1d`) and *rebinds* the running-statistics buffers to
-    ``(1 - momentum) * running + momentum * batch_statistic``. Under ``torch.func.vmap``
+    ``(1 - momentum) * running + momentum * batch_statistic`` (an empty batch only
+    increments ``num_batches_tracked``, as torch). Under ``torch.func.vmap``
     the fresh buffers are batched whenever the input is, so this works where torch's
     in-place update of unbatched buffers fails (pytorch issue 85533). Every other case
     (evaluation, no running statistics) is torch's own ``forward``, which writes nothing.
@@ -168,6 +242,8 @@ class _FunctionalBatchNorm:
         mean = input.new_zeros(bn.num_features, dtype=running_mean.dtype)
         var = input.new_zeros(bn.num_features, dtype=running_mean.dtype)
         y = F.batch_norm(input, mean, var, bn.weight, bn.bias, True, 1.0, bn.eps)
+        if input.numel() == 0:  # a static shape: torch only counts an empty batch
+            return y
         bn.running_mean = running_mean * (1 - factor) + mean * factor
         bn.running_var = running_var * (1 - factor) + var * factor
         return y

@@ -205,6 +205,35 @@ def test_batchnorm_module_outputs_stats_and_untouched_module() -> None:
     assert torch.equal(lux.setup(0, layer)[1]["1"]["running_mean"], st_before["1"]["running_mean"])
 
 
+@pytest.mark.parametrize("momentum", [0.3, None])
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda m: nn.BatchNorm1d(3, momentum=m), (0, 3)),
+        (lambda m: nn.BatchNorm1d(3, momentum=m), (2, 3, 0)),
+        (lambda m: nn.BatchNorm2d(3, momentum=m, bias=False), (0, 3, 2, 2)),
+        (lambda m: nn.BatchNorm3d(3, momentum=m), (0, 3, 1, 2, 2)),
+    ],
+)
+def test_batchnorm_module_on_an_empty_batch_only_counts_as_torch(make, shape, momentum) -> None:
+    """torch leaves the running statistics of an empty training batch as they are and only
+    increments ``num_batches_tracked`` (also the cumulative average, ``momentum=None``)."""
+    net = _filled(make(momentum))
+    net.num_batches_tracked.fill_(4)
+    layer = lux.from_torch(net)
+    ps, st = lux.setup(0, layer)
+    reference = copy.deepcopy(net).train()
+    x = randn(*shape)
+    y, new_st = layer(x, ps, st)
+    assert y.shape == reference(x).shape == x.shape
+    for name, buffer in reference.named_buffers():
+        assert torch.equal(new_st[name], buffer), name
+    assert torch.equal(new_st["running_mean"], st["running_mean"])
+    assert int(new_st["num_batches_tracked"]) == 5
+    compiled = torch.compile(layer.__call__, fullgraph=True, backend="aot_eager", dynamic=False)
+    assert ltree.allclose(compiled(x, ps, st)[1], new_st, rtol=0, atol=0)
+
+
 def test_test_mode_does_not_switch_the_users_module() -> None:
     net = _filled(nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5)))
     layer = lux.from_torch(net)
@@ -556,3 +585,178 @@ def test_to_torch_errors() -> None:
     clash = lux.Chain(forward=lux.Linear(2, 2))
     with pytest.raises(ValueError, match=r"'forward' is already a tensor or an nn\.Module attr"):
         lux.to_torch(clash, *lux.setup(0, clash))
+
+
+# --------------------------------------------------------------------------- load_state_dict
+
+
+def _seq(*shape: int, seed: int = 0) -> torch.Tensor:
+    return randn(*shape, seed=seed)
+
+
+# (lux layer, torch module, input): every layer draws from random keys torch does not have
+_RANDOM_KEY_LAYERS = [
+    pytest.param(
+        lambda: lux.RNN(4, 5, num_layers=2, dropout=0.3),
+        lambda: nn.RNN(4, 5, num_layers=2, dropout=0.3),
+        lambda: _seq(6, 2, 4),
+        id="RNN",
+    ),
+    pytest.param(
+        lambda: lux.LSTM(4, 5, num_layers=2, dropout=0.3, bidirectional=True),
+        lambda: nn.LSTM(4, 5, num_layers=2, dropout=0.3, bidirectional=True),
+        lambda: _seq(6, 2, 4),
+        id="LSTM",
+    ),
+    pytest.param(
+        lambda: lux.GRU(4, 5, num_layers=3, dropout=0.5, batch_first=True),
+        lambda: nn.GRU(4, 5, num_layers=3, dropout=0.5, batch_first=True),
+        lambda: _seq(2, 6, 4),
+        id="GRU",
+    ),
+    pytest.param(
+        lambda: lux.MultiheadAttention(8, 2, dropout=0.2),
+        lambda: nn.MultiheadAttention(8, 2, dropout=0.2),
+        lambda: (_seq(5, 2, 8), _seq(3, 2, 8, seed=1), _seq(3, 2, 8, seed=2)),
+        id="MultiheadAttention",
+    ),
+    pytest.param(  # torch's default dropout=0.1
+        lambda: lux.TransformerEncoderLayer(8, 2, 16),
+        lambda: nn.TransformerEncoderLayer(8, 2, 16),
+        lambda: _seq(5, 2, 8),
+        id="TransformerEncoderLayer",
+    ),
+    pytest.param(
+        lambda: lux.TransformerDecoderLayer(8, 2, 16, norm_first=True),
+        lambda: nn.TransformerDecoderLayer(8, 2, 16, norm_first=True),
+        lambda: (_seq(5, 2, 8), _seq(3, 2, 8, seed=1)),
+        id="TransformerDecoderLayer",
+    ),
+    pytest.param(
+        lambda: lux.TransformerEncoder(lux.TransformerEncoderLayer(8, 2, 16), 2),
+        lambda: nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(8, 2, 16), 2, enable_nested_tensor=False
+        ),
+        lambda: _seq(5, 2, 8),
+        id="TransformerEncoder",
+    ),
+]
+
+
+def _first(y: Any) -> torch.Tensor:
+    """The output tensor (``MultiheadAttention`` and RNNs return tuples)."""
+    return y[0] if isinstance(y, tuple) else y
+
+
+@pytest.mark.parametrize(("make", "make_torch", "make_x"), _RANDOM_KEY_LAYERS)
+def test_torch_state_dicts_of_layers_with_dropout_load_directly(make, make_torch, make_x) -> None:
+    """torch's state_dict has no random keys: they come from ``lux.setup(key, layer)``."""
+    layer, module, x = make(), _filled(make_torch()), make_x()
+    sd = module.state_dict()
+    ps, st = lux.load_state_dict(layer, sd)  # strict
+    flat = lux.state_dict(ps, st)
+    filled = sorted(set(flat) - set(sd))
+    assert filled and all(name.split(".")[-1] == "key" for name in filled)
+    fresh = lux.state_dict(*lux.setup(0, layer))  # the default key is 0
+    assert all(torch.equal(flat[name], fresh[name]) for name in filled)
+    assert all(flat[name] is sd[name] for name in sd)  # torch's tensors as given
+    args = x if isinstance(x, tuple) else (x,)
+    with torch.no_grad():
+        expected = _first(module.eval()(*args))
+    y, _ = layer(x, ps, lux.test_mode(st))
+    torch.testing.assert_close(_first(y), expected, rtol=1e-5, atol=1e-5)
+    # training mode runs with the filled keys and advances them
+    _, new_st = layer(x, ps, st)
+    new_flat = lux.state_dict({}, new_st)
+    assert any(not torch.equal(new_flat[name], flat[name]) for name in filled)
+    # key= chooses the keys: those of lux.setup(key, layer)
+    _, st7 = lux.load_state_dict(layer, sd, key=lux.random.key(7))
+    seven = lux.state_dict(*lux.setup(lux.random.key(7), layer))
+    flat7 = lux.state_dict({}, st7)
+    assert all(torch.equal(flat7[name], seven[name]) for name in filled)
+    assert any(not torch.equal(flat7[name], fresh[name]) for name in filled)
+
+
+def test_random_keys_in_the_state_dict_are_kept_and_variational_masks_filled() -> None:
+    model = lux.Chain(lux.Linear(3, 4), lux.VariationalHiddenDropout(0.5), lux.Dropout(0.3))
+    ps, st = lux.setup(5, model)
+    st = lux.train_mode(model(randn(2, 3), ps, st)[1])  # advanced keys
+    sd = lux.state_dict(ps, st)
+    _, st2 = lux.load_state_dict(model, sd, key=9)  # keys present: taken from sd
+    assert ltree.allclose(st2, st, rtol=0, atol=0)
+    # a torch-like dict (parameters only): both kinds of random key are filled
+    _, st3 = lux.load_state_dict(model, lux.state_dict(ps, {}), key=9)
+    assert ltree.allclose(st3, lux.setup(9, model)[1], rtol=0, atol=0)
+    # torch's nn.Dropout has an empty state_dict, and so loads
+    _, st4 = lux.load_state_dict(lux.Dropout(0.5), nn.Dropout(0.5).state_dict())
+    assert torch.equal(st4["key"], lux.setup(0, lux.Dropout(0.5))[1]["key"])
+
+
+@pytest.mark.parametrize(
+    ("model", "sd", "missing"),
+    [
+        (lux.Linear(3, 2), {}, ["bias", "weight"]),  # only missing keys
+        (lux.BatchNorm1d(3), {}, ["bias", "weight", "running_mean", "running_var"]),
+        (  # missing and present
+            lux.Chain(lux.Linear(3, 2), lux.Dropout(0.5), lux.Linear(2, 1)),
+            {"layer_1.weight": torch.zeros(2, 3), "layer_3.bias": torch.zeros(1)},
+            ["layer_1.bias", "layer_3.weight"],
+        ),
+        (lux.LSTM(3, 2, dropout=0.5, num_layers=2), {}, ["weight_ih_l0", "bias_hh_l1"]),
+    ],
+)
+def test_missing_entries_raise_even_when_random_keys_could_be_filled(model, sd, missing) -> None:
+    for strict in (True, False):
+        with pytest.raises(lux.StateDictError) as info:
+            lux.load_state_dict(model, sd, strict=strict)
+        assert all(name in info.value.missing for name in missing)
+        assert not any(name.endswith("key") for name in info.value.missing)
+        message = str(info.value)
+        assert message.splitlines()[1].startswith("  missing: ")
+        assert all(name in message.splitlines()[1] for name in missing)
+
+
+def test_state_dict_errors_print_as_written_and_list_every_problem() -> None:
+    model = lux.Chain(lux.Linear(2, 4), lux.Dropout(0.5), lux.Linear(4, 1))
+    sd = lux.state_dict(*lux.setup(0, model))
+    del sd["layer_1.bias"]
+    sd["layer_9.weight"] = torch.zeros(1)
+    sd["layer_3.weight"] = torch.zeros(2, 2)
+    with pytest.raises(lux.StateDictError) as info:
+        lux.load_state_dict(model, sd)
+    err = info.value
+    assert isinstance(err, ValueError) and not isinstance(err, KeyError)
+    assert str(err) == (
+        "load_state_dict(Chain): the state_dict does not match the model:\n"
+        "  missing: layer_1.bias\n"
+        "  unexpected: layer_9.weight\n"
+        "  mis-shaped: layer_3.weight: expected (1, 4), got (2, 2)"
+    )
+    assert err.missing == ("layer_1.bias",) and err.unexpected == ("layer_9.weight",)
+    assert err.mis_shaped == ("layer_3.weight: expected (1, 4), got (2, 2)",)
+    # strict=False ignores the unexpected entry only
+    with pytest.raises(lux.StateDictError, match=r"missing: layer_1\.bias") as info:
+        lux.load_state_dict(model, sd, strict=False)
+    assert info.value.unexpected == ()
+
+
+class _KeyNamed(nn.Module):
+    """Tensors named like lux's random keys that are not: a parameter and a float buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Module()
+        self.inner.key = nn.Parameter(torch.zeros(2, dtype=torch.int64), requires_grad=False)
+        self.register_buffer("key", torch.zeros(3))
+        self.register_buffer("mask_key", torch.zeros(2, dtype=torch.int32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.key
+
+
+def test_only_random_keys_of_the_state_are_filled() -> None:
+    """A parameter, or a state entry of another dtype or shape, is never a random key."""
+    layer = lux.from_torch(_KeyNamed())
+    with pytest.raises(lux.StateDictError) as info:
+        lux.load_state_dict(layer, {})
+    assert sorted(info.value.missing) == ["inner.key", "key", "mask_key"]

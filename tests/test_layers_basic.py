@@ -10,6 +10,7 @@ Chain instead of one graph each.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 
 import pytest
@@ -107,6 +108,65 @@ def test_embedding_scale_grad_by_freq_matches_torch():
         Embedding(10, 3, scale_grad_by_freq=True), x, torch.float64, reference=ref, gradcheck=False
     )
     assert report["parity"] == "passed"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_embedding_sparse_matches_torch_with_dense_gradients(dtype):
+    """``sparse=True`` is accepted; its gradient is dense, with the values of torch's sparse
+    one, so torch.func transforms, gradcheck and lux's optimizers all work."""
+    x = torch.tensor([[1, 0, 3], [9, 4, 1]])
+    layer = Embedding(10, 3, sparse=True, padding_idx=4)
+    assert layer.sparse and layer != Embedding(10, 3, padding_idx=4)
+    report = check(
+        layer,
+        x,
+        dtype,
+        # parity in outputs; torch's own gradient is sparse, compared below
+        reference=nn.Embedding(10, 3, padding_idx=4, device="meta"),
+        compile=dtype == torch.float32,
+        gradcheck=False,  # the padding row's gradient is zero by definition (see above)
+    )
+    assert report["parity"] == "passed" and report["vmap"] == "passed"
+    ref = nn.Embedding(10, 3, padding_idx=4, sparse=True, dtype=dtype)
+    ps = {"weight": ref.weight.detach().clone()}
+    cotangent = randn(2, 3, 3, dtype=dtype)
+    (ref(x) * cotangent).sum().backward()
+    assert ref.weight.grad is not None and ref.weight.grad.layout == torch.sparse_coo
+    grad = torch.func.grad(lambda p: (layer(x, p, {})[0] * cotangent).sum())(ps)["weight"]
+    assert grad.layout == torch.strided
+    assert torch.equal(grad, ref.weight.grad.to_dense())
+    # transforms that sparse gradients break (jacrev, vmap of grad) work
+    jac = torch.func.jacrev(lambda w: layer(x, {"weight": w}, {})[0])(ps["weight"])
+    assert jac.shape == (2, 3, 3, 10, 3)
+    stacked = {"weight": torch.stack([ps["weight"], 2 * ps["weight"]])}
+    grads = torch.func.vmap(torch.func.grad(lambda p: layer(x, p, {})[0].square().sum()))(stacked)
+    assert torch.equal(grads["weight"][1], 2 * grads["weight"][0])
+    Embedding(10, 3, sparse=False)  # the default, accepted explicitly
+
+
+def test_embedding_accepts_every_torch_constructor_argument():
+    theirs = inspect.signature(nn.Embedding).parameters
+    ours = inspect.signature(Embedding).parameters
+    # torch's names, order (positional use carries over) and defaults; then lux's weight_init
+    assert list(ours)[: len(theirs)] == list(theirs)
+    for name, parameter in theirs.items():
+        assert ours[name].default == parameter.default, name
+        assert ours[name].kind == parameter.kind, name
+    assert ours["weight_init"].kind == inspect.Parameter.KEYWORD_ONLY
+    defaults = {n: p.default for n, p in theirs.items() if p.default is not p.empty}
+    layer = Embedding(10, 3, **defaults)
+    assert layer == Embedding(10, 3) and repr(layer) == "Embedding(10 => 3)  # 30 parameters"
+    # torch's positional order: norm_type 5th, scale_grad_by_freq 6th, sparse 7th
+    layer = Embedding(10, 3, None, None, 3.0, True, True)
+    assert (layer.norm_type, layer.scale_grad_by_freq, layer.sparse) == (3.0, True, True)
+    assert repr(layer) == (
+        "Embedding(10 => 3, norm_type=3.0, scale_grad_by_freq=True, sparse=True)  # 30 parameters"
+    )
+    # the constructor-only arguments are not configuration: no fields, no state in the layer
+    assert {"_weight", "_freeze", "device", "dtype"}.isdisjoint(
+        f.name for f in dataclasses.fields(layer)
+    )
+    assert dataclasses.replace(layer, sparse=False).sparse is False
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -327,6 +387,38 @@ def test_bilinear_embedding_and_shape_errors_explain_the_input():
         (lambda: Bilinear(2, True, 3), TypeError, r"Bilinear: in2_features must be an int"),
         (lambda: Embedding(10, 3, padding_idx=10), ValueError, r"padding_idx must be in"),
         (lambda: Embedding(10, 3, max_norm=1.0), ValueError, r"max_norm is not supported"),
+        (
+            lambda: Embedding(10, 3, _weight=torch.zeros(10, 3)),
+            ValueError,
+            r"Embedding: _weight is not supported: a layer holds configuration only.*"
+            r"load_state_dict\(layer, \{'weight': w\}\)",
+        ),
+        (
+            lambda: Embedding(10, 3, _freeze=True),
+            ValueError,
+            r"Embedding: _freeze=True is not supported: .*lux_torch.freeze",
+        ),
+        (
+            lambda: Embedding(10, 3, device="cpu"),
+            ValueError,
+            r"Embedding: device is not supported: .*setup\(key, layer, device=cpu\)",
+        ),
+        (
+            lambda: Embedding(10, 3, dtype=torch.float64),
+            ValueError,
+            r"Embedding: dtype is not supported: .*setup\(key, layer, dtype=torch.float64\)",
+        ),
+        (
+            lambda: Embedding(10, 3, sparse=1),
+            TypeError,
+            r"Embedding: sparse must be a bool, got int",
+        ),
+        (lambda: Embedding(10, 3, _freeze=None), TypeError, r"Embedding: _freeze must be a bool"),
+        (
+            lambda: Embedding(10, 3, norm_type="2"),
+            TypeError,
+            r"Embedding: norm_type must be a float, got str",
+        ),
         (lambda: Scale("3"), TypeError, r"Scale: dims must be an int or a tuple"),
         (lambda: Scale((2, -1)), ValueError, r"Scale: dims must be >= 0"),
         (lambda: Reshape(2, -1, -1), ValueError, r"at most one of dims may be -1"),

@@ -79,6 +79,20 @@ CASES = [
     ("RMSNorm", (4,), {}, (3, 4), "inductor"),
     ("RMSNorm", ((2, 3),), {"eps": 1e-6}, (2, 2, 3), None),
     ("RMSNorm", (3,), {"elementwise_affine": False}, (2, 3), None),
+    # torch.nn's keyword-only bias=False: a weight and no bias
+    ("BatchNorm1d", (4,), {"bias": False}, (6, 4), None),
+    ("BatchNorm2d", (3,), {"bias": False, "momentum": None}, (3, 3, 2, 2), None),
+    ("BatchNorm3d", (2,), {"bias": False}, (2, 2, 2, 1, 2), None),
+    ("InstanceNorm1d", (3,), {"affine": True, "bias": False}, (2, 3, 4), None),
+    (
+        "InstanceNorm2d",
+        (3,),
+        {"affine": True, "track_running_stats": True, "bias": False},
+        (2, 3, 2, 3),
+        None,
+    ),
+    ("InstanceNorm3d", (2,), {"affine": True, "bias": False}, (2, 2, 2, 2, 2), None),
+    ("GroupNorm", (2, 4), {"bias": False}, (3, 4, 5), None),
 ]
 
 
@@ -241,6 +255,56 @@ def test_cumulative_moving_average_over_three_calls_equals_torch():
     _close(st["running_var"], unbiased.mean(0))
 
 
+@pytest.mark.parametrize("momentum", [0.3, None])
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("BatchNorm1d", (0, 3)),
+        ("BatchNorm1d", (0, 3, 4)),
+        ("BatchNorm1d", (2, 3, 0)),  # no positions: no values per channel either
+        ("BatchNorm2d", (0, 3, 2, 2)),
+        ("BatchNorm3d", (0, 3, 1, 2, 2)),
+    ],
+)
+def test_empty_batch_in_training_mode_only_counts_as_torch(name, shape, momentum):
+    """torch leaves the running statistics of an empty batch as they are and only
+    increments ``num_batches_tracked`` (also for the cumulative average)."""
+    layer = getattr(norm, name)(3, momentum=momentum)
+    ps, st = _varied(layer, F32)
+    ref = _torch_twin(getattr(nn, name)(3, momentum=momentum, device="meta"), ps, st).train()
+    x = randn(*shape, seed=3)
+    y, new_st = layer(x, ps, st)
+    expected = ref(x)
+    assert y.shape == expected.shape == x.shape
+    for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(new_st[buffer], getattr(ref, buffer)), buffer
+    assert torch.equal(new_st["running_mean"], st["running_mean"])
+    assert torch.equal(new_st["running_var"], st["running_var"])
+    assert new_st["num_batches_tracked"].item() == 4
+    # the batch size is a static shape: one graph, no break, same state
+    compiled = torch.compile(layer.__call__, fullgraph=True, backend="aot_eager", dynamic=False)
+    assert ltree.allclose(compiled(x, ps, st)[1], new_st, rtol=0, atol=0)
+    # a later non-empty batch continues exactly as in torch
+    x2 = randn(4, *shape[1:2], *(s or 2 for s in shape[2:]), seed=4)
+    _, st2 = layer(x2, ps, new_st)
+    ref(x2)
+    _close(st2["running_mean"], ref.running_mean)
+    _close(st2["running_var"], ref.running_var)
+
+
+def test_empty_batch_under_vmap_over_an_ensemble():
+    layer = norm.BatchNorm2d(3)
+    members = [_varied(layer, F32, seed=s) for s in (10, 20)]
+    ps = ltree.stack([p for p, _ in members])
+    st = ltree.stack([s for _, s in members])
+    x = randn(0, 3, 2, 2)
+    y, new_st = torch.func.vmap(layer.__call__, in_dims=(None, 0, 0))(x, ps, st)
+    assert y.shape == (2, 0, 3, 2, 2)
+    assert torch.equal(new_st["running_mean"], st["running_mean"])
+    assert torch.equal(new_st["running_var"], st["running_var"])
+    assert new_st["num_batches_tracked"].tolist() == [4, 4]
+
+
 def test_without_running_statistics_both_modes_use_the_batch():
     layer = norm.BatchNorm1d(3, track_running_stats=False)
     ps, st = setup(0, layer)
@@ -268,6 +332,41 @@ def test_state_dicts_carry_over_in_both_directions():
     twin.load_state_dict(lux.state_dict(ps, st))  # strict
     x = randn(2, 3, 4, seed=7)
     _close(inst(x, ps, test_mode(st))[0], twin.eval()(x))
+
+
+BIAS_FALSE = [
+    ("BatchNorm1d", (3,), {}, (5, 3)),
+    ("BatchNorm2d", (3,), {}, (4, 3, 2, 2)),
+    ("BatchNorm3d", (3,), {}, (2, 3, 2, 1, 2)),
+    ("InstanceNorm1d", (3,), {"affine": True}, (2, 3, 4)),
+    ("InstanceNorm2d", (3,), {"affine": True, "track_running_stats": True}, (2, 3, 2, 2)),
+    ("InstanceNorm3d", (3,), {"affine": True}, (2, 3, 2, 2, 2)),
+    ("GroupNorm", (1, 3), {}, (2, 3, 4)),
+    ("LayerNorm", (3,), {}, (2, 3)),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "kw", "shape"), BIAS_FALSE)
+def test_bias_false_state_dicts_round_trip_with_torch(name, args, kw, shape):
+    """torch.nn's ``bias=False`` (a weight, no bias): torch's state_dict loads strictly and
+    ours loads into torch strictly; both compute the same in both modes."""
+    layer = getattr(norm, name)(*args, **kw, bias=False)
+    ref = getattr(nn, name)(*args, **kw, bias=False)
+    with torch.no_grad():
+        ref.weight.copy_(1 + 0.5 * randn(*ref.weight.shape, seed=4))
+    assert ref.bias is None
+    ps, st = lux.load_state_dict(layer, ref.state_dict())  # strict: same names, same shapes
+    assert set(ps) == {"weight"} and param_count(layer) == ref.weight.numel()
+    x = randn(*shape, seed=5)
+    y, new_st = layer(x, ps, st)
+    _close(y, ref.train()(x))
+    _close(layer(x, ps, test_mode(new_st))[0], ref.eval()(x))
+    twin = getattr(nn, name)(*args, **kw, bias=False)
+    twin.load_state_dict(lux.state_dict(ps, new_st))  # strict
+    assert torch.equal(twin.weight, ps["weight"])
+    # the bias=True default still has a bias; the two configurations differ
+    assert set(setup(0, getattr(norm, name)(*args, **kw))[0]) == {"weight", "bias"}
+    assert layer != getattr(norm, name)(*args, **kw)
 
 
 # --------------------------------------------------------------------------- grad and vmap
@@ -453,6 +552,13 @@ def test_state_layout_counts_and_printouts():
     assert setup(0, norm.GroupNorm(2, 4, affine=False)) == ({}, {})
     assert setup(0, norm.InstanceNorm1d(3))[1] == {"training": ltree.Static(True)}
     assert set(setup(0, norm.LayerNorm(3, bias=False))[0]) == {"weight"}
+    assert (
+        repr(norm.BatchNorm2d(4, bias=False))
+        == "BatchNorm2d(4, bias=False)  # 4 parameters, plus 9 states"
+    )
+    assert repr(norm.GroupNorm(2, 4, bias=False)) == "GroupNorm(2, 4, bias=False)  # 4 parameters"
+    # bias only matters with affine parameters (torch ignores it without them)
+    assert setup(0, norm.BatchNorm1d(3, affine=False, bias=False))[0] == {}
 
 
 def test_layers_are_immutable_normalised_and_compare_by_configuration():
@@ -552,6 +658,8 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
             r"LayerNorm: elementwise_affine must be a bool",
         ),
         (lambda: norm.LayerNorm(3, bias=None), TypeError, r"LayerNorm: bias must be a bool"),
+        (lambda: norm.BatchNorm1d(3, bias=0), TypeError, r"BatchNorm1d: bias must be a bool"),
+        (lambda: norm.GroupNorm(1, 3, bias="no"), TypeError, r"GroupNorm: bias must be a bool"),
         (
             lambda: norm.RMSNorm(3, elementwise_affine="no"),
             TypeError,

@@ -134,7 +134,7 @@ def test_state_dict_round_trip_and_errors():
     del broken["layer_1.bias"]
     broken["layer_9.weight"] = torch.zeros(1)
     broken["layer_3.weight"] = torch.zeros(2, 2)
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(lux.StateDictError) as info:
         lux.load_state_dict(model, broken)
     text = str(info.value)
     assert "missing: layer_1.bias" in text and "unexpected: layer_9.weight" in text

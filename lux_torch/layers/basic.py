@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, InitVar
 from typing import Any
 
 import torch
@@ -360,6 +361,10 @@ class Scale(Layer):
 class Embedding(Layer):
     """Lookup table: row ``i`` of ``weight`` for each index ``i`` (``torch.nn.Embedding``).
 
+    Every ``torch.nn.Embedding`` constructor argument is accepted, by name and in torch's
+    positional order, so torch code carries over; the ones a pure layer cannot honour raise
+    a ``ValueError`` that says what to do instead.
+
     Arguments:
         num_embeddings: number of rows (valid indices are ``0 .. num_embeddings - 1``).
         embedding_dim: size of each embedding vector.
@@ -369,8 +374,25 @@ class Embedding(Layer):
             its weight *in place*, which a pure layer cannot do. Renormalise explicitly,
             e.g. ``WrappedFunction(lambda e: e * (m / e.norm(dim=-1, keepdim=True)).clamp(max=1))``
             after the embedding.
+        norm_type: the p of the p-norm for ``max_norm`` (as torch; with ``max_norm=None``
+            it has no effect, in torch too).
         scale_grad_by_freq: scale gradients by the inverse frequency of the indices in the
             batch (as torch; affects the backward pass only).
+        sparse: accepted for torch compatibility, and the gradient is **dense**: its values
+            equal those of torch's sparse gradient (``grad.to_dense()``), but its layout is
+            strided. Sparse gradients do not compose with ``torch.func`` (``jacrev``,
+            ``vmap`` of ``grad``), ``gradcheck`` or lux's optimizers; a dense gradient does.
+            What is lost is only the memory saving of a sparse gradient.
+        _weight: not supported (must be ``None``): a layer holds configuration only, never
+            tensors. Put the tensor in ``ps`` instead: ``ps = {"weight": w}`` or
+            ``lux.load_state_dict(layer, {"weight": w})``.
+        _freeze: not supported (must be ``False``): which parameters train is the caller's
+            choice under pure functions; differentiate with respect to the others, or wrap
+            the layer in :func:`lux_torch.freeze`.
+        device, dtype: not supported (must be ``None``): a layer holds no tensors; pass them
+            to :func:`lux_torch.setup` (``setup(key, layer, device=..., dtype=...)``).
+
+    Keyword Arguments:
         weight_init: ``f(key, num_embeddings, embedding_dim) -> Tensor``; default torch.nn's
             ``N(0, 1)``. The ``padding_idx`` row is zeroed afterwards in either case.
 
@@ -396,10 +418,24 @@ class Embedding(Layer):
     embedding_dim: int
     padding_idx: int | None = None
     max_norm: float | None = None
+    norm_type: float = 2.0
     scale_grad_by_freq: bool = False
+    sparse: bool = False
+    # torch's constructor-only arguments: checked in __post_init__, never stored
+    _weight: InitVar[torch.Tensor | None] = None
+    _freeze: InitVar[bool] = False
+    device: InitVar[torch.device | str | None] = None
+    dtype: InitVar[torch.dtype | None] = None
+    _: KW_ONLY
     weight_init: Initializer | None = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(
+        self,
+        _weight: torch.Tensor | None,
+        _freeze: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
         check_int("Embedding", "num_embeddings", self.num_embeddings)
         check_int("Embedding", "embedding_dim", self.embedding_dim)
         if self.padding_idx is not None:
@@ -416,11 +452,37 @@ class Embedding(Layer):
                 "weight in place, which a pure layer cannot do; renormalise the looked-up "
                 "rows explicitly (see the Embedding docstring)"
             )
-        if not isinstance(self.scale_grad_by_freq, bool):
+        if isinstance(self.norm_type, bool) or not isinstance(self.norm_type, (int, float)):
             raise TypeError(
-                "Embedding: scale_grad_by_freq must be a bool, got "
-                f"{type(self.scale_grad_by_freq).__name__}"
+                f"Embedding: norm_type must be a float, got {type(self.norm_type).__name__}"
             )
+        self._set_fields(norm_type=float(self.norm_type))
+        for name, value in (
+            ("scale_grad_by_freq", self.scale_grad_by_freq),
+            ("sparse", self.sparse),
+            ("_freeze", _freeze),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"Embedding: {name} must be a bool, got {type(value).__name__}")
+        if _weight is not None:
+            raise ValueError(
+                "Embedding: _weight is not supported: a layer holds configuration only, never "
+                "tensors; put the weight in ps instead (ps = {'weight': w}, or "
+                "lux_torch.load_state_dict(layer, {'weight': w}))"
+            )
+        if _freeze:
+            raise ValueError(
+                "Embedding: _freeze=True is not supported: under pure functions the caller "
+                "chooses what to differentiate; leave the weight out of the gradient or wrap "
+                "the layer with lux_torch.freeze(layer)"
+            )
+        placement: dict[str, object] = {"device": device, "dtype": dtype}
+        for name, where in placement.items():
+            if where is not None:
+                raise ValueError(
+                    f"Embedding: {name} is not supported: a layer holds no tensors; create "
+                    f"them there with lux_torch.setup(key, layer, {name}={where})"
+                )
         check_callable("Embedding", "weight_init", self.weight_init)
 
     def init_params(self, key: torch.Tensor) -> Params:
@@ -441,8 +503,12 @@ class Embedding(Layer):
         parts = [f"{self.num_embeddings} => {self.embedding_dim}"]
         if self.padding_idx is not None:
             parts.append(f"padding_idx={self.padding_idx}")
+        if self.norm_type != 2.0:
+            parts.append(f"norm_type={self.norm_type!r}")
         if self.scale_grad_by_freq:
             parts.append("scale_grad_by_freq=True")
+        if self.sparse:
+            parts.append("sparse=True")
         if self.weight_init is not None:
             parts.append(f"weight_init={_short(self.weight_init)}")
         return ", ".join(parts)

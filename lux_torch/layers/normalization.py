@@ -99,6 +99,26 @@ def _normalized_shape(owner: str, value: Any) -> tuple[int, ...]:
     return (check_int(owner, "normalized_shape", value, minimum=1),)
 
 
+def _affine_params(key: torch.Tensor, n: int, affine: bool, bias: bool) -> Params:
+    """``{"weight": ones(n), "bias": zeros(n)}``; no ``bias`` when ``bias=False`` (torch's
+    keyword), nothing at all without ``affine``."""
+    if not affine:
+        return {}
+    ps: Params = {"weight": init.ones(key, n)}
+    if bias:
+        ps["bias"] = init.zeros(key, n)
+    return ps
+
+
+def _affine(
+    ps: Params, affine: bool, bias: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(weight, bias)`` from ``ps`` as configured (a missing entry is a ``KeyError``)."""
+    if not affine:
+        return None, None
+    return ps["weight"], ps["bias"] if bias else None
+
+
 def _options_repr(layer: Any, head: str, defaults: dict[str, Any]) -> str:
     """``"16, relu, eps=0.001"``: head, activation, then the options that differ."""
     parts = [head]
@@ -138,7 +158,9 @@ channels, and with ``track_running_stats`` the call returns the updated running 
 in the new state: ``running = (1 - momentum) * running + momentum * batch_statistic``, with
 the *unbiased* batch variance, and ``num_batches_tracked + 1``. The given ``st`` is never
 modified. In test mode (:func:`lux_torch.test_mode`) the running statistics normalise;
-without ``track_running_stats`` batch statistics are used in both modes.
+without ``track_running_stats`` batch statistics are used in both modes. An empty batch
+(no values per channel) leaves the running statistics as they are and only increments
+``num_batches_tracked``, as torch.
 
 Arguments:
     num_features: number of channels ``C``.
@@ -151,10 +173,13 @@ Arguments:
         test mode).
 
 Keyword Arguments:
+    bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
+        a ``weight`` only).
     activation: function applied elementwise to the output (e.g. ``torch.relu``).
 
 Input:
-    ``x`` of shape {shapes}. A training-mode call needs more than one value per channel.
+    ``x`` of shape {shapes}. A training-mode call needs more than one value per channel
+    (or none: an empty batch).
 
 Returns:
     ``y`` of the same shape and the new state (updated running statistics after a
@@ -162,7 +187,7 @@ Returns:
 
 **Parameters** (only when ``affine=True``; else ``{{}}``)
     - ``weight``: ``(num_features,)``, initialised to ones
-    - ``bias``: ``(num_features,)``, initialised to zeros
+    - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
 
 **States**
     - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
@@ -199,6 +224,8 @@ Arguments:
         test mode).
 
 Keyword Arguments:
+    bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
+        a ``weight`` only).
     activation: function applied elementwise to the output (e.g. ``torch.relu``).
 
 Input:
@@ -211,7 +238,7 @@ Returns:
 
 **Parameters** (only when ``affine=True``; else ``{{}}``)
     - ``weight``: ``(num_features,)``, initialised to ones
-    - ``bias``: ``(num_features,)``, initialised to zeros
+    - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
 
 **States**
     - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
@@ -260,6 +287,7 @@ class _RunningStatsNorm(Layer):
     affine: bool = True
     track_running_stats: bool = True
     _: KW_ONLY
+    bias: bool = True
     activation: Activation | None = None
 
     # -- construction
@@ -273,15 +301,13 @@ class _RunningStatsNorm(Layer):
             owner, self.momentum, allow_none=not self.per_instance, hint=hint
         )
         _check_bool(owner, "affine", self.affine)
+        _check_bool(owner, "bias", self.bias)
         _check_bool(owner, "track_running_stats", self.track_running_stats)
         check_callable(owner, "activation", self.activation)
         self._set_fields(eps=_check_eps(owner, self.eps), momentum=momentum)
 
     def init_params(self, key: torch.Tensor) -> Params:
-        if not self.affine:
-            return {}
-        n = self.num_features
-        return {"weight": init.ones(key, n), "bias": init.zeros(key, n)}
+        return _affine_params(key, self.num_features, self.affine, self.bias)
 
     def init_state(self, key: torch.Tensor) -> State:
         st: State = {}
@@ -310,8 +336,7 @@ class _RunningStatsNorm(Layer):
         unbatched = self.per_instance and x.ndim == self.ndim + 1
         if unbatched:
             x = x.unsqueeze(0)
-        weight = ps["weight"] if self.affine else None
-        bias = ps["bias"] if self.affine else None
+        weight, bias = _affine(ps, self.affine, self.bias)
         norm = F.instance_norm if self.per_instance else F.batch_norm
         if not self.track_running_stats:  # batch (instance) statistics in both modes
             y = norm(x, None, None, weight, bias, True, 0.0, self.eps)
@@ -327,15 +352,24 @@ class _RunningStatsNorm(Layer):
             mean = x.new_zeros(self.num_features, dtype=dtype)
             var = x.new_zeros(self.num_features, dtype=dtype)
             y = norm(x, mean, var, weight, bias, True, 1.0, self.eps)
-            st = self._updated_state(st, mean, var)
+            st = self._updated_state(st, mean, var, empty=x.numel() == 0)
         if unbatched:
             y = y.squeeze(0)
         return _activate(self.activation, y), st
 
-    def _updated_state(self, st: State, mean: torch.Tensor, var: torch.Tensor) -> State:
-        """A new state with the running statistics moved towards the batch's."""
+    def _updated_state(
+        self, st: State, mean: torch.Tensor, var: torch.Tensor, *, empty: bool
+    ) -> State:
+        """A new state with the running statistics moved towards the batch's.
+
+        An empty batch (``empty``: a static shape property, so no data-dependent branch)
+        has no statistics: BatchNorm then only counts it, and the running statistics are
+        returned as they are, as torch (whose kernel skips the update).
+        """
         count = st["num_batches_tracked"]
         new_count = count if self.per_instance else count + 1  # torch: InstanceNorm never counts
+        if empty and not self.per_instance:
+            return {**st, "num_batches_tracked": new_count}
         # momentum=None: the cumulative moving average, 1 / (batches seen, this one included)
         momentum: float | torch.Tensor = (
             self.momentum if self.momentum is not None else 1.0 / new_count.to(mean.dtype)
@@ -354,6 +388,7 @@ class _RunningStatsNorm(Layer):
             "momentum": 0.1,
             "affine": not self.per_instance,
             "track_running_stats": not self.per_instance,
+            "bias": True,
         }
         return _options_repr(self, str(self.num_features), defaults)
 
@@ -437,6 +472,8 @@ class GroupNorm(Layer):
         affine: whether to learn a per-channel ``weight`` and ``bias``.
 
     Keyword Arguments:
+        bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword;
+            ``False``: a ``weight`` only).
         activation: function applied elementwise to the output (e.g. ``torch.relu``).
 
     Input:
@@ -447,7 +484,7 @@ class GroupNorm(Layer):
 
     **Parameters** (only when ``affine=True``; else ``{}``)
         - ``weight``: ``(num_channels,)``, initialised to ones
-        - ``bias``: ``(num_channels,)``, initialised to zeros
+        - ``bias``: ``(num_channels,)``, initialised to zeros (only when ``bias=True``)
 
     **States**
         None (``{}``).
@@ -463,6 +500,7 @@ class GroupNorm(Layer):
     eps: float = 1e-5
     affine: bool = True
     _: KW_ONLY
+    bias: bool = True
     activation: Activation | None = None
 
     def __post_init__(self) -> None:
@@ -474,26 +512,23 @@ class GroupNorm(Layer):
                 f"num_channels={channels} and num_groups={groups}"
             )
         _check_bool("GroupNorm", "affine", self.affine)
+        _check_bool("GroupNorm", "bias", self.bias)
         check_callable("GroupNorm", "activation", self.activation)
         self._set_fields(eps=_check_eps("GroupNorm", self.eps))
 
     def init_params(self, key: torch.Tensor) -> Params:
-        if not self.affine:
-            return {}
-        n = self.num_channels
-        return {"weight": init.ones(key, n), "bias": init.zeros(key, n)}
+        return _affine_params(key, self.num_channels, self.affine, self.bias)
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if x.ndim < 2 or x.shape[1] != self.num_channels:
             raise ValueError(self.describe_input_error(x))
-        weight = ps["weight"] if self.affine else None
-        bias = ps["bias"] if self.affine else None
+        weight, bias = _affine(ps, self.affine, self.bias)
         y = F.group_norm(x, self.num_groups, weight, bias, self.eps)
         return _activate(self.activation, y), st
 
     def extra_repr(self) -> str:
         head = f"{self.num_groups}, {self.num_channels}"
-        return _options_repr(self, head, {"eps": 1e-5, "affine": True})
+        return _options_repr(self, head, {"eps": 1e-5, "affine": True, "bias": True})
 
     def describe_input_error(self, x: Any) -> str | None:
         problem = _not_a_tensor(x)
