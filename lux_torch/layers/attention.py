@@ -92,7 +92,8 @@ def _device_problem(ps: Params, *inputs: Any) -> str | None:
     ``F.linear`` on a non-contiguous input returns an uninitialised CPU tensor.
     """
     device = ps["out_proj"]["weight"].device
-    for name, t in zip(("query", "key", "value", "key_padding_mask", "attn_mask"), inputs):
+    names = ("query", "key", "value", "key_padding_mask", "attn_mask")
+    for name, t in zip(names, inputs, strict=True):
         if isinstance(t, torch.Tensor) and t.device != device:
             return (
                 f"{name} is on {t.device} but the parameters are on {device}; move the "
