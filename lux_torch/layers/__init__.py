@@ -36,6 +36,7 @@ from .dropout import (
     VariationalHiddenDropout,
     resample_masks,
 )
+from .embedding import EmbeddingBag
 from .normalization import (
     BatchNorm1d,
     BatchNorm2d,
@@ -119,6 +120,7 @@ __all__ = [
     "Dropout2d",
     "Dropout3d",
     "Embedding",
+    "EmbeddingBag",
     "Ensemble",
     "Flatten",
     "GRUCell",
