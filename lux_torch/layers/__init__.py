@@ -81,6 +81,7 @@ from .recurrent import (
 from .reparam import SpectralNorm, WeightNorm
 from .rnn import GRU, LSTM, RNN
 from .transformer import (
+    Transformer,
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
@@ -161,6 +162,7 @@ __all__ = [
     "SkipConnection",
     "SpectralNorm",
     "StatefulRecurrentCell",
+    "Transformer",
     "TransformerDecoder",
     "TransformerDecoderLayer",
     "TransformerEncoder",
