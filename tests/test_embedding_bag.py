@@ -155,7 +155,10 @@ def test_input_errors_name_the_layer():
         layer((GRID, OFFSETS), ps, st)
     with pytest.raises(RuntimeError, match=r"(?s)expected int64 or int32 indices"):
         layer(GRID.float(), ps, st)
+    with pytest.raises(ValueError, match=r"(?s)expected per_sample_weights of the shape of"):
+        EmbeddingBag(10, 3, mode="sum")((GRID, None, torch.ones(6)), ps, st)
     assert layer.describe_input_error((FLAT, OFFSETS)) is None
+    assert layer.describe_input_error((FLAT.int(), OFFSETS)) is None  # mixed dtypes: as torch
 
 
 def test_repr():

@@ -801,7 +801,7 @@ def test_transformer_custom_stacks_and_errors():
     ps, st = setup(0, model)
     src, tgt = randn(S, N, E), randn(L, N, E, seed=2)
     assert model((src, tgt), ps, test_mode(st))[0].shape == (L, N, E)
-    with pytest.raises(ValueError, match=r"Transformer: src and tgt batch sizes differ"):
+    with pytest.raises(ValueError, match=r"(?s)batch sizes differ.*\nin Transformer\(d_model"):
         model((src, randn(L, 3, E)), ps, st)
     with pytest.raises(ValueError, match=r"Transformer: src and tgt must have d_model=8"):
         model((src, randn(L, N, 4)), ps, st)
@@ -811,6 +811,14 @@ def test_transformer_custom_stacks_and_errors():
         ValueError, match=r"Transformer: call option 'tgt_is_causal' must be a bool"
     ):
         model((src, tgt, {"tgt_is_causal": torch.tensor(True)}), ps, st)
+    with pytest.raises(
+        ValueError, match=r"(?s)in encoder\.layers\.0\.self_attn .*: expected attn_mask"
+    ):
+        model((src, tgt, {"src_mask": torch.zeros(L, L, dtype=torch.bool)}), ps, st)
+    with pytest.raises(
+        ValueError, match=r"(?s)in decoder\.layers\.0\.multihead_attn .*: expected attn_mask"
+    ):
+        model((src, tgt, {"memory_mask": torch.zeros(L, L, dtype=torch.bool)}), ps, st)
     with pytest.raises(ValueError, match=r"Transformer: expected a tuple \(src, tgt\)"):
         model(src, ps, st)
     with pytest.raises(TypeError, match="Transformer: custom_decoder must be a Layer"):

@@ -227,10 +227,6 @@ class EmbeddingBag(Layer):
                 return "1-d indices need 1-d offsets (the start of each bag), got " + _describe(
                     offsets
                 )
-            if offsets.dtype != indices.dtype:
-                return (
-                    f"offsets must have the dtype of indices ({indices.dtype}), got {offsets.dtype}"
-                )
         elif indices.dim() != 2:
             return (
                 f"expected indices of shape (B, bag_size) or (total,), got {tuple(indices.shape)}"

@@ -1022,16 +1022,8 @@ class Transformer(Layer):
         parts = self._parse(x)
         if isinstance(parts, str):
             return parts
-        src, tgt, options = parts
-        problem = self._problem(src, tgt)
-        if problem is not None:
-            return problem
-        enc_opts, dec_opts = self._split(options)
-        problem = self.encoder.describe_input_error((src, enc_opts))
-        if problem is not None:
-            return f"encoder: {problem}"
-        problem = self.decoder.describe_input_error((tgt, src, dec_opts))  # memory ~ src
-        return None if problem is None else f"decoder: {problem}"
+        # (an error inside the encoder or decoder is described by the block that raised it)
+        return self._problem(parts[0], parts[1])
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, nhead={self.nhead}"
