@@ -125,6 +125,10 @@ def test_configuration_errors_say_why():
         EmbeddingBag(10, 3, sparse=True)
     with pytest.raises(ValueError, match=r"EmbeddingBag: max_norm is not supported: .*in place"):
         EmbeddingBag(10, 3, max_norm=1.0)
+    with pytest.raises(ValueError, match="EmbeddingBag: scale_grad_by_freq=True does not go with"):
+        EmbeddingBag(10, 3, mode="max", scale_grad_by_freq=True)
+    with pytest.raises(ValueError, match="max mode does not support scaling"):  # torch, per call
+        nn.EmbeddingBag(10, 3, mode="max", scale_grad_by_freq=True)(GRID)
     with pytest.raises(ValueError, match="EmbeddingBag: mode must be 'sum', 'mean' or 'max'"):
         EmbeddingBag(10, 3, mode="min")
     with pytest.raises(ValueError, match=r"padding_idx must be in \[-10, 10\)"):

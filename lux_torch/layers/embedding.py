@@ -45,11 +45,13 @@ class EmbeddingBag(Layer):
         embedding_dim: size of each embedding vector.
         max_norm: not supported (must be ``None``): torch renormalises the weight rows
             *in place* (they stay renormalised for later calls and for the optimizer),
-            which a pure layer cannot do; as for :class:`~lux_torch.Embedding`, renormalise
-            explicitly instead.
+            which a pure layer cannot do (as :class:`~lux_torch.Embedding`). Renormalise
+            the parameter explicitly where it is updated, e.g. after each optimizer step
+            ``ps = {"weight": torch.renorm(ps["weight"], p=2, dim=0, maxnorm=m)}``.
         norm_type: the ``p`` of ``max_norm``'s p-norm (kept for torch's signature).
         scale_grad_by_freq: scale the weight's gradient by the inverse frequency of each
-            index in the batch (backward only, as torch; not in ``"max"`` mode).
+            index in the batch (backward only, as torch; not with ``mode="max"``, which
+            raises here at construction, in torch at every call).
         mode: ``"sum"``, ``"mean"`` (the default, as torch) or ``"max"``.
         sparse: must be ``False``: ``True`` makes torch return the weight's gradient as
             a sparse COO tensor, which ``torch.compile`` cannot trace and
@@ -126,8 +128,8 @@ class EmbeddingBag(Layer):
         if self.max_norm is not None:
             raise ValueError(
                 "EmbeddingBag: max_norm is not supported: torch.nn.EmbeddingBag renormalises "
-                "its weight in place, which a pure layer cannot do; renormalise the weight "
-                "rows explicitly (see the EmbeddingBag docstring)"
+                "its weight in place, which a pure layer cannot do; renormalise ps['weight'] "
+                "explicitly after each update, e.g. with torch.renorm (see the docstring)"
             )
         p = self.norm_type
         if isinstance(p, bool) or not isinstance(p, (int, float)):
@@ -146,6 +148,11 @@ class EmbeddingBag(Layer):
             )
         if self.mode not in _MODES:
             raise ValueError(f"{owner}: mode must be 'sum', 'mean' or 'max', got {self.mode!r}")
+        if self.mode == "max" and self.scale_grad_by_freq:
+            raise ValueError(
+                f"{owner}: scale_grad_by_freq=True does not go with mode='max' (torch rejects "
+                "it at every call: the gradient of a max is not a count of the indices)"
+            )
         if self.padding_idx is not None:
             idx = check_int(owner, "padding_idx", self.padding_idx, minimum=None)
             if not -n <= idx < n:
