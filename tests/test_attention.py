@@ -19,6 +19,7 @@ from helpers import DTYPES, check, randn
 from torch import nn
 
 from lux_torch import random as lrandom
+from lux_torch import tree as ltree
 from lux_torch.core import setup, test_mode, train_mode
 from lux_torch.layers.attention import (
     MultiheadAttention,
@@ -457,3 +458,104 @@ def test_positional_embeddings_conform(layer, dtype):
     for name in ("forward", "purity", "determinism", "gradcheck"):
         assert report[name] == "passed", name
     assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
+
+
+# --------------------------------------------------------------------------- edge cases
+
+
+# (layer keyword arguments, masks) for empty batches: every path of the layer
+EMPTY_CASES = [
+    ({}, ""),
+    ({"batch_first": True}, "padding"),
+    ({"need_weights": True}, "bool"),
+    ({"need_weights": True, "average_attn_weights": False, "batch_first": True}, "float"),
+    ({"kdim": 3, "vdim": 5}, "options:causal,padding"),
+    ({"add_bias_kv": True, "add_zero_attn": True, "batch_first": True}, "bool"),
+    ({"dropout": 0.5}, "float"),
+]
+
+
+def _empty_batch(inputs: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...]:
+    """``inputs`` with the batch dimension emptied (masks too; attn_mask (N*H, L, S) too)."""
+    batch = 0 if kw.get("batch_first") else 1
+
+    def empty(t: Any, dim: int) -> Any:
+        return t.narrow(dim, 0, 0) if isinstance(t, torch.Tensor) else t
+
+    q, k, v, *rest = inputs
+    out: list[Any] = [empty(q, batch), empty(k, batch), empty(v, batch)]
+    if rest and isinstance(rest[-1], dict):
+        opts = dict(rest[-1])
+        opts["key_padding_mask"] = empty(opts.get("key_padding_mask"), 0)
+        mask = opts.get("attn_mask")
+        opts["attn_mask"] = empty(mask, 0) if mask is not None and mask.dim() == 3 else mask
+        return (*out, opts)
+    if rest:
+        kpm, mask = rest
+        mask = empty(mask, 0) if mask is not None and mask.dim() == 3 else mask
+        return (*out, empty(kpm, 0), mask)
+    return tuple(out)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("case", EMPTY_CASES, ids=lambda c: _case_id((*c, None)))
+def test_empty_batch_returns_torchs_empty_result(case, training):
+    # torch returns an empty result for batch 0 (its fused path raises with masks; the
+    # need_weights=True path is the same function and does not): so must we, with a
+    # gradient that flows (zeros) instead of an error.
+    kw, masks = case
+    layer = MultiheadAttention(E, H, **kw)
+    ps, st = setup(0, layer, dtype=torch.float64)
+    st = train_mode(st) if training else test_mode(st)
+    x = _empty_batch(_inputs(kw, torch.float64, masks), kw)
+    y, new_st = layer(x, ps, st)
+    tensors = dict(zip(ltree.paths(ps), ltree.leaves(ps), strict=True))
+    expected = _reference({**kw, "need_weights": True})(tensors, *x)
+    if not kw.get("need_weights"):
+        expected = expected[0]
+    for ours, theirs in zip(_tensors(y), _tensors(expected), strict=True):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    assert set(new_st) == set(st)
+    grads = torch.func.grad(lambda p: _tensors(layer(x, p, st)[0])[0].sum())(ps)
+    assert all(float(g.abs().sum()) == 0.0 for g in ltree.leaves(grads))
+
+
+def test_zero_length_sequences_batched_and_unbatched_match_torch():
+    # empty queries (L = 0), batched and unbatched, with and without masks
+    layer = MultiheadAttention(E, H, need_weights=True)
+    ps, st = setup(0, layer, dtype=torch.float64)
+    tensors = dict(zip(ltree.paths(ps), ltree.leaves(ps), strict=True))
+    k = randn(4, 2, E, dtype=torch.float64, seed=2)
+    q = k[:0]
+    for x in (
+        (q, k, k),
+        (q, k, k, _padding(2, 4), torch.zeros(0, 4, dtype=torch.bool)),
+        (q[:, 0], k[:, 0], k[:, 0]),
+        (q[:, 0], k[:, 0], k[:, 0], torch.zeros(4, dtype=torch.bool), None),
+    ):
+        (y, w), _ = layer(x, ps, st)
+        y_ref, w_ref = _reference({"need_weights": True})(tensors, *x)
+        assert y.shape == y_ref.shape and w.shape == w_ref.shape
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_input_on_another_device_than_the_parameters_raises(batch_first, need_weights):
+    # meta-device inputs with CPU parameters: torch raises (and on one path of ours, the
+    # sequence-first layout, F.linear returned an uninitialised CPU tensor)
+    layer = MultiheadAttention(E, H, batch_first=batch_first, need_weights=need_weights)
+    ps, st = setup(0, layer)
+    q = torch.empty(3, 3, E, device="meta")  # L = N = 3 in either layout
+    for x in ((q, q, q), q[0], (q, q, q, {"attn_mask": torch.zeros(3, 3, device="meta")})):
+        with pytest.raises(ValueError, match=r"MultiheadAttention: .*meta.*parameters.*cpu"):
+            layer(x, ps, st)
+    cpu = randn(3, 3, E)
+    mask = torch.zeros(3, 3, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match=r"MultiheadAttention: attn_mask is on meta"):
+        layer((cpu, cpu, cpu, None, mask), ps, st)
+    with pytest.raises(ValueError, match=r"MultiheadAttention: query is on cpu.*meta"):
+        layer(cpu, ltree.to(ps, device="meta"), st)
+
+
+def _tensors(y: Any) -> tuple[torch.Tensor, ...]:
+    return tuple(y) if isinstance(y, tuple) else (y,)

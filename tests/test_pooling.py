@@ -557,3 +557,95 @@ def test_global_pooling_needs_a_spatial_dimension(layer):
         r"spatial dimension, got \(4, 3\)",
     ):
         layer(distinct(4, 3), {}, {})
+
+
+# --------------------------------------------------------------------------- max unpooling
+
+
+# (dimensions, MaxPool/MaxUnpool arguments, input shape, output_size option or None,
+#  compile backend (None: aot_eager)). Windows do not overlap: overlapping ones can pick
+# one maximum twice, and unpooling then writes one position twice (which write lands is
+# unspecified, in torch as here), so its gradient is not defined there.
+UNPOOL_CASES = [
+    (1, (2,), (2, 3, 8), None, None),
+    (1, (3, 3, 1), (3, 9), (9,), None),  # unbatched; the default size would be 7
+    (2, (2,), (2, 3, 6, 6), None, "inductor"),
+    (2, ((3, 2), (3, 2), (1, 0)), (1, 2, 6, 5), (6, 5), None),
+    (2, (3, 3, 1), (2, 2, 6, 6), (6, 6), None),  # the default size would be 4 x 4
+    (2, (2,), (2, 3, 5, 5), (2, 3, 5, 5), None),  # a full output_size, as torch accepts
+    (2, ((2, 1),), (2, 3, 4, 3), None, None),
+    (3, (2,), (1, 2, 4, 4, 4), None, None),
+    (3, (2,), (2, 5, 5, 5), (5, 5, 5), None),  # unbatched
+]
+
+
+def _unpool_id(case) -> str:
+    n, args, shape, size, backend = case
+    return f"{n}d{args}x{shape}{f'->{size}' if size else ''}{'-inductor' if backend else ''}"
+
+
+def _pooled(n: int, args: tuple, shape: tuple, dtype: torch.dtype = torch.float32):
+    """``(values, indices)`` of torch's max pooling of a distinct-valued input."""
+    return getattr(nn, f"MaxPool{n}d")(*args, return_indices=True)(distinct(*shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", UNPOOL_CASES, ids=_unpool_id)
+def test_max_unpool_matches_torch(case, dtype):
+    n, args, shape, size, backend = case
+    layer = getattr(P, f"MaxUnpool{n}d")(*args)
+    module = getattr(nn, f"MaxUnpool{n}d")(*args)
+    values, indices = _pooled(n, args, shape, dtype)
+    if size is None:
+        x, reference = (values, indices), module
+    else:  # the call option: torch's keyword argument of forward
+        x = (values, indices, {"output_size": size})
+        reference = lambda tensors, v, i, options: module(v, i, **options)  # noqa: E731
+    report = check(layer, x, dtype, reference=reference, compile_backend=backend or "aot_eager")
+    for check_name in ("parity", "gradcheck", "purity", "determinism", "vmap_inputs"):
+        assert report[check_name] == "passed", check_name
+    assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
+    y, _ = layer(x, {}, {})
+    assert y.shape == module(values, indices, output_size=size).shape
+
+
+def test_max_unpool_inverts_max_pool_at_the_maxima():
+    # MaxPool then MaxUnpool keeps each window's maximum in place and zeroes the rest
+    x = distinct(2, 3, 6, 6)
+    (y, indices), _ = P.MaxPool2d(2, return_indices=True)(x, {}, {})
+    z, st = P.MaxUnpool2d(2)((y, indices), {}, {})
+    assert z.shape == x.shape and st == {}
+    kept = z != 0
+    assert int(kept.sum()) == y.numel() and torch.equal(z[kept], x[kept])
+
+
+def test_max_unpool_configuration_and_repr():
+    assert repr(P.MaxUnpool2d(2)).startswith("MaxUnpool2d((2, 2))")
+    text = repr(P.MaxUnpool3d((2, 1, 2), stride=1, padding=(0, 0, 1)))
+    assert "stride=1" in text and "padding=(0, 0, 1)" in text
+    assert P.MaxUnpool1d(2) == P.MaxUnpool1d((2,), None, 0)
+    with pytest.raises(ValueError, match="MaxUnpool2d: kernel_size must be >= 1"):
+        P.MaxUnpool2d(0)
+    with pytest.raises(ValueError, match=r"MaxUnpool1d: padding must be an int or a tuple of 1"):
+        P.MaxUnpool1d(2, padding=(1, 1))
+    with pytest.raises(TypeError, match="MaxUnpool3d: stride must be an int"):
+        P.MaxUnpool3d(2, stride=1.5)
+    assert param_count(P.MaxUnpool2d(2)) == state_count(P.MaxUnpool2d(2)) == 0
+
+
+def test_max_unpool_input_errors_name_the_layer():
+    layer = P.MaxUnpool2d(2)
+    values, indices = _pooled(2, (2,), (1, 2, 4, 4))
+    with pytest.raises(ValueError, match=r"MaxUnpool2d: expected a tuple \(x, indices\)"):
+        layer(values, {}, {})
+    with pytest.raises(ValueError, match=r"MaxUnpool2d: unknown call option 'size'"):
+        layer((values, indices, {"size": (4, 4)}), {}, {})
+    with pytest.raises(ValueError, match=r"MaxUnpool2d: .*got a third item of type tuple"):
+        layer((values, indices, (4, 4)), {}, {})
+    with pytest.raises(RuntimeError, match=r"(?s)shape of indices.*int64 indices of the shape"):
+        layer((values, indices[..., :1]), {}, {})
+    with pytest.raises(RuntimeError, match=r"(?s)int64.*got torch.int32 indices"):
+        layer((values, indices.int()), {}, {})
+    with pytest.raises(RuntimeError, match="invalid max index"):  # torch's CPU check
+        layer((values, indices + 100), {}, {})
+    assert layer.describe_input_error((values, indices)) is None

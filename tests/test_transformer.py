@@ -13,6 +13,7 @@ causal mask its hint requires.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -21,11 +22,13 @@ import torch.nn.functional as F
 from helpers import DTYPES, check, randn
 from torch import nn
 
+import lux_torch as lux
 from lux_torch import tree as ltree
 from lux_torch.core import setup, test_mode, train_mode
 from lux_torch.interop import load_state_dict
 from lux_torch.layers.normalization import LayerNorm
 from lux_torch.layers.transformer import (
+    Transformer,
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
@@ -633,3 +636,197 @@ def test_equality_and_hash():
     b = TransformerEncoderLayer(E, H, FF, activation=F.gelu)
     assert a == b and hash(a) == hash(b)
     assert a != TransformerEncoderLayer(E, H, FF)
+
+
+# --------------------------------------------------------------------------- Transformer
+
+
+def _torch_transformer(*args: Any, **kw: Any) -> nn.Transformer:
+    """``nn.Transformer(*args, **kw)`` without its advice about the inference fast path
+    (nested tensors), which these tests never take."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
+        return nn.Transformer(*args, **kw)
+
+
+def _transformer_reference(kw: dict[str, Any], layers: tuple[int, int]) -> Any:
+    """``reference(tensors, src, tgt[, options])`` running torch.nn.Transformer (meta
+    device, dropout 0, training mode: no fast path) on our tensors; an ``*_is_causal``
+    option becomes the causal mask its torch hint stands for."""
+    module = _torch_transformer(E, H, *layers, **_torch_kwargs(kw), device="meta")
+    known = {n for n, _ in module.named_parameters()}
+
+    def reference(tensors: dict[str, torch.Tensor], src: Any, tgt: Any, *rest: Any) -> Any:
+        options = dict(rest[0]) if rest else {}
+        s, t = _length(kw, src), _length(kw, tgt)
+        for which, rows, cols in (("src", s, s), ("tgt", t, t), ("memory", t, s)):
+            if options.pop(f"{which}_is_causal", False):
+                options[f"{which}_mask"] = _causal(rows, options.get(f"{which}_mask"), cols)
+        params = {n: x for n, x in tensors.items() if n in known}
+        return torch.func.functional_call(module, params, (src, tgt), options)
+
+    return reference
+
+
+def _transformer_inputs(kw: dict[str, Any], dtype: torch.dtype, masks: str) -> Any:
+    src, tgt = _seq(kw, S, dtype, 1), _seq(kw, L, dtype, 2)
+    if not masks:
+        return (src, tgt)
+    given = masks.split(",")
+    opts: dict[str, Any] = {f"{w}_is_causal": f"{w}_causal" in given for w in ("src", "tgt")}
+    opts["memory_is_causal"] = "memory_causal" in given
+    if "padding" in given:
+        opts["src_key_padding_mask"] = _padding(N, S)
+        opts["tgt_key_padding_mask"] = _padding(N, L)
+        opts["memory_key_padding_mask"] = _padding(N, S)
+    if "masks" in given:
+        opts["src_mask"] = torch.zeros(S, S, dtype=torch.bool)
+        opts["src_mask"][0, 2] = True
+        opts["tgt_mask"] = torch.zeros(L, L, dtype=torch.bool)
+        opts["tgt_mask"][3, 1] = True
+        opts["memory_mask"] = torch.zeros(L, S, dtype=torch.bool)
+        opts["memory_mask"][2, 0] = True
+    return (src, tgt, opts)
+
+
+# (keyword arguments, (encoder layers, decoder layers), options, compiled?)
+TRANSFORMER_CASES = [
+    ({"dropout": 0.0}, (2, 1), "", True),
+    (
+        {"dropout": 0.0, "batch_first": True, "norm_first": True},
+        (1, 2),
+        "padding,tgt_causal",
+        False,
+    ),
+    ({"activation": "gelu"}, (1, 1), "masks,padding", False),  # dropout 0.1: stochastic
+    (
+        {"dropout": 0.0, "bias": False, "layer_norm_eps": 1e-3},
+        (1, 1),
+        "src_causal,tgt_causal,memory_causal,masks",
+        False,
+    ),
+]
+
+
+def _transformer_id(case: Any) -> str:
+    kw, layers, masks, _ = case
+    parts = [f"{layers[0]}+{layers[1]}"] + [f"{k}={v}" for k, v in kw.items()]
+    return ",".join(parts + ([masks] if masks else []))
+
+
+# every case in float64 (parity, gradcheck, vmap); the compiled one in float32 as well (the
+# model is the stacks' composition, whose float32 runs are above: this keeps the cost down)
+TRANSFORMER_RUNS = [
+    pytest.param(case, torch.float64, id=f"{_transformer_id(case)}-float64")
+    for case in TRANSFORMER_CASES
+] + [
+    pytest.param(case, torch.float32, id=f"{_transformer_id(case)}-float32")
+    for case in TRANSFORMER_CASES
+    if case[-1]
+]
+
+
+@pytest.mark.parametrize(("case", "dtype"), TRANSFORMER_RUNS)
+def test_transformer_matches_torch(case, dtype):
+    kw, layers, masks, compiled = case
+    model = Transformer(E, H, *layers, dim_feedforward=FF, **kw)
+    report = check(
+        model,
+        _transformer_inputs(kw, dtype, masks),
+        dtype,
+        reference=_transformer_reference(kw, layers),
+        compile=dtype == torch.float32 and compiled,
+        compile_backend="aot_eager",
+    )
+    _assert_passed(report, dtype, kw.get("dropout", 0.1) > 0, compiled=compiled)
+
+
+def test_transformer_state_dict_loads_both_ways():
+    torch.manual_seed(0)  # (torch's own initialisation of the module below)
+    theirs = _torch_transformer(E, H, 2, 2, FF, dropout=0.0, norm_first=True).eval()
+    ours = Transformer(E, H, 2, 2, FF, dropout=0.0, norm_first=True)
+    src, tgt = randn(S, N, E), randn(L, N, E, seed=2)
+    mask = Transformer.generate_square_subsequent_mask(L)
+    assert torch.equal(mask, nn.Transformer.generate_square_subsequent_mask(L))
+    with torch.no_grad():
+        expected = theirs(src, tgt, tgt_mask=mask, tgt_is_causal=True)
+    # torch -> lux
+    ps, st = load_state_dict(ours, theirs.state_dict())
+    y, _ = ours((src, tgt, {"tgt_mask": mask}), ps, st)
+    torch.testing.assert_close(y, expected)
+    y_causal, _ = ours((src, tgt, {"tgt_is_causal": True}), ps, st)
+    torch.testing.assert_close(y_causal, expected)
+    # lux -> torch: our names are torch's (strict load), values from our own setup
+    ps, st = setup(1, ours)
+    names = _flat(ps)
+    assert {n: t.shape for n, t in names.items()} == {
+        n: t.shape for n, t in theirs.state_dict().items()
+    }
+    for name in ("encoder.layers.1.linear2.weight", "encoder.norm.bias", "decoder.norm.weight"):
+        assert name in names
+    theirs.load_state_dict(lux.state_dict(ps, st), strict=True)
+    y, _ = ours((src, tgt), ps, st)
+    with torch.no_grad():
+        torch.testing.assert_close(y, theirs(src, tgt))
+    # torch's default dropout (0.1): the random keys come from our own setup
+    theirs = _torch_transformer(E, H, 1, 1, FF).eval()
+    ours = Transformer(E, H, 1, 1, FF)
+    ps, st = load_state_dict(ours, {**theirs.state_dict(), **_flat(setup(0, ours)[1])})
+    y, _ = ours((src, tgt), ps, test_mode(st))
+    with torch.no_grad():
+        torch.testing.assert_close(y, theirs(src, tgt))
+
+
+def test_transformer_initialisation_is_torchs_xavier():
+    model = Transformer(64, 4, 1, 1, dim_feedforward=96)
+    ps, _ = setup(0, model)
+    flat = _flat(ps)
+    for name, t in flat.items():
+        if t.dim() > 1:  # torch's _reset_parameters: Xavier-uniform for every matrix
+            bound = (6 / (t.shape[0] + t.shape[1])) ** 0.5
+            assert 0.95 * bound < float(t.abs().max()) <= bound, name
+            assert abs(float(t.std()) - bound / 3**0.5) < 0.1 * bound, name
+    assert torch.equal(flat["encoder.norm.weight"], torch.ones(64))
+    assert torch.equal(flat["decoder.layers.0.multihead_attn.in_proj_bias"], torch.zeros(192))
+    fan_in_bound = 1 / 64**0.5  # biases keep Linear's default, as torch
+    assert float(flat["encoder.layers.0.linear1.bias"].abs().max()) <= fan_in_bound
+    matrices = [t for t in flat.values() if t.dim() > 1]
+    assert len({float(t.reshape(-1)[0]) for t in matrices}) == len(matrices)  # independent
+
+
+def test_transformer_custom_stacks_and_errors():
+    encoder = TransformerEncoder(TransformerEncoderLayer(E, H, FF, dropout=0.0), 1)
+    model = Transformer(E, H, custom_encoder=encoder, dim_feedforward=FF, num_decoder_layers=1)
+    assert model.encoder is encoder and "norm" not in setup(0, model)[0]["encoder"]
+    ps, st = setup(0, model)
+    src, tgt = randn(S, N, E), randn(L, N, E, seed=2)
+    assert model((src, tgt), ps, test_mode(st))[0].shape == (L, N, E)
+    with pytest.raises(ValueError, match=r"(?s)batch sizes differ.*\nin Transformer\(d_model"):
+        model((src, randn(L, 3, E)), ps, st)
+    with pytest.raises(ValueError, match=r"Transformer: src and tgt must have d_model=8"):
+        model((src, randn(L, N, 4)), ps, st)
+    with pytest.raises(ValueError, match=r"Transformer: unknown call option 'mask'"):
+        model((src, tgt, {"mask": None}), ps, st)
+    with pytest.raises(
+        ValueError, match=r"Transformer: call option 'tgt_is_causal' must be a bool"
+    ):
+        model((src, tgt, {"tgt_is_causal": torch.tensor(True)}), ps, st)
+    with pytest.raises(
+        ValueError, match=r"(?s)in encoder\.layers\.0\.self_attn .*: expected attn_mask"
+    ):
+        model((src, tgt, {"src_mask": torch.zeros(L, L, dtype=torch.bool)}), ps, st)
+    with pytest.raises(
+        ValueError, match=r"(?s)in decoder\.layers\.0\.multihead_attn .*: expected attn_mask"
+    ):
+        model((src, tgt, {"memory_mask": torch.zeros(L, L, dtype=torch.bool)}), ps, st)
+    with pytest.raises(ValueError, match=r"Transformer: expected a tuple \(src, tgt\)"):
+        model(src, ps, st)
+    with pytest.raises(TypeError, match="Transformer: custom_decoder must be a Layer"):
+        Transformer(E, H, custom_decoder=nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="Transformer: num_encoder_layers must be >= 1"):
+        Transformer(E, H, 0)
+    with pytest.raises(ValueError, match=r"divisible by num_heads"):
+        Transformer(E, 3)
+    text = repr(Transformer(E, H, 1, 1, FF))
+    assert text.startswith("Transformer(\n    d_model=8, nhead=2,")
+    assert "encoder = TransformerEncoder(" in text and "decoder = TransformerDecoder(" in text

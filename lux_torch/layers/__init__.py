@@ -68,6 +68,7 @@ from .dropout import (
     VariationalHiddenDropout,
     resample_masks,
 )
+from .embedding import EmbeddingBag
 from .fold import Fold, Unfold
 from .normalization import (
     BatchNorm1d,
@@ -115,6 +116,9 @@ from .pooling import (
     MaxPool1d,
     MaxPool2d,
     MaxPool3d,
+    MaxUnpool1d,
+    MaxUnpool2d,
+    MaxUnpool3d,
 )
 from .recurrent import (
     Bidirectional,
@@ -127,6 +131,7 @@ from .recurrent import (
 from .reparam import SpectralNorm, WeightNorm
 from .rnn import GRU, LSTM, RNN
 from .transformer import (
+    Transformer,
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
@@ -178,6 +183,7 @@ __all__ = [
     "Dropout2d",
     "Dropout3d",
     "Embedding",
+    "EmbeddingBag",
     "Ensemble",
     "Flatten",
     "Fold",
@@ -205,6 +211,9 @@ __all__ = [
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
+    "MaxUnpool1d",
+    "MaxUnpool2d",
+    "MaxUnpool3d",
     "Maxout",
     "Mish",
     "MultiheadAttention",
@@ -246,6 +255,7 @@ __all__ = [
     "Tanh",
     "Tanhshrink",
     "Threshold",
+    "Transformer",
     "TransformerDecoder",
     "TransformerDecoderLayer",
     "TransformerEncoder",

@@ -85,6 +85,23 @@ def _float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.to(dtype)
 
 
+def _device_problem(ps: Params, *inputs: Any) -> str | None:
+    """Why the input tensors are not all on the parameters' device, or ``None``.
+
+    Checked before any kernel runs: with a meta-device input and CPU parameters,
+    ``F.linear`` on a non-contiguous input returns an uninitialised CPU tensor.
+    """
+    device = ps["out_proj"]["weight"].device
+    names = ("query", "key", "value", "key_padding_mask", "attn_mask")
+    for name, t in zip(names, inputs, strict=True):
+        if isinstance(t, torch.Tensor) and t.device != device:
+            return (
+                f"{name} is on {t.device} but the parameters are on {device}; move the "
+                "inputs or the parameters (lux_torch.tree.to(ps, device=...)) to one device"
+            )
+    return None
+
+
 class MultiheadAttention(Layer):
     """Multi-head scaled dot-product attention (``torch.nn.MultiheadAttention``).
 
@@ -153,8 +170,11 @@ class MultiheadAttention(Layer):
         dropout, as torch; ``(N, L, S')``, ``(L, S')`` unbatched, where ``S'`` counts the
         ``bias_k`` and zero-attention columns too); and the new state.
 
+        An empty batch (``N = 0``) gives torch's empty result.
+
     Raises:
-        ValueError: for an input of another form or shape, or an unknown call option.
+        ValueError: for an input of another form or shape, an unknown call option, or an
+            input tensor (masks included) on another device than the parameters.
 
     **Parameters**
         - ``in_proj_weight``: ``(3E, E)`` when ``kdim == vdim == E``; otherwise
@@ -337,6 +357,9 @@ class MultiheadAttention(Layer):
         if problem is not None:
             raise ValueError(f"MultiheadAttention: {problem}")
         q, k, v, kpm, mask, is_causal = parts
+        problem = _device_problem(ps, q, k, v, kpm, mask)
+        if problem is not None:
+            raise ValueError(f"MultiheadAttention: {problem}")
         batched = q.dim() == 3
         if not batched:
             q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
@@ -352,15 +375,15 @@ class MultiheadAttention(Layer):
         if self.bias:
             b_q, b_k, b_v = ps["in_proj_bias"].chunk(3)
         q, k, v = F.linear(q, w_q, b_q), F.linear(k, w_k, b_k), F.linear(v, w_v, b_v)
-        n, length = q.shape[0], q.shape[1]
+        # explicit sizes, never -1: an empty batch (N = 0) has to reshape too
+        n, length, src = q.shape[0], q.shape[1], k.shape[1]
 
         # the additive mask, broadcastable to (N, H, L, S)
         bias: torch.Tensor | None = None
         if mask is not None:
             m = _float_mask(mask, q.dtype)
-            bias = m if m.dim() == 2 else m.reshape(n, h, length, -1)
+            bias = m if m.dim() == 2 else m.reshape(n, h, length, src)
         if self.causal or is_causal:
-            src = k.shape[1]
             upper = torch.ones(length, src, dtype=torch.bool, device=q.device).triu(1)
             c = _float_mask(upper, q.dtype)
             bias = c if bias is None else bias + c
@@ -371,6 +394,7 @@ class MultiheadAttention(Layer):
                 bias = F.pad(bias, (0, 1))
             if kpm is not None:
                 kpm = F.pad(kpm, (0, 1))
+            src += 1
         if self.add_zero_attn:  # (after the projections and bias_k/bias_v, as torch)
             k = torch.cat([k, torch.zeros_like(k[:, :1])], dim=1)
             v = torch.cat([v, torch.zeros_like(v[:, :1])], dim=1)
@@ -378,13 +402,14 @@ class MultiheadAttention(Layer):
                 bias = F.pad(bias, (0, 1))
             if kpm is not None:
                 kpm = F.pad(kpm, (0, 1))
+            src += 1
         if kpm is not None:
-            pad = _float_mask(kpm, q.dtype).reshape(n, 1, 1, -1)
+            pad = _float_mask(kpm, q.dtype).reshape(n, 1, 1, src)
             bias = pad if bias is None else bias + pad
 
         qh = q.reshape(n, length, h, d).transpose(1, 2)  # (N, H, L, D)
-        kh = k.reshape(n, -1, h, d).transpose(1, 2)  # (N, H, S, D)
-        vh = v.reshape(n, -1, h, d).transpose(1, 2)
+        kh = k.reshape(n, src, h, d).transpose(1, 2)  # (N, H, S, D)
+        vh = v.reshape(n, src, h, d).transpose(1, 2)
         training = bool(st.get("training", False))
         drop = training and self.dropout > 0.0
         new_st = st

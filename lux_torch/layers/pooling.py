@@ -1,6 +1,7 @@
 """Pooling: ``MaxPool1d/2d/3d``, ``AvgPool1d/2d/3d``, ``LPPool1d/2d/3d``,
-``AdaptiveAvgPool1d/2d/3d``, ``AdaptiveMaxPool1d/2d/3d`` (``torch.nn``'s) and Lux's
-``GlobalAvgPool`` / ``GlobalMaxPool``.
+``AdaptiveAvgPool1d/2d/3d``, ``AdaptiveMaxPool1d/2d/3d``, the partial inverse of max
+pooling ``MaxUnpool1d/2d/3d`` (``torch.nn``'s) and Lux's ``GlobalAvgPool`` /
+``GlobalMaxPool``.
 
 One implementation per family: :class:`_PoolNd` holds what every fixed-rank pooling layer
 shares (the number of spatial dimensions in the class variable ``ndim``, validation and
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Layer
+from .attention import options_problem
 from .basic import Params, _not_a_tensor, check_int
 from .conv import _SPATIAL, _compact, _ints, _ntuple
 
@@ -44,6 +46,9 @@ __all__ = [
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
+    "MaxUnpool1d",
+    "MaxUnpool2d",
+    "MaxUnpool3d",
 ]
 
 IntOrTuple = int | tuple[int, ...]
@@ -52,6 +57,7 @@ _Fn = Callable[..., Any]
 
 _MAX: dict[int, _Fn] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG: dict[int, _Fn] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_UNPOOL: dict[int, _Fn] = {1: F.max_unpool1d, 2: F.max_unpool2d, 3: F.max_unpool3d}
 _LP: dict[int, _Fn] = {1: F.lp_pool1d, 2: F.lp_pool2d, 3: F.lp_pool3d}
 _ADAPTIVE_AVG: dict[int, _Fn] = {
     1: F.adaptive_avg_pool1d,
@@ -287,6 +293,70 @@ class _MaxPoolNd(_PoolNd):
 
     def _min_spatial(self) -> tuple[int, ...]:
         return _min_size(self.kernel_size, self.padding, self.dilation)
+
+
+# --------------------------------------------------------------------------- max unpooling
+
+
+class _MaxUnpoolNd(_PoolNd):
+    """The partial inverse of max pooling over ``ndim`` spatial dimensions (docs:
+    :class:`MaxUnpool2d`)."""
+
+    _shown: ClassVar[tuple[tuple[str, Any], ...]] = (("stride", None), ("padding", 0))
+
+    kernel_size: IntOrTuple
+    stride: IntOrTuple | None = None
+    padding: IntOrTuple = 0
+
+    def _validated(self, owner: str) -> dict[str, Any]:
+        n = self.ndim
+        return {
+            "kernel_size": _ntuple(owner, "kernel_size", self.kernel_size, n, 1),
+            "stride": None if self.stride is None else _ntuple(owner, "stride", self.stride, n, 1),
+            "padding": _ntuple(owner, "padding", self.padding, n, 0),
+        }
+
+    def _parse(self, x: Any) -> tuple[Any, Any, Any] | str:
+        """``(values, indices, output_size)`` or what is wrong with ``x``."""
+        forms = (
+            "expected a tuple (x, indices) or (x, indices, options) with options a dict "
+            "such as {'output_size': ...}"
+        )
+        if not isinstance(x, (tuple, list)) or len(x) not in (2, 3):
+            return f"{forms}, got {type(x).__name__}"
+        options: Any = x[2] if len(x) == 3 else {}
+        if not isinstance(options, dict):
+            return f"{forms}, got a third item of type {type(options).__name__}"
+        problem = options_problem(options, ("output_size",), ())
+        return problem if problem is not None else (x[0], x[1], options.get("output_size"))
+
+    def __call__(self, x: Any, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"{type(self).__name__}: {parts}")
+        values, indices, output_size = parts
+        stride = _stride_or_kernel(self.stride, self.kernel_size)
+        fn = _UNPOOL[self.ndim]
+        return fn(values, indices, self.kernel_size, stride, self.padding, output_size), st
+
+    def _head(self) -> list[str]:
+        return [str(self.kernel_size)]
+
+    def describe_input_error(self, x: Any) -> str | None:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            return parts
+        values, indices, _ = parts
+        problem = super().describe_input_error(values) or _not_a_tensor(indices)
+        if problem:
+            return problem
+        if indices.dtype != torch.int64 or indices.shape != values.shape:
+            return (
+                "expected int64 indices of the shape of x (MaxPool's return_indices=True), "
+                f"got {indices.dtype} indices of shape {tuple(indices.shape)} for x of "
+                f"shape {tuple(values.shape)}"
+            )
+        return None
 
 
 # --------------------------------------------------------------------------- average pooling
@@ -613,6 +683,110 @@ class MaxPool2d(_MaxPoolNd):
 
 class MaxPool3d(_MaxPoolNd):
     __doc__ = _doc(_MAX_DOC, 3, fixed="", indices=_INDICES)
+    ndim = 3
+
+
+class MaxUnpool1d(_MaxUnpoolNd):
+    """1-d max unpooling (``torch.nn.MaxUnpool1d``): see :class:`MaxUnpool2d`.
+
+    Arguments:
+        kernel_size, stride, padding: those of the ``MaxPool1d`` to invert (an int or a
+            1-tuple each; ``stride=None``: the kernel size).
+
+    Input:
+        ``(x, indices)`` or ``(x, indices, {"output_size": size})``: ``x`` of shape
+        ``(N, C, L)`` or ``(C, L)``; ``indices`` (``int64``, the shape of ``x``) from
+        ``MaxPool1d(..., return_indices=True)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, L_out)`` (or ``(C, L_out)``), ``L_out = (L - 1) * stride
+        - 2 * padding + kernel_size`` unless ``output_size`` is given, and the unchanged
+        (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+    """
+
+    ndim = 1
+
+
+class MaxUnpool2d(_MaxUnpoolNd):
+    """2-d max unpooling, the partial inverse of max pooling (``torch.nn.MaxUnpool2d``).
+
+    Scatters each value of ``x`` to the position ``indices`` gives within its output plane
+    (``H_out * W_out`` positions, as ``MaxPool2d(..., return_indices=True)`` returns
+    them); every other output element is zero. The gradient w.r.t. ``x`` gathers from
+    the same positions; ``indices`` are integers (no gradient). After overlapping windows
+    (``stride < kernel_size``) one maximum can be picked twice: that position is then
+    written twice, and which write lands is unspecified (as torch).
+
+    Arguments:
+        kernel_size, stride, padding: those of the ``MaxPool2d`` to invert (an int or a
+            2-tuple each; ``stride=None``: the kernel size; ``padding >= 0``).
+
+    Input:
+        ``(x, indices)`` or ``(x, indices, options)`` (DESIGN.md's call options):
+
+        - ``x``: ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
+        - ``indices``: ``int64``, the shape of ``x``, each in ``[0, H_out * W_out)``.
+        - ``options``: ``{"output_size": size}`` (torch's ``forward`` keyword): the
+          output's spatial size ``(H_out, W_out)`` (or the full shape) when the default
+          is ambiguous, e.g. after ``ceil_mode`` or an odd input size.
+
+    Returns:
+        ``y`` of shape ``(N, C, H_out, W_out)`` (unbatched ``(C, H_out, W_out)``), by
+        default ``H_out = (H - 1) * stride - 2 * padding + kernel_size`` (likewise
+        ``W_out``), and the unchanged (empty) state.
+
+    Raises:
+        ValueError: for an input of another form, an unknown call option, or indices of
+            another shape or dtype (torch's checks). An index outside the output plane
+            raises on the CPU (torch's check); CUDA kernels check it with a device-side
+            assertion.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> pool, unpool = MaxPool2d(2, return_indices=True), MaxUnpool2d(2)
+        >>> (y, i), _ = pool(torch.ones(1, 3, 8, 8), {}, {})
+        >>> unpool((y, i), {}, {})[0].shape
+        torch.Size([1, 3, 8, 8])
+    """
+
+    ndim = 2
+
+
+class MaxUnpool3d(_MaxUnpoolNd):
+    """3-d max unpooling (``torch.nn.MaxUnpool3d``): see :class:`MaxUnpool2d`.
+
+    Arguments:
+        kernel_size, stride, padding: those of the ``MaxPool3d`` to invert (an int or a
+            3-tuple each; ``stride=None``: the kernel size).
+
+    Input:
+        ``(x, indices)`` or ``(x, indices, {"output_size": size})``: ``x`` of shape
+        ``(N, C, D, H, W)`` or ``(C, D, H, W)``; ``indices`` (``int64``, the shape of
+        ``x``) from ``MaxPool3d(..., return_indices=True)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, D_out, H_out, W_out)`` (or unbatched), per dimension
+        ``(size - 1) * stride - 2 * padding + kernel_size`` unless ``output_size`` is
+        given, and the unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+    """
+
     ndim = 3
 
 

@@ -1,5 +1,6 @@
-"""Transformers: the blocks ``TransformerEncoderLayer`` and ``TransformerDecoderLayer`` and
-their stacks ``TransformerEncoder`` and ``TransformerDecoder``.
+"""Transformers: the blocks ``TransformerEncoderLayer`` and ``TransformerDecoderLayer``,
+their stacks ``TransformerEncoder`` and ``TransformerDecoder``, and the encoder-decoder
+``Transformer``.
 
 All follow ``torch.nn``'s layers of the same names: constructor arguments, children named
 like torch's submodules (so that the flattened parameter names equal torch's
@@ -19,7 +20,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..core import Layer
+from .. import init
+from .. import tree as ltree
+from ..core import Layer, child_key
 from .attention import MultiheadAttention, options_problem
 from .basic import Linear, check_int
 from .containers import as_layer
@@ -27,6 +30,7 @@ from .dropout import Dropout
 from .normalization import LayerNorm
 
 __all__ = [
+    "Transformer",
     "TransformerDecoder",
     "TransformerDecoderLayer",
     "TransformerEncoder",
@@ -789,3 +793,237 @@ class TransformerDecoder(_Stack):
             raise ValueError(f"TransformerDecoder: {parts}")
         h, layer_st = self.layers(parts, ps["layers"], st["layers"])
         return self._finish(h, layer_st, ps, st)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- encoder-decoder
+
+
+class Transformer(Layer):
+    """The encoder-decoder transformer of "Attention Is All You Need"
+    (``torch.nn.Transformer``)::
+
+        memory = encoder(src, src_mask, src_key_padding_mask, src_is_causal)
+        y = decoder(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
+                    memory_key_padding_mask, tgt_is_causal, memory_is_causal)
+
+    ``encoder`` is a :class:`TransformerEncoder` of ``num_encoder_layers``
+    :class:`TransformerEncoderLayer` blocks and a final ``LayerNorm``; ``decoder`` likewise
+    with :class:`TransformerDecoderLayer` blocks (unless ``custom_encoder`` /
+    ``custom_decoder`` replace them, as torch). As torch, every parameter with more than
+    one dimension starts Xavier-uniform (the blocks' own defaults are overridden);
+    biases and norms keep their layers' defaults.
+
+    Arguments:
+        d_model: model dimension ``E``.
+        nhead: number of attention heads (must divide ``d_model``).
+        num_encoder_layers, num_decoder_layers: number of blocks of each stack (>= 1).
+        dim_feedforward, dropout, activation, layer_norm_eps, batch_first, norm_first,
+            bias: as :class:`TransformerEncoderLayer`, for every block and both final norms.
+        custom_encoder, custom_decoder: layers used instead of the default stacks (taking
+            the inputs of :class:`TransformerEncoder` / :class:`TransformerDecoder`).
+
+    ``torch.nn.Transformer``'s ``device`` and ``dtype`` are not arguments: parameters come
+    from :func:`lux_torch.setup` (``device=``, ``dtype=``).
+
+    Input:
+        ``(src, tgt)`` or ``(src, tgt, options)``, ``options`` a dict of call options named
+        as torch's ``forward`` keyword arguments: ``"src_mask"``, ``"tgt_mask"``,
+        ``"memory_mask"``, ``"src_key_padding_mask"``, ``"tgt_key_padding_mask"``,
+        ``"memory_key_padding_mask"`` (default ``None``), ``"src_is_causal"``,
+        ``"tgt_is_causal"`` and ``"memory_is_causal"`` (default ``False``).
+
+        - ``src``: ``(S, N, E)`` (``(N, S, E)`` with ``batch_first``) or unbatched
+          ``(S, E)``; ``tgt``: ``(T, N, E)`` likewise.
+        - ``src_mask``: ``(S, S)``, ``tgt_mask``: ``(T, T)``, ``memory_mask``: ``(T, S)``
+          (or with a leading ``N * nhead``); boolean ``True`` masks out, float masks are
+          added to the attention scores.
+        - ``src_key_padding_mask``, ``memory_key_padding_mask``: ``(N, S)``;
+          ``tgt_key_padding_mask``: ``(N, T)``; ``True`` ignores that position.
+        - ``*_is_causal``: ``True`` masks out key positions ``j > i`` of that attention
+          (combined with its mask). In torch they are hints that the mask already *is*
+          the causal mask (``Transformer.generate_square_subsequent_mask``); here the mask
+          is applied, and giving torch's causal mask as well changes nothing.
+
+    Returns:
+        ``y`` shaped like ``tgt`` and the new state.
+
+    Raises:
+        ValueError: for an input of another form, an unknown call option, or ``src`` and
+            ``tgt`` of different batch sizes or feature sizes other than ``d_model``.
+
+    **Parameters** (torch's ``state_dict`` names)
+        - ``encoder``: ``layers.0 ... layers.<num_encoder_layers - 1>`` (each as
+          :class:`TransformerEncoderLayer`) and ``norm`` (``weight`` ``(E,)``, ``bias``).
+        - ``decoder``: ``layers.0 ...`` (each as :class:`TransformerDecoderLayer`) and
+          ``norm``.
+
+    **States**
+        ``encoder`` and ``decoder``: the states of the stacks (every block's dropout keys
+        and ``training`` flags when ``dropout > 0``; ``{}`` entries otherwise).
+
+    Example:
+        >>> model = Transformer(16, 4, 2, 2, dim_feedforward=32, batch_first=True)
+        >>> ps, st = lux_torch.setup(0, model)  # doctest: +SKIP
+        >>> y, st = model((src, tgt, {"tgt_is_causal": True}), ps, st)  # doctest: +SKIP
+    """
+
+    d_model: int
+    nhead: int
+    num_encoder_layers: int
+    num_decoder_layers: int
+    batch_first: bool
+    encoder: Layer
+    decoder: Layer
+
+    _OPTIONS: ClassVar[tuple[str, ...]] = (
+        "src_mask",
+        "tgt_mask",
+        "memory_mask",
+        "src_key_padding_mask",
+        "tgt_key_padding_mask",
+        "memory_key_padding_mask",
+        "src_is_causal",
+        "tgt_is_causal",
+        "memory_is_causal",
+    )
+
+    def __init__(
+        self,
+        d_model: int = 512,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str | Activation = F.relu,
+        custom_encoder: Layer | None = None,
+        custom_decoder: Layer | None = None,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
+        norm_first: bool = False,
+        bias: bool = True,
+    ) -> None:
+        owner = "Transformer"
+        check_int(owner, "d_model", d_model, 1)
+        check_int(owner, "nhead", nhead, 1)
+        check_int(owner, "num_encoder_layers", num_encoder_layers, 1)
+        check_int(owner, "num_decoder_layers", num_decoder_layers, 1)
+        for name, custom in (
+            ("custom_encoder", custom_encoder),
+            ("custom_decoder", custom_decoder),
+        ):
+            if custom is not None and not isinstance(custom, Layer):
+                raise TypeError(f"{owner}: {name} must be a Layer or None, got {_describe(custom)}")
+        block = dict(
+            dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
+            layer_norm_eps=layer_norm_eps, batch_first=batch_first, norm_first=norm_first,
+            bias=bias,
+        )  # fmt: skip
+        encoder, decoder = custom_encoder, custom_decoder
+        if encoder is None:
+            encoder = TransformerEncoder(
+                TransformerEncoderLayer(d_model, nhead, **block),  # type: ignore[arg-type]
+                num_encoder_layers,
+                norm=LayerNorm(d_model, eps=layer_norm_eps, bias=bias),
+            )
+        if decoder is None:
+            decoder = TransformerDecoder(
+                TransformerDecoderLayer(d_model, nhead, **block),  # type: ignore[arg-type]
+                num_decoder_layers,
+                norm=LayerNorm(d_model, eps=layer_norm_eps, bias=bias),
+            )
+        self._set_fields(
+            d_model=d_model,
+            nhead=nhead,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+            batch_first=batch_first,
+            encoder=encoder,
+            decoder=decoder,
+        )
+
+    @staticmethod
+    def generate_square_subsequent_mask(
+        sz: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """The ``(sz, sz)`` causal float mask: ``-inf`` above the diagonal, ``0`` elsewhere
+        (``torch.nn.Transformer.generate_square_subsequent_mask``)."""
+        full = torch.full((sz, sz), float("-inf"), device=device, dtype=dtype)
+        return torch.triu(full, diagonal=1)
+
+    def init_params(self, key: torch.Tensor) -> Params:
+        """The children's parameters, then every one with more than one dimension drawn
+        again Xavier-uniform from the key of its dotted name (torch's ``_reset_parameters``)."""
+        ps = super().init_params(key)
+        leaves, spec = ltree.flatten(ps)
+        names = ltree.paths(ps)
+        fresh = [
+            init.glorot_uniform(child_key(key, name), *t.shape, dtype=t.dtype, device=t.device)
+            if t.dim() > 1
+            else t
+            for name, t in zip(names, leaves, strict=True)
+        ]
+        return ltree.unflatten(spec, fresh)  # type: ignore[no-any-return]
+
+    def _parse(self, x: Any) -> tuple[Any, Any, dict[str, Any]] | str:
+        """``(src, tgt, options)`` or what is wrong with ``x``."""
+        if not isinstance(x, (tuple, list)) or len(x) not in (2, 3):
+            return (
+                "expected a tuple (src, tgt) or (src, tgt, options) with options a dict, "
+                f"got {_describe(x)}"
+            )
+        options = x[2] if len(x) == 3 else {}
+        if not isinstance(options, dict):
+            return f"expected options (a dict) after (src, tgt), got {_describe(options)}"
+        problem = options_problem(options, self._OPTIONS, self._OPTIONS[6:])
+        return problem if problem is not None else (x[0], x[1], options)
+
+    def _problem(self, src: Any, tgt: Any) -> str | None:
+        """torch's checks: equal batch sizes, feature size ``d_model``."""
+        for name, t in (("src", src), ("tgt", tgt)):
+            if not isinstance(t, torch.Tensor):
+                return f"{name} must be a tensor, got {_describe(t)}"
+        if src.dim() == 3 and tgt.dim() == 3:
+            batch = 0 if self.batch_first else 1
+            if src.shape[batch] != tgt.shape[batch]:
+                return f"src and tgt batch sizes differ: {tuple(src.shape)} and {tuple(tgt.shape)}"
+        if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
+            return (
+                f"src and tgt must have d_model={self.d_model} features, got "
+                f"{tuple(src.shape)} and {tuple(tgt.shape)}"
+            )
+        return None
+
+    @staticmethod
+    def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The encoder's and the decoder's call options (torch's keyword names)."""
+        encoder = {
+            "mask": options.get("src_mask"),
+            "src_key_padding_mask": options.get("src_key_padding_mask"),
+            "is_causal": options.get("src_is_causal"),
+        }
+        names = TransformerDecoderLayer._OPTIONS
+        return encoder, {name: options.get(name) for name in names}
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"Transformer: {parts}")
+        src, tgt, options = parts
+        problem = self._problem(src, tgt)
+        if problem is not None:
+            raise ValueError(f"Transformer: {problem}")
+        enc_opts, dec_opts = self._split(options)
+        memory, enc_st = self.encoder((src, enc_opts), ps["encoder"], st["encoder"])
+        y, dec_st = self.decoder((tgt, memory, dec_opts), ps["decoder"], st["decoder"])
+        return y, {"encoder": enc_st, "decoder": dec_st}
+
+    def describe_input_error(self, x: Any) -> str | None:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            return parts
+        # (an error inside the encoder or decoder is described by the block that raised it)
+        return self._problem(parts[0], parts[1])
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, nhead={self.nhead}"
