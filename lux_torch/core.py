@@ -224,6 +224,9 @@ def _annotating_call(call: Callable[..., Any]) -> Callable[..., Any]:
                 _annotate(err, self, x, ps, st)
             raise
 
+    # a code object per layer class: Dynamo keeps its cache and recompile limit per code
+    # object, so compiling one class's calls never uses up another's
+    __call__.__code__ = __call__.__code__.replace()
     __call__._lux_annotating = True  # type: ignore[attr-defined]
     return __call__
 

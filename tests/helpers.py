@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import types
 from types import ModuleType
 from typing import Any
 
@@ -55,3 +56,16 @@ def assert_png(path: pathlib.Path) -> None:
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width > 100 and height > 100, (width, height)
     assert len(data) > 10_000
+
+
+def fresh_call(layer: Layer) -> Any:
+    """``layer``'s call as a function with its own code object, to compile in a test.
+
+    Dynamo keeps its cache and recompile limit (8) per code object, and every instance of
+    a layer class shares its ``__call__``'s: tests that compile many instances in one
+    pytest-xdist worker would otherwise exhaust the limit.
+    """
+    fn = type(layer).__call__
+    code = fn.__code__.replace()
+    fresh = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return types.MethodType(fresh, layer)
