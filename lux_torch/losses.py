@@ -64,8 +64,9 @@ def _reduce(value: Tensor, reduction: str) -> Tensor:
     return value
 
 
-def _as_tensor(values: tuple[float, ...] | None, like: Tensor) -> Tensor | None:
-    """Configuration floats as a tensor on ``like``'s device and dtype (``None`` stays)."""
+def _as_tensor(values: float | tuple[float, ...] | None, like: Tensor) -> Tensor | None:
+    """Configuration floats as a tensor on ``like``'s device and dtype (``None`` stays; a
+    float becomes a 0-d tensor)."""
     if values is None:
         return None
     return torch.tensor(values, dtype=like.dtype, device=like.device)
@@ -108,10 +109,14 @@ class Loss:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{type(self).__name__}: {name} must be an int, got {value!r}")
 
-    def _floats(self, name: str) -> None:
-        """Normalise an optional sequence-of-floats field (class weights) to a tuple."""
+    def _floats(self, name: str, *, scalar: bool = False) -> None:
+        """Normalise an optional sequence-of-floats field (class weights) to a tuple; with
+        ``scalar=True`` a single float (torch's 0-d weight) is accepted and kept a float."""
         value = getattr(self, name)
         if value is None:
+            return
+        if scalar and isinstance(value, (int, float)) and not isinstance(value, bool):
+            object.__setattr__(self, name, float(value))
             return
         if isinstance(value, (Tensor, str)) or not isinstance(value, Sequence):
             raise TypeError(
@@ -121,6 +126,18 @@ class Loss:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise TypeError(f"{type(self).__name__}: {name} must hold floats, got {value!r}")
         object.__setattr__(self, name, tuple(float(v) for v in value))
+
+    def _elementwise_weight(self, name: str, pred: Tensor) -> Tensor | None:
+        """A weight field broadcast against ``pred`` (``BCELoss``-like): a tensor, or
+        ``ValueError`` where it has more dimensions than ``pred`` (torch would fail with
+        "output with shape [] doesn't match the broadcast shape [1]")."""
+        weight = _as_tensor(getattr(self, name), pred)
+        if weight is not None and weight.dim() > pred.dim():
+            self._fail(
+                f"{name} of shape {tuple(weight.shape)} has more dimensions than pred of shape "
+                f"{tuple(pred.shape)}; pass a float {name} (torch's 0-d weight) instead"
+            )
+        return weight
 
     def compute(self, pred: Tensor, target: Tensor) -> Tensor:
         """The reduced loss of ``pred`` against ``target`` (implemented by subclasses)."""
@@ -360,8 +377,8 @@ class BCELoss(Loss):
     """Binary cross entropy of probabilities (``F.binary_cross_entropy``).
 
     Arguments:
-        weight: optional rescaling weights (tuple/list of floats broadcast against ``pred``,
-            e.g. one per entry of the last dimension).
+        weight: optional rescaling weights: a float (torch's 0-d weight) or a tuple/list of
+            floats broadcast against ``pred`` (e.g. one per entry of the last dimension).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
 
     Input:
@@ -375,15 +392,15 @@ class BCELoss(Loss):
         tensor(0.6931)
     """
 
-    weight: tuple[float, ...] | None = None
+    weight: float | tuple[float, ...] | None = None
     same_shape: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._floats("weight")
+        self._floats("weight", scalar=True)
 
     def compute(self, pred: Tensor, target: Tensor) -> Tensor:
-        weight = _as_tensor(self.weight, pred)
+        weight = self._elementwise_weight("weight", pred)
         return F.binary_cross_entropy(pred, target, weight=weight, reduction=self.reduction)
 
 
@@ -393,8 +410,10 @@ class BCEWithLogitsLoss(Loss):
     (``F.binary_cross_entropy_with_logits``).
 
     Arguments:
-        weight: optional rescaling weights (tuple/list of floats broadcast against ``pred``).
-        pos_weight: optional weights of positive examples, one per class (last dimension).
+        weight: optional rescaling weights: a float or a tuple/list of floats broadcast
+            against ``pred``.
+        pos_weight: optional weights of positive examples: one per class (last dimension),
+            or a float for all.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
 
     Input:
@@ -408,21 +427,21 @@ class BCEWithLogitsLoss(Loss):
         tensor(0.6931)
     """
 
-    weight: tuple[float, ...] | None = None
-    pos_weight: tuple[float, ...] | None = None
+    weight: float | tuple[float, ...] | None = None
+    pos_weight: float | tuple[float, ...] | None = None
     same_shape: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._floats("weight")
-        self._floats("pos_weight")
+        self._floats("weight", scalar=True)
+        self._floats("pos_weight", scalar=True)
 
     def compute(self, pred: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(
             pred,
             target,
-            weight=_as_tensor(self.weight, pred),
-            pos_weight=_as_tensor(self.pos_weight, pred),
+            weight=self._elementwise_weight("weight", pred),
+            pos_weight=self._elementwise_weight("pos_weight", pred),
             reduction=self.reduction,
         )
 

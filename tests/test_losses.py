@@ -232,3 +232,43 @@ def test_compile_fullgraph():
     pred, target = normal(1, 6, 5), classes(3, 6)
     compiled = torch.compile(loss.__call__, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(pred, target), loss(pred, target))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    ("make", "reference"),
+    [
+        (lambda r: BCELoss(weight=1.5, reduction=r),
+         lambda p, t, r: torch.nn.BCELoss(weight=torch.tensor(1.5, dtype=DT), reduction=r)(p, t)),
+        (lambda r: BCEWithLogitsLoss(weight=1.5, pos_weight=0.5, reduction=r),
+         lambda p, t, r: torch.nn.BCEWithLogitsLoss(
+             weight=torch.tensor(1.5, dtype=DT), pos_weight=torch.tensor(0.5, dtype=DT),
+             reduction=r)(p, t)),
+    ],
+    ids=["bce", "bce_logits"],
+)  # fmt: skip
+def test_bce_scalar_weight_on_0d_inputs(make, reference, reduction):
+    """torch.nn's BCELoss sample "scalar_weight": a 0-d weight on 0-d inputs."""
+    pred, target = uniform(1), (uniform(2) > 0.5).to(DT)
+    got = make(reduction)(pred, target)
+    assert got.shape == ()
+    torch.testing.assert_close(got, reference(pred, target, reduction), rtol=1e-12, atol=1e-12)
+    # the float weight broadcasts like torch's 0-d weight on larger inputs too
+    pred, target = uniform(3, 6, 5), uniform(4, 6, 5)
+    torch.testing.assert_close(make(reduction)(pred, target), reference(pred, target, reduction))
+
+
+@pytest.mark.parametrize(
+    ("loss", "message"),
+    [
+        (BCELoss(weight=(1.5,)), r"BCELoss: weight of shape \(1,\)"),
+        (BCEWithLogitsLoss(weight=(1.5,)), r"BCEWithLogitsLoss: weight of shape \(1,\)"),
+        (BCEWithLogitsLoss(pos_weight=(1.5,)), r"BCEWithLogitsLoss: pos_weight of shape \(1,\)"),
+    ],
+)
+def test_bce_weight_with_more_dims_than_pred(loss, message):
+    """A tuple weight on 0-d inputs is named (torch raises "output with shape [] doesn't
+    match the broadcast shape [1]")."""
+    with pytest.raises(ValueError, match=message + r" has more dimensions than pred of shape "
+                                               r"\(\); pass a float"):
+        loss(uniform(1), uniform(2))
