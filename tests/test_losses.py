@@ -269,6 +269,6 @@ def test_bce_scalar_weight_on_0d_inputs(make, reference, reduction):
 def test_bce_weight_with_more_dims_than_pred(loss, message):
     """A tuple weight on 0-d inputs is named (torch raises "output with shape [] doesn't
     match the broadcast shape [1]")."""
-    with pytest.raises(ValueError, match=message + r" has more dimensions than pred of shape "
-                                               r"\(\); pass a float"):
+    message += r" has more dimensions than pred of shape \(\); pass a float"
+    with pytest.raises(ValueError, match=message):
         loss(uniform(1), uniform(2))
