@@ -7,11 +7,20 @@ never tensors) and supports the two Lux call conventions:
 * ``loss(model, ps, st, (x, y)) -> (loss, new_st, stats)``: the training objective, running
   ``model(x, ps, st)`` and comparing its output with ``y``; ``stats`` is ``{}``.
 
-Numerics are those of ``torch.nn.functional`` (each loss calls ``F.*`` directly); the few
-losses torch does not have (focal, Dice, hinge) follow torchvision / Lux.jl. Every loss takes
-``reduction="mean" | "sum" | "none"``. Configuration is validated at construction; on call,
-element-wise losses reject pred/target shapes that differ (where ``F`` would broadcast with
-only a warning)::
+A loss whose torch counterpart takes more than two tensors keeps this convention: what the
+model computes is ``pred`` and what the data provides is ``target``, so ``pred`` (or
+``target``) is a pair: ``GaussianNLLLoss`` takes ``((mean, var), target)``,
+``CosineEmbeddingLoss`` and ``MarginRankingLoss`` ``((x1, x2), target)`` (e.g. the outputs of
+a ``BranchLayer``), ``CTCLoss`` ``(log_probs or (log_probs, input_lengths), (targets,
+target_lengths))``. Tensors that vary per batch (variances, lengths) thus come from the model's
+output or from ``y``; class weights, fixed for a run, are configuration (hashable floats).
+
+Numerics are those of ``torch.nn.functional`` (each loss calls ``F.*`` directly, except
+``GaussianNLLLoss``, written out so that it runs under ``vmap`` and ``torch.compile``); the
+few losses torch does not have (focal, Dice, hinge) follow torchvision / Lux.jl. Every loss
+takes ``reduction="mean" | "sum" | "none"``. Configuration is validated at construction; on
+call, losses reject pred/target shapes that torch would broadcast silently (or with only a
+warning)::
 
     import torch, lux_torch as lux
     from lux_torch.losses import MSELoss
@@ -26,29 +35,42 @@ only a warning)::
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, overload
 
 import torch
 import torch.nn.functional as F
+from torch._C._functorch import TransformType
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-from .core import Layer
+from ._graph import tracing
+from .core import Layer, describe_value
 
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
+    "CTCLoss",
+    "CosineEmbeddingLoss",
     "CrossEntropyLoss",
     "DiceLoss",
     "FocalLoss",
+    "GaussianNLLLoss",
+    "HingeEmbeddingLoss",
     "HingeLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
     "Loss",
     "MSELoss",
+    "MarginRankingLoss",
+    "MultiLabelMarginLoss",
+    "MultiLabelSoftMarginLoss",
+    "MultiMarginLoss",
     "NLLLoss",
     "PoissonNLLLoss",
     "SmoothL1Loss",
+    "SoftMarginLoss",
 ]
 
 Tensor = torch.Tensor
@@ -62,6 +84,16 @@ def _reduce(value: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return value.sum()
     return value
+
+
+def _values_readable() -> bool:
+    """Whether tensor values can be read on the host for a check: not while tracing
+    (``torch.compile``, ``make_fx``) and not under ``torch.func.vmap``."""
+    if tracing():
+        return False
+    if torch._C._functorch.peek_interpreter_stack() is None:
+        return True
+    return all(i.key() != TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
 def _as_tensor(values: float | tuple[float, ...] | None, like: Tensor) -> Tensor | None:
@@ -138,6 +170,26 @@ class Loss:
                 f"{tuple(pred.shape)}; pass a float {name} (torch's 0-d weight) instead"
             )
         return weight
+
+    def _pair(self, value: Any, names: str, what: str = "pred") -> tuple[Any, Any]:
+        """``value`` as the pair a loss of two model outputs takes (e.g. ``"(x1, x2)"``)."""
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            if isinstance(value, (tuple, list)):
+                got = f"a {type(value).__name__} of {len(value)}"
+            else:
+                got = describe_value(value)
+            raise TypeError(f"{type(self).__name__}: {what} must be a pair {names}, got {got}")
+        return value[0], value[1]
+
+    def _same_shapes(self, **tensors: Tensor) -> None:
+        """``ValueError`` naming the first two of ``tensors`` whose shapes differ (torch would
+        broadcast them silently)."""
+        (first, a), *rest = tensors.items()
+        for second, b in rest:
+            if a.shape != b.shape:
+                self._fail(
+                    f"{first} shape {tuple(a.shape)} and {second} shape {tuple(b.shape)} differ"
+                )
 
     def compute(self, pred: Tensor, target: Tensor) -> Tensor:
         """The reduced loss of ``pred`` against ``target`` (implemented by subclasses)."""
@@ -626,3 +678,376 @@ class HingeLoss(Loss):
 
     def compute(self, pred: Tensor, target: Tensor) -> Tensor:
         return _reduce(F.relu(1 - pred * target), self.reduction)
+
+
+@_loss
+class GaussianNLLLoss(Loss):
+    """Negative log-likelihood of a Gaussian with predicted mean and variance
+    (``torch.nn.GaussianNLLLoss``): ``0.5 * (log(var) + (mean - target)^2 / var)``.
+
+    As torch, ``var`` is clamped to ``eps`` for stability without changing its gradient.
+    Written out (not ``F.gaussian_nll_loss``, whose value check on ``var`` breaks ``vmap``
+    and ``torch.compile``): a negative ``var`` raises ``ValueError`` like torch where its
+    values can be read, and gives a NaN loss while compiling or under ``vmap``.
+
+    Arguments:
+        full: add the constant ``0.5 * log(2 * pi)`` (default ``False``).
+        eps: lower clamp of ``var``, ``> 0`` (default 1e-6).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: the pair ``(mean, var)`` (e.g. a model with two outputs): ``var`` has
+        ``mean``'s shape (heteroscedastic), or one dimension fewer / one dimension of size 1
+        (homoscedastic), or is a float; ``target`` has ``mean``'s shape.
+
+    Returns:
+        The reduced loss, or the element-wise loss for ``reduction="none"``.
+
+    Example:
+        >>> GaussianNLLLoss()((torch.zeros(2), torch.ones(2)), torch.ones(2))
+        tensor(0.5000)
+    """
+
+    full: bool = False
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._number("eps", positive=True)
+
+    def _variance(self, var: Any, mean: Tensor) -> Tensor:
+        """``var`` as a tensor broadcasting against ``mean`` by torch's rules."""
+        if isinstance(var, (int, float)) and not isinstance(var, bool):
+            if var < 0:
+                self._fail(f"var must be >= 0, got {var}")
+            return torch.full_like(mean, float(var))
+        if not isinstance(var, Tensor):
+            raise TypeError(
+                f"GaussianNLLLoss: var must be a tensor or a float, got {describe_value(var)}"
+            )
+        if var.shape == mean.shape:
+            return var
+        if var.shape == mean.shape[:-1]:
+            return var.unsqueeze(-1)
+        mismatched = [v for m, v in zip(mean.shape, var.shape, strict=False) if m != v]
+        if var.dim() != mean.dim() or sum(mismatched) != 1:
+            self._fail(
+                f"var shape {tuple(var.shape)} does not fit mean shape {tuple(mean.shape)}: "
+                "expected the same shape, the shape without the last dimension, or one "
+                "dimension of size 1"
+            )
+        return var
+
+    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+        mean, var = self._pair(pred, "(mean, var)")
+        self._same_shapes(mean=mean, target=target)
+        var = self._variance(var, mean)
+        if _values_readable():
+            if bool((var < 0).any()):
+                self._fail("var has negative entries")
+        else:
+            var = var.where(var >= 0, math.nan)
+        # torch clamps in place under no_grad: the clamped value, the gradient of identity
+        var = var.detach().clamp(min=self.eps) + (var - var.detach())
+        value = 0.5 * (torch.log(var) + (mean - target) ** 2 / var)
+        if self.full:
+            value = value + 0.5 * math.log(2 * math.pi)
+        return _reduce(value, self.reduction)
+
+
+@_loss
+class CosineEmbeddingLoss(Loss):
+    """Whether two inputs are similar (``target = 1``: ``1 - cos(x1, x2)``) or dissimilar
+    (``target = -1``: ``max(0, cos(x1, x2) - margin)``) (``F.cosine_embedding_loss``).
+
+    Arguments:
+        margin: in ``[-1, 1]``, ``0`` to ``0.5`` suggested (default 0.0).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: the pair ``(x1, x2)`` of shape ``(N, D)`` or ``(D,)`` each; ``target``:
+        ``1``/``-1`` of shape ``(N,)`` or ``()``.
+
+    Returns:
+        The reduced loss, or the per-sample loss of shape ``(N,)`` for ``"none"``.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 0.0]])
+        >>> CosineEmbeddingLoss()((x, x), torch.tensor([1.0]))
+        tensor(0.)
+    """
+
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._number("margin", minimum=-1.0)
+        if self.margin > 1.0:
+            self._fail(f"margin must be in [-1, 1], got {self.margin}")
+
+    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+        x1, x2 = self._pair(pred, "(x1, x2)")
+        self._same_shapes(x1=x1, x2=x2)
+        if target.shape != x1.shape[:-1]:
+            self._fail(
+                f"target shape {tuple(target.shape)} must be x1's shape without its last "
+                f"dimension, {tuple(x1.shape[:-1])}"
+            )
+        return F.cosine_embedding_loss(x1, x2, target, margin=self.margin, reduction=self.reduction)
+
+
+@_loss
+class MarginRankingLoss(Loss):
+    """Ranking of two scores: ``max(0, -target * (x1 - x2) + margin)`` for ``target = 1``
+    (``x1`` should rank higher) or ``-1`` (``F.margin_ranking_loss``).
+
+    Arguments:
+        margin: the required gap (default 0.0).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: the pair ``(x1, x2)``; ``target``: ``1``/``-1``; all three of one shape.
+
+    Returns:
+        The reduced loss, or the element-wise loss for ``reduction="none"``.
+
+    Example:
+        >>> MarginRankingLoss(margin=1.0)((torch.tensor([2.0]), torch.tensor([1.5])), torch.ones(1))
+        tensor(0.5000)
+    """
+
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._number("margin")
+
+    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+        x1, x2 = self._pair(pred, "(x1, x2)")
+        self._same_shapes(x1=x1, x2=x2, target=target)
+        return F.margin_ranking_loss(x1, x2, target, margin=self.margin, reduction=self.reduction)
+
+
+@_loss
+class MultiMarginLoss(Loss):
+    """Multi-class hinge loss: ``sum_{i != y} max(0, margin - x[y] + x[i])^p / C`` per
+    sample (``F.multi_margin_loss``).
+
+    Arguments:
+        p: ``1`` (default) or ``2``.
+        margin: default 1.0.
+        weight: optional per-class weights (a tuple/list of ``C`` floats).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: scores of shape ``(N, C)`` or ``(C,)``; ``target``: int64 class indices
+        of shape ``(N,)`` or ``()``.
+
+    Returns:
+        The reduced loss, or the per-sample loss of shape ``(N,)`` for ``"none"``.
+
+    Example:
+        >>> MultiMarginLoss()(torch.tensor([[0.1, 0.2, 0.4, 0.8]]), torch.tensor([3]))
+        tensor(0.3250)
+    """
+
+    p: int = 1
+    margin: float = 1.0
+    weight: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._integer("p")
+        if self.p not in (1, 2):
+            self._fail(f"p must be 1 or 2, got {self.p}")
+        self._number("margin")
+        self._floats("weight")
+
+    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+        return F.multi_margin_loss(
+            pred,
+            target,
+            p=self.p,
+            margin=self.margin,
+            weight=_as_tensor(self.weight, pred),
+            reduction=self.reduction,
+        )
+
+
+@_loss
+class MultiLabelMarginLoss(Loss):
+    """Multi-label hinge loss: ``sum_{j, i} max(0, 1 - (x[y[j]] - x[i])) / C`` over target
+    classes ``y[j]`` and non-target classes ``i`` (``F.multilabel_margin_loss``).
+
+    Arguments:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: scores of shape ``(N, C)`` or ``(C,)``; ``target``: int64 class indices
+        of the same shape, the target classes first, then ``-1`` padding.
+
+    Returns:
+        The reduced loss, or the per-sample loss of shape ``(N,)`` for ``"none"``.
+
+    Example:
+        >>> MultiLabelMarginLoss()(torch.tensor([[0.1, 0.2, 0.4, 0.8]]),
+        ...                        torch.tensor([[3, 0, -1, 1]]))
+        tensor(0.8500)
+    """
+
+    same_shape: ClassVar[bool] = True
+
+    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+        return F.multilabel_margin_loss(pred, target, reduction=self.reduction)
+
+
+@_loss
+class MultiLabelSoftMarginLoss(Loss):
+    """Multi-label one-versus-all logistic loss, averaged over the classes
+    (``F.multilabel_soft_margin_loss``).
+
+    Arguments:
+        weight: optional per-class weights (a tuple/list of ``C`` floats).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: logits of shape ``(N, C)`` or ``(C,)``; ``target``: ``0``/``1`` labels of
+        the same shape.
+
+    Returns:
+        The reduced loss, or the per-sample loss of shape ``(N,)`` for ``"none"``.
+
+    Example:
+        >>> MultiLabelSoftMarginLoss()(torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]))
+        tensor(0.6931)
+    """
+
+    weight: tuple[float, ...] | None = None
+    same_shape: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._floats("weight")
+
+    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+        return F.multilabel_soft_margin_loss(
+            pred, target, weight=_as_tensor(self.weight, pred), reduction=self.reduction
+        )
+
+
+@_loss
+class SoftMarginLoss(Loss):
+    """Two-class logistic loss ``log(1 + exp(-target * pred))`` (``F.soft_margin_loss``).
+
+    Arguments:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: scores; ``target``: labels ``-1``/``1`` of the same shape.
+
+    Returns:
+        The reduced loss, or the element-wise loss for ``reduction="none"``.
+
+    Example:
+        >>> SoftMarginLoss()(torch.zeros(2), torch.tensor([-1.0, 1.0]))
+        tensor(0.6931)
+    """
+
+    same_shape: ClassVar[bool] = True
+
+    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+        return F.soft_margin_loss(pred, target, reduction=self.reduction)
+
+
+@_loss
+class HingeEmbeddingLoss(Loss):
+    """``pred`` for ``target = 1`` and ``max(0, margin - pred)`` for ``target = -1``, e.g. on
+    distances between pairs (``F.hinge_embedding_loss``).
+
+    Arguments:
+        margin: default 1.0.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: scores or distances; ``target``: labels ``-1``/``1`` of the same shape.
+
+    Returns:
+        The reduced loss, or the element-wise loss for ``reduction="none"``.
+
+    Example:
+        >>> HingeEmbeddingLoss()(torch.tensor([0.3, 0.3]), torch.tensor([1.0, -1.0]))
+        tensor(0.5000)
+    """
+
+    margin: float = 1.0
+    same_shape: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._number("margin")
+
+    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+        return F.hinge_embedding_loss(pred, target, margin=self.margin, reduction=self.reduction)
+
+
+@_loss
+class CTCLoss(Loss):
+    """Connectionist Temporal Classification loss (``F.ctc_loss``): the negative
+    log-likelihood of a target sequence summed over its alignments with the input.
+
+    ``"mean"`` divides each sequence's loss by its target length, then averages over the
+    batch (as torch). torch's kernel has a data-dependent output shape: this loss does not
+    run inside ``torch.compile(fullgraph=True)`` (nor ``train_step(compile=True)``); use it
+    in eager steps. Under ``vmap`` torch runs it one sample at a time (with its
+    performance warning).
+
+    Arguments:
+        blank: index of the blank label (default 0).
+        zero_infinity: replace infinite losses (inputs too short for their targets) and
+            their gradients by zero (default ``False``).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Input:
+        ``pred``: log-probabilities (e.g. ``log_softmax(-1)``) of shape ``(T, N, C)`` or
+        ``(T, C)``, every sequence of full length ``T``; or the pair
+        ``(log_probs, input_lengths)`` with ``input_lengths`` of shape ``(N,)`` (or ``()``)
+        as a tensor or tuple of ints. ``target``: the pair ``(targets, target_lengths)``:
+        ``targets`` padded ``(N, S)`` (or ``(S,)``) or concatenated ``(sum(target_lengths),)``
+        class indices, never ``blank``; ``target_lengths`` of shape ``(N,)`` (or ``()``).
+
+    Returns:
+        The reduced loss, or the per-sequence loss of shape ``(N,)`` for ``"none"``.
+
+    Example:
+        >>> log_probs = torch.zeros(2, 1, 2).log_softmax(-1)
+        >>> CTCLoss(reduction="sum")(log_probs, (torch.tensor([[1]]), torch.tensor([1])))
+        tensor(0.2877)
+    """
+
+    blank: int = 0
+    zero_infinity: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._integer("blank")
+        if self.blank < 0:
+            self._fail(f"blank must be >= 0, got {self.blank}")
+
+    def compute(self, pred: Any, target: Any) -> Tensor:
+        if isinstance(pred, (tuple, list)):
+            log_probs, input_lengths = self._pair(pred, "(log_probs, input_lengths)")
+        else:
+            log_probs = pred
+            input_lengths = torch.full(
+                log_probs.shape[1:-1], log_probs.shape[0], dtype=torch.long, device=pred.device
+            )
+        targets, target_lengths = self._pair(target, "(targets, target_lengths)", "target")
+        return F.ctc_loss(
+            log_probs,
+            targets,
+            input_lengths,
+            target_lengths,
+            blank=self.blank,
+            reduction=self.reduction,
+            zero_infinity=self.zero_infinity,
+        )
