@@ -304,13 +304,7 @@ def _plain_loss_hint(loss_fn: Any) -> str | None:
 
 
 def _call_loss(loss_fn: LossFn, model: Layer, ps: Tree, st: Tree, data: Any) -> Any:
-    try:
-        out = loss_fn(model, ps, st, data)
-    except Exception as error:
-        hint = _plain_loss_hint(loss_fn)
-        if hint is not None:
-            raise TypeError(hint) from error
-        raise
+    out = loss_fn(model, ps, st, data)
     if not isinstance(out, tuple) or len(out) != 3:
         got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
         raise TypeError(
@@ -393,6 +387,22 @@ def _grad_fn(loss_fn: LossFn, model: Layer, ad: str, forward: Callable[..., Any]
     return autograd_path
 
 
+def _eager_gradients(
+    loss_fn: LossFn, data: Any, ts: TrainState, ad: str
+) -> tuple[Tree, torch.Tensor, Tree, Any]:
+    """``(grads, loss, new_st, stats)`` of an eager step. Where it fails and ``loss_fn`` is
+    a plain ``(pred, target)`` loss, a ``TypeError`` says how to use it instead (checked on
+    the error path only)."""
+    mode = _resolve_ad(ad, ts.model, compiled=False)
+    try:
+        return _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    except Exception as error:
+        hint = _plain_loss_hint(loss_fn)
+        if hint is not None:
+            raise TypeError(hint) from error
+        raise
+
+
 # ----------------------------------------------------------------------- public API
 
 
@@ -419,8 +429,7 @@ def compute_gradients(
         >>> grads, loss, stats, ts = lux.compute_gradients(lux.losses.MSELoss(), (x, y), ts)
         >>> ts = lux.apply_gradients(ts, grads)
     """
-    mode = _resolve_ad(ad, ts.model, compiled=False)
-    grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    grads, loss, new_st, stats = _eager_gradients(loss_fn, data, ts, ad)
     return grads, loss, stats, ts.replace(states=new_st)
 
 
@@ -581,8 +590,7 @@ def train_step(
     """
     if compile:
         return _compiled_step(loss_fn, data, ts, ad, check_finite, donate)
-    mode = _resolve_ad(ad, ts.model, compiled=False)
-    grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    grads, loss, new_st, stats = _eager_gradients(loss_fn, data, ts, ad)
     reduce, optimizer = _reduction(ts)
     grads, loss = _reduced(reduce, grads, loss)
     if check_finite and not bool(_all_finite(loss, grads)):
