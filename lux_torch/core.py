@@ -466,6 +466,12 @@ def _as_key(key: torch.Tensor | int, where: str) -> torch.Tensor:
 
 
 def _check_model(model: Any, where: str) -> Layer:
+    if isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"{where}: expected a lux_torch Layer, got the torch.nn.Module "
+            f"{type(model).__name__}; wrap it as a pure layer first: layer = "
+            "lux.from_torch(module), then ps, st = lux.setup(key, layer)"
+        )
     if not isinstance(model, Layer):
         raise TypeError(f"{where}: expected a lux_torch Layer, got {type(model).__name__}")
     return model
@@ -558,6 +564,7 @@ def setup(
     Returns:
         ``(ps, st)``: nested dicts of tensors; ``st`` holds mode flags and random keys.
     """
+    _check_model(model, "lux.setup")
     return (
         init_params(key, model, device=device, dtype=dtype),
         init_state(key, model, device=device, dtype=dtype),

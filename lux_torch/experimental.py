@@ -786,6 +786,37 @@ def _wrap_grads(tree: Any, root: str, where: str, what: str) -> Any:
     return optree.tree_unflatten(spec, out)
 
 
+class _EagerOnlyError(RuntimeError, AssertionError):
+    """A debug model traced by Dynamo where the trace must be one graph.
+
+    A ``RuntimeError``; also an ``AssertionError`` only because Dynamo re-raises assertion
+    errors from code it runs (rather than traces) unchanged, where it would replace any
+    other exception by its own ("Observed exception", or an internal error) with this
+    message buried in the details.
+    """
+
+
+@torch.compiler.assume_constant_result
+def _refuse_one_graph(message: str) -> bool:
+    """Raise ``message`` when the running Dynamo trace must be one graph
+    (``fullgraph=True``, ``torch._dynamo.error_on_graph_break``); else ``False``.
+
+    ``assume_constant_result`` makes Dynamo run this function while tracing instead of
+    tracing it, so the exception reaches the user as raised. Dynamo's trace state is
+    private: where it cannot be read this returns ``False`` (the error then comes from the
+    traced ``raise`` in the caller, wrapped by Dynamo)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+        one_graph = bool(tx.one_graph or tx.error_on_graph_break)
+    except (ImportError, AttributeError):
+        return False
+    if one_graph:
+        raise _EagerOnlyError(message)
+    return False
+
+
 class _UnannotatedCall:
     """Holds :class:`DebugLayer`'s ``__call__``. Defined outside the Layer subclass, it is
     not wrapped by core's error annotation, so a debug wrapper adds no frame of its own
@@ -793,11 +824,14 @@ class _UnannotatedCall:
 
     def __call__(self: Any, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         if torch.compiler.is_compiling():
-            # fullgraph=True reports this error; otherwise Dynamo runs this call eagerly
-            raise RuntimeError(
+            message = (
                 f"lux.debug: {self.where()}: a debug model checks values on the host at every "
                 "layer and runs eagerly only; call it without torch.compile (or compile=True)"
             )
+            # fullgraph=True: raised as is; otherwise Dynamo breaks the graph at the raise
+            # below and runs this call eagerly
+            _refuse_one_graph(message)
+            raise RuntimeError(message)
         return _checked_call(self, x, ps, st)
 
 
@@ -908,8 +942,9 @@ def debug(model: Layer, *, forward: bool = True, backward: bool = True) -> Debug
 
     **For eager debugging only**: every check reads values on the host (a device sync
     per tensor and layer). Under ``torch.compile(fullgraph=True)`` (and
-    ``train_step(compile=True)``) the debug model raises while tracing: the error reports
-    ``RuntimeError('lux.debug: ... runs eagerly only ...')``. Without ``fullgraph``, Dynamo
+    ``train_step(compile=True)``) the debug model raises while tracing, and the exception
+    that reaches the caller is lux's ``RuntimeError('lux.debug: ... runs eagerly only ...')``
+    (not Dynamo's "Observed exception" wrapper). Without ``fullgraph``, Dynamo
     runs the debug model eagerly (``torch.compiler.disable``), with every check. Under
     ``torch.func.vmap`` values cannot be read: the checks raise ``RuntimeError`` naming
     the layer, so layers that ``vmap`` their children (``Ensemble``) cannot be debugged

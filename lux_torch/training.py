@@ -68,6 +68,7 @@ is compiled; ``optimizer.step()`` runs as torch.optim runs it.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Hashable
@@ -75,6 +76,7 @@ from typing import Any
 
 import torch
 
+from . import losses
 from ._graph import Traced, python_reads, tracing
 from .core import Layer, check_structure, describe_value
 from .display import short_repr
@@ -239,6 +241,68 @@ def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
+def _lux_loss_named(name: str) -> str | None:
+    """The :mod:`lux_torch.losses` class named like torch's loss ``name`` (``MSELoss``,
+    ``mse_loss``), if any."""
+    key = name.lower().replace("_", "").removesuffix("loss")
+    found = [n for n in losses.__all__ if n != "Loss" and n.lower().removesuffix("loss") == key]
+    return found[0] if found else None
+
+
+def _takes_pred_target(fn: Any) -> bool:
+    """``fn`` takes two positional arguments, not four (a signature that cannot be read
+    counts as not)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    try:
+        signature.bind(None, None, None, None)
+    except TypeError:
+        try:
+            signature.bind(None, None)
+        except TypeError:
+            return False
+        return True
+    return False
+
+
+def _plain_loss_hint(loss_fn: Any) -> str | None:
+    """For a plain ``(pred, target)`` loss (a ``torch.nn`` loss module, a
+    ``torch.nn.functional`` function, any callable of two arguments): how to use it with
+    :func:`train_step`; else ``None``. Called only where a loss call failed, or once when a
+    step compiles."""
+    if isinstance(loss_fn, torch.nn.Module):
+        if not _takes_pred_target(loss_fn.forward):
+            return None
+        cls = type(loss_fn)
+        prefix = "torch.nn." if cls.__module__.startswith("torch.nn.") else ""
+        shown, call = f"{prefix}{cls.__name__}()", "criterion"
+        lux_name, setup = _lux_loss_named(cls.__name__), f"criterion = {shown}  # your arguments\n"
+    elif getattr(loss_fn, "__module__", None) == "torch.nn.functional":
+        shown = call = f"torch.nn.functional.{loss_fn.__name__}"
+        lux_name, setup = _lux_loss_named(loss_fn.__name__), ""
+    elif _takes_pred_target(loss_fn):
+        shown = call = _name(loss_fn)
+        lux_name, setup = None, ""
+    else:
+        return None
+    use = (
+        f"lux_torch.losses.{lux_name}() (it takes torch's arguments)"
+        if lux_name is not None
+        else "the matching lux_torch.losses class (e.g. lux_torch.losses.MSELoss())"
+    )
+    return (
+        f"lux_torch.training: loss_fn {shown} is a plain (pred, target) loss, but train_step "
+        "(and compute_gradients) calls loss_fn(model, ps, st, data) and expects (loss, st, "
+        f"stats) back (Lux's convention). Use {use}, or wrap it:\n\n{setup}"
+        "def loss_fn(model, ps, st, data):\n"
+        "    x, y = data\n"
+        "    pred, st = model(x, ps, st)\n"
+        f"    return {call}(pred, y), st, {{}}\n"
+    )
+
+
 def _call_loss(loss_fn: LossFn, model: Layer, ps: Tree, st: Tree, data: Any) -> Any:
     out = loss_fn(model, ps, st, data)
     if not isinstance(out, tuple) or len(out) != 3:
@@ -323,6 +387,22 @@ def _grad_fn(loss_fn: LossFn, model: Layer, ad: str, forward: Callable[..., Any]
     return autograd_path
 
 
+def _eager_gradients(
+    loss_fn: LossFn, data: Any, ts: TrainState, ad: str
+) -> tuple[Tree, torch.Tensor, Tree, Any]:
+    """``(grads, loss, new_st, stats)`` of an eager step. Where it fails and ``loss_fn`` is
+    a plain ``(pred, target)`` loss, a ``TypeError`` says how to use it instead (checked on
+    the error path only)."""
+    mode = _resolve_ad(ad, ts.model, compiled=False)
+    try:
+        return _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    except Exception as error:
+        hint = _plain_loss_hint(loss_fn)
+        if hint is not None:
+            raise TypeError(hint) from error
+        raise
+
+
 # ----------------------------------------------------------------------- public API
 
 
@@ -343,13 +423,13 @@ def compute_gradients(
 
     Raises:
         TypeError / ValueError: ``loss_fn`` does not return ``(scalar loss, st, stats)``.
+        TypeError: ``loss_fn`` is a plain ``(pred, target)`` loss (see :func:`train_step`).
 
     Example:
         >>> grads, loss, stats, ts = lux.compute_gradients(lux.losses.MSELoss(), (x, y), ts)
         >>> ts = lux.apply_gradients(ts, grads)
     """
-    mode = _resolve_ad(ad, ts.model, compiled=False)
-    grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    grads, loss, new_st, stats = _eager_gradients(loss_fn, data, ts, ad)
     return grads, loss, stats, ts.replace(states=new_st)
 
 
@@ -499,6 +579,9 @@ def train_step(
 
     Raises:
         TypeError / ValueError: ``loss_fn`` does not return ``(scalar loss, st, stats)``.
+        TypeError: ``loss_fn`` is a plain ``(pred, target)`` loss (``torch.nn.MSELoss()``,
+            ``torch.nn.functional.mse_loss``); the message shows the ``lux_torch.losses``
+            equivalent and a wrapper.
         FloatingPointError: non-finite loss or gradients with ``check_finite=True``.
 
     Example:
@@ -507,8 +590,7 @@ def train_step(
     """
     if compile:
         return _compiled_step(loss_fn, data, ts, ad, check_finite, donate)
-    mode = _resolve_ad(ad, ts.model, compiled=False)
-    grads, loss, new_st, stats = _grad_fn(loss_fn, ts.model, mode, None)(ts.params, ts.states, data)
+    grads, loss, new_st, stats = _eager_gradients(loss_fn, data, ts, ad)
     reduce, optimizer = _reduction(ts)
     grads, loss = _reduced(reduce, grads, loss)
     if check_finite and not bool(_all_finite(loss, grads)):
@@ -528,6 +610,9 @@ def _compiled_step(
         key = (id(loss_fn), ad, check_finite, donate)
     fn = ts._cache.get(key)
     if fn is None:
+        hint = _plain_loss_hint(loss_fn)  # once: a plain loss fails inside the tracer
+        if hint is not None:
+            raise TypeError(hint)
         if len(ts._cache) >= _CACHE_WARN:
             warnings.warn(
                 f"lux_torch.train_step: {len(ts._cache) + 1} compiled steps are cached in this "

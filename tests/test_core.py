@@ -139,8 +139,20 @@ def test_setup_dtype_and_device():
 def test_setup_rejects_bad_keys_and_models():
     with pytest.raises(TypeError, match=r"lux.setup|lux.init_params.*expected a key"):
         lux.setup(torch.zeros(3), lux.Linear(2, 2))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="expected a lux_torch Layer, got Linear"):
-        lux.setup(0, torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"lux\.setup: expected a lux_torch Layer, got str"):
+        lux.setup(0, "Linear")  # type: ignore[arg-type]
+
+
+def test_setup_of_a_torch_module_points_to_from_torch():
+    message = (
+        r"lux.setup: expected a lux_torch Layer, got the torch.nn.Module Linear; wrap it as a "
+        r"pure layer first: layer = lux.from_torch\(module\), then ps, st = lux.setup\(key, "
+        r"layer\)"
+    )
+    with pytest.raises(TypeError, match=message):
+        lux.setup(0, torch.nn.Linear(2, 3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"lux.init_params: .* lux.from_torch\(module\)"):
+        lux.init_params(0, torch.nn.Sequential(torch.nn.Linear(2, 3)))  # type: ignore[arg-type]
 
 
 def test_counts_need_no_memory():

@@ -518,10 +518,18 @@ def test_debug_under_compile_and_vmap():
     ps, st = lux.setup(0, model)
     debugged = lux.debug(model)
     x = randn(3, 2)
-    # fullgraph=True: a clear error; otherwise Dynamo runs the debug model eagerly
+    # fullgraph=True: lux's error is the one raised (not Dynamo's "Observed exception" with
+    # lux's message in its debug context); otherwise Dynamo runs the debug model eagerly
     compiled = torch.compile(lambda x, p, s: debugged(x, p, s), fullgraph=True, backend="eager")
-    with pytest.raises(Exception, match=r"lux\.debug: model .*runs eagerly only"):
+    with pytest.raises(RuntimeError) as info:
         compiled(x, ps, st)
+    assert str(info.value).startswith("lux.debug: model (Chain(...)): a debug model checks values")
+    assert "runs eagerly only" in str(info.value)
+    assert "Observed exception" not in str(info.value)
+    assert type(info.value).__module__ == "lux_torch.experimental"
+    ts = lux.TrainState(debugged, ps, st, lux.optim.sgd(0.1))
+    with pytest.raises(RuntimeError, match=r"^lux\.debug: model .*runs eagerly only"):
+        lux.train_step(lux.losses.MSELoss(), (x, randn(3, 1)), ts, compile=True)
     compiled = torch.compile(lambda x, p, s: debugged(x, p, s), backend="eager")
     with pytest.raises(FloatingPointError, match=r"layer_2\.layer_2 \(WrappedFunction\(log\)\)"):
         compiled(x, ps, st)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+import warnings
 from typing import Any
 
 import pytest
@@ -147,6 +149,69 @@ def test_loss_fn_with_wrong_arity_is_an_error() -> None:
 
     with pytest.raises(TypeError, match=r"two must return \(loss, st, stats\).*tuple of 2"):
         lux.train_step(two, _data(), _state())
+
+
+def _pred_target(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(pred, target)
+
+
+PLAIN_LOSSES = [
+    (torch.nn.functional.mse_loss, "torch.nn.functional.mse_loss", "lux_torch.losses.MSELoss()"),
+    (torch.nn.MSELoss(), "torch.nn.MSELoss()", "lux_torch.losses.MSELoss()"),
+    (torch.nn.CrossEntropyLoss(label_smoothing=0.1), "torch.nn.CrossEntropyLoss()",
+     "lux_torch.losses.CrossEntropyLoss() (it takes torch's arguments)"),
+    (torch.nn.functional.binary_cross_entropy_with_logits,
+     "torch.nn.functional.binary_cross_entropy_with_logits",
+     "the matching lux_torch.losses class"),
+    (_pred_target, "_pred_target", "the matching lux_torch.losses class"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize(("loss_fn", "name", "use"), PLAIN_LOSSES, ids=[p[1] for p in PLAIN_LOSSES])
+def test_plain_pred_target_loss_says_how_to_use_it(
+    loss_fn: Any, name: str, use: str, compile: bool
+) -> None:
+    """A (pred, target) loss from torch.nn raised AttributeError ("'dict' object has no
+    attribute 'size'") or TypeError ("forward() takes 3 positional arguments but 5 were
+    given"), and Dynamo's Unsupported when compiled."""
+    ts = _state()
+    message = (
+        rf"(?s)loss_fn {re.escape(name)} is a plain \(pred, target\) loss, but train_step \(and "
+        r"compute_gradients\) calls "
+        r"loss_fn\(model, ps, st, data\) and expects \(loss, st, stats\) back.*Use "
+        + re.escape(use)
+        + r".*\ndef loss_fn\(model, ps, st, data\):\n    x, y = data\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's size_average deprecation, if called
+        with pytest.raises(TypeError, match=message) as info:
+            lux.train_step(loss_fn, _data(), ts, compile=compile)
+    assert "Observed exception" not in str(info.value)
+    if not compile:
+        with pytest.raises(TypeError, match=message):
+            lux.compute_gradients(loss_fn, _data(), ts)
+    assert ts.step == 0
+
+
+def test_plain_loss_check_is_off_the_happy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recognition runs only when the call fails (eager) or once when a step compiles;
+    a loss_fn of the right form whose own error is unrelated keeps that error."""
+    import lux_torch.training as training
+
+    calls: list[Any] = []
+    monkeypatch.setattr(training, "_plain_loss_hint", lambda fn: calls.append(fn))
+    ts = _state()
+    for compile in (False, True, True, True):
+        ts, _, _ = lux.train_step(MSE, _data(), ts, compile=compile)
+    assert calls == [MSE]  # once, at the compiled step's first call
+
+    def broken(model: Any, ps: Any, st: Any, data: Any) -> Any:
+        return {}.size()  # type: ignore[attr-defined]
+
+    monkeypatch.undo()
+    with pytest.raises(AttributeError, match="'dict' object has no attribute 'size'"):
+        lux.train_step(broken, _data(), ts)
 
 
 def test_gradient_structure_mismatch_is_an_error() -> None:
