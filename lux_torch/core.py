@@ -226,7 +226,7 @@ def _annotating_call(call: Callable[..., Any]) -> Callable[..., Any]:
 
     # a code object per layer class: Dynamo keeps its cache and recompile limit per code
     # object, so compiling one class's calls never uses up another's
-    __call__.__code__ = __call__.__code__.replace()
+    __call__.__code__ = __call__.__code__.replace()  # type: ignore[attr-defined]
     __call__._lux_annotating = True  # type: ignore[attr-defined]
     return __call__
 
@@ -465,7 +465,14 @@ def _as_key(key: torch.Tensor | int, where: str) -> torch.Tensor:
     return key
 
 
-def _check_model(model: Any, where: str) -> Layer:
+def _check_model(model: Any, where: str, key: Any = None) -> Layer:
+    if model is None:  # ``lux.setup(model)``: the key was left out
+        if isinstance(key, (Layer, torch.nn.Module)):
+            _check_model(key, where)  # a torch module: the from_torch hint
+            raise TypeError(
+                f"{where} takes a key first: {where}(lux.random.key(seed), model) (or an int seed)"
+            )
+        raise TypeError(f"{where}(key, model): no model given")
     if isinstance(model, torch.nn.Module):
         raise TypeError(
             f"{where}: expected a lux_torch Layer, got the torch.nn.Module "
@@ -507,12 +514,12 @@ def _finish(tree: Any, device: torch.device | str | None, dtype: torch.dtype | N
 def _initialise(
     which: str,
     key: torch.Tensor | int,
-    model: Layer,
+    model: Layer | None,
     device: torch.device | str | None,
     dtype: torch.dtype | None,
 ) -> Any:
     where = f"lux.{which}"
-    model = _check_model(model, where)
+    model = _check_model(model, where, key)
     key = _as_key(key, where)
     if device is not None:
         key = key.to(device)
@@ -523,7 +530,7 @@ def _initialise(
 
 def init_params(
     key: torch.Tensor | int,
-    model: Layer,
+    model: Layer | None = None,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -537,7 +544,7 @@ def init_params(
 
 def init_state(
     key: torch.Tensor | int,
-    model: Layer,
+    model: Layer | None = None,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -548,7 +555,7 @@ def init_state(
 
 def setup(
     key: torch.Tensor | int,
-    model: Layer,
+    model: Layer | None = None,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -564,7 +571,7 @@ def setup(
     Returns:
         ``(ps, st)``: nested dicts of tensors; ``st`` holds mode flags and random keys.
     """
-    _check_model(model, "lux.setup")
+    _check_model(model, "lux.setup", key)
     return (
         init_params(key, model, device=device, dtype=dtype),
         init_state(key, model, device=device, dtype=dtype),

@@ -153,6 +153,13 @@ def test_setup_of_a_torch_module_points_to_from_torch():
         lux.setup(0, torch.nn.Linear(2, 3))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"lux.init_params: .* lux.from_torch\(module\)"):
         lux.init_params(0, torch.nn.Sequential(torch.nn.Linear(2, 3)))  # type: ignore[arg-type]
+    # the key left out, as in lux.setup(nn.Linear(2, 3))
+    with pytest.raises(TypeError, match=message):
+        lux.setup(torch.nn.Linear(2, 3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"lux.setup takes a key first: lux.setup\(lux.random"):
+        lux.setup(lux.Linear(2, 3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"lux.init_state\(key, model\): no model given"):
+        lux.init_state(0)
 
 
 def test_counts_need_no_memory():
