@@ -117,17 +117,17 @@ def _rebuild_layer(cls: Any, attrs: dict[str, Any]) -> Any:
 
 _SIGNATURE = "_lux_signature"  # a private, non-field attribute (eq, hash and pickle ignore it)
 
-# ((key or index, ...), shape) for every tensor a layer owns directly in ``ps`` or ``st``
-_Entries = tuple[tuple[tuple[Any, ...], torch.Size], ...]
+# (0 for ps or 1 for st, (key or index, ...), shape) for every tensor a layer owns directly
+_Signature = tuple[tuple[int, tuple[Any, ...], torch.Size], ...]
 
 
-def _own_entries(tree: Any, children: Mapping[str, Any]) -> _Entries:
+def _own_entries(which: int, tree: Any, children: Mapping[str, Any]) -> _Signature:
     """The tensor leaves of ``tree`` outside the children's subtrees, with their paths."""
-    out: list[tuple[tuple[Any, ...], torch.Size]] = []
+    out: list[tuple[int, tuple[Any, ...], torch.Size]] = []
 
     def walk(node: Any, keys: tuple[Any, ...]) -> None:
         if isinstance(node, torch.Tensor):
-            out.append((keys, node.shape))
+            out.append((which, keys, node.shape))
         elif isinstance(node, Mapping):
             for k, v in node.items():
                 if not (keys == () and k in children):
@@ -140,7 +140,7 @@ def _own_entries(tree: Any, children: Mapping[str, Any]) -> _Entries:
     return tuple(out)
 
 
-def _signature(layer: Layer) -> tuple[_Entries, _Entries] | None:
+def _signature(layer: Layer) -> _Signature | None:
     """The shapes of the tensors ``layer`` owns in ``ps`` and ``st``, from its configuration.
 
     Computed once per layer (at construction) by running ``init_params``/``init_state`` on
@@ -155,26 +155,25 @@ def _signature(layer: Layer) -> tuple[_Entries, _Entries] | None:
     except Exception:
         return None
     children = layer.children()
-    entries = (_own_entries(ps, children), _own_entries(st, children))
-    return entries if entries[0] or entries[1] else None
+    return _own_entries(0, ps, children) + _own_entries(1, st, children) or None
 
 
-def _check_shapes(layer: Layer, signature: tuple[_Entries, _Entries], ps: Any, st: Any) -> None:
+def _check_shapes(layer: Layer, signature: _Signature, ps: Any, st: Any) -> None:
     """Raise when a tensor that ``layer`` owns in ``ps``/``st`` is missing or mis-shaped.
 
     ``KeyError`` for a missing entry (the error note then lists every missing key),
     ``TypeError`` for a value that is not a tensor, ``ValueError`` for a wrong shape.
     """
-    for label, entries, tree in (("ps", signature[0], ps), ("st", signature[1], st)):
-        for keys, shape in entries:
-            node = tree
-            for k in keys:
-                try:
-                    node = node[k]
-                except (KeyError, TypeError, IndexError):
-                    raise KeyError(k) from None
-            if getattr(node, "shape", None) != shape:
-                _raise_shape_error(layer, label, keys, shape, node)
+    trees = (ps, st)
+    for which, keys, shape in signature:
+        node = trees[which]
+        for k in keys:
+            try:
+                node = node[k]
+            except (KeyError, TypeError, IndexError):
+                raise KeyError(k) from None
+        if getattr(node, "shape", None) != shape:
+            _raise_shape_error(layer, ("ps", "st")[which], keys, shape, node)
 
 
 def _raise_shape_error(
