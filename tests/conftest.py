@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 import torch
 
 
@@ -19,3 +21,37 @@ def _share_cores_between_xdist_workers() -> None:
 
 
 _share_cores_between_xdist_workers()
+
+
+# --------------------------------------------------------------------------- no silent skips
+#
+# A skipped test checks nothing. The dev dependencies (torchdiffeq, matplotlib, tqdm, ...)
+# are installed for the tests, so a missing one must fail loudly: an importorskip of
+# torchdiffeq once hid 50+ tests. The only allowed skip is a test that needs CUDA.
+
+ALLOWED_SKIP = "cuda"  # a skip reason must mention it (case-insensitive)
+
+
+def _fail_disallowed_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    if ALLOWED_SKIP not in reason.lower():
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped ({reason}), but the only allowed skip is a test that needs CUDA: "
+            "a missing dev dependency is an error (pip install -e .[dev])"
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    _fail_disallowed_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    _fail_disallowed_skip(outcome.get_result())

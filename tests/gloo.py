@@ -55,18 +55,40 @@ def launch(script: pathlib.Path, *args: str, world: int = 2) -> list[subprocess.
     return procs
 
 
+def stop(procs: list[subprocess.Popen[str]]) -> None:
+    """Kill every process still running, then reap them all (wait, close their pipes).
+
+    Call it in a ``finally``: no rank may outlive its test, whatever happened (a leaked
+    rank's ResourceWarning once failed an unrelated test).
+    """
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        p.communicate()  # after a kill: reaps it; after an earlier communicate: a no-op
+
+
+def wait(procs: list[subprocess.Popen[str]], rank: int, timeout: float) -> str:
+    """The stderr of ``procs[rank]`` once it exits; past ``timeout`` seconds every rank is
+    stopped and ``AssertionError`` raised (the harness bound, not a measured duration)."""
+    try:
+        return procs[rank].communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        stop(procs)
+        err = procs[rank].communicate()[1]
+        raise AssertionError(f"rank {rank} did not exit within {timeout:.3g} s:\n{err}") from None
+
+
 def finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[str]:
-    """The stderr of every process, each of which must exit 0; kills all past ``timeout``."""
+    """The stderr of every process, each of which must exit 0 within ``timeout`` seconds in
+    all; otherwise every rank is stopped and ``AssertionError`` raised."""
     deadline = time.monotonic() + timeout
     errors = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            _, err = p.communicate()
-            raise AssertionError(f"worker did not finish within {timeout} s:\n{err}") from None
-        assert p.returncode == 0, err
-        errors.append(err)
+    try:
+        for rank, p in enumerate(procs):
+            err = wait(procs, rank, max(0.1, deadline - time.monotonic()))
+            assert p.returncode == 0, f"rank {rank} exited with {p.returncode}:\n{err}"
+            errors.append(err)
+    finally:
+        stop(procs)
     return errors

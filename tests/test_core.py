@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import pytest
 import torch
@@ -103,6 +104,30 @@ def test_setup_builds_nested_trees_with_per_child_keys():
     )
     # different children get different keys
     assert not torch.equal(ps["encoder"]["weight"], ps["mean"]["weight"])
+
+
+def _same_tree(a, b) -> bool:
+    return lux.tree.structure(a) == lux.tree.structure(b) and all(
+        x.dtype == y.dtype and torch.equal(x, y)
+        for x, y in zip(lux.tree.leaves(a), lux.tree.leaves(b), strict=True)
+    )
+
+
+def test_child_keys_follow_the_documented_formula():
+    # the documented formula, computed here from zlib and fold_in: a changed formula (say
+    # crc32(name) ^ 1) would silently change every model's initial parameters
+    key = lux.random.key(7)
+    for name in ["encoder", "layer_1", "layer_10", "blocks_2", "weight_hh_l0", "ünï"]:
+        golden = lux.random.fold_in(key, zlib.crc32(name.encode()))
+        assert torch.equal(child_key(key, name), golden), name
+    # setup hands each child exactly that key: its whole (ps, st) equals the child's own
+    # setup from it (Dropout's st["key"] shows the key itself)
+    for model in (_composite(), lux.Chain(lux.Linear(2, 3), lux.Dropout(0.5), Affine(3))):
+        ps, st = lux.setup(key, model)
+        for name, child in model.children().items():
+            golden = lux.random.fold_in(key, zlib.crc32(name.encode()))
+            child_ps, child_st = lux.setup(golden, child)
+            assert _same_tree(ps[name], child_ps) and _same_tree(st[name], child_st), name
 
 
 def test_adding_a_layer_keeps_siblings_initial_parameters():

@@ -105,7 +105,6 @@ def test_training_an_ensemble_equals_training_each_member() -> None:
 
 
 def test_ensemble_of_neural_odes_solves_every_member_at_once() -> None:
-    pytest.importorskip("torchdiffeq")
     from lux_torch.ode import NeuralODE
 
     field = lux.Chain(lux.Linear(2, 16, activation=torch.tanh), lux.Linear(16, 2))

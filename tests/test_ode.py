@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 import torch
+import torchdiffeq
 from torch import nn
 
 import lux_torch as lux
 from lux_torch.ode import NeuralODE, vector_field
 from lux_torch.testing import check_layer
-
-torchdiffeq = pytest.importorskip("torchdiffeq")
 
 F64 = torch.float64
 T = (0.0, 0.25, 0.5, 1.0)

@@ -8,10 +8,6 @@ import re
 
 import pytest
 
-pytest.importorskip("torchdiffeq")
-pytest.importorskip("matplotlib")
-pytest.importorskip("tqdm")
-
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "neural_ode_spiral.py"
 
 

@@ -9,10 +9,6 @@ import sys
 
 import pytest
 
-pytest.importorskip("torchdiffeq")
-pytest.importorskip("matplotlib")
-pytest.importorskip("tqdm")
-
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -625,3 +625,26 @@ def test_update_traces_with_make_fx() -> None:
     got, _ = graph(ps, state, map(_grad, ps))
     for a, b in zip(leaves(got), leaves(expected), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_errors_inside_an_update_propagate() -> None:
+    # An update runs on foreach kernels and used to be rerun on a slower path after any
+    # RuntimeError, TypeError or AttributeError, which hid real bugs. Only the one known
+    # condition (vmap: foreach kernels have no batching rule) now takes the per-leaf path,
+    # decided up front; test_vmap_over_grads_with_a_shared_state covers it.
+    from lux_torch.optim import _base
+
+    def fast_path_bug(g: Any, f: Any, p: Any, kit: Any) -> Any:
+        if kit.own is _base._Owned:  # a bug that only the in-place fast path has
+            raise RuntimeError("a bug in the fast path")
+        return g, f
+
+    ps = _params(torch.float32)
+    opt = _base._stateless("buggy", fast_path_bug)
+    with pytest.raises(RuntimeError, match="a bug in the fast path"):
+        opt.update(map(_grad, ps), opt.init(ps), ps)
+    # a foreach call with lists of different lengths used to fall back to a per-leaf loop
+    # over the first list, silently dropping the rest
+    a, b = torch.ones(2), torch.ones(3)
+    with pytest.raises(RuntimeError, match="same number of tensors"):
+        _base._foreach("add", [a], [a, b])

@@ -172,7 +172,8 @@ class MyBatchNorm1d(core.Layer):
     num_features: int
     momentum: float = 0.1
     eps: float = 1e-5
-    bug: str = ""  # "stale": forget the new statistics; "inplace": update st in place
+    bug: str = ""  # "stale": forget the new statistics; "inplace": update st in place;
+    # "float_count": count batches in a float (the state changes dtype)
 
     def init_params(self, key):
         return {"weight": torch.ones(self.num_features), "bias": torch.zeros(self.num_features)}
@@ -203,7 +204,8 @@ class MyBatchNorm1d(core.Layer):
         if self.bug == "inplace":
             st["running_mean"].copy_(new_mean)
         new = {"running_mean": new_mean, "running_var": new_var}
-        return y, {**st, **new, "num_batches_tracked": st["num_batches_tracked"] + 1}
+        count = st["num_batches_tracked"] + (1.0 if self.bug == "float_count" else 1)
+        return y, {**st, **new, "num_batches_tracked": count}
 
 
 class MyBilinear(MyLinear):
@@ -458,3 +460,316 @@ def test_vmap_over_inputs_covers_parameter_free_layers():
         r"failed: ",
     ):
         check_layer(SignBranch(), x, compile=False, gradcheck=False)
+
+
+# --------------------------------------------------------------------------- more caught bugs
+#
+# Each layer below has one bug that only one check sees; check_layer must fail on it with a
+# message that names the check and what differs (the mutation tests of the harness: a
+# check that compares a result with itself, or is dropped, lets one of them through).
+
+
+class FirstMemberScale(torch.autograd.Function):
+    """``x * scale`` with a hand-written batching rule that has a bug: under vmap over
+    ``scale`` it uses the first member's scale for every member."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(x, scale):
+        return x * scale
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale = ctx.saved_tensors
+        return grad * scale, (grad * x).sum_to_size(scale.shape)
+
+    @staticmethod
+    def vmap(info, in_dims, x, scale):
+        x_dim, scale_dim = in_dims
+        if scale_dim is not None:
+            scale = scale.select(scale_dim, 0)  # the bug
+        if x_dim is None:
+            return x * scale, None
+        return x.movedim(x_dim, 0) * scale, 0
+
+
+class WrongUnderVmapScale(core.Layer):
+    features: int
+
+    def init_params(self, key):
+        return {"scale": init.normal(key, self.features)}
+
+    def __call__(self, x, ps, st):
+        return FirstMemberScale.apply(x, ps["scale"]), st
+
+
+class BatchCentreFn(torch.autograd.Function):
+    """``x - mean(x)`` with a batching rule that has a bug: the mean runs over the vmapped
+    dimension too, mixing the samples of a batch."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(x):
+        return x - x.mean()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad - grad.mean()
+
+    @staticmethod
+    def vmap(info, in_dims, x):
+        return x - x.mean(), in_dims[0]  # the bug: the mean of the whole batch
+
+
+class WrongUnderVmapCentre(core.Layer):
+    def __call__(self, x, ps, st):
+        return BatchCentreFn.apply(x), st
+
+
+class DoubledInputGrad(torch.autograd.Function):
+    """The identity, with a bug in its backward: twice the gradient."""
+
+    @staticmethod
+    def forward(x):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+class WrongInputGradLinear(MyLinear):
+    def __call__(self, x, ps, st):
+        return super().__call__(DoubledInputGrad.apply(x), ps, st)
+
+
+class ExtraDimLinear(MyLinear):
+    """Bug: right values, one leading dimension too many."""
+
+    def __call__(self, x, ps, st):
+        y, st = super().__call__(x, ps, st)
+        return y.unsqueeze(0), st
+
+
+class DoubleLinear(MyLinear):
+    """Bug: right values, float64 output from float32 inputs."""
+
+    def __call__(self, x, ps, st):
+        y, st = super().__call__(x, ps, st)
+        return y.double(), st
+
+
+class MetaShortcutLinear(MyLinear):
+    """Bug: a shortcut for the meta device (where param_count initialises) that forgets
+    the bias, so param_count disagrees with the parameters init_params gives."""
+
+    def init_params(self, key):
+        ps = super().init_params(key)
+        return {"weight": ps["weight"]} if key.is_meta else ps
+
+
+class CountlessRepr(MyLinear):
+    """Bug: a hand-written repr without the parameter count."""
+
+    def __repr__(self):
+        return f"CountlessRepr({self.in_features} => {self.out_features})"
+
+
+class MiscountedRepr(MyLinear):
+    """Bug: a hand-written repr with a wrong count that contains the right one (18 vs 8)."""
+
+    def __repr__(self):
+        return f"MiscountedRepr({self.in_features} => {self.out_features})  # 18 parameters"
+
+
+class ParentsRepr(CountlessRepr):
+    """Bug: inherits a hand-written repr that names another class."""
+
+    def __repr__(self):
+        return f"MyLinear({self.in_features} => {self.out_features})  # 8 parameters"
+
+
+class InPlaceInput(MyLinear):
+    """Bug: scales its input in place (and undoes it: values unchanged, version bumped)."""
+
+    def __call__(self, x, ps, st):
+        x.mul_(2.0).div_(2.0)
+        return super().__call__(x, ps, st)
+
+
+class HiddenInPlaceInput(MyLinear):
+    """Bug: writes into its input through ``.data``, which bumps no version counter."""
+
+    def __call__(self, x, ps, st):
+        y, st = super().__call__(x.clone(), ps, st)
+        x.data.add_(1.0)
+        return y, st
+
+
+class AddsToParams(MyLinear):
+    """Bug: caches a value in the caller's ps dict."""
+
+    def __call__(self, x, ps, st):
+        ps["cache"] = ps["weight"].sum()
+        return super().__call__(x, ps, st)
+
+
+class ReplacesParam(MyLinear):
+    """Bug: stores a new tensor in the caller's ps dict (the old object is replaced)."""
+
+    def __call__(self, x, ps, st):
+        ps["weight"] = ps["weight"] * 1.0
+        return super().__call__(x, ps, st)
+
+
+class PopsState(MyDropout):
+    """Bug: removes the key from the caller's st dict."""
+
+    def __call__(self, x, ps, st):
+        y, new_st = super().__call__(x, ps, dict(st))
+        st.pop("key")
+        return y, new_st
+
+
+@pytest.mark.parametrize(
+    ("layer", "x", "reference", "match"),
+    [
+        (
+            WrongUnderVmapScale(3),
+            normal(4, 3),
+            None,
+            r"vmap failed: vmap over 3 stacked \(ps, st\) differs from a loop:.*y: ",
+        ),
+        (
+            WrongUnderVmapCentre(),
+            normal(4, 3),
+            None,
+            r"vmap_inputs failed: vmap over 3 stacked inputs \(shared ps, st\) differs from "
+            r"a loop:.*y: ",
+        ),
+        (
+            WrongInputGradLinear(3, 2),
+            normal(4, 3),
+            linear_ref(3, 2),
+            r"parity failed: gradients of sum\(y \* w\) differ from the reference's:.*grad x: ",
+        ),
+        (
+            ExtraDimLinear(3, 2),
+            normal(4, 3),
+            linear_ref(3, 2),
+            r"parity failed: outputs differ from the reference's:.*y: shape \(1, 4, 2\), "
+            r"expected \(4, 2\)",
+        ),
+        (
+            DoubleLinear(3, 2),
+            normal(4, 3),
+            linear_ref(3, 2),
+            r"parity failed: outputs differ from the reference's:.*y: dtype torch.float64, "
+            r"expected torch.float32",
+        ),
+        (
+            MetaShortcutLinear(3, 2),
+            normal(4, 3),
+            None,
+            r"structure failed: ps has unexpected keys: bias",
+        ),
+        (
+            CountlessRepr(3, 2),
+            normal(4, 3),
+            None,
+            r"repr failed: repr\(layer\) does not show '8 parameters'",
+        ),
+        (
+            MiscountedRepr(3, 2),
+            normal(4, 3),
+            None,
+            r"repr failed: repr\(layer\) does not show '8 parameters'",
+        ),
+        (
+            ParentsRepr(3, 2),
+            normal(4, 3),
+            None,
+            r"repr failed: repr\(layer\) does not name the class 'ParentsRepr'",
+        ),
+        (
+            MyBatchNorm1d(3, bug="float_count"),
+            normal(6, 3),
+            None,
+            r"forward\[train\] failed: the returned state does not match st:.*"
+            r"new_st.num_batches_tracked is \(\(\), torch.float32\), "
+            r"expected \(\(\), torch.int64\)",
+        ),
+        (InPlaceInput(3, 2), normal(4, 3), None, r"purity failed: .*x was modified in place"),
+        (HiddenInPlaceInput(3, 2), normal(4, 3), None, r"purity failed: .*x: values changed"),
+        (AddsToParams(3, 2), normal(4, 3), None, r"purity failed: .*ps.cache was added"),
+        (
+            ReplacesParam(3, 2),
+            normal(4, 3),
+            None,
+            r"purity failed: .*ps.weight was replaced by another object",
+        ),
+        (PopsState(), normal(4, 3), None, r"purity\[train\] failed: .*st.key was removed"),
+    ],
+    ids=[
+        "vmap-params",
+        "vmap-inputs",
+        "input-gradient",
+        "output-shape",
+        "output-dtype",
+        "param-count",
+        "repr-without-count",
+        "repr-wrong-count",
+        "repr-other-class",
+        "state-dtype",
+        "mutates-x",
+        "mutates-x-data",
+        "adds-to-ps",
+        "replaces-ps-entry",
+        "removes-st-entry",
+    ],
+)
+def test_harness_catches_each_bug(layer, x, reference, match):
+    # gradcheck off: every bug here must be caught by the check named in `match` alone
+    with pytest.raises(AssertionError, match="(?s)" + match):
+        check_layer(layer, x, reference=reference, gradcheck=False, **FAST)
+
+
+def test_correct_custom_batching_rules_pass():
+    # the buggy layers above minus their bugs pass: the failures are the bugs, not the
+    # custom autograd.Functions themselves
+    class Scale(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(x, scale):
+            return x * scale
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, scale = ctx.saved_tensors
+            return grad * scale, (grad * x).sum_to_size(scale.shape)
+
+    class GoodScale(WrongUnderVmapScale):
+        def __call__(self, x, ps, st):
+            return Scale.apply(x, ps["scale"]), st
+
+    report = check_layer(GoodScale(3), normal(4, 3), **FAST)
+    assert report["vmap"] == report["vmap_inputs"] == report["gradcheck"] == "passed"

@@ -32,24 +32,34 @@ class GradientTransformation(NamedTuple):
 # ----------------------------------------------------------------------------- helpers
 
 
+def _under_vmap() -> bool:
+    """Whether a :func:`torch.func.vmap` is active (at any level, e.g. around a ``grad``).
+
+    Foreach kernels have no batching rule, so updates then use per-leaf ops. Decided up
+    front rather than by catching the kernel's error, which would also hide real bugs.
+    """
+    if torch.compiler.is_compiling():  # Dynamo cannot trace the interpreter stack
+        return False
+    if torch._C._functorch.peek_interpreter_stack() is None:  # no torch.func transform
+        return False
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    vmap = torch._C._functorch.TransformType.Vmap
+    return any(i.key() == vmap for i in retrieve_all_functorch_interpreters())
+
+
 def _foreach(name: str, *args: Any, **kwargs: Any) -> Leaves:
-    """``torch._foreach_<name>`` (non-in-place) with a per-leaf fallback; ``args[0]`` a list."""
+    """``torch._foreach_<name>`` (non-in-place), per leaf under vmap; ``args[0]`` a list."""
     first = args[0]
     if not first:
         return []
-    try:
+    if not _under_vmap():
         return getattr(torch, f"_foreach_{name}")(*args, **kwargs)  # type: ignore[no-any-return]
-    except _FAILURES:
-        pass
     single = getattr(torch, name)
     return [
         single(*(a[i] if isinstance(a, list | tuple) else a for a in args), **kwargs)
         for i in range(len(first))
     ]
-
-
-# what a foreach kernel raises where it cannot run (no vmap batching rule, empty list, ...)
-_FAILURES = (RuntimeError, NotImplementedError, TypeError, AttributeError)
 
 
 def _flatten(tree: Tree, like: Tree, what: str) -> tuple[list[torch.Tensor], Any]:
@@ -134,9 +144,9 @@ def _same(leaves: Leaves) -> Leaves:
     return leaves
 
 
-# _FAST: foreach kernels, in place on temporaries; any failure reruns the update with
-# _SAFE, out of place with a per-leaf fallback (vmap), which autograd-tracked updates use
-# from the start. _TRACE: while torch.compile traces.
+# _FAST: foreach kernels, in place on temporaries. _SAFE: out of place, per leaf under
+# vmap (no foreach batching rules); autograd-tracked and vmapped updates use it. _TRACE:
+# while torch.compile traces.
 _FAST = _Kit(_direct, _direct_, _Owned)
 _SAFE = _Kit(_foreach, _foreach, _same)
 _TRACE = _Kit(_direct, _direct_, _same)
@@ -236,9 +246,11 @@ def _leafwise(t: GradientTransformation) -> _Leafwise | None:
 
 
 def _run(lw: _Leafwise, g: Leaves, s: Leaves, p: Leaves | None) -> tuple[Leaves, Leaves]:
-    """``lw.update`` with the fastest kit that works; returns updates and new state."""
+    """``lw.update`` with the fastest kit that applies; returns updates and new state."""
     leaves = (*g, *s, *(p or ()))
-    if tracing():
+    if _under_vmap():
+        kit = _SAFE  # foreach kernels have no batching rule: per-leaf ops
+    elif tracing():
         kit = _TRACE  # Dynamo, make_fx or fake tensors: no cached constant tensors
     elif torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
         kit = _SAFE  # in-place ops could break a graph that autograd records
@@ -247,14 +259,8 @@ def _run(lw: _Leafwise, g: Leaves, s: Leaves, p: Leaves | None) -> tuple[Leaves,
         kit = _FAST_FOR[dtype] if uniform else _FAST
     else:
         kit = _FAST
-    if kit is not _SAFE:
-        try:
-            u, f, new = lw.update(g, None, s, p, kit)
-            return _materialize(u, f, kit), new
-        except _FAILURES:
-            pass  # e.g. no foreach kernel under vmap: recompute (inputs are untouched)
-    u, f, new = lw.update(g, None, s, p, _SAFE)
-    return _materialize(u, f, _SAFE), new
+    u, f, new = lw.update(g, None, s, p, kit)
+    return _materialize(u, f, kit), new
 
 
 def _transformation(
