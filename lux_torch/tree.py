@@ -228,6 +228,9 @@ def ravel(tree: Tree) -> tuple[torch.Tensor, Callable[[torch.Tensor], Tree]]:
     sizes = [leaf.numel() for leaf in flat_leaves]
     flat = torch.cat([leaf.reshape(-1) for leaf in flat_leaves]) if flat_leaves else torch.zeros(0)
     total = flat.numel()
+    # the tree with each leaf's position: a traced unravel rebuilds from it, because Dynamo
+    # cannot unflatten a spec made outside the trace (an eager ravel, a compiled loss)
+    positions = optree.tree_unflatten(spec, range(len(flat_leaves)))
 
     def unravel(vector: torch.Tensor) -> Tree:
         if vector.shape != (total,):
@@ -237,6 +240,8 @@ def ravel(tree: Tree) -> tuple[torch.Tensor, Callable[[torch.Tensor], Tree]]:
             )
         parts = torch.split(vector, sizes) if sizes else ()
         rebuilt = [p.reshape(s).to(d) for p, s, d in zip(parts, shapes, dtypes, strict=True)]
+        if torch.compiler.is_compiling():
+            return optree.tree_map(lambda i: rebuilt[i], positions, namespace=NAMESPACE)
         return optree.tree_unflatten(spec, rebuilt)
 
     return flat, unravel

@@ -354,3 +354,15 @@ def test_allclose_and_flatten_like_match_dict_entries_by_key() -> None:
     _assert_same_leaves(leaves_, tree.leaves(t))
     with pytest.raises(ValueError, match=r"missing \['c'\]"):
         tree.flatten_like({k: v for k, v in reordered.items() if k != "c"}, t, "grads")
+
+
+def test_unravel_from_an_eager_ravel_runs_under_compile() -> None:
+    # the usual pattern: ravel once in eager mode, compile a loss of the flat vector
+    t = _unsorted()
+    flat, unravel = tree.ravel(t)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda v: unravel(v * 2), fullgraph=True, backend="eager")(flat)
+    eager = unravel(flat * 2)
+    assert tree.paths(compiled) == tree.paths(eager) == _UNSORTED_PATHS
+    assert compiled["m"] == {} and compiled["a"]["s"] == Static(True)
+    _assert_same_leaves(tree.leaves(compiled), tree.leaves(eager))
