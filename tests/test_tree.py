@@ -366,3 +366,16 @@ def test_unravel_from_an_eager_ravel_runs_under_compile() -> None:
     assert tree.paths(compiled) == tree.paths(eager) == _UNSORTED_PATHS
     assert compiled["m"] == {} and compiled["a"]["s"] == Static(True)
     _assert_same_leaves(tree.leaves(compiled), tree.leaves(eager))
+
+
+def test_an_optimizer_step_matches_grads_to_parameters_by_key_not_position() -> None:
+    _, ps, _ = _chain12()
+    grads = tree.map(lambda p: torch.full_like(p, 0.5) * p, ps)
+    reordered = dict(reversed([(k, dict(reversed(v.items()))) for k, v in grads.items()]))
+    assert tree.paths(reordered) != tree.paths(grads)
+    opt = lux.optim.adam(1e-2)
+    state = opt.init(ps)
+    want = lux.optim.apply_updates(ps, opt.update(grads, state, ps)[0])
+    got = lux.optim.apply_updates(ps, opt.update(reordered, state, ps)[0])
+    assert tree.paths(got) == tree.paths(ps)
+    assert tree.allclose(got, want, rtol=0, atol=0)
