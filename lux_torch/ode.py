@@ -659,9 +659,10 @@ class NeuralODE(Layer):
             event_t, ys = ys
         if self.regularize:
             ys, *integrals = ys
-            new_st["regularization"] = {
+            regularization = {
                 name: value[-1] for name, value in zip(self.regularize, integrals, strict=True)
             }
+            new_st = {"regularization": regularization, **new_st}  # init_state's order
         if self.save_at == "last":
             ys = ys[-1] if isinstance(ys, torch.Tensor) else tuple(y[-1] for y in ys)
         out = ys if event_t is None else (event_t, ys)

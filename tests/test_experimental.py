@@ -64,7 +64,7 @@ def test_frozen_chain_with_batchnorm_conformance():
     model = lux.Chain(lux.Linear(3, 4), lux.BatchNorm1d(4), lux.Linear(4, 2))
     frozen = lux.freeze(model, ("layer_1", "layer_3.bias"))
     ps, st = lux.setup(2, frozen)
-    assert lux.tree.paths(ps) == ["layer_2.bias", "layer_2.weight", "layer_3.weight"]
+    assert lux.tree.paths(ps) == ["layer_2.weight", "layer_2.bias", "layer_3.weight"]
     report = check_layer(
         frozen,
         randn(5, 3, dtype=torch.float64),
@@ -116,8 +116,8 @@ def test_frozen_parameters_get_no_gradient_and_do_not_change_under_train_step():
     # gradients exist for the trainable parameters only (the frozen ones are not in ps)
     grads = torch.func.grad(lambda p: mse(frozen, p, st, data)[0])(ps)
     assert lux.tree.paths(grads) == [
-        "layer_2.layer_1.bias",
         "layer_2.layer_1.weight",
+        "layer_2.layer_1.bias",
         "layer_3.bias",
     ]
     assert all(bool(g.abs().sum() > 0) for g in lux.tree.leaves(grads))
@@ -317,7 +317,7 @@ def test_share_parameters_errors_name_the_problem():
     message = str(err.value)
     assert "'layer_1.weight' (shape (4, 3), float32)" in message
     assert "'layer_2.weight' (shape (3, 4), float32)" in message
-    with pytest.raises(ValueError, match=r"'layer_1' \(\{bias: \(4,\), weight: \(4, 3\)\}\)"):
+    with pytest.raises(ValueError, match=r"'layer_1' \(\{weight: \(4, 3\), bias: \(4,\)\}\)"):
         Shared(inner, [("layer_1", "layer_2")])
     with pytest.raises(ValueError, match=r"unknown parameter path.*'layer_4'.*valid paths"):
         lux.share_parameters(ps, [("layer_1", "layer_4")])

@@ -269,6 +269,13 @@ class VariationalHiddenDropout(Dropout):
         return lrandom.dropout(st["mask_key"], x, self.p), st
 
 
+@torch.compiler.assume_constant_result
+def _path_hash(path: str) -> int:
+    """``crc32`` of a dotted path. A constant of the trace under ``torch.compile`` (Dynamo
+    cannot trace ``zlib``; the paths are part of the tree's structure, so they are fixed)."""
+    return zlib.crc32(path.encode())
+
+
 def resample_masks(st: State, key: torch.Tensor) -> State:
     """A copy of ``st`` in which every ``mask_key`` (of :class:`VariationalHiddenDropout`)
     is replaced by a new key derived from ``key`` and the entry's path, so that each such
@@ -289,7 +296,7 @@ def resample_masks(st: State, key: torch.Tensor) -> State:
     out = []
     for path, leaf in zip(ltree.paths(st), leaves, strict=True):
         if path.split(".")[-1] == "mask_key":
-            new = lrandom.fold_in(key, zlib.crc32(path.encode()))
+            new = lrandom.fold_in(key, _path_hash(path))
             if leaf.dim() > 1:  # stacked members: one key each
                 new = lrandom.split(new, math.prod(leaf.shape[:-1])).reshape(leaf.shape)
             leaf = new.to(leaf.device)

@@ -271,7 +271,7 @@ def _transformation(
     Eager updates flatten ``grads`` and read ``state`` (and ``ps``) along the structure
     that the grads imply, which is also the check: ``spec.flatten_up_to`` raises on a
     mismatch (then :func:`_state_mismatch` names it). While ``torch.compile`` traces, every
-    tree is flattened with ``torch.utils._pytree`` and the structures are compared.
+    tree is flattened (in the same leaf order) and the structures are compared.
     """
     state_specs: dict[Any, Any] = {}  # grads structure -> state structure (from init)
     # ps is read where an update uses it, or to check grads where no state tree does
