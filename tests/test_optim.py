@@ -648,3 +648,18 @@ def test_errors_inside_an_update_propagate() -> None:
     a, b = torch.ones(2), torch.ones(3)
     with pytest.raises(RuntimeError, match="same number of tensors"):
         _base._foreach("add", [a], [a, b])
+
+
+def test_mis_shaped_gradients_and_updates_are_refused_not_broadcast() -> None:
+    # torch's _foreach ops broadcast: a (1,) gradient would update all three elements
+    ps = {"layer": {"w": torch.ones(3), "b": torch.zeros(2)}}
+    bad = {"layer": {"w": torch.ones(1), "b": torch.ones(2)}}
+    with pytest.raises(ValueError, match=r"updates 'layer.w' has shape \(1,\), but the param"):
+        optim.apply_updates(ps, bad)
+    with pytest.raises(ValueError, match=r"grads 'layer.w' has shape \(1,\), but the parameter"):
+        sgd = optim.sgd(0.1)
+        sgd.update(bad, sgd.init(ps), ps)
+    adam = optim.adam(1e-3)
+    for args in ((), (ps,)):  # with and without ps: the moments have the parameter's shape
+        with pytest.raises(ValueError, match=r"grads 'layer.w' has shape \(1,\), but the upd"):
+            adam.update(bad, adam.init(ps), *args)

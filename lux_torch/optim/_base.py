@@ -62,6 +62,20 @@ def _foreach(name: str, *args: Any, **kwargs: Any) -> Leaves:
     ]
 
 
+def _check_shapes(
+    what: str, leaves: Leaves, like: Leaves, spec: Any, of: str = "parameter"
+) -> None:
+    """Raise when a leaf's shape differs from the parameter's: torch's ``_foreach`` ops
+    would broadcast it silently (a gradient of shape ``(1,)`` updating every element)."""
+    for i, (a, b) in enumerate(zip(leaves, like, strict=True)):
+        if a.shape != b.shape:
+            path = ".".join(str(k) for k in spec.paths()[i])
+            raise ValueError(
+                f"lux_torch.optim: {what} {path!r} has shape {tuple(a.shape)}, but the "
+                f"{of} has shape {tuple(b.shape)}"
+            )
+
+
 def _flatten(tree: Tree, like: Tree, what: str) -> tuple[list[torch.Tensor], Any]:
     """Leaves of ``tree``, checking that its structure equals that of ``like``."""
     return flatten_like(tree, like, f"lux_torch.optim: {what}")
@@ -293,7 +307,10 @@ def _transformation(
             if p is None:
                 _flatten(grads, ps, "grads")  # raises, naming the paths
                 p = flatten(ps)[0]
+            _check_shapes("grads", g, p, g_spec)
         u, new = _run(lw, g, s, p)
+        # a state leaf of another shape than its gradient broadcast into the update
+        _check_shapes("grads", g, u, g_spec, of="update computed with the optimizer state")
         return optree.tree_unflatten(g_spec, u), optree.tree_unflatten(s_spec, new)
 
     def traced(grads: Tree, state: State, ps: Tree) -> tuple[Tree, State]:
@@ -306,7 +323,9 @@ def _transformation(
         if ps is not None and check_ps:
             _flatten(grads, ps, "grads")
             p = flatten(ps)[0]
+            _check_shapes("grads", g, p, g_spec)
         u, new = _run(lw, g, s, p)
+        _check_shapes("grads", g, u, g_spec, of="update computed with the optimizer state")
         return unflatten(g_spec, u), unflatten(s_spec, new)
 
     update.__dict__[_LEAFWISE] = lw

@@ -24,6 +24,7 @@ from ._base import (
     _check_beta,
     _check_lr,
     _check_nonneg,
+    _check_shapes,
     _count,
     _flatten,
     _foreach,
@@ -65,11 +66,14 @@ def apply_updates(ps: Tree, updates: Tree) -> Tree:
     """
     if torch.compiler.is_compiling():
         p, spec = flatten(ps)
-        return unflatten(spec, _foreach("add", p, _flatten(updates, ps, "updates")[0]))
+        traced = _flatten(updates, ps, "updates")[0]
+        _check_shapes("updates", traced, p, spec)
+        return unflatten(spec, _foreach("add", p, traced))
     p, spec = optree.tree_flatten(ps, namespace=NAMESPACE)
     u = _leaves_along(spec, updates)
     if u is None:
         u = _flatten(updates, ps, "updates")[0]  # raises, naming the paths
+    _check_shapes("updates", u, p, spec)
     return optree.tree_unflatten(spec, _foreach("add", p, u))
 
 
