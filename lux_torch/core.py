@@ -36,7 +36,9 @@ otherwise broadcast silently, and torch's fused RNN kernels do not check shapes 
 
 A missing entry raises ``KeyError``, a value that is not a tensor ``TypeError``. The check
 costs a few tuple comparisons per layer per call; under ``torch.compile`` it becomes guards
-and under ``vmap`` it sees each member's shapes. Custom layers get it for free; a layer
+and under ``vmap`` it sees each member's shapes. Inside a ``torch.compile`` trace the
+error is raised as is (a ``ValueError``, not Dynamo's "Observed exception"), saying which
+shape was expected. Custom layers get it for free; a layer
 whose initialisers cannot run on the meta device is not checked (and fails the harness's
 ``structure`` check).
 
@@ -118,16 +120,16 @@ def _rebuild_layer(cls: Any, attrs: dict[str, Any]) -> Any:
 _SIGNATURE = "_lux_signature"  # a private, non-field attribute (eq, hash and pickle ignore it)
 
 # (0 for ps or 1 for st, (key or index, ...), shape) for every tensor a layer owns directly
-_Signature = tuple[tuple[int, tuple[Any, ...], torch.Size], ...]
+_Signature = tuple[tuple[int, tuple[Any, ...], tuple[int, ...]], ...]
 
 
 def _own_entries(which: int, tree: Any, children: Mapping[str, Any]) -> _Signature:
     """The tensor leaves of ``tree`` outside the children's subtrees, with their paths."""
-    out: list[tuple[int, tuple[Any, ...], torch.Size]] = []
+    out: list[tuple[int, tuple[Any, ...], tuple[int, ...]]] = []
 
     def walk(node: Any, keys: tuple[Any, ...]) -> None:
         if isinstance(node, torch.Tensor):
-            out.append((which, keys, node.shape))
+            out.append((which, keys, tuple(node.shape)))  # plain ints: trace constants
         elif isinstance(node, Mapping):
             for k, v in node.items():
                 if not (keys == () and k in children):
@@ -165,7 +167,7 @@ def _check_shapes(layer: Layer, signature: _Signature, ps: Any, st: Any) -> None
     ``TypeError`` for a value that is not a tensor, ``ValueError`` for a wrong shape.
     """
     trees = (ps, st)
-    for which, keys, shape in signature:
+    for i, (which, keys, shape) in enumerate(signature):
         node = trees[which]
         for k in keys:
             try:
@@ -173,22 +175,53 @@ def _check_shapes(layer: Layer, signature: _Signature, ps: Any, st: Any) -> None
             except (KeyError, TypeError, IndexError):
                 raise KeyError(k) from None
         if getattr(node, "shape", None) != shape:
-            _raise_shape_error(layer, ("ps", "st")[which], keys, shape, node)
+            tensor = isinstance(node, torch.Tensor)
+            if torch.compiler.is_compiling():  # pass constants only (the entry's index)
+                _refuse_while_tracing(layer, i, None if tensor else type(node).__name__)
+            got = tuple(node.shape) if tensor else type(node).__name__
+            raise _shape_error(layer, ("ps", "st")[which], keys, shape, got)
 
 
-def _raise_shape_error(
-    layer: Layer, label: str, keys: tuple[Any, ...], shape: torch.Size, value: Any
-) -> None:
+def _shape_error(
+    layer: Layer, label: str, keys: tuple[Any, ...], shape: tuple[int, ...], got: Any
+) -> Exception:
+    """``TypeError`` for a value that is not a tensor (``got`` its type's name), else
+    ``ValueError`` (``got`` its shape, or ``None`` inside a ``torch.compile`` trace)."""
     from .display import short_repr
 
     name = label + "".join(f"[{k!r}]" for k in keys)
     expected = f"the layer's configuration expects a tensor of shape {tuple(shape)}"
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{short_repr(layer)}: {name} is a {type(value).__name__}, but {expected}")
-    raise ValueError(
-        f"{short_repr(layer)}: {name} has shape {tuple(value.shape)}, but {expected} "
+    if isinstance(got, str):
+        return TypeError(f"{short_repr(layer)}: {name} is a {got}, but {expected}")
+    has = "has another shape" if got is None else f"has shape {tuple(got)}"
+    return ValueError(
+        f"{short_repr(layer)}: {name} {has}, but {expected} "
         "(do these parameters/state belong to another model?)"
     )
+
+
+class _TracedShapeError(ValueError, AssertionError):
+    """A shape error raised from a ``torch.compile`` trace: a ``ValueError`` (what the eager
+    call raises); also an ``AssertionError`` only because Dynamo passes assertion errors
+    from code it runs (rather than traces) through unchanged, where it would wrap any other
+    exception in its own."""
+
+
+@torch.compiler.assume_constant_result
+def _refuse_while_tracing(layer: Layer, entry: int, got: str | None) -> bool:
+    """Raise the shape error of signature entry ``entry`` from a ``torch.compile`` trace.
+
+    Dynamo runs this function instead of tracing it, so the user gets lux's ``ValueError``
+    (see :class:`_TracedShapeError`), not Dynamo's "Observed exception" with lux's message
+    in its details; a ``TypeError`` comes wrapped as ``InternalTorchDynamoError: TypeError:
+    ...``. Its arguments must be trace constants: the actual sizes may be symbolic, and
+    under ``dynamic=True`` even the signature's ints read in the trace are, so the entry is
+    looked up here."""
+    which, keys, shape = layer.__dict__[_SIGNATURE][entry]
+    error = _shape_error(layer, ("ps", "st")[which], keys, shape, got)
+    if isinstance(error, ValueError):
+        raise _TracedShapeError(*error.args)
+    raise error
 
 
 def _hashable(value: Any) -> Any:
