@@ -842,6 +842,29 @@ def _has_flag(st: Any) -> bool:
     return bool(ltree.structure(core.train_mode(st)) != ltree.structure(core.test_mode(st)))
 
 
+def _layer_checks(
+    layer: core.Layer, x: Any, ps: Any, st: Any, reference: Any, expected_repr: str | None
+) -> list[tuple[str, Callable[[], str | None]]]:
+    """The checks of the layer as a whole, in order, before those of each mode."""
+    return [
+        ("structure", lambda: _require(core.structure_problems(layer, ps, st))),
+        ("counts", lambda: _check_counts(layer, ps, st, reference)),
+        ("repr", lambda: _check_repr(layer, expected_repr)),
+        ("shapes", lambda: _check_shapes(layer, x, ps, st)),
+    ]
+
+
+def _modes(st: Any, training: Sequence[bool]) -> list[tuple[bool | None, str, Any]]:
+    """``(mode, report suffix, st in that mode)`` for each mode to check: those of
+    ``training`` when ``st`` has a ``training`` flag, else one ``(None, "", st)``."""
+    if not _has_flag(st):
+        return [(None, "", st)]
+    return [
+        (mode, "[train]" if mode else "[test]", core.train_mode(st) if mode else core.test_mode(st))
+        for mode in training
+    ]
+
+
 def check_layer(
     layer: core.Layer,
     x: Any,
@@ -906,12 +929,8 @@ def check_layer(
     key_t = lrandom.key(key) if isinstance(key, int) else key
     ps = core.init_params(key_t, layer) if ps is None else ps
     st = core.init_state(key_t, layer) if st is None else st
-    ps_, st_ = ps, st  # (narrowed for the lambdas)
-    _run(report, label, "structure", lambda: _require(core.structure_problems(layer, ps_, st_)))
-    _run(report, label, "counts", lambda: _check_counts(layer, ps_, st_, reference))
-    _run(report, label, "repr", lambda: _check_repr(layer, expected_repr))
-    _run(report, label, "shapes", lambda: _check_shapes(layer, x, ps_, st_))
-
+    for name, check in _layer_checks(layer, x, ps, st, reference, expected_repr):
+        _run(report, label, name, check)
     if stochastic is None:
         stochastic = any(p.split(".")[-1] == "key" for p in ltree.paths(st))
     options = _Options(
@@ -925,11 +944,8 @@ def check_layer(
         key=key_t,
         target=_target_device(device, cuda),
     )
-    modes: list[bool | None] = list(training) if _has_flag(st) else [None]
-    for mode in modes:
-        mode_st = st if mode is None else core.train_mode(st) if mode else core.test_mode(st)
+    for mode, suffix, mode_st in _modes(st, training):
         case = _Case(layer, x, ps, mode_st, mode, stochastic, _Tol(rtol, atol))
-        suffix = "" if mode is None else "[train]" if mode else "[test]"
         for name, check in _mode_checks(case, options):
             _run(report, label, name + suffix, check)
     return report

@@ -641,13 +641,32 @@ def _quiet_resume(forward: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+_Step = Callable[[TrainState, Any], tuple[TrainState, torch.Tensor, Any]]
+_Compile = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
 def _build_compiled(
     loss_fn: LossFn, ts: TrainState, mode: str, check_finite: bool, donate: bool
-) -> Callable[[TrainState, Any], tuple[TrainState, torch.Tensor, Any]]:
-    model = ts.model
+) -> _Step:
+    """The compiled step of :func:`train_step` for one loss function, AD mode and flags."""
     reduce, optimizer = _reduction(ts)
-    options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
+    grad_fn, compile_fn = _compiled_gradients(loss_fn, ts.model, mode)
+    fused = getattr(getattr(optimizer, "update", None), "fused_step", None)
+    # A small traced model is fastest as one pure graph: donate does not pay there.
+    donate = donate and fused is not None and (mode != "func" or count(ts.params) >= _FUSED_MIN)
+    if ts.uses_torch_optim or donate:
+        grads_only = _grads_and_flag(grad_fn, reduce, check_finite)
+        if mode == "func":
+            grads_only = compile_fn(grads_only)
+        return _split_step(loss_fn, grads_only, optimizer, check_finite, donate)
+    step_fn = _step_fn(grad_fn, compile_fn, mode, reduce, optimizer, check_finite)
+    return _pure_step(loss_fn, step_fn, check_finite)
 
+
+def _compiled_gradients(loss_fn: LossFn, model: Layer, mode: str) -> tuple[GradFn, _Compile]:
+    """``(grad_fn, compile_fn)``: the gradient function of ``mode`` and how to compile a
+    step function around it."""
+    options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
     if mode == "func":
         grad_fn = _grad_fn(loss_fn, model, "func", None)
         guard = python_reads(loss_fn)
@@ -658,62 +677,86 @@ def _build_compiled(
             # takes over where the step cannot be traced (see lux_torch._graph)
             return Traced(fn, name=name, guard=guard, fallback=lambda: torch.compile(fn, **options))
 
-    else:  # autograd: compile the forward (AOTAutograd compiles its backward too)
-        forward: Callable[..., Any] = torch.compile(
-            _call_loss, **{**options, "fullgraph": not _breaks_graph(model)}
-        )
-        if _breaks_graph(model):
-            forward = _quiet_resume(forward)
-        grad_fn = _grad_fn(loss_fn, model, "autograd", forward)
+        return grad_fn, compile_fn
+    # autograd: compile the forward (AOTAutograd compiles its backward too)
+    forward: Callable[..., Any] = torch.compile(
+        _call_loss, **{**options, "fullgraph": not _breaks_graph(model)}
+    )
+    if _breaks_graph(model):
+        forward = _quiet_resume(forward)
 
-        def compile_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
-            return torch.compile(fn, **options)
+    def compile_autograd(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return torch.compile(fn, **options)
 
-    fused = getattr(getattr(optimizer, "update", None), "fused_step", None)
-    # A small traced model is fastest as one pure graph: donate does not pay there.
-    donate = donate and fused is not None and (mode != "func" or count(ts.params) >= _FUSED_MIN)
-    if ts.uses_torch_optim or donate:
-        # The gradients (and the finiteness flag) in one graph, then an in-place update:
-        # torch.optim's step, or the fused Adam kernel on the donated buffers.
-        def grads_and_flag(ps: Tree, st: Tree, data: Any) -> Any:
-            grads, loss, new_st, stats = grad_fn(ps, st, data)
-            grads, loss = _reduced(reduce, grads, loss)
-            finite = _all_finite(loss, grads) if check_finite else None
-            return grads, loss, new_st, stats, finite
+    return _grad_fn(loss_fn, model, "autograd", forward), compile_autograd
 
-        grads_only = compile_fn(grads_and_flag) if mode == "func" else grads_and_flag
 
-        def split_step(ts: TrainState, data: Any) -> Any:
-            grads, loss, new_st, stats, finite = grads_only(ts.params, ts.states, data)
-            if check_finite and not bool(finite):
-                _raise_not_finite(loss_fn, ts, loss)
-            new = _apply(ts.replace(states=new_st), grads, donate, optimizer)
-            return new, loss, stats
+def _grads_and_flag(
+    grad_fn: GradFn, reduce: Callable[[Any], Any] | None, check_finite: bool
+) -> Callable[[Tree, Tree, Any], Any]:
+    """The gradients, reduced, and the finiteness flag (``None`` unless checked)."""
 
-        return split_step
+    def grads_and_flag(ps: Tree, st: Tree, data: Any) -> Any:
+        grads, loss, new_st, stats = grad_fn(ps, st, data)
+        grads, loss = _reduced(reduce, grads, loss)
+        finite = _all_finite(loss, grads) if check_finite else None
+        return grads, loss, new_st, stats, finite
+
+    return grads_and_flag
+
+
+def _split_step(
+    loss_fn: LossFn,
+    grads_only: Callable[[Tree, Tree, Any], Any],
+    optimizer: Any,
+    check_finite: bool,
+    donate: bool,
+) -> _Step:
+    """The gradients (and the finiteness flag) in one graph, then an in-place update:
+    torch.optim's step, or the fused Adam kernel on the donated buffers."""
+
+    def split_step(ts: TrainState, data: Any) -> Any:
+        grads, loss, new_st, stats, finite = grads_only(ts.params, ts.states, data)
+        if check_finite and not bool(finite):
+            _raise_not_finite(loss_fn, ts, loss)
+        new = _apply(ts.replace(states=new_st), grads, donate, optimizer)
+        return new, loss, stats
+
+    return split_step
+
+
+def _step_fn(
+    grad_fn: GradFn,
+    compile_fn: _Compile,
+    mode: str,
+    reduce: Callable[[Any], Any] | None,
+    optimizer: Any,
+    check_finite: bool,
+) -> Callable[[Tree, Tree, Any, Any], Any]:
+    """``(ps, st, opt_state, data) -> (new_ps, new_st, opt_state, loss, stats, finite)``:
+    forward, backward and update as one graph (``func``), or the compiled forward and
+    backward then a compiled update (``autograd``)."""
 
     def update(ps: Tree, opt_state: Any, grads: Tree, loss: torch.Tensor) -> Any:
         updates, opt_state = optimizer.update(grads, opt_state, ps)
         finite = _all_finite(loss, grads) if check_finite else torch.ones((), dtype=torch.bool)
         return apply_updates(ps, updates), opt_state, finite
 
-    if mode == "func":
+    update_c = update if mode == "func" else compile_fn(update)
 
-        def whole(ps: Tree, st: Tree, opt_state: Any, data: Any) -> Any:
-            grads, loss, new_st, stats = grad_fn(ps, st, data)
-            grads, loss = _reduced(reduce, grads, loss)
-            new_ps, opt_state, finite = update(ps, opt_state, grads, loss)
-            return new_ps, new_st, opt_state, loss, stats, finite
+    def step_fn(ps: Tree, st: Tree, opt_state: Any, data: Any) -> Any:
+        grads, loss, new_st, stats = grad_fn(ps, st, data)
+        grads, loss = _reduced(reduce, grads, loss)
+        new_ps, opt_state, finite = update_c(ps, opt_state, grads, loss)
+        return new_ps, new_st, opt_state, loss, stats, finite
 
-        step_fn = compile_fn(whole)
-    else:
-        update_c = compile_fn(update)
+    return compile_fn(step_fn) if mode == "func" else step_fn
 
-        def step_fn(ps: Tree, st: Tree, opt_state: Any, data: Any) -> Any:
-            grads, loss, new_st, stats = grad_fn(ps, st, data)
-            grads, loss = _reduced(reduce, grads, loss)
-            new_ps, opt_state, finite = update_c(ps, opt_state, grads, loss)
-            return new_ps, new_st, opt_state, loss, stats, finite
+
+def _pure_step(
+    loss_fn: LossFn, step_fn: Callable[[Tree, Tree, Any, Any], Any], check_finite: bool
+) -> _Step:
+    """A step that runs ``step_fn`` and returns the new train state (no buffer reused)."""
 
     def pure_step(ts: TrainState, data: Any) -> Any:
         new_ps, new_st, opt_state, loss, stats, finite = step_fn(

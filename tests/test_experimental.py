@@ -9,6 +9,7 @@ in the forward or only in the backward.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import pytest
 import torch
@@ -526,7 +527,7 @@ def test_debug_under_compile_and_vmap():
     assert str(info.value).startswith("lux.debug: model (Chain(...)): a debug model checks values")
     assert "runs eagerly only" in str(info.value)
     assert "Observed exception" not in str(info.value)
-    assert type(info.value).__module__ == "lux_torch.experimental"
+    assert type(info.value).__module__ == "lux_torch.experimental.debugging"
     ts = lux.TrainState(debugged, ps, st, lux.optim.sgd(0.1))
     with pytest.raises(RuntimeError, match=r"^lux\.debug: model .*runs eagerly only"):
         lux.train_step(lux.losses.MSELoss(), (x, randn(3, 1)), ts, compile=True)
@@ -548,3 +549,21 @@ def test_debug_reaches_inside_frozen_and_shared_layers():
     shared, sps = lux.share_parameters(inner, ps, [("layer_1.bias", "layer_2.layer_1.bias")])
     with pytest.raises(FloatingPointError, match=r"layer\.layer_2\.layer_2 \(WrappedFunction"):
         lux.debug(shared)(x, sps, st)
+
+
+def test_pickles_round_trip_and_load_from_the_old_module_path():
+    """The wrappers pickle by configuration; pickles written when the tools lived in one
+    module (classes referenced as ``lux_torch.experimental.X``) still load."""
+    layers = [
+        lux.freeze(mlp(), "layer_1"),
+        Shared(lux.Chain(lux.Linear(4, 4), lux.Linear(4, 4)), [("layer_1", "layer_2")]),
+        lux.debug(mlp()),
+    ]
+    for layer in layers:
+        cls = type(layer)
+        assert pickle.loads(pickle.dumps(layer)) == layer
+        text = pickle.dumps(layer, protocol=0)  # text pickle: "c<module>\n<name>\n"
+        new_ref = f"{cls.__module__}\n{cls.__name__}\n".encode()
+        assert cls.__module__ != "lux_torch.experimental" and new_ref in text
+        old = text.replace(new_ref, f"lux_torch.experimental\n{cls.__name__}\n".encode())
+        assert pickle.loads(old) == layer

@@ -3,6 +3,8 @@ fused Adam kernels (see :mod:`lux_torch.optim`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..tree import flatten, unflatten
@@ -148,34 +150,14 @@ def _with_fused_step(
     ) -> tuple[Tree, State] | None:
         if callable(lr) or torch.compiler.is_compiling():
             return None
-        p, spec = flatten(ps)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in p):
+        leaves = _fusable_leaves(grads, state, ps, adam_at)
+        if leaves is None:
             return None
-        moments = state[adam_at]
-        count = _plain_count(moments["count"])
-        if count is None:
-            return None
-        g = spec.flatten_up_to(grads) if hasattr(spec, "flatten_up_to") else None
-        if g is None or not p:
-            return None
-        mu, nu = spec.flatten_up_to(moments["mu"]), spec.flatten_up_to(moments["nu"])
-        device = p[0].device
-        if (
-            device.type not in ("cpu", "cuda")
-            or any(
-                type(t) is not torch.Tensor
-                or t.device != device
-                or t.dtype not in _FUSED_DTYPES
-                or t.layout is not torch.strided
-                for t in (*p, *g, *mu, *nu)
-            )
-            or not all(t.is_contiguous() for t in (*p, *mu, *nu))
-        ):
-            return None
+        spec, count, p, g, mu, nu = leaves
         # The kernels walk memory linearly, ignoring strides (a transposed gradient, as
         # vmapped matmuls produce, silently updated the wrong elements): dense copies.
         g = [t if t.is_contiguous() else t.contiguous() for t in g]
-        steps = [torch.full((), count + 1, dtype=torch.float32, device=device)] * len(p)
+        steps = [torch.full((), count + 1, dtype=torch.float32, device=p[0].device)] * len(p)
         if not donate:  # the in-place kernel on copies: no copy of the gradients
             p, mu, nu = ([t.clone() for t in x] for x in (p, mu, nu))
         kernel(
@@ -193,20 +175,67 @@ def _with_fused_step(
             amsgrad=False,
             maximize=False,
         )
-        new_p, new_mu, new_nu = p, mu, nu
-        new_count = _inc(moments["count"])
-        new_state = list(state)
-        new_state[adam_at] = {
-            "count": new_count,
-            "mu": unflatten(spec, new_mu),
-            "nu": unflatten(spec, new_nu),
-        }
-        new_state[2] = {"count": _inc(state[2]["count"])}
-        return unflatten(spec, new_p), tuple(new_state)
+        return unflatten(spec, p), _fused_state(state, adam_at, spec, mu, nu)
 
     update = opt.update
     update.fused_step = fused_step  # type: ignore[attr-defined]
     return opt
+
+
+_Leaves = list[torch.Tensor]
+
+
+def _fusable_leaves(
+    grads: Tree, state: State, ps: Tree, adam_at: int
+) -> tuple[Any, int, _Leaves, _Leaves, _Leaves, _Leaves] | None:
+    """``(spec, count, params, grads, mu, nu)``, flat, for one fused Adam step; ``None``
+    where the kernel cannot run: parameters that require grad with grad mode on, a traced
+    or batched step count, gradients of another structure, no parameters, or leaves the
+    kernel does not take (:func:`_kernel_takes`)."""
+    p, spec = flatten(ps)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in p):
+        return None
+    moments = state[adam_at]
+    count = _plain_count(moments["count"])
+    if count is None:
+        return None
+    g = spec.flatten_up_to(grads) if hasattr(spec, "flatten_up_to") else None
+    if g is None or not p:
+        return None
+    mu, nu = spec.flatten_up_to(moments["mu"]), spec.flatten_up_to(moments["nu"])
+    if not _kernel_takes(p, g, mu, nu):
+        return None
+    return spec, count, p, g, mu, nu
+
+
+def _kernel_takes(p: _Leaves, g: _Leaves, mu: _Leaves, nu: _Leaves) -> bool:
+    """Whether the fused kernel takes these leaves: plain strided tensors on one CPU or CUDA
+    device, in a float dtype, with contiguous parameters and moments."""
+    device = p[0].device
+    return not (
+        device.type not in ("cpu", "cuda")
+        or any(
+            type(t) is not torch.Tensor
+            or t.device != device
+            or t.dtype not in _FUSED_DTYPES
+            or t.layout is not torch.strided
+            for t in (*p, *g, *mu, *nu)
+        )
+        or not all(t.is_contiguous() for t in (*p, *mu, *nu))
+    )
+
+
+def _fused_state(state: State, adam_at: int, spec: Any, mu: _Leaves, nu: _Leaves) -> State:
+    """The ``chain``'s state after one fused step: the Adam moments ``mu``, ``nu`` and both
+    step counts advanced."""
+    new_state = list(state)
+    new_state[adam_at] = {
+        "count": _inc(state[adam_at]["count"]),
+        "mu": unflatten(spec, mu),
+        "nu": unflatten(spec, nu),
+    }
+    new_state[2] = {"count": _inc(state[2]["count"])}
+    return tuple(new_state)
 
 
 def step(
