@@ -304,7 +304,7 @@ class Layer:
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        return type(other) is type(self) and other._config() == self._config()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._config() == self._config()
 
     def __hash__(self) -> int:
         return hash((type(self), self._config()))
@@ -403,7 +403,7 @@ def _short(value: Any) -> str:
         ]
         return f"{_short(value.func)}({', '.join(args)})"
     if callable(value) and hasattr(value, "__name__") and not isinstance(value, Layer):
-        return value.__name__
+        return str(value.__name__)
     if isinstance(value, torch.dtype):
         return str(value).replace("torch.", "")
     return repr(value)
@@ -492,7 +492,9 @@ def _creating(device: torch.device | str | None, dtype: torch.dtype | None) -> I
         yield
 
 
-def _finish(tree: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> Any:
+def _finish(
+    tree: dict[str, Any], device: torch.device | str | None, dtype: torch.dtype | None
+) -> dict[str, Any]:
     """Convert leaves a custom init created elsewhere (built-ins are already right)."""
     target = torch.device(device) if device is not None else None
 
@@ -507,7 +509,8 @@ def _finish(tree: Any, device: torch.device | str | None, dtype: torch.dtype | N
             leaf = leaf.to(dtype)
         return leaf
 
-    return ltree.map(fix, tree)
+    fixed: dict[str, Any] = ltree.map(fix, tree)  # a map keeps the root's type
+    return fixed
 
 
 def _initialise(
@@ -516,7 +519,7 @@ def _initialise(
     model: Layer | None,
     device: torch.device | str | None,
     dtype: torch.dtype | None,
-) -> Any:
+) -> dict[str, Any]:
     where = f"lux.{which}"
     model = _check_model(model, where, key)
     key = _as_key(key, where)
@@ -604,7 +607,8 @@ def _set_mode(st: State, training: bool) -> State:
             }
         return node
 
-    return walk(st)
+    new: State = walk(st)  # a dict stays a dict
+    return new
 
 
 def train_mode(st: State) -> State:

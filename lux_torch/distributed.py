@@ -501,7 +501,7 @@ def DistributedOptimizer(
         return all_reduce(grads, "mean", group=group, bucket_bytes=bucket_bytes)
 
     def update(grads: Tree, state: Any, ps: Tree = None) -> tuple[Tree, Any]:
-        return inner_update(average(grads), state, ps)  # type: ignore[no-any-return]
+        return inner_update(average(grads), state, ps)
 
     inner_fused = getattr(inner_update, "fused_step", None)
     if inner_fused is not None:
@@ -510,9 +510,9 @@ def DistributedOptimizer(
         # the gradients are never averaged twice.
         def fused_step(grads: Tree, state: Any, ps: Tree, donate: bool = False) -> tuple[Tree, Any]:
             averaged = average(grads)
-            out = inner_fused(averaged, state, ps, donate)
+            out: tuple[Tree, Any] | None = inner_fused(averaged, state, ps, donate)
             if out is not None:
-                return out  # type: ignore[no-any-return]
+                return out
             updates, state = inner_update(averaged, state, ps)
             return apply_updates(ps, updates), state
 

@@ -242,6 +242,7 @@ def orthogonal(
     flat = normal(key, rows, cols, dtype=work, device=device)
     if rows < cols:
         flat = flat.t()
+    q: torch.Tensor  # torch types the result of linalg.qr as Any
     q, r = torch.linalg.qr(flat)
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
     if rows < cols:

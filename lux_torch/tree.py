@@ -180,7 +180,7 @@ def flatten_like(tree: Tree, like: Tree, what: str) -> tuple[list[Any], Any]:
     )
 
 
-def _leaves_along(spec: Any, tree: Tree) -> list[Any] | None:
+def _leaves_along(spec: optree.PyTreeSpec, tree: Tree) -> list[Any] | None:
     """The leaves of ``tree`` in the order of ``spec`` (dict entries matched by key), or
     ``None`` when ``tree``'s structure differs from ``spec``'s by more than dict order."""
     try:

@@ -7,6 +7,7 @@ import torch
 
 from ..tree import flatten, unflatten
 from ._base import (
+    FusedStep,
     GradientTransformation,
     LearningRate,
     Scalar,
@@ -241,7 +242,7 @@ def _step(
     optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, donate: bool
 ) -> tuple[Tree, State]:
     """:func:`step` for ``grads`` whose structure has been checked already."""
-    fused = getattr(optimizer.update, "fused_step", None)
+    fused: FusedStep | None = getattr(optimizer.update, "fused_step", None)
     if fused is not None:
         out = fused(grads, state, ps, donate)
         if out is not None:

@@ -19,6 +19,7 @@ from ._base import (
     LearningRate,
     Leaves,
     Scalar,
+    ScalarCache,
     State,
     Tree,
     _check_beta,
@@ -288,8 +289,8 @@ def scale_by_adam(
     _check_beta("betas[1]", b2, "scale_by_adam")
     _check_nonneg("eps", eps, "scale_by_adam")
     bases = torch.tensor([b1, b2], dtype=torch.float64)
-    b2s: dict = {}
-    epss: dict = {}
+    b2s: ScalarCache = {}
+    epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
         return {"count": _count(), "mu": _zeros_like(ps), "nu": _zeros_like(ps)}
@@ -331,8 +332,8 @@ def scale_by_rms(
     """
     _check_beta("alpha", alpha, "scale_by_rms")
     _check_nonneg("eps", eps, "scale_by_rms")
-    alphas: dict = {}
-    epss: dict = {}
+    alphas: ScalarCache = {}
+    epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
         return {"count": _count(), "mu": _zeros_like(ps), "nu": _zeros_like(ps)}
@@ -373,7 +374,7 @@ def scale_by_adagrad(
     """
     _check_nonneg("eps", eps, "scale_by_adagrad")
     _check_nonneg("initial_accumulator_value", initial_accumulator_value, "scale_by_adagrad")
-    epss: dict = {}
+    epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
         return {"count": _count(), "sum": _zeros_like(ps, initial_accumulator_value)}
@@ -447,7 +448,7 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         raise ValueError("lux_torch.optim.trace: nesterov needs momentum > 0")
     if momentum == 0.0:
         return _identity("trace")
-    momenta: dict = {}
+    momenta: ScalarCache = {}
 
     def init(ps: Tree) -> State:
         return {"buf": _zeros_like(ps)}
