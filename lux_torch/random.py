@@ -208,7 +208,9 @@ def _is_int(x: object) -> TypeGuard[int]:
     return isinstance(x, (numbers.Integral, torch.SymInt)) and not isinstance(x, bool)
 
 
-def _is_real(x: object) -> bool:
+def _is_real(x: object) -> TypeGuard[float]:
+    """A real number that is not a bool: a Python or numpy number, a ``torch.SymFloat`` or
+    ``SymInt`` (typed as ``float``, which stands for any real number in Python typing)."""
     return isinstance(x, (numbers.Real, torch.SymFloat, torch.SymInt)) and not isinstance(x, bool)
 
 
@@ -886,14 +888,17 @@ def _clamp_below(u: Tensor, high: float, dtype: torch.dtype) -> Tensor:
 
 def _check_bounds(a: object, b: object, fn: str, names: tuple[str, str]) -> tuple[float, float]:
     """Validate two real parameters (concrete Python numbers are checked for finiteness)."""
-    for v, nm in ((a, names[0]), (b, names[1])):
-        if not _is_real(v):
-            raise TypeError(
-                f"lux_torch.random.{fn}: `{nm}` must be a Python float, got {type(v).__name__}"
-            )
-        if not torch.compiler.is_compiling() and not math.isfinite(v):  # type: ignore[arg-type]
-            raise ValueError(f"lux_torch.random.{fn}: `{nm}` must be finite, got {v!r}")
-    return a, b  # type: ignore[return-value]
+    return _check_real(a, fn, names[0]), _check_real(b, fn, names[1])
+
+
+def _check_real(v: object, fn: str, nm: str) -> float:
+    if not _is_real(v):
+        raise TypeError(
+            f"lux_torch.random.{fn}: `{nm}` must be a Python float, got {type(v).__name__}"
+        )
+    if not torch.compiler.is_compiling() and not math.isfinite(v):
+        raise ValueError(f"lux_torch.random.{fn}: `{nm}` must be finite, got {v!r}")
+    return v
 
 
 def uniform(
@@ -1205,16 +1210,16 @@ def _dropout_threshold(
             f"lux_torch.random.{fn}: `p` must be a Python float, got {type(p).__name__}"
         )
     tracing = torch.compiler.is_compiling()
-    pf = p if tracing else float(p)  # type: ignore[arg-type]
-    if not 0.0 <= pf <= 1.0:  # type: ignore[operator]
+    pf = p if tracing else float(p)
+    if not 0.0 <= pf <= 1.0:
         raise ValueError(f"lux_torch.random.{fn}: `p` must be in [0, 1], got {p}")
     if pf == 0.0:
         return 1 << 16, 1.0
     if pf == 1.0:
         return 0, 0.0
     if tracing:
-        return _threshold_tensor(pf, device)  # type: ignore[arg-type]
-    t = min(max(round((1.0 - pf) * 65536.0), 1), 65535)  # type: ignore[operator]
+        return _threshold_tensor(pf, device)
+    t = min(max(round((1.0 - pf) * 65536.0), 1), 65535)
     return t, 65536.0 / t
 
 

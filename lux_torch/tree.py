@@ -107,8 +107,8 @@ class Static:
 
 optree.register_pytree_node(
     Static,  # type: ignore[arg-type]  # a leafless node is not a Collection
-    lambda s: ((), s.value),  # type: ignore[attr-defined]
-    lambda value, _children: Static(value),  # type: ignore[arg-type,return-value]
+    lambda s: ((), s.value),  # type: ignore[attr-defined]  # typed as a Collection, not Static
+    lambda value, _children: Static(value),  # type: ignore[arg-type,return-value]  # as above
     namespace=NAMESPACE,
 )
 torch_pytree.register_pytree_node(

@@ -57,7 +57,7 @@ def _foreach(name: str, *args: Any, **kwargs: Any) -> Leaves:
     if not first:
         return []
     if not _under_vmap():
-        return getattr(torch, f"_foreach_{name}")(*args, **kwargs)  # type: ignore[no-any-return]
+        return getattr(torch, f"_foreach_{name}")(*args, **kwargs)  # type: ignore[no-any-return]  # op by name
     single = getattr(torch, name)
     return [
         single(*(a[i] if isinstance(a, list | tuple) else a for a in args), **kwargs)
@@ -148,7 +148,7 @@ class _Kit(NamedTuple):
 def _direct(name: str, first: Leaves, *args: Any, **kwargs: Any) -> Leaves:
     if not first:
         return []
-    return getattr(torch, f"_foreach_{name}")(first, *args, **kwargs)  # type: ignore[no-any-return]
+    return getattr(torch, f"_foreach_{name}")(first, *args, **kwargs)  # type: ignore[no-any-return]  # op by name
 
 
 def _direct_(name: str, target: Leaves, *args: Any, **kwargs: Any) -> Leaves:

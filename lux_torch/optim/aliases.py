@@ -206,7 +206,7 @@ def _with_fused_step(
         return unflatten(spec, new_p), tuple(new_state)
 
     update = opt.update
-    update.fused_step = fused_step  # type: ignore[attr-defined]
+    update.fused_step = fused_step  # type: ignore[attr-defined]  # read back with getattr
     return opt
 
 

@@ -214,7 +214,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         g = _materialize(g, f, kit)
         if not g:
             return g, None
-        norm = torch.sqrt(sum(torch.sum(x * x) for x in g))  # type: ignore[arg-type]
+        norm = torch.sqrt(sum(torch.sum(x * x) for x in g))  # type: ignore[arg-type]  # sum() of tensors
         return g, torch.clamp(max_norm / (norm + 1e-12), max=1.0)
 
     return _stateless("clip_by_global_norm", fn)
@@ -247,7 +247,7 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
     ) -> tuple[Leaves, Factor, Leaves]:
         count = s[0]
         step = -lr(count) if callable(lr) else constant
-        return g, _times(f, step), [_inc(count)]  # type: ignore[arg-type]
+        return g, _times(f, step), [_inc(count)]  # type: ignore[arg-type]  # step: lr(count) or constant
 
     lw = _Leafwise(lambda n: 1, update, _no_check)
     return _transformation("scale_by_learning_rate", init, lw)
