@@ -888,17 +888,14 @@ def _clamp_below(u: Tensor, high: float, dtype: torch.dtype) -> Tensor:
 
 def _check_bounds(a: object, b: object, fn: str, names: tuple[str, str]) -> tuple[float, float]:
     """Validate two real parameters (concrete Python numbers are checked for finiteness)."""
-    return _check_real(a, fn, names[0]), _check_real(b, fn, names[1])
-
-
-def _check_real(v: object, fn: str, nm: str) -> float:
-    if not _is_real(v):
-        raise TypeError(
-            f"lux_torch.random.{fn}: `{nm}` must be a Python float, got {type(v).__name__}"
-        )
-    if not torch.compiler.is_compiling() and not math.isfinite(v):
-        raise ValueError(f"lux_torch.random.{fn}: `{nm}` must be finite, got {v!r}")
-    return v
+    for v, nm in ((a, names[0]), (b, names[1])):
+        if not _is_real(v):
+            raise TypeError(
+                f"lux_torch.random.{fn}: `{nm}` must be a Python float, got {type(v).__name__}"
+            )
+        if not torch.compiler.is_compiling() and not math.isfinite(v):
+            raise ValueError(f"lux_torch.random.{fn}: `{nm}` must be finite, got {v!r}")
+    return a, b  # type: ignore[return-value]  # both checked by the loop
 
 
 def uniform(
