@@ -153,7 +153,7 @@ class Traced:
         if self.fallback is not None:
             return self.fallback(*args)
         leaves: list[Any]
-        leaves, spec = optree.tree_flatten(args, namespace=NAMESPACE)  # type: ignore[arg-type]
+        leaves, spec = optree.tree_flatten(args, namespace=NAMESPACE)  # type: ignore[arg-type]  # PyTree[T] of a tuple
         tensors = [v for v in leaves if isinstance(v, Tensor)]
         sig: list[Hashable] = [
             (v.shape, v.stride(), v.dtype, v.device, v.requires_grad) for v in tensors

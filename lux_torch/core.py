@@ -62,7 +62,7 @@ import functools
 import types
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -258,8 +258,8 @@ def _annotating_call(call: Callable[..., Any]) -> Callable[..., Any]:
 
     # a code object per layer class: Dynamo keeps its cache and recompile limit per code
     # object, so compiling one class's calls never uses up another's
-    __call__.__code__ = __call__.__code__.replace()  # type: ignore[attr-defined]
-    __call__._lux_annotating = True  # type: ignore[attr-defined]
+    __call__.__code__ = __call__.__code__.replace()  # type: ignore[attr-defined]  # a def
+    __call__._lux_annotating = True  # type: ignore[attr-defined]  # a marker, read with getattr
     return __call__
 
 
@@ -292,11 +292,14 @@ class Layer:
         torch.Size([2, 3])
     """
 
+    if TYPE_CHECKING:  # every subclass is a dataclass (set in __init_subclass__)
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True, eq=False, repr=False)(cls)
         if "__call__" in cls.__dict__ and not getattr(cls.__call__, "_lux_annotating", False):
-            cls.__call__ = _annotating_call(cls.__call__)  # type: ignore[method-assign]
+            cls.__call__ = _annotating_call(cls.__call__)  # type: ignore[method-assign]  # wrap once
         original_init = cls.__init__
 
         @functools.wraps(original_init)
@@ -305,7 +308,7 @@ class Layer:
             if type(self) is cls:
                 self._finalize()
 
-        cls.__init__ = __init__  # type: ignore[method-assign,assignment]
+        cls.__init__ = __init__  # type: ignore[method-assign,assignment]  # wraps the dataclass's
 
     def _set_fields(self, **values: Any) -> None:
         """Set fields from a custom ``__init__`` (the dataclass is frozen)."""
@@ -313,7 +316,7 @@ class Layer:
             object.__setattr__(self, name, value)
 
     def _finalize(self) -> None:
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
                 raise TypeError(
@@ -329,15 +332,12 @@ class Layer:
 
     # -- configuration identity
     def _config(self) -> tuple[Any, ...]:
-        return tuple(
-            _hashable(getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-        )
+        return tuple(_hashable(getattr(self, f.name)) for f in dataclasses.fields(self))
 
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        return type(other) is type(self) and other._config() == self._config()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._config() == self._config()
 
     def __hash__(self) -> int:
         return hash((type(self), self._config()))
@@ -353,7 +353,7 @@ class Layer:
     def children(self) -> dict[str, Layer]:
         """The child layers by name, in declaration order (see the module docstring)."""
         out: dict[str, Layer] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Layer):
                 items: list[tuple[str, Layer]] = [(f.name, value)]
@@ -392,7 +392,7 @@ class Layer:
     def extra_repr(self) -> str:
         """Arguments shown in the printout: fields that differ from their defaults."""
         parts = []
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Layer) or _is_layer_collection(value):
                 continue
@@ -436,7 +436,7 @@ def _short(value: Any) -> str:
         ]
         return f"{_short(value.func)}({', '.join(args)})"
     if callable(value) and hasattr(value, "__name__") and not isinstance(value, Layer):
-        return value.__name__
+        return str(value.__name__)
     if isinstance(value, torch.dtype):
         return str(value).replace("torch.", "")
     return repr(value)
@@ -463,7 +463,7 @@ def replace_fields(layer: Layer, /, **changes: Any) -> Layer:
 def map_children(layer: Layer, fn: Callable[[str, Layer], Layer]) -> Layer:
     """Rebuild ``layer`` with every direct child ``c`` (named ``n``) replaced by ``fn(n, c)``."""
     changes: dict[str, Any] = {}
-    for f in dataclasses.fields(layer):  # type: ignore[arg-type]
+    for f in dataclasses.fields(layer):
         value = getattr(layer, f.name)
         if isinstance(value, Layer):
             changes[f.name] = fn(f.name, value)
@@ -525,7 +525,9 @@ def _creating(device: torch.device | str | None, dtype: torch.dtype | None) -> I
         yield
 
 
-def _finish(tree: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> Any:
+def _finish(
+    tree: dict[str, Any], device: torch.device | str | None, dtype: torch.dtype | None
+) -> dict[str, Any]:
     """Convert leaves a custom init created elsewhere (built-ins are already right)."""
     target = torch.device(device) if device is not None else None
 
@@ -540,7 +542,8 @@ def _finish(tree: Any, device: torch.device | str | None, dtype: torch.dtype | N
             leaf = leaf.to(dtype)
         return leaf
 
-    return ltree.map(fix, tree)
+    fixed: dict[str, Any] = ltree.map(fix, tree)  # a map keeps the root's type
+    return fixed
 
 
 def _initialise(
@@ -549,7 +552,7 @@ def _initialise(
     model: Layer | None,
     device: torch.device | str | None,
     dtype: torch.dtype | None,
-) -> Any:
+) -> dict[str, Any]:
     where = f"lux.{which}"
     model = _check_model(model, where, key)
     key = _as_key(key, where)
@@ -637,7 +640,8 @@ def _set_mode(st: State, training: bool) -> State:
             }
         return node
 
-    return walk(st)
+    new: State = walk(st)  # a dict stays a dict
+    return new
 
 
 def train_mode(st: State) -> State:

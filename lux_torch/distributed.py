@@ -339,7 +339,7 @@ def all_reduce(
         return dist.all_reduce(bucket, op=reduce_op, group=group, async_op=True)
 
     def traced(bucket: torch.Tensor) -> torch.Tensor:
-        return _functional().all_reduce(bucket, name, wgroup)  # type: ignore[no-any-return]
+        return _functional().all_reduce(bucket, name, wgroup)  # type: ignore[no-any-return]  # lazy module
 
     def mean(flat: torch.Tensor) -> torch.Tensor:
         return flat.div_(n) if not tracing() else flat / n
@@ -382,7 +382,7 @@ def broadcast(
         return dist.broadcast(bucket, src, group=group, async_op=True)
 
     def traced(bucket: torch.Tensor) -> torch.Tensor:
-        return _functional().broadcast(bucket, src, wgroup)  # type: ignore[no-any-return]
+        return _functional().broadcast(bucket, src, wgroup)  # type: ignore[no-any-return]  # lazy module
 
     return _collective(tree, "broadcast", bucket_bytes, eager, traced)
 
@@ -445,7 +445,7 @@ def synchronize(
                 f"rank {r} of the group differ (path, shape, dtype): {diff}; build the "
                 "same model on every rank"
             )
-    return broadcast((ps, st), src, group=group, bucket_bytes=bucket_bytes)  # type: ignore[no-any-return]
+    return broadcast((ps, st), src, group=group, bucket_bytes=bucket_bytes)  # type: ignore[no-any-return]  # a pair in, a pair out
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -501,7 +501,7 @@ def DistributedOptimizer(
         return all_reduce(grads, "mean", group=group, bucket_bytes=bucket_bytes)
 
     def update(grads: Tree, state: Any, ps: Tree = None) -> tuple[Tree, Any]:
-        return inner_update(average(grads), state, ps)  # type: ignore[no-any-return]
+        return inner_update(average(grads), state, ps)
 
     inner_fused = getattr(inner_update, "fused_step", None)
     if inner_fused is not None:
@@ -510,17 +510,17 @@ def DistributedOptimizer(
         # the gradients are never averaged twice.
         def fused_step(grads: Tree, state: Any, ps: Tree, donate: bool = False) -> tuple[Tree, Any]:
             averaged = average(grads)
-            out = inner_fused(averaged, state, ps, donate)
+            out: tuple[Tree, Any] | None = inner_fused(averaged, state, ps, donate)
             if out is not None:
-                return out  # type: ignore[no-any-return]
+                return out
             updates, state = inner_update(averaged, state, ps)
             return apply_updates(ps, updates), state
 
-        update.fused_step = fused_step  # type: ignore[attr-defined]
+        update.fused_step = fused_step  # type: ignore[attr-defined]  # read back with getattr
     # train_step reduces the gradients and the loss itself, before its finiteness check
     # (so that a NaN on one rank stops every rank), then runs the update without reduction
-    update.reduce_gradients = average  # type: ignore[attr-defined]
-    update.local_update = inner_update  # type: ignore[attr-defined]
+    update.reduce_gradients = average  # type: ignore[attr-defined]  # read back with getattr
+    update.local_update = inner_update  # type: ignore[attr-defined]  # read back with getattr
     update.__qualname__ = update.__name__ = "DistributedOptimizer.update"
     return GradientTransformation(optimizer.init, update)
 

@@ -163,7 +163,7 @@ def _kaiming_std(
         raise ValueError(f"kaiming init: mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = _fans(shape)
     fan = fan_in if mode == "fan_in" else fan_out
-    return calculate_gain(nonlinearity, a) / math.sqrt(fan)  # type: ignore[arg-type]
+    return calculate_gain(nonlinearity, a) / math.sqrt(fan)  # type: ignore[arg-type]  # a str; torch checks it
 
 
 def kaiming_uniform(
@@ -242,6 +242,7 @@ def orthogonal(
     flat = normal(key, rows, cols, dtype=work, device=device)
     if rows < cols:
         flat = flat.t()
+    q: torch.Tensor  # torch types the result of linalg.qr as Any
     q, r = torch.linalg.qr(flat)
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
     if rows < cols:

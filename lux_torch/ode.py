@@ -87,7 +87,7 @@ import dataclasses
 import math
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 
@@ -129,6 +129,14 @@ _COMPILE_REASON = (
     "be compiled"
 )
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _never_compiled(fn: _F) -> _F:
+    """``torch.compiler.disable(fn, reason=_COMPILE_REASON)``, with ``fn``'s signature kept
+    for type checkers (torch leaves ``disable`` unannotated)."""
+    return cast(_F, torch.compiler.disable(fn, reason=_COMPILE_REASON))
+
 
 def _torchdiffeq() -> types.ModuleType:
     """The torchdiffeq module, imported on first use (the optional extra ``ode``)."""
@@ -139,7 +147,7 @@ def _torchdiffeq() -> types.ModuleType:
             "lux_torch.ode needs torchdiffeq, the optional extra 'ode': "
             "pip install lux-torch[ode]  (or: pip install torchdiffeq)"
         ) from err
-    return torchdiffeq
+    return torchdiffeq  # type: ignore[no-any-return]  # torchdiffeq ships no type hints
 
 
 def _solvers() -> dict[str, Any]:
@@ -616,7 +624,7 @@ class NeuralODE(Layer):
     def __call__(self, y0: Any, ps: Params, st: State) -> tuple[Any, State]:
         return self._solve(y0, ps, st)
 
-    @torch.compiler.disable(reason=_COMPILE_REASON)
+    @_never_compiled
     def _solve(self, y0: Any, ps: Params, st: State) -> tuple[Any, State]:
         """The call, never traced by torch.compile (see ``_COMPILE_REASON``)."""
         y0 = self._augment(self._check_y0(y0))

@@ -127,6 +127,7 @@ import math
 import numbers
 import struct
 from collections.abc import Sequence
+from typing import TypeGuard
 
 import torch
 from torch import Tensor
@@ -201,17 +202,21 @@ def _meta(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     return torch.empty(shape, dtype=dtype, device="meta")
 
 
-def _is_int(x: object) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
+    """An integer that is not a bool: a Python or numpy int, or a ``torch.SymInt`` (typed as
+    ``int``, as torch types the entries of a ``torch.Size``)."""
     return isinstance(x, (numbers.Integral, torch.SymInt)) and not isinstance(x, bool)
 
 
-def _is_real(x: object) -> bool:
+def _is_real(x: object) -> TypeGuard[float]:
+    """A real number that is not a bool: a Python or numpy number, a ``torch.SymFloat`` or
+    ``SymInt`` (typed as ``float``, which stands for any real number in Python typing)."""
     return isinstance(x, (numbers.Real, torch.SymFloat, torch.SymInt)) and not isinstance(x, bool)
 
 
 def _normalize_shape(shape: object, fn: str) -> tuple[int, ...]:
     if _is_int(shape):
-        dims: tuple = (shape,)
+        dims: tuple[int, ...] = (shape,)
     elif isinstance(shape, (tuple, list, torch.Size)):
         dims = tuple(shape)
     else:
@@ -489,7 +494,7 @@ def _plain_eager(k: Tensor) -> bool:
     return (
         type(k) is Tensor
         and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
+        and not torch._C._is_tracing()  # torch.jit.is_tracing() outside TorchScript, typed
         and not torch._C._functorch.is_functorch_wrapped_tensor(k)
         and k.device.type != "meta"
     )
@@ -547,7 +552,7 @@ def _stream_words(k: Tensor, n_words: int, fn: str, tag: int = _TAG_DATA) -> Ten
 
 def _as_word(v: object, what: str, fn: str) -> int | Tensor:
     if _is_int(v):
-        return int(v) & _MASK32  # type: ignore[call-overload]
+        return int(v) & _MASK32
     if isinstance(v, Tensor):
         if v.dtype.is_floating_point or v.dtype.is_complex or v.dtype == torch.bool:
             raise TypeError(f"lux_torch.random.{fn}: {what} must be integers, got {v.dtype}")
@@ -672,7 +677,7 @@ def fold_in(key: Tensor, data: int | Tensor) -> Tensor:
     if k.device.type == "meta" and _is_int(data):
         return _meta(k.shape, torch.int64)
     if _is_int(data):
-        d = int(data) % (1 << 64)  # type: ignore[call-overload]
+        d = int(data) % (1 << 64)
         lo: int | Tensor = d & _MASK32
         hi: int | Tensor = d >> 32
     elif isinstance(data, Tensor):
@@ -888,9 +893,9 @@ def _check_bounds(a: object, b: object, fn: str, names: tuple[str, str]) -> tupl
             raise TypeError(
                 f"lux_torch.random.{fn}: `{nm}` must be a Python float, got {type(v).__name__}"
             )
-        if not torch.compiler.is_compiling() and not math.isfinite(v):  # type: ignore[arg-type]
+        if not torch.compiler.is_compiling() and not math.isfinite(v):
             raise ValueError(f"lux_torch.random.{fn}: `{nm}` must be finite, got {v!r}")
-    return a, b  # type: ignore[return-value]
+    return a, b  # type: ignore[return-value]  # both checked by the loop
 
 
 def uniform(
@@ -1202,16 +1207,16 @@ def _dropout_threshold(
             f"lux_torch.random.{fn}: `p` must be a Python float, got {type(p).__name__}"
         )
     tracing = torch.compiler.is_compiling()
-    pf = p if tracing else float(p)  # type: ignore[arg-type]
-    if not 0.0 <= pf <= 1.0:  # type: ignore[operator]
+    pf = p if tracing else float(p)
+    if not 0.0 <= pf <= 1.0:
         raise ValueError(f"lux_torch.random.{fn}: `p` must be in [0, 1], got {p}")
     if pf == 0.0:
         return 1 << 16, 1.0
     if pf == 1.0:
         return 0, 0.0
     if tracing:
-        return _threshold_tensor(pf, device)  # type: ignore[arg-type]
-    t = min(max(round((1.0 - pf) * 65536.0), 1), 65535)  # type: ignore[operator]
+        return _threshold_tensor(pf, device)
+    t = min(max(round((1.0 - pf) * 65536.0), 1), 65535)
     return t, 65536.0 / t
 
 

@@ -107,8 +107,8 @@ class Static:
 
 optree.register_pytree_node(
     Static,  # type: ignore[arg-type]  # a leafless node is not a Collection
-    lambda s: ((), s.value),  # type: ignore[attr-defined]
-    lambda value, _children: Static(value),  # type: ignore[arg-type,return-value]
+    lambda s: ((), s.value),  # type: ignore[attr-defined]  # typed as a Collection, not Static
+    lambda value, _children: Static(value),  # type: ignore[arg-type,return-value]  # as above
     namespace=NAMESPACE,
 )
 torch_pytree.register_pytree_node(
@@ -180,7 +180,7 @@ def flatten_like(tree: Tree, like: Tree, what: str) -> tuple[list[Any], Any]:
     )
 
 
-def _leaves_along(spec: Any, tree: Tree) -> list[Any] | None:
+def _leaves_along(spec: optree.PyTreeSpec, tree: Tree) -> list[Any] | None:
     """The leaves of ``tree`` in the order of ``spec`` (dict entries matched by key), or
     ``None`` when ``tree``'s structure differs from ``spec``'s by more than dict order."""
     try:

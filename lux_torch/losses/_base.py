@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, ClassVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
 import torch
 from torch._C._functorch import TransformType
@@ -13,10 +13,24 @@ from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 from .._graph import tracing
 from ..core import Layer, describe_value
 
+try:
+    from typing import dataclass_transform
+except ImportError:  # Python 3.10: typing_extensions ships with torch
+    from typing_extensions import dataclass_transform
+
 __all__ = ["Loss"]
 
 Tensor = torch.Tensor
-_loss = dataclasses.dataclass(frozen=True)
+# what a loss compares: a tensor, or a pair such as (x1, x2), (mean, var) or (targets, lengths)
+LossInput = Tensor | tuple[Any, Any]
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
+def _loss(cls: type[_T]) -> type[_T]:
+    """``dataclasses.dataclass(frozen=True)``, spelled so that type checkers see the fields
+    (the keyword arguments of a loss's constructor)."""
+    return dataclasses.dataclass(frozen=True)(cls)
 
 
 def _reduce(value: Tensor, reduction: str) -> Tensor:
@@ -38,7 +52,7 @@ def _values_readable() -> bool:
     return all(i.key() != TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
-def _as_tensor(values: float | tuple[float, ...] | None, like: Tensor) -> Tensor | None:
+def _as_tensor(values: float | Sequence[float] | None, like: Tensor) -> Tensor | None:
     """Configuration floats as a tensor on ``like``'s device and dtype (``None`` stays; a
     float becomes a 0-d tensor)."""
     if values is None:
@@ -138,7 +152,7 @@ class Loss:
         raise NotImplementedError
 
     @overload
-    def __call__(self, pred: Tensor, target: Tensor, /) -> Tensor: ...
+    def __call__(self, pred: LossInput, target: LossInput, /) -> Tensor: ...
 
     @overload
     def __call__(

@@ -3,6 +3,7 @@ NLL, binary cross entropy, KL divergence, focal, Dice, multi-label soft margin."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -45,7 +46,7 @@ class CrossEntropyLoss(Loss):
         tensor(1.3863)
     """
 
-    weight: tuple[float, ...] | None = None
+    weight: Sequence[float] | None = None
     ignore_index: int = -100
     label_smoothing: float = 0.0
 
@@ -89,7 +90,7 @@ class NLLLoss(Loss):
         tensor(1.3863)
     """
 
-    weight: tuple[float, ...] | None = None
+    weight: Sequence[float] | None = None
     ignore_index: int = -100
 
     def __post_init__(self) -> None:
@@ -127,7 +128,7 @@ class BCELoss(Loss):
         tensor(0.6931)
     """
 
-    weight: float | tuple[float, ...] | None = None
+    weight: float | Sequence[float] | None = None
     same_shape: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -162,8 +163,8 @@ class BCEWithLogitsLoss(Loss):
         tensor(0.6931)
     """
 
-    weight: float | tuple[float, ...] | None = None
-    pos_weight: float | tuple[float, ...] | None = None
+    weight: float | Sequence[float] | None = None
+    pos_weight: float | Sequence[float] | None = None
     same_shape: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -317,7 +318,7 @@ class MultiLabelSoftMarginLoss(Loss):
         tensor(0.6931)
     """
 
-    weight: tuple[float, ...] | None = None
+    weight: Sequence[float] | None = None
     same_shape: ClassVar[bool] = True
 
     def __post_init__(self) -> None:

@@ -3,11 +3,12 @@ embedding, multi-class and multi-label margin."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch.nn.functional as F
 
-from ._base import Loss, Tensor, _as_tensor, _loss, _reduce
+from ._base import Loss, LossInput, Tensor, _as_tensor, _loss, _reduce
 
 __all__ = [
     "CosineEmbeddingLoss",
@@ -126,7 +127,7 @@ class MarginRankingLoss(Loss):
         super().__post_init__()
         self._number("margin")
 
-    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+    def compute(self, pred: LossInput, target: Tensor) -> Tensor:
         x1, x2 = self._pair(pred, "(x1, x2)")
         self._same_shapes(x1=x1, x2=x2, target=target)
         return F.margin_ranking_loss(x1, x2, target, margin=self.margin, reduction=self.reduction)
@@ -162,7 +163,7 @@ class CosineEmbeddingLoss(Loss):
         if self.margin > 1.0:
             self._fail(f"margin must be in [-1, 1], got {self.margin}")
 
-    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+    def compute(self, pred: LossInput, target: Tensor) -> Tensor:
         x1, x2 = self._pair(pred, "(x1, x2)")
         self._same_shapes(x1=x1, x2=x2)
         if target.shape != x1.shape[:-1]:
@@ -198,7 +199,7 @@ class MultiMarginLoss(Loss):
 
     p: int = 1
     margin: float = 1.0
-    weight: tuple[float, ...] | None = None
+    weight: Sequence[float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

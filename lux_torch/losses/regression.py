@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import describe_value
-from ._base import Loss, Tensor, _loss, _reduce, _values_readable
+from ._base import Loss, LossInput, Tensor, _loss, _reduce, _values_readable
 
 __all__ = ["GaussianNLLLoss", "HuberLoss", "L1Loss", "MSELoss", "PoissonNLLLoss", "SmoothL1Loss"]
 
@@ -223,7 +223,7 @@ class GaussianNLLLoss(Loss):
             )
         return var
 
-    def compute(self, pred: Tensor, target: Tensor) -> Tensor:
+    def compute(self, pred: LossInput, target: Tensor) -> Tensor:
         mean, var = self._pair(pred, "(mean, var)")
         self._same_shapes(mean=mean, target=target)
         var = self._variance(var, mean)

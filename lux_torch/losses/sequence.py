@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from ._base import Loss, Tensor, _loss
+from ._base import Loss, LossInput, Tensor, _loss
 
 __all__ = ["CTCLoss"]
 
@@ -55,7 +53,7 @@ class CTCLoss(Loss):
         if self.blank < 0:
             self._fail(f"blank must be >= 0, got {self.blank}")
 
-    def compute(self, pred: Any, target: Any) -> Tensor:
+    def compute(self, pred: LossInput, target: LossInput) -> Tensor:
         if isinstance(pred, (tuple, list)):
             log_probs, input_lengths = self._pair(pred, "(log_probs, input_lengths)")
         else:

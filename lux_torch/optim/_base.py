@@ -20,6 +20,9 @@ Schedule = Callable[[torch.Tensor], Scalar]
 LearningRate = float | Schedule
 Leaves = Sequence[torch.Tensor]  # a list, or the tuple a torch._foreach_* op returns
 Factor = Scalar | None  # a pending scalar multiplier of a leaf list; None means 1
+ScalarCache = dict[torch.dtype, torch.Tensor]  # a constant scalar as a tensor, per dtype
+# ``update.fused_step(grads, state, ps, donate) -> (new_ps, new_state)``, or None to fall back
+FusedStep = Callable[[Tree, State, Tree, bool], tuple[Tree, State] | None]
 
 
 class GradientTransformation(NamedTuple):
@@ -54,7 +57,7 @@ def _foreach(name: str, *args: Any, **kwargs: Any) -> Leaves:
     if not first:
         return []
     if not _under_vmap():
-        return getattr(torch, f"_foreach_{name}")(*args, **kwargs)  # type: ignore[no-any-return]
+        return getattr(torch, f"_foreach_{name}")(*args, **kwargs)  # type: ignore[no-any-return]  # op by name
     single = getattr(torch, name)
     return [
         single(*(a[i] if isinstance(a, list | tuple) else a for a in args), **kwargs)
@@ -145,7 +148,7 @@ class _Kit(NamedTuple):
 def _direct(name: str, first: Leaves, *args: Any, **kwargs: Any) -> Leaves:
     if not first:
         return []
-    return getattr(torch, f"_foreach_{name}")(first, *args, **kwargs)  # type: ignore[no-any-return]
+    return getattr(torch, f"_foreach_{name}")(first, *args, **kwargs)  # type: ignore[no-any-return]  # op by name
 
 
 def _direct_(name: str, target: Leaves, *args: Any, **kwargs: Any) -> Leaves:
@@ -167,7 +170,7 @@ _TRACE = _Kit(_direct, _direct_, _same)
 _FAST_FOR = {dtype: _FAST._replace(dtype=dtype) for dtype in (torch.float32, torch.float64)}
 
 
-def _scalar(kit: _Kit, leaves: Leaves, x: Scalar, cache: dict | None = None) -> Scalar:
+def _scalar(kit: _Kit, leaves: Leaves, x: Scalar, cache: ScalarCache | None = None) -> Scalar:
     """``x`` as a 0-dim tensor of ``kit.dtype``, for a foreach op over ``leaves``.
 
     A CPU op converts a Python (or differently typed) scalar for every leaf; this converts
@@ -204,7 +207,7 @@ def _plain_count(count: torch.Tensor) -> int | None:
         type(count) is torch.Tensor
         and count.is_cpu
         and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
+        and not torch._C._is_tracing()  # torch.jit.is_tracing() outside TorchScript, typed
         and not torch._C._functorch.is_functorch_wrapped_tensor(count)
         and torch._C._len_torch_dispatch_stack() == 0  # no make_fx / fake / functional mode
     ):

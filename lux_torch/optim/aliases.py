@@ -9,6 +9,7 @@ import torch
 
 from ..tree import flatten, unflatten
 from ._base import (
+    FusedStep,
     GradientTransformation,
     LearningRate,
     Scalar,
@@ -178,7 +179,7 @@ def _with_fused_step(
         return unflatten(spec, p), _fused_state(state, adam_at, spec, mu, nu)
 
     update = opt.update
-    update.fused_step = fused_step  # type: ignore[attr-defined]
+    update.fused_step = fused_step  # type: ignore[attr-defined]  # read back with getattr
     return opt
 
 
@@ -270,7 +271,7 @@ def _step(
     optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, donate: bool
 ) -> tuple[Tree, State]:
     """:func:`step` for ``grads`` whose structure has been checked already."""
-    fused = getattr(optimizer.update, "fused_step", None)
+    fused: FusedStep | None = getattr(optimizer.update, "fused_step", None)
     if fused is not None:
         out = fused(grads, state, ps, donate)
         if out is not None:

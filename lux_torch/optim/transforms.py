@@ -19,6 +19,7 @@ from ._base import (
     LearningRate,
     Leaves,
     Scalar,
+    ScalarCache,
     State,
     Tree,
     _check_beta,
@@ -213,7 +214,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         g = _materialize(g, f, kit)
         if not g:
             return g, None
-        norm = torch.sqrt(sum(torch.sum(x * x) for x in g))  # type: ignore[arg-type]
+        norm = torch.sqrt(sum(torch.sum(x * x) for x in g))  # type: ignore[arg-type]  # sum() of tensors
         return g, torch.clamp(max_norm / (norm + 1e-12), max=1.0)
 
     return _stateless("clip_by_global_norm", fn)
@@ -246,7 +247,7 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
     ) -> tuple[Leaves, Factor, Leaves]:
         count = s[0]
         step = -lr(count) if callable(lr) else constant
-        return g, _times(f, step), [_inc(count)]  # type: ignore[arg-type]
+        return g, _times(f, step), [_inc(count)]  # type: ignore[arg-type]  # step: lr(count) or constant
 
     lw = _Leafwise(lambda n: 1, update, _no_check)
     return _transformation("scale_by_learning_rate", init, lw)
@@ -288,8 +289,8 @@ def scale_by_adam(
     _check_beta("betas[1]", b2, "scale_by_adam")
     _check_nonneg("eps", eps, "scale_by_adam")
     bases = torch.tensor([b1, b2], dtype=torch.float64)
-    b2s: dict = {}
-    epss: dict = {}
+    b2s: ScalarCache = {}
+    epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
         return {"count": _count(), "mu": _zeros_like(ps), "nu": _zeros_like(ps)}
@@ -331,8 +332,8 @@ def scale_by_rms(
     """
     _check_beta("alpha", alpha, "scale_by_rms")
     _check_nonneg("eps", eps, "scale_by_rms")
-    alphas: dict = {}
-    epss: dict = {}
+    alphas: ScalarCache = {}
+    epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
         return {"count": _count(), "mu": _zeros_like(ps), "nu": _zeros_like(ps)}
@@ -373,7 +374,7 @@ def scale_by_adagrad(
     """
     _check_nonneg("eps", eps, "scale_by_adagrad")
     _check_nonneg("initial_accumulator_value", initial_accumulator_value, "scale_by_adagrad")
-    epss: dict = {}
+    epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
         return {"count": _count(), "sum": _zeros_like(ps, initial_accumulator_value)}
@@ -447,7 +448,7 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         raise ValueError("lux_torch.optim.trace: nesterov needs momentum > 0")
     if momentum == 0.0:
         return _identity("trace")
-    momenta: dict = {}
+    momenta: ScalarCache = {}
 
     def init(ps: Tree) -> State:
         return {"buf": _zeros_like(ps)}
