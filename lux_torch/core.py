@@ -207,7 +207,7 @@ class _TracedShapeError(ValueError, AssertionError):
     exception in its own."""
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # unannotated in torch
 def _refuse_while_tracing(layer: Layer, entry: int, got: str | None) -> bool:
     """Raise the shape error of signature entry ``entry`` from a ``torch.compile`` trace.
 
