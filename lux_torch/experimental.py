@@ -117,10 +117,6 @@ def _remove(tree: Params, path: str) -> Params:
     return out
 
 
-def _is_float(t: Any) -> bool:
-    return isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
-
-
 def _describe(tree: Any) -> str:
     """``shape (4, 3)`` for a tensor; ``{'bias': (4,), 'weight': (4, 3)}`` for a subtree."""
     if isinstance(tree, torch.Tensor):
@@ -750,7 +746,7 @@ class _GradCheck(torch.autograd.Function):
 
 def _check_finite(t: Any, where: str, what: str) -> None:
     """Raise ``FloatingPointError`` naming ``where`` if ``t`` holds NaN or Inf."""
-    if not _is_float(t):
+    if not ltree.is_inexact(t):
         return
     try:
         ok = bool(torch.isfinite(t).all())
@@ -779,7 +775,7 @@ def _wrap_grads(tree: Any, root: str, where: str, what: str) -> Any:
     paths, leaves, spec = optree.tree_flatten_with_path(tree, namespace=ltree.NAMESPACE)
     out = []
     for p, leaf in zip(paths, leaves, strict=True):
-        if _is_float(leaf):
+        if ltree.is_inexact(leaf):
             name = root + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in p)
             leaf = _GradCheck.apply(leaf, where, what.format(name=name))
         out.append(leaf)

@@ -18,50 +18,13 @@ from .. import init
 from .. import random as lrandom
 from ..core import Layer
 from ..tree import Static
-from .basic import check_int, fan_in_uniform
+from ._common import check_bool, check_int, describe_value, options_problem
+from .basic import fan_in_uniform
 
 __all__ = ["MultiheadAttention", "RotaryPositionalEmbedding", "SinusoidalPositionalEmbedding"]
 
 Params = dict[str, Any]
 State = dict[str, Any]
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
-
-
-def _check_bool(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
-
-
-def options_problem(
-    options: dict[Any, Any],
-    accepted: tuple[str, ...],
-    flags: tuple[str, ...],
-    fields: dict[str, str] | None = None,
-) -> str | None:
-    """Why a dict of call options is invalid, or ``None``.
-
-    Arguments:
-        options: the dict that ended the input tuple.
-        accepted: the option names (torch's keyword arguments of ``forward``).
-        flags: the names among ``accepted`` whose value must be a ``bool`` (or ``None``).
-        fields: options that are configuration here, mapped to the advice to give.
-    """
-    for name, value in options.items():
-        if fields and name in fields:
-            return f"{name!r} is not a call option: {fields[name]}"
-        if name not in accepted:
-            return (
-                f"unknown call option {name!r}; the options dict accepts "
-                f"{', '.join(repr(a) for a in accepted)}"
-            )
-        if name in flags and value is not None and not isinstance(value, bool):
-            return f"call option {name!r} must be a bool, got {_describe(value)}"
-    return None
 
 
 _OPTIONS = ("key_padding_mask", "attn_mask", "is_causal")
@@ -234,7 +197,7 @@ class MultiheadAttention(Layer):
             "average_attn_weights",
             "causal",
         ):
-            _check_bool(name, flag, getattr(self, flag))
+            check_bool(name, flag, getattr(self, flag))
         kdim = self.embed_dim if self.kdim is None else check_int(name, "kdim", self.kdim, 1)
         vdim = self.embed_dim if self.vdim is None else check_int(name, "vdim", self.vdim, 1)
         self._set_fields(dropout=float(p), kdim=kdim, vdim=vdim)
@@ -280,7 +243,7 @@ class MultiheadAttention(Layer):
         if isinstance(x, torch.Tensor):
             return x, x, x, None, None, False
         if not isinstance(x, (tuple, list)):
-            return _INPUT_FORMS + f", got {_describe(x)}"
+            return _INPUT_FORMS + f", got {describe_value(x)}"
         items = list(x)
         if items and isinstance(items[-1], dict):
             options = items.pop()
@@ -311,7 +274,7 @@ class MultiheadAttention(Layer):
     def _problem(self, q: Any, k: Any, v: Any, kpm: Any, mask: Any) -> str | None:
         for name, t in (("query", q), ("key", k), ("value", v)):
             if not isinstance(t, torch.Tensor):
-                return f"{name} must be a tensor, got {_describe(t)}"
+                return f"{name} must be a tensor, got {describe_value(t)}"
         if q.dim() not in (2, 3):
             return f"expected a 2-D (unbatched) or 3-D query, got shape {tuple(q.shape)}"
         batched = q.dim() == 3
@@ -339,12 +302,13 @@ class MultiheadAttention(Layer):
         if kpm is not None:
             want_kpm = (n, src) if batched else (src,)
             if not isinstance(kpm, torch.Tensor) or tuple(kpm.shape) != want_kpm:
-                return f"expected key_padding_mask of shape {want_kpm}, got {_describe(kpm)}"
+                return f"expected key_padding_mask of shape {want_kpm}, got {describe_value(kpm)}"
         if mask is not None:
             shapes = [(length, src), (n * self.num_heads, length, src)]
             if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in shapes:
                 return (
-                    f"expected attn_mask of shape {shapes[0]} or {shapes[1]}, got {_describe(mask)}"
+                    f"expected attn_mask of shape {shapes[0]} or {shapes[1]}, "
+                    f"got {describe_value(mask)}"
                 )
         return None
 
