@@ -16,10 +16,10 @@ from ..core import Layer, describe_value
 __all__ = ["Loss"]
 
 Tensor = torch.Tensor
-_loss = dataclasses.dataclass(frozen=True)
+loss_dataclass = dataclasses.dataclass(frozen=True)
 
 
-def _reduce(value: Tensor, reduction: str) -> Tensor:
+def reduce_elementwise(value: Tensor, reduction: str) -> Tensor:
     """Apply ``reduction`` to an element-wise loss (for losses ``F`` does not provide)."""
     if reduction == "mean":
         return value.mean()
@@ -28,7 +28,7 @@ def _reduce(value: Tensor, reduction: str) -> Tensor:
     return value
 
 
-def _values_readable() -> bool:
+def values_readable() -> bool:
     """Whether tensor values can be read on the host for a check: not while tracing
     (``torch.compile``, ``make_fx``) and not under ``torch.func.vmap``."""
     if tracing():
@@ -38,7 +38,7 @@ def _values_readable() -> bool:
     return all(i.key() != TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
-def _as_tensor(values: float | tuple[float, ...] | None, like: Tensor) -> Tensor | None:
+def config_tensor(values: float | tuple[float, ...] | None, like: Tensor) -> Tensor | None:
     """Configuration floats as a tensor on ``like``'s device and dtype (``None`` stays; a
     float becomes a 0-d tensor)."""
     if values is None:
@@ -46,7 +46,7 @@ def _as_tensor(values: float | tuple[float, ...] | None, like: Tensor) -> Tensor
     return torch.tensor(values, dtype=like.dtype, device=like.device)
 
 
-@_loss
+@loss_dataclass
 class Loss:
     """Base class of losses: validation, the two call conventions and the reduction.
 
@@ -105,7 +105,7 @@ class Loss:
         """A weight field broadcast against ``pred`` (``BCELoss``-like): a tensor, or
         ``ValueError`` where it has more dimensions than ``pred`` (torch would fail with
         "output with shape [] doesn't match the broadcast shape [1]")."""
-        weight = _as_tensor(getattr(self, name), pred)
+        weight = config_tensor(getattr(self, name), pred)
         if weight is not None and weight.dim() > pred.dim():
             self._fail(
                 f"{name} of shape {tuple(weight.shape)} has more dimensions than pred of shape "
