@@ -30,6 +30,8 @@ __all__ = [
     "not_a_tensor",
     "ntuple",
     "options_problem",
+    "spatial_doc",
+    "spatial_shapes",
 ]
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
@@ -144,6 +146,27 @@ def describe_shape(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
     return type(value).__name__
+
+
+def spatial_shapes(n: int, channels: str = "C") -> str:
+    """``"(N, C, H, W) or (C, H, W)"``: the batched and unbatched input shapes of an ``n``-d
+    layer (``channels`` names the channel dimension, e.g. ``"C_in=3"``)."""
+    spatial = ", ".join(SPATIAL[n])
+    return f"(N, {channels}, {spatial}) or ({channels}, {spatial})"
+
+
+def spatial_doc(template: str, n: int, **extra: str) -> str:
+    """``template`` formatted for the ``n``-d class of a family: ``{n}``, ``{d}`` (the last
+    spatial dimension), ``{dims}`` and ``{dims_out}`` (``H, W`` and ``H_out, W_out``) and the
+    ``extra`` fields."""
+    dims = SPATIAL[n]
+    return template.format(
+        n=n,
+        d=dims[-1],
+        dims=", ".join(dims),
+        dims_out=", ".join(f"{d}_out" for d in dims),
+        **extra,
+    )
 
 
 def compact(value: tuple[int, ...]) -> str:

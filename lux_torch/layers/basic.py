@@ -61,10 +61,17 @@ def fan_in_uniform(key: torch.Tensor, shape: Sequence[int], fan_in: int) -> torc
     return init.uniform(key, *shape, low=-bound, high=bound)
 
 
-def affine_params(layer: Any, key: torch.Tensor, shape: tuple[int, ...], fan_in: int) -> Params:
-    """``{"weight": shape, "bias": (shape[0],)}`` for a layer with ``weight_init``,
-    ``bias_init`` and ``bias`` fields; torch.nn's ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
-    for the initializers left as ``None``."""
+def affine_params(
+    layer: Any,
+    key: torch.Tensor,
+    shape: tuple[int, ...],
+    fan_in: int,
+    bias_size: int | None = None,
+) -> Params:
+    """``{"weight": shape, "bias": (bias_size,)}`` (``bias_size`` defaults to ``shape[0]``)
+    for a layer with ``weight_init``, ``bias_init`` and ``bias`` fields; torch.nn's
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for the initializers left as ``None``."""
+    size = shape[0] if bias_size is None else bias_size
     k_weight, k_bias = lrandom.split(key)
     if layer.weight_init is None:
         weight = fan_in_uniform(k_weight, shape, fan_in)
@@ -73,9 +80,9 @@ def affine_params(layer: Any, key: torch.Tensor, shape: tuple[int, ...], fan_in:
     ps = {"weight": weight}
     if layer.bias:
         if layer.bias_init is None:
-            ps["bias"] = fan_in_uniform(k_bias, (shape[0],), fan_in)
+            ps["bias"] = fan_in_uniform(k_bias, (size,), fan_in)
         else:
-            ps["bias"] = layer.bias_init(k_bias, shape[0])
+            ps["bias"] = layer.bias_init(k_bias, size)
     return ps
 
 

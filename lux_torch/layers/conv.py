@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .. import random as lrandom
 from ..core import Layer
 from ._common import (
     SPATIAL,
@@ -36,8 +35,10 @@ from ._common import (
     compact,
     not_a_tensor,
     ntuple,
+    spatial_doc,
+    spatial_shapes,
 )
-from .basic import Activation, Initializer, Params, fan_in_uniform
+from .basic import Activation, Initializer, Params, affine_params
 
 __all__ = [
     "Conv1d",
@@ -171,14 +172,7 @@ Example:
 
 def _doc(template: str, n: int, channels: int) -> str:
     """The docstring of the ``n``-d class (examples take ``channels`` input channels)."""
-    dims = SPATIAL[n]
-    return template.format(
-        n=n,
-        d=dims[-1],
-        dims=", ".join(dims),
-        dims_out=", ".join(f"{d}_out" for d in dims),
-        example=", ".join(map(str, [4, channels, *[8] * n])),
-    )
+    return spatial_doc(template, n, example=", ".join(map(str, [4, channels, *[8] * n])))
 
 
 class ConvNd(Layer):
@@ -251,18 +245,7 @@ class ConvNd(Layer):
     def init_params(self, key: torch.Tensor) -> Params:
         shape = self._weight_shape()
         fan_in = math.prod(shape[1:])  # torch.nn.init's fan_in: weight.size(1) * kernel
-        k_weight, k_bias = lrandom.split(key)
-        if self.weight_init is None:
-            weight = fan_in_uniform(k_weight, shape, fan_in)
-        else:
-            weight = self.weight_init(k_weight, *shape)
-        ps = {"weight": weight}
-        if self.bias:
-            if self.bias_init is None:
-                ps["bias"] = fan_in_uniform(k_bias, (self.out_channels,), fan_in)
-            else:
-                ps["bias"] = self.bias_init(k_bias, self.out_channels)
-        return ps
+        return affine_params(self, key, shape, fan_in, self.out_channels)
 
     # -- forward
     def _pad_amounts(self) -> list[tuple[int, int]]:
@@ -323,16 +306,15 @@ class ConvNd(Layer):
         problem = not_a_tensor(x)
         if problem:
             return problem
-        n, c = self.ndim, f"C_in={self.in_channels}"
-        spatial = ", ".join(SPATIAL[n])
-        expected = f"expected input of shape (N, {c}, {spatial}) or ({c}, {spatial})"
+        n = self.ndim
+        expected = f"expected input of shape {spatial_shapes(n, f'C_in={self.in_channels}')}"
         if x.ndim not in (n + 1, n + 2) or x.shape[-n - 1] != self.in_channels:
             return f"{expected}, got {tuple(x.shape)}"
         smallest = self._min_spatial()
         if any(s < m for s, m in zip(x.shape[-n:], smallest, strict=True)):
             return (
-                f"{expected} with ({spatial}) >= {smallest} (for this kernel size, dilation "
-                f"and padding), got {tuple(x.shape)}"
+                f"{expected} with ({', '.join(SPATIAL[n])}) >= {smallest} (for this kernel size, "
+                f"dilation and padding), got {tuple(x.shape)}"
             )
         return None
 

@@ -37,7 +37,15 @@ import torch.nn.functional as F
 from .. import init
 from ..core import Layer, describe_config
 from ..tree import Static
-from ._common import SPATIAL, activate, check_bool, check_callable, check_int, not_a_tensor
+from ._common import (
+    SPATIAL,
+    activate,
+    check_bool,
+    check_callable,
+    check_int,
+    not_a_tensor,
+    spatial_shapes,
+)
 from .basic import Activation, Params
 
 __all__ = [
@@ -390,13 +398,12 @@ class _RunningStatsNorm(Layer):
         if problem:
             return problem
         n, c = self.ndim, f"C={self.num_features}"
-        spatial = ", ".join(SPATIAL[n])
         if self.per_instance:
-            expected = f"(N, {c}, {spatial}) or ({c}, {spatial})"
+            expected = spatial_shapes(n, c)
         elif n == 1:
             expected = f"(N, {c}) or (N, {c}, L)"
         else:
-            expected = f"(N, {c}, {spatial})"
+            expected = f"(N, {c}, {', '.join(SPATIAL[n])})"
         if x.ndim not in self._ranks() or x.shape[self._channel_dim(x)] != self.num_features:
             return f"expected input of shape {expected}, got {tuple(x.shape)}"
         return None

@@ -33,6 +33,8 @@ from ._common import (
     not_a_tensor,
     ntuple,
     options_problem,
+    spatial_doc,
+    spatial_shapes,
 )
 from .basic import Params
 
@@ -80,12 +82,6 @@ _ADAPTIVE_MAX: dict[int, _Fn] = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _expected_shape(n: int) -> str:
-    """``"(N, C, H, W) or (C, H, W)"``: the accepted input shapes of an ``n``-d layer."""
-    spatial = ", ".join(SPATIAL[n])
-    return f"(N, C, {spatial}) or (C, {spatial})"
 
 
 def _window(
@@ -175,7 +171,7 @@ class _PoolNd(Layer):
         if problem:
             return problem
         n = self.ndim
-        expected = f"expected input of shape {_expected_shape(n)}"
+        expected = f"expected input of shape {spatial_shapes(n)}"
         if x.ndim not in (n + 1, n + 2):
             return f"{expected}, got {tuple(x.shape)}"
         smallest = self._min_spatial()
@@ -187,12 +183,9 @@ class _PoolNd(Layer):
 
 def _doc(template: str, n: int, **extra: str) -> str:
     """The docstring of the ``n``-d class of a family."""
-    dims = SPATIAL[n]
-    return template.format(
-        n=n,
-        d=dims[-1],
-        dims=", ".join(dims),
-        dims_out=", ".join(f"{d}_out" for d in dims),
+    return spatial_doc(
+        template,
+        n,
         example=", ".join(map(str, [1, 3, *[8] * n])),
         example_out=", ".join(map(str, [1, 3, *[4] * n])),
         **extra,
