@@ -398,7 +398,7 @@ class Layer:
                 continue
             if f.default is not dataclasses.MISSING and value == f.default:
                 continue
-            parts.append(f"{f.name}={_short(value)}")
+            parts.append(f"{f.name}={describe_config(value)}")
         return ", ".join(parts)
 
     def describe_input_error(self, x: Any) -> str | None:
@@ -428,13 +428,13 @@ def _attributes(layer: Layer) -> dict[str, Any]:
     }
 
 
-def _short(value: Any) -> str:
+def describe_config(value: Any) -> str:
     """Short display of a configuration value (functions by name)."""
     if isinstance(value, functools.partial):
-        args = [_short(a) for a in value.args] + [
-            f"{k}={_short(v)}" for k, v in value.keywords.items()
+        args = [describe_config(a) for a in value.args] + [
+            f"{k}={describe_config(v)}" for k, v in value.keywords.items()
         ]
-        return f"{_short(value.func)}({', '.join(args)})"
+        return f"{describe_config(value.func)}({', '.join(args)})"
     if callable(value) and hasattr(value, "__name__") and not isinstance(value, Layer):
         return str(value.__name__)
     if isinstance(value, torch.dtype):
@@ -757,7 +757,8 @@ def _dtype_hint(err: Exception, x: Any, ps: Any) -> str | None:
     cast = _PRECISION_CASTS.get(x_dtype)
     fix = f"cast the parameters with lux.{cast}(ps) (and the state with lux.{cast}(st)), or "
     return (
-        f"the input is {_short(x_dtype)} but the parameters are {_short(p_dtype)}: "
+        f"the input is {describe_config(x_dtype)} "
+        f"but the parameters are {describe_config(p_dtype)}: "
         f"{fix if cast else ''}convert the input with x.to({p_dtype})"
     )
 

@@ -493,10 +493,6 @@ def from_torch(module: nn.Module) -> TorchModule:
 # --------------------------------------------------------------------------- to_torch
 
 
-def _is_float(t: torch.Tensor) -> bool:
-    return t.is_floating_point() or t.is_complex()
-
-
 class _Slot:
     """Where leaf number ``index`` goes in a tree template (see :func:`_template`)."""
 
@@ -638,7 +634,7 @@ class LuxModule(nn.Module):
             param = shared.get(id(leaf))
             if param is None:
                 data = leaf.detach().clone() if copy else leaf.detach()
-                param = nn.Parameter(data, requires_grad=_is_float(leaf))
+                param = nn.Parameter(data, requires_grad=ltree.is_inexact(leaf))
                 shared[id(leaf)] = param
             self._container(parts).register_parameter(parts[-1], param)
         for parts, leaf in state_leaves:

@@ -93,7 +93,7 @@ import torch
 
 from . import random as lrandom
 from . import tree as ltree
-from .core import Layer, _short
+from .core import Layer, describe_config
 from .display import short_repr
 from .layers.containers import as_layer
 
@@ -766,7 +766,7 @@ class NeuralODE(Layer):
                 continue
             if isinstance(value, Mapping):
                 value = dict(value)
-            shown = _short(value) if callable(value) else repr(value)
+            shown = describe_config(value) if callable(value) else repr(value)
             parts.append(f"{f.name}={shown}")
         return ", ".join(parts)
 

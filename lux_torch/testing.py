@@ -166,10 +166,6 @@ class _Tol:
 # --------------------------------------------------------------------------- trees
 
 
-def _is_float(t: Any) -> bool:
-    return isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
-
-
 def _map(fn: Callable[[Any], Any], tree: Any) -> Any:
     return optree.tree_map(fn, tree, namespace=ltree.NAMESPACE)
 
@@ -193,7 +189,7 @@ def _copy(t: Any, requires_grad: bool = False) -> Any:
     if not isinstance(t, torch.Tensor):
         return t
     c = t.detach().clone()
-    return c.requires_grad_() if requires_grad and _is_float(c) else c
+    return c.requires_grad_() if requires_grad and ltree.is_inexact(c) else c
 
 
 def _inputs(x: Any) -> tuple[Any, ...]:
@@ -218,8 +214,8 @@ def _leaf_problem(name: str, expected: Any, actual: Any, tol: _Tol | None) -> st
     a = actual.detach().cpu()
     if e.numel() == 0:
         return None
-    if tol is None or not _is_float(e):
-        if e.dtype == torch.bool or not _is_float(e):
+    if tol is None or not ltree.is_inexact(e):
+        if e.dtype == torch.bool or not ltree.is_inexact(e):
             bad = e != a
         else:
             bad = ~((e == a) | (e.isnan() & a.isnan()))
@@ -455,7 +451,7 @@ def _module_mode(module: nn.Module, training: bool) -> Iterator[None]:
 
 def _weighted_sum(y: Any, weights: list[torch.Tensor]) -> torch.Tensor | None:
     """``sum(y_i * w_i)`` over the floating leaves of ``y``; ``None`` if not differentiable."""
-    floats = [leaf for leaf in ltree.leaves(y) if _is_float(leaf)]
+    floats = [leaf for leaf in ltree.leaves(y) if ltree.is_inexact(leaf)]
     terms = [(leaf * w).sum() for leaf, w in zip(floats, weights, strict=True)]
     total = torch.stack([t.real for t in terms]).sum() if terms else None
     return total if total is not None and total.requires_grad else None
@@ -549,7 +545,7 @@ def _check_parity(
     weights = [
         torch.randn(leaf.shape, generator=gen, dtype=torch.float64).to(leaf.device, leaf.dtype)
         for leaf in ltree.leaves(y)
-        if _is_float(leaf)
+        if ltree.is_inexact(leaf)
     ]
     ours_t = {f"ps.{n}": t for n, t in _flat(our_ps).items() if t.requires_grad}
     theirs_t = {f"ps.{n}": their_ps[theirs[n]] for n, t in _flat(our_ps).items() if t.requires_grad}
@@ -568,15 +564,15 @@ def _check_parity(
 def _check_gradcheck(case: _Case, input_grad: bool) -> str | None:
     f64 = torch.float64
     x_leaves, x_spec = optree.tree_flatten(
-        _map(lambda t: _copy(t).to(f64) if _is_float(t) else t, case.x),
+        _map(lambda t: _copy(t).to(f64) if ltree.is_inexact(t) else t, case.x),
         namespace=ltree.NAMESPACE,
     )
     ps_leaves, ps_spec = optree.tree_flatten(
         ltree.to(case.ps, dtype=f64), namespace=ltree.NAMESPACE
     )
     st64 = ltree.to(case.st, dtype=f64)
-    x_idx = [i for i, t in enumerate(x_leaves) if input_grad and _is_float(t)]
-    ps_idx = [i for i, t in enumerate(ps_leaves) if _is_float(t)]
+    x_idx = [i for i, t in enumerate(x_leaves) if input_grad and ltree.is_inexact(t)]
+    ps_idx = [i for i, t in enumerate(ps_leaves) if ltree.is_inexact(t)]
     x_names = [name for name, _ in _named(case.x, "x")[0]]
     labels = [x_names[i] for i in x_idx] + [f"ps.{ltree.paths(case.ps)[i]}" for i in ps_idx]
     inputs = tuple(
@@ -594,7 +590,7 @@ def _check_gradcheck(case: _Case, input_grad: bool) -> str | None:
         x: Any = optree.tree_unflatten(x_spec, xs)
         ps: Any = optree.tree_unflatten(ps_spec, pl)
         y, _ = case.layer(x, ps, st64)
-        return tuple(leaf for leaf in ltree.leaves(y) if _is_float(leaf))
+        return tuple(leaf for leaf in ltree.leaves(y) if ltree.is_inexact(leaf))
 
     if not f(*inputs):
         return "no floating-point outputs"

@@ -81,7 +81,7 @@ from ._graph import Traced, python_reads, tracing
 from .core import Layer, check_structure, describe_value
 from .display import short_repr
 from .optim import GradientTransformation, apply_updates
-from .optim.aliases import _step as optim_step
+from .optim.aliases import step_unchecked as optim_step
 from .tree import count, flatten, flatten_like, paths, unflatten
 from .tree import leaves as lux_leaves
 from .tree import map as lux_map

@@ -207,6 +207,12 @@ def paths(tree: Tree) -> list[str]:
     return [".".join(str(k) for k in p) for p in optree.tree_paths(tree, namespace=NAMESPACE)]
 
 
+def is_inexact(x: Any) -> bool:
+    """Whether ``x`` is a floating-point or complex tensor: a leaf that gradients reach and
+    that a dtype cast applies to (integer and bool leaves are neither)."""
+    return isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex())
+
+
 def count(tree: Tree) -> int:
     """Total number of elements over all leaves."""
     return sum(leaf.numel() for leaf in leaves(tree))
@@ -296,7 +302,7 @@ def to(
     """
 
     def move(leaf: torch.Tensor) -> torch.Tensor:
-        if dtype is not None and (leaf.is_floating_point() or leaf.is_complex()):
+        if dtype is not None and is_inexact(leaf):
             return leaf.to(device=device, dtype=dtype)
         return leaf.to(device=device) if device is not None else leaf
 

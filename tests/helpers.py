@@ -69,3 +69,21 @@ def fresh_call(layer: Layer) -> Any:
     code = fn.__code__.replace()
     fresh = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     return types.MethodType(fresh, layer)
+
+
+def layer_case_id(case: tuple[Any, ...]) -> str:
+    """``Conv2d(3,4,3)[stride=2]x(2,3,8,8)``: the test id of a ``(name, args, kw, shape,
+    backend)`` conformance case."""
+    name, args, kw, shape, _ = case
+    options = ",".join(f"{k}={v}" for k, v in kw.items())
+    return f"{name}{args}[{options}]x{shape}".replace(" ", "")
+
+
+def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: ``max |F_a(x) - F_b(x)|`` over all x (the
+    largest distance between the two empirical CDFs)."""
+    a, b = a.flatten().double().sort().values, b.flatten().double().sort().values
+    at = torch.cat([a, b])  # the sup is attained at a sample point
+    f_a = torch.searchsorted(a, at, right=True) / a.numel()
+    f_b = torch.searchsorted(b, at, right=True) / b.numel()
+    return float((f_a - f_b).abs().max())

@@ -16,7 +16,7 @@ import math
 
 import pytest
 import torch
-from helpers import DTYPES, check, randn
+from helpers import DTYPES, check, ks_statistic, layer_case_id, randn
 from torch import nn
 
 import lux_torch as lux
@@ -113,17 +113,11 @@ CASES = [
 ]
 
 
-def _case_id(case) -> str:
-    name, args, kw, shape, _ = case
-    options = ",".join(f"{k}={v}" for k, v in kw.items())
-    return f"{name}{args}[{options}]x{shape}".replace(" ", "")
-
-
 # --------------------------------------------------------------------------- conformance
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=layer_case_id)
 def test_conv_matches_torch(case, dtype):
     name, args, kw, shape, backend = case
     layer = getattr(lux, name)(*args, **kw)
@@ -286,15 +280,6 @@ def test_init_shapes_and_bounds_match_torch(name, args, kw):
         assert t.abs().max() <= bound and t.abs().max() > 0.8 * bound
 
 
-def _ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic (max distance between the ECDFs)."""
-    a, b = a.flatten().double().sort().values, b.flatten().double().sort().values
-    grid = torch.cat([a, b])
-    cdf_a = torch.searchsorted(a, grid, right=True) / a.numel()
-    cdf_b = torch.searchsorted(b, grid, right=True) / b.numel()
-    return float((cdf_a - cdf_b).abs().max())
-
-
 @pytest.mark.parametrize("layer", [lux.Conv2d(64, 64, 3), lux.ConvTranspose2d(64, 32, 3)])
 def test_weight_distribution_matches_torch(layer):
     w = init_params(2, layer)["weight"]
@@ -304,7 +289,7 @@ def test_weight_distribution_matches_torch(layer):
     bound = 1 / math.sqrt(w[0].numel())
     assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.02)
     # KS test at n = m >= 18432: the 1e-6 critical value is below 0.028
-    assert _ks_statistic(w, ref) < 0.028
+    assert ks_statistic(w, ref) < 0.028
 
 
 # --------------------------------------------------------------------------- errors

@@ -21,6 +21,7 @@ import math
 
 import pytest
 import torch
+from helpers import ks_statistic
 
 import lux_torch as lux
 from lux_torch import init
@@ -39,36 +40,27 @@ def _check_moments(x: torch.Tensor, mean: float, std: float, samples: int = 1) -
 KS_ALPHA = 1e-6
 
 
-def _ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic: ``max |F_a(x) - F_b(x)|`` over all x."""
-    a, b = a.flatten().double().sort().values, b.flatten().double().sort().values
-    at = torch.cat([a, b])  # the sup is attained at a sample point
-    f_a = torch.searchsorted(a, at, right=True) / a.numel()
-    f_b = torch.searchsorted(b, at, right=True) / b.numel()
-    return float((f_a - f_b).abs().max())
-
-
 def _ks_critical(n: int, m: int, alpha: float = KS_ALPHA) -> float:
     return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
 
 
 def _check_same_distribution(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    d, critical = _ks_statistic(ours, theirs), _ks_critical(ours.numel(), theirs.numel())
+    d, critical = ks_statistic(ours, theirs), _ks_critical(ours.numel(), theirs.numel())
     assert d < critical, f"Kolmogorov-Smirnov D = {d:.4g} >= {critical:.4g} (alpha {KS_ALPHA})"
 
 
 def test_ks_statistic_and_critical_value():
     # D by hand: {0, 1} against {0.5, 2}: the CDFs differ by 1/2 at most
-    assert _ks_statistic(torch.tensor([0.0, 1.0]), torch.tensor([0.5, 2.0])) == 0.5
-    assert _ks_statistic(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])) == 1.0
-    assert _ks_statistic(torch.arange(10.0), torch.arange(10.0).flip(0)) == 0.0
+    assert ks_statistic(torch.tensor([0.0, 1.0]), torch.tensor([0.5, 2.0])) == 0.5
+    assert ks_statistic(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])) == 1.0
+    assert ks_statistic(torch.arange(10.0), torch.arange(10.0).flip(0)) == 0.0
     # the tabulated alpha = 0.05 value, c = 1.358
     assert abs(_ks_critical(100, 100, 0.05) - 1.358 * math.sqrt(2 / 100)) < 1e-3
     # a normal in place of a uniform of the same std is far beyond the critical value
     n = 49_152
     u = init.uniform(KEY, n, low=-1.0, high=1.0)
     g = init.normal(lux.random.key(1), n, std=1 / math.sqrt(3))
-    assert _ks_statistic(u, g) > 2 * _ks_critical(n, n)
+    assert ks_statistic(u, g) > 2 * _ks_critical(n, n)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DTYPES, check, randn
+from helpers import DTYPES, check, ks_statistic, randn
 from torch import nn
 
 from lux_torch.core import init_params, param_count, setup
@@ -291,15 +291,6 @@ def test_setup_dtype_and_param_counts():
 # --------------------------------------------------------------------------- initialisation
 
 
-def _ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic (max distance between the ECDFs)."""
-    a, b = a.flatten().double().sort().values, b.flatten().double().sort().values
-    grid = torch.cat([a, b])
-    cdf_a = torch.searchsorted(a, grid, right=True) / a.numel()
-    cdf_b = torch.searchsorted(b, grid, right=True) / b.numel()
-    return float((cdf_a - cdf_b).abs().max())
-
-
 def test_linear_and_bilinear_init_match_torch_distributions():
     gen = torch.Generator().manual_seed(0)
     # Linear(512, 512): weight and bias ~ U(-1/sqrt(512), 1/sqrt(512)), like nn.Linear's
@@ -312,7 +303,7 @@ def test_linear_and_bilinear_init_match_torch_distributions():
     assert abs(float(ps["weight"].mean())) < 5 * bound / math.sqrt(3 * 512 * 512)
     assert float(ps["weight"].std()) == pytest.approx(bound / math.sqrt(3), rel=0.01)
     # KS test at n = m = 262144: the 1e-6 critical value is about 0.0066
-    assert _ks_statistic(ps["weight"], ref) < 0.0066
+    assert ks_statistic(ps["weight"], ref) < 0.0066
     # Bilinear(64, 8, 32): U(-1/sqrt(in1), 1/sqrt(in1)) for weight and bias
     ps = init_params(2, Bilinear(64, 8, 32))
     bound = 1 / math.sqrt(64)
@@ -329,7 +320,7 @@ def test_embedding_init_matches_torch_distribution():
     n = w.numel()
     assert abs(float(w.mean())) < 5 / math.sqrt(n)
     assert float(w.std()) == pytest.approx(1.0, abs=5 * math.sqrt(0.5 / n))
-    assert _ks_statistic(w, ref) < 0.0066
+    assert ks_statistic(w, ref) < 0.0066
 
 
 def test_different_keys_give_different_parameters():

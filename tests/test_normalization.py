@@ -23,7 +23,7 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import DTYPES, fresh_call, randn
+from helpers import DTYPES, fresh_call, layer_case_id, randn
 from torch import nn
 
 import lux_torch as lux
@@ -96,12 +96,6 @@ CASES = [
 ]
 
 
-def _case_id(case) -> str:
-    name, args, kw, shape, _ = case
-    options = ",".join(f"{k}={v}" for k, v in kw.items())
-    return f"{name}{args}[{options}]x{shape}".replace(" ", "")
-
-
 def _varied(layer, dtype, seed=10):
     """``(ps, st)`` in ``dtype`` with non-trivial parameters and running statistics."""
     ps, st = setup(0, layer, dtype=dtype)
@@ -130,7 +124,7 @@ def _suffixes(st) -> tuple[str, ...]:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=layer_case_id)
 def test_normalization_matches_torch(case, dtype):
     name, args, kw, shape, backend = case
     layer = getattr(norm, name)(*args, **kw)

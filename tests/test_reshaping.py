@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DTYPES, check, randn
+from helpers import DTYPES, check, layer_case_id, randn
 from torch import nn
 
 import lux_torch as lux
@@ -52,14 +52,8 @@ CASES = [
 ]
 
 
-def _case_id(case) -> str:
-    name, args, kw, shape, _ = case
-    options = ",".join(f"{k}={v}" for k, v in kw.items())
-    return f"{name}{args}[{options}]x{shape}".replace(" ", "")
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=layer_case_id)
 def test_layer_matches_torch(case, dtype):
     name, args, kw, shape, backend = case
     report = check(
@@ -75,7 +69,7 @@ def test_layer_matches_torch(case, dtype):
     assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
 
 
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("case", CASES, ids=layer_case_id)
 def test_eager_outputs_equal_torchs(case):
     name, args, kw, shape, _ = case
     layer = getattr(lux, name)(*args, **kw)

@@ -469,11 +469,10 @@ def test_vmap_over_inputs_covers_parameter_free_layers():
 # check that compares a result with itself, or is dropped, lets one of them through).
 
 
-class FirstMemberScale(torch.autograd.Function):
-    """``x * scale`` with a hand-written batching rule that has a bug: under vmap over
-    ``scale`` it uses the first member's scale for every member."""
+class ScaleFn(torch.autograd.Function):
+    """``x * scale`` with a hand-written backward and torch's generated batching rule."""
 
-    generate_vmap_rule = False
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, scale):
@@ -487,6 +486,13 @@ class FirstMemberScale(torch.autograd.Function):
     def backward(ctx, grad):
         x, scale = ctx.saved_tensors
         return grad * scale, (grad * x).sum_to_size(scale.shape)
+
+
+class FirstMemberScale(ScaleFn):
+    """:class:`ScaleFn` with a hand-written batching rule that has a bug: under vmap over
+    ``scale`` it uses the first member's scale for every member."""
+
+    generate_vmap_rule = False
 
     @staticmethod
     def vmap(info, in_dims, x, scale):
@@ -751,25 +757,9 @@ def test_harness_catches_each_bug(layer, x, reference, match):
 def test_correct_custom_batching_rules_pass():
     # the buggy layers above minus their bugs pass: the failures are the bugs, not the
     # custom autograd.Functions themselves
-    class Scale(torch.autograd.Function):
-        generate_vmap_rule = True
-
-        @staticmethod
-        def forward(x, scale):
-            return x * scale
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_backward(*inputs)
-
-        @staticmethod
-        def backward(ctx, grad):
-            x, scale = ctx.saved_tensors
-            return grad * scale, (grad * x).sum_to_size(scale.shape)
-
     class GoodScale(WrongUnderVmapScale):
         def __call__(self, x, ps, st):
-            return Scale.apply(x, ps["scale"]), st
+            return ScaleFn.apply(x, ps["scale"]), st
 
     report = check_layer(GoodScale(3), normal(4, 3), **FAST)
     assert report["vmap"] == report["vmap_inputs"] == report["gradcheck"] == "passed"

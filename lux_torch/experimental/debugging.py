@@ -15,10 +15,6 @@ from ..core import Layer, Params, State, map_children
 from ..display import short_repr
 
 
-def _is_float(t: Any) -> bool:
-    return isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
-
-
 class _GradCheck(torch.autograd.Function):
     """Identity whose backward checks the incoming gradient for NaN/Inf."""
 
@@ -40,7 +36,7 @@ class _GradCheck(torch.autograd.Function):
 
 def _check_finite(t: Any, where: str, what: str) -> None:
     """Raise ``FloatingPointError`` naming ``where`` if ``t`` holds NaN or Inf."""
-    if not _is_float(t):
+    if not ltree.is_inexact(t):
         return
     try:
         ok = bool(torch.isfinite(t).all())
@@ -69,7 +65,7 @@ def _wrap_grads(tree: Any, root: str, where: str, what: str) -> Any:
     paths, leaves, spec = optree.tree_flatten_with_path(tree, namespace=ltree.NAMESPACE)
     out = []
     for p, leaf in zip(paths, leaves, strict=True):
-        if _is_float(leaf):
+        if ltree.is_inexact(leaf):
             name = root + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in p)
             leaf = _GradCheck.apply(leaf, where, what.format(name=name))
         out.append(leaf)

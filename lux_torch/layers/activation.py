@@ -36,7 +36,7 @@ from .. import init
 from .. import random as lrandom
 from ..core import Layer
 from ..tree import Static
-from .basic import _not_a_tensor, check_int
+from ._common import check_int, not_a_tensor
 
 __all__ = [
     "CELU",
@@ -116,7 +116,7 @@ class _Activation(Layer):
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
 
     def describe_input_error(self, x: Any) -> str | None:
-        return _not_a_tensor(x)
+        return not_a_tensor(x)
 
 
 # --------------------------------------------------------------------------- ReLU family
@@ -503,7 +503,7 @@ class GLU(_Activation):
         _check_dim("GLU", self.dim)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem is None and (x.dim() == 0 or x.shape[self.dim] % 2):
             problem = f"expected an even size along dim {self.dim}, got shape {tuple(x.shape)}"
         return problem
@@ -572,7 +572,7 @@ class Softmax2d(_Activation):
         return F.softmax(x, -3), st
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem is None and x.dim() not in (3, 4):
             problem = f"expected input of shape (N, C, H, W) or (C, H, W), got {tuple(x.shape)}"
         return problem
@@ -645,7 +645,7 @@ class PReLU(Layer):
         return ", ".join(parts)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem is None and self.num_parameters > 1:
             channels = x.shape[0] if x.dim() == 1 else x.shape[1] if x.dim() > 1 else None
             if channels != self.num_parameters:
@@ -727,7 +727,7 @@ class RReLU(Layer):
         return f"lower={self.lower}, upper={self.upper}"
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem is None and not x.is_floating_point():
             problem = f"expected a floating-point tensor, got dtype {x.dtype}"
         return problem

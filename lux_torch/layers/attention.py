@@ -18,50 +18,13 @@ from .. import init
 from .. import random as lrandom
 from ..core import Layer
 from ..tree import Static
-from .basic import check_int, fan_in_uniform
+from ._common import check_bool, check_int, describe_value, options_problem
+from .basic import fan_in_uniform
 
 __all__ = ["MultiheadAttention", "RotaryPositionalEmbedding", "SinusoidalPositionalEmbedding"]
 
 Params = dict[str, Any]
 State = dict[str, Any]
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
-
-
-def _check_bool(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
-
-
-def options_problem(
-    options: dict[Any, Any],
-    accepted: tuple[str, ...],
-    flags: tuple[str, ...],
-    fields: dict[str, str] | None = None,
-) -> str | None:
-    """Why a dict of call options is invalid, or ``None``.
-
-    Arguments:
-        options: the dict that ended the input tuple.
-        accepted: the option names (torch's keyword arguments of ``forward``).
-        flags: the names among ``accepted`` whose value must be a ``bool`` (or ``None``).
-        fields: options that are configuration here, mapped to the advice to give.
-    """
-    for name, value in options.items():
-        if fields and name in fields:
-            return f"{name!r} is not a call option: {fields[name]}"
-        if name not in accepted:
-            return (
-                f"unknown call option {name!r}; the options dict accepts "
-                f"{', '.join(repr(a) for a in accepted)}"
-            )
-        if name in flags and value is not None and not isinstance(value, bool):
-            return f"call option {name!r} must be a bool, got {_describe(value)}"
-    return None
 
 
 _OPTIONS = ("key_padding_mask", "attn_mask", "is_causal")
@@ -234,7 +197,7 @@ class MultiheadAttention(Layer):
             "average_attn_weights",
             "causal",
         ):
-            _check_bool(name, flag, getattr(self, flag))
+            check_bool(name, flag, getattr(self, flag))
         kdim = self.embed_dim if self.kdim is None else check_int(name, "kdim", self.kdim, 1)
         vdim = self.embed_dim if self.vdim is None else check_int(name, "vdim", self.vdim, 1)
         self._set_fields(dropout=float(p), kdim=kdim, vdim=vdim)
@@ -280,7 +243,7 @@ class MultiheadAttention(Layer):
         if isinstance(x, torch.Tensor):
             return x, x, x, None, None, False
         if not isinstance(x, (tuple, list)):
-            return _INPUT_FORMS + f", got {_describe(x)}"
+            return _INPUT_FORMS + f", got {describe_value(x)}"
         items = list(x)
         if items and isinstance(items[-1], dict):
             options = items.pop()
@@ -311,7 +274,7 @@ class MultiheadAttention(Layer):
     def _problem(self, q: Any, k: Any, v: Any, kpm: Any, mask: Any) -> str | None:
         for name, t in (("query", q), ("key", k), ("value", v)):
             if not isinstance(t, torch.Tensor):
-                return f"{name} must be a tensor, got {_describe(t)}"
+                return f"{name} must be a tensor, got {describe_value(t)}"
         if q.dim() not in (2, 3):
             return f"expected a 2-D (unbatched) or 3-D query, got shape {tuple(q.shape)}"
         batched = q.dim() == 3
@@ -335,108 +298,38 @@ class MultiheadAttention(Layer):
         n = q.shape[1 - seq] if batched else 1
         if batched and k.shape[1 - seq] != n:
             return f"query and key batch sizes differ: {tuple(q.shape)} and {tuple(k.shape)}"
-        length, src = q.shape[seq], k.shape[seq]
+        return self._mask_problem(kpm, mask, batched, n, q.shape[seq], k.shape[seq])
+
+    def _mask_problem(
+        self, kpm: Any, mask: Any, batched: bool, n: int, length: int, src: int
+    ) -> str | None:
+        """Why ``key_padding_mask`` or ``attn_mask`` does not fit the query and key, or ``None``."""
         if kpm is not None:
             want_kpm = (n, src) if batched else (src,)
             if not isinstance(kpm, torch.Tensor) or tuple(kpm.shape) != want_kpm:
-                return f"expected key_padding_mask of shape {want_kpm}, got {_describe(kpm)}"
+                return f"expected key_padding_mask of shape {want_kpm}, got {describe_value(kpm)}"
         if mask is not None:
             shapes = [(length, src), (n * self.num_heads, length, src)]
             if not isinstance(mask, torch.Tensor) or tuple(mask.shape) not in shapes:
                 return (
-                    f"expected attn_mask of shape {shapes[0]} or {shapes[1]}, got {_describe(mask)}"
+                    f"expected attn_mask of shape {shapes[0]} or {shapes[1]}, "
+                    f"got {describe_value(mask)}"
                 )
         return None
 
     # -- forward
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        parts = self._parse(x)
-        if isinstance(parts, str):
-            raise ValueError(f"MultiheadAttention: {parts}")
-        problem = self._problem(*parts[:5])
-        if problem is not None:
-            raise ValueError(f"MultiheadAttention: {problem}")
-        q, k, v, kpm, mask, is_causal = parts
-        problem = _device_problem(ps, q, k, v, kpm, mask)
-        if problem is not None:
-            raise ValueError(f"MultiheadAttention: {problem}")
+        q, k, v, kpm, mask, is_causal = self._checked_inputs(x, ps)
         batched = q.dim() == 3
-        if not batched:
-            q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
-            kpm = None if kpm is None else kpm.unsqueeze(0)
-        elif not self.batch_first:
-            q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
-        e, h, d = self.embed_dim, self.num_heads, self.head_dim
-        if self._packed:
-            w_q, w_k, w_v = ps["in_proj_weight"].chunk(3)
-        else:
-            w_q, w_k, w_v = ps["q_proj_weight"], ps["k_proj_weight"], ps["v_proj_weight"]
-        b_q = b_k = b_v = None
-        if self.bias:
-            b_q, b_k, b_v = ps["in_proj_bias"].chunk(3)
-        q, k, v = F.linear(q, w_q, b_q), F.linear(k, w_k, b_k), F.linear(v, w_v, b_v)
+        q, k, v, kpm = self._batch_first(q, k, v, kpm, batched)
+        q, k, v = self._project(ps, q, k, v)
         # explicit sizes, never -1: an empty batch (N = 0) has to reshape too
         n, length, src = q.shape[0], q.shape[1], k.shape[1]
-
-        # the additive mask, broadcastable to (N, H, L, S)
-        bias: torch.Tensor | None = None
-        if mask is not None:
-            m = _float_mask(mask, q.dtype)
-            bias = m if m.dim() == 2 else m.reshape(n, h, length, src)
-        if self.causal or is_causal:
-            upper = torch.ones(length, src, dtype=torch.bool, device=q.device).triu(1)
-            c = _float_mask(upper, q.dtype)
-            bias = c if bias is None else bias + c
-        if self.add_bias_kv:
-            k = torch.cat([k, ps["bias_k"].expand(n, 1, e)], dim=1)
-            v = torch.cat([v, ps["bias_v"].expand(n, 1, e)], dim=1)
-            if bias is not None:
-                bias = F.pad(bias, (0, 1))
-            if kpm is not None:
-                kpm = F.pad(kpm, (0, 1))
-            src += 1
-        if self.add_zero_attn:  # (after the projections and bias_k/bias_v, as torch)
-            k = torch.cat([k, torch.zeros_like(k[:, :1])], dim=1)
-            v = torch.cat([v, torch.zeros_like(v[:, :1])], dim=1)
-            if bias is not None:
-                bias = F.pad(bias, (0, 1))
-            if kpm is not None:
-                kpm = F.pad(kpm, (0, 1))
-            src += 1
-        if kpm is not None:
-            pad = _float_mask(kpm, q.dtype).reshape(n, 1, 1, src)
-            bias = pad if bias is None else bias + pad
-
-        qh = q.reshape(n, length, h, d).transpose(1, 2)  # (N, H, L, D)
-        kh = k.reshape(n, src, h, d).transpose(1, 2)  # (N, H, S, D)
-        vh = v.reshape(n, src, h, d).transpose(1, 2)
-        training = bool(st.get("training", False))
-        drop = training and self.dropout > 0.0
-        new_st = st
-        weights: torch.Tensor | None = None
-        if drop or self.need_weights:
-            scores = (qh * (1.0 / math.sqrt(d))) @ kh.transpose(-2, -1)
-            if bias is not None:
-                scores = scores + bias
-            weights = torch.softmax(scores, dim=-1)
-            attn = weights
-            if drop:
-                new_key, use_key = lrandom.split(st["key"])
-                if self.dropout == 1.0:
-                    attn = weights * 0.0
-                else:
-                    attn = lrandom.dropout(use_key, weights, self.dropout)
-                new_st = {"key": new_key, "training": st["training"]}
-            weights = attn  # (torch returns the weights after dropout too)
-            out = attn @ vh
-        else:
-            out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias)
-        out = out.transpose(1, 2).reshape(n, length, e)
+        k, v, extra = self._extra_keys(ps, k, v)
+        bias = self._attention_bias(mask, kpm, self.causal or is_causal, n, length, src, extra, q)
+        out, weights, new_st = self._attend(q, k, v, bias, st)
         out = F.linear(out, ps["out_proj"]["weight"], ps["out_proj"].get("bias"))
-        if not batched:
-            out = out.squeeze(0)
-        elif not self.batch_first:
-            out = out.transpose(0, 1)
+        out = self._batch_last(out, batched)
         if not self.need_weights:
             return out, new_st
         assert weights is not None
@@ -445,6 +338,128 @@ class MultiheadAttention(Layer):
         if not batched:
             weights = weights.squeeze(0)
         return (out, weights), new_st
+
+    def _checked_inputs(self, x: Any, ps: Params) -> tuple[Any, ...]:
+        """``(query, key, value, key_padding_mask, attn_mask, is_causal)``, checked: shapes
+        against the configuration, devices against the parameters."""
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"MultiheadAttention: {parts}")
+        problem = self._problem(*parts[:5])
+        if problem is not None:
+            raise ValueError(f"MultiheadAttention: {problem}")
+        problem = _device_problem(ps, *parts[:5])
+        if problem is not None:
+            raise ValueError(f"MultiheadAttention: {problem}")
+        return parts
+
+    def _batch_first(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpm: Any, batched: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """Query, key and value as ``(N, L, E)``, the padding mask as ``(N, S)``."""
+        if not batched:
+            q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
+            kpm = None if kpm is None else kpm.unsqueeze(0)
+        elif not self.batch_first:
+            q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+        return q, k, v, kpm
+
+    def _batch_last(self, out: torch.Tensor, batched: bool) -> torch.Tensor:
+        """The inverse of :meth:`_batch_first` for the output."""
+        if not batched:
+            return out.squeeze(0)
+        return out if self.batch_first else out.transpose(0, 1)
+
+    def _project(
+        self, ps: Params, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The input projections (one packed weight or three)."""
+        if self._packed:
+            w_q, w_k, w_v = ps["in_proj_weight"].chunk(3)
+        else:
+            w_q, w_k, w_v = ps["q_proj_weight"], ps["k_proj_weight"], ps["v_proj_weight"]
+        b_q = b_k = b_v = None
+        if self.bias:
+            b_q, b_k, b_v = ps["in_proj_bias"].chunk(3)
+        return F.linear(q, w_q, b_q), F.linear(k, w_k, b_k), F.linear(v, w_v, b_v)
+
+    def _extra_keys(
+        self, ps: Params, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Append ``bias_k``/``bias_v`` and then a zero key/value (after the projections, as
+        torch); return the number of positions appended too."""
+        extra = 0
+        if self.add_bias_kv:
+            n, e = k.shape[0], self.embed_dim
+            k = torch.cat([k, ps["bias_k"].expand(n, 1, e)], dim=1)
+            v = torch.cat([v, ps["bias_v"].expand(n, 1, e)], dim=1)
+            extra += 1
+        if self.add_zero_attn:
+            k = torch.cat([k, torch.zeros_like(k[:, :1])], dim=1)
+            v = torch.cat([v, torch.zeros_like(v[:, :1])], dim=1)
+            extra += 1
+        return k, v, extra
+
+    def _attention_bias(
+        self,
+        mask: Any,
+        kpm: Any,
+        causal: bool,
+        n: int,
+        length: int,
+        src: int,
+        extra: int,
+        q: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """The additive mask, broadcastable to ``(N, H, L, S + extra)``: ``attn_mask``, the
+        causal mask and ``key_padding_mask`` together; the ``extra`` appended keys are never
+        masked out by the first two and follow ``key_padding_mask``'s padding."""
+        bias: torch.Tensor | None = None
+        if mask is not None:
+            m = _float_mask(mask, q.dtype)
+            bias = m if m.dim() == 2 else m.reshape(n, self.num_heads, length, src)
+        if causal:
+            upper = torch.ones(length, src, dtype=torch.bool, device=q.device).triu(1)
+            c = _float_mask(upper, q.dtype)
+            bias = c if bias is None else bias + c
+        for _ in range(extra):
+            if bias is not None:
+                bias = F.pad(bias, (0, 1))
+            if kpm is not None:
+                kpm = F.pad(kpm, (0, 1))
+        if kpm is not None:
+            pad = _float_mask(kpm, q.dtype).reshape(n, 1, 1, src + extra)
+            bias = pad if bias is None else bias + pad
+        return bias
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Any, st: State
+    ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """Scaled dot-product attention over the heads: ``(N, L, E)`` output, the weights
+        (``(N, H, L, S)``, after dropout as torch's) when they are needed, the new state."""
+        n, length, src = q.shape[0], q.shape[1], k.shape[1]
+        h, d = self.num_heads, self.head_dim
+        qh = q.reshape(n, length, h, d).transpose(1, 2)  # (N, H, L, D)
+        kh = k.reshape(n, src, h, d).transpose(1, 2)  # (N, H, S, D)
+        vh = v.reshape(n, src, h, d).transpose(1, 2)
+        drop = bool(st.get("training", False)) and self.dropout > 0.0
+        if not (drop or self.need_weights):
+            out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias)
+            return out.transpose(1, 2).reshape(n, length, self.embed_dim), None, st
+        scores = (qh * (1.0 / math.sqrt(d))) @ kh.transpose(-2, -1)
+        if bias is not None:
+            scores = scores + bias
+        weights = torch.softmax(scores, dim=-1)
+        new_st = st
+        if drop:
+            new_key, use_key = lrandom.split(st["key"])
+            if self.dropout == 1.0:
+                weights = weights * 0.0
+            else:
+                weights = lrandom.dropout(use_key, weights, self.dropout)
+            new_st = {"key": new_key, "training": st["training"]}
+        out = weights @ vh  # (torch returns the weights after dropout too)
+        return out.transpose(1, 2).reshape(n, length, self.embed_dim), weights, new_st
 
     def extra_repr(self) -> str:
         parts = [f"embed_dim={self.embed_dim}", f"num_heads={self.num_heads}"]

@@ -17,7 +17,15 @@ import torch.nn.functional as F
 
 from .. import init
 from .. import random as lrandom
-from ..core import Layer, _short
+from ..core import Layer, describe_config
+from ._common import (
+    activate,
+    affine_repr,
+    check_affine,
+    check_callable,
+    check_int,
+    not_a_tensor,
+)
 
 __all__ = [
     "Bilinear",
@@ -41,26 +49,6 @@ Params = dict[str, torch.Tensor]
 # --------------------------------------------------------------------------- helpers
 
 
-def check_int(owner: str, name: str, value: Any, minimum: int | None = 0) -> int:
-    """Validate an integer configuration value at construction (``bool`` is rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
-    return value
-
-
-def check_callable(owner: str, name: str, value: Any) -> None:
-    """Validate an optional function-valued configuration value (activation, initializer)."""
-    if value is not None and not callable(value):
-        raise TypeError(f"{owner}: {name} must be callable or None, got {type(value).__name__}")
-    if isinstance(value, (Layer, torch.nn.Module)):
-        raise TypeError(
-            f"{owner}: {name} must be a plain function (e.g. torch.relu), got the "
-            f"layer/module {type(value).__name__}; compose layers with Chain instead"
-        )
-
-
 def fan_in_uniform(key: torch.Tensor, shape: Sequence[int], fan_in: int) -> torch.Tensor:
     """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: torch.nn's default for Linear-like weights.
 
@@ -73,10 +61,17 @@ def fan_in_uniform(key: torch.Tensor, shape: Sequence[int], fan_in: int) -> torc
     return init.uniform(key, *shape, low=-bound, high=bound)
 
 
-def affine_params(layer: Any, key: torch.Tensor, shape: tuple[int, ...], fan_in: int) -> Params:
-    """``{"weight": shape, "bias": (shape[0],)}`` for a layer with ``weight_init``,
-    ``bias_init`` and ``bias`` fields; torch.nn's ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
-    for the initializers left as ``None``."""
+def affine_params(
+    layer: Any,
+    key: torch.Tensor,
+    shape: tuple[int, ...],
+    fan_in: int,
+    bias_size: int | None = None,
+) -> Params:
+    """``{"weight": shape, "bias": (bias_size,)}`` (``bias_size`` defaults to ``shape[0]``)
+    for a layer with ``weight_init``, ``bias_init`` and ``bias`` fields; torch.nn's
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for the initializers left as ``None``."""
+    size = shape[0] if bias_size is None else bias_size
     k_weight, k_bias = lrandom.split(key)
     if layer.weight_init is None:
         weight = fan_in_uniform(k_weight, shape, fan_in)
@@ -85,49 +80,18 @@ def affine_params(layer: Any, key: torch.Tensor, shape: tuple[int, ...], fan_in:
     ps = {"weight": weight}
     if layer.bias:
         if layer.bias_init is None:
-            ps["bias"] = fan_in_uniform(k_bias, (shape[0],), fan_in)
+            ps["bias"] = fan_in_uniform(k_bias, (size,), fan_in)
         else:
-            ps["bias"] = layer.bias_init(k_bias, shape[0])
+            ps["bias"] = layer.bias_init(k_bias, size)
     return ps
-
-
-def _not_a_tensor(x: Any) -> str | None:
-    if isinstance(x, torch.Tensor):
-        return None
-    return f"expected a Tensor, got {type(x).__name__}"
 
 
 def _last_dim_problem(x: Any, features: int) -> str | None:
     """``"expected input of shape (*, n), got (...)"`` when the last dimension is wrong."""
-    problem = _not_a_tensor(x)
+    problem = not_a_tensor(x)
     if problem is None and (x.ndim == 0 or x.shape[-1] != features):
         problem = f"expected input of shape (*, {features}), got {tuple(x.shape)}"
     return problem
-
-
-def _activate(activation: Activation | None, y: torch.Tensor) -> torch.Tensor:
-    return y if activation is None else activation(y)
-
-
-def _affine_repr(head: str, layer: Any) -> str:
-    """``"2 => 16, tanh, bias=False, weight_init=..."``: the shared printout of affine layers."""
-    parts = [head]
-    if layer.activation is not None:
-        parts.append(_short(layer.activation))
-    if not layer.bias:
-        parts.append("bias=False")
-    for name in ("weight_init", "bias_init"):
-        value = getattr(layer, name)
-        if value is not None:
-            parts.append(f"{name}={_short(value)}")
-    return ", ".join(parts)
-
-
-def _check_affine(owner: str, layer: Any) -> None:
-    if not isinstance(layer.bias, bool):
-        raise TypeError(f"{owner}: bias must be a bool, got {type(layer.bias).__name__}")
-    for name in ("activation", "weight_init", "bias_init"):
-        check_callable(owner, name, getattr(layer, name))
 
 
 # --------------------------------------------------------------------------- affine layers
@@ -174,7 +138,7 @@ class Linear(Layer):
     def __post_init__(self) -> None:
         check_int("Linear", "in_features", self.in_features)
         check_int("Linear", "out_features", self.out_features)
-        _check_affine("Linear", self)
+        check_affine("Linear", self)
 
     def init_params(self, key: torch.Tensor) -> Params:
         shape = (self.out_features, self.in_features)
@@ -182,10 +146,10 @@ class Linear(Layer):
 
     def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
         y = F.linear(x, ps["weight"], ps["bias"] if self.bias else None)
-        return _activate(self.activation, y), st
+        return activate(self.activation, y), st
 
     def extra_repr(self) -> str:
-        return _affine_repr(f"{self.in_features} => {self.out_features}", self)
+        return affine_repr(f"{self.in_features} => {self.out_features}", self)
 
     def describe_input_error(self, x: Any) -> str | None:
         return _last_dim_problem(x, self.in_features)
@@ -235,7 +199,7 @@ class Bilinear(Layer):
     def __post_init__(self) -> None:
         for name in ("in1_features", "in2_features", "out_features"):
             check_int("Bilinear", name, getattr(self, name))
-        _check_affine("Bilinear", self)
+        check_affine("Bilinear", self)
 
     def init_params(self, key: torch.Tensor) -> Params:
         shape = (self.out_features, self.in1_features, self.in2_features)
@@ -246,11 +210,11 @@ class Bilinear(Layer):
     ) -> tuple[torch.Tensor, dict]:
         x1, x2 = x
         y = F.bilinear(x1, x2, ps["weight"], ps["bias"] if self.bias else None)
-        return _activate(self.activation, y), st
+        return activate(self.activation, y), st
 
     def extra_repr(self) -> str:
         head = f"({self.in1_features}, {self.in2_features}) => {self.out_features}"
-        return _affine_repr(head, self)
+        return affine_repr(head, self)
 
     def describe_input_error(self, x: Any) -> str | None:
         expected = f"(*, {self.in1_features}) and (*, {self.in2_features})"
@@ -261,7 +225,7 @@ class Bilinear(Layer):
                 else type(x).__name__
             )
         x1, x2 = x
-        problem = _not_a_tensor(x1) or _not_a_tensor(x2)
+        problem = not_a_tensor(x1) or not_a_tensor(x2)
         if problem:
             return f"x1 and x2: {problem}"
         if (
@@ -323,7 +287,7 @@ class Scale(Layer):
                 f"Scale: dims must be an int or a tuple of ints, got {type(self.dims).__name__}"
             )
         self._set_fields(dims=tuple(check_int("Scale", "dims", d) for d in dims))
-        _check_affine("Scale", self)
+        check_affine("Scale", self)
 
     def init_params(self, key: torch.Tensor) -> Params:
         k_weight, k_bias = lrandom.split(key)
@@ -337,14 +301,14 @@ class Scale(Layer):
         y = x * ps["weight"]
         if self.bias:
             y = y + ps["bias"]
-        return _activate(self.activation, y), st
+        return activate(self.activation, y), st
 
     def extra_repr(self) -> str:
         head = str(self.dims[0]) if len(self.dims) == 1 else str(self.dims)
-        return _affine_repr(head, self)
+        return affine_repr(head, self)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         try:
@@ -510,11 +474,11 @@ class Embedding(Layer):
         if self.sparse:
             parts.append("sparse=True")
         if self.weight_init is not None:
-            parts.append(f"weight_init={_short(self.weight_init)}")
+            parts.append(f"weight_init={describe_config(self.weight_init)}")
         return ", ".join(parts)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
@@ -580,7 +544,7 @@ class WrappedFunction(Layer):
         return self.func(x), st
 
     def extra_repr(self) -> str:
-        return _short(self.func)
+        return describe_config(self.func)
 
 
 class NoOpLayer(Layer):
@@ -664,7 +628,7 @@ class Flatten(Layer):
         return x.flatten(self.start_dim, self.end_dim), st
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         needed = max(d if d >= 0 else -d - 1 for d in (self.start_dim, self.end_dim)) + 1
@@ -735,7 +699,7 @@ class Unflatten(Layer):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         return (
@@ -789,7 +753,7 @@ class Reshape(Layer):
         return ", ".join(map(str, self.dims))
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         target = ", ".join(["N", *map(str, self.dims)])
@@ -840,7 +804,7 @@ class SelectDim(Layer):
         return f"{self.dim}, {self.index}"
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         return (

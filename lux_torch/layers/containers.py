@@ -18,8 +18,9 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
-from ..core import Layer, _short, check_structure, describe_value
-from .basic import WrappedFunction, check_int
+from ..core import Layer, check_structure, describe_config, describe_value
+from ._common import check_int
+from .basic import WrappedFunction
 
 __all__ = [
     "BranchLayer",
@@ -110,7 +111,7 @@ def _function_repr(name: str, value: Any) -> str:
     """``"connection=add"`` for a function; ``""`` for ``None`` or a layer (shown as a child)."""
     if value is None or isinstance(value, Layer):
         return ""
-    return f"{name}={_short(value)}"
+    return f"{name}={describe_config(value)}"
 
 
 def _structure_error(layer: Layer, ps: Any, st: Any) -> NoReturn:

@@ -1,8 +1,8 @@
 """Convolutions: ``Conv1d/2d/3d`` and ``ConvTranspose1d/2d/3d`` (``torch.nn``'s, plus Lux's
 ``activation=``).
 
-One implementation serves every case: :class:`_ConvNd` is parameterised by the number of
-spatial dimensions (the class variable ``ndim``), :class:`_ConvTransposeNd` changes what a
+One implementation serves every case: :class:`ConvNd` is parameterised by the number of
+spatial dimensions (the class variable ``ndim``), :class:`ConvTransposeNd` changes what a
 transposed convolution changes (``output_padding``, the weight layout, the functional call),
 and the public classes only fix ``ndim``. Constructor arguments, parameter names and shapes
 follow ``torch.nn`` (so flattened ``ps`` names match ``state_dict`` names); default
@@ -19,24 +19,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import KW_ONLY
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from .. import random as lrandom
 from ..core import Layer
-from .basic import (
-    Activation,
-    Initializer,
-    Params,
-    _activate,
-    _affine_repr,
-    _check_affine,
-    _not_a_tensor,
+from ._common import (
+    SPATIAL,
+    activate,
+    affine_repr,
+    as_ints,
+    check_affine,
     check_int,
-    fan_in_uniform,
+    compact,
+    not_a_tensor,
+    ntuple,
+    spatial_doc,
+    spatial_shapes,
 )
+from .basic import Activation, Initializer, Params, affine_params
 
 __all__ = [
     "Conv1d",
@@ -50,7 +52,6 @@ __all__ = [
 IntOrTuple = int | tuple[int, ...]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-_SPATIAL = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 _CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 #: torch.nn's defaults of the options that the printout shows only when they differ
 _DEFAULTS: dict[str, Any] = {
@@ -69,32 +70,6 @@ _CONV_TRANSPOSE: dict[int, Callable[..., torch.Tensor]] = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _ntuple(owner: str, name: str, value: Any, n: int, minimum: int) -> tuple[int, ...]:
-    """``value`` (an int or a tuple of ``n`` ints, each ``>= minimum``) as an ``n``-tuple."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != n:
-            raise ValueError(
-                f"{owner}: {name} must be an int or a tuple of {n} ints, got {tuple(value)!r} "
-                f"({len(value)} values)"
-            )
-        return tuple(check_int(owner, name, v, minimum) for v in value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"{owner}: {name} must be an int or a tuple of {n} ints, got {type(value).__name__}"
-        )
-    return (check_int(owner, name, value, minimum),) * n
-
-
-def _ints(value: Any) -> tuple[int, ...]:
-    """A normalised tuple field (``__post_init__`` stores tuples) with its precise type."""
-    return cast(tuple[int, ...], value)
-
-
-def _compact(value: tuple[int, ...]) -> str:
-    """``2`` for ``(2, 2)``, ``(2, 1)`` otherwise: the printout of stride, padding, ..."""
-    return str(value[0]) if len(set(value)) == 1 else str(value)
 
 
 # --------------------------------------------------------------------------- convolution
@@ -197,17 +172,10 @@ Example:
 
 def _doc(template: str, n: int, channels: int) -> str:
     """The docstring of the ``n``-d class (examples take ``channels`` input channels)."""
-    dims = _SPATIAL[n]
-    return template.format(
-        n=n,
-        d=dims[-1],
-        dims=", ".join(dims),
-        dims_out=", ".join(f"{d}_out" for d in dims),
-        example=", ".join(map(str, [4, channels, *[8] * n])),
-    )
+    return spatial_doc(template, n, example=", ".join(map(str, [4, channels, *[8] * n])))
 
 
-class _ConvNd(Layer):
+class ConvNd(Layer):
     """The convolution of ``ndim`` spatial dimensions (see :class:`Conv2d` for the docs)."""
 
     ndim: ClassVar[int]
@@ -244,9 +212,9 @@ class _ConvNd(Layer):
                     f"{name}={getattr(self, name)} and groups={groups}"
                 )
         fields = {
-            "kernel_size": _ntuple(owner, "kernel_size", self.kernel_size, n, 1),
-            "stride": _ntuple(owner, "stride", self.stride, n, 1),
-            "dilation": _ntuple(owner, "dilation", self.dilation, n, 1),
+            "kernel_size": ntuple(owner, "kernel_size", self.kernel_size, n, 1),
+            "stride": ntuple(owner, "stride", self.stride, n, 1),
+            "dilation": ntuple(owner, "dilation", self.dilation, n, 1),
         }
         if isinstance(self.padding, str):
             if self.padding not in ("same", "valid"):
@@ -260,35 +228,24 @@ class _ConvNd(Layer):
                     f"(as in torch), got stride={fields['stride']}"
                 )
         else:
-            fields["padding"] = _ntuple(owner, "padding", self.padding, n, 0)
+            fields["padding"] = ntuple(owner, "padding", self.padding, n, 0)
         if self.padding_mode not in _PADDING_MODES:
             modes = ", ".join(map(repr, _PADDING_MODES))
             raise ValueError(
                 f"{owner}: padding_mode must be one of {modes}, got {self.padding_mode!r}"
             )
-        _check_affine(owner, self)
+        check_affine(owner, self)
         return fields
 
     # -- parameters
     def _weight_shape(self) -> tuple[int, ...]:
         """``(out_channels, in_channels // groups, *kernel_size)``, as ``torch.nn``."""
-        return (self.out_channels, self.in_channels // self.groups, *_ints(self.kernel_size))
+        return (self.out_channels, self.in_channels // self.groups, *as_ints(self.kernel_size))
 
     def init_params(self, key: torch.Tensor) -> Params:
         shape = self._weight_shape()
         fan_in = math.prod(shape[1:])  # torch.nn.init's fan_in: weight.size(1) * kernel
-        k_weight, k_bias = lrandom.split(key)
-        if self.weight_init is None:
-            weight = fan_in_uniform(k_weight, shape, fan_in)
-        else:
-            weight = self.weight_init(k_weight, *shape)
-        ps = {"weight": weight}
-        if self.bias:
-            if self.bias_init is None:
-                ps["bias"] = fan_in_uniform(k_bias, (self.out_channels,), fan_in)
-            else:
-                ps["bias"] = self.bias_init(k_bias, self.out_channels)
-        return ps
+        return affine_params(self, key, shape, fan_in, self.out_channels)
 
     # -- forward
     def _pad_amounts(self) -> list[tuple[int, int]]:
@@ -298,10 +255,10 @@ class _ConvNd(Layer):
         if self.padding == "same":
             totals = [
                 d * (k - 1)
-                for d, k in zip(_ints(self.dilation), _ints(self.kernel_size), strict=True)
+                for d, k in zip(as_ints(self.dilation), as_ints(self.kernel_size), strict=True)
             ]
             return [(t // 2, t - t // 2) for t in totals]
-        return [(p, p) for p in _ints(self.padding)]
+        return [(p, p) for p in as_ints(self.padding)]
 
     def _conv(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
@@ -317,25 +274,25 @@ class _ConvNd(Layer):
 
     def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
         y = self._conv(x, ps["weight"], ps["bias"] if self.bias else None)
-        return _activate(self.activation, y), st
+        return activate(self.activation, y), st
 
     # -- display and errors
     def extra_repr(self) -> str:
-        parts = [f"{self.in_channels} => {self.out_channels}", str(_ints(self.kernel_size))]
+        parts = [f"{self.in_channels} => {self.out_channels}", str(as_ints(self.kernel_size))]
         for name in self._shown:  # the options that differ from torch.nn's defaults
             value, default = getattr(self, name), _DEFAULTS[name]
             if isinstance(value, tuple):
                 if any(v != default for v in value):
-                    parts.append(f"{name}={_compact(value)}")
+                    parts.append(f"{name}={compact(value)}")
             elif value != default:
                 parts.append(f"{name}={value!r}")
-        return _affine_repr(", ".join(parts), self)
+        return affine_repr(", ".join(parts), self)
 
     def _min_spatial(self) -> tuple[int, ...]:
         """The smallest input size per spatial dimension that the layer accepts."""
         out = []
         for (before, after), k, d in zip(
-            self._pad_amounts(), _ints(self.kernel_size), _ints(self.dilation), strict=True
+            self._pad_amounts(), as_ints(self.kernel_size), as_ints(self.dilation), strict=True
         ):
             smallest = max(1, d * (k - 1) + 1 - before - after)
             if self.padding_mode == "reflect":
@@ -346,24 +303,23 @@ class _ConvNd(Layer):
         return tuple(out)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
-        n, c = self.ndim, f"C_in={self.in_channels}"
-        spatial = ", ".join(_SPATIAL[n])
-        expected = f"expected input of shape (N, {c}, {spatial}) or ({c}, {spatial})"
+        n = self.ndim
+        expected = f"expected input of shape {spatial_shapes(n, f'C_in={self.in_channels}')}"
         if x.ndim not in (n + 1, n + 2) or x.shape[-n - 1] != self.in_channels:
             return f"{expected}, got {tuple(x.shape)}"
         smallest = self._min_spatial()
         if any(s < m for s, m in zip(x.shape[-n:], smallest, strict=True)):
             return (
-                f"{expected} with ({spatial}) >= {smallest} (for this kernel size, dilation "
-                f"and padding), got {tuple(x.shape)}"
+                f"{expected} with ({', '.join(SPATIAL[n])}) >= {smallest} (for this kernel size, "
+                f"dilation and padding), got {tuple(x.shape)}"
             )
         return None
 
 
-class _ConvTransposeNd(_ConvNd):
+class ConvTransposeNd(ConvNd):
     """The transposed convolution of ``ndim`` spatial dimensions (docs: ConvTranspose2d)."""
 
     _shown: ClassVar[tuple[str, ...]] = (
@@ -389,7 +345,7 @@ class _ConvTransposeNd(_ConvNd):
                 f"convolutions (as in torch), got {self.padding_mode!r}"
             )
         fields = super()._validated(owner)
-        output_padding = _ntuple(owner, "output_padding", self.output_padding, n, 0)
+        output_padding = ntuple(owner, "output_padding", self.output_padding, n, 0)
         for op, s, d in zip(output_padding, fields["stride"], fields["dilation"], strict=True):
             if op >= s and op >= d:
                 raise ValueError(
@@ -401,7 +357,7 @@ class _ConvTransposeNd(_ConvNd):
 
     def _weight_shape(self) -> tuple[int, ...]:
         """``(in_channels, out_channels // groups, *kernel_size)``, as ``torch.nn``."""
-        return (self.in_channels, self.out_channels // self.groups, *_ints(self.kernel_size))
+        return (self.in_channels, self.out_channels // self.groups, *as_ints(self.kernel_size))
 
     def _conv(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
@@ -425,31 +381,31 @@ class _ConvTransposeNd(_ConvNd):
 # --------------------------------------------------------------------------- public classes
 
 
-class Conv1d(_ConvNd):
+class Conv1d(ConvNd):
     __doc__ = _doc(_CONV_DOC, 1, 3)
     ndim = 1
 
 
-class Conv2d(_ConvNd):
+class Conv2d(ConvNd):
     __doc__ = _doc(_CONV_DOC, 2, 3)
     ndim = 2
 
 
-class Conv3d(_ConvNd):
+class Conv3d(ConvNd):
     __doc__ = _doc(_CONV_DOC, 3, 3)
     ndim = 3
 
 
-class ConvTranspose1d(_ConvTransposeNd):
+class ConvTranspose1d(ConvTransposeNd):
     __doc__ = _doc(_CONV_TRANSPOSE_DOC, 1, 16)
     ndim = 1
 
 
-class ConvTranspose2d(_ConvTransposeNd):
+class ConvTranspose2d(ConvTransposeNd):
     __doc__ = _doc(_CONV_TRANSPOSE_DOC, 2, 16)
     ndim = 2
 
 
-class ConvTranspose3d(_ConvTransposeNd):
+class ConvTranspose3d(ConvTransposeNd):
     __doc__ = _doc(_CONV_TRANSPOSE_DOC, 3, 16)
     ndim = 3

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import init
-from ..core import Layer, _short
-from .attention import options_problem
-from .basic import Initializer, Params, check_callable, check_int
+from ..core import Layer, describe_config
+from ._common import check_callable, check_int, describe_value, options_problem
+from .basic import Initializer, Params
 
 __all__ = ["EmbeddingBag"]
 
@@ -24,12 +24,6 @@ _INPUT_FORMS = (
     "expected indices, (indices, offsets), (indices, offsets, per_sample_weights) or "
     "(indices, options) with options a dict"
 )
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
 
 
 def _is_index(t: torch.Tensor) -> bool:
@@ -175,7 +169,7 @@ class EmbeddingBag(Layer):
         if isinstance(x, torch.Tensor):
             return x, None, None
         if not isinstance(x, (tuple, list)) or not 2 <= len(x) <= 3:
-            return f"{_INPUT_FORMS}, got {_describe(x)}"
+            return f"{_INPUT_FORMS}, got {describe_value(x)}"
         if isinstance(x[-1], dict):
             if len(x) != 2:
                 return f"a dict of call options must follow the indices alone, got {len(x)} items"
@@ -215,7 +209,7 @@ class EmbeddingBag(Layer):
             if getattr(self, flag):
                 parts.append(f"{flag}=True")
         if self.weight_init is not None:
-            parts.append(f"weight_init={_short(self.weight_init)}")
+            parts.append(f"weight_init={describe_config(self.weight_init)}")
         return ", ".join(parts)
 
     def describe_input_error(self, x: Any) -> str | None:
@@ -224,15 +218,17 @@ class EmbeddingBag(Layer):
             return parts
         indices, offsets, weights = parts
         if not isinstance(indices, torch.Tensor) or not _is_index(indices):
-            return f"expected int64 or int32 indices, got {_describe(indices)}"
+            return f"expected int64 or int32 indices, got {describe_value(indices)}"
         if indices.dim() == 2 and offsets is not None:
-            return "offsets must be None for 2-d indices (bags of equal size), got " + _describe(
-                offsets
+            return (
+                "offsets must be None for 2-d indices (bags of equal size), got "
+                + describe_value(offsets)
             )
         if indices.dim() == 1:
             if not isinstance(offsets, torch.Tensor) or offsets.dim() != 1:
-                return "1-d indices need 1-d offsets (the start of each bag), got " + _describe(
-                    offsets
+                return (
+                    "1-d indices need 1-d offsets (the start of each bag), got "
+                    + describe_value(offsets)
                 )
         elif indices.dim() != 2:
             return (
@@ -243,7 +239,7 @@ class EmbeddingBag(Layer):
         ):
             return (
                 f"expected per_sample_weights of the shape of indices {tuple(indices.shape)}, "
-                f"got {_describe(weights)}"
+                f"got {describe_value(weights)}"
             )
         n = self.num_embeddings
         if indices.numel() and (indices.min() < 0 or indices.max() >= n):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Layer
-from .basic import _not_a_tensor, check_int
+from ._common import check_int, not_a_tensor
 
 __all__ = ["Fold", "Unfold"]
 
@@ -115,7 +115,7 @@ class Unfold(Layer):
         return _window_repr(self)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem is None and x.dim() not in (3, 4):
             problem = f"expected input of shape (N, C, H, W) or (C, H, W), got {tuple(x.shape)}"
         return problem
@@ -168,7 +168,7 @@ class Fold(Layer):
         return f"output_size={self.output_size}, {_window_repr(self)}"
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         k = math.prod(_both(self.kernel_size))

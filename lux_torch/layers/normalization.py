@@ -35,9 +35,18 @@ import torch
 import torch.nn.functional as F
 
 from .. import init
-from ..core import Layer, _short
+from ..core import Layer, describe_config
 from ..tree import Static
-from .basic import Activation, Params, _activate, _not_a_tensor, check_callable, check_int
+from ._common import (
+    SPATIAL,
+    activate,
+    check_bool,
+    check_callable,
+    check_int,
+    not_a_tensor,
+    spatial_shapes,
+)
+from .basic import Activation, Params
 
 __all__ = [
     "BatchNorm1d",
@@ -53,15 +62,7 @@ __all__ = [
 
 State = dict[str, Any]
 
-_SPATIAL = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_bool(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
 
 
 def _check_eps(owner: str, value: Any) -> float:
@@ -123,7 +124,7 @@ def _options_repr(layer: Any, head: str, defaults: dict[str, Any]) -> str:
     """``"16, relu, eps=0.001"``: head, activation, then the options that differ."""
     parts = [head]
     if layer.activation is not None:
-        parts.append(_short(layer.activation))
+        parts.append(describe_config(layer.activation))
     for name, default in defaults.items():
         value = getattr(layer, name)
         if value != default:
@@ -136,7 +137,7 @@ def _shape_text(normalized_shape: tuple[int, ...]) -> str:
 
 
 def _trailing_shape_problem(x: Any, normalized_shape: tuple[int, ...]) -> str | None:
-    problem = _not_a_tensor(x)
+    problem = not_a_tensor(x)
     if problem is None:
         n = len(normalized_shape)
         if x.ndim < n or tuple(x.shape[x.ndim - n :]) != normalized_shape:
@@ -255,7 +256,7 @@ Example:
 
 
 def _doc(template: str, n: int, per_instance: bool) -> str:
-    dims = _SPATIAL[n]
+    dims = SPATIAL[n]
     spatial = ", ".join(dims)
     if per_instance:
         shapes = f"``(N, C, {spatial})`` or unbatched ``(C, {spatial})``"
@@ -300,9 +301,9 @@ class _RunningStatsNorm(Layer):
         momentum = _check_momentum(
             owner, self.momentum, allow_none=not self.per_instance, hint=hint
         )
-        _check_bool(owner, "affine", self.affine)
-        _check_bool(owner, "bias", self.bias)
-        _check_bool(owner, "track_running_stats", self.track_running_stats)
+        check_bool(owner, "affine", self.affine)
+        check_bool(owner, "bias", self.bias)
+        check_bool(owner, "track_running_stats", self.track_running_stats)
         check_callable(owner, "activation", self.activation)
         self._set_fields(eps=_check_eps(owner, self.eps), momentum=momentum)
 
@@ -355,7 +356,7 @@ class _RunningStatsNorm(Layer):
             st = self._updated_state(st, mean, var, empty=x.numel() == 0)
         if unbatched:
             y = y.squeeze(0)
-        return _activate(self.activation, y), st
+        return activate(self.activation, y), st
 
     def _updated_state(
         self, st: State, mean: torch.Tensor, var: torch.Tensor, *, empty: bool
@@ -393,17 +394,16 @@ class _RunningStatsNorm(Layer):
         return _options_repr(self, str(self.num_features), defaults)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         n, c = self.ndim, f"C={self.num_features}"
-        spatial = ", ".join(_SPATIAL[n])
         if self.per_instance:
-            expected = f"(N, {c}, {spatial}) or ({c}, {spatial})"
+            expected = spatial_shapes(n, c)
         elif n == 1:
             expected = f"(N, {c}) or (N, {c}, L)"
         else:
-            expected = f"(N, {c}, {spatial})"
+            expected = f"(N, {c}, {', '.join(SPATIAL[n])})"
         if x.ndim not in self._ranks() or x.shape[self._channel_dim(x)] != self.num_features:
             return f"expected input of shape {expected}, got {tuple(x.shape)}"
         return None
@@ -511,8 +511,8 @@ class GroupNorm(Layer):
                 "GroupNorm: num_channels must be divisible by num_groups, got "
                 f"num_channels={channels} and num_groups={groups}"
             )
-        _check_bool("GroupNorm", "affine", self.affine)
-        _check_bool("GroupNorm", "bias", self.bias)
+        check_bool("GroupNorm", "affine", self.affine)
+        check_bool("GroupNorm", "bias", self.bias)
         check_callable("GroupNorm", "activation", self.activation)
         self._set_fields(eps=_check_eps("GroupNorm", self.eps))
 
@@ -524,14 +524,14 @@ class GroupNorm(Layer):
             raise ValueError(self.describe_input_error(x))
         weight, bias = _affine(ps, self.affine, self.bias)
         y = F.group_norm(x, self.num_groups, weight, bias, self.eps)
-        return _activate(self.activation, y), st
+        return activate(self.activation, y), st
 
     def extra_repr(self) -> str:
         head = f"{self.num_groups}, {self.num_channels}"
         return _options_repr(self, head, {"eps": 1e-5, "affine": True, "bias": True})
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem is None and (x.ndim < 2 or x.shape[1] != self.num_channels):
             problem = f"expected input of shape (N, C={self.num_channels}, *), got {tuple(x.shape)}"
         return problem
@@ -582,8 +582,8 @@ class LayerNorm(Layer):
 
     def __post_init__(self) -> None:
         shape = _normalized_shape("LayerNorm", self.normalized_shape)
-        _check_bool("LayerNorm", "elementwise_affine", self.elementwise_affine)
-        _check_bool("LayerNorm", "bias", self.bias)
+        check_bool("LayerNorm", "elementwise_affine", self.elementwise_affine)
+        check_bool("LayerNorm", "bias", self.bias)
         check_callable("LayerNorm", "activation", self.activation)
         self._set_fields(normalized_shape=shape, eps=_check_eps("LayerNorm", self.eps))
 
@@ -601,7 +601,7 @@ class LayerNorm(Layer):
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = F.layer_norm(x, self._shape, ps.get("weight"), ps.get("bias"), self.eps)
-        return _activate(self.activation, y), st
+        return activate(self.activation, y), st
 
     def extra_repr(self) -> str:
         defaults = {"eps": 1e-5, "elementwise_affine": True, "bias": True}
@@ -652,7 +652,7 @@ class RMSNorm(Layer):
     def __post_init__(self) -> None:
         shape = _normalized_shape("RMSNorm", self.normalized_shape)
         eps = None if self.eps is None else _check_eps("RMSNorm", self.eps)
-        _check_bool("RMSNorm", "elementwise_affine", self.elementwise_affine)
+        check_bool("RMSNorm", "elementwise_affine", self.elementwise_affine)
         check_callable("RMSNorm", "activation", self.activation)
         self._set_fields(normalized_shape=shape, eps=eps)
 
@@ -667,7 +667,7 @@ class RMSNorm(Layer):
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = F.rms_norm(x, self._shape, ps.get("weight"), self.eps)
-        return _activate(self.activation, y), st
+        return activate(self.activation, y), st
 
     def extra_repr(self) -> str:
         defaults = {"eps": None, "elementwise_affine": True}

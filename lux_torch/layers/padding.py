@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Layer
-from .basic import _not_a_tensor, check_int
+from ._common import check_int, not_a_tensor
 
 __all__ = [
     "CircularPad1d",
@@ -93,7 +93,7 @@ class _Pad(Layer):
         return f"expected input of shape (N, C, {spatial}) or (C, {spatial}), got {tuple(x.shape)}"
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         if x.dim() < self.ndim or (

@@ -24,9 +24,19 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Layer
-from .attention import options_problem
-from .basic import Params, _not_a_tensor, check_int
-from .conv import _SPATIAL, _compact, _ints, _ntuple
+from ._common import (
+    SPATIAL,
+    as_ints,
+    check_bool,
+    check_int,
+    compact,
+    not_a_tensor,
+    ntuple,
+    options_problem,
+    spatial_doc,
+    spatial_shapes,
+)
+from .basic import Params
 
 __all__ = [
     "AdaptiveAvgPool1d",
@@ -74,18 +84,6 @@ _ADAPTIVE_MAX: dict[int, _Fn] = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_bool(owner: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
-    return value
-
-
-def _expected_shape(n: int) -> str:
-    """``"(N, C, H, W) or (C, H, W)"``: the accepted input shapes of an ``n``-d layer."""
-    spatial = ", ".join(_SPATIAL[n])
-    return f"(N, C, {spatial}) or (C, {spatial})"
-
-
 def _window(
     owner: str,
     n: int,
@@ -98,36 +96,36 @@ def _window(
     """Validate the window arguments (``padding``/``dilation`` only for the families that
     have them: not ``None``); return them normalised to ``n``-tuples, ``stride=None`` kept.
     Torch's rule ``padding <= kernel_size / 2`` (the kernel size, not the dilated extent)."""
-    kernel = _ntuple(owner, "kernel_size", kernel_size, n, 1)
+    kernel = ntuple(owner, "kernel_size", kernel_size, n, 1)
     fields: dict[str, Any] = {
         "kernel_size": kernel,
-        "stride": None if stride is None else _ntuple(owner, "stride", stride, n, 1),
-        "ceil_mode": _check_bool(owner, "ceil_mode", ceil_mode),
+        "stride": None if stride is None else ntuple(owner, "stride", stride, n, 1),
+        "ceil_mode": check_bool(owner, "ceil_mode", ceil_mode),
     }
     if padding is not None:
-        pad = _ntuple(owner, "padding", padding, n, 0)
+        pad = ntuple(owner, "padding", padding, n, 0)
         if any(2 * p > k for p, k in zip(pad, kernel, strict=True)):
             raise ValueError(
                 f"{owner}: padding must be at most half of kernel_size in each dimension "
-                f"(as torch), got padding={_compact(pad)} and kernel_size={_compact(kernel)}"
+                f"(as torch), got padding={compact(pad)} and kernel_size={compact(kernel)}"
             )
         fields["padding"] = pad
     if dilation is not None:
-        fields["dilation"] = _ntuple(owner, "dilation", dilation, n, 1)
+        fields["dilation"] = ntuple(owner, "dilation", dilation, n, 1)
     return fields
 
 
 def _stride_or_kernel(stride: Any, kernel_size: Any) -> tuple[int, ...]:
     """The stride in effect: the kernel size when ``stride=None`` (as torch)."""
-    return _ints(kernel_size if stride is None else stride)
+    return as_ints(kernel_size if stride is None else stride)
 
 
 def _min_size(kernel_size: Any, padding: Any = None, dilation: Any = None) -> tuple[int, ...]:
     """Per spatial dimension, the smallest input size that gives a non-empty output
     (``padding``/``dilation`` ``None``: none)."""
-    kernel = _ints(kernel_size)
-    pad = _ints(padding) if padding is not None else (0,) * len(kernel)
-    dil = _ints(dilation) if dilation is not None else (1,) * len(kernel)
+    kernel = as_ints(kernel_size)
+    pad = as_ints(padding) if padding is not None else (0,) * len(kernel)
+    dil = as_ints(dilation) if dilation is not None else (1,) * len(kernel)
     return tuple(max(1, d * (k - 1) + 1 - 2 * p) for k, p, d in zip(kernel, pad, dil, strict=True))
 
 
@@ -159,7 +157,7 @@ class _PoolNd(Layer):
             value = getattr(self, name)
             if isinstance(value, tuple):
                 if any(v != default for v in value):
-                    parts.append(f"{name}={_compact(value)}")
+                    parts.append(f"{name}={compact(value)}")
             elif value != default:
                 parts.append(f"{name}={value!r}")
         return ", ".join(parts)
@@ -169,28 +167,25 @@ class _PoolNd(Layer):
         return (1,) * self.ndim
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         n = self.ndim
-        expected = f"expected input of shape {_expected_shape(n)}"
+        expected = f"expected input of shape {spatial_shapes(n)}"
         if x.ndim not in (n + 1, n + 2):
             return f"{expected}, got {tuple(x.shape)}"
         smallest = self._min_spatial()
         if any(s < m for s, m in zip(x.shape[-n:], smallest, strict=True)):
-            spatial = ", ".join(_SPATIAL[n])
+            spatial = ", ".join(SPATIAL[n])
             return f"{expected} with ({spatial}) >= {smallest}, got {tuple(x.shape)}"
         return None
 
 
 def _doc(template: str, n: int, **extra: str) -> str:
     """The docstring of the ``n``-d class of a family."""
-    dims = _SPATIAL[n]
-    return template.format(
-        n=n,
-        d=dims[-1],
-        dims=", ".join(dims),
-        dims_out=", ".join(f"{d}_out" for d in dims),
+    return spatial_doc(
+        template,
+        n,
         example=", ".join(map(str, [1, 3, *[8] * n])),
         example_out=", ".join(map(str, [1, 3, *[4] * n])),
         **extra,
@@ -265,7 +260,7 @@ class _MaxPoolNd(_PoolNd):
     ceil_mode: bool = False
 
     def _validated(self, owner: str) -> dict[str, Any]:
-        _check_bool(owner, "return_indices", self.return_indices)
+        check_bool(owner, "return_indices", self.return_indices)
         return _window(
             owner,
             self.ndim,
@@ -311,9 +306,9 @@ class _MaxUnpoolNd(_PoolNd):
     def _validated(self, owner: str) -> dict[str, Any]:
         n = self.ndim
         return {
-            "kernel_size": _ntuple(owner, "kernel_size", self.kernel_size, n, 1),
-            "stride": None if self.stride is None else _ntuple(owner, "stride", self.stride, n, 1),
-            "padding": _ntuple(owner, "padding", self.padding, n, 0),
+            "kernel_size": ntuple(owner, "kernel_size", self.kernel_size, n, 1),
+            "stride": None if self.stride is None else ntuple(owner, "stride", self.stride, n, 1),
+            "padding": ntuple(owner, "padding", self.padding, n, 0),
         }
 
     def _parse(self, x: Any) -> tuple[Any, Any, Any] | str:
@@ -347,7 +342,7 @@ class _MaxUnpoolNd(_PoolNd):
         if isinstance(parts, str):
             return parts
         values, indices, _ = parts
-        problem = super().describe_input_error(values) or _not_a_tensor(indices)
+        problem = super().describe_input_error(values) or not_a_tensor(indices)
         if problem:
             return problem
         if indices.dtype != torch.int64 or indices.shape != values.shape:
@@ -407,7 +402,7 @@ class _AvgPoolNd(_PoolNd):
     count_include_pad: bool = True
 
     def _validated(self, owner: str) -> dict[str, Any]:
-        _check_bool(owner, "count_include_pad", self.count_include_pad)
+        check_bool(owner, "count_include_pad", self.count_include_pad)
         return _window(
             owner, self.ndim, self.kernel_size, self.stride, self.ceil_mode, self.padding
         )
@@ -504,7 +499,7 @@ class _LPPoolNd(_PoolNd):
         return _window(owner, self.ndim, self.kernel_size, self.stride, self.ceil_mode)
 
     def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
-        kernel_size: Any = _ints(self.kernel_size)
+        kernel_size: Any = as_ints(self.kernel_size)
         if self.ndim == 1:
             kernel_size = kernel_size[0]  # lp_pool1d multiplies by kernel_size: an int
         stride = _stride_or_kernel(self.stride, self.kernel_size)
@@ -600,7 +595,7 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
     return_indices: bool = False
 
     def _validated(self, owner: str) -> dict[str, Any]:
-        _check_bool(owner, "return_indices", self.return_indices)
+        check_bool(owner, "return_indices", self.return_indices)
         return super()._validated(owner)
 
     def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[Any, dict]:
@@ -656,7 +651,7 @@ class _GlobalPool(Layer):
         return self._reduce(x, tuple(range(2, x.ndim))), st
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem is None and x.ndim < 3:
             problem = (
                 "expected input of shape (N, C, *spatial) with at least one spatial "

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from .. import random as lrandom
 from ..core import Layer, child_key
-from .basic import check_int, fan_in_uniform
+from ._common import check_bool, check_int, describe_shape
+from .basic import fan_in_uniform
 
 __all__ = [
     "Bidirectional",
@@ -50,24 +51,13 @@ __all__ = [
 Params = dict[str, Any]
 State = dict[str, Any]
 
-_NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
+NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_bool(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
-
-
-class _Cell(Layer):
+class Cell(Layer):
     """Shared machinery of the three cells (``gates`` blocks of ``hidden_size`` rows)."""
 
     input_size: int
@@ -81,7 +71,7 @@ class _Cell(Layer):
         name = type(self).__name__
         check_int(name, "input_size", self.input_size, minimum=1)
         check_int(name, "hidden_size", self.hidden_size, minimum=1)
-        _check_bool(name, "bias", self.bias)
+        check_bool(name, "bias", self.bias)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -115,7 +105,7 @@ class _Cell(Layer):
             self._check_x(x)
             parts = carry if isinstance(carry, tuple) else (carry,)
             if len(self._carry_names) > 1 and not isinstance(carry, tuple):
-                raise TypeError(f"{name}: expected the carry (h, c), got {_describe(carry)}")
+                raise TypeError(f"{name}: expected the carry (h, c), got {describe_shape(carry)}")
             if len(parts) != len(self._carry_names):
                 raise TypeError(
                     f"{name}: expected a carry of {len(self._carry_names)} tensor(s) "
@@ -126,7 +116,7 @@ class _Cell(Layer):
                 if not isinstance(part, torch.Tensor) or tuple(part.shape) != expected:
                     raise ValueError(
                         f"{name}: expected carry {label} of shape {expected} for an input "
-                        f"of shape {tuple(x.shape)}, got {_describe(part)}"
+                        f"of shape {tuple(x.shape)}, got {describe_shape(part)}"
                     )
             return x, tuple(parts)
         self._check_x(x)
@@ -177,7 +167,7 @@ class _Cell(Layer):
 # --------------------------------------------------------------------------- cells
 
 
-class RNNCell(_Cell):
+class RNNCell(Cell):
     """Elman cell ``h' = nonlinearity(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (``torch.nn.RNNCell``).
 
     Arguments:
@@ -214,7 +204,7 @@ class RNNCell(_Cell):
 
     def __post_init__(self) -> None:
         self._validate()
-        if self.nonlinearity not in _NONLINEARITIES:
+        if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(
                 f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}"
             )
@@ -226,7 +216,7 @@ class RNNCell(_Cell):
         w_hh: torch.Tensor,
         b_hh: torch.Tensor | None,
     ) -> tuple[torch.Tensor, ...]:
-        return (_NONLINEARITIES[self.nonlinearity](gi + F.linear(carry[0], w_hh, b_hh)),)
+        return (NONLINEARITIES[self.nonlinearity](gi + F.linear(carry[0], w_hh, b_hh)),)
 
     def extra_repr(self) -> str:
         out = super().extra_repr()
@@ -235,7 +225,7 @@ class RNNCell(_Cell):
         return out
 
 
-class LSTMCell(_Cell):
+class LSTMCell(Cell):
     """Long short-term memory cell (``torch.nn.LSTMCell``; gates ``i, f, g, o``)::
 
         i, f, g, o = split(x W_ih^T + b_ih + h W_hh^T + b_hh, 4)
@@ -284,7 +274,7 @@ class LSTMCell(_Cell):
         return torch.sigmoid(o) * torch.tanh(c_new), c_new
 
 
-class GRUCell(_Cell):
+class GRUCell(Cell):
     """Gated recurrent unit cell (``torch.nn.GRUCell``; gates ``r, z, n``)::
 
         r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
@@ -385,8 +375,8 @@ class Recurrence(Layer):
 
     def __post_init__(self) -> None:
         _check_cell("Recurrence", self.cell)
-        _check_bool("Recurrence", "return_sequence", self.return_sequence)
-        _check_bool("Recurrence", "batch_first", self.batch_first)
+        check_bool("Recurrence", "return_sequence", self.return_sequence)
+        check_bool("Recurrence", "batch_first", self.batch_first)
 
     def _time_dim(self, x: torch.Tensor) -> int:
         return x.ndim - 2 if self.batch_first else 0
@@ -403,7 +393,7 @@ class Recurrence(Layer):
             raise ValueError(
                 "Recurrence: expected a sequence of shape "
                 f"{'(N, T, F)' if self.batch_first else '(T, N, F)'} or (T, F), "
-                f"got {_describe(x)}"
+                f"got {describe_shape(x)}"
             )
         dim = self._time_dim(x)
         steps = x.shape[dim]
@@ -463,7 +453,7 @@ class StatefulRecurrentCell(Layer):
     batch_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.cell, _Cell):
+        if not isinstance(self.cell, Cell):
             raise TypeError(
                 "StatefulRecurrentCell: cell must be an RNNCell, LSTMCell or GRUCell, got "
                 f"{type(self.cell).__name__}"
@@ -480,7 +470,7 @@ class StatefulRecurrentCell(Layer):
 
     def init_state(self, key: torch.Tensor) -> State:
         cell = self.cell
-        assert isinstance(cell, _Cell)
+        assert isinstance(cell, Cell)
         shape = (*self.batch_shape, cell.hidden_size)
         parts = tuple(torch.zeros(shape) for _ in cell._carry_names)
         carry = parts if len(parts) > 1 else parts[0]
@@ -560,7 +550,7 @@ class Bidirectional(Layer):
                 )
             x, (carry_f, carry_b) = x
         if not isinstance(x, torch.Tensor) or x.ndim not in (2, 3):
-            raise ValueError(f"Bidirectional: expected a sequence tensor, got {_describe(x)}")
+            raise ValueError(f"Bidirectional: expected a sequence tensor, got {describe_shape(x)}")
         forward, backward = self.forward, self.backward
         assert isinstance(forward, Recurrence) and isinstance(backward, Recurrence)
         dim = forward._time_dim(x)

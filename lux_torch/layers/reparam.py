@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from .. import random as lrandom
 from ..core import Layer, child_key, init_params
 from ..tree import Static
-from .basic import check_int
+from ._common import check_int
 from .containers import as_layer
-from .conv import _ConvTransposeNd
+from .conv import ConvTransposeNd
 
 __all__ = ["SpectralNorm", "WeightNorm"]
 
@@ -213,7 +213,7 @@ class WeightNorm(Layer):
 
 def _default_rows_dim(layer: Layer) -> int:
     """torch's ``spectral_norm(dim=None)``: 1 for the transposed convolutions, else 0."""
-    return 1 if isinstance(layer, _ConvTransposeNd) else 0
+    return 1 if isinstance(layer, ConvTransposeNd) else 0
 
 
 def _normalize(t: torch.Tensor, eps: float) -> torch.Tensor:

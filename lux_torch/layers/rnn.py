@@ -41,8 +41,9 @@ from .. import random as lrandom
 from .._graph import tracing
 from ..core import Layer
 from ..tree import Static
-from .basic import check_int, fan_in_uniform
-from .recurrent import _NONLINEARITIES, GRUCell, LSTMCell, RNNCell, _Cell, _check_bool, _describe
+from ._common import check_bool, check_int, describe_shape
+from .basic import fan_in_uniform
+from .recurrent import NONLINEARITIES, Cell, GRUCell, LSTMCell, RNNCell
 
 __all__ = ["GRU", "LSTM", "RNN"]
 
@@ -161,19 +162,19 @@ class _StackedRNN(Layer):
     dropout: float = 0.0
     bidirectional: bool = False
 
-    _cell_cls: ClassVar[type[_Cell]]
+    _cell_cls: ClassVar[type[Cell]]
     # the cell of each layer (both directions share its configuration); set in __post_init__
     # as a plain attribute (not a field: it is derived configuration, not a child)
-    _cells: ClassVar[tuple[_Cell, ...]]
+    _cells: ClassVar[tuple[Cell, ...]]
 
     def _validate(self) -> None:
         name = type(self).__name__
         check_int(name, "input_size", self.input_size, minimum=1)
         check_int(name, "hidden_size", self.hidden_size, minimum=1)
         check_int(name, "num_layers", self.num_layers, minimum=1)
-        _check_bool(name, "bias", self.bias)
-        _check_bool(name, "batch_first", self.batch_first)
-        _check_bool(name, "bidirectional", self.bidirectional)
+        check_bool(name, "bias", self.bias)
+        check_bool(name, "batch_first", self.batch_first)
+        check_bool(name, "bidirectional", self.bidirectional)
         p = self.dropout
         if isinstance(p, bool) or not isinstance(p, (int, float)):
             raise TypeError(f"{name}: dropout must be a float, got {type(p).__name__}")
@@ -181,7 +182,7 @@ class _StackedRNN(Layer):
             raise ValueError(f"{name}: dropout must be in [0, 1), got {p}")
         self._set_fields(dropout=float(p))
 
-    def _make_cell(self, input_size: int) -> _Cell:
+    def _make_cell(self, input_size: int) -> Cell:
         return self._cell_cls(input_size, self.hidden_size, self.bias)
 
     def __post_init__(self) -> None:
@@ -279,7 +280,8 @@ class _StackedRNN(Layer):
         if len(names) > 1:
             if not isinstance(hx, tuple) or len(hx) != len(names):
                 raise TypeError(
-                    f"{name}: expected the initial state as a tuple (h0, c0), got {_describe(hx)}"
+                    f"{name}: expected the initial state as a tuple (h0, c0), "
+                    f"got {describe_shape(hx)}"
                 )
             parts = hx
         else:
@@ -290,7 +292,8 @@ class _StackedRNN(Layer):
                 dims = "D * num_layers, N, " if batched else "D * num_layers, "
                 dims += "proj_size" if label == "h" and self._proj else "hidden_size"
                 raise ValueError(
-                    f"{name}: expected {label}0 of shape {expected} ({dims}), got {_describe(part)}"
+                    f"{name}: expected {label}0 of shape {expected} ({dims}), "
+                    f"got {describe_shape(part)}"
                 )
         return tuple(parts) if batched else tuple(p.unsqueeze(1) for p in parts)
 
@@ -313,7 +316,7 @@ class _StackedRNN(Layer):
         ):
             raise ValueError(
                 f"{name}: expected lengths as an integer tensor of shape ({n},) (one length "
-                f"per sequence), got {_describe(lengths)}"
+                f"per sequence), got {describe_shape(lengths)}"
                 + (f" of dtype {lengths.dtype}" if isinstance(lengths, torch.Tensor) else "")
             )
         if check_values and bool(((lengths < 1) | (lengths > steps)).any()):
@@ -455,7 +458,7 @@ class _StackedRNN(Layer):
             layout = self._layout().replace("H_in", str(self.input_size))
             raise ValueError(
                 f"{name}: expected input of shape {layout} or (L, {self.input_size}), "
-                f"got {_describe(x)}"
+                f"got {describe_shape(x)}"
             )
         batched = x.ndim == 3
         seq = (x.transpose(0, 1) if self.batch_first else x) if batched else x.unsqueeze(1)
@@ -573,13 +576,13 @@ class RNN(_StackedRNN):
     _cell_cls = RNNCell
 
     def __post_init__(self) -> None:
-        if self.nonlinearity not in _NONLINEARITIES:
+        if self.nonlinearity not in NONLINEARITIES:
             raise ValueError(
                 f"RNN: nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}"
             )
         super().__post_init__()
 
-    def _make_cell(self, input_size: int) -> _Cell:
+    def _make_cell(self, input_size: int) -> Cell:
         return RNNCell(input_size, self.hidden_size, self.bias, self.nonlinearity)
 
     def _kernel(self) -> Callable[..., Any]:

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from .. import init
 from .. import tree as ltree
 from ..core import Layer, child_key
-from .attention import MultiheadAttention, options_problem
-from .basic import Linear, check_int
+from ._common import check_int, describe_value, options_problem
+from .attention import MultiheadAttention
+from .basic import Linear
 from .containers import as_layer
 from .dropout import Dropout
 from .normalization import LayerNorm
@@ -42,12 +43,6 @@ State = dict[str, Any]
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 _ACTIVATIONS: dict[str, Activation] = {"relu": F.relu, "gelu": F.gelu}
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
 
 
 def _activation(owner: str, value: Any) -> Activation:
@@ -288,7 +283,7 @@ class TransformerEncoderLayer(_Block):
             return x[0], opts.get("src_key_padding_mask"), opts.get("src_mask"), causal
         return (
             "expected src, a tuple (src, src_key_padding_mask, src_mask) or (src, options) "
-            f"with options a dict, got {_describe(x)}"
+            f"with options a dict, got {describe_value(x)}"
         )
 
     def describe_input_error(self, x: Any) -> str | None:
@@ -484,7 +479,7 @@ class TransformerDecoderLayer(_Block):
         return (
             "expected a tuple (tgt, memory), (tgt, memory, tgt_mask, memory_mask, "
             "tgt_key_padding_mask, memory_key_padding_mask) or (tgt, memory, options) with "
-            f"options a dict, got {_describe(x)}"
+            f"options a dict, got {describe_value(x)}"
         )
 
     def describe_input_error(self, x: Any) -> str | None:
@@ -569,7 +564,7 @@ def _stack_fields(owner: str, layer: Any, num_layers: Any, norm: Any) -> dict[st
             else ""
         )
         raise TypeError(
-            f"{owner}: the layer to stack must be a Layer, got {_describe(layer)}{hint}"
+            f"{owner}: the layer to stack must be a Layer, got {describe_value(layer)}{hint}"
         )
     check_int(owner, "num_layers", num_layers, 1)
     return {
@@ -679,7 +674,7 @@ class TransformerEncoder(_Stack):
         else:
             return (
                 "expected src, a tuple (src, src_key_padding_mask, mask) or (src, options) "
-                f"with options a dict, got {_describe(x)}"
+                f"with options a dict, got {describe_value(x)}"
             )
         if kpm is None and mask is None and not causal:
             return x[0], ()
@@ -777,7 +772,7 @@ class TransformerDecoder(_Stack):
         return (
             "expected a tuple (tgt, memory), (tgt, memory, tgt_mask, memory_mask, "
             "tgt_key_padding_mask, memory_key_padding_mask) or (tgt, memory, options) with "
-            f"options a dict, got {_describe(x)}"
+            f"options a dict, got {describe_value(x)}"
         )
 
     def describe_input_error(self, x: Any) -> str | None:
@@ -913,7 +908,9 @@ class Transformer(Layer):
             ("custom_decoder", custom_decoder),
         ):
             if custom is not None and not isinstance(custom, Layer):
-                raise TypeError(f"{owner}: {name} must be a Layer or None, got {_describe(custom)}")
+                raise TypeError(
+                    f"{owner}: {name} must be a Layer or None, got {describe_value(custom)}"
+                )
         block = dict(
             dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
             layer_norm_eps=layer_norm_eps, batch_first=batch_first, norm_first=norm_first,
@@ -970,11 +967,11 @@ class Transformer(Layer):
         if not isinstance(x, (tuple, list)) or len(x) not in (2, 3):
             return (
                 "expected a tuple (src, tgt) or (src, tgt, options) with options a dict, "
-                f"got {_describe(x)}"
+                f"got {describe_value(x)}"
             )
         options = x[2] if len(x) == 3 else {}
         if not isinstance(options, dict):
-            return f"expected options (a dict) after (src, tgt), got {_describe(options)}"
+            return f"expected options (a dict) after (src, tgt), got {describe_value(options)}"
         problem = options_problem(options, self._OPTIONS, self._OPTIONS[6:])
         return problem if problem is not None else (x[0], x[1], options)
 
@@ -982,7 +979,7 @@ class Transformer(Layer):
         """torch's checks: equal batch sizes, feature size ``d_model``."""
         for name, t in (("src", src), ("tgt", tgt)):
             if not isinstance(t, torch.Tensor):
-                return f"{name} must be a tensor, got {_describe(t)}"
+                return f"{name} must be a tensor, got {describe_value(t)}"
         if src.dim() == 3 and tgt.dim() == 3:
             batch = 0 if self.batch_first else 1
             if src.shape[batch] != tgt.shape[batch]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Layer
-from .basic import _not_a_tensor, check_int
+from ._common import check_int, not_a_tensor
 
 __all__ = ["ChannelShuffle", "PixelShuffle", "PixelUnshuffle", "Upsample"]
 
@@ -134,7 +134,7 @@ class Upsample(Layer):
         return ", ".join(parts)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         ranks = self._ranks()
@@ -189,7 +189,7 @@ class PixelShuffle(Layer):
         return str(self.upscale_factor)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         r2 = self.upscale_factor**2
@@ -233,7 +233,7 @@ class PixelUnshuffle(Layer):
         return str(self.downscale_factor)
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         r = self.downscale_factor
@@ -280,7 +280,7 @@ class ChannelShuffle(Layer):
         return f"groups={self.groups}"
 
     def describe_input_error(self, x: Any) -> str | None:
-        problem = _not_a_tensor(x)
+        problem = not_a_tensor(x)
         if problem:
             return problem
         if x.ndim < 3 or x.shape[1] % self.groups:

@@ -27,13 +27,13 @@ _T = TypeVar("_T")
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
-def _loss(cls: type[_T]) -> type[_T]:
+def loss_dataclass(cls: type[_T]) -> type[_T]:
     """``dataclasses.dataclass(frozen=True)``, spelled so that type checkers see the fields
     (the keyword arguments of a loss's constructor)."""
     return dataclasses.dataclass(frozen=True)(cls)
 
 
-def _reduce(value: Tensor, reduction: str) -> Tensor:
+def reduce_elementwise(value: Tensor, reduction: str) -> Tensor:
     """Apply ``reduction`` to an element-wise loss (for losses ``F`` does not provide)."""
     if reduction == "mean":
         return value.mean()
@@ -42,7 +42,7 @@ def _reduce(value: Tensor, reduction: str) -> Tensor:
     return value
 
 
-def _values_readable() -> bool:
+def values_readable() -> bool:
     """Whether tensor values can be read on the host for a check: not while tracing
     (``torch.compile``, ``make_fx``) and not under ``torch.func.vmap``."""
     if tracing():
@@ -52,7 +52,7 @@ def _values_readable() -> bool:
     return all(i.key() != TransformType.Vmap for i in retrieve_all_functorch_interpreters())
 
 
-def _as_tensor(values: float | Sequence[float] | None, like: Tensor) -> Tensor | None:
+def config_tensor(values: float | Sequence[float] | None, like: Tensor) -> Tensor | None:
     """Configuration floats as a tensor on ``like``'s device and dtype (``None`` stays; a
     float becomes a 0-d tensor)."""
     if values is None:
@@ -60,7 +60,7 @@ def _as_tensor(values: float | Sequence[float] | None, like: Tensor) -> Tensor |
     return torch.tensor(values, dtype=like.dtype, device=like.device)
 
 
-@_loss
+@loss_dataclass
 class Loss:
     """Base class of losses: validation, the two call conventions and the reduction.
 
@@ -119,7 +119,7 @@ class Loss:
         """A weight field broadcast against ``pred`` (``BCELoss``-like): a tensor, or
         ``ValueError`` where it has more dimensions than ``pred`` (torch would fail with
         "output with shape [] doesn't match the broadcast shape [1]")."""
-        weight = _as_tensor(getattr(self, name), pred)
+        weight = config_tensor(getattr(self, name), pred)
         if weight is not None and weight.dim() > pred.dim():
             self._fail(
                 f"{name} of shape {tuple(weight.shape)} has more dimensions than pred of shape "

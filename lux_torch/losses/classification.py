@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ._base import Loss, Tensor, _as_tensor, _loss, _reduce
+from ._base import Loss, Tensor, config_tensor, loss_dataclass, reduce_elementwise
 
 __all__ = [
     "BCELoss",
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-@_loss
+@loss_dataclass
 class CrossEntropyLoss(Loss):
     """Cross entropy of logits against class indices or class probabilities
     (``F.cross_entropy``).
@@ -62,14 +62,14 @@ class CrossEntropyLoss(Loss):
         return F.cross_entropy(
             pred,
             target,
-            weight=_as_tensor(self.weight, pred),
+            weight=config_tensor(self.weight, pred),
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
         )
 
 
-@_loss
+@loss_dataclass
 class NLLLoss(Loss):
     """Negative log-likelihood of log-probabilities against class indices (``F.nll_loss``).
 
@@ -102,13 +102,13 @@ class NLLLoss(Loss):
         return F.nll_loss(
             pred,
             target,
-            weight=_as_tensor(self.weight, pred),
+            weight=config_tensor(self.weight, pred),
             ignore_index=self.ignore_index,
             reduction=self.reduction,
         )
 
 
-@_loss
+@loss_dataclass
 class BCELoss(Loss):
     """Binary cross entropy of probabilities (``F.binary_cross_entropy``).
 
@@ -140,7 +140,7 @@ class BCELoss(Loss):
         return F.binary_cross_entropy(pred, target, weight=weight, reduction=self.reduction)
 
 
-@_loss
+@loss_dataclass
 class BCEWithLogitsLoss(Loss):
     """Binary cross entropy of logits, numerically stable
     (``F.binary_cross_entropy_with_logits``).
@@ -182,7 +182,7 @@ class BCEWithLogitsLoss(Loss):
         )
 
 
-@_loss
+@loss_dataclass
 class KLDivLoss(Loss):
     """Kullback-Leibler divergence ``KL(target || exp(pred))`` (``F.kl_div``).
 
@@ -216,7 +216,7 @@ class KLDivLoss(Loss):
         return value.mean() if self.reduction == "mean" else value
 
 
-@_loss
+@loss_dataclass
 class FocalLoss(Loss):
     """Binary focal loss on logits (``torchvision.ops.sigmoid_focal_loss``).
 
@@ -258,10 +258,10 @@ class FocalLoss(Loss):
         value = ce * (1 - p_t) ** self.gamma
         if self.alpha is not None:
             value = (self.alpha * target + (1 - self.alpha) * (1 - target)) * value
-        return _reduce(value, self.reduction)
+        return reduce_elementwise(value, self.reduction)
 
 
-@_loss
+@loss_dataclass
 class DiceLoss(Loss):
     """Soft Dice loss per sample: ``1 - (2*sum(pred*target) + smooth) /
     (sum(pred) + sum(target) + smooth)``, sums over all but the first (batch) dimension.
@@ -294,10 +294,10 @@ class DiceLoss(Loss):
         overlap = (pred * target).sum(dims)
         total = pred.sum(dims) + target.sum(dims)
         value = 1 - (2 * overlap + self.smooth) / (total + self.smooth)
-        return _reduce(value, self.reduction)
+        return reduce_elementwise(value, self.reduction)
 
 
-@_loss
+@loss_dataclass
 class MultiLabelSoftMarginLoss(Loss):
     """Multi-label one-versus-all logistic loss, averaged over the classes
     (``F.multilabel_soft_margin_loss``).
@@ -327,5 +327,5 @@ class MultiLabelSoftMarginLoss(Loss):
 
     def compute(self, pred: Tensor, target: Tensor) -> Tensor:
         return F.multilabel_soft_margin_loss(
-            pred, target, weight=_as_tensor(self.weight, pred), reduction=self.reduction
+            pred, target, weight=config_tensor(self.weight, pred), reduction=self.reduction
         )

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
-from ._base import Loss, LossInput, Tensor, _as_tensor, _loss, _reduce
+from ._base import Loss, LossInput, Tensor, config_tensor, loss_dataclass, reduce_elementwise
 
 __all__ = [
     "CosineEmbeddingLoss",
@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-@_loss
+@loss_dataclass
 class HingeLoss(Loss):
     """Hinge loss ``max(0, 1 - pred * target)`` for labels in ``{-1, 1}`` (Lux.jl's
     ``HingeLoss``).
@@ -43,10 +43,10 @@ class HingeLoss(Loss):
     same_shape: ClassVar[bool] = True
 
     def compute(self, pred: Tensor, target: Tensor) -> Tensor:
-        return _reduce(F.relu(1 - pred * target), self.reduction)
+        return reduce_elementwise(F.relu(1 - pred * target), self.reduction)
 
 
-@_loss
+@loss_dataclass
 class SoftMarginLoss(Loss):
     """Two-class logistic loss ``log(1 + exp(-target * pred))`` (``F.soft_margin_loss``).
 
@@ -70,7 +70,7 @@ class SoftMarginLoss(Loss):
         return F.soft_margin_loss(pred, target, reduction=self.reduction)
 
 
-@_loss
+@loss_dataclass
 class HingeEmbeddingLoss(Loss):
     """``pred`` for ``target = 1`` and ``max(0, margin - pred)`` for ``target = -1``, e.g. on
     distances between pairs (``F.hinge_embedding_loss``).
@@ -101,7 +101,7 @@ class HingeEmbeddingLoss(Loss):
         return F.hinge_embedding_loss(pred, target, margin=self.margin, reduction=self.reduction)
 
 
-@_loss
+@loss_dataclass
 class MarginRankingLoss(Loss):
     """Ranking of two scores: ``max(0, -target * (x1 - x2) + margin)`` for ``target = 1``
     (``x1`` should rank higher) or ``-1`` (``F.margin_ranking_loss``).
@@ -133,7 +133,7 @@ class MarginRankingLoss(Loss):
         return F.margin_ranking_loss(x1, x2, target, margin=self.margin, reduction=self.reduction)
 
 
-@_loss
+@loss_dataclass
 class CosineEmbeddingLoss(Loss):
     """Whether two inputs are similar (``target = 1``: ``1 - cos(x1, x2)``) or dissimilar
     (``target = -1``: ``max(0, cos(x1, x2) - margin)``) (``F.cosine_embedding_loss``).
@@ -174,7 +174,7 @@ class CosineEmbeddingLoss(Loss):
         return F.cosine_embedding_loss(x1, x2, target, margin=self.margin, reduction=self.reduction)
 
 
-@_loss
+@loss_dataclass
 class MultiMarginLoss(Loss):
     """Multi-class hinge loss: ``sum_{i != y} max(0, margin - x[y] + x[i])^p / C`` per
     sample (``F.multi_margin_loss``).
@@ -215,12 +215,12 @@ class MultiMarginLoss(Loss):
             target,
             p=self.p,
             margin=self.margin,
-            weight=_as_tensor(self.weight, pred),
+            weight=config_tensor(self.weight, pred),
             reduction=self.reduction,
         )
 
 
-@_loss
+@loss_dataclass
 class MultiLabelMarginLoss(Loss):
     """Multi-label hinge loss: ``sum_{j, i} max(0, 1 - (x[y[j]] - x[i])) / C`` over target
     classes ``y[j]`` and non-target classes ``i`` (``F.multilabel_margin_loss``).

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from ..core import describe_value
-from ._base import Loss, LossInput, Tensor, _loss, _reduce, _values_readable
+from ._base import Loss, LossInput, Tensor, loss_dataclass, reduce_elementwise, values_readable
 
 __all__ = ["GaussianNLLLoss", "HuberLoss", "L1Loss", "MSELoss", "PoissonNLLLoss", "SmoothL1Loss"]
 
 
-@_loss
+@loss_dataclass
 class MSELoss(Loss):
     """Mean squared error ``(pred - target)^2`` (``F.mse_loss``).
 
@@ -39,7 +39,7 @@ class MSELoss(Loss):
         return F.mse_loss(pred, target, reduction=self.reduction)
 
 
-@_loss
+@loss_dataclass
 class L1Loss(Loss):
     """Mean absolute error ``|pred - target|`` (``F.l1_loss``).
 
@@ -63,7 +63,7 @@ class L1Loss(Loss):
         return F.l1_loss(pred, target, reduction=self.reduction)
 
 
-@_loss
+@loss_dataclass
 class HuberLoss(Loss):
     """Huber loss: quadratic below ``delta``, linear (slope ``delta``) above (``F.huber_loss``).
 
@@ -93,7 +93,7 @@ class HuberLoss(Loss):
         return F.huber_loss(pred, target, reduction=self.reduction, delta=self.delta)
 
 
-@_loss
+@loss_dataclass
 class SmoothL1Loss(Loss):
     """Smooth L1 loss: Huber divided by ``beta``; ``beta = 0`` is L1 (``F.smooth_l1_loss``).
 
@@ -123,7 +123,7 @@ class SmoothL1Loss(Loss):
         return F.smooth_l1_loss(pred, target, reduction=self.reduction, beta=self.beta)
 
 
-@_loss
+@loss_dataclass
 class PoissonNLLLoss(Loss):
     """Negative log-likelihood of a Poisson target (``F.poisson_nll_loss``).
 
@@ -165,7 +165,7 @@ class PoissonNLLLoss(Loss):
         )
 
 
-@_loss
+@loss_dataclass
 class GaussianNLLLoss(Loss):
     """Negative log-likelihood of a Gaussian with predicted mean and variance
     (``torch.nn.GaussianNLLLoss``): ``0.5 * (log(var) + (mean - target)^2 / var)``.
@@ -227,7 +227,7 @@ class GaussianNLLLoss(Loss):
         mean, var = self._pair(pred, "(mean, var)")
         self._same_shapes(mean=mean, target=target)
         var = self._variance(var, mean)
-        if _values_readable():
+        if values_readable():
             if bool((var < 0).any()):
                 self._fail("var has negative entries")
         else:
@@ -237,4 +237,4 @@ class GaussianNLLLoss(Loss):
         value = 0.5 * (torch.log(var) + (mean - target) ** 2 / var)
         if self.full:
             value = value + 0.5 * math.log(2 * math.pi)
-        return _reduce(value, self.reduction)
+        return reduce_elementwise(value, self.reduction)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._base import Loss, LossInput, Tensor, _loss
+from ._base import Loss, LossInput, Tensor, loss_dataclass
 
 __all__ = ["CTCLoss"]
 
 
-@_loss
+@loss_dataclass
 class CTCLoss(Loss):
     """Connectionist Temporal Classification loss (``F.ctc_loss``): the negative
     log-likelihood of a target sequence summed over its alignments with the input.

@@ -264,10 +264,10 @@ def step(
         >>> ps, state = step(adam(1e-3), grads, state, ps)
     """
     _flatten(grads, ps, "grads")
-    return _step(optimizer, grads, state, ps, donate)
+    return step_unchecked(optimizer, grads, state, ps, donate)
 
 
-def _step(
+def step_unchecked(
     optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, donate: bool
 ) -> tuple[Tree, State]:
     """:func:`step` for ``grads`` whose structure has been checked already."""
