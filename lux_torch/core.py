@@ -59,6 +59,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import inspect
 import types
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -295,15 +296,27 @@ class Layer:
     if TYPE_CHECKING:  # every subclass is a dataclass (set in __init_subclass__)
         __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
+    #: Keyword arguments the constructor accepts without storing them, ``{name: check}``:
+    #: ``check(class_name, name, value)`` raises when the value cannot be honoured. Built-in
+    #: layers use it for torch.nn's ``device``/``dtype`` (tensors are made by :func:`setup`)
+    #: and ``inplace`` (a pure layer never mutates) arguments.
+    constructor_only: ClassVar[Mapping[str, Callable[[str, str, Any], None]]] = (
+        types.MappingProxyType({})
+    )
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True, eq=False, repr=False)(cls)
         if "__call__" in cls.__dict__ and not getattr(cls.__call__, "_lux_annotating", False):
             cls.__call__ = _annotating_call(cls.__call__)  # type: ignore[method-assign]  # wrap once
         original_init = cls.__init__
+        own = set(inspect.signature(original_init).parameters)
+        only = {k: v for k, v in cls.constructor_only.items() if k not in own}
 
         @functools.wraps(original_init)
         def __init__(self: Layer, *args: Any, **kw: Any) -> None:
+            for name in [n for n in kw if n in only]:
+                only[name](cls.__name__, name, kw.pop(name))
             original_init(self, *args, **kw)
             if type(self) is cls:
                 self._finalize()

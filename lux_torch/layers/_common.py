@@ -9,6 +9,7 @@ the layer's path) with a message that names the layer, the argument and what cam
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any, cast
 
 import torch
@@ -17,6 +18,10 @@ from ..core import Layer, describe_config, describe_value
 
 __all__ = [
     "SPATIAL",
+    "TORCH_FAST_PATH",
+    "TORCH_INPLACE",
+    "TORCH_PLACEMENT",
+    "TORCH_PLACEMENT_AND_WEIGHT",
     "activate",
     "affine_repr",
     "as_ints",
@@ -194,3 +199,40 @@ def affine_repr(head: str, layer: Any) -> str:
 def activate(activation: Activation | None, y: torch.Tensor) -> torch.Tensor:
     """``activation(y)``, or ``y`` when there is no activation."""
     return y if activation is None else activation(y)
+
+
+# --------------------------------------------------------------------------- torch-only arguments
+
+
+def refuse_tensor_argument(layer: str, name: str, value: Any) -> None:
+    """torch.nn's ``device=``/``dtype=``/``_weight=``: only ``None`` (a layer holds no tensors)."""
+    if value is None:
+        return
+    if name == "_weight":
+        raise ValueError(
+            f"{layer}: _weight is not supported: a layer holds configuration only, never "
+            "tensors; put the tensor in ps instead (or load it with lux_torch.load_state_dict)"
+        )
+    raise ValueError(
+        f"{layer}: {name}={value!r} is not supported: a layer holds configuration only, never "
+        f"tensors; create its tensors with lux_torch.setup(key, model, {name}=...)"
+    )
+
+
+def ignore_flag(layer: str, name: str, value: Any) -> None:
+    """A torch.nn flag with no effect on the result here (``inplace``, fast-path switches)."""
+    check_bool(layer, name, value)
+
+
+#: ``device``/``dtype`` of torch.nn's constructors: ``None`` only (see ``Layer.constructor_only``)
+TORCH_PLACEMENT = MappingProxyType(
+    {"device": refuse_tensor_argument, "dtype": refuse_tensor_argument}
+)
+#: the same and ``_weight`` (``Embedding``-like layers): ``None`` only
+TORCH_PLACEMENT_AND_WEIGHT = MappingProxyType(
+    {**TORCH_PLACEMENT, "_weight": refuse_tensor_argument}
+)
+#: ``inplace`` of torch.nn's dropout family: accepted and ignored (a pure layer never mutates)
+TORCH_INPLACE = MappingProxyType({"inplace": ignore_flag})
+#: ``TransformerEncoder``'s inference fast-path switches: accepted and ignored (same results)
+TORCH_FAST_PATH = MappingProxyType({"enable_nested_tensor": ignore_flag, "mask_check": ignore_flag})

@@ -18,7 +18,7 @@ from .. import init
 from .. import random as lrandom
 from ..core import Layer
 from ..tree import Static
-from ._common import check_bool, check_int, describe_value, options_problem
+from ._common import TORCH_PLACEMENT, check_bool, check_int, describe_value, options_problem
 from .basic import fan_in_uniform
 
 __all__ = ["MultiheadAttention", "RotaryPositionalEmbedding", "SinusoidalPositionalEmbedding"]
@@ -160,6 +160,8 @@ class MultiheadAttention(Layer):
         >>> causal = (x, {"is_causal": True})  # self-attention, causal  # doctest: +SKIP
         >>> y, st = layer(causal, ps, st)  # doctest: +SKIP
     """
+
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
     embed_dim: int
     num_heads: int

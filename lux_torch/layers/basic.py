@@ -19,6 +19,7 @@ from .. import init
 from .. import random as lrandom
 from ..core import Layer, describe_config
 from ._common import (
+    TORCH_PLACEMENT,
     activate,
     affine_repr,
     check_affine,
@@ -128,6 +129,8 @@ class Linear(Layer):
         >>> y, st = layer(torch.ones(4, 2), ps, st)  # doctest: +SKIP
     """
 
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
+
     in_features: int
     out_features: int
     bias: bool = True
@@ -187,6 +190,8 @@ class Bilinear(Layer):
         >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
         >>> y, st = layer((torch.ones(5, 2), torch.ones(5, 3)), ps, st)  # doctest: +SKIP
     """
+
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
     in1_features: int
     in2_features: int

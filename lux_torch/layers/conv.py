@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from ..core import Layer
 from ._common import (
     SPATIAL,
+    TORCH_PLACEMENT,
     activate,
     affine_repr,
     as_ints,
@@ -177,6 +178,8 @@ def _doc(template: str, n: int, channels: int) -> str:
 
 class ConvNd(Layer):
     """The convolution of ``ndim`` spatial dimensions (see :class:`Conv2d` for the docs)."""
+
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
     ndim: ClassVar[int]
     _shown: ClassVar[tuple[str, ...]] = ("stride", "padding", "dilation", "groups", "padding_mode")

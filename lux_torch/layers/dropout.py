@@ -18,6 +18,7 @@ from .. import random as lrandom
 from .. import tree as ltree
 from ..core import Layer
 from ..tree import Static
+from ._common import TORCH_INPLACE
 
 __all__ = [
     "AlphaDropout",
@@ -80,6 +81,8 @@ class Dropout(Layer):
         >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
         >>> y, st = layer(torch.ones(4, 8), ps, st)  # doctest: +SKIP
     """
+
+    constructor_only = TORCH_INPLACE  # torch.nn's arguments, not stored
 
     p: float = 0.5
 

@@ -14,7 +14,13 @@ import torch.nn.functional as F
 
 from .. import init
 from ..core import Layer, describe_config
-from ._common import check_callable, check_int, describe_value, options_problem
+from ._common import (
+    TORCH_PLACEMENT_AND_WEIGHT,
+    check_callable,
+    check_int,
+    describe_value,
+    options_problem,
+)
 from .basic import Initializer, Params
 
 __all__ = ["EmbeddingBag"]
@@ -101,6 +107,8 @@ class EmbeddingBag(Layer):
         >>> x = (torch.tensor([1, 2, 4, 5, 4, 3]), torch.tensor([0, 2]))  # two bags
         >>> y, st = layer(x, ps, st)  # y.shape == (2, 3)  # doctest: +SKIP
     """
+
+    constructor_only = TORCH_PLACEMENT_AND_WEIGHT  # torch.nn's arguments, not stored
 
     num_embeddings: int
     embedding_dim: int

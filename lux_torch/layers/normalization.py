@@ -39,6 +39,7 @@ from ..core import Layer, describe_config
 from ..tree import Static
 from ._common import (
     SPATIAL,
+    TORCH_PLACEMENT,
     activate,
     check_bool,
     check_callable,
@@ -279,6 +280,8 @@ def _doc(template: str, n: int, per_instance: bool) -> str:
 class _RunningStatsNorm(Layer):
     """BatchNorm (``per_instance = False``) and InstanceNorm of ``ndim`` spatial dimensions."""
 
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
+
     ndim: ClassVar[int]
     per_instance: ClassVar[bool] = False
 
@@ -495,6 +498,8 @@ class GroupNorm(Layer):
         >>> y, st = layer(torch.randn(2, 16, 8, 8), ps, st)  # doctest: +SKIP
     """
 
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
+
     num_groups: int
     num_channels: int
     eps: float = 1e-5
@@ -573,6 +578,8 @@ class LayerNorm(Layer):
         >>> y, st = layer(torch.randn(4, 10, 16), ps, st)  # doctest: +SKIP
     """
 
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
+
     normalized_shape: int | tuple[int, ...]
     eps: float = 1e-5
     elementwise_affine: bool = True
@@ -642,6 +649,8 @@ class RMSNorm(Layer):
         >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
         >>> y, st = layer(torch.randn(4, 10, 16), ps, st)  # doctest: +SKIP
     """
+
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
     normalized_shape: int | tuple[int, ...]
     eps: float | None = None

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .. import random as lrandom
 from ..core import Layer, child_key
-from ._common import check_bool, check_int, describe_shape
+from ._common import TORCH_PLACEMENT, check_bool, check_int, describe_shape
 from .basic import fan_in_uniform
 
 __all__ = [
@@ -59,6 +59,8 @@ NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
 class Cell(Layer):
     """Shared machinery of the three cells (``gates`` blocks of ``hidden_size`` rows)."""
+
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
     input_size: int
     hidden_size: int

@@ -41,7 +41,7 @@ from .. import random as lrandom
 from .._graph import tracing
 from ..core import Layer
 from ..tree import Static
-from ._common import check_bool, check_int, describe_shape
+from ._common import TORCH_PLACEMENT, check_bool, check_int, describe_shape
 from .basic import fan_in_uniform
 from .recurrent import NONLINEARITIES, Cell, GRUCell, LSTMCell, RNNCell
 
@@ -153,6 +153,8 @@ class _LSTMSequence(torch.autograd.Function):
 class _StackedRNN(Layer):
     """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU` (``torch.nn``'s
     multi-layer, optionally bidirectional recurrent modules), built from the cells."""
+
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
     input_size: int
     hidden_size: int

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .. import init
 from .. import tree as ltree
 from ..core import Layer, child_key
-from ._common import check_int, describe_value, options_problem
+from ._common import TORCH_FAST_PATH, TORCH_PLACEMENT, check_int, describe_value, options_problem
 from .attention import MultiheadAttention
 from .basic import Linear
 from .containers import as_layer
@@ -75,6 +75,8 @@ def _check_config(
 
 class _Block(Layer):
     """Shared machinery: dropout children without state when ``p == 0``, repr."""
+
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
     _DROPOUTS: ClassVar[tuple[str, ...]] = ()
 
@@ -645,6 +647,8 @@ class TransformerEncoder(_Stack):
         >>> y, st = encoder((x, options), ps, st)  # doctest: +SKIP
     """
 
+    constructor_only = TORCH_FAST_PATH  # torch.nn's arguments, not stored
+
     num_layers: int
     layers: LayerList
     norm: Layer | None
@@ -861,6 +865,8 @@ class Transformer(Layer):
         >>> ps, st = lux_torch.setup(0, model)  # doctest: +SKIP
         >>> y, st = model((src, tgt, {"tgt_is_causal": True}), ps, st)  # doctest: +SKIP
     """
+
+    constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
     d_model: int
     nhead: int
