@@ -687,7 +687,8 @@ class LuxModule(nn.Module):
                 share memory with the module's parameters (later optimizer steps show).
         """
         ps, _ = self._trees()
-        return ltree.map(lambda t: t.detach().clone() if copy else t.detach(), ps)
+        out: Params = ltree.map(lambda t: t.detach().clone() if copy else t.detach(), ps)
+        return out
 
     def lux_state(self, *, copy: bool = True) -> State:
         """The current buffers as a lux ``st`` tree, flags set by ``self.training``.
@@ -697,7 +698,8 @@ class LuxModule(nn.Module):
                 share memory with the module's buffers.
         """
         _, st = self._trees()
-        return ltree.map(lambda t: t.detach().clone() if copy else t.detach(), st)
+        out: State = ltree.map(lambda t: t.detach().clone() if copy else t.detach(), st)
+        return out
 
     def lux_forward(self, *args: Any) -> tuple[Any, State]:
         """``model(x, ps, st)`` on the current tensors, without touching the buffers."""

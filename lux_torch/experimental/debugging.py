@@ -21,7 +21,7 @@ class _GradCheck(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, where: str, what: str) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor, where: str, what: str) -> torch.Tensor:
         return x.view_as(x)
 
     @staticmethod
@@ -29,7 +29,7 @@ class _GradCheck(torch.autograd.Function):
         ctx.where, ctx.what = inputs[1], inputs[2]
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         _check_finite(grad, ctx.where, ctx.what)
         return grad, None, None
 
@@ -67,7 +67,7 @@ def _wrap_grads(tree: Any, root: str, where: str, what: str) -> Any:
     for p, leaf in zip(paths, leaves, strict=True):
         if ltree.is_inexact(leaf):
             name = root + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in p)
-            leaf = _GradCheck.apply(leaf, where, what.format(name=name))
+            leaf = _GradCheck.apply(leaf, where, what.format(name=name))  # type: ignore[no-untyped-call]  # unannotated in torch
         out.append(leaf)
     return optree.tree_unflatten(spec, out)
 
@@ -82,7 +82,7 @@ class _EagerOnlyError(RuntimeError, AssertionError):
     """
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # unannotated in torch
 def _refuse_one_graph(message: str) -> bool:
     """Raise ``message`` when the running Dynamo trace must be one graph
     (``fullgraph=True``, ``torch._dynamo.error_on_graph_break``); else ``False``.
@@ -118,10 +118,11 @@ class _UnannotatedCall:
             # below and runs this call eagerly
             _refuse_one_graph(message)
             raise RuntimeError(message)
-        return _checked_call(self, x, ps, st)
+        out: tuple[Any, State] = _checked_call(self, x, ps, st)
+        return out
 
 
-@torch.compiler.disable
+@torch.compiler.disable  # type: ignore[untyped-decorator]  # unannotated in torch
 def _checked_call(layer: DebugLayer, x: Any, ps: Params, st: State) -> tuple[Any, State]:
     """The checks and the wrapped call, never traced by Dynamo (see :func:`debug`)."""
     where = layer.where()

@@ -107,7 +107,7 @@ class _Activation(Layer):
     def _validate(self) -> None:
         """Check the fields at construction (raise ``TypeError``/``ValueError``)."""
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return type(self).function(x, **options), st
 
@@ -352,7 +352,7 @@ class Hardtanh(_Activation):
     max_value: InitVar[float | None] = None
     function = F.hardtanh
 
-    def __post_init__(  # type: ignore[override]
+    def __post_init__(
         self, inplace: bool = False, min_value: float | None = None, max_value: float | None = None
     ) -> None:
         for old, new, value in (
@@ -566,7 +566,7 @@ class Softmax2d(_Activation):
     **Parameters**: none (``{}``). **States**: none (``{}``).
     """
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if x.dim() not in (3, 4):
             raise ValueError(f"Softmax2d: {self.describe_input_error(x)}")
         return F.softmax(x, -3), st
@@ -624,7 +624,7 @@ class PReLU(Layer):
         ones = init.ones(key, self.num_parameters, dtype=self.dtype, device=self.device)
         return {"weight": ones * self.init}
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         # F.prelu's maths, written out: under torch.func.vmap over stacked weights,
         # F.prelu resizes an output tensor (a deprecation warning in torch 2.13)
         weight = ps["weight"]
@@ -709,7 +709,7 @@ class RReLU(Layer):
     def init_state(self, key: torch.Tensor) -> State:
         return {"key": key.clone(), "training": Static(True)}
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: State) -> tuple[torch.Tensor, State]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if not st["training"] or self.lower == self.upper:
             return F.leaky_relu(x, (self.lower + self.upper) / 2), st
         new_key, use_key = lrandom.split(st["key"])

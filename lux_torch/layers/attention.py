@@ -571,7 +571,7 @@ class SinusoidalPositionalEmbedding(Layer):
         ang = _angles(length, self.dim, self.base, dtype, torch.device(device or "cpu"))
         return torch.stack([ang.sin(), ang.cos()], dim=-1).reshape(length, self.dim).to(dtype)
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         problem = _position_problem(self, x)
         if problem is not None:
             raise ValueError(f"SinusoidalPositionalEmbedding: {problem}")
@@ -628,7 +628,7 @@ class RotaryPositionalEmbedding(Layer):
         _check_dim(owner, self.dim)
         self._set_fields(base=_check_base(owner, self.base))
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         problem = _position_problem(self, x)
         if problem is not None:
             raise ValueError(f"RotaryPositionalEmbedding: {problem}")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .. import init
 from .. import random as lrandom
-from ..core import Layer, describe_config
+from ..core import Layer, State, describe_config
 from ._common import (
     TORCH_PLACEMENT,
     activate,
@@ -147,7 +147,7 @@ class Linear(Layer):
         shape = (self.out_features, self.in_features)
         return affine_params(self, key, shape, self.in_features)
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = F.linear(x, ps["weight"], ps["bias"] if self.bias else None)
         return activate(self.activation, y), st
 
@@ -211,8 +211,8 @@ class Bilinear(Layer):
         return affine_params(self, key, shape, self.in1_features)
 
     def __call__(
-        self, x: tuple[torch.Tensor, torch.Tensor], ps: Params, st: dict
-    ) -> tuple[torch.Tensor, dict]:
+        self, x: tuple[torch.Tensor, torch.Tensor], ps: Params, st: State
+    ) -> tuple[torch.Tensor, State]:
         x1, x2 = x
         y = F.bilinear(x1, x2, ps["weight"], ps["bias"] if self.bias else None)
         return activate(self.activation, y), st
@@ -302,7 +302,7 @@ class Scale(Layer):
             ps["bias"] = (self.bias_init or init.zeros)(k_bias, *self.dims)
         return ps
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = x * ps["weight"]
         if self.bias:
             y = y + ps["bias"]
@@ -462,7 +462,7 @@ class Embedding(Layer):
             weight = weight.index_fill(0, row, 0.0)
         return {"weight": weight}
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = F.embedding(
             x, ps["weight"], self.padding_idx, scale_grad_by_freq=self.scale_grad_by_freq
         )
@@ -545,7 +545,7 @@ class WrappedFunction(Layer):
                 "parameters would be hidden from ps; wrap it with lux_torch.from_torch instead"
             )
 
-    def __call__(self, x: Any, ps: Params, st: dict) -> tuple[Any, dict]:
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         return self.func(x), st
 
     def extra_repr(self) -> str:
@@ -566,7 +566,7 @@ class NoOpLayer(Layer):
         tensor([1., 1.])
     """
 
-    def __call__(self, x: Any, ps: Params, st: dict) -> tuple[Any, dict]:
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         return x, st
 
 
@@ -629,7 +629,7 @@ class Flatten(Layer):
         check_int("Flatten", "start_dim", self.start_dim, minimum=None)
         check_int("Flatten", "end_dim", self.end_dim, minimum=None)
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         return x.flatten(self.start_dim, self.end_dim), st
 
     def describe_input_error(self, x: Any) -> str | None:
@@ -697,7 +697,7 @@ class Unflatten(Layer):
             )
         self._set_fields(unflattened_size=checked)
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         return x.unflatten(self.dim, self.unflattened_size), st
 
     def extra_repr(self) -> str:
@@ -751,7 +751,7 @@ class Reshape(Layer):
             raise ValueError(f"Reshape: at most one of dims may be -1, got {checked}")
         self._set_fields(dims=checked)
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         return x.reshape(x.shape[0], *self.dims), st
 
     def extra_repr(self) -> str:
@@ -802,7 +802,7 @@ class SelectDim(Layer):
         check_int("SelectDim", "dim", self.dim, minimum=None)
         check_int("SelectDim", "index", self.index, minimum=None)
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         return x.select(self.dim, self.index), st
 
     def extra_repr(self) -> str:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..core import Layer
+from ..core import Layer, State
 from ._common import (
     SPATIAL,
     TORCH_PLACEMENT,
@@ -275,7 +275,7 @@ class ConvNd(Layer):
             x = F.pad(x, pad, mode=self.padding_mode)
         return conv(x, weight, bias, self.stride, 0, self.dilation, self.groups)
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = self._conv(x, ps["weight"], ps["bias"] if self.bias else None)
         return activate(self.activation, y), st
 

@@ -16,7 +16,7 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
-from ..core import Layer
+from ..core import Layer, Params
 from ..tree import Static
 from ._common import TORCH_INPLACE
 
@@ -92,7 +92,7 @@ class Dropout(Layer):
     def init_state(self, key: torch.Tensor) -> State:
         return {"key": key.clone(), "training": Static(True)}
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: State) -> tuple[torch.Tensor, State]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if not st["training"] or self.p == 0.0:
             return x, st
         if self.p == 1.0:
@@ -141,7 +141,7 @@ class AlphaDropout(Dropout):
         >>> y, st = layer(torch.randn(4, 8), ps, st)  # doctest: +SKIP
     """
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: State) -> tuple[torch.Tensor, State]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if not st["training"] or self.p == 0.0:
             return x, st
         if self.p == 1.0:
@@ -160,7 +160,7 @@ class _ChannelDropout(Dropout):
 
     ndim: ClassVar[int]
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: State) -> tuple[torch.Tensor, State]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if x.dim() not in (self.ndim + 1, self.ndim + 2):
             raise ValueError(f"{type(self).__name__}: {self.describe_input_error(x)}")
         if not st["training"] or self.p == 0.0:
@@ -264,7 +264,7 @@ class VariationalHiddenDropout(Dropout):
     def init_state(self, key: torch.Tensor) -> State:
         return {"mask_key": key.clone(), "training": Static(True)}
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: State) -> tuple[torch.Tensor, State]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if not st["training"] or self.p == 0.0:
             return x, st
         if self.p == 1.0:
@@ -272,7 +272,7 @@ class VariationalHiddenDropout(Dropout):
         return lrandom.dropout(st["mask_key"], x, self.p), st
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # unannotated in torch
 def _path_hash(path: str) -> int:
     """``crc32`` of a dotted path. A constant of the trace under ``torch.compile`` (Dynamo
     cannot trace ``zlib``; the paths are part of the tree's structure, so they are fixed)."""
@@ -304,4 +304,5 @@ def resample_masks(st: State, key: torch.Tensor) -> State:
                 new = lrandom.split(new, math.prod(leaf.shape[:-1])).reshape(leaf.shape)
             leaf = new.to(leaf.device)
         out.append(leaf)
-    return ltree.unflatten(spec, out)
+    new_st: State = ltree.unflatten(spec, out)
+    return new_st

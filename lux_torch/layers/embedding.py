@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import init
-from ..core import Layer, describe_config
+from ..core import Layer, State, describe_config
 from ._common import (
     TORCH_PLACEMENT_AND_WEIGHT,
     check_callable,
@@ -187,7 +187,7 @@ class EmbeddingBag(Layer):
             return x[0], x[1].get("offsets"), x[1].get("per_sample_weights")
         return x[0], x[1], x[2] if len(x) == 3 else None
 
-    def __call__(self, x: Any, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         parts = self._parse(x)
         if isinstance(parts, str):
             raise ValueError(f"EmbeddingBag: {parts}")

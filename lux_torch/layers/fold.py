@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..core import Layer
+from ..core import Layer, Params, State
 from ._common import check_int, not_a_tensor
 
 __all__ = ["Fold", "Unfold"]
@@ -107,7 +107,7 @@ class Unfold(Layer):
     def __post_init__(self) -> None:
         _check_window(self)
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
         return y, st
 
@@ -160,7 +160,7 @@ class Fold(Layer):
         _check_window(self)
         self._set_fields(output_size=_pair("Fold", "output_size", self.output_size, 1))
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = F.fold(x, self.output_size, self.kernel_size, self.dilation, self.padding, self.stride)
         return y, st
 

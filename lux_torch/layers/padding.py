@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..core import Layer
+from ..core import Layer, Params, State
 from ._common import check_int, not_a_tensor
 
 __all__ = [
@@ -78,7 +78,7 @@ class _Pad(Layer):
     def _value(self) -> float | None:
         return None  # F.pad's default: zeros for the constant mode, unused by the others
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if self.mode != "constant" and x.dim() not in (self.ndim + 1, self.ndim + 2):
             raise ValueError(f"{type(self).__name__}: {self._rank_problem(x)}")
         return F.pad(x, self.padding, self.mode, self._value()), st

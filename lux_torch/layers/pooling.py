@@ -23,7 +23,7 @@ from typing import Any, ClassVar, cast
 import torch
 import torch.nn.functional as F
 
-from ..core import Layer
+from ..core import Layer, State
 from ._common import (
     SPATIAL,
     as_ints,
@@ -271,7 +271,7 @@ class _MaxPoolNd(_PoolNd):
             self.dilation,
         )
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[Any, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[Any, State]:
         y = _MAX[self.ndim](
             x,
             self.kernel_size,
@@ -325,7 +325,7 @@ class _MaxUnpoolNd(_PoolNd):
         problem = options_problem(options, ("output_size",), ())
         return problem if problem is not None else (x[0], x[1], options.get("output_size"))
 
-    def __call__(self, x: Any, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         parts = self._parse(x)
         if isinstance(parts, str):
             raise ValueError(f"{type(self).__name__}: {parts}")
@@ -411,7 +411,7 @@ class _AvgPoolNd(_PoolNd):
         """The trailing ``divisor_override`` argument (``avg_pool1d`` has none)."""
         return ()
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         y = _AVG[self.ndim](
             x,
             self.kernel_size,
@@ -498,7 +498,7 @@ class _LPPoolNd(_PoolNd):
             raise ValueError(f"{owner}: norm_type must be > 0, got {p}")
         return _window(owner, self.ndim, self.kernel_size, self.stride, self.ceil_mode)
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         kernel_size: Any = as_ints(self.kernel_size)
         if self.ndim == 1:
             kernel_size = kernel_size[0]  # lp_pool1d multiplies by kernel_size: an int
@@ -583,7 +583,7 @@ class _AdaptivePoolNd(_PoolNd):
 class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
     """Adaptive average pooling (docs: :class:`AdaptiveAvgPool2d`)."""
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         return _ADAPTIVE_AVG[self.ndim](x, self._size(x)), st
 
 
@@ -598,7 +598,7 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
         check_bool(owner, "return_indices", self.return_indices)
         return super()._validated(owner)
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[Any, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[Any, State]:
         y = _ADAPTIVE_MAX[self.ndim](x, self._size(x), return_indices=self.return_indices)
         return y, st
 
@@ -641,7 +641,7 @@ class _GlobalPool(Layer):
     def _reduce(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if x.ndim < 3:
             # (mean/amax over an empty dim list would reduce over *every* dimension)
             raise ValueError(

@@ -92,7 +92,7 @@ class _LSTMSequence(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         gi: torch.Tensor,
         h0: torch.Tensor,
         c0: torch.Tensor,
@@ -356,7 +356,7 @@ class _StackedRNN(Layer):
         if self._bptt(mask):
             g = gi.flip(0) if reverse else gi
             # (c0 is cloned: autograd.Function under Dynamo refuses one tensor given twice)
-            ys, h_n, c_n, _, _ = _LSTMSequence.apply(
+            ys, h_n, c_n, _, _ = _LSTMSequence.apply(  # type: ignore[no-untyped-call]  # torch's
                 g, carry[0], carry[1].clone(), w["weight_hh"], w.get("bias_hh")
             )
             return (ys.flip(0) if reverse else ys), (h_n, c_n)

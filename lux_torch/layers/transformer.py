@@ -98,8 +98,9 @@ class _Block(Layer):
     def _ff_block(self, x: torch.Tensor, ps: Params, st: State, new_st: State) -> torch.Tensor:
         h, new_st["linear1"] = self.linear1(x, ps["linear1"], st["linear1"])  # type: ignore[attr-defined]
         h = self._drop("dropout", self.activation(h), st, new_st)  # type: ignore[attr-defined]
-        h, new_st["linear2"] = self.linear2(h, ps["linear2"], st["linear2"])  # type: ignore[attr-defined]
-        return h
+        out: torch.Tensor
+        out, new_st["linear2"] = self.linear2(h, ps["linear2"], st["linear2"])  # type: ignore[attr-defined]
+        return out
 
     def _norm(self, name: str, x: torch.Tensor, ps: Params, st: State, new_st: State) -> Any:
         y, new_st[name] = getattr(self, name)(x, ps[name], st[name])

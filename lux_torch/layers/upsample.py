@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..core import Layer
+from ..core import Layer, Params, State
 from ._common import check_int, not_a_tensor
 
 __all__ = ["ChannelShuffle", "PixelShuffle", "PixelUnshuffle", "Upsample"]
@@ -112,7 +112,7 @@ class Upsample(Layer):
                 f"({', '.join(_ALIGNABLE)}), got mode={self.mode!r}"
             )
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         problem = self.describe_input_error(x)
         if problem:
             raise ValueError(f"Upsample: {problem}")
@@ -182,7 +182,7 @@ class PixelShuffle(Layer):
     def __post_init__(self) -> None:
         check_int("PixelShuffle", "upscale_factor", self.upscale_factor, minimum=1)
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         return F.pixel_shuffle(x, self.upscale_factor), st
 
     def extra_repr(self) -> str:
@@ -226,7 +226,7 @@ class PixelUnshuffle(Layer):
     def __post_init__(self) -> None:
         check_int("PixelUnshuffle", "downscale_factor", self.downscale_factor, minimum=1)
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         return F.pixel_unshuffle(x, self.downscale_factor), st
 
     def extra_repr(self) -> str:
@@ -273,7 +273,7 @@ class ChannelShuffle(Layer):
     def __post_init__(self) -> None:
         check_int("ChannelShuffle", "groups", self.groups, minimum=1)
 
-    def __call__(self, x: torch.Tensor, ps: dict, st: dict) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         return F.channel_shuffle(x, self.groups), st
 
     def extra_repr(self) -> str:
