@@ -26,6 +26,7 @@ from ._common import (
     check_callable,
     check_int,
     not_a_tensor,
+    refuse_tensor_argument,
 )
 
 __all__ = [
@@ -433,25 +434,15 @@ class Embedding(Layer):
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"Embedding: {name} must be a bool, got {type(value).__name__}")
-        if _weight is not None:
-            raise ValueError(
-                "Embedding: _weight is not supported: a layer holds configuration only, never "
-                "tensors; put the weight in ps instead (ps = {'weight': w}, or "
-                "lux_torch.load_state_dict(layer, {'weight': w}))"
-            )
+        tensor_arguments: dict[str, object] = {"_weight": _weight, "device": device, "dtype": dtype}
+        for argument, given in tensor_arguments.items():
+            refuse_tensor_argument("Embedding", argument, given)
         if _freeze:
             raise ValueError(
                 "Embedding: _freeze=True is not supported: under pure functions the caller "
                 "chooses what to differentiate; leave the weight out of the gradient or wrap "
                 "the layer with lux_torch.freeze(layer)"
             )
-        placement: dict[str, object] = {"device": device, "dtype": dtype}
-        for name, where in placement.items():
-            if where is not None:
-                raise ValueError(
-                    f"Embedding: {name} is not supported: a layer holds no tensors; create "
-                    f"them there with lux_torch.setup(key, layer, {name}={where})"
-                )
         check_callable("Embedding", "weight_init", self.weight_init)
 
     def init_params(self, key: torch.Tensor) -> Params:
