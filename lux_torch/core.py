@@ -56,7 +56,6 @@ how to cast (``lux.f64(ps)``). That work happens only on the error path, and not
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import functools
 import inspect
@@ -466,11 +465,10 @@ def replace_fields(layer: Layer, /, **changes: Any) -> Layer:
     Used to rebuild containers with rewritten children (display, layer_map): unlike
     :func:`dataclasses.replace` it works for layers with custom ``__init__`` signatures.
     """
-    new = copy.copy(layer)
-    for name, value in changes.items():
-        object.__setattr__(new, name, _freeze(value))
-    new.__dict__[_SIGNATURE] = _signature(new)  # own tensors may depend on the children
-    return new
+    # _rebuild_layer freezes the values and derives the signature once, from the new
+    # children (a layer's own tensors may depend on them, as WeightNorm's do)
+    rebuilt: Layer = _rebuild_layer(type(layer), {**_attributes(layer), **changes})
+    return rebuilt
 
 
 def map_children(layer: Layer, fn: Callable[[str, Layer], Layer]) -> Layer:

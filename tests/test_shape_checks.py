@@ -227,3 +227,32 @@ def test_the_harness_fails_a_layer_that_computes_with_mis_shaped_parameters() ->
     message = str(info.value)
     assert message.startswith("check_layer(Affine(features=2)): shapes failed:")
     assert "ps.scale of shape (2,) replaced by one of shape (2, 2): raised RuntimeError" in message
+
+
+class Gain(lux.Layer):
+    """Its own tensor's shape depends on its child's configuration."""
+
+    inner: lux.Linear
+
+    def init_params(self, key):
+        return {"inner": self.inner.init_params(key), "g": torch.ones(self.inner.out_features)}
+
+    def __call__(self, x, ps, st):
+        y, _ = self.inner(x, ps["inner"], st["inner"])
+        return y * ps["g"], st
+
+
+def test_a_rebuilt_container_derives_its_signature_from_its_new_children() -> None:
+    model = Gain(lux.Linear(2, 3))
+    ps, st = lux.setup(0, model)
+
+    def widen(layer, ps, st, name):
+        if isinstance(layer, lux.Linear):
+            return lux.Linear(2, 5), *lux.setup(0, lux.Linear(2, 5))
+        return layer, ps, st
+
+    wide, _, _ = lux.layer_map(widen, model, ps, st)
+    ps, st = lux.setup(0, wide)
+    assert wide(torch.ones(4, 2), ps, st)[0].shape == (4, 5)  # ps['g'] of shape (5,) fits
+    with pytest.raises(ValueError, match=r"ps\['g'\] has shape \(3,\), but .* shape \(5,\)"):
+        wide(torch.ones(4, 2), {**ps, "g": torch.ones(3)}, st)
