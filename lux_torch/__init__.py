@@ -10,8 +10,23 @@ dicts of tensors; every forward pass is a pure function ``y, st = model(x, ps, s
     y, st = model(torch.randn(8, 2), ps, st)
 """
 
-from . import distributed, init, losses, ode, optim, random, training, tree
-from .checkpoint import CheckpointError, load, save
+# The old module paths (``lux.checkpoint``, ``lux.deploy``, ``lux.ode``, ``lux.precision``)
+# are aliases of the modules that now hold the code; see ARCHITECTURE.md, "Layout".
+from . import (
+    checkpoint,
+    deploy,
+    distributed,
+    init,
+    interop,
+    losses,
+    ode,
+    optim,
+    precision,
+    random,
+    sciml,
+    training,
+    tree,
+)
 from .core import (
     Layer,
     StatefulLayer,
@@ -25,7 +40,6 @@ from .core import (
     test_mode,
     train_mode,
 )
-from .deploy import export
 from .display import summary
 from .experimental import (
     DebugLayer,
@@ -37,7 +51,10 @@ from .experimental import (
     share_parameters,
     unfreeze,
 )
-from .interop import (
+from .interop.checkpoint import CheckpointError, load, save
+from .interop.export import export
+from .interop.precision import bf16, f16, f32, f64
+from .interop.torch_nn import (
     LuxModule,
     StateDictError,
     TorchModule,
@@ -178,8 +195,7 @@ from .layers import (
     ZeroPad3d,
     resample_masks,
 )
-from .ode import NeuralODE
-from .precision import bf16, f16, f32, f64
+from .sciml.ode import NeuralODE
 from .training import TrainState, apply_gradients, compute_gradients, train_step
 
 __version__ = "0.1.0.dev0"
@@ -330,8 +346,10 @@ __all__ = [
     "apply_gradients",
     "bf16",
     "check_structure",
+    "checkpoint",
     "compute_gradients",
     "debug",
+    "deploy",
     "distributed",
     "export",
     "f16",
@@ -342,6 +360,7 @@ __all__ = [
     "init",
     "init_params",
     "init_state",
+    "interop",
     "layer_map",
     "load",
     "load_state_dict",
@@ -349,9 +368,11 @@ __all__ = [
     "ode",
     "optim",
     "param_count",
+    "precision",
     "random",
     "resample_masks",
     "save",
+    "sciml",
     "setup",
     "share_parameters",
     "state_count",

@@ -635,19 +635,19 @@ def test_errors_inside_an_update_propagate() -> None:
     from lux_torch.optim import _base
 
     def fast_path_bug(g: Any, f: Any, p: Any, kit: Any) -> Any:
-        if kit.own is _base._Owned:  # a bug that only the in-place fast path has
+        if kit.own is _base.Owned:  # a bug that only the in-place fast path has
             raise RuntimeError("a bug in the fast path")
         return g, f
 
     ps = _params(torch.float32)
-    opt = _base._stateless("buggy", fast_path_bug)
+    opt = _base.stateless_transform("buggy", fast_path_bug)
     with pytest.raises(RuntimeError, match="a bug in the fast path"):
         opt.update(map(_grad, ps), opt.init(ps), ps)
     # a foreach call with lists of different lengths used to fall back to a per-leaf loop
     # over the first list, silently dropping the rest
     a, b = torch.ones(2), torch.ones(3)
     with pytest.raises(RuntimeError, match="same number of tensors"):
-        _base._foreach("add", [a], [a, b])
+        _base.foreach_op("add", [a], [a, b])
 
 
 def test_mis_shaped_gradients_and_updates_are_refused_not_broadcast() -> None:

@@ -51,7 +51,7 @@ def _under_vmap() -> bool:
     return any(i.key() == vmap for i in retrieve_all_functorch_interpreters())
 
 
-def _foreach(name: str, *args: Any, **kwargs: Any) -> Leaves:
+def foreach_op(name: str, *args: Any, **kwargs: Any) -> Leaves:
     """``torch._foreach_<name>`` (non-in-place), per leaf under vmap; ``args[0]`` a list."""
     first = args[0]
     if not first:
@@ -65,10 +65,8 @@ def _foreach(name: str, *args: Any, **kwargs: Any) -> Leaves:
     ]
 
 
-def _check_shapes(
-    what: str, leaves: Leaves, like: Leaves, spec: Any, of: str = "parameter"
-) -> None:
-    """Raise when a leaf's shape differs from the parameter's: torch's ``_foreach`` ops
+def check_shapes(what: str, leaves: Leaves, like: Leaves, spec: Any, of: str = "parameter") -> None:
+    """Raise when a leaf's shape differs from the parameter's: torch's ``foreach_op`` ops
     would broadcast it silently (a gradient of shape ``(1,)`` updating every element)."""
     for i, (a, b) in enumerate(zip(leaves, like, strict=True)):
         if a.shape != b.shape:
@@ -79,56 +77,56 @@ def _check_shapes(
             )
 
 
-def _flatten(tree: Tree, like: Tree, what: str) -> tuple[list[torch.Tensor], Any]:
+def flatten_checked(tree: Tree, like: Tree, what: str) -> tuple[list[torch.Tensor], Any]:
     """Leaves of ``tree``, checking that its structure equals that of ``like``."""
     return flatten_like(tree, like, f"lux_torch.optim: {what}")
 
 
-def _zeros_like(ps: Tree, fill: float = 0.0) -> Tree:
+def zeros_like_tree(ps: Tree, fill: float = 0.0) -> Tree:
     return tree_map(lambda p: torch.full_like(p, fill), ps)
 
 
-def _count() -> torch.Tensor:
+def new_count() -> torch.Tensor:
     return torch.zeros((), dtype=torch.int64)
 
 
-def _check_nonneg(name: str, value: float, fn: str) -> None:
+def check_nonneg(name: str, value: float, fn: str) -> None:
     if value < 0.0:
         raise ValueError(f"lux_torch.optim.{fn}: {name} must be >= 0, got {value}")
 
 
-def _check_lr(lr: LearningRate, fn: str) -> None:
+def check_lr(lr: LearningRate, fn: str) -> None:
     if not callable(lr):
-        _check_nonneg("lr", float(lr), fn)
+        check_nonneg("lr", float(lr), fn)
 
 
-def _check_beta(name: str, value: float, fn: str) -> None:
+def check_beta(name: str, value: float, fn: str) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"lux_torch.optim.{fn}: {name} must be in [0, 1), got {value}")
 
 
 # ------------------------------------------------------------------ leaf-level protocol
 #
-# Every built-in transformation is written once, on leaf lists, as a ``_Leafwise``;
-# ``_transformation`` wraps it into the public tree API. A ``chain`` of leaf-level members
+# Every built-in transformation is written once, on leaf lists, as a ``Leafwise``;
+# ``make_transformation`` wraps it into the public tree API. A ``chain`` of leaf-level members
 # is itself leaf-level: it flattens grads, state and ps once, hands the lists through its
 # members and unflattens once. A member's ``update(g, f, s, p, kit) -> (u, f, s)`` gets the
 # gradient leaves ``g`` with a pending scalar factor ``f`` (the gradients are ``g * f``;
 # ``None`` means 1), its own state leaves ``s`` (in flattening order: dict keys sorted),
-# the parameter leaves ``p`` (or ``None``) and the ``_Kit`` to compute with; it returns the
+# the parameter leaves ``p`` (or ``None``) and the ``Kit`` to compute with; it returns the
 # update leaves, their pending factor and its new state leaves. Scaling members only
 # multiply the factor, which is applied once, at the end: ``chain(scale_by_adam(),
 # scale_by_learning_rate(lr))`` makes one pass of ``(m / (sqrt(v) / bc2 + eps)) * (-lr /
-# bc1)`` over the leaves. Leaves that are ``_Owned`` are temporaries of the update in
+# bc1)`` over the leaves. Leaves that are ``Owned`` are temporaries of the update in
 # progress, which later members may overwrite in place.
 
 
-class _Owned(list[torch.Tensor]):
+class Owned(list[torch.Tensor]):
     """Leaves that are temporaries of the update in progress: nothing else (inputs, state)
     refers to them, so they may be overwritten in place."""
 
 
-class _Kit(NamedTuple):
+class Kit(NamedTuple):
     """How a leaf update computes.
 
     ``op(name, *args)`` is ``torch._foreach_<name>``; ``op_(name, target, *args)`` its
@@ -136,7 +134,7 @@ class _Kit(NamedTuple):
     ``own(leaves)`` marks temporaries that later members may overwrite (Dynamo cannot pass
     the marker class to an op, and where ``op_`` is out of place it does nothing);
     ``dtype``: the common dtype of all the floating-point leaves (CPU float32/float64
-    only), with which :func:`_scalar` hands scalars to the ops as tensors.
+    only), with which :func:`kit_scalar` hands scalars to the ops as tensors.
     """
 
     op: Callable[..., Leaves]
@@ -164,13 +162,13 @@ def _same(leaves: Leaves) -> Leaves:
 # _FAST: foreach kernels, in place on temporaries. _SAFE: out of place, per leaf under
 # vmap (no foreach batching rules); autograd-tracked and vmapped updates use it. _TRACE:
 # while torch.compile traces.
-_FAST = _Kit(_direct, _direct_, _Owned)
-_SAFE = _Kit(_foreach, _foreach, _same)
-_TRACE = _Kit(_direct, _direct_, _same)
+_FAST = Kit(_direct, _direct_, Owned)
+_SAFE = Kit(foreach_op, foreach_op, _same)
+_TRACE = Kit(_direct, _direct_, _same)
 _FAST_FOR = {dtype: _FAST._replace(dtype=dtype) for dtype in (torch.float32, torch.float64)}
 
 
-def _scalar(kit: _Kit, leaves: Leaves, x: Scalar, cache: ScalarCache | None = None) -> Scalar:
+def kit_scalar(kit: Kit, leaves: Leaves, x: Scalar, cache: ScalarCache | None = None) -> Scalar:
     """``x`` as a 0-dim tensor of ``kit.dtype``, for a foreach op over ``leaves``.
 
     A CPU op converts a Python (or differently typed) scalar for every leaf; this converts
@@ -193,12 +191,12 @@ def _scalar(kit: _Kit, leaves: Leaves, x: Scalar, cache: ScalarCache | None = No
 _ONE = torch.ones((), dtype=torch.int64)
 
 
-def _inc(count: torch.Tensor) -> torch.Tensor:
+def inc(count: torch.Tensor) -> torch.Tensor:
     """``count + 1`` (a tensor-tensor add skips wrapping the Python ``1`` in a tensor)."""
     return torch.add(count, _ONE)
 
 
-def _plain_count(count: torch.Tensor) -> int | None:
+def plain_count(count: torch.Tensor) -> int | None:
     """``count`` as an int when it is an ordinary CPU tensor outside any tracing, else None.
 
     Eager updates then compute their scalar factors in Python, as ``torch.optim`` does.
@@ -215,7 +213,7 @@ def _plain_count(count: torch.Tensor) -> int | None:
     return None
 
 
-def _hoist(x: Scalar) -> Scalar:
+def hoist(x: Scalar) -> Scalar:
     """A traced 0-dim tensor factor, computed once per step.
 
     Inductor otherwise inlines scalar arithmetic (``pow``, ``cos``, ...) into every vector
@@ -227,23 +225,23 @@ def _hoist(x: Scalar) -> Scalar:
     return x
 
 
-def _times(f: Factor, k: Scalar) -> Scalar:
+def times(f: Factor, k: Scalar) -> Scalar:
     return k if f is None else f * k
 
 
-def _materialize(g: Leaves, f: Factor, kit: _Kit) -> Leaves:
+def materialize(g: Leaves, f: Factor, kit: Kit) -> Leaves:
     """``g * f`` (in place when ``g`` is owned); owned unless ``f`` is None."""
     if f is None:
         return g
     if isinstance(f, torch.Tensor) and f.requires_grad and torch.is_grad_enabled():
         return [x * f for x in g]  # foreach ops do not differentiate a tensor scalar
-    op = kit.op_ if isinstance(g, _Owned) else kit.op
-    return kit.own(op("mul", g, _scalar(kit, g, _hoist(f))))
+    op = kit.op_ if isinstance(g, Owned) else kit.op
+    return kit.own(op("mul", g, kit_scalar(kit, g, hoist(f))))
 
 
-class _Leafwise(NamedTuple):
+class Leafwise(NamedTuple):
     size: Callable[[int], int]  # number of state leaves for n parameter leaves
-    update: Callable[[Leaves, Factor, Leaves, Leaves | None, _Kit], tuple[Leaves, Factor, Leaves]]
+    update: Callable[[Leaves, Factor, Leaves, Leaves | None, Kit], tuple[Leaves, Factor, Leaves]]
     check: Callable[[Tree, State], None]  # cold path: raise a named error for bad grads
     uses_ps: bool = False  # update reads the parameter leaves
 
@@ -251,18 +249,18 @@ class _Leafwise(NamedTuple):
 _LEAFWISE = "_lux_leafwise"
 
 
-def _no_check(grads: Tree, state: State) -> None:
+def no_check(grads: Tree, state: State) -> None:
     return None
 
 
-_IDENTITY = _Leafwise(lambda n: 0, lambda g, f, s, p, kit: (g, f, s), _no_check)
+IDENTITY_LEAFWISE = Leafwise(lambda n: 0, lambda g, f, s, p, kit: (g, f, s), no_check)
 
 
-def _leafwise(t: GradientTransformation) -> _Leafwise | None:
+def leafwise(t: GradientTransformation) -> Leafwise | None:
     return getattr(t.update, _LEAFWISE, None)
 
 
-def _run(lw: _Leafwise, g: Leaves, s: Leaves, p: Leaves | None) -> tuple[Leaves, Leaves]:
+def _run(lw: Leafwise, g: Leaves, s: Leaves, p: Leaves | None) -> tuple[Leaves, Leaves]:
     """``lw.update`` with the fastest kit that applies; returns updates and new state."""
     leaves = (*g, *s, *(p or ()))
     if _under_vmap():
@@ -277,11 +275,11 @@ def _run(lw: _Leafwise, g: Leaves, s: Leaves, p: Leaves | None) -> tuple[Leaves,
     else:
         kit = _FAST
     u, f, new = lw.update(g, None, s, p, kit)
-    return _materialize(u, f, kit), new
+    return materialize(u, f, kit), new
 
 
-def _transformation(
-    name: str, init: Callable[[Tree], State], lw: _Leafwise
+def make_transformation(
+    name: str, init: Callable[[Tree], State], lw: Leafwise
 ) -> GradientTransformation:
     """The tree API of a leaf-level transformation: flatten once, check, update, unflatten.
 
@@ -301,19 +299,19 @@ def _transformation(
         s_spec = state_specs.get(g_spec)
         if s_spec is None:
             s_spec = state_specs[g_spec] = optree.tree_structure(init(grads), namespace=NAMESPACE)
-        s = _leaves_along(s_spec, state)
+        s = leaves_along(s_spec, state)
         if s is None:
             raise _state_mismatch(name, lw, grads, state, s_spec)
         p = None
         if ps is not None and check_ps:
-            p = _leaves_along(g_spec, ps)
+            p = leaves_along(g_spec, ps)
             if p is None:
-                _flatten(grads, ps, "grads")  # raises, naming the paths
+                flatten_checked(grads, ps, "grads")  # raises, naming the paths
                 p = flatten(ps)[0]
-            _check_shapes("grads", g, p, g_spec)
+            check_shapes("grads", g, p, g_spec)
         u, new = _run(lw, g, s, p)
         # a state leaf of another shape than its gradient broadcast into the update
-        _check_shapes("grads", g, u, g_spec, of="update computed with the optimizer state")
+        check_shapes("grads", g, u, g_spec, of="update computed with the optimizer state")
         return optree.tree_unflatten(g_spec, u), optree.tree_unflatten(s_spec, new)
 
     def traced(grads: Tree, state: State, ps: Tree) -> tuple[Tree, State]:
@@ -324,18 +322,18 @@ def _transformation(
             raise _state_mismatch(name, lw, grads, state, expected)
         p = None
         if ps is not None and check_ps:
-            _flatten(grads, ps, "grads")
+            flatten_checked(grads, ps, "grads")
             p = flatten(ps)[0]
-            _check_shapes("grads", g, p, g_spec)
+            check_shapes("grads", g, p, g_spec)
         u, new = _run(lw, g, s, p)
-        _check_shapes("grads", g, u, g_spec, of="update computed with the optimizer state")
+        check_shapes("grads", g, u, g_spec, of="update computed with the optimizer state")
         return unflatten(g_spec, u), unflatten(s_spec, new)
 
     update.__dict__[_LEAFWISE] = lw
     return GradientTransformation(init, update)
 
 
-def _leaves_along(spec: Any, tree: Tree) -> list[torch.Tensor] | None:
+def leaves_along(spec: Any, tree: Tree) -> list[torch.Tensor] | None:
     """The leaves of ``tree`` if it has structure ``spec`` (an optree spec) and tensor
     leaves, else None. Much cheaper than flattening ``tree`` and comparing structures."""
     try:
@@ -346,7 +344,7 @@ def _leaves_along(spec: Any, tree: Tree) -> list[torch.Tensor] | None:
 
 
 def _state_mismatch(
-    name: str, lw: _Leafwise, grads: Tree, state: State, expected: Any
+    name: str, lw: Leafwise, grads: Tree, state: State, expected: Any
 ) -> ValueError:
     """The error for a state that does not fit the grads: the grads' missing and extra
     paths where a state tree is like ``ps``, else the two structures."""
@@ -361,31 +359,31 @@ def _state_mismatch(
     )
 
 
-def _stateless(
+def stateless_transform(
     name: str,
-    fn: Callable[[Leaves, Factor, Leaves | None, _Kit], tuple[Leaves, Factor]],
+    fn: Callable[[Leaves, Factor, Leaves | None, Kit], tuple[Leaves, Factor]],
     uses_ps: bool = False,
 ) -> GradientTransformation:
     def init(ps: Tree) -> State:
         return ()
 
     def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
     ) -> tuple[Leaves, Factor, Leaves]:
         u, f = fn(g, f, p, kit)
         return u, f, s
 
-    return _transformation(name, init, _Leafwise(lambda n: 0, update, _no_check, uses_ps))
+    return make_transformation(name, init, Leafwise(lambda n: 0, update, no_check, uses_ps))
 
 
-def _identity(name: str) -> GradientTransformation:
-    return _transformation(name, lambda ps: (), _IDENTITY)
+def identity_transform(name: str) -> GradientTransformation:
+    return make_transformation(name, lambda ps: (), IDENTITY_LEAFWISE)
 
 
-def _moments_check(name: str, keys: tuple[str, ...]) -> Callable[[Tree, State], None]:
+def moments_check(name: str, keys: tuple[str, ...]) -> Callable[[Tree, State], None]:
     def check(grads: Tree, state: State) -> None:
         for key in keys:
             if isinstance(state, dict) and key in state:
-                _flatten(grads, state[key], f"grads (to {name})")
+                flatten_checked(grads, state[key], f"grads (to {name})")
 
     return check

@@ -15,11 +15,11 @@ from ._base import (
     Scalar,
     State,
     Tree,
-    _check_lr,
-    _check_nonneg,
-    _flatten,
-    _inc,
-    _plain_count,
+    check_lr,
+    check_nonneg,
+    flatten_checked,
+    inc,
+    plain_count,
 )
 from .transforms import (
     add_decayed_weights,
@@ -57,7 +57,7 @@ def sgd(
     Example:
         >>> opt = sgd(0.1, momentum=0.9)
     """
-    _check_lr(lr, "sgd")
+    check_lr(lr, "sgd")
     return chain(
         add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_learning_rate(lr)
     )
@@ -85,7 +85,7 @@ def adam(
     Example:
         >>> opt = adam(1e-3)
     """
-    _check_lr(lr, "adam")
+    check_lr(lr, "adam")
     opt = chain(
         add_decayed_weights(weight_decay), scale_by_adam(betas, eps), scale_by_learning_rate(lr)
     )
@@ -114,7 +114,7 @@ def adamw(
     Example:
         >>> opt = adamw(1e-3, weight_decay=1e-2)
     """
-    _check_lr(lr, "adamw")
+    check_lr(lr, "adamw")
     opt = chain(
         scale_by_adam(betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
     )
@@ -197,7 +197,7 @@ def _fusable_leaves(
     if torch.is_grad_enabled() and any(t.requires_grad for t in p):
         return None
     moments = state[adam_at]
-    count = _plain_count(moments["count"])
+    count = plain_count(moments["count"])
     if count is None:
         return None
     g = spec.flatten_up_to(grads) if hasattr(spec, "flatten_up_to") else None
@@ -231,11 +231,11 @@ def _fused_state(state: State, adam_at: int, spec: Any, mu: _Leaves, nu: _Leaves
     step counts advanced."""
     new_state = list(state)
     new_state[adam_at] = {
-        "count": _inc(state[adam_at]["count"]),
+        "count": inc(state[adam_at]["count"]),
         "mu": unflatten(spec, mu),
         "nu": unflatten(spec, nu),
     }
-    new_state[2] = {"count": _inc(state[2]["count"])}
+    new_state[2] = {"count": inc(state[2]["count"])}
     return tuple(new_state)
 
 
@@ -263,7 +263,7 @@ def step(
     Example:
         >>> ps, state = step(adam(1e-3), grads, state, ps)
     """
-    _flatten(grads, ps, "grads")
+    flatten_checked(grads, ps, "grads")
     return step_unchecked(optimizer, grads, state, ps, donate)
 
 
@@ -306,7 +306,7 @@ def rmsprop(
     Example:
         >>> opt = rmsprop(1e-2, centered=True)
     """
-    _check_lr(lr, "rmsprop")
+    check_lr(lr, "rmsprop")
     return chain(
         add_decayed_weights(weight_decay),
         scale_by_rms(alpha, eps, centered),
@@ -341,8 +341,8 @@ def adagrad(
     Example:
         >>> opt = adagrad(1e-2, lr_decay=1e-3)
     """
-    _check_lr(lr, "adagrad")
-    _check_nonneg("lr_decay", lr_decay, "adagrad")
+    check_lr(lr, "adagrad")
+    check_nonneg("lr_decay", lr_decay, "adagrad")
     step: LearningRate = lr
     if lr_decay != 0.0:
 
@@ -382,7 +382,7 @@ def lion(
     Example:
         >>> opt = lion(1e-4, weight_decay=1.0)
     """
-    _check_lr(lr, "lion")
+    check_lr(lr, "lion")
     return chain(
         scale_by_lion(betas), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
     )

@@ -13,39 +13,39 @@ import torch
 from ..tree import NAMESPACE, flatten, unflatten
 from ..tree import map as tree_map
 from ._base import (
-    _IDENTITY,
+    IDENTITY_LEAFWISE,
     Factor,
     GradientTransformation,
+    Kit,
+    Leafwise,
     LearningRate,
     Leaves,
+    Owned,
     Scalar,
     ScalarCache,
     State,
     Tree,
-    _check_beta,
-    _check_lr,
-    _check_nonneg,
-    _check_shapes,
-    _count,
-    _flatten,
-    _foreach,
-    _hoist,
-    _identity,
-    _inc,
-    _Kit,
-    _Leafwise,
-    _leafwise,
-    _leaves_along,
-    _materialize,
-    _moments_check,
-    _no_check,
-    _Owned,
-    _plain_count,
-    _scalar,
-    _stateless,
-    _times,
-    _transformation,
-    _zeros_like,
+    check_beta,
+    check_lr,
+    check_nonneg,
+    check_shapes,
+    flatten_checked,
+    foreach_op,
+    hoist,
+    identity_transform,
+    inc,
+    kit_scalar,
+    leafwise,
+    leaves_along,
+    make_transformation,
+    materialize,
+    moments_check,
+    new_count,
+    no_check,
+    plain_count,
+    stateless_transform,
+    times,
+    zeros_like_tree,
 )
 
 # -------------------------------------------------------------------------- primitives
@@ -67,15 +67,15 @@ def apply_updates(ps: Tree, updates: Tree) -> Tree:
     """
     if torch.compiler.is_compiling():
         p, spec = flatten(ps)
-        traced = _flatten(updates, ps, "updates")[0]
-        _check_shapes("updates", traced, p, spec)
-        return unflatten(spec, _foreach("add", p, traced))
+        traced = flatten_checked(updates, ps, "updates")[0]
+        check_shapes("updates", traced, p, spec)
+        return unflatten(spec, foreach_op("add", p, traced))
     p, spec = optree.tree_flatten(ps, namespace=NAMESPACE)
-    u = _leaves_along(spec, updates)
+    u = leaves_along(spec, updates)
     if u is None:
-        u = _flatten(updates, ps, "updates")[0]  # raises, naming the paths
-    _check_shapes("updates", u, p, spec)
-    return optree.tree_unflatten(spec, _foreach("add", p, u))
+        u = flatten_checked(updates, ps, "updates")[0]  # raises, naming the paths
+    check_shapes("updates", u, p, spec)
+    return optree.tree_unflatten(spec, foreach_op("add", p, u))
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -98,15 +98,15 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def init(ps: Tree) -> State:
         return tuple(t.init(ps) for t in transforms)
 
-    members = [lw for lw in map(_leafwise, transforms) if lw is not None]
+    members = [lw for lw in map(leafwise, transforms) if lw is not None]
     if len(members) == len(transforms):
-        active = [lw for lw in members if lw is not _IDENTITY]
+        active = [lw for lw in members if lw is not IDENTITY_LEAFWISE]
 
         def size(n: int) -> int:
             return sum(lw.size(n) for lw in active)
 
         def leaf_update(
-            g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+            g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
         ) -> tuple[Leaves, Factor, Leaves]:
             n, start = len(g), 0
             new: list[torch.Tensor] = []
@@ -123,7 +123,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
                     lw.check(grads, st)
 
         uses_ps = any(lw.uses_ps for lw in active)
-        return _transformation("chain", init, _Leafwise(size, leaf_update, check, uses_ps))
+        return make_transformation("chain", init, Leafwise(size, leaf_update, check, uses_ps))
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         new_states = []
@@ -147,7 +147,7 @@ def scale(step_size: float) -> GradientTransformation:
     Example:
         >>> opt = scale(-0.1)
     """
-    return _stateless("scale", lambda g, f, p, kit: (g, _times(f, step_size)))
+    return stateless_transform("scale", lambda g, f, p, kit: (g, times(f, step_size)))
 
 
 def set_to_zero() -> GradientTransformation:
@@ -160,7 +160,7 @@ def set_to_zero() -> GradientTransformation:
         >>> opt = partition({"train": adam(1e-3), "frozen": set_to_zero()},
         ...                 {"encoder": "frozen", "head": "train"})
     """
-    return _stateless(
+    return stateless_transform(
         "set_to_zero", lambda g, f, p, kit: (kit.own([torch.zeros_like(x) for x in g]), None)
     )
 
@@ -179,18 +179,18 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
     Example:
         >>> opt = chain(add_decayed_weights(1e-4), scale(-0.1))
     """
-    _check_nonneg("weight_decay", weight_decay, "add_decayed_weights")
+    check_nonneg("weight_decay", weight_decay, "add_decayed_weights")
     if weight_decay == 0.0:
-        return _identity("add_decayed_weights")
+        return identity_transform("add_decayed_weights")
 
-    def fn(g: Leaves, f: Factor, p: Leaves | None, kit: _Kit) -> tuple[Leaves, Factor]:
+    def fn(g: Leaves, f: Factor, p: Leaves | None, kit: Kit) -> tuple[Leaves, Factor]:
         if p is None:
             raise ValueError("lux_torch.optim.add_decayed_weights: update needs ps")
-        g = _materialize(g, f, kit)
-        op = kit.op_ if isinstance(g, _Owned) else kit.op
+        g = materialize(g, f, kit)
+        op = kit.op_ if isinstance(g, Owned) else kit.op
         return kit.own(op("add", g, p, alpha=weight_decay)), None
 
-    return _stateless("add_decayed_weights", fn, uses_ps=True)
+    return stateless_transform("add_decayed_weights", fn, uses_ps=True)
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
@@ -210,14 +210,14 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
             f"lux_torch.optim.clip_by_global_norm: max_norm must be > 0, got {max_norm}"
         )
 
-    def fn(g: Leaves, f: Factor, p: Leaves | None, kit: _Kit) -> tuple[Leaves, Factor]:
-        g = _materialize(g, f, kit)
+    def fn(g: Leaves, f: Factor, p: Leaves | None, kit: Kit) -> tuple[Leaves, Factor]:
+        g = materialize(g, f, kit)
         if not g:
             return g, None
         norm = torch.sqrt(sum(torch.sum(x * x) for x in g))  # type: ignore[arg-type]  # sum() of tensors
         return g, torch.clamp(max_norm / (norm + 1e-12), max=1.0)
 
-    return _stateless("clip_by_global_norm", fn)
+    return stateless_transform("clip_by_global_norm", fn)
 
 
 def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
@@ -236,21 +236,21 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
     Example:
         >>> opt = chain(scale_by_adam(), scale_by_learning_rate(1e-3))
     """
-    _check_lr(lr, "scale_by_learning_rate")
+    check_lr(lr, "scale_by_learning_rate")
     constant = None if callable(lr) else -float(lr)
 
     def init(ps: Tree) -> State:
-        return {"count": _count()}
+        return {"count": new_count()}
 
     def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
     ) -> tuple[Leaves, Factor, Leaves]:
         count = s[0]
         step = -lr(count) if callable(lr) else constant
-        return g, _times(f, step), [_inc(count)]  # type: ignore[arg-type]  # step: lr(count) or constant
+        return g, times(f, step), [inc(count)]  # type: ignore[arg-type]  # step: lr(count) or constant
 
-    lw = _Leafwise(lambda n: 1, update, _no_check)
-    return _transformation("scale_by_learning_rate", init, lw)
+    lw = Leafwise(lambda n: 1, update, no_check)
+    return make_transformation("scale_by_learning_rate", init, lw)
 
 
 def _adam_corrections(
@@ -258,13 +258,13 @@ def _adam_corrections(
 ) -> tuple[Scalar, Scalar]:
     """``1 / (1 - b1 ** count)`` and ``sqrt(1 - b2 ** count)``: floats when eager (as in
     ``torch.optim``), float64 tensors when traced."""
-    t = _plain_count(count)
+    t = plain_count(count)
     if t is not None:
         return 1.0 / (1.0 - b1**t), math.sqrt(1.0 - b2**t)
     if bases.device != count.device:
         bases = bases.to(count.device)
     bc1, bc2 = (1.0 - torch.pow(bases, count)).unbind()
-    return torch.reciprocal(bc1), _hoist(torch.sqrt(bc2))
+    return torch.reciprocal(bc1), hoist(torch.sqrt(bc2))
 
 
 def scale_by_adam(
@@ -285,31 +285,31 @@ def scale_by_adam(
         >>> opt = chain(scale_by_adam(), scale_by_learning_rate(1e-3))
     """
     b1, b2 = betas
-    _check_beta("betas[0]", b1, "scale_by_adam")
-    _check_beta("betas[1]", b2, "scale_by_adam")
-    _check_nonneg("eps", eps, "scale_by_adam")
+    check_beta("betas[0]", b1, "scale_by_adam")
+    check_beta("betas[1]", b2, "scale_by_adam")
+    check_nonneg("eps", eps, "scale_by_adam")
     bases = torch.tensor([b1, b2], dtype=torch.float64)
     b2s: ScalarCache = {}
     epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
-        return {"count": _count(), "mu": _zeros_like(ps), "nu": _zeros_like(ps)}
+        return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
 
     def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
     ) -> tuple[Leaves, Factor, Leaves]:
-        g, n, op, op_ = _materialize(g, f, kit), len(g), kit.op, kit.op_
-        count = _inc(s[0])
+        g, n, op, op_ = materialize(g, f, kit), len(g), kit.op, kit.op_
+        count = inc(s[0])
         mu = op("lerp", s[1 : n + 1], g, 1.0 - b1)
-        nu = op("mul", s[n + 1 :], _scalar(kit, g, b2, b2s))
+        nu = op("mul", s[n + 1 :], kit_scalar(kit, g, b2, b2s))
         nu = op_("addcmul", nu, g, g, value=1.0 - b2)
         inv_bc1, bc2_sqrt = _adam_corrections(b1, b2, bases, count)
-        denom = op_("div", op("sqrt", nu), _scalar(kit, nu, bc2_sqrt))
-        denom = op_("add", denom, _scalar(kit, nu, eps, epss))
+        denom = op_("div", op("sqrt", nu), kit_scalar(kit, nu, bc2_sqrt))
+        denom = op_("add", denom, kit_scalar(kit, nu, eps, epss))
         return kit.own(op("div", mu, denom)), inv_bc1, [count, *mu, *nu]
 
-    lw = _Leafwise(lambda n: 1 + 2 * n, update, _moments_check("scale_by_adam", ("mu", "nu")))
-    return _transformation("scale_by_adam", init, lw)
+    lw = Leafwise(lambda n: 1 + 2 * n, update, moments_check("scale_by_adam", ("mu", "nu")))
+    return make_transformation("scale_by_adam", init, lw)
 
 
 def scale_by_rms(
@@ -330,30 +330,30 @@ def scale_by_rms(
     Example:
         >>> opt = chain(scale_by_rms(), scale_by_learning_rate(1e-2))
     """
-    _check_beta("alpha", alpha, "scale_by_rms")
-    _check_nonneg("eps", eps, "scale_by_rms")
+    check_beta("alpha", alpha, "scale_by_rms")
+    check_nonneg("eps", eps, "scale_by_rms")
     alphas: ScalarCache = {}
     epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
-        return {"count": _count(), "mu": _zeros_like(ps), "nu": _zeros_like(ps)}
+        return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
 
     def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
     ) -> tuple[Leaves, Factor, Leaves]:
-        g, n, op, op_ = _materialize(g, f, kit), len(g), kit.op, kit.op_
+        g, n, op, op_ = materialize(g, f, kit), len(g), kit.op, kit.op_
         mu, nu = s[1 : n + 1], s[n + 1 :]
-        nu = op_("addcmul", op("mul", nu, _scalar(kit, g, alpha, alphas)), g, g, value=1 - alpha)
+        nu = op_("addcmul", op("mul", nu, kit_scalar(kit, g, alpha, alphas)), g, g, value=1 - alpha)
         if centered:
             mu = op("lerp", mu, g, 1.0 - alpha)
             root = op_("sqrt", op("addcmul", nu, mu, mu, value=-1.0))
         else:
             root = op("sqrt", nu)
-        out = op("div", g, op_("add", root, _scalar(kit, root, eps, epss)))
-        return kit.own(out), None, [_inc(s[0]), *mu, *nu]
+        out = op("div", g, op_("add", root, kit_scalar(kit, root, eps, epss)))
+        return kit.own(out), None, [inc(s[0]), *mu, *nu]
 
-    lw = _Leafwise(lambda n: 1 + 2 * n, update, _moments_check("scale_by_rms", ("mu", "nu")))
-    return _transformation("scale_by_rms", init, lw)
+    lw = Leafwise(lambda n: 1 + 2 * n, update, moments_check("scale_by_rms", ("mu", "nu")))
+    return make_transformation("scale_by_rms", init, lw)
 
 
 def scale_by_adagrad(
@@ -372,24 +372,24 @@ def scale_by_adagrad(
     Example:
         >>> opt = chain(scale_by_adagrad(), scale_by_learning_rate(1e-2))
     """
-    _check_nonneg("eps", eps, "scale_by_adagrad")
-    _check_nonneg("initial_accumulator_value", initial_accumulator_value, "scale_by_adagrad")
+    check_nonneg("eps", eps, "scale_by_adagrad")
+    check_nonneg("initial_accumulator_value", initial_accumulator_value, "scale_by_adagrad")
     epss: ScalarCache = {}
 
     def init(ps: Tree) -> State:
-        return {"count": _count(), "sum": _zeros_like(ps, initial_accumulator_value)}
+        return {"count": new_count(), "sum": zeros_like_tree(ps, initial_accumulator_value)}
 
     def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
     ) -> tuple[Leaves, Factor, Leaves]:
-        g, op = _materialize(g, f, kit), kit.op
+        g, op = materialize(g, f, kit), kit.op
         acc = op("addcmul", s[1:], g, g)
         root = op("sqrt", acc)
-        out = op("div", g, kit.op_("add", root, _scalar(kit, root, eps, epss)))
-        return kit.own(out), None, [_inc(s[0]), *acc]
+        out = op("div", g, kit.op_("add", root, kit_scalar(kit, root, eps, epss)))
+        return kit.own(out), None, [inc(s[0]), *acc]
 
-    lw = _Leafwise(lambda n: 1 + n, update, _moments_check("scale_by_adagrad", ("sum",)))
-    return _transformation("scale_by_adagrad", init, lw)
+    lw = Leafwise(lambda n: 1 + n, update, moments_check("scale_by_adagrad", ("sum",)))
+    return make_transformation("scale_by_adagrad", init, lw)
 
 
 def scale_by_lion(betas: tuple[float, float] = (0.9, 0.99)) -> GradientTransformation:
@@ -410,21 +410,21 @@ def scale_by_lion(betas: tuple[float, float] = (0.9, 0.99)) -> GradientTransform
         >>> opt = chain(scale_by_lion(), scale_by_learning_rate(1e-4))
     """
     b1, b2 = betas
-    _check_beta("betas[0]", b1, "scale_by_lion")
-    _check_beta("betas[1]", b2, "scale_by_lion")
+    check_beta("betas[0]", b1, "scale_by_lion")
+    check_beta("betas[1]", b2, "scale_by_lion")
 
     def init(ps: Tree) -> State:
-        return {"count": _count(), "mu": _zeros_like(ps)}
+        return {"count": new_count(), "mu": zeros_like_tree(ps)}
 
     def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
     ) -> tuple[Leaves, Factor, Leaves]:
-        g, mu = _materialize(g, f, kit), s[1:]
+        g, mu = materialize(g, f, kit), s[1:]
         direction = kit.op_("sign", kit.op("lerp", mu, g, 1.0 - b1))
-        return kit.own(direction), None, [_inc(s[0]), *kit.op("lerp", mu, g, 1.0 - b2)]
+        return kit.own(direction), None, [inc(s[0]), *kit.op("lerp", mu, g, 1.0 - b2)]
 
-    lw = _Leafwise(lambda n: 1 + n, update, _moments_check("scale_by_lion", ("mu",)))
-    return _transformation("scale_by_lion", init, lw)
+    lw = Leafwise(lambda n: 1 + n, update, moments_check("scale_by_lion", ("mu",)))
+    return make_transformation("scale_by_lion", init, lw)
 
 
 def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
@@ -443,27 +443,27 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     Example:
         >>> opt = chain(trace(0.9), scale_by_learning_rate(0.1))
     """
-    _check_beta("momentum", momentum, "trace")
+    check_beta("momentum", momentum, "trace")
     if nesterov and momentum == 0.0:
         raise ValueError("lux_torch.optim.trace: nesterov needs momentum > 0")
     if momentum == 0.0:
-        return _identity("trace")
+        return identity_transform("trace")
     momenta: ScalarCache = {}
 
     def init(ps: Tree) -> State:
-        return {"buf": _zeros_like(ps)}
+        return {"buf": zeros_like_tree(ps)}
 
     def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: _Kit
+        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
     ) -> tuple[Leaves, Factor, Leaves]:
-        g = _materialize(g, f, kit)
-        buf = kit.op_("add", kit.op("mul", s, _scalar(kit, s, momentum, momenta)), g)
+        g = materialize(g, f, kit)
+        buf = kit.op_("add", kit.op("mul", s, kit_scalar(kit, s, momentum, momenta)), g)
         if nesterov:
             return kit.own(kit.op("add", g, buf, alpha=momentum)), None, buf
         return buf, None, buf  # not owned: the state holds it
 
-    lw = _Leafwise(lambda n: n, update, _moments_check("trace", ("buf",)))
-    return _transformation("trace", init, lw)
+    lw = Leafwise(lambda n: n, update, moments_check("trace", ("buf",)))
+    return make_transformation("trace", init, lw)
 
 
 # ------------------------------------------------------------------ masked / partition
@@ -620,7 +620,7 @@ def masked(
         return inner.init(_subtree(ps, expand(ps, ps), keep))
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec = flatten(grads) if ps is None else _flatten(grads, ps, "grads")
+        g, spec = flatten(grads) if ps is None else flatten_checked(grads, ps, "grads")
         full = expand(grads, grads if ps is None else ps)
         out = list(g)
         state = _split_apply(inner, keep, flatten(full)[0], full, grads, state, ps, out)
@@ -685,7 +685,7 @@ def partition(
                 f"lux_torch.optim.partition: the state must have one entry per label "
                 f"{names}, got {got}"
             )
-        g, spec = flatten(grads) if ps is None else _flatten(grads, ps, "grads")
+        g, spec = flatten(grads) if ps is None else flatten_checked(grads, ps, "grads")
         full = expand(grads, grads if ps is None else ps)
         values = flatten(full)[0]
         out = list(g)

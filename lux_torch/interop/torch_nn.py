@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import tree as ltree
-from .core import (
+from .. import tree as ltree
+from ..core import (
     Layer,
     Params,
     State,
@@ -43,7 +43,7 @@ from .core import (
     test_mode,
     train_mode,
 )
-from .tree import Static
+from ..tree import Static
 
 __all__ = [
     "LuxModule",
@@ -724,7 +724,7 @@ class LuxModule(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        from .display import short_repr
+        from ..display import short_repr
 
         return f"lux_model={short_repr(self._lux.model)}"
 
