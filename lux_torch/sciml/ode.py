@@ -19,8 +19,17 @@ Gradients
 ``adjoint=False`` (default) backpropagates through the solver's operations (exact
 gradients of the discrete solve, memory growing with the number of steps).
 ``adjoint=True`` uses :func:`torchdiffeq.odeint_adjoint` with ``adjoint_params`` set to
-exactly the parameter leaves ``ps["vector_field"]``: constant memory, gradients exact up
-to the tolerance of the backward solve.
+the parameter leaves ``ps["vector_field"]`` and the state leaves that require grad:
+constant memory, gradients exact up to the tolerance of the backward solve. No gradient
+is dropped silently: a vector field (with the adjoint) or an ``event_fn`` that reads a
+tensor requiring grad which the solve cannot differentiate raises (see
+:class:`NeuralODE`, "Adjoint gradients").
+
+Time is data
+------------
+The output times (and an event solve's start) may come with the input as tensors,
+``node((y0, {"t": t}), ps, st)``: gradients flow to them, and each batch may have its own
+grid without rebuilding the layer or recompiling.
 
 How torchdiffeq composes with torch.func and torch.compile
 ----------------------------------------------------------
@@ -95,9 +104,16 @@ from .. import random as lrandom
 from .. import tree as ltree
 from ..core import Layer, describe_config
 from ..display import short_repr
+from ..layers._common import options_problem
 from ..layers.containers import as_layer
 
-__all__ = ["FUNC_COMPATIBLE_METHODS", "NeuralODE", "VectorField", "vector_field"]
+__all__ = [
+    "FUNC_COMPATIBLE_METHODS",
+    "ElementwiseTolerance",
+    "NeuralODE",
+    "VectorField",
+    "vector_field",
+]
 
 Params = dict[str, Any]
 State = dict[str, Any]
@@ -199,7 +215,8 @@ class VectorField:
         model, ps: as given.
         st: the state returned by the latest evaluation.
         nfe: number of evaluations so far.
-        adjoint_params: the floating-point leaves of ``ps``, to pass to
+        adjoint_params: the floating-point leaves of ``ps`` and the leaves of ``st`` that
+            require grad (e.g. a context vector computed from other parameters), to pass to
             ``torchdiffeq.odeint_adjoint(f, y0, t, adjoint_params=f.adjoint_params)``.
 
     This is deliberately *not* a ``torch.nn.Module``: ``odeint_adjoint`` would take an
@@ -242,7 +259,9 @@ class VectorField:
 
     @property
     def adjoint_params(self) -> tuple[torch.Tensor, ...]:
-        return tuple(p for p in ltree.leaves(self.ps) if p.is_floating_point() or p.is_complex())
+        """The floating leaves of ``ps``, then those of ``st`` that require grad."""
+        params = [p for p in ltree.leaves(self.ps) if p.is_floating_point() or p.is_complex()]
+        return (*params, *(s for s in ltree.leaves(self.st) if s.requires_grad))
 
     def __repr__(self) -> str:
         return f"VectorField({short_repr(self.model)}, nfe={self.nfe})"
@@ -320,6 +339,94 @@ class _Solve(VectorField):
         return (dy, *extra, (eps_jac * eps_jac).sum())
 
 
+# --------------------------------------------------------------------------- dependencies
+
+
+def _foreign_leaves(outputs: Any, known: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """The tensors requiring grad that ``outputs`` depend on, other than ``known`` ones.
+
+    Walks the autograd graph from ``outputs`` back to its leaves (``AccumulateGrad`` nodes),
+    stopping at the graph nodes of the ``known`` tensors that are not leaves.
+    """
+    known_ids = {id(p) for p in known}
+    stop = {p.grad_fn for p in known if p.grad_fn is not None}
+    found: list[torch.Tensor] = []
+    stack: list[Any] = []
+    for out in ltree.leaves(outputs) if not isinstance(outputs, torch.Tensor) else [outputs]:
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            if out.grad_fn is None and id(out) not in known_ids:
+                found.append(out)
+            stack.append(out.grad_fn)
+    seen: set[Any] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in stop:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)
+        if isinstance(leaf, torch.Tensor):  # AccumulateGrad: a leaf tensor
+            if id(leaf) not in known_ids:
+                found.append(leaf)
+            continue
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found
+
+
+def _described(tensors: list[torch.Tensor]) -> str:
+    shown = ", ".join(f"{tuple(p.shape)}" for p in tensors[:3])
+    return f"{len(tensors)} tensor(s) requiring grad, of shape {shown}" + (
+        ", ..." if len(tensors) > 3 else ""
+    )
+
+
+def _check_dependencies(
+    node: NeuralODE, f: _Solve, y0: Any, t: torch.Tensor, leaves: tuple[torch.Tensor, ...]
+) -> None:
+    """No tensor the solve depends on silently gets a ``None`` gradient (DESIGN §4).
+
+    torchdiffeq's adjoint differentiates only through ``adjoint_params``, and an event
+    time's gradient only through ``(t, y)``: one probe evaluation on detached inputs (not
+    counted in ``st["stats"]``) finds any other tensor requiring grad that the vector
+    field (adjoint) or ``event_fn`` reads, e.g. from a closure.
+    """
+    if not node.adjoint and node.event_fn is None:
+        return
+    y = y0.detach() if isinstance(y0, torch.Tensor) else tuple(v.detach() for v in y0)
+    t0 = t[0].detach()
+    owner = short_repr(node)
+    with torch.enable_grad():
+        if node.adjoint:
+            dy, st_out = node.vector_field((t0, y) if node.time_dependent else y, f.ps, f.st)
+            foreign = _foreign_leaves(dy, leaves)
+            if foreign:
+                raise ValueError(
+                    f"{owner}: with adjoint=True the vector field reads {_described(foreign)} "
+                    "from outside ps['vector_field'] and st['vector_field'] (e.g. captured "
+                    "in a closure); torchdiffeq's odeint_adjoint cannot see them and would "
+                    "give them no gradient. Pass them in through the vector field's st or "
+                    "ps (st tensors that require grad get adjoint gradients), or use "
+                    "adjoint=False"
+                )
+            for before, after in zip(ltree.leaves(f.st), ltree.leaves(st_out), strict=False):
+                if before.requires_grad and after is not before:
+                    raise ValueError(
+                        f"{owner}: with adjoint=True, a tensor of the vector field's st "
+                        f"that requires grad (shape {tuple(before.shape)}) must pass "
+                        "through the field unchanged: the adjoint differentiates each "
+                        "evaluation with respect to the st it was given. Use adjoint=False"
+                    )
+        if node.event_fn is not None:
+            foreign = _foreign_leaves(node.event_fn(t0, y), ())
+            if foreign:
+                raise ValueError(
+                    f"{owner}: event_fn reads {_described(foreign)} besides (t, y); the "
+                    "gradient of the event time flows only through (t, y) (torchdiffeq's "
+                    "odeint_event), so they would get no gradient from it. Carry such "
+                    "values in the ODE state (as torchdiffeq's bouncing_ball.py carries "
+                    "the radius) or detach them"
+                )
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -341,12 +448,12 @@ def _as_times(owner: str, name: str, t: Any) -> tuple[float, ...]:
 
 
 def _check_times(owner: str, t: tuple[float, ...]) -> None:
-    if len(t) < 2:
-        raise ValueError(f"{owner}: t needs at least 2 time points, got {len(t)}")
+    if not t:
+        raise ValueError(f"{owner}: t needs at least one time point, got none")
     bad = [i for i, v in enumerate(t) if not math.isfinite(v)]
     if bad:
         raise ValueError(f"{owner}: t must be finite, got t[{bad[0]}] = {t[bad[0]]}")
-    increasing = t[1] > t[0]
+    increasing = len(t) < 2 or t[1] > t[0]
     for i in range(1, len(t)):
         if (t[i] > t[i - 1]) != increasing or t[i] == t[i - 1]:
             raise ValueError(
@@ -356,9 +463,39 @@ def _check_times(owner: str, t: tuple[float, ...]) -> None:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class ElementwiseTolerance:
+    """A per-element tolerance given as a tensor, kept as floats (layers hold no tensors).
+
+    torchdiffeq honours a tensor ``rtol``/``atol`` element by element (its error norm
+    compares ``|error|`` with ``atol + rtol * |y|``): the tensor must broadcast to the
+    (tensor) state's shape. It becomes a tensor in the state's dtype and device per call.
+    """
+
+    values: tuple[float, ...]
+    shape: tuple[int, ...]
+
+    def tensor(self, like: torch.Tensor) -> torch.Tensor:
+        out = torch.tensor(self.values, dtype=like.dtype.to_real(), device=like.device)
+        return out.reshape(self.shape)
+
+    def __repr__(self) -> str:
+        return f"tensor of shape {self.shape}"
+
+
 def _check_tol(owner: str, name: str, value: Any, optional: bool = False) -> Any:
     if value is None and optional:
         return None
+    if isinstance(value, torch.Tensor):
+        ok = not value.is_complex() and value.dtype != torch.bool and not value.requires_grad
+        flat = value.detach().reshape(-1).cpu().tolist() if ok else []
+        if not ok or not all(math.isfinite(v) and v >= 0 for v in flat):
+            raise ValueError(
+                f"{owner}: {name} as a tensor must hold finite non-negative real numbers "
+                f"and not require grad (torchdiffeq cannot differentiate tolerances), got "
+                f"a {value.dtype} tensor{' requiring grad' if value.requires_grad else ''}"
+            )
+        return ElementwiseTolerance(tuple(float(v) for v in flat), tuple(value.shape))
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
@@ -398,8 +535,58 @@ def _solver_options(options: Mapping[str, Any] | None, like: torch.Tensor) -> di
     return out
 
 
-def _times_repr(t: tuple[float, ...]) -> str:
+def _times_repr(t: tuple[float, ...] | None) -> str:
+    if t is None:
+        return "t per call"
+    if len(t) == 1:
+        return f"t={t[0]:g}"
     return f"t={t[0]:g} => {t[-1]:g} ({len(t)} points)"
+
+
+_CALL_OPTIONS = ("t", "t0")
+
+
+def _time_tensor(owner: str, name: str, given: Any, like: torch.Tensor) -> torch.Tensor:
+    """A time option as a tensor in ``like``'s real dtype and device (differentiably)."""
+    if isinstance(given, torch.Tensor):
+        value = given
+    else:
+        times = _as_times(owner, name, given if name == "t" else [given])
+        value = torch.tensor(times if name == "t" else times[0], dtype=torch.float64)
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{owner}: the call option {name!r} must be real, got {value.dtype}")
+    want = 1 if name == "t" else 0
+    if value.ndim != want and not (name == "t0" and value.shape == (1,)):
+        raise ValueError(
+            f"{owner}: the call option {name!r} must be "
+            + ("a 1-D tensor of times" if want else "a 0-dim tensor (one time)")
+            + f", got shape {tuple(value.shape)}"
+        )
+    return value.to(dtype=like.dtype.to_real(), device=like.device)
+
+
+def _check_time_values(owner: str, t: torch.Tensor) -> None:
+    """``t`` is finite and strictly monotone, at least one point (one host sync)."""
+    if t.numel() == 0:
+        raise ValueError(f"{owner}: the call option 't' needs at least one time point, got none")
+    d = t.detach().diff()
+    ok = torch.isfinite(t.detach()).all() & ((d > 0).all() | (d < 0).all())
+    if not bool(ok):  # only now move the values to the host, to say what is wrong
+        _check_times(f"{owner} (call option 't')", tuple(t.detach().cpu().tolist()))
+
+
+def _split_input(node: Layer, x: Any) -> tuple[Any, dict[str, Any]]:
+    """``(y0, options)`` from a call's input ``y0`` or ``(y0, {"t": ..., "t0": ...})``."""
+    if not (isinstance(x, (tuple, list)) and x and isinstance(x[-1], Mapping)):
+        return x, {}
+    options = dict(x[-1])
+    problem = options_problem(options, _CALL_OPTIONS, ())
+    if problem is not None:
+        raise ValueError(f"{short_repr(node)}: {problem}")
+    items = tuple(x[:-1])
+    if not items:
+        raise TypeError(f"{short_repr(node)}: the options dict must follow the initial state y0")
+    return (items[0] if len(items) == 1 else items), options
 
 
 # --------------------------------------------------------------------------- NeuralODE
@@ -417,14 +604,17 @@ class NeuralODE(Layer):
             ``time_dependent=True``); a plain callable is wrapped in
             :class:`~lux_torch.WrappedFunction`. It must return a tensor of the state's
             shape (a tuple of them for a tuple state).
-        t: the output times, a sequence of floats or a 1-D tensor (stored as a tuple of
-            floats: layers hold no tensors), strictly increasing or strictly decreasing,
-            at least two. The solve starts at ``t[0]``. At call time it becomes a tensor in
-            ``y0``'s (real) dtype and on ``y0``'s device. Use
-            ``dataclasses.replace(node, t=...)`` for other times (``ps`` and ``st`` stay
-            valid).
+        t: the default output times, a sequence of floats or a 1-D tensor (stored as a
+            tuple of floats: layers hold no tensors), strictly increasing or strictly
+            decreasing, at least one (one time returns ``y0[None]``, as torchdiffeq). The
+            solve starts at ``t[0]``. At call time it becomes a tensor in ``y0``'s (real)
+            dtype and on ``y0``'s device. ``None``: every call gives its times as data,
+            ``node((y0, {"t": t}), ps, st)`` (see Input); such times take precedence
+            over these.
         method: a torchdiffeq solver (``"dopri5"``, ``"rk4"``, ``"euler"``, ...).
-        rtol, atol: tolerances of adaptive solvers (a tuple: one per state tensor).
+        rtol, atol: tolerances of adaptive solvers: a float, a tuple (one per state
+            tensor), or a tensor of per-element tolerances that broadcasts to a tensor
+            state's shape (kept as an :class:`ElementwiseTolerance`).
         options: solver options (e.g. ``{"step_size": 0.1}`` for fixed-grid solvers);
             tensor values are stored as floats or tuples of floats.
         adjoint: backpropagate with the adjoint method (``odeint_adjoint``), with
@@ -458,7 +648,18 @@ class NeuralODE(Layer):
     All defaults equal torchdiffeq's.
 
     Input:
-        ``y0``: a floating-point tensor of any shape, or a tuple of them.
+        ``y0``: a floating-point tensor of any shape, or a tuple of them; or
+        ``(y0, options)`` with a dict of call options (DESIGN's call-options convention):
+
+        - ``"t"``: the output times as a 1-D tensor (or a sequence of floats), strictly
+          monotone: they replace the configured ``t`` for this call. Times are data:
+          gradients flow to them (as torchdiffeq's, backprop and adjoint), a different
+          grid per batch needs no rebuild, and compiled code does not specialise on their
+          values (``train_step(compile=True)`` compiles once for grids of one length).
+        - ``"t0"`` (with ``event_fn`` only): the start time of the event solve, a 0-dim
+          tensor, e.g. the previous event's time when chaining solves
+          (``examples/bouncing_ball.py``): the gradients of the later event times flow
+          through it. The direction of the solve comes from ``t`` (forward if absent).
 
     Returns:
         ``ys`` of shape ``(len(t), *y0.shape)`` (``save_at="all"``) or ``y0.shape``
@@ -483,14 +684,22 @@ class NeuralODE(Layer):
           Hutchinson probe, advanced by every call.
 
     Adjoint gradients
-        torchdiffeq's ``odeint_adjoint`` computes parameter gradients only for the
-        ``adjoint_params`` it is given and silently drops those that do not require grad,
-        which has produced zero or missing gradients in practice (torchdiffeq issues #118,
-        #178, #227, #246). Here ``adjoint_params`` are exactly the leaves of
-        ``ps["vector_field"]``, and a call with gradients enabled where some floating
-        leaves require grad and others do not raises a ``ValueError`` naming them instead.
-        Tensors a vector field captures from outside ``ps`` (e.g. in a closure) get no
-        adjoint gradient: keep every trainable tensor in ``ps``.
+        torchdiffeq's ``odeint_adjoint`` computes gradients only for the
+        ``adjoint_params`` it is given, which has produced missing gradients in practice
+        (torchdiffeq issues #118, #178, #227, #246). Here ``adjoint_params`` are the
+        floating leaves of ``ps["vector_field"]`` plus the leaves of
+        ``st["vector_field"]`` that require grad (a context vector an encoder computed,
+        say): all get the gradients backprop would give. Leaves of ``ps`` that do not
+        require grad (partly frozen parameters) are left out, as torchdiffeq 0.2.5 does;
+        they get no gradient, as they asked. Any *other* tensor requiring grad that the
+        field reads (e.g. from a closure) would get none, so a call with gradients
+        enabled first evaluates the field once on detached inputs (not counted in
+        ``st["stats"]``) and raises a ``ValueError`` if its autograd graph reaches such a
+        tensor, or if a state tensor that requires grad does not pass through the field
+        unchanged. Likewise ``event_fn`` may depend only on ``(t, y)``: the event time's
+        gradient flows only through those, so one that reads a tensor requiring grad
+        raises (carry such values in the state, as torchdiffeq's bouncing ball carries its
+        radius).
 
     Attributes:
         requires_autograd: ``True`` when the solve cannot be differentiated by
@@ -516,15 +725,15 @@ class NeuralODE(Layer):
     """
 
     vector_field: Layer
-    t: tuple[float, ...]
+    t: tuple[float, ...] | None = None
     _: dataclasses.KW_ONLY
     method: str = "dopri5"
-    rtol: float | tuple[float, ...] = 1e-7
-    atol: float | tuple[float, ...] = 1e-9
+    rtol: float | tuple[float, ...] | torch.Tensor = 1e-7
+    atol: float | tuple[float, ...] | torch.Tensor = 1e-9
     options: Mapping[str, Any] | None = None
     adjoint: bool = False
-    adjoint_rtol: float | tuple[float, ...] | None = None
-    adjoint_atol: float | tuple[float, ...] | None = None
+    adjoint_rtol: float | tuple[float, ...] | torch.Tensor | None = None
+    adjoint_atol: float | tuple[float, ...] | torch.Tensor | None = None
     adjoint_method: str | None = None
     adjoint_options: Mapping[str, Any] | None = None
     time_dependent: bool = False
@@ -535,8 +744,9 @@ class NeuralODE(Layer):
 
     def __post_init__(self) -> None:
         owner = "NeuralODE"
-        t = _as_times(owner, "t", self.t)
-        _check_times(owner, t)
+        t = None if self.t is None else _as_times(owner, "t", self.t)
+        if t is not None:
+            _check_times(owner, t)
         solvers = _solvers()
         for name in ("method", "adjoint_method"):
             value = getattr(self, name)
@@ -621,21 +831,22 @@ class NeuralODE(Layer):
         return st
 
     # -- the call
-    def __call__(self, y0: Any, ps: Params, st: State) -> tuple[Any, State]:
-        return self._solve(y0, ps, st)
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
+        return self._solve(x, ps, st)
 
     @_never_compiled
-    def _solve(self, y0: Any, ps: Params, st: State) -> tuple[Any, State]:
+    def _solve(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         """The call, never traced by torch.compile (see ``_COMPILE_REASON``)."""
+        y0, options = _split_input(self, x)
         y0 = self._augment(self._check_y0(y0))
         ps_f, stats = ps["vector_field"], st["stats"]
         first = y0 if isinstance(y0, torch.Tensor) else y0[0]
-        t = torch.tensor(self.t, dtype=first.dtype.to_real(), device=first.device)
+        t = self._times(options, first)
         solver = _solvers()[self.method]
         f = _Solve(self, ps_f, st["vector_field"], frozenset(solver.valid_callbacks()))
         leaves = f.adjoint_params if self.adjoint else ()
-        if self.adjoint:
-            self._check_adjoint_params(ps_f, leaves)
+        if torch.is_grad_enabled():
+            _check_dependencies(self, f, y0, t, leaves)
         new_st: State = {}
         state = y0
         if self.regularize:
@@ -676,6 +887,33 @@ class NeuralODE(Layer):
         out = ys if event_t is None else (event_t, ys)
         return out, {"vector_field": f.st, "stats": new_stats, **new_st}
 
+    def _times(self, options: dict[str, Any], like: torch.Tensor) -> torch.Tensor:
+        """The output times (for an event solve: the start, then the direction's sign)."""
+        owner = short_repr(self)
+        if "t0" in options and self.event_fn is None:
+            raise ValueError(
+                f"{owner}: the call option 't0' (the start of an event solve) needs event_fn; "
+                "give the output times as {'t': tensor} instead"
+            )
+        if "t" in options:
+            t = _time_tensor(owner, "t", options["t"], like)
+            _check_time_values(owner, t)
+        elif self.t is not None:
+            t = torch.tensor(self.t, dtype=like.dtype.to_real(), device=like.device)
+        elif "t0" in options:
+            t = like.new_zeros((1,), dtype=like.dtype.to_real())
+        else:
+            raise ValueError(
+                f"{owner}: no time points: give them at construction (NeuralODE(field, t)) "
+                "or with the input, node((y0, {'t': t}), ps, st)"
+            )
+        if self.event_fn is None:
+            return t
+        forward = len(t) < 2 or bool(t[-1] > t[0])
+        t0 = _time_tensor(owner, "t0", options["t0"], like) if "t0" in options else t[0]
+        # the event solve needs only its start and direction: torchdiffeq's odeint_event
+        return torch.stack([t0.reshape(()), t0.detach().reshape(()) + (1.0 if forward else -1.0)])
+
     def _augment(self, y0: Any) -> Any:
         """``y0`` with ``augment`` zero channels appended to its last dimension."""
         if not self.augment:
@@ -706,25 +944,6 @@ class NeuralODE(Layer):
                     f"them, got {got}"
                 )
         return y0
-
-    def _check_adjoint_params(self, ps: Params, leaves: tuple[torch.Tensor, ...]) -> None:
-        if not torch.is_grad_enabled():
-            return
-        flags = [p.requires_grad for p in leaves]
-        if any(flags) and not all(flags):
-            floating = [
-                path
-                for path, p in zip(ltree.paths(ps), ltree.leaves(ps), strict=True)
-                if p.is_floating_point() or p.is_complex()
-            ]
-            frozen = [path for path, flag in zip(floating, flags, strict=True) if not flag]
-            raise ValueError(
-                f"{short_repr(self)}: with adjoint=True, every parameter of the vector field "
-                "must require grad (or none, for inference), but "
-                f"ps['vector_field'] entries {', '.join(frozen)} do not: torchdiffeq's "
-                "odeint_adjoint would silently give them no gradient (torchdiffeq issues "
-                "#118, #178). Make them require grad, or move constants out of ps"
-            )
 
     def _transform_hint(self, message: str) -> str | None:
         """A clearer error for torch.func transforms that torchdiffeq does not support."""
@@ -778,6 +997,27 @@ class NeuralODE(Layer):
         return f"expected y0 as a Tensor or a tuple of Tensors, got {type(x).__name__}"
 
 
+def _tolerance(node: NeuralODE, name: str, tol: Any, y0: Any) -> Any:
+    """A configured tolerance as torchdiffeq takes it (per-element ones as tensors)."""
+    if not isinstance(tol, ElementwiseTolerance):
+        return tol
+    if not isinstance(y0, torch.Tensor) or node.regularize:
+        raise TypeError(
+            f"{short_repr(node)}: a tensor {name} needs a plain Tensor state (torchdiffeq "
+            "takes one float per tensor of a tuple state; regularize makes the state a tuple)"
+        )
+    try:
+        fits = torch.broadcast_shapes(tol.shape, y0.shape) == y0.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{short_repr(node)}: the tensor {name} of shape {tol.shape} does not broadcast "
+            f"to the state's shape {tuple(y0.shape)}"
+        )
+    return tol.tensor(y0)
+
+
 def _integrate(
     node: NeuralODE,
     f: _Solve,
@@ -788,8 +1028,8 @@ def _integrate(
     """Run torchdiffeq's ``odeint`` or ``odeint_adjoint`` with the node's settings."""
     tdq = _torchdiffeq()
     kwargs: dict[str, Any] = {
-        "rtol": node.rtol,
-        "atol": node.atol,
+        "rtol": _tolerance(node, "rtol", node.rtol, y0),
+        "atol": _tolerance(node, "atol", node.atol, y0),
         "method": node.method,
         "options": _solver_options(node.options, t),
     }
@@ -797,8 +1037,8 @@ def _integrate(
     if node.adjoint:
         solve = tdq.odeint_adjoint
         kwargs.update(
-            adjoint_rtol=node.adjoint_rtol,
-            adjoint_atol=node.adjoint_atol,
+            adjoint_rtol=_tolerance(node, "adjoint_rtol", node.adjoint_rtol, y0),
+            adjoint_atol=_tolerance(node, "adjoint_atol", node.adjoint_atol, y0),
             adjoint_method=node.adjoint_method,
             adjoint_options=_solver_options(node.adjoint_options, t),
             adjoint_params=leaves,
@@ -810,7 +1050,7 @@ def _integrate(
         y0,
         t[0],
         event_fn=node.event_fn,
-        reverse_time=node.t[-1] < node.t[0],
+        reverse_time=bool(t[1] < t[0]),
         odeint_interface=solve,
         **kwargs,
     )
