@@ -990,11 +990,16 @@ class NeuralODE(Layer):
         return ", ".join(parts)
 
     def describe_input_error(self, x: Any) -> str | None:
+        if isinstance(x, (tuple, list)) and x and isinstance(x[-1], Mapping):
+            x = x[0] if len(x) == 2 else tuple(x[:-1])  # (y0, options)
         if isinstance(x, torch.Tensor) or (
             isinstance(x, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in x)
         ):
             return None
-        return f"expected y0 as a Tensor or a tuple of Tensors, got {type(x).__name__}"
+        return (
+            "expected y0 as a Tensor or a tuple of Tensors, optionally followed by a dict "
+            f"of call options ((y0, {{'t': t}})), got {type(x).__name__}"
+        )
 
 
 def _tolerance(node: NeuralODE, name: str, tol: Any, y0: Any) -> Any:
