@@ -516,7 +516,7 @@ class NeuralODE(Layer):
     """
 
     vector_field: Layer
-    t: tuple[float, ...]
+    t: Sequence[float] | torch.Tensor
     _: dataclasses.KW_ONLY
     method: str = "dopri5"
     rtol: float | tuple[float, ...] = 1e-7
@@ -531,7 +531,7 @@ class NeuralODE(Layer):
     save_at: str = "all"
     augment: int = 0
     event_fn: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
-    regularize: tuple[str, ...] = ()
+    regularize: str | tuple[str, ...] | list[str] = ()
 
     def __post_init__(self) -> None:
         owner = "NeuralODE"
@@ -756,7 +756,7 @@ class NeuralODE(Layer):
 
     # -- display
     def extra_repr(self) -> str:
-        parts = [_times_repr(self.t)]
+        parts = [_times_repr(cast(tuple[float, ...], self.t))]  # normalised in __post_init__
         for f in dataclasses.fields(self):
             if f.name in ("vector_field", "t"):
                 continue
