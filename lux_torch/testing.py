@@ -113,7 +113,7 @@ import re
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 import optree
 import torch
@@ -125,7 +125,7 @@ from . import random as lrandom
 from . import tree as ltree
 from .display import short_repr
 
-__all__ = ["TOLERANCES", "CheckOptions", "check_layer"]
+__all__ = ["TOLERANCES", "check_layer"]
 
 Report = dict[str, str]
 
@@ -859,30 +859,6 @@ def _modes(st: Any, training: Sequence[bool]) -> list[tuple[bool | None, str, An
         (mode, "[train]" if mode else "[test]", core.train_mode(st) if mode else core.test_mode(st))
         for mode in training
     ]
-
-
-class CheckOptions(TypedDict, total=False):
-    """The keyword options of :func:`check_layer`, for a dict of them passed on as
-    ``**options``: ``FAST: CheckOptions = {"compile": False}`` lets a type checker check
-    each option against its parameter (a plain ``dict[str, bool]`` matches none of them)."""
-
-    reference: nn.Module | Callable[..., Any] | None
-    ps: dict[str, Any] | None
-    st: dict[str, Any] | None
-    key: torch.Tensor | int
-    rtol: float | None
-    atol: float | None
-    gradcheck: bool
-    compile: bool
-    vmap: bool
-    training: Sequence[bool]
-    stochastic: bool | None
-    expected_repr: str | None
-    input_grad: bool
-    device: torch.device | str | None
-    cuda: bool
-    compile_backend: str | Callable[..., Any]
-    rename: Callable[[str], str] | None
 
 
 def check_layer(

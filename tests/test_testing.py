@@ -7,6 +7,7 @@ harness, not the built-ins. References are built with ``nn.utils.skip_init`` (no
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from lux_torch import random as lrandom
 from lux_torch.testing import TOLERANCES, check_layer
 from lux_torch.tree import Static
 
-FAST = {"compile": False}  # compiling is slow; the compile tests opt in
+FAST: dict[str, Any] = {"compile": False}  # compiling is slow; the compile tests opt in
 
 
 def normal(*shape: int, seed: int = 1) -> torch.Tensor:
