@@ -238,7 +238,8 @@ class Pair(core.Layer):
 
 
 def linear_ref(*args, **kwargs) -> nn.Module:
-    return nn.utils.skip_init(nn.Linear, *args, **kwargs)
+    result: nn.Module = nn.utils.skip_init(nn.Linear, *args, **kwargs)
+    return result
 
 
 # --------------------------------------------------------------------------- passing layers
