@@ -127,10 +127,13 @@ import math
 import numbers
 import struct
 from collections.abc import Sequence
-from typing import TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "bernoulli",
@@ -598,11 +601,11 @@ def _philox_general(
 # ---------------------------------------------------------------------------
 
 
-def key(seed: int, *, device: DeviceLike = None) -> Tensor:
+def key(seed: int | np.integer[Any], *, device: DeviceLike = None) -> Tensor:
     """Create a PRNG key from an integer seed.
 
     Arguments:
-        seed: any Python integer; it is reduced modulo ``2**64`` (so negative seeds work).
+        seed: any Python or numpy integer; it is reduced modulo ``2**64`` (so negative seeds work).
         device: device of the key (default CPU).  Random values are created on the
             key's device.
 

@@ -18,6 +18,8 @@ import inspect
 import math
 import re
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 import torch
@@ -32,7 +34,7 @@ from lux_torch.layers import activation as A
 from lux_torch.testing import check_layer
 
 # (class name, positional args, keyword args shared by lux and torch.nn)
-CASES = [
+CASES: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
     ("ReLU", (), {}),
     ("ReLU6", (), {}),
     ("LeakyReLU", (), {}),
@@ -79,7 +81,7 @@ CASES = [
 INDUCTOR = {"ReLU", "GELU", "Softmax", "PReLU", "RReLU"}  # first case of each: inductor
 _seen: set[str] = set()
 COMPILERS = []
-for _name, _, _ in CASES:
+for _name, _args, _kw in CASES:
     COMPILERS.append("inductor" if _name in INDUCTOR and _name not in _seen else "aot_eager")
     _seen.add(_name)
 SHAPE = (3, 4, 2, 6)  # 4-d (Softmax2d), 4 channels (PReLU(4)), even last dimension (GLU)
@@ -134,7 +136,7 @@ def test_every_torch_activation_module_has_a_layer_with_torchs_signature():
     assert sorted(names) == sorted(A.__all__)
     for name in names:
         ours = inspect.signature(getattr(A, name)).parameters
-        theirs = inspect.signature(getattr(nn, name)).parameters
+        theirs: Mapping[str, inspect.Parameter] = inspect.signature(getattr(nn, name)).parameters
         theirs = {n: p for n, p in theirs.items() if p.kind is p.POSITIONAL_OR_KEYWORD}
         assert list(ours) == list(theirs), name
         for n, p in theirs.items():
@@ -217,15 +219,15 @@ def test_softmax_without_dim_keeps_torchs_implicit_choice_and_warning():
         (lambda: A.Hardshrink(-0.1), ValueError, r"Hardshrink: lambd must be >= 0, got -0.1"),
         (lambda: A.Softshrink(-1), ValueError, r"Softshrink: lambd must be >= 0"),
         (lambda: A.CELU(0.0), ValueError, r"CELU: alpha must not be 0"),
-        (lambda: A.LeakyReLU("0.1"), TypeError, r"LeakyReLU: negative_slope must be a number"),
-        (lambda: A.ELU(None), TypeError, r"ELU: alpha must be a number, got NoneType"),
+        (lambda: A.LeakyReLU("0.1"), TypeError, r"LeakyReLU: negative_slope must be a number"),  # type: ignore[arg-type]
+        (lambda: A.ELU(None), TypeError, r"ELU: alpha must be a number, got NoneType"),  # type: ignore[arg-type]
         (lambda: A.Softplus(beta=True), TypeError, r"Softplus: beta must be a number"),
-        (lambda: A.Threshold(0.1), TypeError, r"missing 1 required positional argument"),
-        (lambda: A.Softmax(1.0), TypeError, r"Softmax: dim must be an int, got float"),
-        (lambda: A.GLU(None), TypeError, r"GLU: dim must be an int, got NoneType"),
-        (lambda: A.Sigmoid(1), TypeError, r"takes 1 positional argument but 2 were given"),
+        (lambda: A.Threshold(0.1), TypeError, r"missing 1 required positional argument"),  # type: ignore[call-arg]
+        (lambda: A.Softmax(1.0), TypeError, r"Softmax: dim must be an int, got float"),  # type: ignore[arg-type]
+        (lambda: A.GLU(None), TypeError, r"GLU: dim must be an int, got NoneType"),  # type: ignore[arg-type]
+        (lambda: A.Sigmoid(1), TypeError, r"takes 1 positional argument but 2 were given"),  # type: ignore[call-arg]
         (lambda: A.PReLU(0), ValueError, r"PReLU: num_parameters must be >= 1, got 0"),
-        (lambda: A.PReLU(2, "x"), TypeError, r"PReLU: init must be a number"),
+        (lambda: A.PReLU(2, "x"), TypeError, r"PReLU: init must be a number"),  # type: ignore[arg-type]
         (lambda: A.RReLU(0.5, 0.1), ValueError, r"RReLU: need finite bounds with lower <= upper"),
         (lambda: A.RReLU(0.1, math.inf), ValueError, r"RReLU: need finite bounds"),
     ],

@@ -217,7 +217,7 @@ def test_unbatched_input_matches_torch(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dropout_parity_in_test_mode_and_fresh_masks_in_training(dtype):
-    kw = {"dropout": 0.25, "batch_first": True}
+    kw: dict[str, Any] = {"dropout": 0.25, "batch_first": True}
     layer = MultiheadAttention(E, H, **kw)
     report = check(
         layer,
@@ -233,7 +233,7 @@ def test_dropout_parity_in_test_mode_and_fresh_masks_in_training(dtype):
 
 
 def test_dropout_draws_from_the_state_key():
-    kw = {"dropout": 0.5, "batch_first": True, "need_weights": True}
+    kw: dict[str, Any] = {"dropout": 0.5, "batch_first": True, "need_weights": True}
     layer = MultiheadAttention(E, H, **kw)
     ps, st = setup(0, layer)
     x = _inputs(kw, torch.float32, "padding")
@@ -370,9 +370,9 @@ def test_configuration_errors_name_the_layer():
     with pytest.raises(ValueError, match="MultiheadAttention: dropout"):
         MultiheadAttention(8, 2, dropout=1.5)
     with pytest.raises(TypeError, match="MultiheadAttention: batch_first"):
-        MultiheadAttention(8, 2, batch_first=1)
+        MultiheadAttention(8, 2, batch_first=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="MultiheadAttention: add_zero_attn must be a bool"):
-        MultiheadAttention(8, 2, add_zero_attn=None)
+        MultiheadAttention(8, 2, add_zero_attn=None)  # type: ignore[arg-type]
     # torch's positional order: (..., add_bias_kv, add_zero_attn, kdim, vdim, batch_first)
     assert MultiheadAttention(8, 2, 0.0, True, False, True, 3).add_zero_attn
     assert MultiheadAttention(8, 2, 0.0, True, False, True, 3).kdim == 3

@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import lux_torch as lux
-from lux_torch import checkpoint
 from lux_torch.checkpoint import CheckpointError
+from lux_torch.interop import checkpoint  # the module lux_torch.checkpoint aliases
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _MAX_MESSAGE = 2048

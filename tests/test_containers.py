@@ -200,7 +200,7 @@ def test_chain_names_children_like_lux():
     with pytest.raises(TypeError, match=r"Chain: layer_2 is a torch.nn.Module \(Linear\)"):
         Chain(a, nn.Linear(3, 1, device="meta"))
     with pytest.raises(TypeError, match="Chain: layer_1 must be a Layer or a callable, got int"):
-        Chain(3)
+        Chain(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"without '\.'"):
         Chain({"a.b": a})
 
@@ -297,7 +297,7 @@ def test_parallel_semantics():
     with pytest.raises(ValueError, match="Parallel: needs at least 1 layer"):
         Parallel(torch.add)
     with pytest.raises(TypeError, match="connection must be a function or None"):
-        Parallel(3, l1)
+        Parallel(3, l1)  # type: ignore[arg-type]
 
 
 def test_skip_connection_semantics():
@@ -317,7 +317,7 @@ def test_skip_connection_semantics():
     assert torch.equal(mixed(x, ps, st)[0], expected)
     assert param_count(mixed) == 8 + 7
     with pytest.raises(TypeError, match="SkipConnection: connection must be a function"):
-        SkipConnection(inner, None)
+        SkipConnection(inner, None)  # type: ignore[arg-type]
 
 
 def test_branch_layer_semantics():
@@ -329,7 +329,7 @@ def test_branch_layer_semantics():
     assert torch.equal(a, l1(x, ps["layer_1"], {})[0]) and torch.equal(b, x)
     # a tuple input is not split (unlike Parallel)
     pair = (x, x)
-    empty = {"layer_1": {}, "layer_2": {}}
+    empty: dict[str, dict[str, Any]] = {"layer_1": {}, "layer_2": {}}
     out, _ = BranchLayer(NoOpLayer(), NoOpLayer())(pair, empty, empty)
     assert out == (pair, pair)
     fused = BranchLayer(Linear(3, 2), Linear(3, 2), fusion=torch.add)
@@ -341,7 +341,7 @@ def test_branch_layer_semantics():
     ps, st = setup(0, with_layer)
     assert list(ps) == ["layer_1", "layer_2", "fusion"]
     parts = [Linear(3, 2)(x, ps[k], {})[0] for k in ("layer_1", "layer_2")]
-    expected = Bilinear(2, 2, 1)(tuple(parts), ps["fusion"], {})[0]
+    expected = Bilinear(2, 2, 1)((parts[0], parts[1]), ps["fusion"], {})[0]
     assert torch.equal(with_layer(x, ps, st)[0], expected)
     assert repr(BranchLayer(NoOpLayer(), fusion=torch.add)).splitlines()[1] == "    fusion=add,"
 
@@ -398,4 +398,4 @@ def test_repeated_layer_semantics():
     with pytest.raises(ValueError, match="RepeatedLayer: repeats must be >= 1, got 0"):
         RepeatedLayer(inner, 0)
     with pytest.raises(TypeError, match="input_injection must be a bool"):
-        RepeatedLayer(inner, 2, input_injection=1)
+        RepeatedLayer(inner, 2, input_injection=1)  # type: ignore[arg-type]

@@ -207,9 +207,9 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
     # arguments after padding (output_padding) are keyword-only: torch.nn orders them
     # differently in the two families, so a positional call could be misread
     with pytest.raises(TypeError):
-        lux.Conv2d(3, 16, 3, 1, 1, 2)  # type: ignore[misc]
+        lux.Conv2d(3, 16, 3, 1, 1, 2)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
-        lux.ConvTranspose2d(3, 16, 3, 1, 1, 0, 2)  # type: ignore[misc]
+        lux.ConvTranspose2d(3, 16, 3, 1, 1, 0, 2)  # type: ignore[call-arg]
 
 
 def test_printouts():
@@ -332,7 +332,7 @@ def test_weight_distribution_matches_torch(layer):
             r"Conv1d: stride must be an int or a tuple of 1 ints",
         ),
         (
-            lambda: lux.Conv2d(4, 6, 3.0),
+            lambda: lux.Conv2d(4, 6, 3.0),  # type: ignore[arg-type]
             TypeError,
             r"Conv2d: kernel_size must be an int or a tuple of 2 ints, got float",
         ),
@@ -341,7 +341,7 @@ def test_weight_distribution_matches_torch(layer):
             TypeError,
             r"Conv2d: kernel_size must be an int, got bool",
         ),
-        (lambda: lux.Conv2d(4.0, 6, 3), TypeError, r"Conv2d: in_channels must be an int"),
+        (lambda: lux.Conv2d(4.0, 6, 3), TypeError, r"Conv2d: in_channels must be an int"),  # type: ignore[arg-type]
         (
             lambda: lux.Conv2d(4, 6, 3, padding="full"),
             ValueError,
@@ -358,7 +358,7 @@ def test_weight_distribution_matches_torch(layer):
             r"Conv2d: padding_mode must be one of 'zeros', 'reflect', 'replicate', 'circular', "
             r"got 'mirror'",
         ),
-        (lambda: lux.Conv2d(4, 6, 3, bias=None), TypeError, r"Conv2d: bias must be a bool"),
+        (lambda: lux.Conv2d(4, 6, 3, bias=None), TypeError, r"Conv2d: bias must be a bool"),  # type: ignore[arg-type]
         (
             lambda: lux.Conv2d(4, 6, 3, activation=nn.ReLU()),
             TypeError,
@@ -428,7 +428,7 @@ def test_bad_inputs_name_the_layer_and_the_expected_shape():
     ):
         conv1(randn(2, 3, 4, 4), ps, st)
     with pytest.raises(Exception, match=r"expected a Tensor, got list"):
-        conv1([1.0, 2.0], ps, st)
+        conv1([1.0, 2.0], ps, st)  # type: ignore[arg-type]
     conv3 = lux.Conv3d(2, 2, 3, dilation=2)
     ps, st = setup(0, conv3)
     with pytest.raises(

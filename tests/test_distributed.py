@@ -66,7 +66,7 @@ def _count_all_reduce() -> list[int]:
         calls[0] += 1
         return original(*args, **kwargs)
 
-    torch.distributed.all_reduce = counting  # type: ignore[assignment]
+    torch.distributed.all_reduce = counting
     return calls
 
 

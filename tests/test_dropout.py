@@ -153,4 +153,4 @@ def test_dropout_is_immutable_and_compares_by_configuration():
 def test_non_tensor_input_is_explained():
     layer = Dropout(0.5)
     with pytest.raises(Exception, match=r"in Dropout\(p=0.5\): expected a Tensor, got list"):
-        layer([1.0, 2.0], *setup(0, layer))
+        layer([1.0, 2.0], *setup(0, layer))  # type: ignore[arg-type]

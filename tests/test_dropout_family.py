@@ -137,4 +137,4 @@ def test_invalid_probabilities_are_rejected() -> None:
         with pytest.raises(ValueError, match=rf"{layer_type.__name__}: p must be in \[0, 1\]"):
             layer_type(1.5)
         with pytest.raises(TypeError, match=rf"{layer_type.__name__}: p must be a float"):
-            layer_type("0.1")
+            layer_type("0.1")  # type: ignore[arg-type]

@@ -134,9 +134,9 @@ def test_configuration_errors_say_why():
     with pytest.raises(ValueError, match=r"padding_idx must be in \[-10, 10\)"):
         EmbeddingBag(10, 3, padding_idx=10)
     with pytest.raises(TypeError, match="EmbeddingBag: include_last_offset must be a bool"):
-        EmbeddingBag(10, 3, include_last_offset=1)
+        EmbeddingBag(10, 3, include_last_offset=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="EmbeddingBag: num_embeddings must be an int"):
-        EmbeddingBag(10.0, 3)
+        EmbeddingBag(10.0, 3)  # type: ignore[arg-type]
     assert EmbeddingBag(10, 3, sparse=False) == EmbeddingBag(10, 3)
 
 

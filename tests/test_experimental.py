@@ -204,14 +204,14 @@ def test_freeze_errors_name_the_problem():
     with pytest.raises(ValueError, match="which is empty"):
         lux.freeze(model, [])
     with pytest.raises(TypeError, match="non-empty str"):
-        lux.freeze(model, [1])
+        lux.freeze(model, [1])  # type: ignore[list-item]
     ps, st = lux.setup(0, model)
     with pytest.raises(TypeError, match=r"freeze\(layer, ps, st, which=None\)"):
         lux.freeze(model, ps)
     with pytest.raises(ValueError, match="layer_3"):  # trees that do not match the model
         lux.freeze(model, {k: v for k, v in ps.items() if k != "layer_3"}, st)
     with pytest.raises(TypeError, match="expected a Frozen layer"):
-        lux.unfreeze(model, ps, st)
+        lux.unfreeze(model, ps, st)  # type: ignore[call-overload]
     frozen = lux.freeze(model, "layer_1")
     with pytest.raises(ValueError, match="frozen_params"):
         lux.unfreeze(frozen, ps, st)  # the unfrozen layout
@@ -333,7 +333,7 @@ def test_share_parameters_errors_name_the_problem():
     with pytest.raises(ValueError, match="the new parameters for group"):
         lux.share_parameters(ps, [("layer_1.bias", "layer_3.bias")], new_parameters=[ps])
     with pytest.raises(TypeError, match="share_parameters"):
-        lux.share_parameters(inner, ps)
+        lux.share_parameters(inner, ps)  # type: ignore[call-overload]
 
 
 # --------------------------------------------------------------------------- layer_map
@@ -378,6 +378,7 @@ def test_layer_map_rewrites_layers_and_parameters_by_path():
     assert torch.equal(new_ps["layer_2"]["layer_1"]["weight"], torch.zeros(4, 4))
     assert new_ps["layer_1"]["weight"] is ps["layer_1"]["weight"]
     assert not torch.equal(ps["layer_2"]["layer_1"]["weight"], torch.zeros(4, 4))  # pure
+    assert isinstance(new_model, lux.Chain)
     assert new_model["layer_2"]["layer_2"] == lux.WrappedFunction(torch.sigmoid)
     assert new_model["layer_3"].activation is torch.exp and model["layer_3"].activation is None
     # with zero weights, layer_2's first output is tanh(bias), then sigmoid
@@ -391,7 +392,12 @@ def test_layer_map_leaves_parent_laid_out_children_to_their_parent():
     model = lux.Chain(lux.freeze(lux.Linear(2, 3), "weight"), lux.Linear(3, 1))
     ps, st = lux.setup(0, model)
     paths = []
-    lux.layer_map(lambda la, p, s, path: (paths.append(path), (la, p, s))[1], model, ps, st)
+
+    def record(la, p, s, path):
+        paths.append(path)
+        return la, p, s
+
+    lux.layer_map(record, model, ps, st)
     assert paths == ["layer_1", "layer_2", ""]  # Frozen's inner layer has no ps[name]
 
 
@@ -400,10 +406,13 @@ def test_layer_map_errors_name_the_path():
     ps, st = lux.setup(0, model)
     with pytest.raises(TypeError, match=r"for layer_2\.layer_1 \(Linear\(4 => 4, tanh\)\)"):
         lux.layer_map(
-            lambda la, p, s, path: p if path == "layer_2.layer_1" else (la, p, s), model, ps, st
+            lambda la, p, s, path: p if path == "layer_2.layer_1" else (la, p, s),  # type: ignore[arg-type, return-value]
+            model,
+            ps,
+            st,
         )
     with pytest.raises(TypeError, match="must be a lux_torch Layer"):
-        lux.layer_map(lambda *a: a[:3], ps, ps, st)
+        lux.layer_map(lambda *a: a[:3], ps, ps, st)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- debug

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -38,7 +38,10 @@ from lux_torch.tree import Static
 F32, F64 = torch.float32, torch.float64
 
 
-def _filled(module: nn.Module, seed: int = 0) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _filled(module: M, seed: int = 0) -> M:
     """``module`` with every floating tensor drawn from a lux key (variances positive)."""
     with torch.no_grad():
         for i, (name, t) in enumerate(module.state_dict(keep_vars=True).items()):
@@ -77,11 +80,15 @@ class _Tied(nn.Module):
         self.b.weight = self.a.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.tanh(self.a(x)))
+        y: torch.Tensor = self.b(torch.tanh(self.a(x)))
+        return y
 
 
 class _Counter(nn.Module):
     """Updates a buffer in place at every call (a custom module, not a BatchNorm)."""
+
+    calls: torch.Tensor
+    total: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -272,9 +279,10 @@ def test_grad_with_batchnorm_equals_torch_autograd() -> None:
 
 def _ensemble(layer: TorchModule, n: int) -> dict[str, Any]:
     ps = lux.init_params(0, layer)
-    return ltree.stack(
-        [ltree.map(lambda t, i=i: t * (1 + 0.1 * i), ps) for i in range(n)]  # type: ignore[misc]
+    result: dict[str, Any] = ltree.stack(
+        [ltree.map(lambda t, i=i: t * (1 + 0.1 * i), ps) for i in range(n)]
     )
+    return result
 
 
 def test_vmap_over_parameters_inputs_and_shared_state_with_batchnorm() -> None:
@@ -645,7 +653,9 @@ _RANDOM_KEY_LAYERS = [
 
 def _first(y: Any) -> torch.Tensor:
     """The output tensor (``MultiheadAttention`` and RNNs return tuples)."""
-    return y[0] if isinstance(y, tuple) else y
+    out = y[0] if isinstance(y, tuple) else y
+    assert isinstance(out, torch.Tensor)
+    return out
 
 
 @pytest.mark.parametrize(("make", "make_torch", "make_x"), _RANDOM_KEY_LAYERS)
@@ -742,6 +752,8 @@ def test_state_dict_errors_print_as_written_and_list_every_problem() -> None:
 
 class _KeyNamed(nn.Module):
     """Tensors named like lux's random keys that are not: a parameter and a float buffer."""
+
+    key: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -341,7 +341,7 @@ def test_bad_inputs_name_the_layer_and_the_expected_shape():
     layer = Linear(2, 3)
     ps, st = setup(0, layer)
     with pytest.raises(Exception, match=r"expected a Tensor, got list"):
-        layer([1.0, 2.0], ps, st)
+        layer([1.0, 2.0], ps, st)  # type: ignore[arg-type]
 
 
 def test_bilinear_embedding_and_shape_errors_explain_the_input():
@@ -350,7 +350,7 @@ def test_bilinear_embedding_and_shape_errors_explain_the_input():
     with pytest.raises(RuntimeError, match=r"expected inputs of shapes \(\*, 3\) and \(\*, 2\)"):
         bil((randn(5, 3), randn(5, 3)), ps, st)
     with pytest.raises(Exception, match=r"expected a tuple \(x1, x2\)"):
-        bil(randn(5, 3), ps, st)
+        bil(randn(5, 3), ps, st)  # type: ignore[arg-type]
     emb = Embedding(10, 3)
     ps, st = setup(0, emb)
     with pytest.raises(IndexError, match=r"expected indices in \[0, 10\), got values in \[1, 12\]"):
@@ -371,9 +371,9 @@ def test_bilinear_embedding_and_shape_errors_explain_the_input():
     ("make", "error", "message"),
     [
         (lambda: Linear(-1, 3), ValueError, r"Linear: in_features must be >= 0, got -1"),
-        (lambda: Linear(2.0, 3), TypeError, r"Linear: in_features must be an int, got float"),
-        (lambda: Linear(2, 3, bias=1), TypeError, r"Linear: bias must be a bool"),
-        (lambda: Linear(2, 3, activation="relu"), TypeError, r"Linear: activation must be"),
+        (lambda: Linear(2.0, 3), TypeError, r"Linear: in_features must be an int, got float"),  # type: ignore[arg-type]
+        (lambda: Linear(2, 3, bias=1), TypeError, r"Linear: bias must be a bool"),  # type: ignore[arg-type]
+        (lambda: Linear(2, 3, activation="relu"), TypeError, r"Linear: activation must be"),  # type: ignore[arg-type]
         (lambda: Linear(2, 3, activation=nn.ReLU()), TypeError, r"plain function"),
         (lambda: Bilinear(2, True, 3), TypeError, r"Bilinear: in2_features must be an int"),
         (lambda: Embedding(10, 3, padding_idx=10), ValueError, r"padding_idx must be in"),
@@ -400,24 +400,24 @@ def test_bilinear_embedding_and_shape_errors_explain_the_input():
             r"Embedding: dtype=torch.float64 is not supported: .*setup\(key, model, dtype=...\)",
         ),
         (
-            lambda: Embedding(10, 3, sparse=1),
+            lambda: Embedding(10, 3, sparse=1),  # type: ignore[arg-type]
             TypeError,
             r"Embedding: sparse must be a bool, got int",
         ),
-        (lambda: Embedding(10, 3, _freeze=None), TypeError, r"Embedding: _freeze must be a bool"),
+        (lambda: Embedding(10, 3, _freeze=None), TypeError, r"Embedding: _freeze must be a bool"),  # type: ignore[arg-type]
         (
-            lambda: Embedding(10, 3, norm_type="2"),
+            lambda: Embedding(10, 3, norm_type="2"),  # type: ignore[arg-type]
             TypeError,
             r"Embedding: norm_type must be a float, got str",
         ),
-        (lambda: Scale("3"), TypeError, r"Scale: dims must be an int or a tuple"),
+        (lambda: Scale("3"), TypeError, r"Scale: dims must be an int or a tuple"),  # type: ignore[arg-type]
         (lambda: Scale((2, -1)), ValueError, r"Scale: dims must be >= 0"),
         (lambda: Reshape(2, -1, -1), ValueError, r"at most one of dims may be -1"),
-        (lambda: Reshape(2.5), TypeError, r"Reshape: dims must be an int"),
-        (lambda: SelectDim(1, "a"), TypeError, r"SelectDim: index must be an int"),
-        (lambda: WrappedFunction(3), TypeError, r"func must be callable"),
+        (lambda: Reshape(2.5), TypeError, r"Reshape: dims must be an int"),  # type: ignore[arg-type]
+        (lambda: SelectDim(1, "a"), TypeError, r"SelectDim: index must be an int"),  # type: ignore[arg-type]
+        (lambda: WrappedFunction(3), TypeError, r"func must be callable"),  # type: ignore[arg-type]
         (lambda: WrappedFunction(nn.ReLU()), TypeError, r"from_torch"),
-        (lambda: WrappedFunction(NoOpLayer()), TypeError, r"already a layer"),
+        (lambda: WrappedFunction(NoOpLayer()), TypeError, r"already a layer"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_configuration_is_rejected_at_construction(make, error, message):

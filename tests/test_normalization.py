@@ -20,6 +20,7 @@ statistics equals a loop; construction and input errors.
 from __future__ import annotations
 
 import dataclasses
+from typing import TypeVar
 
 import pytest
 import torch
@@ -181,7 +182,10 @@ def test_normalization_with_activation_matches_torch(name, args, kw, shape, dtyp
 # --------------------------------------------------------------------------- running statistics
 
 
-def _torch_twin(module: nn.Module, ps, st) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _torch_twin(module: M, ps, st) -> M:
     """``module`` (built on the meta device) holding clones of our tensors."""
     sd = {k: v.detach().clone() for k, v in lux.state_dict(ps, st).items()}
     module.load_state_dict(sd, assign=True)
@@ -237,6 +241,7 @@ def test_cumulative_moving_average_over_three_calls_equals_torch():
     ps, st = setup(0, layer)
     ref = _torch_twin(nn.BatchNorm2d(3, momentum=None, device="meta"), ps, st).train()
     batches = [randn(4, 3, 2, 2, seed=s) * s + s for s in (1, 2, 3)]
+    assert ref.num_batches_tracked is not None
     for i, x in enumerate(batches, 1):
         y, st = layer(x, ps, st)
         _close(y, ref(x))
@@ -406,6 +411,7 @@ def test_batchnorm_in_a_chain_under_func_grad_equals_torch_autograd():
     for name, g in flat_grads.items():
         _close(g, sequential.get_parameter(torch_name(name)).grad, dtype)
     bn = sequential[1]
+    assert isinstance(bn, nn.BatchNorm1d) and bn.num_batches_tracked is not None
     _close(new_st["layer_2"]["running_mean"], bn.running_mean, dtype)
     _close(new_st["layer_2"]["running_var"], bn.running_var, dtype)
     assert new_st["layer_2"]["num_batches_tracked"].item() == 1 == bn.num_batches_tracked.item()
@@ -567,7 +573,7 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
     # torch.nn's positional order; activation is keyword-only
     assert norm.InstanceNorm1d(3, 1e-3, 0.2, True, True).track_running_stats
     with pytest.raises(TypeError):
-        norm.BatchNorm2d(3, 1e-5, 0.1, True, True, torch.relu)  # type: ignore[misc]
+        norm.BatchNorm2d(3, 1e-5, 0.1, True, True, torch.relu)  # type: ignore[arg-type, call-arg]
 
 
 @pytest.mark.parametrize(
@@ -575,7 +581,7 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
     [
         (lambda: norm.BatchNorm2d(0), ValueError, r"BatchNorm2d: num_features must be >= 1, got 0"),
         (lambda: norm.BatchNorm1d(-3), ValueError, r"BatchNorm1d: num_features must be >= 1"),
-        (lambda: norm.BatchNorm3d(3.0), TypeError, r"BatchNorm3d: num_features must be an int"),
+        (lambda: norm.BatchNorm3d(3.0), TypeError, r"BatchNorm3d: num_features must be an int"),  # type: ignore[arg-type]
         (lambda: norm.BatchNorm2d(True), TypeError, r"BatchNorm2d: num_features must be an int"),
         (
             lambda: norm.BatchNorm2d(3, eps=0),
@@ -583,7 +589,7 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
             r"BatchNorm2d: eps must be a positive finite float, got 0",
         ),
         (lambda: norm.LayerNorm(3, eps=-1e-5), ValueError, r"LayerNorm: eps must be a positive"),
-        (lambda: norm.GroupNorm(1, 3, eps="1e-5"), TypeError, r"GroupNorm: eps must be a float"),
+        (lambda: norm.GroupNorm(1, 3, eps="1e-5"), TypeError, r"GroupNorm: eps must be a float"),  # type: ignore[arg-type]
         (lambda: norm.RMSNorm(3, eps=0.0), ValueError, r"RMSNorm: eps must be a positive"),
         (
             lambda: norm.BatchNorm1d(3, momentum=1.5),
@@ -596,7 +602,7 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
             r"BatchNorm1d: momentum must be in \[0, 1\]",
         ),
         (
-            lambda: norm.BatchNorm1d(3, momentum="0.1"),
+            lambda: norm.BatchNorm1d(3, momentum="0.1"),  # type: ignore[arg-type]
             TypeError,
             r"BatchNorm1d: momentum must be a float in \[0, 1\] or None, got str",
         ),
@@ -611,9 +617,9 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
             ValueError,
             r"InstanceNorm1d: momentum must be in \[0, 1\], got 2",
         ),
-        (lambda: norm.BatchNorm2d(3, affine=1), TypeError, r"BatchNorm2d: affine must be a bool"),
+        (lambda: norm.BatchNorm2d(3, affine=1), TypeError, r"BatchNorm2d: affine must be a bool"),  # type: ignore[arg-type]
         (
-            lambda: norm.InstanceNorm3d(3, track_running_stats=None),
+            lambda: norm.InstanceNorm3d(3, track_running_stats=None),  # type: ignore[arg-type]
             TypeError,
             r"InstanceNorm3d: track_running_stats must be a bool, got NoneType",
         ),
@@ -631,7 +637,7 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
         (lambda: norm.GroupNorm(0, 6), ValueError, r"GroupNorm: num_groups must be >= 1, got 0"),
         (lambda: norm.GroupNorm(2, 0), ValueError, r"GroupNorm: num_channels must be >= 1"),
         (
-            lambda: norm.GroupNorm(2, 4, affine="yes"),
+            lambda: norm.GroupNorm(2, 4, affine="yes"),  # type: ignore[arg-type]
             TypeError,
             r"GroupNorm: affine must be a bool",
         ),
@@ -642,20 +648,20 @@ def test_layers_are_immutable_normalised_and_compare_by_configuration():
             r"LayerNorm: normalized_shape must be >= 1, got 0",
         ),
         (
-            lambda: norm.LayerNorm(3.0),
+            lambda: norm.LayerNorm(3.0),  # type: ignore[arg-type]
             TypeError,
             r"LayerNorm: normalized_shape must be an int or a tuple of ints, got float",
         ),
         (
-            lambda: norm.LayerNorm(3, elementwise_affine=0),
+            lambda: norm.LayerNorm(3, elementwise_affine=0),  # type: ignore[arg-type]
             TypeError,
             r"LayerNorm: elementwise_affine must be a bool",
         ),
-        (lambda: norm.LayerNorm(3, bias=None), TypeError, r"LayerNorm: bias must be a bool"),
-        (lambda: norm.BatchNorm1d(3, bias=0), TypeError, r"BatchNorm1d: bias must be a bool"),
-        (lambda: norm.GroupNorm(1, 3, bias="no"), TypeError, r"GroupNorm: bias must be a bool"),
+        (lambda: norm.LayerNorm(3, bias=None), TypeError, r"LayerNorm: bias must be a bool"),  # type: ignore[arg-type]
+        (lambda: norm.BatchNorm1d(3, bias=0), TypeError, r"BatchNorm1d: bias must be a bool"),  # type: ignore[arg-type]
+        (lambda: norm.GroupNorm(1, 3, bias="no"), TypeError, r"GroupNorm: bias must be a bool"),  # type: ignore[arg-type]
         (
-            lambda: norm.RMSNorm(3, elementwise_affine="no"),
+            lambda: norm.RMSNorm(3, elementwise_affine="no"),  # type: ignore[arg-type]
             TypeError,
             r"RMSNorm: elementwise_affine must be a bool",
         ),
@@ -698,12 +704,12 @@ def test_bad_inputs_name_the_layer_and_the_expected_shape():
     # LayerNorm and RMSNorm: torch's error, with our explanation as a note
     for layer in (norm.LayerNorm((2, 3)), norm.RMSNorm((2, 3))):
         ps, st = setup(0, layer)
-        with pytest.raises(RuntimeError) as info:
+        with pytest.raises(RuntimeError) as runtime_info:
             layer(randn(4, 3, 2), ps, st)
-        assert "expected input of shape (*, 2, 3), got (4, 3, 2)" in _notes(info)
+        assert "expected input of shape (*, 2, 3), got (4, 3, 2)" in _notes(runtime_info)
     ps, st = setup(0, norm.BatchNorm1d(3))
     with pytest.raises(Exception, match=r"expected a Tensor, got list"):
-        norm.BatchNorm1d(3)([1.0, 2.0, 3.0], ps, st)
+        norm.BatchNorm1d(3)([1.0, 2.0, 3.0], ps, st)  # type: ignore[arg-type]
     # a training batch needs more than one value per channel (as torch)
     with pytest.raises(ValueError, match=r"Expected more than 1 value per channel"):
         norm.BatchNorm1d(3)(randn(1, 3), ps, st)

@@ -35,16 +35,18 @@ class _TorchField(nn.Module):
     def __init__(self, ps: dict[str, Any]) -> None:
         super().__init__()
         hidden = ps["layer_1"]["weight"].shape[0]
-        self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 2)).to(F64)
+        first, last = nn.Linear(2, hidden), nn.Linear(hidden, 2)
+        self.net = nn.Sequential(first, nn.Tanh(), last).to(F64)  # .to moves them in place
         self.nfe = 0
         with torch.no_grad():
-            for i, name in ((0, "layer_1"), (2, "layer_2")):
-                self.net[i].weight.copy_(ps[name]["weight"])
-                self.net[i].bias.copy_(ps[name]["bias"])
+            for linear, name in ((first, "layer_1"), (last, "layer_2")):
+                linear.weight.copy_(ps[name]["weight"])
+                linear.bias.copy_(ps[name]["bias"])
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
-        return self.net(y)
+        dy: torch.Tensor = self.net(y)
+        return dy
 
     def grads(self) -> dict[str, Any]:
         return {
@@ -339,7 +341,7 @@ def test_bad_input_and_module_vector_field() -> None:
     with pytest.raises(TypeError, match="y0 must be a floating-point Tensor"):
         node(torch.ones(3, 2, dtype=torch.int64), ps, st)
     with pytest.raises(TypeError, match=r"wrap it with lux_torch\.from_torch"):
-        NeuralODE(nn.Linear(2, 2), T)
+        NeuralODE(nn.Linear(2, 2), T)  # type: ignore[arg-type]
 
 
 def test_missing_torchdiffeq_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -377,7 +379,8 @@ class _Reference(nn.Module):
     def forward(self, y0: torch.Tensor) -> torch.Tensor:
         field = self.vector_field
         t = torch.tensor(T, dtype=y0.dtype)
-        return torchdiffeq.odeint(lambda t, y: field(y), y0, t, **self.kwargs)
+        result: torch.Tensor = torchdiffeq.odeint(lambda t, y: field(y), y0, t, **self.kwargs)
+        return result
 
 
 @pytest.mark.parametrize("method", ["rk4", "dopri5"])
@@ -588,7 +591,8 @@ class VmapEnsemble(lux.Layer):
 
     def init_params(self, key: torch.Tensor) -> dict[str, Any]:
         keys = lux.random.split(key, self.n)
-        return lux.tree.stack([self.member.init_params(k) for k in keys])
+        result: dict[str, Any] = lux.tree.stack([self.member.init_params(k) for k in keys])
+        return result
 
     def __call__(self, y: torch.Tensor, ps: Any, st: Any) -> tuple[torch.Tensor, Any]:
         dy = torch.func.vmap(lambda p, yi: self.member(yi, p, st["member"])[0])(ps, y)

@@ -416,7 +416,8 @@ def test_update_is_differentiable() -> None:
         state = opt.init(ps)
         for _ in range(2):
             updates, state = opt.update(map(_grad, ps), state, ps)
-        return sum(u.sum() for u in leaves(updates))  # type: ignore[return-value]
+        total: torch.Tensor = sum(u.sum() for u in leaves(updates))
+        return total
 
     lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(loss, (lr,))

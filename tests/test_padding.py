@@ -165,11 +165,11 @@ def test_inside_a_chain_with_convolutions():
             ValueError,
             r"CircularPad3d: .* 6 ints \(left, right, top, bottom, front, back\)",
         ),
-        (lambda: P.ZeroPad1d(1.5), TypeError, r"ZeroPad1d: padding must be an int or a tuple"),
+        (lambda: P.ZeroPad1d(1.5), TypeError, r"ZeroPad1d: padding must be an int or a tuple"),  # type: ignore[arg-type]
         (lambda: P.ZeroPad1d(True), TypeError, r"ZeroPad1d: padding must be an int"),
-        (lambda: P.ReplicationPad1d((1, 2.0)), TypeError, r"padding must be an int, got float"),
-        (lambda: P.ConstantPad2d(1, "0"), TypeError, r"ConstantPad2d: value must be a number"),
-        (lambda: P.ConstantPad2d(1, None), TypeError, r"ConstantPad2d: value must be a number"),
+        (lambda: P.ReplicationPad1d((1, 2.0)), TypeError, r"padding must be an int, got float"),  # type: ignore[arg-type]
+        (lambda: P.ConstantPad2d(1, "0"), TypeError, r"ConstantPad2d: value must be a number"),  # type: ignore[arg-type]
+        (lambda: P.ConstantPad2d(1, None), TypeError, r"ConstantPad2d: value must be a number"),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_arguments_are_rejected_at_construction(make, error, message):
@@ -179,7 +179,7 @@ def test_invalid_arguments_are_rejected_at_construction(make, error, message):
 
 def test_a_padding_tuple_of_the_wrong_length_is_not_silently_accepted():
     # torch.nn.ZeroPad2d((1, 2)) stores the pair and pads one dimension instead of two
-    assert nn.ZeroPad2d((1, 2))(randn(1, 1, 3, 3)).shape == (1, 1, 3, 6)
+    assert nn.ZeroPad2d((1, 2))(randn(1, 1, 3, 3)).shape == (1, 1, 3, 6)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tuple of 4 ints"):
         P.ZeroPad2d((1, 2))
 

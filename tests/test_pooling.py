@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -48,7 +50,7 @@ def distinct(*shape: int, dtype: torch.dtype = torch.float32, positive: bool = F
 
 # (class name, positional args, keyword args shared by lux and torch.nn, input shape,
 #  positive input, compile backend (None: aot_eager))
-CASES = [
+CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], tuple[int, ...], bool, str | None]] = [
     ("MaxPool1d", (3,), {}, (2, 3, 8), False, None),
     (
         "MaxPool1d",
@@ -427,28 +429,28 @@ def test_printouts():
             r"AvgPool3d: stride must be an int or a tuple of 3 ints",
         ),
         (
-            lambda: P.MaxPool2d(2.0),
+            lambda: P.MaxPool2d(2.0),  # type: ignore[arg-type]
             TypeError,
             r"MaxPool2d: kernel_size must be an int or a tuple of 2 ints, got float",
         ),
         (lambda: P.AvgPool2d((2, True)), TypeError, r"AvgPool2d: kernel_size must be an int"),
         (
-            lambda: P.MaxPool2d(2, return_indices=1),
+            lambda: P.MaxPool2d(2, return_indices=1),  # type: ignore[arg-type]
             TypeError,
             r"MaxPool2d: return_indices must be a bool, got int",
         ),
         (
-            lambda: P.MaxPool1d(2, ceil_mode="yes"),
+            lambda: P.MaxPool1d(2, ceil_mode="yes"),  # type: ignore[arg-type]
             TypeError,
             r"MaxPool1d: ceil_mode must be a bool, got str",
         ),
         (
-            lambda: P.AvgPool2d(2, count_include_pad=None),
+            lambda: P.AvgPool2d(2, count_include_pad=None),  # type: ignore[arg-type]
             TypeError,
             r"AvgPool2d: count_include_pad must be a bool, got NoneType",
         ),
         (
-            lambda: P.LPPool1d(2, 2, ceil_mode=0),
+            lambda: P.LPPool1d(2, 2, ceil_mode=0),  # type: ignore[arg-type]
             TypeError,
             r"LPPool1d: ceil_mode must be a bool, got int",
         ),
@@ -458,7 +460,7 @@ def test_printouts():
             r"AvgPool2d: divisor_override must be >= 1, got 0",
         ),
         (
-            lambda: P.AvgPool3d(2, divisor_override=2.0),
+            lambda: P.AvgPool3d(2, divisor_override=2.0),  # type: ignore[arg-type]
             TypeError,
             r"AvgPool3d: divisor_override must be an int, got float",
         ),
@@ -466,7 +468,7 @@ def test_printouts():
         (lambda: P.LPPool1d(-1.5, 2), ValueError, r"LPPool1d: norm_type must be > 0, got -1.5"),
         (lambda: P.LPPool1d(math.nan, 2), ValueError, r"LPPool1d: norm_type must be > 0"),
         (lambda: P.LPPool2d(True, 2), TypeError, r"LPPool2d: norm_type must be a number"),
-        (lambda: P.LPPool2d("2", 2), TypeError, r"LPPool2d: norm_type must be a number, got str"),
+        (lambda: P.LPPool2d("2", 2), TypeError, r"LPPool2d: norm_type must be a number, got str"),  # type: ignore[arg-type]
         (
             lambda: P.AdaptiveAvgPool2d(0),
             ValueError,
@@ -484,18 +486,18 @@ def test_printouts():
             r"got \(2, 2, 2\) \(3 values\)",
         ),
         (
-            lambda: P.AdaptiveAvgPool1d(None),
+            lambda: P.AdaptiveAvgPool1d(None),  # type: ignore[arg-type]
             TypeError,
             r"AdaptiveAvgPool1d: output_size must be an int or a tuple of 1 ints or None, "
             r"got NoneType",
         ),
         (
-            lambda: P.AdaptiveMaxPool2d((2, 2.5)),
+            lambda: P.AdaptiveMaxPool2d((2, 2.5)),  # type: ignore[arg-type]
             TypeError,
             r"AdaptiveMaxPool2d: output_size must be an int, got float",
         ),
         (
-            lambda: P.AdaptiveMaxPool2d(2, return_indices="no"),
+            lambda: P.AdaptiveMaxPool2d(2, return_indices="no"),  # type: ignore[arg-type]
             TypeError,
             r"AdaptiveMaxPool2d: return_indices must be a bool, got str",
         ),
@@ -509,12 +511,13 @@ def test_bad_configuration_is_rejected_at_construction(make, error, message):
 def test_torch_rejects_the_same_padding():
     # torch checks it when it runs; the binding rule is half the kernel size (dilation 2
     # would allow padding 2 under an "effective kernel size" rule, torch does not)
-    for pool, args in [
+    cases: list[tuple[Callable[..., torch.Tensor], tuple[Any, ...]]] = [
         (F.max_pool2d, (3, 1, 2)),
         (F.max_pool1d, (3, 1, 2, 2)),
         (F.max_pool3d, (3, 1, 2, 2)),
         (F.avg_pool2d, ((4, 3), 1, 2)),
-    ]:
+    ]
+    for pool, args in cases:
         x = torch.zeros(1, 1, *(9,) * int(pool.__name__[-2]))
         with pytest.raises(RuntimeError, match=r"at most half|half of kernel size"):
             pool(x, *args)
@@ -544,7 +547,7 @@ def test_bad_inputs_name_the_layer_and_the_expected_shape():
         with pytest.raises(RuntimeError, match=expected):
             layer(distinct(*shape), {}, {})
     with pytest.raises(Exception, match=r"expected a Tensor, got list"):
-        P.MaxPool1d(2)([1.0, 2.0], {}, {})
+        P.MaxPool1d(2)([1.0, 2.0], {}, {})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("layer", [P.GlobalAvgPool(), P.GlobalMaxPool()], ids=repr)
@@ -596,6 +599,7 @@ def test_max_unpool_matches_torch(case, dtype):
     layer = getattr(P, f"MaxUnpool{n}d")(*args)
     module = getattr(nn, f"MaxUnpool{n}d")(*args)
     values, indices = _pooled(n, args, shape, dtype)
+    x: tuple[Any, ...]
     if size is None:
         x, reference = (values, indices), module
     else:  # the call option: torch's keyword argument of forward
@@ -629,7 +633,7 @@ def test_max_unpool_configuration_and_repr():
     with pytest.raises(ValueError, match=r"MaxUnpool1d: padding must be an int or a tuple of 1"):
         P.MaxUnpool1d(2, padding=(1, 1))
     with pytest.raises(TypeError, match="MaxUnpool3d: stride must be an int"):
-        P.MaxUnpool3d(2, stride=1.5)
+        P.MaxUnpool3d(2, stride=1.5)  # type: ignore[arg-type]
     assert param_count(P.MaxUnpool2d(2)) == state_count(P.MaxUnpool2d(2)) == 0
 
 

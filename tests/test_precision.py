@@ -118,7 +118,8 @@ def test_conversion_is_differentiable_under_torch_func_grad() -> None:
     x = lux.random.normal(lux.random.key(1), (5, 3), dtype=torch.float64)
 
     def loss(p: Any) -> torch.Tensor:
-        return model(x, lux.f64(p), st)[0].sum()
+        result: torch.Tensor = model(x, lux.f64(p), st)[0].sum()
+        return result
 
     grads = torch.func.grad(loss)(ps)
     assert all(g.dtype == torch.float32 for g in lux.tree.leaves(grads))

@@ -715,7 +715,7 @@ def test_cuda_matches_cpu():
 
 def test_bad_keys_are_rejected():
     with pytest.raises(TypeError, match=r"uniform: expected `key` to be an int64"):
-        lr.uniform([0, 1], 3)
+        lr.uniform([0, 1], 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"bits: expected `key`.*shape \(\.\.\., 2\)"):
         lr.bits(torch.zeros(3, dtype=torch.int64), 3)
     with pytest.raises(ValueError, match=r"split: .*dtype=torch.int32"):
@@ -723,7 +723,7 @@ def test_bad_keys_are_rejected():
     with pytest.raises(ValueError, match=r"fold_in"):
         lr.fold_in(torch.tensor(3), 1)
     with pytest.raises(TypeError, match=r"dropout: expected `key`"):
-        lr.dropout(None, torch.ones(2), 0.5)
+        lr.dropout(None, torch.ones(2), 0.5)  # type: ignore[arg-type]
 
 
 def test_bad_arguments_are_rejected():
@@ -737,7 +737,7 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match=r"dropout: `p` must be in \[0, 1\]"):
         lr.dropout(k, torch.ones(3), -0.1)
     with pytest.raises(TypeError, match=r"dropout_mask: `p` must be a Python float"):
-        lr.dropout_mask(k, 3, "0.5")
+        lr.dropout_mask(k, 3, "0.5")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"dropout: `x` must be a floating tensor"):
         lr.dropout(k, torch.ones(3, dtype=torch.int64), 0.5)
     with pytest.raises(ValueError, match=r"uniform: need low < high"):
@@ -749,7 +749,7 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(TypeError, match=r"normal: unsupported dtype"):
         lr.normal(k, 3, dtype=torch.float8_e4m3fn)
     with pytest.raises(TypeError, match=r"bits: expected `shape`"):
-        lr.bits(k, 2.5)
+        lr.bits(k, 2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"bits: `shape` entries must be non-negative"):
         lr.bits(k, (2, -1))
     with pytest.raises(ValueError, match=r"randint: need low < high"):
@@ -759,13 +759,13 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match=r"does not fit in torch.int8"):
         lr.randint(k, 3, 0, 300, dtype=torch.int8)
     with pytest.raises(TypeError, match=r"randint: `high` must be an int"):
-        lr.randint(k, 3, 0, 2.5)
+        lr.randint(k, 3, 0, 2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"split: `n` must be >= 0"):
         lr.split(k, -1)
     with pytest.raises(TypeError, match=r"fold_in: expected integer `data`"):
         lr.fold_in(k, torch.tensor([1.5]))
     with pytest.raises(TypeError, match=r"fold_in: expected `data` to be an int"):
-        lr.fold_in(k, "a")
+        lr.fold_in(k, "a")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"permutation: `n` must be >= 0"):
         lr.permutation(k, -2)
     with pytest.raises(ValueError, match=r"permutation: cannot permute a 0-dim tensor"):

@@ -169,7 +169,8 @@ def test_recurrence_matches_torch_rnn(name: str) -> None:
 
     def reference(tensors: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         weights = {n.replace("cell.", "") + "_l0": t for n, t in tensors.items()}
-        return torch.func.functional_call(module, weights, (x,))[0]
+        result: torch.Tensor = torch.func.functional_call(module, weights, (x,))[0]
+        return result
 
     report = check(layer, randn(2, 4, 3), torch.float32, reference=reference, compile=False)
     assert report["parity"] == "passed"
@@ -236,7 +237,8 @@ def test_stateful_conformance() -> None:
         )
         tensors["carry.0"].copy_(h.detach())  # the state update, as a module's buffers
         tensors["carry.1"].copy_(c.detach())
-        return h
+        result: torch.Tensor = h
+        return result
 
     ps, st = setup(0, stream)
     # a non-zero carry: as after some steps

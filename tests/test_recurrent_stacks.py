@@ -192,7 +192,8 @@ def test_bidirectional_matches_torch_one_layer() -> None:
         for n, t in tensors.items():
             direction, _, base = n.split(".")
             weights[base + "_l0" + ("_reverse" if direction == "backward" else "")] = t
-        return torch.func.functional_call(module, weights, (x,))[0]
+        result: torch.Tensor = torch.func.functional_call(module, weights, (x,))[0]
+        return result
 
     report = check(bi, randn(2, 5, 3, dtype=torch.float64), torch.float64, reference=reference)
     assert report["parity"] == "passed"

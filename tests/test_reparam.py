@@ -206,9 +206,9 @@ def test_weight_norm_construction_errors(kwargs, error, match):
 
 def test_wrappers_refuse_torch_modules_and_parameterless_layers():
     with pytest.raises(TypeError, match="from_torch"):
-        WeightNorm(nn.Linear(2, 3))
+        WeightNorm(nn.Linear(2, 3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"parameter tensors: none"):
-        SpectralNorm(torch.tanh)
+        SpectralNorm(torch.tanh)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- SpectralNorm
@@ -251,6 +251,7 @@ def _with_vectors(st, u, v):
 
 
 def _matrix(layer: SpectralNorm, weight: torch.Tensor) -> torch.Tensor:
+    assert layer.dim is not None
     return weight.movedim(layer.dim, 0).flatten(1)
 
 

@@ -10,6 +10,7 @@ check of every case.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from lux_torch.core import param_count, setup, state_count
 
 # (class name, positional args, keyword args shared by lux and torch.nn, input shape,
 #  compile backend)
-CASES = [
+CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], tuple[int, ...], str]] = [
     ("Identity", (), {}, (2, 3), "inductor"),
     ("Identity", (54,), {"unused_argument1": 0.1}, (4,), "aot_eager"),
     ("Unflatten", (1, (2, 5)), {}, (3, 10), "inductor"),
@@ -118,7 +119,7 @@ def test_unflatten_undoes_flatten_and_normalises_its_sizes():
 
 def test_fold_is_the_adjoint_of_unfold():
     # <unfold(x), c> == <x, fold(c)>: col2im sums the overlapping blocks im2col copied
-    kw = {"kernel_size": (2, 3), "dilation": (2, 1), "padding": 1, "stride": (1, 2)}
+    kw: dict[str, Any] = {"kernel_size": (2, 3), "dilation": (2, 1), "padding": 1, "stride": (1, 2)}
     x = randn(2, 3, 6, 7)
     cols, _ = lux.Unfold(**kw)(x, {}, {})
     c = randn(*cols.shape, seed=2)
@@ -140,25 +141,25 @@ def test_channel_shuffle_interleaves_the_groups():
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [
-        (lambda: lux.Unflatten(1, 5), TypeError, r"Unflatten: unflattened_size must be a tuple"),
+        (lambda: lux.Unflatten(1, 5), TypeError, r"Unflatten: unflattened_size must be a tuple"),  # type: ignore[arg-type]
         (
-            lambda: lux.Unflatten(1.0, (2, 2)),
+            lambda: lux.Unflatten(1.0, (2, 2)),  # type: ignore[arg-type]
             TypeError,
             r"Unflatten: dim must be an int, got float",
         ),
-        (lambda: lux.Unflatten("features", (("a", 2),)), TypeError, r"named dimensions"),
+        (lambda: lux.Unflatten("features", (("a", 2),)), TypeError, r"named dimensions"),  # type: ignore[arg-type]
         (lambda: lux.Unflatten(1, ()), ValueError, r"non-empty tuple with at most one -1"),
         (lambda: lux.Unflatten(1, (-1, -1)), ValueError, r"at most one -1, got \(-1, -1\)"),
-        (lambda: lux.Unflatten(1, (2, 0.5)), TypeError, r"unflattened_size must be an int"),
+        (lambda: lux.Unflatten(1, (2, 0.5)), TypeError, r"unflattened_size must be an int"),  # type: ignore[arg-type]
         (lambda: lux.Unflatten(1, (2, -3)), ValueError, r"unflattened_size must be >= -1"),
         (lambda: lux.Unfold(0), ValueError, r"Unfold: kernel_size must be >= 1, got 0"),
         (lambda: lux.Unfold(2, padding=-1), ValueError, r"Unfold: padding must be >= 0"),
         (
-            lambda: lux.Unfold((2, 2, 2)),
+            lambda: lux.Unfold((2, 2, 2)),  # type: ignore[arg-type]
             ValueError,
             r"Unfold: kernel_size must be an int or a tuple of 2 ints",
         ),
-        (lambda: lux.Unfold(2.0), TypeError, r"Unfold: kernel_size must be an int or a tuple"),
+        (lambda: lux.Unfold(2.0), TypeError, r"Unfold: kernel_size must be an int or a tuple"),  # type: ignore[arg-type]
         (lambda: lux.Fold((4, 0), 2), ValueError, r"Fold: output_size must be >= 1, got 0"),
         (lambda: lux.Fold(4, 2, stride=0), ValueError, r"Fold: stride must be >= 1, got 0"),
         (
@@ -167,7 +168,7 @@ def test_channel_shuffle_interleaves_the_groups():
             r"Fold: dilation must be an int, got bool",
         ),
         (lambda: lux.ChannelShuffle(0), ValueError, r"ChannelShuffle: groups must be >= 1, got 0"),
-        (lambda: lux.ChannelShuffle(2.0), TypeError, r"ChannelShuffle: groups must be an int"),
+        (lambda: lux.ChannelShuffle(2.0), TypeError, r"ChannelShuffle: groups must be an int"),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_arguments_are_rejected_at_construction(make, error, message):

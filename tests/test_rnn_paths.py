@@ -64,7 +64,8 @@ def test_fused_and_unrolled_paths_agree_with_torch(name: str) -> None:
     def loss(fn: Any, p: Any) -> torch.Tensor:
         (out, last), _ = fn(layer, (x, hx), p, st)
         parts = last if isinstance(last, tuple) else (last,)
-        return (out * w).sum() + sum(q.square().sum() for q in parts)
+        result: torch.Tensor = (out * w).sum() + sum(q.square().sum() for q in parts)
+        return result
 
     ref_out, ref_last = module(x, hx)
     ref_loss = (ref_out * w).sum() + sum(
@@ -234,11 +235,13 @@ def test_compiled_lstm_gradients_equal_torch(bidirectional: bool) -> None:
 
     def loss(p: Any, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
         (out, (h_n, c_n)), _ = layer((x, (h0, c0)), p, st)
-        return (out * w).sum() + (h_n * c_n).sum() + c_n.square().sum()
+        result: torch.Tensor = (out * w).sum() + (h_n * c_n).sum() + c_n.square().sum()
+        return result
 
     def ref_loss(p: Any, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
         out, (h_n, c_n) = torch.func.functional_call(module, p, (x, (h0, c0)))
-        return (out * w).sum() + (h_n * c_n).sum() + c_n.square().sum()
+        result: torch.Tensor = (out * w).sum() + (h_n * c_n).sum() + c_n.square().sum()
+        return result
 
     args = (ps, x, h0, c0)
     grad = torch.func.grad_and_value(loss, argnums=(0, 1, 2, 3))

@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 import torch
@@ -115,7 +116,7 @@ def test_a_missing_or_non_tensor_entry_gets_its_own_error_type() -> None:
         layer(torch.ones(1, 2), {"weight": ps["weight"]}, st)
     assert "ps is missing keys: bias" in _notes(info)
     with pytest.raises(TypeError, match=r"ps\['bias'\] is a NoneType, but the layer's config"):
-        layer(torch.ones(1, 2), {**ps, "bias": None}, st)
+        layer(torch.ones(1, 2), {**ps, "bias": None}, st)  # type: ignore[dict-item]
 
 
 class Affine(lux.Layer):
@@ -192,7 +193,8 @@ def test_compiled_calls_check_shapes_too() -> None:
         r"^Linear\(4 => 1\): ps\['bias'\] has another shape, but the layer's configuration "
         r"expects a tensor of shape \(1,\)"
     )
-    for options in ({}, {"dynamic": True}):
+    option_sets: list[dict[str, Any]] = [{}, {"dynamic": True}]
+    for options in option_sets:
         g = torch.compile(lambda x, p: model(x, p, st)[0], fullgraph=True, **options)
         with pytest.raises(ValueError, match=expected):
             g(x, bad)

@@ -7,6 +7,7 @@ harness, not the built-ins. References are built with ``nn.utils.skip_init`` (no
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from lux_torch import random as lrandom
 from lux_torch.testing import TOLERANCES, check_layer
 from lux_torch.tree import Static
 
-FAST = {"compile": False}  # compiling is slow; the compile tests opt in
+FAST: dict[str, Any] = {"compile": False}  # compiling is slow; the compile tests opt in
 
 
 def normal(*shape: int, seed: int = 1) -> torch.Tensor:
@@ -237,7 +238,8 @@ class Pair(core.Layer):
 
 
 def linear_ref(*args, **kwargs) -> nn.Module:
-    return nn.utils.skip_init(nn.Linear, *args, **kwargs)
+    result: nn.Module = nn.utils.skip_init(nn.Linear, *args, **kwargs)
+    return result
 
 
 # --------------------------------------------------------------------------- passing layers

@@ -280,13 +280,12 @@ def _stack_reference(module: nn.Module, decoder: bool, kw: dict[str, Any]) -> An
 
 
 def _torch_stack(decoder: bool, kw: dict[str, Any], layers: int, norm: bool) -> nn.Module:
-    block = (nn.TransformerDecoderLayer if decoder else nn.TransformerEncoderLayer)(
-        E, H, **_torch_kwargs(kw), device="meta"
-    )
     final = nn.LayerNorm(E, device="meta") if norm else None
     if decoder:
+        block = nn.TransformerDecoderLayer(E, H, **_torch_kwargs(kw), device="meta")
         return nn.TransformerDecoder(block, layers, norm=final)
-    return nn.TransformerEncoder(block, layers, norm=final, enable_nested_tensor=False)
+    encoder_block = nn.TransformerEncoderLayer(E, H, **_torch_kwargs(kw), device="meta")
+    return nn.TransformerEncoder(encoder_block, layers, norm=final, enable_nested_tensor=False)
 
 
 def _stack(decoder: bool, kw: dict[str, Any], layers: int, norm: bool) -> Any:
@@ -336,12 +335,15 @@ def test_stack_parameter_names_are_torchs_and_load_from_torch():
     for decoder in (False, True):
         kw = {"dropout": 0.0, "norm_first": True}
         ours = _stack(decoder, kw, 3, True)
-        block = (nn.TransformerDecoderLayer if decoder else nn.TransformerEncoderLayer)(
-            E, H, FF, dropout=0.0, norm_first=True
-        )
-        theirs = (nn.TransformerDecoder if decoder else nn.TransformerEncoder)(
-            block, 3, norm=nn.LayerNorm(E), **({} if decoder else {"enable_nested_tensor": False})
-        ).eval()
+        theirs: nn.Module
+        if decoder:
+            block = nn.TransformerDecoderLayer(E, H, FF, dropout=0.0, norm_first=True)
+            theirs = nn.TransformerDecoder(block, 3, norm=nn.LayerNorm(E)).eval()
+        else:
+            encoder_block = nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, norm_first=True)
+            theirs = nn.TransformerEncoder(
+                encoder_block, 3, norm=nn.LayerNorm(E), enable_nested_tensor=False
+            ).eval()
         ps, _ = setup(0, ours)
         shapes = {n: tuple(t.shape) for n, t in theirs.state_dict().items()}
         assert {p: tuple(t.shape) for p, t in _flat(ps).items()} == shapes
@@ -370,7 +372,8 @@ def test_stack_layers_are_independent():
     x = randn(N, L, E)
 
     def loss(p: Any) -> torch.Tensor:
-        return encoder(x, p, test_mode(st))[0].square().sum()
+        result: torch.Tensor = encoder(x, p, test_mode(st))[0].square().sum()
+        return result
 
     grads = torch.func.grad(loss)(ps)
     g = [grads["layers"][i]["linear1"]["weight"] for i in "012"]
@@ -419,9 +422,9 @@ def test_stack_errors_name_the_layer():
     with pytest.raises(ValueError, match="TransformerEncoder: num_layers must be >= 1"):
         TransformerEncoder(block, 0)
     with pytest.raises(TypeError, match="TransformerDecoder: num_layers must be an int"):
-        TransformerDecoder(TransformerDecoderLayer(E, H, FF), 2.0)
+        TransformerDecoder(TransformerDecoderLayer(E, H, FF), 2.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="TransformerEncoder: the layer to stack must be a Layer"):
-        TransformerEncoder(nn.TransformerEncoderLayer(E, H, FF), 2)
+        TransformerEncoder(nn.TransformerEncoderLayer(E, H, FF), 2)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"TransformerEncoder: norm is a torch\.nn\.Module"):
         TransformerEncoder(block, 2, norm=nn.LayerNorm(E))
     encoder = TransformerEncoder(block, 2)
@@ -593,9 +596,9 @@ def test_configuration_errors_name_the_layer():
     with pytest.raises(ValueError, match=r"TransformerEncoderLayer: dropout must be in \[0, 1\]"):
         TransformerEncoderLayer(E, H, dropout=1.5)
     with pytest.raises(TypeError, match="TransformerEncoderLayer: norm_first must be a bool"):
-        TransformerEncoderLayer(E, H, norm_first=1)
+        TransformerEncoderLayer(E, H, norm_first=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="TransformerDecoderLayer: dim_feedforward must be"):
-        TransformerDecoderLayer(E, H, dim_feedforward=2.0)
+        TransformerDecoderLayer(E, H, dim_feedforward=2.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="eps"):
         TransformerEncoderLayer(E, H, layer_norm_eps=0.0)
 
@@ -729,7 +732,7 @@ TRANSFORMER_RUNS = [
 @pytest.mark.parametrize(("case", "dtype"), TRANSFORMER_RUNS)
 def test_transformer_matches_torch(case, dtype):
     kw, layers, masks, compiled = case
-    model = Transformer(E, H, *layers, dim_feedforward=FF, **kw)
+    model = Transformer(E, H, layers[0], layers[1], dim_feedforward=FF, **kw)
     report = check(
         model,
         _transformer_inputs(kw, dtype, masks),
@@ -822,7 +825,7 @@ def test_transformer_custom_stacks_and_errors():
     with pytest.raises(ValueError, match=r"Transformer: expected a tuple \(src, tgt\)"):
         model(src, ps, st)
     with pytest.raises(TypeError, match="Transformer: custom_decoder must be a Layer"):
-        Transformer(E, H, custom_decoder=nn.Linear(2, 2))
+        Transformer(E, H, custom_decoder=nn.Linear(2, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Transformer: num_encoder_layers must be >= 1"):
         Transformer(E, H, 0)
     with pytest.raises(ValueError, match=r"divisible by num_heads"):

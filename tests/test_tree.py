@@ -31,13 +31,13 @@ def test_static_is_leafless_in_both_pytree_registries():
     # the value is part of the structure
     flipped = {**t, "layer_2": {**t["layer_2"], "training": Static(False)}}
     assert tree.structure(t) != tree.structure(flipped)
-    assert optree.tree_structure(t, namespace=tree.NAMESPACE).num_leaves == 3
+    assert optree.tree_structure(t, namespace=tree.NAMESPACE).num_leaves == 3  # type: ignore[arg-type]  # optree's PyTree[T] admits no dict[Any, Any]
 
 
 def test_static_is_immutable_hashable_and_boolean():
     s = Static(True)
     with pytest.raises(AttributeError):
-        s.value = False  # type: ignore[misc]
+        s.value = False
     assert bool(s) and not bool(Static(False))
     assert {Static(1): "a"}[Static(1)] == "a"
     with pytest.raises(TypeError):
@@ -67,7 +67,8 @@ def test_ravel_round_trip_mixed_dtypes_and_gradients():
 
     def f(v: torch.Tensor) -> torch.Tensor:
         p = unravel(v)
-        return (p["a"] ** 2).sum() + p["b"].sum()
+        result: torch.Tensor = (p["a"] ** 2).sum() + p["b"].sum()
+        return result
 
     g = torch.func.grad(f)(flat)
     assert torch.allclose(g[:6], 2 * flat[:6]) and torch.allclose(

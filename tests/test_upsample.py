@@ -69,11 +69,11 @@ def test_reprs() -> None:
         (lambda: Upsample(scale_factor=2, mode="cubic"), ValueError, "mode must be one of"),
         (lambda: Upsample(scale_factor=0), ValueError, r"scale_factor must be > 0"),
         (lambda: Upsample(size=(2, 0)), ValueError, r"size must be > 0"),
-        (lambda: Upsample(size=2.5), TypeError, "size must be a int"),
+        (lambda: Upsample(size=2.5), TypeError, "size must be a int"),  # type: ignore[arg-type]
         (lambda: Upsample(scale_factor=2, align_corners=True), ValueError, "linear modes"),
         (lambda: Upsample(scale_factor=(2, 2), mode="trilinear"), ValueError, "interpolates 3"),
         (lambda: PixelShuffle(0), ValueError, "upscale_factor must be >= 1"),
-        (lambda: PixelUnshuffle(2.0), TypeError, "downscale_factor must be an int"),
+        (lambda: PixelUnshuffle(2.0), TypeError, "downscale_factor must be an int"),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_configurations(make: Any, error: type, match: str) -> None:

@@ -7,7 +7,7 @@ gradients of its uses and optimizer updates keep it tied.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import optree
 import torch
@@ -161,7 +161,7 @@ class Shared(Layer):
     """
 
     layer: Layer
-    sharing: tuple[tuple[str, ...], ...]
+    sharing: Sequence[Sequence[str]]
 
     def __post_init__(self) -> None:
         if not isinstance(self.layer, Layer):
@@ -261,8 +261,9 @@ def share_parameters(first: Any, /, *args: Any, new_parameters: Any = None) -> A
         ps, sharing = args
         model = Shared(first, sharing)
         where = f"share_parameters({short_repr(first)})"
-        _check_groups(ps, model.sharing, where)
-        ps = _with_new_parameters(dict(ps), model.sharing, new_parameters, where)
+        groups = cast(tuple[tuple[str, ...], ...], model.sharing)  # normalised by Shared
+        _check_groups(ps, groups, where)
+        ps = _with_new_parameters(dict(ps), groups, new_parameters, where)
         return model, model.compact(ps)
     if not isinstance(first, Mapping):
         raise TypeError(

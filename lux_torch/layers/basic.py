@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, InitVar
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -280,7 +280,7 @@ class Scale(Layer):
         >>> y, st = layer(torch.ones(4, 3), ps, st)  # doctest: +SKIP
     """
 
-    dims: tuple[int, ...]
+    dims: int | tuple[int, ...] | list[int]
     bias: bool = True
     activation: Activation | None = None
     weight_init: Initializer | None = None
@@ -295,12 +295,16 @@ class Scale(Layer):
         self._set_fields(dims=tuple(check_int("Scale", "dims", d) for d in dims))
         check_affine("Scale", self)
 
+    @property
+    def _shape(self) -> tuple[int, ...]:
+        return cast(tuple[int, ...], self.dims)  # a tuple once __post_init__ has run
+
     def init_params(self, key: torch.Tensor) -> Params:
         k_weight, k_bias = lrandom.split(key)
         weight_init = self.weight_init or init.ones
-        ps = {"weight": weight_init(k_weight, *self.dims)}
+        ps = {"weight": weight_init(k_weight, *self._shape)}
         if self.bias:
-            ps["bias"] = (self.bias_init or init.zeros)(k_bias, *self.dims)
+            ps["bias"] = (self.bias_init or init.zeros)(k_bias, *self._shape)
         return ps
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
@@ -310,7 +314,7 @@ class Scale(Layer):
         return activate(self.activation, y), st
 
     def extra_repr(self) -> str:
-        head = str(self.dims[0]) if len(self.dims) == 1 else str(self.dims)
+        head = str(self._shape[0]) if len(self._shape) == 1 else str(self._shape)
         return affine_repr(head, self)
 
     def describe_input_error(self, x: Any) -> str | None:
@@ -318,9 +322,9 @@ class Scale(Layer):
         if problem:
             return problem
         try:
-            torch.broadcast_shapes(x.shape, self.dims)
+            torch.broadcast_shapes(x.shape, self._shape)
         except RuntimeError:
-            dims = ", ".join(map(str, self.dims))
+            dims = ", ".join(map(str, self._shape))
             return f"expected input of shape (*, {dims}), got {tuple(x.shape)}"
         return None
 
@@ -666,7 +670,7 @@ class Unflatten(Layer):
     """
 
     dim: int
-    unflattened_size: tuple[int, ...]
+    unflattened_size: tuple[int, ...] | list[int]  # or a torch.Size (a tuple)
 
     def __post_init__(self) -> None:
         if isinstance(self.dim, str):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 
@@ -471,7 +471,7 @@ class SkipConnection(Layer):
         >>> block = SkipConnection(Linear(3, 3, activation=torch.relu), torch.add)  # doctest: +SKIP
     """
 
-    layer: Layer
+    layer: Layer | Callable[[Any], Any]  # a plain callable becomes a WrappedFunction
     connection: Connection | Layer
 
     def __post_init__(self) -> None:
@@ -483,7 +483,7 @@ class SkipConnection(Layer):
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         connection_is_layer = isinstance(self.connection, Layer)
         _check_children(self, ps, st, 1 + connection_is_layer)
-        y, st_layer = self.layer(x, ps["layer"], st["layer"])
+        y, st_layer = cast(Layer, self.layer)(x, ps["layer"], st["layer"])  # see __post_init__
         if isinstance(self.connection, Layer):
             out, st_connection = self.connection((y, x), ps["connection"], st["connection"])
             return out, {"layer": st_layer, "connection": st_connection}

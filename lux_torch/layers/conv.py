@@ -50,7 +50,8 @@ __all__ = [
     "ConvTranspose3d",
 ]
 
-IntOrTuple = int | tuple[int, ...]
+#: an int or ``n`` ints, as a tuple or a list (stored as a tuple)
+IntOrTuple = int | tuple[int, ...] | list[int]
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

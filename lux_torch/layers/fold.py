@@ -21,6 +21,8 @@ from ._common import check_int, not_a_tensor
 __all__ = ["Fold", "Unfold"]
 
 Pair = int | tuple[int, int]
+#: what the constructors accept: a list becomes a tuple
+PairArg = Pair | list[int]
 
 
 def _pair(owner: str, name: str, value: Any, minimum: int) -> Pair:
@@ -39,8 +41,9 @@ def _pair(owner: str, name: str, value: Any, minimum: int) -> Pair:
     return check_int(owner, name, value, minimum)
 
 
-def _both(value: Pair) -> tuple[int, int]:
-    return value if isinstance(value, tuple) else (value, value)
+def _both(value: PairArg) -> tuple[int, int]:
+    """A window field as a pair (the fields hold an int or a pair once normalised)."""
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
 def _check_window(layer: Layer) -> None:
@@ -99,16 +102,22 @@ class Unfold(Layer):
         torch.Size([1, 12, 12])
     """
 
-    kernel_size: Pair
-    dilation: Pair = 1
-    padding: Pair = 0
-    stride: Pair = 1
+    kernel_size: PairArg
+    dilation: PairArg = 1
+    padding: PairArg = 0
+    stride: PairArg = 1
 
     def __post_init__(self) -> None:
         _check_window(self)
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        y = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        y = F.unfold(
+            x,
+            _both(self.kernel_size),
+            _both(self.dilation),
+            _both(self.padding),
+            _both(self.stride),
+        )
         return y, st
 
     def extra_repr(self) -> str:
@@ -150,18 +159,25 @@ class Fold(Layer):
         torch.Size([1, 3, 4, 5])
     """
 
-    output_size: Pair
-    kernel_size: Pair
-    dilation: Pair = 1
-    padding: Pair = 0
-    stride: Pair = 1
+    output_size: PairArg
+    kernel_size: PairArg
+    dilation: PairArg = 1
+    padding: PairArg = 0
+    stride: PairArg = 1
 
     def __post_init__(self) -> None:
         _check_window(self)
         self._set_fields(output_size=_pair("Fold", "output_size", self.output_size, 1))
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        y = F.fold(x, self.output_size, self.kernel_size, self.dilation, self.padding, self.stride)
+        y = F.fold(
+            x,
+            _both(self.output_size),
+            _both(self.kernel_size),
+            _both(self.dilation),
+            _both(self.padding),
+            _both(self.stride),
+        )
         return y, st
 
     def extra_repr(self) -> str:

@@ -580,7 +580,7 @@ class LayerNorm(Layer):
 
     constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
-    normalized_shape: int | tuple[int, ...]
+    normalized_shape: int | tuple[int, ...] | list[int]
     eps: float = 1e-5
     elementwise_affine: bool = True
     bias: bool = True
@@ -652,7 +652,7 @@ class RMSNorm(Layer):
 
     constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
-    normalized_shape: int | tuple[int, ...]
+    normalized_shape: int | tuple[int, ...] | list[int]
     eps: float | None = None
     elementwise_affine: bool = True
     _: KW_ONLY

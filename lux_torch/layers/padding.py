@@ -12,7 +12,7 @@ dimensions than the class name says, a tuple of the wrong length is rejected.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -68,12 +68,16 @@ class _Pad(Layer):
     ``(N, C, *spatial)``.
     """
 
-    padding: tuple[int, ...]
+    padding: int | tuple[int, ...] | list[int]
     ndim: ClassVar[int]
     mode: ClassVar[str] = "constant"
 
     def __post_init__(self) -> None:
         self._set_fields(padding=_padding(type(self).__name__, self.padding, self.ndim))
+
+    @property
+    def _pad(self) -> tuple[int, ...]:
+        return cast(tuple[int, ...], self.padding)  # 2 * ndim ints once __post_init__ has run
 
     def _value(self) -> float | None:
         return None  # F.pad's default: zeros for the constant mode, unused by the others
@@ -81,7 +85,7 @@ class _Pad(Layer):
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if self.mode != "constant" and x.dim() not in (self.ndim + 1, self.ndim + 2):
             raise ValueError(f"{type(self).__name__}: {self._rank_problem(x)}")
-        return F.pad(x, self.padding, self.mode, self._value()), st
+        return F.pad(x, self._pad, self.mode, self._value()), st
 
     def extra_repr(self) -> str:
         return str(self.padding)
@@ -103,8 +107,7 @@ class _Pad(Layer):
         if self.mode == "reflect":
             sizes = tuple(x.shape[-self.ndim :])[::-1]  # last dimension first, as padding
             if any(
-                max(self.padding[2 * i], self.padding[2 * i + 1]) >= sizes[i]
-                for i in range(self.ndim)
+                max(self._pad[2 * i], self._pad[2 * i + 1]) >= sizes[i] for i in range(self.ndim)
             ):
                 return (
                     f"reflection padding must be smaller than the padded dimension, got "

@@ -61,8 +61,9 @@ __all__ = [
     "MaxUnpool3d",
 ]
 
-IntOrTuple = int | tuple[int, ...]
-OptIntOrTuple = int | tuple[int | None, ...]
+#: an int or ``n`` ints (``None``: keep that size), as a tuple or a list (stored as a tuple)
+IntOrTuple = int | tuple[int, ...] | list[int]
+OptIntOrTuple = int | tuple[int | None, ...] | list[int | None]
 _Fn = Callable[..., Any]
 
 _MAX: dict[int, _Fn] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}

@@ -20,7 +20,7 @@ calls the wrapped layer with them; the wrapped layer's own state passes through.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +155,7 @@ class WeightNorm(Layer):
     """
 
     layer: Layer
-    names: tuple[str, ...] = ("weight",)
+    names: str | tuple[str, ...] | list[str] = ("weight",)
     dim: int | None = 0
 
     def __post_init__(self) -> None:
@@ -197,7 +197,7 @@ class WeightNorm(Layer):
         return self.layer.init_state(key)
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        inner, ours = _extract(ps, self.names)
+        inner, ours = _extract(ps, cast(tuple[str, ...], self.names))  # normalised
         for name in self.names:
             g, v = ours[name]["original0"], ours[name]["original1"]
             inner[name] = torch._weight_norm(v, g, self._torch_dim)

@@ -725,7 +725,7 @@ class NeuralODE(Layer):
     """
 
     vector_field: Layer
-    t: tuple[float, ...] | None = None
+    t: Sequence[float] | torch.Tensor | None = None
     _: dataclasses.KW_ONLY
     method: str = "dopri5"
     rtol: float | tuple[float, ...] | torch.Tensor = 1e-7
@@ -740,7 +740,7 @@ class NeuralODE(Layer):
     save_at: str = "all"
     augment: int = 0
     event_fn: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
-    regularize: tuple[str, ...] = ()
+    regularize: str | tuple[str, ...] | list[str] = ()
 
     def __post_init__(self) -> None:
         owner = "NeuralODE"
@@ -975,7 +975,7 @@ class NeuralODE(Layer):
 
     # -- display
     def extra_repr(self) -> str:
-        parts = [_times_repr(self.t)]
+        parts = [_times_repr(cast(tuple[float, ...] | None, self.t))]  # normalised
         for f in dataclasses.fields(self):
             if f.name in ("vector_field", "t"):
                 continue
