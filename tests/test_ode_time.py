@@ -285,3 +285,48 @@ def test_bad_tensor_tolerances_raise(kwargs: dict[str, Any], match: str) -> None
         node = NeuralODE(_field(), (0.0, 1.0), **kwargs)
         ps, st = _setup(node)
         node(_y0(), ps, st)
+
+
+# --------------------------------------------------------------------------- dense output
+
+
+def test_dense_output_equals_the_solve_at_any_time_and_differentiates() -> None:
+    node = NeuralODE(_field(), (0.0, 2.0), rtol=1e-9, atol=1e-9)
+    ps, st = _setup(node)
+    sol, new_st = node.dense(_y0(), ps, st)
+    times = torch.tensor([0.0, 0.37, 1.0, 1.91, 2.0], dtype=F64)
+    dense = sol(times)
+    solved, _ = node((_y0(), {"t": times}), ps, st)
+    assert dense.shape == (5, 4, 2) and sol(times[1]).shape == (4, 2)
+    torch.testing.assert_close(dense, solved, rtol=1e-7, atol=1e-8)
+    assert int(new_st["stats"]["nfe"]) > 0
+    leaves = lux.tree.leaves(ps)
+    g_dense = torch.autograd.grad(dense[1:4].sum(), leaves)
+    g_solve = torch.autograd.grad(solved[1:4].sum(), leaves)
+    for a, b in zip(g_dense, g_solve, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"t = 2.5 is outside the solved span \[0.0, 2.0\]"):
+        sol(torch.tensor([1.0, 2.5]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "x", "match"),
+    [
+        ({"method": "rk4"}, None, "method='rk4'"),
+        ({"adjoint": True}, None, "adjoint=True"),
+        ({}, (None, {"t": torch.tensor([1.0, 0.0])}), "must increase"),
+        ({}, ((None, None), {"t": torch.tensor([0.0, 1.0])}), "needs a Tensor state"),
+    ],
+)
+def test_dense_output_refuses_what_torchdiffeq_cannot_do(
+    kwargs: dict[str, Any], x: Any, match: str
+) -> None:
+    node = NeuralODE(_field(), (0.0, 1.0), **kwargs)
+    ps, st = _setup(node)
+    if x is None:
+        x = _y0()
+    else:
+        first = x[0] if x[0] is None else tuple(_y0() for _ in x[0])
+        x = (_y0() if first is None else first, x[1])
+    with pytest.raises((ValueError, TypeError), match=match):
+        node.dense(x, ps, st)

@@ -109,6 +109,7 @@ from ..layers.containers import as_layer
 
 __all__ = [
     "FUNC_COMPATIBLE_METHODS",
+    "DenseSolution",
     "ElementwiseTolerance",
     "NeuralODE",
     "VectorField",
@@ -914,6 +915,62 @@ class NeuralODE(Layer):
         # the event solve needs only its start and direction: torchdiffeq's odeint_event
         return torch.stack([t0.reshape(()), t0.detach().reshape(()) + (1.0 if forward else -1.0)])
 
+    @_never_compiled
+    def dense(self, x: Any, ps: Params, st: State) -> tuple[DenseSolution, State]:
+        """Solve once and return a continuous solution, evaluable at any time of the span.
+
+        torchdiffeq's :func:`~torchdiffeq.odeint_dense`: one ``dopri5`` solve from ``t[0]``
+        to ``t[-1]`` (the configured ``t`` or the ``{"t": t}`` call option; increasing)
+        that keeps every accepted step's interpolation coefficients. The result
+        ``sol(t)`` gives ``y`` at a time or a 1-D tensor of times in ``[t[0], t[-1]]``
+        (shape ``(*t.shape, *y0.shape)``), differentiable with respect to ``ps`` and
+        ``y0`` (backprop through the solve). Needs ``method="dopri5"`` and a tensor state,
+        without ``adjoint``, ``event_fn`` or ``regularize`` (torchdiffeq's dense solve
+        supports none of them); ``augment`` applies.
+
+        Returns:
+            ``(sol, new_st)``, a :class:`DenseSolution` and the state (``stats`` as for a
+            call, ``steps_*`` = -1: the dense solve reports no steps).
+        """
+        owner = short_repr(self)
+        unsupported = [
+            name
+            for name, on in (
+                ("adjoint=True", self.adjoint),
+                ("event_fn", self.event_fn is not None),
+                ("regularize", bool(self.regularize)),
+                (f"method={self.method!r}", self.method != "dopri5"),
+            )
+            if on
+        ]
+        if unsupported:
+            raise ValueError(
+                f"{owner}.dense: torchdiffeq's dense output is a dopri5 solve without adjoint, "
+                f"events or regularization; this node has {', '.join(unsupported)}"
+            )
+        y0, options = _split_input(self, x)
+        y0 = self._augment(self._check_y0(y0))
+        if not isinstance(y0, torch.Tensor):
+            raise TypeError(f"{owner}.dense: torchdiffeq's dense output needs a Tensor state y0")
+        t = self._times(options, y0)
+        if len(t) < 2 or not bool(t[-1] > t[0]):
+            raise ValueError(
+                f"{owner}.dense: t must increase from t[0] to t[-1] (two times or more)"
+            )
+        f = _Solve(self, ps["vector_field"], st["vector_field"], frozenset())
+        tdq = _torchdiffeq()
+        fn = tdq.odeint_dense(
+            f, y0, t[0], t[-1], rtol=_tolerance(self, "rtol", self.rtol, y0),
+            atol=_tolerance(self, "atol", self.atol, y0), method="dopri5",
+            options=_solver_options(self.options, t),
+        )  # fmt: skip
+        values = torch.tensor(
+            (f.nfe, 0, -1, -1), dtype=torch.int64, device=st["stats"]["nfe"].device
+        )
+        stats = dict(zip(_STATS, values.unbind(), strict=True))
+        sol = DenseSolution(fn, float(t[0]), float(t[-1]), t.dtype, owner)
+        return sol, {**st, "vector_field": f.st, "stats": stats}
+
     def _augment(self, y0: Any) -> Any:
         """``y0`` with ``augment`` zero channels appended to its last dimension."""
         if not self.augment:
@@ -1000,6 +1057,51 @@ class NeuralODE(Layer):
             "expected y0 as a Tensor or a tuple of Tensors, optionally followed by a dict "
             f"of call options ((y0, {{'t': t}})), got {type(x).__name__}"
         )
+
+
+class DenseSolution:
+    """The continuous solution of :meth:`NeuralODE.dense`: ``sol(t) -> y(t)``.
+
+    Wraps torchdiffeq's dense output function, evaluating one time at a time (its
+    vectorised form does not broadcast over a batched state) and refusing times outside
+    the solved span, where it would extrapolate or fail.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        t0: float,
+        t1: float,
+        dtype: torch.dtype,
+        owner: str,
+    ) -> None:
+        self._fn, self.t0, self.t1, self._dtype, self._owner = fn, t0, t1, dtype, owner
+
+    def __call__(self, t: torch.Tensor | float) -> torch.Tensor:
+        t = torch.as_tensor(t).detach()  # (times are not differentiated here)
+        if t.ndim > 1:
+            raise ValueError(
+                f"{self._owner} dense solution: t must be 0-dim or 1-D, got shape {tuple(t.shape)}"
+            )
+        times = t.reshape(-1).cpu().to(self._dtype)
+        outside = (times < self.t0) | (times > self.t1) | ~torch.isfinite(times)
+        if bool(outside.any()):
+            bad = float(times[outside][0])
+            raise ValueError(
+                f"{self._owner} dense solution: t = {bad!r} is outside the solved span "
+                f"[{self.t0!r}, {self.t1!r}]"
+            )
+        ys = [self._at(ti) for ti in times]
+        return ys[0] if t.ndim == 0 else torch.stack(ys)
+
+    def _at(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            return self._fn(t)
+        except IndexError:  # t on the last accepted step's end: torchdiffeq indexes past it
+            return self._fn(torch.nextafter(t, t.new_tensor(-math.inf)))
+
+    def __repr__(self) -> str:
+        return f"DenseSolution(t={self.t0:g} => {self.t1:g})"
 
 
 def _tolerance(node: NeuralODE, name: str, tol: Any, y0: Any) -> Any:
