@@ -120,7 +120,8 @@ class CNFDynamics(Layer):
                 )
             return dz, new_st
 
-        dz, vjp_fn, new_f_st = torch.func.vjp(f, z, has_aux=True)
+        # torch types vjp's return as a pair; with has_aux it is (out, vjp_fn, aux)
+        dz, vjp_fn, new_f_st = torch.func.vjp(f, z, has_aux=True)  # type: ignore[misc]
         new_st: State = {"field": new_f_st}
         if self.trace == "exact":
             d = z.shape[-1]
