@@ -357,6 +357,24 @@ def test_repr_and_attributes() -> None:
     assert CNF(_field(), **RK4) == CNF(_field(), **RK4)
 
 
+def test_with_trace_shares_parameters() -> None:
+    hutch = CNF(_field(), trace="hutchinson", probe="gaussian", **RK4)
+    exact = hutch.with_trace("exact")
+    assert exact == CNF(_field(), **RK4) and exact.probe is None and exact.trace == "exact"
+    assert hutch.with_trace("hutchinson") == CNF(_field(), trace="hutchinson", **RK4)
+    ps, st = lux.setup(0, hutch, dtype=F64)
+    (logp, _), new_st = exact(_x(), ps, st)  # the key is ignored
+    (expected, _), _ = CNF(_field(), **RK4)(_x(), ps, {"ode": st["ode"]})
+    torch.testing.assert_close(logp, expected, rtol=0, atol=0)
+    assert "key" not in new_st and "key" in lux.init_state(0, exact.with_trace("hutchinson"))
+    with pytest.raises(
+        ValueError, match=r"CNF\(t=0 => 1, trace='exact', ...\): probe='gaussian' only"
+    ):
+        exact.with_trace("exact", "gaussian")
+    with pytest.raises(ValueError, match="CNFDynamics: trace must be one of"):
+        exact.with_trace("approximate")
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -43,7 +43,7 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
-from ..core import Layer
+from ..core import Layer, replace_fields
 from ..display import short_repr
 from ..layers.containers import as_layer
 from .ode import NeuralODE
@@ -222,12 +222,7 @@ class CNF(Layer):
         t0, t1 = _check_t(owner, t)
         if trace not in _TRACES:
             raise ValueError(f"{owner}: trace must be one of {_TRACES}, got {trace!r}")
-        if trace == "hutchinson":
-            probe = "rademacher" if probe is None else probe
-            if probe not in _PROBES:
-                raise ValueError(f"{owner}: probe must be one of {_PROBES}, got {probe!r}")
-        elif probe is not None:
-            raise ValueError(f"{owner}: probe={probe!r} only applies with trace='hutchinson'")
+        probe = _check_probe(owner, trace, probe)
         fixed = [name for name in _OWN_SETTINGS if name in solver]
         if fixed:
             raise ValueError(
@@ -258,6 +253,18 @@ class CNF(Layer):
     def t(self) -> tuple[float, float]:
         """``(t0, t1)``."""
         return self.ode.t[-1], self.ode.t[0]
+
+    def with_trace(self, trace: str, probe: str | None = None) -> CNF:
+        """This CNF with another trace (and probe): same vector field, solver and ``ps``.
+
+        E.g. train with ``"hutchinson"`` and evaluate densities with
+        ``cnf.with_trace("exact")``. The state is shared too, except ``st["key"]``, which
+        only the Hutchinson trace has (an exact CNF ignores one it is given).
+        """
+        dynamics = dataclasses.replace(self.ode.vector_field, trace=trace)
+        ode = replace_fields(self.ode, vector_field=dynamics)
+        probe = _check_probe(short_repr(self), trace, probe)
+        return replace_fields(self, ode=ode, probe=probe)  # type: ignore[return-value]
 
     def init_state(self, key: torch.Tensor) -> State:
         st = super().init_state(key)
@@ -370,6 +377,18 @@ def _describe(x: Any) -> str:
     if isinstance(x, torch.Tensor):
         return f"a {str(x.dtype).replace('torch.', '')} tensor of shape {tuple(x.shape)}"
     return type(x).__name__
+
+
+def _check_probe(owner: str, trace: str, probe: str | None) -> str | None:
+    """The probe for ``trace`` (Rademacher by default for Hutchinson's, else ``None``)."""
+    if trace != "hutchinson":
+        if probe is not None:
+            raise ValueError(f"{owner}: probe={probe!r} only applies with trace='hutchinson'")
+        return None
+    probe = "rademacher" if probe is None else probe
+    if probe not in _PROBES:
+        raise ValueError(f"{owner}: probe must be one of {_PROBES}, got {probe!r}")
+    return probe
 
 
 def _check_t(owner: str, t: Any) -> tuple[float, float]:
