@@ -450,6 +450,29 @@ def test_dynamics_without_probe_raises() -> None:
     assert new_st["probe"] is probe
 
 
+def test_time_call_option() -> None:
+    a = torch.tensor([[0.3, -0.7], [0.5, -0.2]], dtype=F64)
+    cnf, ps, st = _linear_cnf(a, (0.0, 1.0), **TIGHT)
+    x = _x()
+    t = torch.tensor([0.25, 2.0], dtype=F64)
+    (logp, z0), _ = cnf((x, {"t": t}), ps, st)
+    expected_z0 = x @ torch.linalg.matrix_exp(-a * 1.75).T
+    torch.testing.assert_close(z0, expected_z0, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(logp, standard_normal_logp(expected_z0) - torch.trace(a) * 1.75)
+    (x_back, _), _ = cnf.transform((z0, {"t": t}), ps, st)
+    torch.testing.assert_close(x_back, x, rtol=1e-8, atol=1e-8)
+    (same, _), _ = cnf((x, {}), ps, st)  # no t: the configured times
+    torch.testing.assert_close(same, cnf(x, ps, st)[0][0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"call option t requires grad.*Pass t.detach\(\)"):
+        cnf((x, {"t": t.clone().requires_grad_(True)}), ps, st)
+    with pytest.raises(ValueError, match=r"call option t must be a tensor \(t0, t1\) of shape"):
+        cnf((x, {"t": torch.linspace(0, 1, 3)}), ps, st)
+    with pytest.raises(ValueError, match=r"t = \(t0, t1\) must be finite with t0 < t1"):
+        cnf((x, {"t": t.flip(0)}), ps, st)
+    with pytest.raises(ValueError, match=r"unknown call options \['mask'\]"):
+        cnf((x, {"mask": t}), ps, st)
+
+
 def test_time_tensor_and_replace() -> None:
     cnf = CNF(_field(), torch.tensor([0.0, 2.0]), **RK4)
     assert cnf.t == (0.0, 2.0)

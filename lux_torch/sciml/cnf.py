@@ -169,7 +169,11 @@ class CNF(Layer):
             child: ``ps["ode"]``, ``st["ode"]``).
 
     Input:
-        ``x``: data of shape ``(batch, d)``, floating point.
+        ``x``: data of shape ``(batch, d)``, floating point; or ``(x, {"t": t})`` with
+        ``t`` a tensor ``(t0, t1)`` for this call instead of the configured times (the
+        call-options form of :class:`~lux_torch.sciml.ode.NeuralODE`). Its values are
+        read as floats: gradients do not flow to ``t``, and a ``t`` that requires grad is
+        refused rather than silently given none.
 
     Returns:
         ``(logp, z0)``: ``logp`` of shape ``(batch,)`` is ``log p(x)`` under the flow (an
@@ -274,23 +278,26 @@ class CNF(Layer):
 
     # -- the call: log-density
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        x = self._check_batch(x, "x")
-        (z0, logp_diff), new_st = self._solve(self.ode, x, ps, st)
+        x, (t0, t1) = self._split_options(x, "x")
+        ode = self.ode if (t1, t0) == self.ode.t else dataclasses.replace(self.ode, t=(t1, t0))
+        (z0, logp_diff), new_st = self._solve(ode, x, ps, st)
         return (standard_normal_logp(z0) - logp_diff, z0), new_st
 
     # -- sampling
     def transform(
-        self, z0: torch.Tensor, ps: Params, st: State
+        self, z0: Any, ps: Params, st: State
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], State]:
         """Map base points ``z0`` (``(batch, d)``) at ``t0`` to the data at ``t1``.
+
+        ``z0`` may also be ``(z0, {"t": t})``, as the call's input.
 
         Returns:
             ``((x, logp), st)``: ``x`` of shape ``(batch, d)`` and ``logp = log p(x)`` of
             shape ``(batch,)`` (``log N(z0) + logp_diff(t1)``, an estimate with
             ``trace="hutchinson"``), and the new state.
         """
-        z0 = self._check_batch(z0, "z0")
-        forward = dataclasses.replace(self.ode, t=self.t)  # t0 -> t1, same ps and st
+        z0, t = self._split_options(z0, "z0")
+        forward = dataclasses.replace(self.ode, t=t)  # t0 -> t1, same ps and st
         (x, logp_diff), new_st = self._solve(forward, z0, ps, st)
         return (x, standard_normal_logp(z0) + logp_diff), new_st
 
@@ -351,6 +358,30 @@ class CNF(Layer):
         signs = lrandom.bernoulli(key, 0.5, z.shape, device=z.device)
         return torch.where(signs, 1.0, -1.0).to(z.dtype)
 
+    def _split_options(self, x: Any, name: str) -> tuple[torch.Tensor, tuple[float, float]]:
+        """``x`` or ``(x, {"t": t})``: the checked batch and the times ``(t0, t1)``."""
+        if not (isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], dict)):
+            return self._check_batch(x, name), self.t
+        x, options = x
+        unknown = sorted(set(options) - {"t"})
+        if unknown:
+            raise ValueError(f"{short_repr(self)}: unknown call options {unknown}; known: ['t']")
+        t = options.get("t")
+        if t is None:
+            return self._check_batch(x, name), self.t
+        if not isinstance(t, torch.Tensor) or t.shape != (2,):
+            raise ValueError(
+                f"{short_repr(self)}: the call option t must be a tensor (t0, t1) of shape (2,), "
+                f"got {_describe(t)}"
+            )
+        if t.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                f"{short_repr(self)}: the call option t requires grad, but the CNF reads it as "
+                "floats (its NeuralODE takes times as configuration): no gradient would reach "
+                "it. Pass t.detach()"
+            )
+        return self._check_batch(x, name), _check_t(short_repr(self), t)
+
     def _check_batch(self, x: Any, name: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2:
             raise TypeError(
@@ -368,9 +399,11 @@ class CNF(Layer):
         return ", ".join(parts)
 
     def describe_input_error(self, x: Any) -> str | None:
+        if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], dict):
+            x = x[0]
         if isinstance(x, torch.Tensor) and x.ndim == 2 and x.is_floating_point():
             return None
-        return f"expected x of shape (batch, d), got {_describe(x)}"
+        return f"expected x of shape (batch, d) or (x, {{'t': t}}), got {_describe(x)}"
 
 
 def _describe(x: Any) -> str:
