@@ -185,7 +185,7 @@ def _cases(
         loss = -logp_x.mean(0)
         loss.backward()
         opt.step()
-        losses["torch"] = float(loss)
+        losses["torch"] = float(loss.detach())
 
     def lux_step() -> None:
         box[0], loss, _ = lux.train_step(example.nll_loss, x, first)

@@ -30,7 +30,16 @@ basis vectors): for small ``d``. ``trace="hutchinson"`` is FFJORD's unbiased est
 standard normal, ``probe=``) drawn from ``st["key"]`` once per call and held fixed over the
 whole solve; the key advances with every call and the same key gives the same estimate.
 Both assume, as every normalizing flow does, that ``f`` acts on each sample independently
-(no mixing across the batch, e.g. no batch statistics).
+(no mixing across the batch, e.g. no batch statistics). ``cnf.with_trace("exact")`` is the
+same flow with the other trace and the same ``ps`` (train with Hutchinson's, evaluate
+densities exactly).
+
+torch.func, torch.compile, vmap
+-------------------------------
+Whatever the :class:`NeuralODE` allows: ``torch.func`` differentiation with the fixed-grid
+solvers (``rk4``, ...) without adjoint, ``torch.autograd`` always (``lux.train_step``
+picks the right one); the solve runs eagerly under ``torch.compile`` (``fullgraph=True``
+fails with a clear error) and cannot be vmapped (batch the samples instead).
 """
 
 from __future__ import annotations
