@@ -1,6 +1,6 @@
 """Continuous normalizing flow on two circles (torchdiffeq's ``examples/cnf.py``, FFJORD).
 
-Run:  python examples/cnf.py          (about 1-1.5 minutes on one CPU thread)
+Run:  python examples/cnf.py [--trace hutchinson]   (about 40 s on one CPU thread)
 
 A continuous normalizing flow transports a standard normal base density ``p(z(t0))`` to
 the data by ``dz/dt = f(t, z)``; the log-density changes along a trajectory by the
@@ -13,20 +13,20 @@ state ``(z, logp_diff)`` *backwards* from a data point ``x = z(t1)`` (with
 which is maximised with Adam (linear warm-up, then cosine decay of the learning rate).
 As in torchdiffeq, the vector field is a small hypernetwork: an MLP of ``t`` gives the
 weights of a one-hidden-layer field ``f(t, z) = mean_i u_i(t) tanh(w_i(t) . z + b_i(t))``,
-which learns both rings far faster than an MLP of ``[z, t]``. Unlike FFJORD's Hutchinson
-estimator, the trace here is exact: the 2x2 Jacobian of every sample comes from
-``torch.func.vmap(torch.func.jacrev(...))`` inside the vector field. It shows:
+which learns both rings far faster than an MLP of ``[z, t]``. It shows:
 
-- a custom :class:`lux_torch.Layer` as the vector field of a :class:`lux_torch.NeuralODE`
-  with a *tuple* state ``(z, logp_diff)`` and ``time_dependent=True`` (the layer gets
-  ``(t, (z, logp_diff))``);
-- torch.func transforms inside a layer whose parameters are trained through the
-  fixed-grid ``rk4`` solve (step ``STEP``; an adaptive ``dopri5`` solve gets slower and
-  slower as the learned field stiffens) by :func:`lux_torch.train_step`
-  (``torch.autograd`` path);
-- the same ``ps`` solved over reversed time (``t = (1, 0)``, likelihood) and forward time
-  (``dataclasses.replace(node, t=(0, 1))``, sampling);
-- data drawn with explicit ``lux_torch.random`` keys (no global RNG).
+- :class:`lux_torch.sciml.cnf.CNF`, the FFJORD layer: it builds the
+  :class:`lux_torch.NeuralODE` over the joint state ``(z, logp_diff)`` from the vector
+  field alone, and its call returns ``(log p(x), z(t0))``;
+- the exact trace (default: ``d = 2`` vector-Jacobian products per evaluation) or FFJORD's
+  Hutchinson estimator (``main(trace="hutchinson")``, or ``--trace hutchinson``: one
+  product, a Rademacher probe drawn from ``st["key"]`` for every training step and held
+  fixed over its solve);
+- training through the fixed-grid ``rk4`` solve (step ``STEP``; an adaptive ``dopri5``
+  solve gets slower and slower as the learned field stiffens) by
+  :func:`lux_torch.train_step`;
+- sampling by reversed time, ``cnf.sample(key, (n, 2), ps, st)``: base points drawn from an
+  explicit ``lux_torch.random`` key and solved from ``t0`` to ``t1`` (no global RNG).
 
 It writes a PNG with the target samples, the learned density on a grid and samples of the
 flow, and prints the mean negative log-likelihood before and after training.
@@ -34,7 +34,7 @@ flow, and prints the mean negative log-likelihood before and after training.
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import math
 import pathlib
 import time
@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 import lux_torch as lux
-from lux_torch.ode import NeuralODE
+from lux_torch.sciml.cnf import CNF
 
 T0, T1 = 0.0, 1.0
 STEP = 0.1  # rk4 step: 10 steps, 40 evaluations of the field per solve
@@ -53,12 +53,11 @@ LIMIT = 3.0  # the plots show [-LIMIT, LIMIT]^2
 
 
 class CNFField(lux.Layer):
-    """``(t, (z, logp_diff)) -> (dz/dt, -tr(dz/dt / dz))``, torchdiffeq's hypernetwork field.
+    """``(t, z) -> dz/dt``, torchdiffeq's hypernetwork field.
 
     ``hyper`` maps the time ``t`` (shape ``(1,)``) to the weights of a one-hidden-layer
     field of ``width`` units, ``dz/dt = mean_i u_i tanh(w_i . z + b_i)`` with the output
-    weights gated, ``u_i = u'_i * sigmoid(g_i)``. The trace of its Jacobian with respect to
-    ``z`` is computed exactly, per sample, with torch.func.
+    weights gated, ``u_i = u'_i * sigmoid(g_i)``. The CNF computes the trace of its Jacobian.
     """
 
     hyper: lux.Layer
@@ -66,36 +65,29 @@ class CNFField(lux.Layer):
     dim: int = 2
 
     def __call__(self, x: Any, ps: dict, st: dict) -> tuple[Any, dict]:
-        t, (z, _) = x
+        t, z = x
         params, _ = self.hyper(t.reshape(1), ps["hyper"], st["hyper"])
         block = self.width * self.dim
         w, u, g, b = torch.split(params, [block, block, block, self.width])
         w = w.reshape(self.width, self.dim)
         u = (u * torch.sigmoid(g)).reshape(self.width, self.dim)
-
-        def field(zi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            dz = torch.tanh(w @ zi + b) @ u / self.width
-            return dz, dz
-
-        jac, dz = torch.func.vmap(torch.func.jacrev(field, has_aux=True))(z)
-        trace = jac.diagonal(dim1=-2, dim2=-1).sum(-1)
-        return (dz, -trace), st
+        return torch.tanh(z @ w.T + b) @ u / self.width, st
 
 
-def make_model(dim: int = 2, hidden: int = 32, width: int = 64) -> NeuralODE:
-    """The CNF: ``hyper`` (``t -> field weights``, ``hidden`` units) inside a NeuralODE."""
+def make_model(dim: int = 2, hidden: int = 32, width: int = 64, trace: str = "exact") -> CNF:
+    """The CNF: ``hyper`` (``t -> field weights``, ``hidden`` units) as its vector field."""
     hyper = lux.Chain(
         lux.Linear(1, hidden, activation=torch.tanh),
         lux.Linear(hidden, hidden, activation=torch.tanh),
         lux.Linear(hidden, (3 * dim + 1) * width),
     )
-    return NeuralODE(
+    return CNF(
         CNFField(hyper, width, dim),
-        (T1, T0),  # reversed time: from the data to the base density
+        (T0, T1),  # base density at T0, data at T1
+        trace=trace,
+        time_dependent=True,
         method="rk4",  # fixed grid: a predictable cost per step (dopri5 slows as f stiffens)
         options={"step_size": STEP},
-        time_dependent=True,
-        save_at="last",
     )
 
 
@@ -108,32 +100,21 @@ def two_circles(key: torch.Tensor, n: int, noise: float = 0.08) -> torch.Tensor:
     return points + noise * lux.random.normal(k_noise, (n, 2))
 
 
-def standard_normal_logp(z: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
-
-
-def log_likelihood(
-    node: NeuralODE, x: torch.Tensor, ps: dict, st: dict
-) -> tuple[torch.Tensor, dict]:
-    """``log p(x)`` per sample: solve ``(x, 0)`` from ``t1`` back to ``t0``."""
-    (z0, logp_diff), st = node((x, x.new_zeros(x.shape[0])), ps, st)
-    return standard_normal_logp(z0) - logp_diff, st
-
-
-def nll_loss(node: NeuralODE, ps: dict, st: dict, x: torch.Tensor) -> tuple[Any, dict, dict]:
+def nll_loss(cnf: CNF, ps: dict, st: dict, x: torch.Tensor) -> tuple[Any, dict, dict]:
     """The loss for :func:`lux_torch.train_step`: mean negative log-likelihood."""
-    logp, st = log_likelihood(node, x, ps, st)
+    (logp, _), st = cnf(x, ps, st)  # log p(x) and z(t0)
     return -logp.mean(), st, {}
 
 
-def evaluate(node: NeuralODE, x: torch.Tensor, ts: lux.TrainState) -> float:
+def evaluate(cnf: CNF, x: torch.Tensor, ts: lux.TrainState) -> float:
+    """The mean NLL of ``x`` with the exact trace (the same ``ps`` whatever the trace)."""
     with torch.no_grad():
-        loss, _, _ = nll_loss(node, ts.params, lux.test_mode(ts.states), x)
+        loss, _, _ = nll_loss(cnf.with_trace("exact"), ts.params, lux.test_mode(ts.states), x)
     return float(loss)
 
 
 def plot(
-    path: pathlib.Path, target: torch.Tensor, node: NeuralODE, ts: lux.TrainState, key: torch.Tensor
+    path: pathlib.Path, target: torch.Tensor, cnf: CNF, ts: lux.TrainState, key: torch.Tensor
 ) -> None:
     """Target samples, the learned density on a grid and samples pushed through the flow."""
     ps, st = ts.params, lux.test_mode(ts.states)
@@ -141,11 +122,10 @@ def plot(
     grid = torch.linspace(-LIMIT, LIMIT, n)
     gy, gx = torch.meshgrid(grid, grid, indexing="ij")
     points = torch.stack([gx, gy], dim=-1).reshape(-1, 2)
-    forward = dataclasses.replace(node, t=(T0, T1))  # from the base density to the data
-    z = lux.random.normal(key, (target.shape[0], 2))
     with torch.no_grad():
-        logp, _ = log_likelihood(node, points, ps, st)
-        (samples, _), _ = forward((z, z.new_zeros(z.shape[0])), ps, st)
+        (logp, _), _ = cnf.with_trace("exact")(points, ps, st)  # no Hutchinson noise
+        # base points drawn from `key`, solved from T0 to T1 (also returns their log p)
+        (samples, _), _ = cnf.sample(key, (target.shape[0], 2), ps, st)
     density = logp.exp().reshape(n, n).numpy()
 
     fig = Figure(figsize=(15, 5))  # Agg canvas, no pyplot state
@@ -172,20 +152,21 @@ def main(
     lr: float = 2e-2,
     warmup: int = 20,
     seed: int = 0,
+    trace: str = "exact",
 ) -> float:
     """Train for ``iters`` steps, write the figure to ``out``; return the final mean NLL."""
     torch.set_num_threads(1)  # tiny tensors: extra threads only add sync (and spin) overhead
     start = time.perf_counter()
     init_key, data_key, eval_key, plot_key = lux.random.split(lux.random.key(seed), 4)
-    node = make_model(hidden=hidden, width=width)
-    print(node)
-    ps, st = lux.setup(init_key, node)
+    cnf = make_model(hidden=hidden, width=width, trace=trace)
+    print(cnf)
+    ps, st = lux.setup(init_key, cnf)
     # linear warm-up to lr, then cosine decay to 0 over the run
     warm = min(warmup, iters - 1)
     schedule = lux.optim.warmup_cosine_decay_schedule(0.0, lr, warm, max(iters, 1))
-    ts = lux.TrainState(node, ps, st, lux.optim.adam(schedule))
+    ts = lux.TrainState(cnf, ps, st, lux.optim.adam(schedule))
     held_out = two_circles(eval_key, 2000)
-    before = evaluate(node, held_out, ts)
+    before = evaluate(cnf, held_out, ts)
     print(f"mean NLL before training {before:.4f}")
 
     bar = tqdm(range(1, iters + 1), disable=not progress, desc="training", unit="step")
@@ -193,11 +174,11 @@ def main(
         x = two_circles(lux.random.fold_in(data_key, itr), batch_size)
         ts, loss, _ = lux.train_step(nll_loss, x, ts)
         if itr % 10 == 0:
-            bar.set_postfix(nll=f"{float(loss):.4f}", nfe=int(ts.states["stats"]["nfe"]))
+            bar.set_postfix(nll=f"{float(loss):.4f}", nfe=int(ts.states["ode"]["stats"]["nfe"]))
 
-    final = evaluate(node, held_out, ts)
+    final = evaluate(cnf, held_out, ts)
     path = pathlib.Path(out)
-    plot(path, held_out, node, ts, plot_key)
+    plot(path, held_out, cnf, ts, plot_key)
     print(
         f"final mean NLL {final:.4f} after {iters} steps in "
         f"{time.perf_counter() - start:.1f} s; figure written to {path}"
@@ -206,4 +187,9 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=500)
+    parser.add_argument("--out", default="cnf.png")
+    parser.add_argument("--trace", choices=("exact", "hutchinson"), default="exact")
+    args = parser.parse_args()
+    main(args.iters, args.out, trace=args.trace)
