@@ -168,8 +168,10 @@ class _TorchODEFunc(nn.Module):
         self.probe = probe
         with torch.no_grad():
             for i, name in ((0, "layer_1"), (2, "layer_2")):
-                self.net[i].weight.copy_(ps[name]["weight"])
-                self.net[i].bias.copy_(ps[name]["bias"])
+                linear = self.net[i]
+                assert isinstance(linear, nn.Linear)
+                linear.weight.copy_(ps[name]["weight"])
+                linear.bias.copy_(ps[name]["bias"])
 
     def forward(self, t: torch.Tensor, states: Any) -> tuple[torch.Tensor, torch.Tensor]:
         z = states[0]
@@ -198,7 +200,8 @@ def _torchdiffeq_logp(func: _TorchODEFunc, x: torch.Tensor) -> torch.Tensor:
     z_t, logp_t = torchdiffeq.odeint(
         func, (x, x.new_zeros(x.shape[0])), t, method="rk4", options={"step_size": 0.1}
     )
-    return standard_normal_logp(z_t[-1]) - logp_t[-1]
+    logp: torch.Tensor = standard_normal_logp(z_t[-1]) - logp_t[-1]
+    return logp
 
 
 @pytest.mark.parametrize("trace", ["exact", "hutchinson"])
@@ -266,7 +269,7 @@ def test_train_step_lowers_the_negative_log_likelihood() -> None:
     ps, st = lux.setup(0, cnf)
     x = lux.random.normal(lux.random.key(3), (64, 2)) * 0.3 + 1.0
 
-    def loss(model: CNF, ps: Any, st: Any, x: torch.Tensor) -> tuple[Any, Any, Any]:
+    def loss(model: lux.Layer, ps: Any, st: Any, x: Any) -> tuple[torch.Tensor, Any, Any]:
         (logp, _), st = model(x, ps, st)
         return -logp.mean(), st, {}
 
@@ -295,7 +298,7 @@ class _Reference(nn.Module):
         self.ode.vector_field.field = field
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        net = self.ode.vector_field.field
+        net: Any = self.ode.vector_field.field  # type: ignore[union-attr]
         ps = {
             n: {"weight": net[i].weight, "bias": net[i].bias}
             for n, i in (("layer_1", 0), ("layer_2", 2))
@@ -463,8 +466,16 @@ def test_time_call_option() -> None:
     torch.testing.assert_close(x_back, x, rtol=1e-8, atol=1e-8)
     (same, _), _ = cnf((x, {}), ps, st)  # no t: the configured times
     torch.testing.assert_close(same, cnf(x, ps, st)[0][0], rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"call option t requires grad.*Pass t.detach\(\)"):
-        cnf((x, {"t": t.clone().requires_grad_(True)}), ps, st)
+    # times are data: gradients reach them (central differences, float64)
+    t_req = t.clone().requires_grad_(True)
+    (logp_t, _), _ = cnf((x, {"t": t_req}), ps, st)
+    (grad_t,) = torch.autograd.grad(logp_t.sum(), t_req)
+    eps = 1e-6
+    for i in range(2):
+        step = torch.zeros(2, dtype=F64)
+        step[i] = eps
+        up, down = (float(cnf((x, {"t": t + s}), ps, st)[0][0].sum()) for s in (step, -step))
+        assert float(grad_t[i]) == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-7)
     with pytest.raises(ValueError, match=r"call option t must be a tensor \(t0, t1\) of shape"):
         cnf((x, {"t": torch.linspace(0, 1, 3)}), ps, st)
     with pytest.raises(ValueError, match=r"t = \(t0, t1\) must be finite with t0 < t1"):

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -180,9 +180,8 @@ class CNF(Layer):
     Input:
         ``x``: data of shape ``(batch, d)``, floating point; or ``(x, {"t": t})`` with
         ``t`` a tensor ``(t0, t1)`` for this call instead of the configured times (the
-        call-options form of :class:`~lux_torch.sciml.ode.NeuralODE`). Its values are
-        read as floats: gradients do not flow to ``t``, and a ``t`` that requires grad is
-        refused rather than silently given none.
+        call-options form of :class:`~lux_torch.sciml.ode.NeuralODE`, to which it is
+        passed as data: gradients flow to ``t``, and a new ``t`` needs no rebuild).
 
     Returns:
         ``(logp, z0)``: ``logp`` of shape ``(batch,)`` is ``log p(x)`` under the flow (an
@@ -265,7 +264,8 @@ class CNF(Layer):
     @property
     def t(self) -> tuple[float, float]:
         """``(t0, t1)``."""
-        return self.ode.t[-1], self.ode.t[0]
+        t = cast(tuple[float, ...], self.ode.t)  # normalised by NeuralODE's __post_init__
+        return t[-1], t[0]
 
     def with_trace(self, trace: str, probe: str | None = None) -> CNF:
         """This CNF with another trace (and probe): same vector field, solver and ``ps``.
@@ -287,9 +287,8 @@ class CNF(Layer):
 
     # -- the call: log-density
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
-        x, (t0, t1) = self._split_options(x, "x")
-        ode = self.ode if (t1, t0) == self.ode.t else dataclasses.replace(self.ode, t=(t1, t0))
-        (z0, logp_diff), new_st = self._solve(ode, x, ps, st)
+        x, t = self._split_options(x, "x")
+        (z0, logp_diff), new_st = self._solve(x, None if t is None else t.flip(0), ps, st)
         return (standard_normal_logp(z0) - logp_diff, z0), new_st
 
     # -- sampling
@@ -306,8 +305,9 @@ class CNF(Layer):
             ``trace="hutchinson"``), and the new state.
         """
         z0, t = self._split_options(z0, "z0")
-        forward = dataclasses.replace(self.ode, t=t)  # t0 -> t1, same ps and st
-        (x, logp_diff), new_st = self._solve(forward, z0, ps, st)
+        if t is None:  # t0 -> t1: the configured times, forward (the ode holds them reversed)
+            t = torch.tensor(self.t, dtype=z0.dtype, device=z0.device)
+        (x, logp_diff), new_st = self._solve(z0, t, ps, st)
         return (x, standard_normal_logp(z0) + logp_diff), new_st
 
     def sample(
@@ -346,9 +346,10 @@ class CNF(Layer):
 
     # -- internals
     def _solve(
-        self, ode: NeuralODE, z: torch.Tensor, ps: Params, st: State
+        self, z: torch.Tensor, t: torch.Tensor | None, ps: Params, st: State
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], State]:
-        """Solve the joint state ``(z, 0)`` with ``ode``; draw and strip the probe."""
+        """Solve the joint state ``(z, 0)`` over ``t`` (default: the ode's ``(t1, t0)``);
+        draw and strip the probe."""
         ode_st = st["ode"]
         new_st: State = {}
         if self.trace == "hutchinson":
@@ -357,7 +358,9 @@ class CNF(Layer):
                 **ode_st,
                 "vector_field": {**ode_st["vector_field"], "probe": self._probe(key, z)},
             }
-        (z_end, logp_diff), ode_st = ode((z, z.new_zeros(z.shape[0])), ps["ode"], ode_st)
+        y0 = (z, z.new_zeros(z.shape[0]))
+        x = y0 if t is None else (y0, {"t": t})  # times as data: gradients reach t
+        (z_end, logp_diff), ode_st = self.ode(x, ps["ode"], ode_st)
         dynamics_st = {k: v for k, v in ode_st["vector_field"].items() if k != "probe"}
         return (z_end, logp_diff), {"ode": {**ode_st, "vector_field": dynamics_st}, **new_st}
 
@@ -367,29 +370,26 @@ class CNF(Layer):
         signs = lrandom.bernoulli(key, 0.5, z.shape, device=z.device)
         return torch.where(signs, 1.0, -1.0).to(z.dtype)
 
-    def _split_options(self, x: Any, name: str) -> tuple[torch.Tensor, tuple[float, float]]:
-        """``x`` or ``(x, {"t": t})``: the checked batch and the times ``(t0, t1)``."""
+    def _split_options(self, x: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` or ``(x, {"t": t})``: the checked batch and the given times ``(t0, t1)``
+        (``None``: the configured ones)."""
         if not (isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], dict)):
-            return self._check_batch(x, name), self.t
+            return self._check_batch(x, name), None
         x, options = x
         unknown = sorted(set(options) - {"t"})
         if unknown:
             raise ValueError(f"{short_repr(self)}: unknown call options {unknown}; known: ['t']")
         t = options.get("t")
         if t is None:
-            return self._check_batch(x, name), self.t
+            return self._check_batch(x, name), None
         if not isinstance(t, torch.Tensor) or t.shape != (2,):
             raise ValueError(
                 f"{short_repr(self)}: the call option t must be a tensor (t0, t1) of shape (2,), "
                 f"got {_describe(t)}"
             )
-        if t.requires_grad and torch.is_grad_enabled():
-            raise ValueError(
-                f"{short_repr(self)}: the call option t requires grad, but the CNF reads it as "
-                "floats (its NeuralODE takes times as configuration): no gradient would reach "
-                "it. Pass t.detach()"
-            )
-        return self._check_batch(x, name), _check_t(short_repr(self), t)
+        _check_t(short_repr(self), t)
+        batch = self._check_batch(x, name)
+        return batch, t.to(dtype=batch.dtype, device=batch.device)
 
     def _check_batch(self, x: Any, name: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2:
