@@ -13,6 +13,7 @@ import torchsde
 from torch import nn
 
 import lux_torch as lux
+from lux_torch.sciml._common import import_extra
 from lux_torch.sciml.sde import NeuralSDE
 from lux_torch.testing import check_layer
 
@@ -185,37 +186,33 @@ def test_adaptive_solve_and_options_equal_torchsde() -> None:
 
 
 def test_time_dependent_drift_and_diffusion_equal_torchsde() -> None:
-    class Decay(lux.Layer):
-        """``-rate * t * y``, from ``(t, y)``."""
+    class Wave(lux.Layer):
+        """``amplitude * sin(t + phase) * y`` from ``(t, y)``."""
+
+        phase: float
 
         def init_params(self, key: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"rate": torch.ones(())}
+            return {"amplitude": torch.full((), 0.5)}
 
         def __call__(self, x: Any, ps: Any, st: Any) -> tuple[torch.Tensor, Any]:
-            t, y = x
-            return -ps["rate"] * t * y, st
+            return ps["amplitude"] * torch.sin(x[0] + self.phase) * x[1], st
 
-    sde = NeuralSDE(Decay(), Decay(), T, time_dependent=True, method="euler", dt=0.05)
+    sde = NeuralSDE(Wave(0.0), Wave(1.0), T, time_dependent=True, method="euler", dt=0.05)
     ps, st = lux.setup(0, sde, dtype=F64)
     y0 = _y0()
     ys, _ = sde(y0, ps, st)
-
-    class Reference:
-        sde_type, noise_type = "ito", "diagonal"
-
-        def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return -t * y
-
-        g = f
-
-    ref = torchsde.sdeint(
-        Reference(),
-        y0,
-        torch.tensor(T, dtype=F64),
-        bm=sde.brownian_motion(y0, st),
-        dt=0.05,
-        method="euler",
-    )
+    functions = type(
+        "Functions",
+        (),
+        {
+            "sde_type": "ito",
+            "noise_type": "diagonal",
+            "f": lambda self, t, y: 0.5 * torch.sin(t) * y,
+            "g": lambda self, t, y: 0.5 * torch.sin(t + 1.0) * y,
+        },
+    )()
+    bm = sde.brownian_motion(y0, st)
+    ref = torchsde.sdeint(functions, y0, torch.tensor(T, dtype=F64), bm=bm, dt=0.05, method="euler")
     torch.testing.assert_close(ys, ref, rtol=1e-13, atol=1e-13)
 
 
@@ -503,11 +500,21 @@ def test_compile_fullgraph_fails_clearly_and_partial_compile_runs_eagerly() -> N
     sde = _sde(dt=0.1)
     ps, st = lux.setup(0, sde)
     y0 = _y0().float()
-    expected, _ = sde(y0, ps, st)
     with pytest.raises(AssertionError, match="Brownian interval is a Python tree"):
         check_layer(sde, y0, ps=ps, st=st, gradcheck=False, vmap=False, compile_backend="eager")
-    partial = torch.compile(lambda y, p, s: sde(y, p, s)[0] * 2, backend="eager")
-    torch.testing.assert_close(partial(y0, ps, st), expected * 2)
+
+    def step(y: torch.Tensor, p: Any, s: Any) -> tuple[torch.Tensor, Any]:
+        ys, s = sde(y, p, s)
+        return ys.square().mean(), s
+
+    (loss, new_st), (eager_loss, eager_st) = torch.compile(step)(y0, ps, st), step(y0, ps, st)
+    torch.testing.assert_close(loss, eager_loss)
+    assert torch.equal(new_st["key"], eager_st["key"])  # the same path, the same next key
+
+
+def test_missing_solver_library_names_the_extra() -> None:
+    with pytest.raises(ImportError, match=r"optional extra 'sde': pip install lux-torch\[sde\]"):
+        import_extra("lux_torch_no_such_solver", "sde", "lux_torch.sciml.sde")
 
 
 def test_vmap_needs_randomness_same_and_then_equals_a_loop() -> None:

@@ -83,8 +83,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, NoReturn, TypeVar, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NoReturn
 
 import torch
 
@@ -94,6 +94,7 @@ from ..core import Layer
 from ..display import short_repr
 from ..layers._common import check_bool, check_int, options_problem
 from ..layers.containers import as_layer
+from ._common import import_extra, never_compiled
 
 __all__ = ["NeuralSDE"]
 
@@ -116,24 +117,12 @@ _COMPILE_REASON = (
     "and in lux.train_step(compile=True); with fullgraph=True it cannot be compiled"
 )
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _eager_only(fn: _F) -> _F:
-    """``torch.compiler.disable(fn, reason=_COMPILE_REASON)`` with ``fn``'s type kept."""
-    return cast(_F, torch.compiler.disable(fn, reason=_COMPILE_REASON))
+_eager_only = never_compiled(_COMPILE_REASON)
 
 
 def _torchsde() -> types.ModuleType:
     """The torchsde module, imported on first use (the optional extra ``sde``)."""
-    try:
-        import torchsde
-    except ImportError as err:
-        raise ImportError(
-            "lux_torch.sciml.sde needs torchsde, the optional extra 'sde': "
-            "pip install lux-torch[sde]  (or: pip install torchsde)"
-        ) from err
-    return torchsde  # type: ignore[no-any-return]  # torchsde ships no type hints
+    return import_extra("torchsde", "sde", "lux_torch.sciml.sde")
 
 
 def _solver_class(owner: str, name: str, method: str, sde_type: str, noise_type: str) -> Any:
