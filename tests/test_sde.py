@@ -386,6 +386,8 @@ def test_bad_inputs_are_refused() -> None:
         sde((_y0(), {"ts": torch.tensor(T)}), ps, st)
     with pytest.raises(ValueError, match="strictly increasing"):
         sde((_y0(), {"t": torch.tensor([0.0, 1.0, 1.0])}), ps, st)
+    with pytest.raises(TypeError, match="the call option 't' must be a 1-D tensor"):
+        sde((_y0(), {"t": [1.0, 0.0]}), ps, st)
     t = torch.tensor(T, dtype=F64, requires_grad=True)
     with pytest.raises(ValueError, match="the times t require grad"):
         sde((_y0(), {"t": t}), ps, st)
@@ -467,9 +469,10 @@ class _CheckReference:
 
 @pytest.mark.parametrize("noise_type", ["diagonal", "general"])
 def test_check_layer(noise_type: str) -> None:
-    # compile and vmap cannot pass (see the three tests below); parity needs the state's
-    # key in the reference, so the layer is checked as not stochastic (determinism then
-    # compares two calls; the key's advance is tested above)
+    # compile and vmap cannot pass (see the three tests below), nor can the device check:
+    # torchsde draws the path with a generator of y0's device, so CUDA's path is another
+    # one. Parity needs the state's key in the reference, so the layer is checked as not
+    # stochastic (determinism then compares two calls; the key's advance is tested above)
     sde = _sde(noise_type, dt=0.1)
     ps, st = lux.setup(0, sde, dtype=F64)
     report = check_layer(
@@ -481,6 +484,7 @@ def test_check_layer(noise_type: str) -> None:
         compile=False,
         vmap=False,
         stochastic=False,
+        cuda=False,
     )
     for check in ("structure", "counts", "repr", "shapes", "forward", "purity"):
         assert report[check] == "passed", report
@@ -491,7 +495,9 @@ def test_check_layer(noise_type: str) -> None:
 def test_check_layer_stochastic_determinism_sees_the_key_advance() -> None:
     sde = _sde(dt=0.1)
     ps, st = lux.setup(0, sde, dtype=F64)
-    report = check_layer(sde, _y0(3), ps=ps, st=st, gradcheck=False, compile=False, vmap=False)
+    report = check_layer(
+        sde, _y0(3), ps=ps, st=st, gradcheck=False, compile=False, vmap=False, cuda=False
+    )
     assert report["determinism"] == "passed"
     assert report["parity"] == "skipped: no reference"
 

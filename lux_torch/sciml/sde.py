@@ -7,7 +7,7 @@ drift ``f`` and diffusion ``g`` are lux_torch layers, with torchsde's solvers::
     from lux_torch.sciml.sde import NeuralSDE
 
     drift = lux.Chain(lux.Linear(2, 32, activation=torch.tanh), lux.Linear(32, 2))
-    diffusion = lux.Chain(lux.Linear(2, 2), torch.sigmoid)      # diagonal noise
+    diffusion = lux.Scale(2, activation=torch.sigmoid)    # diagonal noise: g_i(y_i)
     sde = NeuralSDE(drift, diffusion, t=torch.linspace(0.0, 1.0, 11), dt=0.01)
     ps, st = lux.setup(0, sde)
     ys, st = sde(y0, ps, st)            # y0: (batch, d); ys: (11, batch, d), like sdeint
@@ -32,9 +32,11 @@ scalar noise, ``brownian_size`` otherwise) and the Lévy-area approximation the 
 forward and backward solvers need (``"space-time"`` for ``srk``, ``"foster"`` for
 ``log_ode``, else ``"none"``, as torchsde chooses). So the same ``(x, ps, st)`` gives the same
 path and the same output, the backprop and adjoint solves see the same path, and successive
-calls (threading the returned state) draw fresh paths. :meth:`NeuralSDE.brownian_motion`
-returns a fresh copy of the exact Brownian object a call with a given state uses, to run
-torchsde directly on the same path.
+calls (threading the returned state) draw fresh paths. The path depends on the device too:
+torchsde draws it with a ``torch.Generator`` of ``y0``'s device, so one key gives different
+paths on CPU and CUDA (unlike :mod:`lux_torch.random`, which is bit-identical across
+devices). :meth:`NeuralSDE.brownian_motion` returns a fresh copy of the exact Brownian
+object a call with a given state uses, to run torchsde directly on the same path.
 
 Gradients
 ---------
@@ -52,11 +54,13 @@ Measured with torchsde 0.2.6 and torch 2.13:
 
 - ``torch.autograd``: every solver, backprop and adjoint.
 - ``torch.func.grad``/``vjp``: every solver without ``adjoint`` except ``"milstein"``
-  (without ``options={"grad_free": True}``) and ``"log_ode"``, which differentiate the
-  diffusion with ``torch.autograd`` inside each step; ``sdeint_adjoint`` is a
-  ``torch.autograd.Function`` without ``setup_context``. Those have
+  (without ``options={"grad_free": True}``) and, for some noise types, ``"log_ode"``, which
+  differentiate the diffusion with ``torch.autograd`` inside each step; ``sdeint_adjoint``
+  is a ``torch.autograd.Function`` without ``setup_context``. A layer with ``adjoint=True``
+  or one of these two solvers (conservatively, whatever its options) has
   ``requires_autograd == True``, so :func:`lux_torch.train_step` (``ad="auto"``) takes the
-  ``torch.autograd`` path, and a ``torch.func`` transform gets an error that says so.
+  ``torch.autograd`` path, and a ``torch.func`` transform that fails gets an error that
+  says why.
 - ``torch.func.vmap``: only with ``randomness="same"`` and an unbatched ``st`` (vmap over
   ``ps`` or ``y0``): torchsde draws the path with ``torch.randn`` from seeded generators,
   which ``randomness="error"`` refuses and ``"different"`` would silently replace by other
@@ -544,7 +548,14 @@ class NeuralSDE(Layer):
             problem = options_problem(options, ("t",), ())
             if problem is not None:
                 raise ValueError(f"{short_repr(self)}: {problem}")
-            t = options.get("t", t)
+            if "t" in options:
+                t = options["t"]
+                if not isinstance(t, torch.Tensor):
+                    raise TypeError(
+                        f"{short_repr(self)}: the call option 't' must be a 1-D tensor (tensor "
+                        f"options are data), got {type(t).__name__}; configured times go to "
+                        "the constructor"
+                    )
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2:
             got = (
                 f"a {x.dtype} tensor of shape {tuple(x.shape)}"
