@@ -195,13 +195,16 @@ from .layers import (
     ZeroPad3d,
     resample_masks,
 )
+from .sciml.cnf import CNF
 from .sciml.ode import NeuralODE
+from .sciml.sde import NeuralSDE
 from .training import TrainState, apply_gradients, compute_gradients, train_step
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CELU",
+    "CNF",
     "ELU",
     "GELU",
     "GLU",
@@ -284,6 +287,7 @@ __all__ = [
     "Mish",
     "MultiheadAttention",
     "NeuralODE",
+    "NeuralSDE",
     "NoOpLayer",
     "PReLU",
     "PairwiseFusion",

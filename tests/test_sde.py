@@ -86,11 +86,13 @@ class _TorchSDE(nn.Module):
 
     def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.nfe[0] += 1
-        return self.drift(y)
+        out: torch.Tensor = self.drift(y)
+        return out
 
     def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.nfe[1] += 1
-        return self.diffusion(y)
+        out: torch.Tensor = self.diffusion(y)
+        return out
 
 
 def _sde(noise_type: str = "diagonal", **kwargs: Any) -> NeuralSDE:
@@ -448,7 +450,10 @@ class _CheckReference:
         def part(which: str, y: torch.Tensor) -> torch.Tensor:
             nfe[which == "diffusion"] += 1
             own = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(which + ".")}
-            return torch.func.functional_call(getattr(module, which), own, (y,), strict=True)
+            out: torch.Tensor = torch.func.functional_call(
+                getattr(module, which), own, (y,), strict=True
+            )
+            return out
 
         functions = type(
             "Functions",
@@ -464,7 +469,8 @@ class _CheckReference:
         ys = torchsde.sdeint(functions, y0, torch.tensor(T, dtype=y0.dtype), bm=bm, dt=sde.dt)
         tensors["stats.nfe_drift"].fill_(nfe[0])  # as a module updates its buffers
         tensors["stats.nfe_diffusion"].fill_(nfe[1])
-        return ys
+        out: torch.Tensor = ys
+        return out
 
 
 @pytest.mark.parametrize("noise_type", ["diagonal", "general"])

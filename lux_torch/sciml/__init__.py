@@ -2,6 +2,12 @@
 
 - :mod:`~lux_torch.sciml.ode` — ``NeuralODE`` and friends on torchdiffeq (optional extra
   ``ode``); public as ``lux_torch.ode``.
+- :mod:`~lux_torch.sciml.sde` — ``NeuralSDE`` on torchsde (optional extra ``sde``), the
+  Brownian motion a pure function of ``st["key"]``.
+- :mod:`~lux_torch.sciml.cnf` — ``CNF``: continuous normalizing flows (FFJORD) on
+  ``NeuralODE``, exact or Hutchinson traces.
+- ``_common`` — what the solver wrappers share (lazy import of the extra, the solve kept
+  out of ``torch.compile``'s graphs).
 
 Each module imports its solver library on first use, so importing this package needs only
 torch.

@@ -96,7 +96,7 @@ import dataclasses
 import math
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -106,6 +106,7 @@ from ..core import Layer, describe_config
 from ..display import short_repr
 from ..layers._common import options_problem
 from ..layers.containers import as_layer
+from ._common import import_extra, never_compiled
 
 __all__ = [
     "FUNC_COMPATIBLE_METHODS",
@@ -146,25 +147,12 @@ _COMPILE_REASON = (
     "be compiled"
 )
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _never_compiled(fn: _F) -> _F:
-    """``torch.compiler.disable(fn, reason=_COMPILE_REASON)``, with ``fn``'s signature kept
-    for type checkers (torch leaves ``disable`` unannotated)."""
-    return cast(_F, torch.compiler.disable(fn, reason=_COMPILE_REASON))
+_never_compiled = never_compiled(_COMPILE_REASON)
 
 
 def _torchdiffeq() -> types.ModuleType:
     """The torchdiffeq module, imported on first use (the optional extra ``ode``)."""
-    try:
-        import torchdiffeq
-    except ImportError as err:
-        raise ImportError(
-            "lux_torch.ode needs torchdiffeq, the optional extra 'ode': "
-            "pip install lux-torch[ode]  (or: pip install torchdiffeq)"
-        ) from err
-    return torchdiffeq  # type: ignore[no-any-return]  # torchdiffeq ships no type hints
+    return import_extra("torchdiffeq", "ode", "lux_torch.ode")
 
 
 def _solvers() -> dict[str, Any]:
