@@ -577,3 +577,23 @@ def test_train_step_fits_with_autograd_and_torch_func() -> None:
             losses.append(float(value))
         assert losses[-1] < losses[0], losses
         assert not torch.equal(state.states["key"], st["key"])  # the key advanced
+
+
+def test_diagonal_noise_refuses_a_diffusion_that_mixes_channels() -> None:
+    # milstein/srk and the Itô adjoint use only the diagonal of dg/dy: a Linear(d, d)
+    # diffusion would converge to another SDE, silently; the call refuses it instead
+    drift = lux.Linear(2, 2)
+    mixing = lux.Chain(lux.Linear(2, 2), lux.WrappedFunction(torch.sigmoid))
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    for method, adjoint in (("milstein", False), ("srk", False), ("euler", True)):
+        sde = NeuralSDE(drift, mixing, t=(0.0, 0.5), dt=0.1, method=method, adjoint=adjoint)
+        ps, st = lux.setup(0, sde, dtype=torch.float64)
+        with pytest.raises(ValueError, match=r"g_i must depend on y_i only.*mixes channels"):
+            sde(y0, ps, st)
+    plain = NeuralSDE(drift, mixing, t=(0.0, 0.5), dt=0.1, method="euler")
+    ps, st = lux.setup(0, plain, dtype=torch.float64)
+    ys, _ = plain(y0, ps, st)  # Euler-Maruyama needs no derivative of g: a valid SDE
+    assert ys.shape == (2, 3, 2)
+    elementwise = NeuralSDE(drift, lux.Scale(2), t=(0.0, 0.5), dt=0.1, method="milstein")
+    ps, st = lux.setup(0, elementwise, dtype=torch.float64)
+    elementwise(y0, ps, st)

@@ -77,9 +77,12 @@ Diagonal noise
 With ``noise_type="diagonal"`` torchsde's Itô solvers (``"srk"``, ``"milstein"``) and the Itô
 adjoint assume that ``g_i`` depends on ``y_i`` only (their correction terms use the diagonal
 of ``dg/dy``): a diffusion that mixes channels (e.g. a ``Linear(d, d)``) converges to another
-SDE, silently. Use an elementwise diffusion (``lux.Scale(d, activation=torch.sigmoid)``, or
-one small network per channel) or ``noise_type="general"``; this layer cannot check it
-without differentiating ``g`` at every step.
+SDE, silently. So a call with these solvers or the adjoint first checks, at ``y0``, that
+``dg/dy`` is diagonal (two vector-Jacobian products with fixed probes) and raises if it is
+not. Use an elementwise diffusion (``lux.Scale(d, activation=torch.sigmoid)``, or one small
+network per channel), ``noise_type="general"`` or ``method="euler"``. (The check sees
+``y0`` only: a diffusion that mixes channels elsewhere in the state space but not at
+``y0`` would pass it.)
 """
 
 from __future__ import annotations
@@ -107,6 +110,8 @@ State = dict[str, Any]
 
 SDE_TYPES = ("ito", "stratonovich")
 NOISE_TYPES = ("diagonal", "general", "scalar", "additive")
+# solvers whose diagonal-noise steps use the diagonal of dg/dy (torchsde's correction terms)
+_DIAGONAL_DERIVATIVE = frozenset({"milstein", "srk"})
 # solvers that differentiate the diffusion inside the step with torch.autograd (Milstein's
 # g dg/dy term, log-ODE's dg/dy ga), which torch.func transforms refuse
 _AUTOGRAD_SOLVERS = frozenset({"milstein", "log_ode"})
@@ -599,6 +604,8 @@ class NeuralSDE(Layer):
                 "the samples in y0, or loop"
             )
         y0, t = self._inputs(x)
+        if self.noise_type == "diagonal" and (self.adjoint or self.solver in _DIAGONAL_DERIVATIVE):
+            self._check_diagonal(y0, t, ps, st)
         new_key, bm_key = lrandom.split(st["key"])
         bm = self._brownian(bm_key, y0, t)
         sde = _Functions(self, ps, st, bm.shape[-1])
@@ -653,6 +660,40 @@ class NeuralSDE(Layer):
             sde.adjoint_nfe = stats["nfe_adjoint"]
         new_st = {"drift": sde.st_drift, "diffusion": sde.st_diffusion}
         return ys, {**new_st, "key": new_key, "stats": stats}
+
+    def _check_diagonal(self, y0: torch.Tensor, t: torch.Tensor, ps: Params, st: State) -> None:
+        """Refuse a diffusion whose ``g_i`` reads other channels than ``y_i`` (at ``y0``).
+
+        Solvers and adjoints that use the diagonal of ``dg/dy`` would converge to another
+        SDE, silently. ``dg/dy`` is diagonal iff ``J^T (u * w) == (J^T u) * w`` for all
+        ``u, w``: one evaluation and two vector-Jacobian products with fixed probes.
+        """
+
+        def diffusion(y: torch.Tensor) -> torch.Tensor:
+            x = (t[0].detach(), y) if self.time_dependent else y
+            out: torch.Tensor = self.diffusion(x, ps["diffusion"], st["diffusion"])[0]
+            return out
+
+        # torch.func.vjp: works in eager mode and inside grad/vjp transforms alike
+        g, pullback = torch.func.vjp(diffusion, y0.detach())  # type: ignore[misc]  # torch annotates a 3-tuple (has_aux)
+        key_u, key_w = lrandom.split(lrandom.key(0))
+        u = lrandom.normal(key_u, g.shape, dtype=g.dtype, device=g.device)
+        w = lrandom.normal(key_w, y0.shape, dtype=y0.dtype, device=y0.device)
+        ((ju,), (juw,)) = pullback(u), pullback(u * w)
+        off = (juw - ju * w).abs().max()
+        ratio = (off / ((ju * w).abs().max() + juw.abs().max() + 1e-30)).detach()
+        if torch._C._functorch.is_batchedtensor(ratio):
+            return  # under vmap no value can reach Python; the check runs in eager calls
+        mixing = float(ratio)
+        if mixing > 1e-6:
+            raise ValueError(
+                f"{short_repr(self)}: with noise_type='diagonal' each diffusion output g_i must "
+                f"depend on y_i only, but {short_repr(self.diffusion)} mixes channels (relative "
+                f"off-diagonal part of dg/dy {mixing:.1e} at y0): the {self.solver!r} solver"
+                f"{' and the adjoint' if self.adjoint else ''} use the diagonal of dg/dy and "
+                "would converge to another SDE. Use an elementwise diffusion (lux.Scale, one "
+                "small network per channel), noise_type='general', or method='euler'"
+            )
 
     def _adjoint_params(self, ps: Params, st: State) -> tuple[torch.Tensor, ...]:
         """The floating leaves of the drift's and diffusion's ``ps``, and those of their
