@@ -254,6 +254,35 @@ def test_train_step_through_hamiltonian_node() -> None:
     )
 
 
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_autograd_path_equals_func_path(adjoint: bool) -> None:
+    func = NeuralODE(HamiltonianNN(_mlp()), T, adjoint=adjoint)
+    fast = NeuralODE(HamiltonianNN(_mlp(), ad="autograd"), T, adjoint=adjoint)
+    assert fast.vector_field.requires_autograd and not fast.vector_field.compile_fullgraph
+    assert not func.vector_field.requires_autograd and func.vector_field.compile_fullgraph
+    ps, st = lux.setup(0, func, dtype=F64)
+    x0 = _x()
+    torch.testing.assert_close(fast(x0, ps, st)[0], func(x0, ps, st)[0], rtol=1e-12, atol=1e-14)
+    g_func = _leaf_grads(lambda p: (func(x0, p, st)[0] ** 2).sum(), ps)
+    g_fast = _leaf_grads(lambda p: (fast(x0, p, st)[0] ** 2).sum(), ps)
+    for a, b in zip(g_fast, g_func, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():  # the autograd path switches grad on for itself
+        torch.testing.assert_close(fast(x0, ps, st)[0], func(x0, ps, st)[0])
+
+
+def test_autograd_path_under_torch_func_fails_clearly() -> None:
+    hnn = HamiltonianNN(Pendulum(), ad="autograd")
+    ps, st = lux.setup(0, hnn, dtype=F64)
+    x = _x()
+    with pytest.raises(RuntimeError, match=r"ad='autograd' .* cannot run inside torch.func"):
+        torch.func.grad(lambda p: hnn(x, p, st)[0].sum())(ps)
+    with pytest.raises(RuntimeError, match=r"use ad='func'"):
+        torch.func.vmap(lambda xi: hnn(xi, ps, st)[0])(x)
+    with pytest.raises(ValueError, match=r"ad must be one of \('func', 'autograd'\)"):
+        HamiltonianNN(Pendulum(), ad="forward")
+
+
 # --------------------------------------------------------------------------- errors
 
 

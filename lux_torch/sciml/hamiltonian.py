@@ -39,6 +39,15 @@ gradient, unlike ``torch.autograd.grad(..., create_graph=True)``, needs no
   so inference and plotting need no special care.
 - ``torch.compile(fullgraph=True)``: the field compiles in one graph.
 
+``ad="autograd"`` takes ``dH/dx`` with ``torch.autograd.grad(create_graph=True)``
+instead: about 4x cheaper per evaluation in eager mode (measured 0.6 ms against 2.3 ms for
+a 2-64-64-1 MLP on 32 states, 2 CPU threads: functorch's tensor wrappers cost more than
+the maths of a small MLP), which dominates the training time of an ODE solved with many
+field evaluations. It works with backprop and the adjoint, but not under ``torch.func``
+transforms (a clear error says so) nor inside one ``torch.compile`` graph; the layer then
+sets ``requires_autograd`` and ``compile_fullgraph = False`` so that
+:func:`lux_torch.train_step` takes the autograd path.
+
 ``H`` must treat samples independently (no ``BatchNorm`` in training mode, no attention
 across the batch): a layer mixing samples would make the gradient of the sum differ from
 the per-sample gradients, which no shape check can detect.
@@ -46,6 +55,8 @@ the per-sample gradients, which no shape check can detect.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,6 +66,8 @@ from ..display import short_repr
 from ..layers.containers import as_layer
 
 __all__ = ["HamiltonianNN"]
+
+_AD = ("func", "autograd")
 
 Params = dict[str, Any]
 State = dict[str, Any]
@@ -67,6 +80,14 @@ class HamiltonianNN(Layer):
         model: the Hamiltonian ``H``: a layer mapping ``x`` of shape ``(*, 2n)`` to one
             energy per sample, shape ``(*,)`` or ``(*, 1)``. A plain function is wrapped in
             :class:`lux_torch.WrappedFunction`.
+
+        ad: how ``dH/dx`` is taken: ``"func"`` (default), :func:`torch.func.grad`, which
+            composes with every transform; or ``"autograd"``,
+            ``torch.autograd.grad(create_graph=True)``, about 4x faster per evaluation in
+            eager mode (functorch's wrappers cost more than a small MLP's maths) but not
+            usable under ``torch.func`` transforms nor in one ``torch.compile`` graph (it
+            sets ``requires_autograd``, so :func:`lux_torch.train_step` takes the autograd
+            path). See the module docstring.
 
     Input:
         ``x`` of shape ``(*, 2n)``, ``n >= 1``: positions ``q = x[..., :n]`` and momenta
@@ -97,9 +118,23 @@ class HamiltonianNN(Layer):
     """
 
     model: Layer
+    _: dataclasses.KW_ONLY
+    ad: str = "func"
 
     def __post_init__(self) -> None:
+        if self.ad not in _AD:
+            raise ValueError(f"HamiltonianNN: ad must be one of {_AD}, got {self.ad!r}")
         self._set_fields(model=as_layer("HamiltonianNN", "model", self.model))
+
+    @property
+    def requires_autograd(self) -> bool:
+        """``ad="autograd"`` cannot run under ``torch.func`` transforms."""
+        return self.ad == "autograd"
+
+    @property
+    def compile_fullgraph(self) -> bool:
+        """``torch.autograd.grad`` breaks a ``torch.compile`` graph."""
+        return self.ad != "autograd"
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         self._check_input(x)
@@ -110,10 +145,31 @@ class HamiltonianNN(Layer):
             self._check_energy(x, h)
             return h.sum(), new_st
 
-        dh, new_st = torch.func.grad(energy, has_aux=True)(x)
+        if self.ad == "func":
+            dh, new_st = torch.func.grad(energy, has_aux=True)(x)
+        else:
+            dh, new_st = self._autograd(energy, x)
         n = x.shape[-1] // 2
         dh_dq, dh_dp = dh[..., :n], dh[..., n:]
         return torch.cat([dh_dp, -dh_dq], dim=-1), {"model": new_st}
+
+    def _autograd(
+        self, energy: Callable[[torch.Tensor], tuple[torch.Tensor, State]], x: torch.Tensor
+    ) -> tuple[torch.Tensor, State]:
+        """``dH/dx`` by ``torch.autograd.grad(create_graph=True)`` (``ad="autograd"``)."""
+        try:
+            with torch.enable_grad():
+                x_in = x if x.requires_grad else x.detach().requires_grad_(True)
+                h, new_st = energy(x_in)
+                (dh,) = torch.autograd.grad(h, x_in, create_graph=True)
+        except RuntimeError as err:
+            if "functorch" not in str(err):
+                raise
+            raise RuntimeError(
+                f"{short_repr(self)}: ad='autograd' (torch.autograd.grad) cannot run inside "
+                "torch.func transforms (grad, vmap, jacrev, ...); use ad='func'"
+            ) from err
+        return dh, new_st
 
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
