@@ -26,7 +26,7 @@ shows:
 - ``dataclasses.replace(node, t=..., options=...)`` for the long rollout with the same
   ``ps``;
 - ``HamiltonianNN(..., ad="autograd")``: the energy's gradient by ``torch.autograd.grad``,
-  about 4x cheaper per evaluation than the default ``torch.func.grad`` in eager training.
+  up to 2x cheaper per evaluation than the default ``torch.func.grad`` in eager training.
 
 It writes a PNG with the energy over time of both models and their phase portraits, and
 prints the energy errors.
