@@ -44,10 +44,11 @@ instead, as plain PyTorch Hamiltonian networks do: cheaper in eager mode, where
 functorch's tensor wrappers cost as much as the maths of a small MLP
 (``benchmarks/hamiltonian.py``, 2-64-64-1 MLP, 32 states, 2 CPU threads: one evaluation
 350 µs with ``"func"``, 177 µs with ``"autograd"``, 180 µs for the torch.nn reference; an
-``rk4`` solve and its backward 24.3 ms, 16.2 ms and 16.0 ms). It works with backprop and the adjoint, but not under ``torch.func``
-transforms (a clear error says so) nor inside one ``torch.compile`` graph; the layer then
-sets ``requires_autograd`` and ``compile_fullgraph = False`` so that
-:func:`lux_torch.train_step` takes the autograd path.
+``rk4`` solve and its backward 24.3 ms, 16.2 ms and 16.0 ms). It works with backprop and
+the adjoint, but not under ``torch.func`` transforms (a clear error says so) nor inside
+one ``torch.compile`` graph; the layer then sets ``requires_autograd`` and
+``compile_fullgraph = False`` so that :func:`lux_torch.train_step` takes the autograd
+path.
 
 ``H`` must treat samples independently (no ``BatchNorm`` in training mode, no attention
 across the batch): a layer mixing samples would make the gradient of the sum differ from
