@@ -271,6 +271,16 @@ def test_autograd_path_equals_func_path(adjoint: bool) -> None:
         torch.testing.assert_close(fast(x0, ps, st)[0], func(x0, ps, st)[0])
 
 
+def test_autograd_path_passes_check_layer() -> None:
+    hnn = HamiltonianNN(_mlp(n=2), ad="autograd")
+    ps, st = lux.setup(0, hnn, dtype=F64)
+    report = check_layer(
+        hnn, _x(3, n=2), ps=ps, st=st, reference=_AutogradHNN(2, 8), compile=False, vmap=False
+    )
+    for check in ("shapes", "purity", "parity", "gradcheck"):
+        assert report[check] == "passed", report
+
+
 def test_autograd_path_under_torch_func_fails_clearly() -> None:
     hnn = HamiltonianNN(Pendulum(), ad="autograd")
     ps, st = lux.setup(0, hnn, dtype=F64)

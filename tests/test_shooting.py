@@ -22,6 +22,7 @@ from lux_torch.sciml.shooting import (
     initial_shooting_nodes,
     multiple_shoot,
 )
+from lux_torch.testing import check_layer
 
 F64 = torch.float64
 A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=F64)  # a damped rotation
@@ -268,3 +269,16 @@ def test_type_errors() -> None:
         ShootingNODE(node, n_segments=2.0, state_shape=(2,))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must return the state at every time point"):
         ShootingNODE(dataclasses.replace(node, save_at="last"), n_segments=2, state_shape=(2,))
+
+
+def test_shooting_node_passes_check_layer() -> None:
+    # compile and vmap cannot work with torchdiffeq (see tests/test_ode.py)
+    model = ShootingNODE(NeuralODE(_field(), (0.0, 0.5, 1.0), method="rk4"), 2, (2,))
+    ps, st = lux.setup(0, model, dtype=F64)
+    y0 = lux.random.normal(lux.random.key(1), (3, 2), dtype=F64)
+    report = check_layer(model, y0, ps=ps, st=st, compile=False, vmap=False)
+    for check in ("structure", "counts", "shapes", "purity", "determinism", "gradcheck"):
+        assert report[check] == "passed", report
+    ys, _ = model(y0, ps, st)
+    expected, _ = model.node(y0, ps["node"], st["node"])
+    assert torch.equal(ys, expected)
