@@ -108,8 +108,8 @@ def test_loss_equals_a_hand_written_torchdiffeq_computation(learnable_starts: bo
     loss, new_st, stats = multiple_shoot(
         node, ps, st, data, t, group_size=4, continuity_term=7.0, shooting_nodes=nodes
     )
-    # the reference: segments [0..3], [3..6], [6..9], [9] is too short: DiffEqFlux's ranges
-    # for 10 points in groups of 4 are 1:4, 4:7, 7:10 (1-based)
+    # the reference: DiffEqFlux's ranges for 10 points in groups of 4 are 1:4, 4:7, 7:10
+    # (1-based, inclusive), i.e. points 0-3, 3-6 and 6-9
     f = _TorchField(ps["vector_field"])
     expected_data = torch.zeros((), dtype=F64)
     expected_cont = torch.zeros((), dtype=F64)
