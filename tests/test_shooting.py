@@ -174,6 +174,23 @@ def test_gradient_flows_to_shooting_nodes_and_parameters() -> None:
     assert torch.count_nonzero(g_nodes) > 0 and torch.count_nonzero(g_weight) > 0
 
 
+def test_torch_func_grad_equals_autograd_with_a_fixed_grid_solver() -> None:
+    data, t = _linear_data(n=7)
+    node = NeuralODE(_field(), (0.0, 1.0), method="rk4")
+    ps, st = lux.setup(0, node, dtype=F64)
+
+    def loss(ps: Any) -> torch.Tensor:
+        return multiple_shoot(node, ps, st, data, t, group_size=3)[0]
+
+    g_func = lux.tree.leaves(torch.func.grad(loss)(ps))
+    leaves = [p.detach().requires_grad_(True) for p in lux.tree.leaves(ps)]
+    g_autograd = torch.autograd.grad(
+        loss(lux.tree.unflatten(lux.tree.flatten(ps)[1], leaves)), leaves
+    )
+    for a, b in zip(g_func, g_autograd, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
 # --------------------------------------------------------------------------- training
 
 

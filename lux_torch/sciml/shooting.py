@@ -45,7 +45,9 @@ __all__ = [
     "ShootingNODE",
     "group_ranges",
     "initial_shooting_nodes",
+    "mean_squared_error",
     "multiple_shoot",
+    "squared_mismatch",
 ]
 
 Params = dict[str, Any]
