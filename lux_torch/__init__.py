@@ -196,8 +196,10 @@ from .layers import (
     resample_masks,
 )
 from .sciml.cnf import CNF
+from .sciml.hamiltonian import HamiltonianNN
 from .sciml.ode import NeuralODE
 from .sciml.sde import NeuralSDE
+from .sciml.shooting import MultipleShootingLoss, ShootingNODE, multiple_shoot
 from .training import TrainState, apply_gradients, compute_gradients, train_step
 
 __version__ = "0.1.0.dev0"
@@ -258,6 +260,7 @@ __all__ = [
     "GlobalAvgPool",
     "GlobalMaxPool",
     "GroupNorm",
+    "HamiltonianNN",
     "Hardshrink",
     "Hardsigmoid",
     "Hardswish",
@@ -286,6 +289,7 @@ __all__ = [
     "Maxout",
     "Mish",
     "MultiheadAttention",
+    "MultipleShootingLoss",
     "NeuralODE",
     "NeuralSDE",
     "NoOpLayer",
@@ -312,6 +316,7 @@ __all__ = [
     "Scale",
     "SelectDim",
     "Shared",
+    "ShootingNODE",
     "SiLU",
     "Sigmoid",
     "SinusoidalPositionalEmbedding",
@@ -369,6 +374,7 @@ __all__ = [
     "load",
     "load_state_dict",
     "losses",
+    "multiple_shoot",
     "ode",
     "optim",
     "param_count",

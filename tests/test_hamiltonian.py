@@ -149,7 +149,7 @@ def test_gradients_through_neural_ode_match_finite_differences() -> None:
     ps, st = lux.setup(0, node, dtype=F64)
     x0 = _x()
 
-    def loss(ps: Any) -> torch.Tensor:
+    def loss(ps: Any) -> Any:
         return (node(x0, ps, st)[0] ** 2).sum()
 
     flat, unravel = lux.tree.ravel(ps)
@@ -185,7 +185,7 @@ def test_torch_func_grad_through_fixed_grid_solve_equals_autograd() -> None:
     ps, st = lux.setup(0, node, dtype=F64)
     x0 = _x()
 
-    def loss(ps: Any) -> torch.Tensor:
+    def loss(ps: Any) -> Any:
         return (node(x0, ps, st)[0] ** 2).sum()
 
     g_func = lux.tree.leaves(torch.func.grad(loss)(ps))
@@ -259,8 +259,10 @@ def test_train_step_through_hamiltonian_node() -> None:
 def test_autograd_path_equals_func_path(adjoint: bool) -> None:
     func = NeuralODE(HamiltonianNN(_mlp()), T, adjoint=adjoint)
     fast = NeuralODE(HamiltonianNN(_mlp(), ad="autograd"), T, adjoint=adjoint)
-    assert fast.vector_field.requires_autograd and not fast.vector_field.compile_fullgraph
-    assert not func.vector_field.requires_autograd and func.vector_field.compile_fullgraph
+    fast_field, func_field = fast.vector_field, func.vector_field
+    assert isinstance(fast_field, HamiltonianNN) and isinstance(func_field, HamiltonianNN)
+    assert fast_field.requires_autograd and not fast_field.compile_fullgraph
+    assert not func_field.requires_autograd and func_field.compile_fullgraph
     ps, st = lux.setup(0, func, dtype=F64)
     x0 = _x()
     torch.testing.assert_close(fast(x0, ps, st)[0], func(x0, ps, st)[0], rtol=1e-12, atol=1e-14)

@@ -6,6 +6,10 @@
   Brownian motion a pure function of ``st["key"]``.
 - :mod:`~lux_torch.sciml.cnf` — ``CNF``: continuous normalizing flows (FFJORD) on
   ``NeuralODE``, exact or Hutchinson traces.
+- :mod:`~lux_torch.sciml.hamiltonian` — ``HamiltonianNN``: Hamilton's vector field of a
+  learned energy ``H(q, p)`` (Greydanus et al. 2019), for use inside ``NeuralODE``.
+- :mod:`~lux_torch.sciml.shooting` — multiple shooting (DiffEqFlux's ``multiple_shoot``):
+  ``multiple_shoot``, the ``MultipleShootingLoss`` objective, ``ShootingNODE``.
 - ``_common`` — what the solver wrappers share (lazy import of the extra, the solve kept
   out of ``torch.compile``'s graphs).
 

@@ -380,13 +380,22 @@ def _check_dependencies(
     """
     if not node.adjoint and node.event_fn is None:
         return
-    y = y0.detach() if isinstance(y0, torch.Tensor) else tuple(v.detach() for v in y0)
+    if torch._C._functorch.maybe_current_level() is not None:
+        return  # under torch.func the adjoint and events refuse to run at all (clear error)
+    # the probe's state requires grad, as the solver's does (a field that differentiates
+    # with respect to its input keeps it rather than making a leaf of its own)
+    y = (
+        y0.detach().requires_grad_(True)
+        if isinstance(y0, torch.Tensor)
+        else tuple(v.detach().requires_grad_(True) for v in y0)
+    )
+    inputs = (y,) if isinstance(y, torch.Tensor) else y
     t0 = t[0].detach()
     owner = short_repr(node)
     with torch.enable_grad():
         if node.adjoint:
             dy, st_out = node.vector_field((t0, y) if node.time_dependent else y, f.ps, f.st)
-            foreign = _foreign_leaves(dy, leaves)
+            foreign = _foreign_leaves(dy, (*leaves, *inputs))
             if foreign:
                 raise ValueError(
                     f"{owner}: with adjoint=True the vector field reads {_described(foreign)} "
@@ -394,7 +403,9 @@ def _check_dependencies(
                     "in a closure); torchdiffeq's odeint_adjoint cannot see them and would "
                     "give them no gradient. Pass them in through the vector field's st or "
                     "ps (st tensors that require grad get adjoint gradients), or use "
-                    "adjoint=False"
+                    "adjoint=False. (A field that differentiates with respect to a fresh "
+                    "leaf, y.detach().requires_grad_(), looks the same: use y itself when "
+                    "it already requires grad)"
                 )
             for before, after in zip(ltree.leaves(f.st), ltree.leaves(st_out), strict=False):
                 if before.requires_grad and after is not before:
@@ -405,7 +416,7 @@ def _check_dependencies(
                         "evaluation with respect to the st it was given. Use adjoint=False"
                     )
         if node.event_fn is not None:
-            foreign = _foreign_leaves(node.event_fn(t0, y), ())
+            foreign = _foreign_leaves(node.event_fn(t0, y), inputs)
             if foreign:
                 raise ValueError(
                     f"{owner}: event_fn reads {_described(foreign)} besides (t, y); the "

@@ -23,8 +23,8 @@ shape ``(T, *state)`` (e.g. ``(T, batch, d)``) and ``t`` has ``T`` times::
     ts = lux.TrainState(node, ps, st, lux.optim.adam(1e-2))
     ts, loss, stats = lux.train_step(objective, (data, t), ts)
 
-Each segment is solved by the node with its ``t`` replaced by the segment's times (one
-solve per segment, see ``_solve_segment``); the node's configured ``t`` is not used.
+Each segment is solved by the node with the segment's times given as data, ``node((y0, {"t": t}),
+ps, st)`` (one solve per segment, see ``_solve_segment``); the configured ``t`` is not used.
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ def initial_shooting_nodes(data: torch.Tensor, group_size: int) -> torch.Tensor:
 def _solve_segment(
     node: NeuralODE, ps: Params, st: State, y0: torch.Tensor, t: tuple[float, ...]
 ) -> tuple[torch.Tensor, State]:
-    """One segment: ``node`` solved from ``y0`` at the times ``t`` (the single place that
-    sets a segment's times, so that it can move to ``node((y0, {"t": t}), ps, st)``)."""
-    segment = dataclasses.replace(node, t=t)
-    ys, st = segment(y0, ps, st)
+    """One segment: ``node`` solved from ``y0`` at the times ``t``, given as data (the
+    call-options form: no rebuild of the node per segment)."""
+    times = torch.tensor(t, dtype=y0.dtype.to_real(), device=y0.device)
+    ys, st = node((y0, {"t": times}), ps, st)
     return ys, st
 
 
