@@ -39,12 +39,18 @@ gradient, unlike ``torch.autograd.grad(..., create_graph=True)``, needs no
   so inference and plotting need no special care.
 - ``torch.compile(fullgraph=True)``: the field compiles in one graph.
 
-``ad="autograd"`` takes ``dH/dx`` with ``torch.autograd.grad(create_graph=True)``
-instead, as plain PyTorch Hamiltonian networks do: cheaper in eager mode, where
-functorch's tensor wrappers cost as much as the maths of a small MLP
-(``benchmarks/hamiltonian.py``, 2-64-64-1 MLP, 32 states, 2 CPU threads: one evaluation
-350 µs with ``"func"``, 177 µs with ``"autograd"``, 180 µs for the torch.nn reference; an
-``rk4`` solve and its backward 24.3 ms, 16.2 ms and 16.0 ms). It works with backprop and
+With the default ``ad="func"``, a call outside every torch.func transform and outside
+``torch.compile`` (plain eager code, ``torch.autograd`` training, the adjoint's backward)
+takes the same gradient with ``torch.autograd.grad(create_graph=True)``, the cheaper of the
+two there (same values; about the torch.nn reference's time); under transforms and
+compilation it takes ``torch.func.grad``, which composes with them.
+
+``ad="autograd"`` always takes ``dH/dx`` with ``torch.autograd.grad(create_graph=True)``,
+as plain PyTorch Hamiltonian networks do (functorch's tensor wrappers cost as much as the
+maths of a small MLP: with ``torch.func.grad`` in eager mode one evaluation took 350 µs
+against the torch.nn reference's 180 µs; with the dispatch above, ``benchmarks/hamiltonian.py``,
+2-64-64-1 MLP, 32 states, one thread, measures 1.10x the reference for one evaluation and
+1.03x for an ``rk4`` solve and its backward, for both settings). It works with backprop and
 the adjoint, but not under ``torch.func`` transforms (a clear error says so) nor inside
 one ``torch.compile`` graph; the layer then sets ``requires_autograd`` and
 ``compile_fullgraph = False`` so that :func:`lux_torch.train_step` takes the autograd
@@ -63,6 +69,7 @@ from typing import Any
 
 import torch
 
+from .. import tree as ltree
 from ..core import Layer
 from ..display import short_repr
 from ..layers.containers import as_layer
@@ -75,6 +82,12 @@ Params = dict[str, Any]
 State = dict[str, Any]
 
 
+def _plain_eager() -> bool:
+    """No torch.func transform is active and nothing is being compiled: there
+    ``torch.autograd.grad`` gives ``torch.func.grad``'s values at about half the cost."""
+    return torch._C._functorch.maybe_current_level() is None and not torch.compiler.is_compiling()
+
+
 class HamiltonianNN(Layer):
     """Hamilton's vector field ``[dH/dp, -dH/dq]`` of a learned energy ``H(q, p)``.
 
@@ -85,8 +98,8 @@ class HamiltonianNN(Layer):
 
         ad: how ``dH/dx`` is taken: ``"func"`` (default), :func:`torch.func.grad`, which
             composes with every transform; or ``"autograd"``,
-            ``torch.autograd.grad(create_graph=True)``, up to 2x faster per evaluation in
-            eager mode (functorch's wrappers cost as much as a small MLP's maths) but not
+            ``torch.autograd.grad(create_graph=True)`` everywhere (``"func"`` takes it too
+            in plain eager calls, where it is cheaper) but not
             usable under ``torch.func`` transforms nor in one ``torch.compile`` graph (it
             sets ``requires_autograd``, so :func:`lux_torch.train_step` takes the autograd
             path). See the module docstring.
@@ -147,23 +160,31 @@ class HamiltonianNN(Layer):
             self._check_energy(x, h)
             return h.sum(), new_st
 
-        if self.ad == "func":
+        if self.ad == "autograd" or _plain_eager():
+            dh, new_st = self._autograd(energy, x, ps_h)
+        else:  # under torch.func transforms or torch.compile
             dh, new_st = torch.func.grad(energy, has_aux=True)(x)
-        else:
-            dh, new_st = self._autograd(energy, x)
         n = x.shape[-1] // 2
         dh_dq, dh_dp = dh[..., :n], dh[..., n:]
         return torch.cat([dh_dp, -dh_dq], dim=-1), {"model": new_st}
 
     def _autograd(
-        self, energy: Callable[[torch.Tensor], tuple[torch.Tensor, State]], x: torch.Tensor
+        self,
+        energy: Callable[[torch.Tensor], tuple[torch.Tensor, State]],
+        x: torch.Tensor,
+        ps_h: Params,
     ) -> tuple[torch.Tensor, State]:
-        """``dH/dx`` by ``torch.autograd.grad(create_graph=True)`` (``ad="autograd"``)."""
+        """``dH/dx`` by ``torch.autograd.grad``, keeping the graph (``create_graph``) only
+        where something outside asks for gradients: like ``torch.func.grad``, a result
+        requires grad exactly when ``x`` or ``H``'s parameters do."""
+        create_graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in ltree.leaves(ps_h))
+        )
         try:
             with torch.enable_grad():
                 x_in = x if x.requires_grad else x.detach().requires_grad_(True)
                 h, new_st = energy(x_in)
-                (dh,) = torch.autograd.grad(h, x_in, create_graph=True)
+                (dh,) = torch.autograd.grad(h, x_in, create_graph=create_graph)
         except RuntimeError as err:
             if "functorch" not in str(err):
                 raise
