@@ -51,6 +51,14 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def assert_stateless_passed(report: dict[str, str], dtype: torch.dtype) -> None:
+    """The harness's checks of a layer without parameters or state passed (compile only in
+    float32, as :func:`check` runs it)."""
+    for name in ("parity", "gradcheck", "purity", "determinism", "counts", "repr"):
+        assert report[name] == "passed", name
+    assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
+
+
 def load_example(name: str) -> ModuleType:
     """``examples/<name>.py`` as a module (its ``main`` runs short versions in tests)."""
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")

@@ -118,9 +118,21 @@ def _block_fields(
 
 
 class _Block(Layer):
-    """Shared machinery: dropout children without state when ``p == 0``, repr."""
+    """Shared machinery: the configuration and the self-attention (the first fields of
+    both blocks), dropout children without state when ``p == 0``, repr."""
 
     constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
+
+    d_model: int
+    nhead: int
+    dim_feedforward: int
+    activation: Activation
+    layer_norm_eps: float
+    batch_first: bool
+    norm_first: bool
+    bias: bool
+    causal: bool
+    self_attn: MultiheadAttention
 
     _DROPOUTS: ClassVar[tuple[str, ...]] = ()
     _NORMS: ClassVar[tuple[str, ...]] = ()
@@ -142,7 +154,7 @@ class _Block(Layer):
 
     def _ff_block(self, x: torch.Tensor, ps: Params, st: State, new_st: State) -> torch.Tensor:
         h, new_st["linear1"] = self.linear1(x, ps["linear1"], st["linear1"])  # type: ignore[attr-defined]
-        h = self._drop("dropout", self.activation(h), st, new_st)  # type: ignore[attr-defined]
+        h = self._drop("dropout", self.activation(h), st, new_st)
         out: torch.Tensor
         out, new_st["linear2"] = self.linear2(h, ps["linear2"], st["linear2"])  # type: ignore[attr-defined]
         return out
@@ -166,7 +178,7 @@ class _Block(Layer):
         """The sublayers in turn, ``blocks[i]`` with the norm ``norm{i + 1}`` and a residual
         connection: ``h + block(norm(h))`` (pre-norm) or ``norm(h + block(h))`` (post-norm)."""
         for name, block in zip(self._NORMS, blocks, strict=True):
-            if self.norm_first:  # type: ignore[attr-defined]
+            if self.norm_first:
                 h = h + block(self._norm(name, h, ps, st, new_st))
             else:
                 h = self._norm(name, h + block(h), ps, st, new_st)
@@ -174,12 +186,12 @@ class _Block(Layer):
 
     def extra_repr(self) -> str:
         s = self
-        parts = [f"d_model={s.d_model}", f"nhead={s.nhead}"]  # type: ignore[attr-defined]
-        if s.dim_feedforward != 2048:  # type: ignore[attr-defined]
-            parts.append(f"dim_feedforward={s.dim_feedforward}")  # type: ignore[attr-defined]
+        parts = [f"d_model={s.d_model}", f"nhead={s.nhead}"]
+        if s.dim_feedforward != 2048:
+            parts.append(f"dim_feedforward={s.dim_feedforward}")
         if s.dropout.p != 0.1:  # type: ignore[attr-defined]
             parts.append(f"dropout={s.dropout.p}")  # type: ignore[attr-defined]
-        act = s.activation  # type: ignore[attr-defined]
+        act = s.activation
         if act is not F.relu:
             parts.append(f"activation={getattr(act, '__name__', repr(act))}")
         for name, default in (
@@ -273,16 +285,6 @@ class TransformerEncoderLayer(_Block):
         >>> y, st = layer((x, {"is_causal": True}), ps, st)  # doctest: +SKIP
     """
 
-    d_model: int
-    nhead: int
-    dim_feedforward: int
-    activation: Activation
-    layer_norm_eps: float
-    batch_first: bool
-    norm_first: bool
-    bias: bool
-    causal: bool
-    self_attn: MultiheadAttention
     linear1: Linear
     dropout: Dropout
     linear2: Linear
@@ -425,16 +427,6 @@ class TransformerDecoderLayer(_Block):
         >>> y, st = layer((tgt, memory, {"tgt_is_causal": True}), ps, st)  # doctest: +SKIP
     """
 
-    d_model: int
-    nhead: int
-    dim_feedforward: int
-    activation: Activation
-    layer_norm_eps: float
-    batch_first: bool
-    norm_first: bool
-    bias: bool
-    causal: bool
-    self_attn: MultiheadAttention
     multihead_attn: MultiheadAttention
     linear1: Linear
     dropout: Dropout
