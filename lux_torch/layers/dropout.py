@@ -16,7 +16,7 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
-from ..core import Layer, Params
+from ..core import Layer, Params, State
 from ..tree import Static
 from ._common import TORCH_INPLACE
 
@@ -30,7 +30,6 @@ __all__ = [
     "resample_masks",
 ]
 
-State = dict[str, Any]
 
 # SELU's negative saturation value, -scale * alpha (torch's alpha_dropout uses the same)
 _ALPHA_PRIME = -1.7580993408473766

@@ -22,8 +22,15 @@ import torch.nn.functional as F
 
 from .. import init
 from .. import tree as ltree
-from ..core import Layer, child_key
-from ._common import TORCH_FAST_PATH, TORCH_PLACEMENT, check_int, describe_value, options_problem
+from ..core import Layer, Params, State, child_key
+from ._common import (
+    TORCH_FAST_PATH,
+    TORCH_PLACEMENT,
+    changed_options,
+    check_int,
+    describe_value,
+    options_problem,
+)
 from .attention import MultiheadAttention
 from .basic import Linear
 from .containers import as_layer
@@ -38,8 +45,6 @@ __all__ = [
     "TransformerEncoderLayer",
 ]
 
-Params = dict[str, Any]
-State = dict[str, Any]
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 _ACTIVATIONS: dict[str, Activation] = {"relu": F.relu, "gelu": F.gelu}
@@ -194,16 +199,14 @@ class _Block(Layer):
         act = s.activation
         if act is not F.relu:
             parts.append(f"activation={getattr(act, '__name__', repr(act))}")
-        for name, default in (
+        defaults = (
             ("layer_norm_eps", 1e-5),
             ("batch_first", False),
             ("norm_first", False),
             ("bias", True),
             ("causal", False),
-        ):
-            if getattr(s, name) != default:
-                parts.append(f"{name}={getattr(s, name)}")
-        return ", ".join(parts)
+        )
+        return ", ".join(parts + changed_options(s, defaults))
 
 
 class TransformerEncoderLayer(_Block):
