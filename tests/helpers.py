@@ -8,13 +8,26 @@ import types
 from types import ModuleType
 from typing import Any
 
+import pytest
 import torch
 
+import lux_torch as lux
 from lux_torch import random as lrandom
 from lux_torch.core import Layer, setup
 from lux_torch.testing import check_layer
 
 DTYPES = [torch.float32, torch.float64]
+
+
+def bn_mlp(dropout: float) -> lux.Chain:
+    """A small model with parameters, running statistics and a random key:
+    ``Linear(3 => 8, tanh)``, ``BatchNorm1d(8)``, ``Dropout(dropout)``, ``Linear(8 => 2)``."""
+    return lux.Chain(
+        lux.Linear(3, 8, activation=torch.tanh),
+        lux.BatchNorm1d(8),
+        lux.Dropout(dropout),
+        lux.Linear(8, 2),
+    )
 
 
 def randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 1) -> torch.Tensor:
@@ -38,6 +51,14 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def assert_stateless_passed(report: dict[str, str], dtype: torch.dtype) -> None:
+    """The harness's checks of a layer without parameters or state passed (compile only in
+    float32, as :func:`check` runs it)."""
+    for name in ("parity", "gradcheck", "purity", "determinism", "counts", "repr"):
+        assert report[name] == "passed", name
+    assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
+
+
 def load_example(name: str) -> ModuleType:
     """``examples/<name>.py`` as a module (its ``main`` runs short versions in tests)."""
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
@@ -56,6 +77,26 @@ def assert_png(path: pathlib.Path) -> None:
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width > 100 and height > 100, (width, height)
     assert len(data) > 10_000
+
+
+def assert_example_classifies(
+    name: str,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    epochs: int,
+    accuracy: float,
+    shows: tuple[str, ...],
+) -> None:
+    """The classifier example ``name``, trained for ``epochs`` epochs, reaches ``accuracy`` on
+    its test set, prints every text in ``shows`` and draws a PNG."""
+    png = tmp_path / f"{name}.png"
+    reached = load_example(name).main(epochs=epochs, out=str(png), progress=False)
+    out = capsys.readouterr().out
+    assert reached >= accuracy, reached
+    for text in shows:
+        assert text in out, text
+    assert_png(png)
 
 
 def fresh_call(layer: Layer) -> Any:

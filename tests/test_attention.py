@@ -157,47 +157,35 @@ def _assert_passed(report: dict[str, str], dtype: torch.dtype) -> None:
             assert result == "passed", (name, result)
 
 
+def _assert_matches_torch(
+    kw: dict[str, Any], x: Any, dtype: torch.dtype, backend: str = "aot_eager"
+) -> None:
+    """``MultiheadAttention(E, H, **kw)`` on ``x`` passes the harness against torch's."""
+    report = check(
+        MultiheadAttention(E, H, **kw), x, dtype, reference=_reference(kw), compile_backend=backend
+    )
+    _assert_passed(report, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_multihead_attention_matches_torch(case, dtype):
     kw, masks, backend = case
-    layer = MultiheadAttention(E, H, **kw)
-    report = check(
-        layer,
-        _inputs(kw, dtype, masks),
-        dtype,
-        reference=_reference(kw),
-        compile_backend=backend or "aot_eager",
-    )
-    _assert_passed(report, dtype)
+    _assert_matches_torch(kw, _inputs(kw, dtype, masks), dtype, backend or "aot_eager")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_self_attention_from_one_tensor(dtype):
     kw = {"batch_first": True}
     x = randn(2, 3, E, dtype=dtype)
-    report = check(
-        MultiheadAttention(E, H, **kw),
-        x,
-        dtype,
-        reference=_reference(kw),
-        compile_backend="aot_eager",
-    )
-    _assert_passed(report, dtype)
+    _assert_matches_torch(kw, x, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_causal_self_attention_call_option(dtype):
     kw = {"batch_first": True, "need_weights": True}
     x = (randn(2, 3, E, dtype=dtype), {"is_causal": True, "key_padding_mask": _padding(2, 3)})
-    report = check(
-        MultiheadAttention(E, H, **kw),
-        x,
-        dtype,
-        reference=_reference(kw),
-        compile_backend="aot_eager",
-    )
-    _assert_passed(report, dtype)
+    _assert_matches_torch(kw, x, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -205,14 +193,7 @@ def test_unbatched_input_matches_torch(dtype):
     q, k, v = randn(3, E, dtype=dtype), randn(4, E, dtype=dtype, seed=2), randn(4, E, seed=3)
     x = (q, k, v.to(dtype), torch.tensor([False, False, True, False]), None)
     kw = {"need_weights": True}
-    report = check(
-        MultiheadAttention(E, H, **kw),
-        x,
-        dtype,
-        reference=_reference(kw),
-        compile_backend="aot_eager",
-    )
-    _assert_passed(report, dtype)
+    _assert_matches_torch(kw, x, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

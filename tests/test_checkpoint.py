@@ -17,20 +17,12 @@ from typing import IO, Any, NamedTuple
 
 import pytest
 import torch
+from helpers import bn_mlp
 
 import lux_torch as lux
 from lux_torch.checkpoint import CheckpointError
 from lux_torch.interop import checkpoint  # the module lux_torch.checkpoint aliases
 from lux_torch.tree import Static
-
-
-def _model() -> lux.Chain:
-    return lux.Chain(
-        lux.Linear(3, 8, activation=torch.tanh),
-        lux.BatchNorm1d(8),
-        lux.Dropout(0.2),
-        lux.Linear(8, 2),
-    )
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -60,7 +52,7 @@ def assert_identical(a: Any, b: Any, path: str = "") -> None:
 
 
 def _rich_tree() -> dict[Any, Any]:
-    model = _model()
+    model = bn_mlp(0.2)
     ps, st = lux.setup(lux.random.key(0), model)
     x = lux.random.normal(lux.random.key(1), (5, 3))
     _, st = model(x, ps, st)  # running statistics and key advanced
@@ -124,7 +116,7 @@ def test_round_trip_with_str_path_and_map_location(tmp_path: pathlib.Path) -> No
 
 
 def test_loaded_checkpoint_continues_the_model(tmp_path: pathlib.Path) -> None:
-    model = _model()
+    model = bn_mlp(0.2)
     ps, st = lux.setup(lux.random.key(0), model)
     x = lux.random.normal(lux.random.key(1), (5, 3))
     lux.save(tmp_path / "c.pt", {"ps": ps, "st": st})

@@ -374,22 +374,24 @@ def _reaped(procs: list[subprocess.Popen[str]]) -> bool:
     return all(p.returncode is not None and p.stdout is not None and p.stdout.closed for p in procs)
 
 
-def test_launcher_stops_every_rank_on_a_timeout(tmp_path: pathlib.Path) -> None:
-    # no rank may outlive its test: a leaked one's ResourceWarning failed an unrelated test
+@pytest.mark.parametrize(
+    ("failing", "timeout", "error"),
+    [
+        ("none", 0.5, r"rank 0 did not exit within 0.5 s"),
+        ("0", 120, r"(?s)rank 0 exited with 1:.*rank 0 fails at once"),
+    ],
+    ids=["timeout", "one-rank-fails"],
+)
+def test_launcher_stops_every_rank(
+    tmp_path: pathlib.Path, failing: str, timeout: float, error: str
+) -> None:
+    # on a timeout, or when one rank fails, no rank may outlive its test: a leaked one's
+    # ResourceWarning failed an unrelated test
     script = tmp_path / "sleeper.py"
     script.write_text(SLEEPER)
-    procs = launch(script, "none")
-    with pytest.raises(AssertionError, match=r"rank 0 did not exit within 0.5 s"):
-        finish(procs, timeout=0.5)
-    assert _reaped(procs)
-
-
-def test_launcher_stops_the_other_ranks_when_one_fails(tmp_path: pathlib.Path) -> None:
-    script = tmp_path / "sleeper.py"
-    script.write_text(SLEEPER)
-    procs = launch(script, "0")
-    with pytest.raises(AssertionError, match=r"(?s)rank 0 exited with 1:.*rank 0 fails at once"):
-        finish(procs, timeout=120)
+    procs = launch(script, failing)
+    with pytest.raises(AssertionError, match=error):
+        finish(procs, timeout=timeout)
     assert _reaped(procs)
 
 

@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
-from helpers import DTYPES, randn
+from helpers import DTYPES, check, randn
 from torch import nn
 
 from lux_torch import tree as ltree
 from lux_torch.core import setup, test_mode, train_mode
 from lux_torch.layers import Dropout
-from lux_torch.testing import check_layer
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -21,15 +20,11 @@ def test_dropout_conformance(dtype):
     # parity with nn.Dropout in test mode (identity); training mode: determinism, an advanced
     # key, bitwise-equal compiled masks, per-member masks under vmap. The float64 run skips
     # compile: the float32 run already captured the same graph.
-    layer = Dropout(0.3)
-    ps, st = setup(0, layer, dtype=dtype)
-    report = check_layer(
-        layer,
+    report = check(
+        Dropout(0.3),
         randn(4, 5, dtype=dtype),
-        ps=ps,
-        st=st,
+        dtype,
         reference=nn.Dropout(0.3),
-        compile=dtype == torch.float32,
         expected_repr="Dropout(p=0.3)  # 0 parameters, plus 2 states",
     )
     assert report["parity[test]"] == "passed"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import DTYPES, randn
+from helpers import DTYPES, check, randn
 from torch import nn
 
 import lux_torch as lux
@@ -27,15 +27,11 @@ CHANNEL += [(Dropout3d, nn.Dropout3d, (2, 3, 2, 3, 2))]
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("ours", "theirs", "shape"), CHANNEL)
 def test_channel_dropout_conformance(ours: Any, theirs: Any, shape: Any, dtype: Any) -> None:
-    layer = ours(0.4)
-    ps, st = lux.setup(0, layer, dtype=dtype)
-    report = check_layer(
-        layer,
+    report = check(
+        ours(0.4),
         randn(*shape, dtype=dtype),
-        ps=ps,
-        st=st,
+        dtype,
         reference=theirs(0.4),
-        compile=dtype == torch.float32,
         compile_backend="aot_eager" if ours is not Dropout2d else "inductor",
         expected_repr=f"{ours.__name__}(p=0.4)  # 0 parameters, plus 2 states",
     )
@@ -45,15 +41,11 @@ def test_channel_dropout_conformance(ours: Any, theirs: Any, shape: Any, dtype: 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_alpha_dropout_conformance(dtype: torch.dtype) -> None:
-    layer = AlphaDropout(0.2)
-    ps, st = lux.setup(0, layer, dtype=dtype)
-    report = check_layer(
-        layer,
+    report = check(
+        AlphaDropout(0.2),
         randn(4, 6, dtype=dtype),
-        ps=ps,
-        st=st,
+        dtype,
         reference=nn.AlphaDropout(0.2),
-        compile=dtype == torch.float32,
         expected_repr="AlphaDropout(p=0.2)  # 0 parameters, plus 2 states",
     )
     assert report["parity[test]"] == report["determinism[train]"] == "passed"

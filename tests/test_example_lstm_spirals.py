@@ -5,17 +5,13 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from helpers import assert_png as _assert_png
+from helpers import assert_example_classifies
 from helpers import load_example as _load
 
 
 def test_lstm_spirals_learns(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
-    png = tmp_path / "spirals.png"
-    accuracy = _load("lstm_spirals").main(epochs=2, out=str(png), progress=False)
-    out = capsys.readouterr().out
-    assert accuracy >= 0.9, accuracy
-    assert "LSTMCell(2 => 32)" in out and "final test accuracy" in out
-    _assert_png(png)
+    shows = ("LSTMCell(2 => 32)", "final test accuracy")
+    assert_example_classifies("lstm_spirals", tmp_path, capsys, epochs=2, accuracy=0.9, shows=shows)
 
 
 def test_spirals_are_reproducible_and_labelled_by_direction() -> None:

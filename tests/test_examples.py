@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+from helpers import assert_example_classifies
 from helpers import assert_png as _assert_png
 from helpers import load_example as _load
 
@@ -48,20 +49,14 @@ def test_mlp_regression_compiled_learns_like_eager(
 def test_digits_classifier_learns(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    png = tmp_path / "digits.png"
-    accuracy = _load("digits_classifier").main(epochs=4, out=str(png), progress=False)
-    out = capsys.readouterr().out
-    assert accuracy >= 0.9, accuracy
-    assert "Dropout(p=0.2)" in out and "final test accuracy" in out
-    _assert_png(png)
+    shows = ("Dropout(p=0.2)", "final test accuracy")
+    assert_example_classifies(
+        "digits_classifier", tmp_path, capsys, epochs=4, accuracy=0.9, shows=shows
+    )
 
 
 def test_cnn_digits_reaches_95_percent(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    png = tmp_path / "cnn.png"
-    accuracy = _load("cnn_digits").main(epochs=5, out=str(png), progress=False)
-    out = capsys.readouterr().out
-    assert accuracy >= 0.95, accuracy
-    assert "BatchNorm2d(16, relu)" in out and "MaxPool2d" in out and "wrong" in out
-    _assert_png(png)
+    shows = ("BatchNorm2d(16, relu)", "MaxPool2d", "wrong")
+    assert_example_classifies("cnn_digits", tmp_path, capsys, epochs=5, accuracy=0.95, shows=shows)

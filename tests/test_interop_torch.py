@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import fresh_call, randn
+from helpers import check, fresh_call, randn
 from torch import nn
 
 import lux_torch as lux
@@ -125,20 +125,16 @@ def _assert_untouched(module: nn.Module, before: dict[str, Any]) -> None:
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_from_torch_batchnorm_mlp_passes_the_harness(dtype: torch.dtype) -> None:
     net = _mlp_bn()
-    layer = lux.from_torch(net)
-    ps, st = lux.setup(0, layer, dtype=dtype)
-    report = check_layer(
-        layer,
+    report = check(
+        lux.from_torch(net),
         randn(5, 3, dtype=dtype),
+        dtype,
         reference=net,
-        ps=ps,
-        st=st,
-        compile=dtype == F32,
         compile_backend="aot_eager",  # graph capture; inductor: test_compile_fullgraph_...
     )
     for mode in ("train", "test"):
-        for check in ("parity", "purity", "gradcheck", "vmap"):
-            assert report[f"{check}[{mode}]"] == "passed"
+        for name in ("parity", "purity", "gradcheck", "vmap"):
+            assert report[f"{name}[{mode}]"] == "passed"
         expected = "passed" if dtype == F32 else "skipped: disabled"
         assert report[f"compile[{mode}]"] == expected
 

@@ -20,7 +20,7 @@ statistics equals a loop; construction and input errors.
 from __future__ import annotations
 
 import dataclasses
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -124,14 +124,13 @@ def _suffixes(st) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- conformance
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=layer_case_id)
-def test_normalization_matches_torch(case, dtype):
-    name, args, kw, shape, backend = case
-    layer = getattr(norm, name)(*args, **kw)
-    # the reference lives on the meta device: the harness swaps our tensors in
-    reference = getattr(nn, name)(*args, **kw, device="meta")
+def _report(
+    layer: Any, reference: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, **options: Any
+) -> tuple[dict[str, str], Any, Any]:
+    """The harness's report on ``layer`` (varied ``ps`` and ``st``) against ``reference``,
+    compiled in float32 (``aot_eager`` unless ``options`` say otherwise), and the trees."""
     ps, st = _varied(layer, dtype)
+    options.setdefault("compile_backend", "aot_eager")
     report = check_layer(
         layer,
         randn(*shape, dtype=dtype),
@@ -139,8 +138,19 @@ def test_normalization_matches_torch(case, dtype):
         st=st,
         reference=reference,
         compile=dtype == F32,
-        compile_backend=backend or "aot_eager",
+        **options,
     )
+    return report, ps, st
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=layer_case_id)
+def test_normalization_matches_torch(case, dtype):
+    name, args, kw, shape, backend = case
+    layer = getattr(norm, name)(*args, **kw)
+    # the reference lives on the meta device: the harness swaps our tensors in
+    reference = getattr(nn, name)(*args, **kw, device="meta")
+    report, ps, st = _report(layer, reference, shape, dtype, compile_backend=backend or "aot_eager")
     stateless = not ltree.leaves(ps) and not ltree.leaves(st)  # nothing to vmap over
     for suffix in _suffixes(st):
         for check in ("parity", "gradcheck", "purity", "determinism"):
@@ -163,17 +173,7 @@ def test_normalization_matches_torch(case, dtype):
 def test_normalization_with_activation_matches_torch(name, args, kw, shape, dtype):
     layer = getattr(norm, name)(*args, **kw, activation=torch.tanh)
     reference = nn.Sequential(getattr(nn, name)(*args, **kw, device="meta"), nn.Tanh())
-    ps, st = _varied(layer, dtype)
-    report = check_layer(
-        layer,
-        randn(*shape, dtype=dtype),
-        ps=ps,
-        st=st,
-        reference=reference,
-        rename=lambda n: f"0.{n}",
-        compile=dtype == F32,
-        compile_backend="aot_eager",
-    )
+    report, _, st = _report(layer, reference, shape, dtype, rename=lambda n: f"0.{n}")
     for suffix in _suffixes(st):
         assert report["parity" + suffix] == "passed"
         assert report["gradcheck" + suffix] == "passed"

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DTYPES, check
+from helpers import DTYPES, assert_stateless_passed, check
 from torch import nn
 
 import lux_torch as lux
@@ -191,9 +191,7 @@ def test_pooling_matches_torch(case, dtype):
         reference=reference,
         compile_backend=backend or "aot_eager",
     )
-    for check_name in ("parity", "gradcheck", "purity", "determinism", "counts", "repr"):
-        assert report[check_name] == "passed", check_name
-    assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
+    assert_stateless_passed(report, dtype)
     assert report["vmap"] == "skipped: the layer has no parameters or state to vmap over"
 
 
@@ -217,9 +215,7 @@ def test_global_pooling_matches_the_reduction(layer, reduce, shape, dtype):
         # inductor once per class (4-d input), graph capture for the others
         compile_backend="inductor" if len(shape) == 4 else "aot_eager",
     )
-    for check_name in ("parity", "gradcheck", "purity", "determinism", "counts", "repr"):
-        assert report[check_name] == "passed", check_name
-    assert report["compile"] == ("passed" if dtype == torch.float32 else "skipped: disabled")
+    assert_stateless_passed(report, dtype)
 
 
 # --------------------------------------------------------------------------- indices

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import bn_mlp
 
 import lux_torch as lux
 from lux_torch.tree import Static
@@ -18,15 +19,6 @@ CONVERTERS: dict[str, tuple[Callable[[Any], Any], torch.dtype, torch.dtype | Non
     "f32": (lux.f32, torch.float32, torch.complex64),
     "f64": (lux.f64, torch.float64, torch.complex128),
 }
-
-
-def _model() -> lux.Chain:
-    return lux.Chain(
-        lux.Linear(3, 8, activation=torch.tanh),
-        lux.BatchNorm1d(8),
-        lux.Dropout(0.25),
-        lux.Linear(8, 2),
-    )
 
 
 def _mixed_tree() -> dict[str, Any]:
@@ -74,7 +66,7 @@ def test_only_floating_tensors_are_cast(name: str) -> None:
 
 
 def test_f64_model_runs_in_float64_and_keeps_keys() -> None:
-    model = _model()
+    model = bn_mlp(0.25)
     ps, st = lux.setup(lux.random.key(0), model)
     x = lux.random.normal(lux.random.key(1), (6, 3))
     ps64, st64 = lux.f64(ps), lux.f64(st)

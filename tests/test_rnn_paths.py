@@ -50,13 +50,19 @@ def test_fused_kernels_usable_tracks_the_transform_stack() -> None:
     assert seen == [True, False, False, False]
 
 
-@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
-def test_fused_and_unrolled_paths_agree_with_torch(name: str) -> None:
-    """Output, final state and parameter gradients, float64, 2 layers, bidirectional, h0."""
+def _twins(name: str) -> tuple[Any, nn.Module, Any, Any, torch.Tensor]:
+    """A 2-layer bidirectional batch-first ``name`` (3 => 5), its float64 torch twin holding
+    the same weights, our ``ps`` and ``st``, and an input of shape ``(4, 6, 3)``."""
     kw: dict[str, Any] = {"num_layers": 2, "bidirectional": True, "batch_first": True}
     layer, module = LUX[name](3, 5, **kw), TORCH[name](3, 5, **kw).double()
     ps, st = lux.load_state_dict(layer, module.state_dict())
-    x = randn(4, 6, 3, dtype=F64)
+    return layer, module, ps, st, randn(4, 6, 3, dtype=F64)
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_fused_and_unrolled_paths_agree_with_torch(name: str) -> None:
+    """Output, final state and parameter gradients, float64, 2 layers, bidirectional, h0."""
+    layer, module, ps, st, x = _twins(name)
     h0 = 0.5 * randn(4, 4, 5, dtype=F64, seed=2)
     hx: Any = (h0, 0.3 * h0.flip(0)) if name == "LSTM" else h0
     w = randn(4, 6, 10, dtype=F64, seed=4)
@@ -96,10 +102,7 @@ def packed_reference(
 
 @pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
 def test_lengths_equal_packed_sequences(name: str) -> None:
-    kw: dict[str, Any] = {"num_layers": 2, "bidirectional": True, "batch_first": True}
-    layer, module = LUX[name](3, 5, **kw), TORCH[name](3, 5, **kw).double()
-    ps, st = lux.load_state_dict(layer, module.state_dict())
-    x = randn(4, 6, 3, dtype=F64)
+    layer, module, ps, st, x = _twins(name)
     lengths = torch.tensor([6, 2, 4, 1])
     h0 = 0.5 * randn(4, 4, 5, dtype=F64, seed=2)
     hx: Any = (h0, 0.3 * h0) if name == "LSTM" else h0

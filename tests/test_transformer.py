@@ -126,6 +126,14 @@ def _padding(n: int, s: int) -> torch.Tensor:
     return kpm
 
 
+def _mask(rows: int, cols: int, *masked: tuple[int, int]) -> torch.Tensor:
+    """A boolean ``(rows, cols)`` attention mask, ``True`` (masked out) at ``masked``."""
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    for i, j in masked:
+        mask[i, j] = True
+    return mask
+
+
 def _encoder_inputs(
     kw: dict[str, Any], dtype: torch.dtype, masks: str, mask_name: str = "src_mask"
 ) -> Any:
@@ -138,13 +146,11 @@ def _encoder_inputs(
         if "padding" in given:
             opts["src_key_padding_mask"] = _padding(N, L)
         if "both" in given:
-            opts[mask_name] = torch.zeros(L, L, dtype=torch.bool)
-            opts[mask_name][0, 2] = True
+            opts[mask_name] = _mask(L, L, (0, 2))
         return (src, opts)
     mask = None
     if masks == "both":
-        mask = torch.zeros(L, L, dtype=torch.bool)
-        mask[0, 2] = mask[3, 1] = True
+        mask = _mask(L, L, (0, 2), (3, 1))
     return (src, _padding(N, L), mask)
 
 
@@ -187,21 +193,26 @@ def _assert_passed(
     assert report.get("parity", report.get("parity[test]")) == "passed"
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", ENCODER_CASES, ids=_case_id)
-def test_encoder_layer_matches_torch(case, dtype):
-    kw, masks, backend = case
-    layer = TransformerEncoderLayer(E, H, FF, **kw)
+def _assert_matches_torch(
+    layer: Any,
+    x: Any,
+    reference: Any,
+    kw: dict[str, Any],
+    dtype: torch.dtype,
+    compiled: bool,
+    backend: str | None = None,
+) -> None:
+    """``layer`` on ``x`` passes the harness against ``reference``; dropout (``kw``) makes it
+    stochastic; compiled in float32 only when ``compiled`` (with ``backend``, else aot_eager)."""
     report = check(
         layer,
-        _encoder_inputs(kw, dtype, masks),
+        x,
         dtype,
-        reference=_encoder_reference(kw),
-        compile=dtype == torch.float32 and backend != "off",
-        compile_backend=backend if backend in ("inductor",) else "aot_eager",
+        reference=reference,
+        compile=dtype == torch.float32 and compiled,
+        compile_backend=backend or "aot_eager",
     )
-    stochastic = kw.get("dropout", 0.1) > 0
-    _assert_passed(report, dtype, stochastic, compiled=backend != "off")
+    _assert_passed(report, dtype, kw.get("dropout", 0.1) > 0, compiled=compiled)
 
 
 def _decoder_inputs(kw: dict[str, Any], dtype: torch.dtype, masks: str) -> Any:
@@ -218,17 +229,13 @@ def _decoder_inputs(kw: dict[str, Any], dtype: torch.dtype, masks: str) -> Any:
             opts["tgt_key_padding_mask"] = _padding(N, L)
             opts["memory_key_padding_mask"] = _padding(N, S)
         if "all" in given:
-            opts["tgt_mask"] = torch.zeros(L, L, dtype=torch.bool)
-            opts["tgt_mask"][3, 1] = True
-            opts["memory_mask"] = torch.zeros(L, S, dtype=torch.bool)
-            opts["memory_mask"][3, 0] = True
+            opts["tgt_mask"] = _mask(L, L, (3, 1))
+            opts["memory_mask"] = _mask(L, S, (3, 0))
         return (tgt, memory, opts)
     tgt_mask = mem_mask = None
     if masks == "all":
-        tgt_mask = torch.zeros(L, L, dtype=torch.bool)
-        tgt_mask[0, 2] = True
-        mem_mask = torch.zeros(L, S, dtype=torch.bool)
-        mem_mask[3, 1] = True
+        tgt_mask = _mask(L, L, (0, 2))
+        mem_mask = _mask(L, S, (3, 1))
     return (tgt, memory, tgt_mask, mem_mask, _padding(N, L), _padding(N, S))
 
 
@@ -244,21 +251,32 @@ DECODER_CASES = [
 ]
 
 
+# block: (layer class, inputs, reference)
+BLOCKS: dict[str, tuple[Any, Any, Any]] = {
+    "encoder": (TransformerEncoderLayer, _encoder_inputs, _encoder_reference),
+    "decoder": (TransformerDecoderLayer, _decoder_inputs, _decoder_reference),
+}
+BLOCK_CASES = [
+    pytest.param(block, case, id=f"{block}-{_case_id(case)}")
+    for block, cases in (("encoder", ENCODER_CASES), ("decoder", DECODER_CASES))
+    for case in cases
+]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", DECODER_CASES, ids=_case_id)
-def test_decoder_layer_matches_torch(case, dtype):
+@pytest.mark.parametrize(("block", "case"), BLOCK_CASES)
+def test_block_matches_torch(block, case, dtype):
+    layer, inputs, reference = BLOCKS[block]
     kw, masks, backend = case
-    layer = TransformerDecoderLayer(E, H, FF, **kw)
-    report = check(
-        layer,
-        _decoder_inputs(kw, dtype, masks),
+    _assert_matches_torch(
+        layer(E, H, FF, **kw),
+        inputs(kw, dtype, masks),
+        reference(kw),
+        kw,
         dtype,
-        reference=_decoder_reference(kw),
-        compile=dtype == torch.float32 and backend != "off",
-        compile_backend=backend if backend in ("inductor",) else "aot_eager",
+        compiled=backend != "off",
+        backend=backend if backend in ("inductor",) else None,
     )
-    stochastic = kw.get("dropout", 0.1) > 0
-    _assert_passed(report, dtype, stochastic, compiled=backend != "off")
 
 
 # --------------------------------------------------------------------------- stacks
@@ -319,15 +337,8 @@ def test_stacks_match_torch(case, dtype):
     inputs = (
         _decoder_inputs(kw, dtype, masks) if decoder else _encoder_inputs(kw, dtype, masks, "mask")
     )
-    report = check(
-        _stack(decoder, kw, layers, norm),
-        inputs,
-        dtype,
-        reference=_stack_reference(_torch_stack(decoder, kw, layers, norm), decoder, kw),
-        compile=dtype == torch.float32 and compiled,
-        compile_backend="aot_eager",
-    )
-    _assert_passed(report, dtype, kw.get("dropout", 0.1) > 0, compiled=compiled)
+    reference = _stack_reference(_torch_stack(decoder, kw, layers, norm), decoder, kw)
+    _assert_matches_torch(_stack(decoder, kw, layers, norm), inputs, reference, kw, dtype, compiled)
 
 
 def test_stack_parameter_names_are_torchs_and_load_from_torch():
@@ -683,12 +694,9 @@ def _transformer_inputs(kw: dict[str, Any], dtype: torch.dtype, masks: str) -> A
         opts["tgt_key_padding_mask"] = _padding(N, L)
         opts["memory_key_padding_mask"] = _padding(N, S)
     if "masks" in given:
-        opts["src_mask"] = torch.zeros(S, S, dtype=torch.bool)
-        opts["src_mask"][0, 2] = True
-        opts["tgt_mask"] = torch.zeros(L, L, dtype=torch.bool)
-        opts["tgt_mask"][3, 1] = True
-        opts["memory_mask"] = torch.zeros(L, S, dtype=torch.bool)
-        opts["memory_mask"][2, 0] = True
+        opts["src_mask"] = _mask(S, S, (0, 2))
+        opts["tgt_mask"] = _mask(L, L, (3, 1))
+        opts["memory_mask"] = _mask(L, S, (2, 0))
     return (src, tgt, opts)
 
 
@@ -733,15 +741,9 @@ TRANSFORMER_RUNS = [
 def test_transformer_matches_torch(case, dtype):
     kw, layers, masks, compiled = case
     model = Transformer(E, H, layers[0], layers[1], dim_feedforward=FF, **kw)
-    report = check(
-        model,
-        _transformer_inputs(kw, dtype, masks),
-        dtype,
-        reference=_transformer_reference(kw, layers),
-        compile=dtype == torch.float32 and compiled,
-        compile_backend="aot_eager",
-    )
-    _assert_passed(report, dtype, kw.get("dropout", 0.1) > 0, compiled=compiled)
+    inputs = _transformer_inputs(kw, dtype, masks)
+    reference = _transformer_reference(kw, layers)
+    _assert_matches_torch(model, inputs, reference, kw, dtype, compiled)
 
 
 def test_transformer_state_dict_loads_both_ways():

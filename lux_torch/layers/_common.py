@@ -179,6 +179,16 @@ def compact(value: tuple[int, ...]) -> str:
     return str(value[0]) if len(set(value)) == 1 else str(value)
 
 
+def changed_options(layer: Any, defaults: tuple[tuple[str, Any], ...]) -> list[str]:
+    """``["name=value", ...]`` for the ``(name, default)`` options whose value in ``layer``
+    differs from the default: the tail of a printout."""
+    return [
+        f"{name}={getattr(layer, name)}"
+        for name, default in defaults
+        if getattr(layer, name) != default
+    ]
+
+
 def affine_repr(head: str, layer: Any) -> str:
     """``"2 => 16, tanh, bias=False, weight_init=..."``: the shared printout of affine layers."""
     parts = [head]

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .. import init
 from .. import random as lrandom
-from ..core import Layer
+from ..core import Layer, State
 from ..tree import Static
 from ._common import check_int, not_a_tensor
 
@@ -70,7 +70,6 @@ __all__ = [
 ]
 
 Params = dict[str, torch.Tensor]
-State = dict[str, Any]
 
 
 def _number(owner: str, name: str, value: Any) -> float:

@@ -16,15 +16,19 @@ import torch.nn.functional as F
 
 from .. import init
 from .. import random as lrandom
-from ..core import Layer
+from ..core import Layer, Params, State
 from ..tree import Static
-from ._common import TORCH_PLACEMENT, check_bool, check_int, describe_value, options_problem
+from ._common import (
+    TORCH_PLACEMENT,
+    changed_options,
+    check_bool,
+    check_int,
+    describe_value,
+    options_problem,
+)
 from .basic import fan_in_uniform
 
 __all__ = ["MultiheadAttention", "RotaryPositionalEmbedding", "SinusoidalPositionalEmbedding"]
-
-Params = dict[str, Any]
-State = dict[str, Any]
 
 
 _OPTIONS = ("key_padding_mask", "attn_mask", "is_causal")
@@ -469,7 +473,7 @@ class MultiheadAttention(Layer):
             parts.append(f"dropout={self.dropout}")
         if not self._packed:
             parts.append(f"kdim={self.kdim}, vdim={self.vdim}")
-        for flag, default in (
+        defaults = (
             ("bias", True),
             ("add_bias_kv", False),
             ("add_zero_attn", False),
@@ -477,10 +481,8 @@ class MultiheadAttention(Layer):
             ("need_weights", False),
             ("average_attn_weights", True),
             ("causal", False),
-        ):
-            if getattr(self, flag) != default:
-                parts.append(f"{flag}={getattr(self, flag)}")
-        return ", ".join(parts)
+        )
+        return ", ".join(parts + changed_options(self, defaults))
 
 
 # --------------------------------------------------------------------------- positions

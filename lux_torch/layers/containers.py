@@ -18,7 +18,7 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
-from ..core import Layer, check_structure, describe_config, describe_value
+from ..core import Layer, Params, State, check_structure, describe_config, describe_value
 from ._common import check_int
 from .basic import WrappedFunction
 
@@ -33,8 +33,6 @@ __all__ = [
     "SkipConnection",
 ]
 
-Params = dict[str, Any]
-State = dict[str, Any]
 LayerLike = Layer | Callable[[Any], Any]
 Connection = Callable[..., Any]
 

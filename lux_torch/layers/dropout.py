@@ -16,7 +16,7 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
-from ..core import Layer, Params
+from ..core import Layer, Params, State
 from ..tree import Static
 from ._common import TORCH_INPLACE
 
@@ -30,7 +30,6 @@ __all__ = [
     "resample_masks",
 ]
 
-State = dict[str, Any]
 
 # SELU's negative saturation value, -scale * alpha (torch's alpha_dropout uses the same)
 _ALPHA_PRIME = -1.7580993408473766
@@ -97,6 +96,11 @@ class Dropout(Layer):
             return x, st
         if self.p == 1.0:
             return x * 0.0, st
+        return self._drop(x, st)
+
+    def _drop(self, x: torch.Tensor, st: State) -> tuple[torch.Tensor, State]:
+        """The training-mode output for ``0 < p < 1`` and the new state (the subclasses'
+        hook: :meth:`__call__` has handled test mode, ``p == 0`` and ``p == 1``)."""
         new_key, use_key = lrandom.split(st["key"])
         return lrandom.dropout(use_key, x, self.p), {"key": new_key, "training": st["training"]}
 
@@ -141,11 +145,7 @@ class AlphaDropout(Dropout):
         >>> y, st = layer(torch.randn(4, 8), ps, st)  # doctest: +SKIP
     """
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        if not st["training"] or self.p == 0.0:
-            return x, st
-        if self.p == 1.0:
-            return x * 0.0, st
+    def _drop(self, x: torch.Tensor, st: State) -> tuple[torch.Tensor, State]:
         new_key, use_key = lrandom.split(st["key"])
         mask, scale = lrandom.dropout_mask(use_key, tuple(x.shape), self.p, device=x.device)
         drop = 1.0 - 1.0 / scale  # the quantised drop probability
@@ -264,11 +264,7 @@ class VariationalHiddenDropout(Dropout):
     def init_state(self, key: torch.Tensor) -> State:
         return {"mask_key": key.clone(), "training": Static(True)}
 
-    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        if not st["training"] or self.p == 0.0:
-            return x, st
-        if self.p == 1.0:
-            return x * 0.0, st
+    def _drop(self, x: torch.Tensor, st: State) -> tuple[torch.Tensor, State]:
         return lrandom.dropout(st["mask_key"], x, self.p), st
 
 

@@ -62,6 +62,16 @@ def _check_window(layer: Layer) -> None:
     )
 
 
+def _window(layer: Any) -> tuple[tuple[int, int], ...]:
+    """``kernel_size, dilation, padding, stride`` as pairs, in the order of ``F.unfold``."""
+    return (
+        _both(layer.kernel_size),
+        _both(layer.dilation),
+        _both(layer.padding),
+        _both(layer.stride),
+    )
+
+
 def _window_repr(layer: Any) -> str:
     return (
         f"kernel_size={layer.kernel_size}, dilation={layer.dilation}, "
@@ -111,14 +121,7 @@ class Unfold(Layer):
         _check_window(self)
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        y = F.unfold(
-            x,
-            _both(self.kernel_size),
-            _both(self.dilation),
-            _both(self.padding),
-            _both(self.stride),
-        )
-        return y, st
+        return F.unfold(x, *_window(self)), st
 
     def extra_repr(self) -> str:
         return _window_repr(self)
@@ -170,15 +173,7 @@ class Fold(Layer):
         self._set_fields(output_size=_pair("Fold", "output_size", self.output_size, 1))
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        y = F.fold(
-            x,
-            _both(self.output_size),
-            _both(self.kernel_size),
-            _both(self.dilation),
-            _both(self.padding),
-            _both(self.stride),
-        )
-        return y, st
+        return F.fold(x, _both(self.output_size), *_window(self)), st
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}, {_window_repr(self)}"

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import init
-from ..core import Layer, describe_config
+from ..core import Layer, State, describe_config
 from ..tree import Static
 from ._common import (
     SPATIAL,
@@ -61,7 +61,6 @@ __all__ = [
     "RMSNorm",
 ]
 
-State = dict[str, Any]
 
 # --------------------------------------------------------------------------- helpers
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import random as lrandom
-from ..core import Layer, child_key
+from ..core import Layer, Params, State, child_key
 from ._common import TORCH_PLACEMENT, check_bool, check_int, describe_shape
 from .basic import fan_in_uniform
 
@@ -48,8 +48,6 @@ __all__ = [
     "StatefulRecurrentCell",
 ]
 
-Params = dict[str, Any]
-State = dict[str, Any]
 
 NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import random as lrandom
-from ..core import Layer, child_key, init_params
+from ..core import Layer, Params, State, child_key, init_params
 from ..tree import Static
 from ._common import check_int
 from .containers import as_layer
@@ -34,8 +34,6 @@ from .conv import ConvTransposeNd
 
 __all__ = ["SpectralNorm", "WeightNorm"]
 
-Params = dict[str, Any]
-State = dict[str, Any]
 
 _PARAMETRIZATIONS = "parametrizations"
 #: power iterations torch runs when it registers a spectral norm (``_SpectralNorm.__init__``)

@@ -39,16 +39,14 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .. import random as lrandom
 from .._graph import tracing
-from ..core import Layer
+from ..core import Layer, Params, State
 from ..tree import Static
-from ._common import TORCH_PLACEMENT, check_bool, check_int, describe_shape
+from ._common import TORCH_PLACEMENT, changed_options, check_bool, check_int, describe_shape
 from .basic import fan_in_uniform
 from .recurrent import NONLINEARITIES, Cell, GRUCell, LSTMCell, RNNCell
 
 __all__ = ["GRU", "LSTM", "RNN"]
 
-Params = dict[str, Any]
-State = dict[str, Any]
 Carry = tuple[torch.Tensor, ...]
 
 
@@ -490,16 +488,13 @@ class _StackedRNN(Layer):
         parts = [f"{self.input_size} => {self.hidden_size}"]
         if self.num_layers != 1:
             parts.append(f"num_layers={self.num_layers}")
-        for field, default in (
+        defaults = (
             ("bias", True),
             ("batch_first", False),
             ("dropout", 0.0),
             ("bidirectional", False),
-        ):
-            value = getattr(self, field)
-            if value != default:
-                parts.append(f"{field}={value}")
-        return ", ".join(parts)
+        )
+        return ", ".join(parts + changed_options(self, defaults))
 
     def describe_input_error(self, x: Any) -> str | None:
         if isinstance(x, tuple) and len(x) in (2, 3):

@@ -22,8 +22,15 @@ import torch.nn.functional as F
 
 from .. import init
 from .. import tree as ltree
-from ..core import Layer, child_key
-from ._common import TORCH_FAST_PATH, TORCH_PLACEMENT, check_int, describe_value, options_problem
+from ..core import Layer, Params, State, child_key
+from ._common import (
+    TORCH_FAST_PATH,
+    TORCH_PLACEMENT,
+    changed_options,
+    check_int,
+    describe_value,
+    options_problem,
+)
 from .attention import MultiheadAttention
 from .basic import Linear
 from .containers import as_layer
@@ -38,8 +45,6 @@ __all__ = [
     "TransformerEncoderLayer",
 ]
 
-Params = dict[str, Any]
-State = dict[str, Any]
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
 _ACTIVATIONS: dict[str, Activation] = {"relu": F.relu, "gelu": F.gelu}
@@ -73,12 +78,69 @@ def _check_config(
             raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")
 
 
+def _block_fields(
+    owner: str,
+    attentions: tuple[str, ...],
+    d_model: Any,
+    nhead: Any,
+    dim_feedforward: Any,
+    dropout: Any,
+    activation: Any,
+    layer_norm_eps: Any,
+    batch_first: Any,
+    norm_first: Any,
+    bias: Any,
+    causal: Any,
+) -> dict[str, Any]:
+    """The checked fields of a block with the given attention children (the first, the
+    self-attention, takes ``causal``), then the feed-forward network, and one norm and one
+    dropout per sublayer (attentions and feed-forward): ``norm1``, ``dropout1``, ..."""
+    flags = {"batch_first": batch_first, "norm_first": norm_first, "bias": bias}
+    _check_config(owner, d_model, nhead, dim_feedforward, dropout, {**flags, "causal": causal})
+    fields: dict[str, Any] = {
+        "d_model": d_model,
+        "nhead": nhead,
+        "dim_feedforward": dim_feedforward,
+        "activation": _activation(owner, activation),
+        "layer_norm_eps": layer_norm_eps,
+        "causal": causal,
+        **flags,
+    }
+    for i, name in enumerate(attentions):
+        fields[name] = MultiheadAttention(
+            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
+            causal=causal if i == 0 else False,
+        )  # fmt: skip
+    fields["linear1"] = Linear(d_model, dim_feedforward, bias=bias)
+    fields["dropout"] = Dropout(dropout)
+    fields["linear2"] = Linear(dim_feedforward, d_model, bias=bias)
+    sublayers = range(1, len(attentions) + 2)
+    fields.update(
+        {f"norm{i}": LayerNorm(d_model, eps=layer_norm_eps, bias=bias) for i in sublayers}
+    )
+    fields.update({f"dropout{i}": Dropout(dropout) for i in sublayers})
+    return fields
+
+
 class _Block(Layer):
-    """Shared machinery: dropout children without state when ``p == 0``, repr."""
+    """Shared machinery: the configuration and the self-attention (the first fields of
+    both blocks), dropout children without state when ``p == 0``, repr."""
 
     constructor_only = TORCH_PLACEMENT  # torch.nn's arguments, not stored
 
+    d_model: int
+    nhead: int
+    dim_feedforward: int
+    activation: Activation
+    layer_norm_eps: float
+    batch_first: bool
+    norm_first: bool
+    bias: bool
+    causal: bool
+    self_attn: MultiheadAttention
+
     _DROPOUTS: ClassVar[tuple[str, ...]] = ()
+    _NORMS: ClassVar[tuple[str, ...]] = ()
 
     def init_state(self, key: torch.Tensor) -> State:
         st = super().init_state(key)
@@ -97,7 +159,7 @@ class _Block(Layer):
 
     def _ff_block(self, x: torch.Tensor, ps: Params, st: State, new_st: State) -> torch.Tensor:
         h, new_st["linear1"] = self.linear1(x, ps["linear1"], st["linear1"])  # type: ignore[attr-defined]
-        h = self._drop("dropout", self.activation(h), st, new_st)  # type: ignore[attr-defined]
+        h = self._drop("dropout", self.activation(h), st, new_st)
         out: torch.Tensor
         out, new_st["linear2"] = self.linear2(h, ps["linear2"], st["linear2"])  # type: ignore[attr-defined]
         return out
@@ -110,26 +172,41 @@ class _Block(Layer):
         y, new_st[name] = getattr(self, name)(x, ps[name], st[name])
         return y
 
+    def _residuals(
+        self,
+        h: torch.Tensor,
+        blocks: tuple[Callable[[torch.Tensor], torch.Tensor], ...],
+        ps: Params,
+        st: State,
+        new_st: State,
+    ) -> torch.Tensor:
+        """The sublayers in turn, ``blocks[i]`` with the norm ``norm{i + 1}`` and a residual
+        connection: ``h + block(norm(h))`` (pre-norm) or ``norm(h + block(h))`` (post-norm)."""
+        for name, block in zip(self._NORMS, blocks, strict=True):
+            if self.norm_first:
+                h = h + block(self._norm(name, h, ps, st, new_st))
+            else:
+                h = self._norm(name, h + block(h), ps, st, new_st)
+        return h
+
     def extra_repr(self) -> str:
         s = self
-        parts = [f"d_model={s.d_model}", f"nhead={s.nhead}"]  # type: ignore[attr-defined]
-        if s.dim_feedforward != 2048:  # type: ignore[attr-defined]
-            parts.append(f"dim_feedforward={s.dim_feedforward}")  # type: ignore[attr-defined]
+        parts = [f"d_model={s.d_model}", f"nhead={s.nhead}"]
+        if s.dim_feedforward != 2048:
+            parts.append(f"dim_feedforward={s.dim_feedforward}")
         if s.dropout.p != 0.1:  # type: ignore[attr-defined]
             parts.append(f"dropout={s.dropout.p}")  # type: ignore[attr-defined]
-        act = s.activation  # type: ignore[attr-defined]
+        act = s.activation
         if act is not F.relu:
             parts.append(f"activation={getattr(act, '__name__', repr(act))}")
-        for name, default in (
+        defaults = (
             ("layer_norm_eps", 1e-5),
             ("batch_first", False),
             ("norm_first", False),
             ("bias", True),
             ("causal", False),
-        ):
-            if getattr(s, name) != default:
-                parts.append(f"{name}={getattr(s, name)}")
-        return ", ".join(parts)
+        )
+        return ", ".join(parts + changed_options(s, defaults))
 
 
 class TransformerEncoderLayer(_Block):
@@ -211,16 +288,6 @@ class TransformerEncoderLayer(_Block):
         >>> y, st = layer((x, {"is_causal": True}), ps, st)  # doctest: +SKIP
     """
 
-    d_model: int
-    nhead: int
-    dim_feedforward: int
-    activation: Activation
-    layer_norm_eps: float
-    batch_first: bool
-    norm_first: bool
-    bias: bool
-    causal: bool
-    self_attn: MultiheadAttention
     linear1: Linear
     dropout: Dropout
     linear2: Linear
@@ -230,6 +297,7 @@ class TransformerEncoderLayer(_Block):
     dropout2: Dropout
 
     _DROPOUTS = ("dropout", "dropout1", "dropout2")
+    _NORMS = ("norm1", "norm2")
 
     def __init__(
         self,
@@ -245,28 +313,12 @@ class TransformerEncoderLayer(_Block):
         *,
         causal: bool = False,
     ) -> None:
-        owner = "TransformerEncoderLayer"
-        flags = {"batch_first": batch_first, "norm_first": norm_first, "bias": bias}
-        _check_config(owner, d_model, nhead, dim_feedforward, dropout, {**flags, "causal": causal})
         self._set_fields(
-            d_model=d_model,
-            nhead=nhead,
-            dim_feedforward=dim_feedforward,
-            activation=_activation(owner, activation),
-            layer_norm_eps=layer_norm_eps,
-            causal=causal,
-            **flags,
-            self_attn=MultiheadAttention(
-                d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, causal=causal
-            ),
-            linear1=Linear(d_model, dim_feedforward, bias=bias),
-            dropout=Dropout(dropout),
-            linear2=Linear(dim_feedforward, d_model, bias=bias),
-            norm1=LayerNorm(d_model, eps=layer_norm_eps, bias=bias),
-            norm2=LayerNorm(d_model, eps=layer_norm_eps, bias=bias),
-            dropout1=Dropout(dropout),
-            dropout2=Dropout(dropout),
-        )
+            **_block_fields(
+                "TransformerEncoderLayer", ("self_attn",), d_model, nhead, dim_feedforward,
+                dropout, activation, layer_norm_eps, batch_first, norm_first, bias, causal,
+            )
+        )  # fmt: skip
         self._set_fields(layer_norm_eps=self.norm1.eps)
 
     _OPTIONS: ClassVar[tuple[str, ...]] = ("src_mask", "src_key_padding_mask", "is_causal")
@@ -311,13 +363,7 @@ class TransformerEncoderLayer(_Block):
         def ff_block(h: torch.Tensor) -> torch.Tensor:
             return self._drop("dropout2", self._ff_block(h, ps, st, new_st), st, new_st)
 
-        h = src
-        if self.norm_first:
-            h = h + sa_block(self._norm("norm1", h, ps, st, new_st))
-            h = h + ff_block(self._norm("norm2", h, ps, st, new_st))
-        else:
-            h = self._norm("norm1", h + sa_block(h), ps, st, new_st)
-            h = self._norm("norm2", h + ff_block(h), ps, st, new_st)
+        h = self._residuals(src, (sa_block, ff_block), ps, st, new_st)
         return h, {name: new_st[name] for name in st}
 
 
@@ -384,16 +430,6 @@ class TransformerDecoderLayer(_Block):
         >>> y, st = layer((tgt, memory, {"tgt_is_causal": True}), ps, st)  # doctest: +SKIP
     """
 
-    d_model: int
-    nhead: int
-    dim_feedforward: int
-    activation: Activation
-    layer_norm_eps: float
-    batch_first: bool
-    norm_first: bool
-    bias: bool
-    causal: bool
-    self_attn: MultiheadAttention
     multihead_attn: MultiheadAttention
     linear1: Linear
     dropout: Dropout
@@ -406,6 +442,7 @@ class TransformerDecoderLayer(_Block):
     dropout3: Dropout
 
     _DROPOUTS = ("dropout", "dropout1", "dropout2", "dropout3")
+    _NORMS = ("norm1", "norm2", "norm3")
 
     def __init__(
         self,
@@ -421,39 +458,13 @@ class TransformerDecoderLayer(_Block):
         *,
         causal: bool = False,
     ) -> None:
-        owner = "TransformerDecoderLayer"
-        flags = {"batch_first": batch_first, "norm_first": norm_first, "bias": bias}
-        _check_config(owner, d_model, nhead, dim_feedforward, dropout, {**flags, "causal": causal})
-
-        def attention(is_causal: bool) -> MultiheadAttention:
-            return MultiheadAttention(
-                d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
-                causal=is_causal,
-            )  # fmt: skip
-
-        def norm() -> LayerNorm:
-            return LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-
         self._set_fields(
-            d_model=d_model,
-            nhead=nhead,
-            dim_feedforward=dim_feedforward,
-            activation=_activation(owner, activation),
-            layer_norm_eps=layer_norm_eps,
-            causal=causal,
-            **flags,
-            self_attn=attention(causal),
-            multihead_attn=attention(False),
-            linear1=Linear(d_model, dim_feedforward, bias=bias),
-            dropout=Dropout(dropout),
-            linear2=Linear(dim_feedforward, d_model, bias=bias),
-            norm1=norm(),
-            norm2=norm(),
-            norm3=norm(),
-            dropout1=Dropout(dropout),
-            dropout2=Dropout(dropout),
-            dropout3=Dropout(dropout),
-        )
+            **_block_fields(
+                "TransformerDecoderLayer", ("self_attn", "multihead_attn"), d_model, nhead,
+                dim_feedforward, dropout, activation, layer_norm_eps, batch_first, norm_first,
+                bias, causal,
+            )
+        )  # fmt: skip
         self._set_fields(layer_norm_eps=self.norm1.eps)
 
     _OPTIONS: ClassVar[tuple[str, ...]] = (
@@ -516,15 +527,7 @@ class TransformerDecoderLayer(_Block):
         def ff_block(h: torch.Tensor) -> torch.Tensor:
             return self._drop("dropout3", self._ff_block(h, ps, st, new_st), st, new_st)
 
-        h = tgt
-        if self.norm_first:
-            h = h + sa_block(self._norm("norm1", h, ps, st, new_st))
-            h = h + mha_block(self._norm("norm2", h, ps, st, new_st))
-            h = h + ff_block(self._norm("norm3", h, ps, st, new_st))
-        else:
-            h = self._norm("norm1", h + sa_block(h), ps, st, new_st)
-            h = self._norm("norm2", h + mha_block(h), ps, st, new_st)
-            h = self._norm("norm3", h + ff_block(h), ps, st, new_st)
+        h = self._residuals(tgt, (sa_block, mha_block, ff_block), ps, st, new_st)
         return h, {name: new_st[name] for name in st}
 
 
@@ -578,17 +581,31 @@ def _stack_fields(owner: str, layer: Any, num_layers: Any, norm: Any) -> dict[st
 
 
 class _Stack(Layer):
-    """Shared machinery of the stacks: the final norm, repr, the first layer."""
+    """Shared machinery of the stacks: the call (input parsed by the subclass's ``_parse``,
+    the blocks, the final norm), input errors from the first block, repr."""
 
-    def _finish(self, h: torch.Tensor, layer_st: State, ps: Params, st: State) -> Any:
+    def _parse(self, x: Any) -> tuple[Any, ...] | str:
+        """``(h, block_args)`` or a problem; ``block_args`` follow ``h`` in a block's input."""
+        raise NotImplementedError
+
+    def describe_input_error(self, x: Any) -> str | None:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            return parts
+        h, args = parts
+        first: Layer = self.layers.layers["0"]  # type: ignore[attr-defined]
+        return first.describe_input_error((h, *args) if args else h)
+
+    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
+        parts = self._parse(x)
+        if isinstance(parts, str):
+            raise ValueError(f"{type(self).__name__}: {parts}")
+        h, layer_st = self.layers(parts, ps["layers"], st["layers"])  # type: ignore[attr-defined]
         new_st: State = {"layers": layer_st}
         norm: Layer | None = self.norm  # type: ignore[attr-defined]
         if norm is not None:
             h, new_st["norm"] = norm(h, ps["norm"], st["norm"])
         return h, new_st
-
-    def _first(self) -> Layer:
-        return self.layers.layers["0"]  # type: ignore[attr-defined,no-any-return]
 
     def extra_repr(self) -> str:
         return f"num_layers={self.num_layers}"  # type: ignore[attr-defined]
@@ -686,20 +703,6 @@ class TransformerEncoder(_Stack):
         options = {"src_mask": mask, "src_key_padding_mask": kpm, "is_causal": causal}
         return x[0], (options,)
 
-    def describe_input_error(self, x: Any) -> str | None:
-        parts = self._parse(x)
-        if isinstance(parts, str):
-            return parts
-        src, args = parts
-        return self._first().describe_input_error((src, *args) if args else src)
-
-    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        parts = self._parse(x)
-        if isinstance(parts, str):
-            raise ValueError(f"TransformerEncoder: {parts}")
-        h, layer_st = self.layers(parts, ps["layers"], st["layers"])
-        return self._finish(h, layer_st, ps, st)  # type: ignore[no-any-return]
-
 
 class TransformerDecoder(_Stack):
     """A stack of ``num_layers`` decoder blocks (``torch.nn.TransformerDecoder``)::
@@ -779,20 +782,6 @@ class TransformerDecoder(_Stack):
             "tgt_key_padding_mask, memory_key_padding_mask) or (tgt, memory, options) with "
             f"options a dict, got {describe_value(x)}"
         )
-
-    def describe_input_error(self, x: Any) -> str | None:
-        parts = self._parse(x)
-        if isinstance(parts, str):
-            return parts
-        tgt, args = parts
-        return self._first().describe_input_error((tgt, *args))
-
-    def __call__(self, x: Any, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        parts = self._parse(x)
-        if isinstance(parts, str):
-            raise ValueError(f"TransformerDecoder: {parts}")
-        h, layer_st = self.layers(parts, ps["layers"], st["layers"])
-        return self._finish(h, layer_st, ps, st)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- encoder-decoder
