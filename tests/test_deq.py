@@ -327,7 +327,7 @@ def test_check_layer_compile_and_eager_equals_compiled() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("ad", ["func", "autograd"])
 def test_train_step_paths_agree_eager_and_compiled(ad: str) -> None:
-    model = lux.Chain(DEQ(_tanh_map(), max_iter=15, atol=1e-8, rtol=0.0), lux.Linear(D, 1))
+    model = lux.Chain(DEQ(_tanh_map(), max_iter=15, atol=1e-5, rtol=0.0), lux.Linear(D, 1))
     x = lux.random.normal(lux.random.key(1), (8, D))
     data = (x, x.sum(1, keepdim=True))
     ps, st = lux.setup(0, model)

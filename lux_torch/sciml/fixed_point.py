@@ -26,7 +26,9 @@ Convergence, per sample
 The first dimension of ``z`` is the batch (a 0-dim or 1-D ``z`` is one sample). Sample
 ``i`` has converged when ``||f(z_i) - z_i||_2 <= atol + rtol * ||f(z_i)||_2`` (norms over
 its features). From then on it stops changing (``torch.where``), while the others
-continue; at most ``max_iter`` evaluations of ``f`` are made.
+continue; at most ``max_iter`` evaluations of ``f`` are made. A sample that does not
+converge returns its iterate of smallest residual (as torchdeq and Bai et al.'s code do:
+Broyden's unit steps, without a line search, can overshoot far from the solution).
 
 - Eagerly, the loop stops as soon as every sample has converged (one host
   synchronisation per iteration).
@@ -66,7 +68,8 @@ class FixedPointResult(NamedTuple):
     """What :func:`solve` returns; per-sample tensors have the batch's length ``B``.
 
     Attributes:
-        z: the solution, shaped like ``z0``.
+        z: the solution, shaped like ``z0`` (for a sample that did not converge, its
+            iterate of smallest residual).
         residual: ``(B,)``, ``||f(z_i) - z_i||_2`` at the returned ``z``.
         converged: ``(B,)`` bool, whether sample ``i`` met the tolerance.
         iterations: ``(B,)`` int64, the evaluations of ``f`` until sample ``i`` converged
@@ -134,7 +137,7 @@ def _anderson_propose(mem: dict[str, Any], z: torch.Tensor, fz: torch.Tensor) ->
     n = X.shape[1]
     G = F - X
     H = G @ G.transpose(1, 2)  # (B, n, n)
-    scale = H.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(torch.finfo(H.dtype).tiny)
+    scale = (G.square().sum((1, 2)) / n).clamp_min(torch.finfo(H.dtype).tiny)  # mean diag(H)
     eye = torch.eye(n, dtype=H.dtype, device=H.device)
     H = H + (mem["lam"] * scale)[:, None, None] * eye
     w = torch.linalg.solve(H, torch.ones_like(H[:, :, :1]))[..., 0]  # H^-1 1
@@ -235,6 +238,7 @@ def solve(
     rtol: float = 1e-4,
     options: Mapping[str, Any] | None = None,
     early_stop: bool | None = None,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> FixedPointResult:
     """Find ``z`` with ``f(z) = z`` for every sample, starting from ``z0``.
 
@@ -248,6 +252,9 @@ def solve(
         options: the solver's options (see :data:`SOLVERS`; defaults filled in):
             ``damping`` (fixed_point), ``m``, ``beta``, ``lam`` (anderson), ``m`` (broyden).
         early_stop: stop once all samples converged; default :func:`stops_early`.
+        callback: called as ``callback(k, residual)`` after the ``k``-th evaluation of
+            ``f`` with the ``(B,)`` residuals of the current iterates (for plots and
+            diagnostics; eager use only: a host read under ``vmap``/``compile`` fails).
 
     Returns:
         A :class:`FixedPointResult`.
@@ -266,20 +273,27 @@ def solve(
         fz = g(z)
         res, done = _measure(z, fz, atol, rtol)
         iters = torch.ones_like(res, dtype=torch.int64)
+        if callback is not None:
+            callback(1, res)
         mem = absorb(dict(opts), z, fz)
+        best = z
         for k in range(1, max_iter):
             if early and bool(done.all()):
                 break
             z_new = propose(mem, z, fz)
             fz_new = g(z_new)
             res_new, done_new = _measure(z_new, fz_new, atol, rtol)
+            if callback is not None:
+                callback(k + 1, torch.where(done, res, res_new))
             mem = absorb(mem, z_new, fz_new)
             keep = done.unsqueeze(-1)
             z, fz = torch.where(keep, z, z_new), torch.where(keep, fz, fz_new)
-            res = torch.where(done, res, res_new)
+            better = ~done & ((res_new < res) | done_new)  # NaN is never better
+            best = torch.where(better.unsqueeze(-1), z_new, best)
+            res = torch.where(better, res_new, res)
             iters = torch.where(done, iters, k + 1)
             done = done | done_new
-    return FixedPointResult(z.reshape(shape), res, done, iters)
+    return FixedPointResult(best.reshape(shape), res, done, iters)
 
 
 def _measure(
