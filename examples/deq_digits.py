@@ -43,15 +43,15 @@ CHANNELS = 16
 JACOBIAN_WEIGHT = 2.0
 
 
-def load_data(key: torch.Tensor, test_fraction: float = 0.2) -> tuple[Data, Data]:
-    """Images as ``(N, 1, 8, 8)`` in [0, 1], shuffled with ``key`` and split."""
+def load_data(key: torch.Tensor) -> tuple[Data, Data]:
+    """The digits as ``(N, 1, 8, 8)`` images in [0, 1], shuffled with ``key``; the last
+    fifth is the test set."""
     images, labels = load_digits(return_X_y=True)
-    x = torch.as_tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    y = torch.as_tensor(labels, dtype=torch.int64)
-    perm = lux.random.permutation(key, x.shape[0])
-    n_test = round(test_fraction * x.shape[0])
-    test, train = perm[:n_test], perm[n_test:]
-    return (x[train], y[train]), (x[test], y[test])
+    order = lux.random.permutation(key, len(labels)).numpy()
+    x = torch.as_tensor(images[order], dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.as_tensor(labels[order], dtype=torch.int64)
+    cut = len(y) * 4 // 5
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
 
 
 def _readout() -> lux.Chain:
@@ -65,9 +65,7 @@ def make_deq(max_iter: int = 25) -> lux.Chain:
     )
     deq = DEQ(cell, solver="anderson", max_iter=max_iter, rtol=1e-3, atol=1e-5,
               regularize="jacobian", on_nonconvergence="ignore")  # fmt: skip
-    return lux.Chain(
-        injection=lux.Conv2d(1, CHANNELS, 3, padding=1), deq=deq, readout=_readout()
-    )
+    return lux.Chain(injection=lux.Conv2d(1, CHANNELS, 3, padding=1), deq=deq, readout=_readout())
 
 
 def make_cnn() -> lux.Chain:

@@ -53,7 +53,8 @@ def _weight(ps: Any) -> torch.Tensor:
 
 def _max_diff(a: Any, b: Any) -> float:
     return max(
-        float((u - v).abs().max()) for u, v in zip(lux.tree.leaves(a), lux.tree.leaves(b))
+        float((u - v).abs().max())
+        for u, v in zip(lux.tree.leaves(a), lux.tree.leaves(b), strict=True)
     )
 
 
@@ -102,7 +103,7 @@ def test_implicit_gradient_equals_backprop_through_300_iterations(solver: str) -
     x = _x()
     w = lux.random.normal(lux.random.key(3), (4, D), dtype=F64)
 
-    def implicit(ps: Any, x: torch.Tensor) -> torch.Tensor:
+    def implicit(ps: Any, x: torch.Tensor) -> Any:
         return (deq(x, ps, st)[0] * w).sum()
 
     def unrolled(ps: Any, x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +129,7 @@ def test_gradcheck_implicit() -> None:
     weight, bias = _weight(ps), ps["model"]["layer_1"]["layer_1"]["bias"]
     x = _x(2, 3)
 
-    def fn(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def fn(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> Any:
         p = {"model": {"layer_1": {"layer_1": {"weight": weight, "bias": bias}, "layer_2": {}},
                        "layer_2": {}}}  # fmt: skip
         return deq(x, p, st)[0]
@@ -157,7 +158,7 @@ def test_gradient_modes_match_their_closed_forms(grad: str, steps: int, damping:
     ps, st = lux.setup(0, deq, dtype=F64)
     ps["model"]["layer_1"]["layer_1"]["weight"] = A
 
-    def loss(ps: Any, x: torch.Tensor) -> torch.Tensor:
+    def loss(ps: Any, x: torch.Tensor) -> Any:
         return (deq(x, ps, st)[0] * w).sum()
 
     g_ps, g_x = torch.func.grad(loss, argnums=(0, 1))(ps, x)
@@ -188,7 +189,7 @@ def test_vmap_ensemble_and_per_sample_gradients_equal_loops() -> None:
     members = [_setup(deq, key=k)[0] for k in range(3)]
     x = _x()
 
-    def loss(ps: Any, x: torch.Tensor) -> torch.Tensor:
+    def loss(ps: Any, x: torch.Tensor) -> Any:
         return deq(x, ps, st)[0].square().sum()
 
     grad = torch.func.grad(loss)
@@ -198,7 +199,7 @@ def test_vmap_ensemble_and_per_sample_gradients_equal_loops() -> None:
     per_sample = torch.func.vmap(lambda xi: grad(ps, xi[None]))(x)
     loop = lux.tree.stack([grad(ps, x[i : i + 1]) for i in range(len(x))])
     assert _max_diff(per_sample, loop) < 1e-12
-    outs, stats = torch.func.vmap(lambda p: deq(x, p, st))(lux.tree.stack(members))
+    _, stats = torch.func.vmap(lambda p: deq(x, p, st))(lux.tree.stack(members))
     assert stats["stats"]["iterations"].shape == (3,)
 
 
@@ -216,7 +217,7 @@ def test_nonconvergence_is_reported_warned_or_raised() -> None:
                 deq(x, ps, st)
             stacked = lux.tree.stack([ps, ps])
             with pytest.raises(RuntimeError, match="impossible under vmap"):
-                torch.func.vmap(lambda p: deq(x, p, st)[0])(stacked)
+                torch.func.vmap(lambda p, deq=deq, st=st: deq(x, p, st)[0])(stacked)
             continue
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -232,7 +233,7 @@ def test_backward_nonconvergence_raises() -> None:
     deq = DEQ(_tanh_map(), max_iter=100, atol=1e-12, rtol=0.0, backward_max_iter=2,
               on_nonconvergence="raise")  # fmt: skip
     ps, st = _setup(deq)
-    with pytest.raises(RuntimeError, match="backward .adjoint. solve did not converge"):
+    with pytest.raises(RuntimeError, match=r"backward \(adjoint\) solve did not converge"):
         torch.func.grad(lambda p: deq(_x(), p, st)[0].sum())(ps)
 
 
@@ -315,7 +316,7 @@ def test_check_layer_compile_and_eager_equals_compiled() -> None:
     assert report["compile"] == "passed", report
     x = _x(2, 3)
 
-    def loss(ps: Any) -> torch.Tensor:
+    def loss(ps: Any) -> Any:
         z, new_st = deq(x, ps, st)
         return z.square().sum() + new_st["regularization"]["jacobian"]
 

@@ -120,7 +120,7 @@ class _ImplicitGrad(torch.autograd.Function):
         deq = problem.deq
         f = problem.map(tuple(t.detach() for t in tensors))
         with torch.enable_grad():
-            _, vjp = torch.func.vjp(f, z_star.detach())
+            vjp = torch.func.vjp(f, z_star.detach())[1]
         result = solve(
             lambda g: v + vjp(g)[0],
             v,
@@ -396,8 +396,8 @@ class DEQ(Layer):
     ) -> torch.Tensor:
         """Hutchinson's estimate of ``||df/dz||_F**2 / numel(z)`` at ``z*`` (Bai et al. 2021)."""
         eps = lrandom.normal(key, z_star.shape, dtype=z_star.dtype, device=z_star.device)
-        _, vjp = torch.func.vjp(lambda z: self._f(z, x, ps, st)[0], z_star.detach())
-        (eps_jac,) = vjp(eps)
+        vjp = torch.func.vjp(lambda z: self._f(z, x, ps, st)[0], z_star.detach())[1]
+        eps_jac: torch.Tensor = vjp(eps)[0]
         return eps_jac.square().sum() / eps.numel()
 
     def _initial(

@@ -113,7 +113,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _fixed_point_propose(mem: dict[str, Any], z: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
-    damping = mem["damping"]
+    damping = float(mem["damping"])
     return fz if damping == 1.0 else torch.lerp(z, fz, damping)
 
 
@@ -133,17 +133,18 @@ def _anderson_absorb(mem: dict[str, Any], z: torch.Tensor, fz: torch.Tensor) -> 
 def _anderson_propose(mem: dict[str, Any], z: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
     """Walker & Ni's step: ``alpha = argmin ||G^T alpha||`` s.t. ``sum(alpha) = 1`` over the
     stored residuals ``G = F - X``, then ``z = beta F^T alpha + (1 - beta) X^T alpha``."""
-    X, F = mem["X"], mem["F"]  # (B, n, D)
+    X: torch.Tensor = mem["X"]  # (B, n, D)
+    F: torch.Tensor = mem["F"]
     n = X.shape[1]
     G = F - X
     H = G @ G.transpose(1, 2)  # (B, n, n)
     scale = (G.square().sum((1, 2)) / n).clamp_min(torch.finfo(H.dtype).tiny)  # mean diag(H)
     eye = torch.eye(n, dtype=H.dtype, device=H.device)
     H = H + (mem["lam"] * scale)[:, None, None] * eye
-    w = torch.linalg.solve(H, torch.ones_like(H[:, :, :1]))[..., 0]  # H^-1 1
+    w: torch.Tensor = torch.linalg.solve(H, torch.ones_like(H[:, :, :1]))[..., 0]  # H^-1 1
     alpha = w / w.sum(-1, keepdim=True)
     mixed_f = (alpha.unsqueeze(1) @ F).squeeze(1)
-    beta = mem["beta"]
+    beta = float(mem["beta"])
     if beta == 1.0:
         return mixed_f
     return torch.lerp((alpha.unsqueeze(1) @ X).squeeze(1), mixed_f, beta)
@@ -151,17 +152,19 @@ def _anderson_propose(mem: dict[str, Any], z: torch.Tensor, fz: torch.Tensor) ->
 
 def _inv_jac(mem: dict[str, Any], v: torch.Tensor) -> torch.Tensor:
     """``(-I + U V^T) v`` for v of shape (B, D)."""
-    U, V = mem.get("U"), mem.get("V")
-    if U is None:
+    if "U" not in mem:
         return -v
+    U: torch.Tensor = mem["U"]
+    V: torch.Tensor = mem["V"]
     return -v + (U.transpose(1, 2) @ (V @ v.unsqueeze(-1))).squeeze(-1)
 
 
 def _inv_jac_t(mem: dict[str, Any], v: torch.Tensor) -> torch.Tensor:
     """``v^T (-I + U V^T)`` as (B, D)."""
-    U, V = mem.get("U"), mem.get("V")
-    if U is None:
+    if "U" not in mem:
         return -v
+    U: torch.Tensor = mem["U"]
+    V: torch.Tensor = mem["V"]
     return -v + ((v.unsqueeze(1) @ U.transpose(1, 2)) @ V).squeeze(1)
 
 
