@@ -1,7 +1,7 @@
 """A convolutional deep equilibrium classifier on scikit-learn's 8x8 digits (no download).
 
 Run:  python examples/deq_digits.py [--epochs 12] [--out deq_digits.png]
-      (about a minute on 2 CPU threads)
+      (about 20 s on 2 CPU threads; test accuracy DEQ 0.986, explicit CNN 0.983)
 
 The DEQ replaces a stack of weight-tied convolutions by their fixed point (Bai et al. 2019):
 
@@ -15,8 +15,9 @@ inside a ``lux.Chain`` trained by :func:`lux_torch.train_step` with exact implic
 gradients; Bai et al. 2021's Jacobian regularization read from the state
 (``st[...]["regularization"]["jacobian"]``) and added to the loss; the solver statistics in
 ``st[...]["stats"]``; and, after training, the residual ``||f(z) - z||`` against the solver
-iteration for the three solvers on the test set. The PNG shows that curve and the test
-accuracy per epoch of both models.
+iteration for the three solvers on the test set (Broyden's unit steps overshoot on this
+barely contractive map; the solver returns each sample's best iterate). The PNG shows that
+curve and the test accuracy per epoch of both models.
 """
 
 from __future__ import annotations

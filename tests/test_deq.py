@@ -270,6 +270,18 @@ def test_warm_start_and_initial_guess() -> None:
     torch.testing.assert_close(st_s["regularization"]["warm_start"], (z0 - z).square().mean())
     with pytest.raises(ValueError, match="unknown call option 't'"):
         deq((x, {"t": z}), ps, st)
+    with pytest.raises(TypeError, match="call option 'z0' must be a floating-point Tensor"):
+        deq((x, {"z0": [0.0]}), ps, st)
+    product = lux.Parallel(torch.mul, lux.NoOpLayer(), lux.NoOpLayer())  # (x1, x2) -> x1 * x2
+    cell = lux.Parallel(torch.add, lux.Linear(D, D), product)
+    two_inputs = DEQ(cell, max_iter=100, atol=1e-11, rtol=0.0)
+    ps2, st2 = _setup(two_inputs)
+    with pytest.raises(TypeError, match=r"give the initial z as the call option \{'z0': z0\}"):
+        two_inputs((x, x), ps2, st2)
+    z2, _ = two_inputs((x, x, {"z0": torch.zeros_like(x)}), ps2, st2)  # z = A z + b + x * x
+    A, b = ps2["model"]["layer_1"]["weight"], ps2["model"]["layer_1"]["bias"]
+    expected = torch.linalg.solve(torch.eye(D, dtype=F64) - A, (x * x + b).T).T
+    torch.testing.assert_close(z2, expected, rtol=0, atol=1e-9)
 
 
 def test_validation_names_the_layer() -> None:
