@@ -55,13 +55,16 @@ class HandDEQ(torch.nn.Module):
         with torch.no_grad():
             z = solve(lambda z: self.cell(z, x), torch.zeros_like(x), solver="anderson",
                       max_iter=self.iters, atol=1e-30, rtol=0.0, options={"m": M}).z  # fmt: skip
-        z = z.requires_grad_()
         out = self.cell(z, x)
         if out.requires_grad:
 
             def hook(v: torch.Tensor) -> torch.Tensor:
+                z_leaf = z.detach().requires_grad_()
+                with torch.enable_grad():  # a separate graph, for products with df/dz
+                    f_z = self.cell(z_leaf, x.detach())
+
                 def adjoint(g: torch.Tensor) -> torch.Tensor:
-                    return torch.autograd.grad(out, z, g, retain_graph=True)[0] + v
+                    return torch.autograd.grad(f_z, z_leaf, g, retain_graph=True)[0] + v
 
                 return solve(adjoint, v, solver="anderson", max_iter=self.iters, atol=1e-30,
                              rtol=0.0, options={"m": M}).z  # fmt: skip
