@@ -227,6 +227,7 @@ def test_nonconvergence_is_reported_warned_or_raised() -> None:
         assert float(new_st["stats"]["residual"]) > 1e-6
         messages = [str(c.message) for c in caught if c.category is RuntimeWarning]
         assert bool(messages) == (policy == "warn"), messages
+        assert all("within 3 iterations: largest residual" in m for m in messages)
 
 
 def test_backward_nonconvergence_raises() -> None:
@@ -351,3 +352,25 @@ def test_train_step_paths_agree_eager_and_compiled(ad: str) -> None:
         ts, loss, _ = lux.train_step(lux.losses.MSELoss(), data, ts, ad=ad, compile=compile)
         torch.testing.assert_close(loss, ref_loss)
         assert _max_diff(ts.params, reference.params) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_iter": 0}, "max_iter must be an int >= 1"),
+        ({"grad_steps": 2.5}, "grad_steps must be an int >= 1"),
+        ({"backward_max_iter": -1}, "backward_max_iter must be an int >= 1"),
+        ({"atol": -1.0}, "atol must be a float >= 0"),
+        ({"backward_rtol": "tight"}, "backward_rtol must be a float >= 0"),
+        ({"damping": 0.0}, r"damping must be in \(0, 1\]"),
+        ({"regularize": "kinetic"}, "regularize must name some of"),
+        ({"backward_solver": "newton"}, "solver must be one of"),
+        ({"solver": "anderson", "solver_options": {"m": 0}}, "'m' must be an int >= 1"),
+        ({"solver": "anderson", "solver_options": {"beta": 1.5}}, r"'beta' must be in \(0, 1\]"),
+        ({"solver": "anderson", "solver_options": {"lam": -1.0}}, "'lam' must be >= 0"),
+        ({"solver": "fixed_point", "solver_options": {"damping": "x"}}, "must be a number"),
+    ],
+)
+def test_invalid_configuration_raises(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        DEQ(_tanh_map(), **kwargs)

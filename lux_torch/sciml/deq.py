@@ -135,7 +135,8 @@ class _ImplicitGrad(torch.autograd.Function):
                 problem.counter
             ):
                 problem.counter.fill_(int(result.iterations.max()))
-            deq._report(result.converged, result.residual, "backward (adjoint) solve")
+            max_iter = deq.backward_max_iter or deq.max_iter
+            deq._report(result.converged, result.residual, "backward (adjoint) solve", max_iter)
         return (result.z, None, None, *(None for _ in tensors))
 
 
@@ -348,7 +349,7 @@ class DEQ(Layer):
             "backward_iterations": torch.zeros((), dtype=torch.int64, device=z_star.device),
         }
         if early:
-            self._report(result.converged, result.residual, "solve")
+            self._report(result.converged, result.residual, "solve", self.max_iter)
         counter = stats["backward_iterations"] if early else None  # written by eager backwards
         z, st_m_new = self._output(z_star, x, ps_m, st_m, counter)
         if "jacobian" in self.regularize:
@@ -443,7 +444,9 @@ class DEQ(Layer):
             raise TypeError(f"{short_repr(self)}: {self.describe_input_error(x)}")
         return x, options
 
-    def _report(self, converged: torch.Tensor, residual: torch.Tensor, what: str) -> None:
+    def _report(
+        self, converged: torch.Tensor, residual: torch.Tensor, what: str, max_iter: int
+    ) -> None:
         """Warn or raise (``on_nonconvergence``) when a sample did not converge (eager)."""
         if self.on_nonconvergence == "ignore" or bool(converged.all()):
             return
@@ -451,7 +454,7 @@ class DEQ(Layer):
         failed = int((~converged).sum())
         message = (
             f"{short_repr(self)}: the {what} did not converge for {failed} of "
-            f"{converged.numel()} sample(s) within max_iter={self.max_iter}: largest residual "
+            f"{converged.numel()} sample(s) within {max_iter} iterations: largest residual "
             f"||f(z) - z|| = {worst:.3g} (atol={self.atol:g}, rtol={self.rtol:g}). Raise "
             "max_iter, loosen the tolerances, try another solver, or make the model more "
             "contractive (e.g. smaller weights or regularize='jacobian')"
