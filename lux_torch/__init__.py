@@ -196,6 +196,7 @@ from .layers import (
     resample_masks,
 )
 from .sciml.cnf import CNF
+from .sciml.deq import DEQ
 from .sciml.hamiltonian import HamiltonianNN
 from .sciml.ode import NeuralODE
 from .sciml.sde import NeuralSDE
@@ -207,6 +208,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "CELU",
     "CNF",
+    "DEQ",
     "ELU",
     "GELU",
     "GLU",

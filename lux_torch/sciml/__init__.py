@@ -10,6 +10,11 @@
   learned energy ``H(q, p)`` (Greydanus et al. 2019), for use inside ``NeuralODE``.
 - :mod:`~lux_torch.sciml.shooting` — multiple shooting (DiffEqFlux's ``multiple_shoot``):
   ``multiple_shoot``, the ``MultipleShootingLoss`` objective, ``ShootingNODE``.
+- :mod:`~lux_torch.sciml.deq` — ``DEQ``: deep equilibrium layers with implicit (IFT),
+  Jacobian-free, phantom and unrolled gradients that work under ``torch.func``, ``vmap``
+  and ``torch.compile``.
+- :mod:`~lux_torch.sciml.fixed_point` — the batched fixed-point solvers (fixed-point
+  iteration, Anderson, Broyden) ``DEQ`` uses: ``solve``, ``SOLVERS``.
 - ``_common`` — what the solver wrappers share (lazy import of the extra, the solve kept
   out of ``torch.compile``'s graphs).
 
