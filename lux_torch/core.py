@@ -471,6 +471,37 @@ def replace_fields(layer: Layer, /, **changes: Any) -> Layer:
     return rebuilt
 
 
+def rebuild_layer(layer: Layer, /, **changes: Any) -> Layer:
+    """A copy of ``layer`` with some fields replaced, its constructor's checks run again.
+
+    When the constructor takes every field by its name (a plain dataclass layer), the copy
+    is built by it (:func:`dataclasses.replace`); otherwise (``Chain(*layers)``) the fields
+    are set directly and the checks every layer gets at construction (no tensor fields,
+    unique child names, the shape signature) and its ``__post_init__`` run on the copy.
+    """
+    cls = type(layer)
+    params = inspect.signature(cls.__init__).parameters
+    named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if all(f.name in named for f in dataclasses.fields(layer) if f.init):
+        return dataclasses.replace(layer, **changes)
+    for name, value in changes.items():
+        old = getattr(layer, name)
+        was_child = isinstance(old, Layer) or _is_layer_collection(old)
+        if was_child and not (isinstance(value, Layer) or _is_layer_collection(_freeze(value))):
+            entries = dict(value) if isinstance(value, Mapping) else {}
+            bad = {k: describe_value(v) for k, v in entries.items() if not isinstance(v, Layer)}
+            raise TypeError(
+                f"{type(layer).__name__}.{name} holds child layers; the replacement must be "
+                f"a layer (or a collection of layers) too, got {bad or describe_value(value)}"
+            )
+    rebuilt = replace_fields(layer, **changes)
+    post_init = getattr(rebuilt, "__post_init__", None)
+    if post_init is not None:
+        post_init()
+    rebuilt._finalize()
+    return rebuilt
+
+
 def map_children(layer: Layer, fn: Callable[[str, Layer], Layer]) -> Layer:
     """Rebuild ``layer`` with every direct child ``c`` (named ``n``) replaced by ``fn(n, c)``."""
     changes: dict[str, Any] = {}
