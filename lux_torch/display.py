@@ -49,18 +49,64 @@ def _counts_comment(params: int, states: int) -> str:
 def _child_trees(layer: Layer, trees: tuple[Any, Any], name: str) -> tuple[Any, Any]:
     """The child's ``(ps, st)`` as its parent builds them (on the meta device): a parent
     may store a child's tensors differently from the child alone (e.g. a transformer block
-    drops the state of its ``p = 0`` dropouts); the child's own trees where the parent's
-    have no entry under the child's name."""
-    ps, st = trees
-    if isinstance(ps, dict) and isinstance(st, dict) and name in ps and name in st:
-        return ps[name], st[name]
-    child = layer.children()[name]
-    return init_params(0, child, device="meta"), init_state(0, child, device="meta")
+    drops the state of its ``p = 0`` dropouts). Where the parent's tree is keyed by child
+    names but has no entry for this child, the parent stores none of its tensors (a
+    hypernetwork generates its target's parameters): empty, so nothing is counted twice.
+    Where the parent's tree is not keyed by child names (a wrapper), the child's own."""
+    children = layer.children()
+    child = children[name]
+    out = []
+    for tree, init in zip(trees, (init_params, init_state), strict=True):
+        if isinstance(tree, dict) and name in tree:
+            out.append(tree[name])
+        elif isinstance(tree, dict) and any(n in tree for n in children):
+            # the tree is keyed by child names but stores nothing for this child: its
+            # tensors come from elsewhere (a hypernetwork generates them), not from here
+            out.append({})
+        else:  # a wrapper passing its whole tree through, e.g. Shared: the child's own
+            out.append(init(0, child, device="meta"))
+    return out[0], out[1]
 
 
-def _lines(layer: Layer, depth: int, trees: tuple[Any, Any] | None = None) -> list[tuple[str, str]]:
+def _tie_note(ties: dict[str, str], path: str, inside: bool = True) -> str:
+    """``"tied to layer_1"`` (or, with ``inside``, ``"weight tied to layer_1.weight"``) for
+    the child at ``path`` where a :class:`~lux_torch.experimental.Shared` ties parameters."""
+    notes = [f"tied to {first}" for p, first in ties.items() if p == path]
+    notes += [
+        f"{p[len(path) + 1 :]} tied to {first}"
+        for p, first in ties.items()
+        if inside and p.startswith(path + ".")
+    ]
+    return "; ".join(notes)
+
+
+def _ties_of(layer: Layer) -> dict[str, str] | None:
+    """``{path: first path of its group}`` of a ``Shared`` layer's ties; ``None`` otherwise."""
+    from .experimental.shared import Shared
+
+    if not isinstance(layer, Shared):
+        return None
+    return {p: group[0] for group in layer.sharing for p in group[1:]}
+
+
+def _below(
+    own_ties: dict[str, str] | None, ties: tuple[dict[str, str], str], name: str
+) -> tuple[dict[str, str], str]:
+    """The ties and path passed to the child ``name`` (a ``Shared`` layer starts anew)."""
+    if own_ties is not None:  # Shared: its ties are paths in its child's parameters
+        return own_ties, ""
+    return ties[0], f"{ties[1]}.{name}" if ties[1] else name
+
+
+def _lines(
+    layer: Layer,
+    depth: int,
+    trees: tuple[Any, Any] | None = None,
+    ties: tuple[dict[str, str], str] = ({}, ""),
+) -> list[tuple[str, str]]:
     """``(code, comment)`` lines of ``layer`` rendered at ``depth`` (header excluded);
-    ``trees``: its ``(ps, st)`` on the meta device, if known."""
+    ``trees``: its ``(ps, st)`` on the meta device, if known; ``ties``: the ties of the
+    enclosing ``Shared`` layer and ``layer``'s path below it."""
     if trees is None:
         trees = (init_params(0, layer, device="meta"), init_state(0, layer, device="meta"))
     pad = _INDENT * (depth + 1)
@@ -68,22 +114,28 @@ def _lines(layer: Layer, depth: int, trees: tuple[Any, Any] | None = None) -> li
     extra = layer.extra_repr()
     if extra:
         out.append((f"{pad}{extra},", ""))
+    own = [_own(tree, layer.children()) for tree in trees]
+    if own[0] or own[1]:
+        out.append((f"{pad}(own tensors),", _counts_comment(own[0] or 0, own[1] or 0)))
+    own_ties = _ties_of(layer)
     items = list(layer.children().items())
     i = 0
     while i < len(items):
         name, child = items[i]
+        below = _below(own_ties, ties, name)
+        note = _tie_note(below[0], below[1], not child.children()) if below[1] else ""
         j = i + 1
         while j < len(items) and items[j][1] == child and not items[j][1].children():
             j += 1
         run = j - i
-        if run >= 3:
+        if run >= 3 and not any(_tie_note(*_below(own_ties, ties, n)) for n, _ in items[i:j]):
             label = f"{name} … {items[j - 1][0]}"
         else:
             label, j, run = name, i + 1, 1
         child_trees = _child_trees(layer, trees, name)
         if child.children():
-            out.append((f"{pad}{label} = {type(child).__name__}(", ""))
-            out.extend(_lines(child, depth + 1, child_trees))
+            out.append((f"{pad}{label} = {type(child).__name__}(", f"# {note}" if note else ""))
+            out.extend(_lines(child, depth + 1, child_trees, below))
             out.append((f"{pad}),", ""))
         else:
             p, s = ltree.count(child_trees[0]), ltree.count(child_trees[1])
@@ -93,7 +145,9 @@ def _lines(layer: Layer, depth: int, trees: tuple[Any, Any] | None = None) -> li
                     comment += f", plus {s * run:,} states"
             else:
                 comment = _counts_comment(p, s)
-            out.append((f"{pad}{label} = {short_repr(child)},", comment))
+            out.append(
+                (f"{pad}{label} = {short_repr(child)},", comment + (f", {note}" if note else ""))
+            )
         i = j
     return out
 
@@ -124,22 +178,32 @@ def layer_html(layer: Layer) -> str:
 
 
 class _Log:
-    """Mutable call log shared by the recorders of one ``summary`` run."""
+    """Mutable call log shared by the recorders of one ``summary`` run: per call, the
+    layer's path, its output and the ids of the tensors it received in ``ps`` and ``st``."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
+        self.calls: list[tuple[str, Any, set[int]]] = []
 
 
 class _Recorder(Layer):
-    """Transparent wrapper that logs the output of ``inner`` under ``path``."""
+    """Transparent wrapper that logs the output of ``inner`` under ``path``, and what it
+    received. Its trees are ``inner``'s own (not nested under ``"inner"``), so a parent that
+    builds a child's trees itself (a hypernetwork) sees no difference."""
 
     inner: Layer
     path: str
     log: _Log
 
+    def init_params(self, key: torch.Tensor) -> Any:
+        return self.inner.init_params(key)
+
+    def init_state(self, key: torch.Tensor) -> Any:
+        return self.inner.init_state(key)
+
     def __call__(self, x: Any, ps: Any, st: Any) -> tuple[Any, Any]:
         y, new_st = self.inner(x, ps, st)
-        self.log.calls.append((self.path, y))
+        received = {id(t) for t in ltree.leaves((ps, st))}
+        self.log.calls.append((self.path, y, received))
         return y, new_st
 
 
@@ -169,6 +233,34 @@ def _subtree(tree: Any, path: str) -> Any:
     return node
 
 
+def _own(tree: Any, children: dict[str, Layer]) -> int | None:
+    """Elements of ``tree`` outside the entries named after ``children``; ``None`` when the
+    tree does not hold every child under its name (a wrapper, a hypernetwork)."""
+    if not isinstance(tree, dict) or any(name not in tree for name in children):
+        return None
+    return ltree.count({k: v for k, v in tree.items() if k not in children})
+
+
+class _Reach:
+    """Which of the root's tensors each layer received during the ``summary`` run: the
+    counts of layers whose tensors are not stored under their own names."""
+
+    def __init__(self, ps: Any, st: Any, calls: list[tuple[str, Any, set[int]]]) -> None:
+        self.sizes = [
+            {id(t): t.numel() for t in ltree.leaves(ps)},
+            {id(t): t.numel() for t in ltree.leaves(st)},
+        ]
+        self.ids: dict[str, set[int]] = {}
+        for path, _, received in calls:
+            self.ids.setdefault(path, set()).update(received)
+
+    def count(self, ids: set[int], which: int) -> int:
+        return sum(self.sizes[which].get(i, 0) for i in ids)
+
+    def param_ids(self, path: str) -> set[int]:
+        return {i for i in self.ids.get(path, set()) if i in self.sizes[0]}
+
+
 @dataclass
 class Summary:
     """Result of :func:`summary`: ``rows`` plus totals; ``str()`` is a tabulate table."""
@@ -194,7 +286,21 @@ def summary(model: Layer, x: Any, ps: Any, st: Any) -> Summary:
     """Run ``model`` once on ``x`` and tabulate every layer's output shape and counts.
 
     Rows appear in model order (a container before its children); the path of the root
-    is ``""`` (shown as ``(model)``). Parameter and state counts come from ``ps``/``st``.
+    is ``""`` (shown as ``(model)``). Parameter and state counts come from ``ps``/``st``:
+    a layer's row counts its whole subtree (children included). A container that stores
+    tensors of its own (outside its children's entries) gets a second row,
+    ``"{path} (own)"``, with just those, so the rows of layers without children plus the
+    ``(own)`` rows add up to the totals, each tensor counted once, with two exceptions
+    that the table marks or explains:
+
+    - a layer whose tensors are not stored under its name (inside a wrapper such as
+      :class:`~lux_torch.experimental.Shared` or :class:`~lux_torch.experimental.Frozen`)
+      counts the stored tensors it received when called; one whose parameters its
+      parent *generates* (a hypernetwork's target) received none, so it counts 0 and is
+      not counted twice;
+    - parameters tied by :func:`~lux_torch.share_parameters` count in every layer that
+      uses them; each layer after the first is marked ``[tied to <first path>]``.
+
     The call is pure: ``ps`` and ``st`` are not modified and the new state is discarded.
 
     Example:
@@ -206,16 +312,67 @@ def summary(model: Layer, x: Any, ps: Any, st: Any) -> Summary:
     with torch.no_grad():
         instrumented(x, ps, st)
     outputs: dict[str, list[Any]] = {}
-    for path, y in log.calls:
+    for path, y, _ in log.calls:
         outputs.setdefault(path, []).append(y)
+    reach = _Reach(ps, st, log.calls)
+    tied = _tied(reach, order)
     rows = []
     for path, layer in order:
         ys = outputs.get(path, [])
         shape = _shape(ys[-1]) if ys else "not called"
         if len(ys) > 1:
             shape += f" (×{len(ys)} calls)"
-        sub_ps, sub_st = _subtree(ps, path), _subtree(st, path)
-        n_ps = ltree.count(sub_ps) if sub_ps is not None else param_count(layer)
-        n_st = ltree.count(sub_st) if sub_st is not None else state_count(layer)
-        rows.append((path or "(model)", short_repr(layer), shape, n_ps, n_st))
+        counts = []
+        for which, tree in enumerate((ps, st)):
+            sub = _subtree(tree, path)
+            if sub is not None:  # stored under its own name: what is stored there
+                counts.append(ltree.count(sub))
+            elif path in reach.ids:  # e.g. inside a wrapper: the stored tensors it received
+                counts.append(reach.count(reach.ids[path], which))
+            else:  # not called, not stored under its name
+                counts.append((param_count, state_count)[which](layer))
+        described = short_repr(layer) + (f" [tied to {tied[path]}]" if path in tied else "")
+        rows.append((path or "(model)", described, shape, counts[0], counts[1]))
+        children = layer.children()
+        if children:
+            own = _own_row(path, layer, ps, st, reach)
+            if own is not None:
+                rows.append(own)
     return Summary(rows, ltree.count(ps), ltree.count(st))
+
+
+def _own_row(
+    path: str, layer: Layer, ps: Any, st: Any, reach: _Reach
+) -> tuple[str, str, str, int, int] | None:
+    """The row of the tensors a container owns itself (not its children's), if any."""
+    children = layer.children()
+    counts = []
+    for which, tree in enumerate((ps, st)):
+        own = _own(_subtree(tree, path), children)
+        if own is None:  # not stored by name: what it received and passed to no child
+            inner = set().union(*(reach.ids.get(_join(path, n), set()) for n in children))
+            own = reach.count(reach.ids.get(path, set()) - inner, which)
+        counts.append(own)
+    if not any(counts):
+        return None
+    label = f"{path or '(model)'} (own)"
+    return (label, f"{type(layer).__name__}'s own tensors", "", counts[0], counts[1])
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _tied(reach: _Reach, order: list[tuple[str, Layer]]) -> dict[str, str]:
+    """``{path: first path}`` for layers without children that received parameters an
+    earlier such layer received too (tied by ``share_parameters``)."""
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for path, layer in order:
+        if layer.children():
+            continue
+        for i in sorted(reach.param_ids(path)):
+            if i in first and first[i] != path:
+                out.setdefault(path, first[i])
+            first.setdefault(i, path)
+    return out

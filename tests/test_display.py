@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 
 import lux_torch as lux
-from lux_torch.display import short_repr
+from lux_torch.display import Summary, short_repr
 
 
 def test_design_printout_exactly():
@@ -125,3 +126,107 @@ def test_child_counts_are_what_the_parent_stores() -> None:
     assert "dropout1 = Dropout(p=0.0),                                 # 0 parameters\n" in text
     noisy = repr(lux.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1))
     assert re.search(r"dropout1 = Dropout\(p=0\.1\), +# 0 parameters, plus 2 states\n", noisy)
+
+
+class _Gated(lux.Layer):
+    """A container that owns a tensor itself (``gate``) besides its child's."""
+
+    inner: lux.Layer
+    n: int = 3
+
+    def init_params(self, key: torch.Tensor) -> dict[str, Any]:
+        return {"inner": self.inner.init_params(key), "gate": torch.zeros(self.n)}
+
+    def __call__(self, x: Any, ps: dict[str, Any], st: dict[str, Any]) -> tuple[Any, Any]:
+        y, inner_st = self.inner(x, ps["inner"], st["inner"])
+        return y * ps["gate"], {"inner": inner_st}
+
+
+class _Hyper(lux.Layer):
+    """A hypernetwork: ``hyper`` generates every parameter of ``target``."""
+
+    hyper: lux.Layer
+    target: lux.Layer
+
+    def init_params(self, key: torch.Tensor) -> dict[str, Any]:
+        return {"hyper": self.hyper.init_params(key)}
+
+    def __call__(self, x: Any, ps: dict[str, Any], st: dict[str, Any]) -> tuple[Any, Any]:
+        flat, hyper_st = self.hyper(torch.ones(1), ps["hyper"], st["hyper"])
+        # the target's layout, from the target itself (as a user would write it)
+        _, unravel = lux.tree.ravel(lux.init_params(0, self.target, device="meta"))
+        y, target_st = self.target(x, unravel(flat), st["target"])
+        return y, {"hyper": hyper_st, "target": target_st}
+
+
+def _leaf_and_own_rows(s: Summary, model: lux.Layer) -> list[tuple[str, int, int]]:
+    """The rows of layers without children and the ``(own)`` rows: each tensor once."""
+    containers = {p or "(model)" for p, _ in _layers_by_path(model)}
+    return [(r[0], r[3], r[4]) for r in s.rows if r[0] not in containers]
+
+
+def _layers_by_path(layer: lux.Layer, path: str = "") -> list[tuple[str, lux.Layer]]:
+    out = [(path, layer)] if layer.children() else []
+    for name, child in layer.children().items():
+        out += _layers_by_path(child, f"{path}.{name}" if path else name)
+    return out
+
+
+def test_a_container_owning_tensors_gets_a_row_and_a_line() -> None:
+    model = lux.Chain(_Gated(lux.Linear(3, 3)), lux.Linear(3, 3))
+    ps, st = lux.setup(0, model)
+    assert lux.param_count(model) == 12 + 3 + 12
+    s = lux.summary(model, torch.ones(2, 3), ps, st)
+    rows = {r[0]: r for r in s.rows}
+    assert rows["layer_1 (own)"][3] == 3 and rows["layer_1"][3] == 15
+    assert [r[0] for r in s.rows] == [
+        "(model)",
+        "layer_1",
+        "layer_1 (own)",
+        "layer_1.inner",
+        "layer_2",
+    ]
+    assert sum(n for _, n, _ in _leaf_and_own_rows(s, model)) == s.total_params == 27
+    assert re.search(r"\(own tensors\), +# 3 parameters\n", repr(model))
+
+
+def test_a_hypernetwork_target_is_not_counted_twice() -> None:
+    target = lux.Linear(3, 3)  # 12 parameters, generated
+    model = _Hyper(lux.Linear(1, 12), target)
+    ps, st = lux.setup(0, model)
+    assert lux.param_count(model) == 24  # the hyper network's (1 * 12 + 12) only
+    s = lux.summary(model, torch.ones(2, 3), ps, st)  # also: the target's init is not nested
+    rows = {r[0]: r for r in s.rows}
+    assert rows["target"][2] == "(2, 3)"  # called, with the generated parameters
+    assert rows["target"][3] == 0 and rows["hyper"][3] == 24
+    assert sum(n for _, n, _ in _leaf_and_own_rows(s, model)) == s.total_params == 24
+    text = repr(model)
+    assert re.search(r"target = Linear\(3 => 3\), +# 0 parameters\n", text)
+    assert "Total: 24 parameters" in text
+
+
+def test_tied_parameters_are_marked() -> None:
+    chain = lux.Chain(lux.Linear(3, 3), lux.Linear(3, 3), lux.Linear(3, 3))
+    model, ps = lux.share_parameters(chain, lux.init_params(0, chain), [("layer_1", "layer_2")])
+    st = lux.init_state(0, model)
+    s = lux.summary(model, torch.ones(2, 3), ps, st)
+    layers = {r[0]: r[1] for r in s.rows}
+    assert layers["layer.layer_2"] == "Linear(3 => 3) [tied to layer.layer_1]"
+    assert "tied" not in layers["layer.layer_1"] + layers["layer.layer_3"]
+    assert {r[0]: r[3] for r in s.rows}["layer"] == 24 == s.total_params
+    text = repr(model)
+    assert re.search(r"layer_2 = Linear\(3 => 3\), +# 12 parameters, tied to layer_1\n", text)
+    weights = lux.experimental.Shared(chain, [("layer_1.weight", "layer_3.weight")])
+    assert re.search(
+        r"layer_3 = .*# 12 parameters, weight tied to layer_1\.weight\n", repr(weights)
+    )
+
+
+def test_summary_inside_a_wrapper_counts_what_the_layers_receive() -> None:
+    model = lux.freeze(lux.Chain(lux.Linear(3, 3), lux.Linear(3, 2)), "layer_1")
+    ps, st = lux.setup(0, model)
+    s = lux.summary(model, torch.ones(2, 3), ps, st)
+    rows = {r[0]: (r[3], r[4]) for r in s.rows}
+    assert rows["(model)"] == (8, 12)  # layer_2 trained; layer_1's 12 frozen into the state
+    assert rows["layer"] == (8, 12)  # not the 20 parameters of the unfrozen chain
+    assert rows["layer.layer_1"] == (0, 12) and rows["layer.layer_2"] == (8, 0)
