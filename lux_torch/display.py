@@ -194,6 +194,13 @@ class _Recorder(Layer):
     path: str
     log: _Log
 
+    def __getattr__(self, name: str) -> Any:
+        # the inner layer's configuration (a parent may read it: ``layer.p``); only for
+        # names the recorder lacks, never its own fields (unset while it is being built)
+        if name in ("inner", "path", "log") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def init_params(self, key: torch.Tensor) -> Any:
         return self.inner.init_params(key)
 

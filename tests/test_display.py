@@ -230,3 +230,13 @@ def test_summary_inside_a_wrapper_counts_what_the_layers_receive() -> None:
     assert rows["(model)"] == (8, 12)  # layer_2 trained; layer_1's 12 frozen into the state
     assert rows["layer"] == (8, 12)  # not the 20 parameters of the unfrozen chain
     assert rows["layer.layer_1"] == (0, 12) and rows["layer.layer_2"] == (8, 0)
+
+
+def test_summary_of_a_layer_that_reads_its_childrens_configuration() -> None:
+    """A transformer block reads ``self.dropout1.p`` in its call: the recorders that
+    ``summary`` wraps the children in must show the children's configuration."""
+    block = lux.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1)
+    ps, st = lux.setup(0, block)
+    s = lux.summary(block, torch.ones(2, 3, 8), ps, st)
+    assert s.rows[0][2] == "(2, 3, 8)" and s.total_params == lux.param_count(block)
+    assert {r[0]: r[3] for r in s.rows}["linear1"] == 8 * 16 + 16
