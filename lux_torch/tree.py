@@ -23,6 +23,12 @@ for the equivalent ``torch.nn`` module. This module switches optree's
 (as ``torch.utils._cxx_pytree`` does for its ``"torch"`` namespace); other namespaces and
 libraries keep optree's default (sorted keys).
 
+**Surgery** (Equinox's ``tree_at``, ``partition``, ``combine``): :func:`at` returns a copy of
+a tree -- or of a layer -- with selected parts replaced; :func:`map_with_path` maps with
+each leaf's dotted path; :func:`partition` splits ``ps`` in two trees of the same
+structure (the absent leaves are :data:`ABSENT`, a leafless node for torch.func too) and
+:func:`combine` joins them. None of them mutates its input.
+
 Two dicts with the same keys in different orders are different *structures*
 (:func:`structure`, :func:`flatten` specs), as in ``torch.utils._pytree``; functions that
 pair two trees (:func:`map`, :func:`allclose`, :func:`flatten_like`, :func:`stack`) match

@@ -92,6 +92,8 @@ def test_at_errors():
     model = lux.Chain(lux.Linear(2, 3), lux.Linear(3, 1))
     with pytest.raises(KeyError, match="children"):
         tree.at("layer_9", model, replace=1)
+    with pytest.raises(ValueError, match="selected twice"):  # one child, named two ways
+        tree.at(lambda m: (m.layer_2, m.layers["layer_2"]), model, replace=(model, model))
 
 
 def test_map_with_path():
