@@ -48,6 +48,7 @@ from .basic import (
     Unflatten,
     WrappedFunction,
 )
+from .compact import Buffer, Compact, Param, compact
 from .containers import (
     BranchLayer,
     Chain,
@@ -164,11 +165,13 @@ __all__ = [
     "Bidirectional",
     "Bilinear",
     "BranchLayer",
+    "Buffer",
     "Chain",
     "ChannelShuffle",
     "CircularPad1d",
     "CircularPad2d",
     "CircularPad3d",
+    "Compact",
     "ConstantPad1d",
     "ConstantPad2d",
     "ConstantPad3d",
@@ -221,6 +224,7 @@ __all__ = [
     "PReLU",
     "PairwiseFusion",
     "Parallel",
+    "Param",
     "PixelShuffle",
     "PixelUnshuffle",
     "RMSNorm",
@@ -269,5 +273,6 @@ __all__ = [
     "ZeroPad1d",
     "ZeroPad2d",
     "ZeroPad3d",
+    "compact",
     "resample_masks",
 ]
