@@ -2,7 +2,8 @@
 
 Run:  python examples/pinn_poisson.py [--steps 3000] [--eager] [--out pinn_poisson.png]
       (3000 steps reach a relative L2 error of about 0.11 at t = 1, from 1.0 at the start;
-      one-off compilation about 25 s, then about 10 ms a step on 2 idle CPU threads)
+      one-off compilation about 25 s, then about 16 ms a step on 2 CPU threads,
+      benchmarks/pinn.py)
 
 The problem (Lux's PINN2DPDE tutorial, from NeuralPDE's GPU showcase): the heat equation in
 two space dimensions, a Poisson problem ``u_xx + u_yy = f`` at every time with ``f = u_t``,
