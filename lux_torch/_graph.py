@@ -16,6 +16,10 @@ change in any of them traces again. Everything else the function reads from outs
 arguments is a constant of the graph, as under ``jax.jit``. Python control flow that
 depends on tensor values cannot be traced (``DataDependentOutputException``).
 
+Where the fake-tensor trace fails for another reason, the function is traced again on
+meta tensors (:func:`_meta_trace`): that is what makes second derivatives under ``vmap``
+inside ``grad`` — a PINN loss — traceable on torch 2.x.
+
 Used by :func:`lux_torch.train_step` with ``compile=True``.
 """
 
@@ -129,9 +133,9 @@ class Traced:
         max_entries: graphs kept; a further signature evicts the oldest, with a
             ``RuntimeWarning`` (once) — varying shapes recompile.
         fallback: makes a replacement for ``fn`` (e.g. its ``torch.compile``) used from
-            then on when tracing or compiling fails: if the replacement runs, a
-            ``RuntimeWarning`` names the tracing error; if it fails too, its error is
-            raised.
+            then on when tracing or compiling fails: a ``RuntimeWarning`` names the
+            tracing error (type and message) first; if the replacement fails too, its
+            error is raised, chained to the tracing error (``__cause__``).
     """
 
     def __init__(
@@ -168,32 +172,38 @@ class Traced:
         entry = self.entries.get(key)
         if entry is None:
             built = self._try_build(spec, leaves, tensors)
-            if isinstance(built, str):
+            if isinstance(built, Exception):
                 return self._fall_back(built, args)
             entry = built
             self._remember(key, entry)
         return entry.run(tensors)
 
-    def _try_build(self, spec: Any, leaves: list[Any], tensors: list[Tensor]) -> _Entry | str:
-        """The compiled entry, or (with a fallback) why it could not be built."""
+    def _try_build(self, spec: Any, leaves: list[Any], tensors: list[Tensor]) -> _Entry | Exception:
+        """The compiled entry, or (with a fallback) the error that stopped it."""
         if self._make_fallback is None:
             return self._build(spec, leaves, tensors)
         try:
             return self._build(spec, leaves, tensors)
-        except Exception as error:  # reported if the fallback runs
-            return f"{type(error).__name__}: {error}".splitlines()[0]
+        except Exception as error:  # reported before the fallback runs
+            return error
 
-    def _fall_back(self, failure: str, args: tuple[Any, ...]) -> Any:
+    def _fall_back(self, failure: Exception, args: tuple[Any, ...]) -> Any:
+        """Warn with the tracing error (its type and first line), then run the fallback;
+        if the fallback fails too, its error is raised, chained to the tracing error."""
         assert self._make_fallback is not None
-        fallback = self._make_fallback()
-        result = fallback(*args)  # its own error, if any, is the one to report
-        self.fallback = fallback
+        first = f"{type(failure).__name__}: {failure}".splitlines()[0]
         warnings.warn(
-            f"{self.name}: could not trace it into one graph ({failure}); using "
+            f"{self.name}: could not trace it into one graph ({first}); using "
             "torch.compile instead",
             RuntimeWarning,
             stacklevel=4,
         )
+        fallback = self._make_fallback()
+        try:
+            result = fallback(*args)
+        except Exception as error:
+            raise error from failure
+        self.fallback = fallback
         return result
 
     def _remember(self, key: Hashable, entry: _Entry) -> None:
@@ -231,10 +241,72 @@ class Traced:
                 entry.out_tensor_at = None
             return tensors
 
-        from torch.fx.experimental.proxy_tensor import make_fx
-
         entry.detach = any(t.requires_grad for t in tensors)
         inputs = [t.detach() for t in tensors] if entry.detach else tensors
-        graph = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
+        graph = _trace(flat, inputs)
         entry.call = torch._inductor.compile(graph, list(inputs), options=_inductor_options())
         return entry
+
+
+def _trace(flat: Callable[..., Any], inputs: list[Tensor]) -> torch.fx.GraphModule:
+    """``make_fx`` on fake tensors; where that fails for a reason other than data-dependent
+    control flow, again on meta tensors (see :func:`_meta_trace`). The first error is
+    raised if both fail, with the second as a note."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    try:
+        return make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
+    except Exception as error:
+        if _data_dependent(error):
+            raise
+        try:
+            return _meta_trace(flat, inputs)
+        except Exception as second:
+            error.add_note(
+                f"(tracing on meta tensors failed too: {type(second).__name__}: "
+                f"{str(second).splitlines()[0] if str(second) else ''})"
+            )
+            raise error from None
+
+
+def _data_dependent(error: Exception) -> bool:
+    from torch._subclasses.fake_tensor import DataDependentOutputException
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    return isinstance(error, DataDependentOutputException | GuardOnDataDependentSymNode)
+
+
+def _meta_trace(flat: Callable[..., Any], inputs: list[Tensor]) -> torch.fx.GraphModule:
+    """Trace ``flat`` with ``make_fx`` on meta copies of ``inputs`` (one device), then put
+    the graph's ``meta`` devices back on that device.
+
+    Fake tensors wrap meta tensors; under ``grad`` of ``vmap`` of second derivatives
+    (``vmap(hessian(f))``, ``vmap(jacfwd(jacrev(f)))``: a PINN's loss) torch 2.x's
+    functorch reaches the meta tensor inside and fails with "found at least two devices,
+    meta and cpu". Tracing on meta tensors throughout computes nothing either, and a read
+    of values (``.item()``, ``.numpy()``, a branch on a tensor) raises as under fake
+    tensors, so no value can be baked into the graph.
+    """
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    devices = {t.device for t in inputs}
+    if len(devices) != 1:
+        raise RuntimeError(f"inputs on several devices {sorted(map(str, devices))}")
+    (device,) = devices
+    meta = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta") for t in inputs]
+    graph = make_fx(flat, tracing_mode="real")(*meta)
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, torch.device) and value.type == "meta":
+            return device
+        return value
+
+    for node in graph.graph.nodes:
+        node.args = torch.fx.node.map_aggregate(node.args, fix)
+        node.kwargs = torch.fx.node.map_aggregate(node.kwargs, fix)
+        if node.op == "get_attr":
+            value = getattr(graph, node.target)
+            if isinstance(value, Tensor) and value.is_meta:
+                raise RuntimeError(f"the trace holds a meta tensor constant {node.target}")
+    graph.recompile()
+    return graph

@@ -41,9 +41,12 @@ again. **Anything else read from outside the arguments is a constant of the grap
 by functions that ``loss_fn`` calls — pass what changes through ``data``. Up to 8 graphs
 are kept per step function; a ninth signature warns (``RuntimeWarning``, once) and drops
 the oldest. Keep batch shapes fixed (e.g. ``drop_last=True``) to compile exactly once.
-Python control flow on tensor values cannot be traced: such a step falls back to
-``torch.compile(fullgraph=True)`` with a ``RuntimeWarning`` naming the reason (and
-raises where that fails too).
+Derivatives with respect to the input inside the loss (a physics-informed loss with
+``torch.func.vmap(torch.func.hessian(u))(x)``) are traced like the rest: nested AD
+compiles into the same single graph. Python control flow on tensor values cannot be
+traced: such a step falls back to ``torch.compile(fullgraph=True)`` with a
+``RuntimeWarning`` naming the tracing error (its type and message), and where that fails
+too raises its error chained to the tracing error.
 
 On the autograd path (layers that set ``requires_autograd = True`` or
 ``compile_fullgraph = False``, e.g. :class:`lux_torch.ode.NeuralODE`) ``torch.compile``

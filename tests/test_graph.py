@@ -118,8 +118,12 @@ def test_data_dependent_control_flow_raises_when_the_fallback_fails_too() -> Non
 
     options: dict[str, Any] = {"fullgraph": True}
     fn = Traced(branchy, name="b", fallback=lambda: torch.compile(branchy, **options))
-    with pytest.raises(torch._dynamo.exc.Unsupported, match="Data-dependent branching"):
+    with (
+        pytest.warns(RuntimeWarning, match=r"b: could not trace it .*GuardOnDataDependentSymNode"),
+        pytest.raises(torch._dynamo.exc.Unsupported, match="Data-dependent branching") as raised,
+    ):
         fn(torch.ones(2))
+    assert "data-dependent" in str(raised.value.__cause__)  # the tracing error, chained
     no_fallback = Traced(branchy, name="b")
     with pytest.raises(RuntimeError, match=r"data-dependent|DataDependent"):
         no_fallback(torch.ones(2))
