@@ -28,48 +28,35 @@ def mlp() -> lux.Chain:
     return lux.Chain(lux.Linear(3, 5, activation=torch.tanh), lux.Linear(5, 2))
 
 
-def as_flat_ps(model: lux.Layer, x: Any, ps: Any, st: Any) -> tuple[Any, torch.Tensor, Any]:
-    """``(f, flat)``: the call as a function of the flat parameter vector, and that vector."""
-    flat, unravel = lux.tree.ravel(ps)
-    return (lambda p: model(x, unravel(p), st)[0]), flat, unravel
-
-
-def test_jvp_wrt_x_matches_autograd_functional() -> None:
-    model = mlp()
-    ps, st = setup(model)
-    x, v = normal(1, 4, 3), normal(2, 4, 3)
-    y, jv, new_st = ad.jvp(model, x, ps, st, v)
-    ref_y, ref_jv = AF.jvp(lambda x: model(x, ps, st)[0], x, v)
-    torch.testing.assert_close(y, ref_y, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(jv, ref_jv, rtol=1e-10, atol=1e-12)
-    assert new_st == st
-    assert ad.jacobian_vector_product is ad.jvp
-
-
-def test_jvp_wrt_ps_matches_autograd_functional() -> None:
+@pytest.mark.parametrize("name", ["jvp", "vjp"])
+def test_products_wrt_x_match_autograd_functional(name: str) -> None:
+    """``J v`` (v like x) and ``J^T w`` (w like y) against torch.autograd.functional."""
     model = mlp()
     ps, st = setup(model)
     x = normal(1, 4, 3)
-    tangent = lux.tree.map(lambda t: torch.randn_like(t), ps)  # values: any direction
-    _, jv, _ = ad.jvp(model, x, ps, st, tangent, wrt="ps")
-    f, flat, _ = as_flat_ps(model, x, ps, st)
-    _, ref = AF.jvp(f, flat, lux.tree.ravel(tangent)[0])
-    torch.testing.assert_close(jv, ref, rtol=1e-10, atol=1e-12)
+    vector = normal(2, 4, 3) if name == "jvp" else normal(2, 4, 2)
+    y, product, new_st = getattr(ad, name)(model, x, ps, st, vector)
+    ref_y, ref = getattr(AF, name)(lambda x: model(x, ps, st)[0], x, vector)
+    torch.testing.assert_close(y, ref_y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(product, ref, rtol=1e-10, atol=1e-12)
+    assert new_st == st
+    assert ad.jacobian_vector_product is ad.jvp
+    assert ad.vector_jacobian_product is ad.vjp
 
 
-def test_vjp_wrt_x_and_ps_match_autograd_functional() -> None:
+@pytest.mark.parametrize("name", ["jvp", "vjp"])
+def test_products_wrt_ps_match_autograd_functional(name: str) -> None:
+    """The same with respect to the parameters, on the flat parameter vector."""
     model = mlp()
     ps, st = setup(model)
-    x, w = normal(1, 4, 3), normal(2, 4, 2)
-    y, vj, _ = ad.vjp(model, x, ps, st, w)
-    ref_y, ref = AF.vjp(lambda x: model(x, ps, st)[0], x, w)
-    torch.testing.assert_close(y, ref_y, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(vj, ref, rtol=1e-10, atol=1e-12)
-    _, vj_ps, _ = ad.vjp(model, x, ps, st, w, wrt="ps")
-    f, flat, _ = as_flat_ps(model, x, ps, st)
-    _, ref_ps = AF.vjp(f, flat, w)
-    torch.testing.assert_close(lux.tree.ravel(vj_ps)[0], ref_ps, rtol=1e-10, atol=1e-12)
-    assert ad.vector_jacobian_product is ad.vjp
+    x = normal(1, 4, 3)
+    vector = lux.tree.map(lambda t: normal(3, *t.shape), ps) if name == "jvp" else normal(2, 4, 2)
+    _, product, _ = getattr(ad, name)(model, x, ps, st, vector, wrt="ps")
+    flat, unravel = lux.tree.ravel(ps)
+    ref_vector = lux.tree.ravel(vector)[0] if name == "jvp" else vector
+    _, ref = getattr(AF, name)(lambda p: model(x, unravel(p), st)[0], flat, ref_vector)
+    got = product if name == "jvp" else lux.tree.ravel(product)[0]
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
 
 
 def test_new_state_is_the_calls() -> None:
@@ -156,10 +143,12 @@ def test_hessian_vector_product(wrt: str) -> None:
         value, hv, _ = ad.hessian_vector_product(model, x, ps, st, v, loss=loss)
         ref_value, ref = AF.hvp(lambda x: loss(model(x, ps, st)[0]), x, v)
     else:
-        v = lux.tree.map(lambda t: torch.randn_like(t), ps)
+        v = lux.tree.map(lambda t: normal(3, *t.shape), ps)
         value, hv_tree, _ = ad.hessian_vector_product(model, x, ps, st, v, loss=loss, wrt="ps")
-        f, flat, _ = as_flat_ps(model, x, ps, st)
-        ref_value, ref = AF.hvp(lambda p: loss(f(p)), flat, lux.tree.ravel(v)[0])
+        flat, unravel = lux.tree.ravel(ps)
+        ref_value, ref = AF.hvp(
+            lambda p: loss(model(x, unravel(p), st)[0]), flat, lux.tree.ravel(v)[0]
+        )
         hv = lux.tree.ravel(hv_tree)[0]
     torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(hv, ref, rtol=1e-10, atol=1e-12)
