@@ -16,8 +16,10 @@ leaves must be floating-point (pass integer data, masks, ... inside ``x`` only w
 ``wrt="ps"``). Tangents and cotangents have the structure, shapes and dtypes of what they
 stand for: a tangent like the differentiated argument, a cotangent like ``y``.
 
-Forward mode runs every built-in layer (the conformance harness checks it: the ``jvp``
-check of :func:`lux_torch.testing.check_layer`).
+Forward mode runs every built-in layer (the ``jvp`` check of
+:func:`lux_torch.testing.check_layer` keeps it so); the exceptions are configurations that
+no ``torch.func`` transform can enter: ``DEQ(grad="implicit")``, ``NeuralODE`` with an
+adaptive solver or regularization, ``HamiltonianNN(ad="autograd")``.
 """
 
 from __future__ import annotations
