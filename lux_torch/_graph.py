@@ -56,6 +56,13 @@ def tracing() -> bool:
     return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
 
 
+def forward_ad_active() -> bool:
+    """True inside forward-mode AD (:func:`torch.func.jvp`, ``jacfwd``,
+    ``torch.autograd.forward_ad.dual_level``): operations without a forward-mode rule
+    (fused RNN kernels, CPU ``scaled_dot_product_attention``) must then be routed around."""
+    return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+
+
 def python_reads(fn: Any) -> Callable[[], tuple[Any, ...]]:
     """A function returning the Python scalars ``fn`` reads from its closure cells and its
     module globals (by name, in ``fn.__code__.co_names``), for a trace's signature.

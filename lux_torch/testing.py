@@ -31,6 +31,11 @@ then once per requested training mode (just once when ``st`` holds no ``training
   cloned first, so it is never modified. Stochastic layers: test mode only.
 - ``gradcheck``: :func:`torch.autograd.gradcheck` (float64, ``fast_mode=True``) w.r.t.
   floating inputs and parameters, with the state held fixed.
+- ``jvp``: forward-mode AD works: :func:`torch.func.jvp` (float64, same inputs and
+  parameters as ``gradcheck``) returns the eager output, and its ``J v`` passes the
+  dot-product test ``<w, J v> = <J^T w, v>`` against reverse mode for random ``v``, ``w``
+  (tolerance: the float64 ``rtol`` of the sum of ``|w_i (J v)_i| + |(J^T w)_j v_j|``).
+  A layer that cannot support forward mode declares it with ``jvp="<reason>"``.
 - ``compile``: ``torch.compile(fullgraph=True, dynamic=False)`` runs without a graph
   break and matches eager (integer/bool leaves such as keys bitwise, floats within
   tolerance: inductor may fuse and reorder float arithmetic).
@@ -561,7 +566,14 @@ def _check_parity(
     return None
 
 
-def _check_gradcheck(case: _Case, input_grad: bool) -> str | None:
+_F64 = tuple[Callable[..., tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...], list[str]]
+
+
+def _f64_function(case: _Case, input_grad: bool) -> _F64 | str:
+    """``(f, inputs, labels)``: the layer as a function of its floating inputs (when
+    ``input_grad``) and parameters in float64, with the state held fixed, returning the
+    floating leaves of ``y``; the inputs (requiring grad) and their names. Or the reason
+    there is nothing to differentiate."""
     f64 = torch.float64
     x_leaves, x_spec = optree.tree_flatten(
         _map(lambda t: _copy(t).to(f64) if ltree.is_inexact(t) else t, case.x),
@@ -594,6 +606,14 @@ def _check_gradcheck(case: _Case, input_grad: bool) -> str | None:
 
     if not f(*inputs):
         return "no floating-point outputs"
+    return f, inputs, labels
+
+
+def _check_gradcheck(case: _Case, input_grad: bool) -> str | None:
+    built = _f64_function(case, input_grad)
+    if isinstance(built, str):
+        return built
+    f, inputs, labels = built
     try:
         torch.autograd.gradcheck(f, inputs, fast_mode=True)
     except GradcheckError as err:
@@ -601,6 +621,60 @@ def _check_gradcheck(case: _Case, input_grad: bool) -> str | None:
         summary = lines[:3] + [line for line in lines if line.startswith("The max per-element")]
         legend = ", ".join(f"input {i} = {label}" for i, label in enumerate(labels))
         raise _Fail("\n".join([*summary, f"({legend})"])) from None
+    return None
+
+
+def _check_jvp(case: _Case, input_grad: bool) -> str | None:
+    """Forward mode: :func:`torch.func.jvp` in float64 gives the eager output and a ``J v``
+    that passes the dot-product test against reverse mode, ``<w, J v> = <J^T w, v>`` for
+    random ``v`` and ``w`` (reverse mode itself is checked against finite differences by
+    ``gradcheck``)."""
+    built = _f64_function(case, input_grad)
+    if isinstance(built, str):
+        return built
+    f, inputs, labels = built
+    primals = tuple(t.detach() for t in inputs)
+    gen = torch.Generator().manual_seed(1)
+
+    def noise(t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)
+
+    tangents = tuple(noise(t) for t in primals)
+    try:
+        out: Any = torch.func.jvp(f, primals, tangents)
+        y, jv = out
+    except Exception as err:
+        lines = str(err).strip().splitlines()
+        raise _Fail(
+            f"torch.func.jvp (forward-mode AD) raised {type(err).__name__}: "
+            + "\n".join(lines[:3])
+            + "\n(every operation needs a forward-mode rule: under forward AD, route around "
+            "one that has none, as lux_torch.layers.rnn does for the fused RNN kernels; or "
+            "pass jvp='<reason>' to declare forward mode unsupported)"
+        ) from err
+    pair: Any = torch.func.vjp(f, *primals)
+    y_ref, vjp_fn = pair
+    tol = case.tol
+    _require(
+        _problems(list(y_ref), list(y), "y", tol),
+        "the output under torch.func.jvp differs from the output without it:",
+    )
+    cotangents = tuple(noise(t) for t in y_ref)
+    grads = vjp_fn(cotangents)
+    forward = [(w * t).sum() for w, t in zip(cotangents, jv, strict=True)]
+    reverse = [(g * v).sum() for g, v in zip(grads, tangents, strict=True)]
+    lhs, rhs = float(sum(forward)), float(sum(reverse))
+    size = sum(float((w * t).abs().sum()) for w, t in zip(cotangents, jv, strict=True)) + sum(
+        float((g * v).abs().sum()) for g, v in zip(grads, tangents, strict=True)
+    )
+    rtol, atol = tol.get(torch.float64)
+    if not abs(lhs - rhs) <= rtol * size + atol:
+        legend = ", ".join(labels)
+        raise _Fail(
+            "forward and reverse mode disagree: <w, J v> = "
+            f"{lhs!r} (torch.func.jvp) but <J^T w, v> = {rhs!r} (torch.func.vjp), "
+            f"allowed difference {rtol * size + atol:.3g}; v over ({legend})"
+        )
     return None
 
 
@@ -766,6 +840,7 @@ class _Options:
     reference: Any
     rename: Callable[[str], str] | None
     gradcheck: bool
+    jvp: bool | str  # a str is the reason forward mode is unsupported
     compile: bool
     vmap: bool
     input_grad: bool
@@ -801,6 +876,13 @@ def _mode_checks(case: _Case, o: _Options) -> list[tuple[str, Callable[[], str |
             "gradcheck",
             unless(
                 None if o.gradcheck else "disabled", lambda: _check_gradcheck(case, o.input_grad)
+            ),
+        ),
+        (
+            "jvp",
+            unless(
+                None if o.jvp is True else (o.jvp or "disabled"),
+                lambda: _check_jvp(case, o.input_grad),
             ),
         ),
         (
@@ -872,6 +954,7 @@ def check_layer(
     rtol: float | None = None,
     atol: float | None = None,
     gradcheck: bool = True,
+    jvp: bool | str = True,
     compile: bool = True,
     vmap: bool = True,
     training: Sequence[bool] = (True, False),
@@ -898,6 +981,8 @@ def check_layer(
             for the vmap ensemble.
         rtol, atol: override the per-dtype tolerances of the module docstring.
         gradcheck, compile, vmap: run these (slower) checks.
+        jvp: run the forward-mode check; ``False`` skips it as ``"disabled"``, a string
+            declares forward mode unsupported and is the reason the report shows.
         training: the modes to check (``True``: ``train_mode(st)``, ``False``:
             ``test_mode(st)``); ignored when ``st`` has no ``training`` flag.
         stochastic: whether the layer is random (default: ``st`` holds a ``key``). Parity
@@ -933,6 +1018,7 @@ def check_layer(
         reference=reference,
         rename=rename,
         gradcheck=gradcheck,
+        jvp=jvp,
         compile=compile,
         vmap=vmap,
         input_grad=input_grad,

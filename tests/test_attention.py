@@ -540,3 +540,23 @@ def test_input_on_another_device_than_the_parameters_raises(batch_first, need_we
 
 def _tensors(y: Any) -> tuple[torch.Tensor, ...]:
     return tuple(y) if isinstance(y, tuple) else (y,)
+
+
+def test_forward_mode_takes_the_explicit_path_with_sdpas_results():
+    """Under torch.func.jvp/jacfwd (CPU scaled_dot_product_attention has no forward-mode
+    rule) the attention is computed explicitly, with sdpa's zero result for a query whose
+    keys are all masked out; its Jacobian equals reverse mode's (torch.autograd.functional)."""
+    layer = MultiheadAttention(4, 2, batch_first=True)
+    ps, st = setup(0, layer, dtype=torch.float64)
+    x = randn(2, 3, 4, dtype=torch.float64)
+    kpm = torch.tensor([[True, True, True], [False, True, False]])  # sample 0: all masked
+
+    def f(x: torch.Tensor) -> Any:
+        return layer((x, x, x, kpm, None), ps, st)[0]
+
+    out: Any = torch.func.jvp(f, (x,), (torch.ones_like(x),))
+    y, jv = out
+    torch.testing.assert_close(y, f(x), rtol=1e-12, atol=1e-12)
+    assert not jv.isnan().any()
+    expected = torch.autograd.functional.jacobian(f, x)
+    torch.testing.assert_close(torch.func.jacfwd(f)(x), expected, rtol=1e-10, atol=1e-12)

@@ -313,10 +313,13 @@ def test_check_layer(grad: str) -> None:
     ps, st = _setup(deq)
     # phantom gradients approximate the true ones: finite differences check implicit only
     exact = grad == "implicit"
-    report = check_layer(deq, _x(2, 3), ps=ps, st=st, compile=False, gradcheck=exact)
+    # implicit gradients: a custom autograd.Function with no jvp rule (see the DEQ docstring)
+    jvp = "implicit gradients have no forward-mode rule" if exact else True
+    report = check_layer(deq, _x(2, 3), ps=ps, st=st, compile=False, gradcheck=exact, jvp=jvp)
     for check in ("structure", "forward", "purity", "determinism", "vmap", "vmap_inputs"):
         assert report[check] == "passed", report
     assert report["gradcheck"] == ("passed" if exact else "skipped: disabled")
+    assert report["jvp"] == (f"skipped: {jvp}" if exact else "passed")
 
 
 @pytest.mark.slow
@@ -325,7 +328,7 @@ def test_check_layer_compile_and_eager_equals_compiled() -> None:
               regularize="jacobian")  # fmt: skip
     ps, st = _setup(deq)
     report = check_layer(deq, _x(2, 3), ps=ps, st=st, gradcheck=False, vmap=False,
-                         compile_backend="aot_eager")  # fmt: skip
+                         jvp=False, compile_backend="aot_eager")  # fmt: skip
     assert report["compile"] == "passed", report
     x = _x(2, 3)
 

@@ -91,8 +91,31 @@ def test_scale_grad_by_freq_matches_torch():
     for mode in ("sum", "mean"):
         ref = nn.EmbeddingBag(10, 3, mode=mode, scale_grad_by_freq=True, device="meta")
         layer = EmbeddingBag(10, 3, mode=mode, scale_grad_by_freq=True)
-        report = check(layer, x, torch.float64, reference=ref, gradcheck=False)
+        report = check(layer, x, torch.float64, reference=ref, gradcheck=False, jvp=SCALED)
         assert report["parity"] == "passed"
+
+
+# torch's CPU embedding_bag backward divides by the count of another index than the row's
+# (indices [1, 2, 2, 4, 5, 5, 5], offsets [0, 2]: row 4 gets 1/2, row 5 gets 3/1), so no
+# forward-mode rule can agree with it; forward mode divides by the row's own count, as
+# F.embedding's backward does (test_scaled_tangents_follow_the_index_counts)
+SCALED = "torch's embedding_bag scale_grad_by_freq backward does not use each row's count"
+
+
+def test_scaled_tangents_follow_the_index_counts():
+    layer = EmbeddingBag(10, 3, mode="sum", scale_grad_by_freq=True)
+    ps, st = setup(0, layer, dtype=torch.float64)
+    indices, offsets = torch.tensor([1, 2, 2, 4, 5, 5, 5]), torch.tensor([0, 2])
+    tangent = torch.ones_like(ps["weight"])
+    out: Any = torch.func.jvp(
+        lambda w: layer((indices, offsets), {"weight": w}, st)[0], (ps["weight"],), (tangent,)
+    )
+    jv = out[1]
+    # counts: row 1 once, 2 twice, 4 once, 5 three times; bag 0 = rows 1, 2; bag 1 = rows
+    # 2, 4, 5, 5, 5: each looked-up row's tangent (ones) divided by its row's count
+    expected = torch.tensor([1 + 1 / 2, 1 / 2 + 1 + 3 / 3], dtype=torch.float64)
+    expected = expected[:, None].expand(2, 3)
+    torch.testing.assert_close(jv, expected)
 
 
 def test_initial_values_and_padding_row():

@@ -278,7 +278,14 @@ def test_autograd_path_passes_check_layer() -> None:
     hnn = HamiltonianNN(_mlp(n=2), ad="autograd")
     ps, st = lux.setup(0, hnn, dtype=F64)
     report = check_layer(
-        hnn, _x(3, n=2), ps=ps, st=st, reference=_AutogradHNN(2, 8), compile=False, vmap=False
+        hnn,
+        _x(3, n=2),
+        ps=ps,
+        st=st,
+        reference=_AutogradHNN(2, 8),
+        compile=False,
+        vmap=False,
+        jvp="ad='autograd' runs torch.autograd.grad: no torch.func transforms (ad='func' does)",
     )
     for check in ("shapes", "purity", "parity", "gradcheck"):
         assert report[check] == "passed", report

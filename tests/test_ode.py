@@ -388,11 +388,22 @@ def test_check_layer(method: str) -> None:
     # compile and vmap cannot work with torchdiffeq: see the two tests below
     node = NeuralODE(_field(), T, method=method)
     ps, st = lux.setup(0, node, dtype=F64)
+    # torchdiffeq's adaptive solvers use an autograd.Function without setup_context: no
+    # torch.func transform (test_torch_func_grad_with_fixed_grid_and_clear_error_otherwise)
+    jvp = True if method == "rk4" else "adaptive torchdiffeq solvers: no torch.func transforms"
     report = check_layer(
-        node, _y0(3), ps=ps, st=st, reference=_Reference(method=method), compile=False, vmap=False
+        node,
+        _y0(3),
+        ps=ps,
+        st=st,
+        reference=_Reference(method=method),
+        compile=False,
+        vmap=False,
+        jvp=jvp,
     )
     for check in ("forward", "purity", "determinism", "parity", "gradcheck"):
         assert report[check] == "passed", report
+    assert report["jvp"] == ("passed" if jvp is True else f"skipped: {jvp}")
 
 
 def test_compile_fullgraph_fails_clearly_and_partial_compile_runs_eagerly() -> None:
@@ -575,7 +586,9 @@ def test_regularization_integrals_and_gradients(adjoint: bool) -> None:
 def test_regularized_node_passes_check_layer() -> None:
     node = NeuralODE(_field(), T, method="rk4", regularize=("kinetic", "jacobian"))
     ps, st = lux.setup(0, node, dtype=F64)
-    report = check_layer(node, _y0(3), ps=ps, st=st, compile=False, vmap=False)
+    # the regularizers differentiate with torch.autograd inside the call: no torch.func
+    no_func = "the regularizers call torch.autograd inside the forward: no torch.func"
+    report = check_layer(node, _y0(3), ps=ps, st=st, compile=False, vmap=False, jvp=no_func)
     assert report["gradcheck"] == report["determinism"] == "passed", report
     kinetic_only = NeuralODE(_field(), T, method="rk4", regularize="kinetic")
     assert not kinetic_only.requires_autograd and "key" not in lux.init_state(0, kinetic_only)

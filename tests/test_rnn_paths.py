@@ -40,14 +40,32 @@ def test_fused_kernels_usable_tracks_the_transform_stack() -> None:
 
     def probe(x: torch.Tensor) -> torch.Tensor:
         seen.append(fused_kernels_usable())
+        seen.append(fused_kernels_usable(packed=True))
         return x.sin().sum()
 
     x = torch.ones(3)
+    probe(x)
     torch.func.grad(probe)(x)
     torch.func.vmap(probe)(x)
     torch.func.jvp(probe, (x,), (x,))
     torch.compile(probe, fullgraph=True, backend="eager")(x)
-    assert seen == [True, False, False, False]
+    # packed sequences: the fused kernel reads storage, which grad's wrapped tensors lack
+    assert seen == [True, True, True, False] + [False] * 6
+
+
+def test_grad_with_lengths_matches_autograd() -> None:
+    """torch.func.grad through a packed (lengths) LSTM: the unrolled path, same gradient."""
+    layer = LSTM(3, 4, batch_first=True)
+    ps, st = setup(0, layer, dtype=F64)
+    x, lengths = randn(2, 5, 3, dtype=F64), torch.tensor([5, 3])
+
+    def loss(x: torch.Tensor) -> Any:
+        return layer((x, None, lengths), ps, st)[0][0].sin().sum()
+
+    leaf = x.clone().requires_grad_()
+    loss(leaf).backward()
+    assert leaf.grad is not None
+    torch.testing.assert_close(torch.func.grad(loss)(x), leaf.grad, rtol=1e-10, atol=1e-12)
 
 
 def _twins(name: str) -> tuple[Any, nn.Module, Any, Any, torch.Tensor]:

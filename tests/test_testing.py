@@ -256,6 +256,7 @@ def test_correct_layer_passes_every_check_including_compile():
         "determinism",
         "parity",
         "gradcheck",
+        "jvp",
         "compile",
         "vmap",
         "vmap_inputs",
@@ -483,11 +484,17 @@ class ScaleFn(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
 
     @staticmethod
     def backward(ctx, grad):
         x, scale = ctx.saved_tensors
         return grad * scale, (grad * x).sum_to_size(scale.shape)
+
+    @staticmethod
+    def jvp(ctx, x_t, scale_t):
+        x, scale = ctx.saved_tensors
+        return x_t * scale + x * scale_t
 
 
 class FirstMemberScale(ScaleFn):
@@ -533,6 +540,10 @@ class BatchCentreFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad - grad.mean()
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        return tangent - tangent.mean()
 
     @staticmethod
     def vmap(info, in_dims, x):
@@ -765,3 +776,69 @@ def test_correct_custom_batching_rules_pass():
 
     report = check_layer(GoodScale(3), normal(4, 3), **FAST)
     assert report["vmap"] == report["vmap_inputs"] == report["gradcheck"] == "passed"
+
+
+# --------------------------------------------------------------------------- forward mode
+
+
+class WrongTangent(ScaleFn):
+    """:class:`ScaleFn` (right backward) with a wrong forward-mode rule: ``J v`` is
+    missing the term of ``scale``'s tangent."""
+
+    @staticmethod
+    def jvp(ctx, x_t, scale_t):
+        _, scale = ctx.saved_tensors
+        return x_t * scale
+
+
+class WrongTangentScale(core.Layer):
+    def init_params(self, key):
+        return {"scale": init.normal(key, 3)}
+
+    def __call__(self, x, ps, st):
+        return WrongTangent.apply(x, ps["scale"]), st
+
+
+class NoForwardRule(core.Layer):
+    """CPU scaled_dot_product_attention has no forward-mode rule."""
+
+    def __call__(self, x, ps, st):
+        return F.scaled_dot_product_attention(x, x, x), st
+
+
+class ForwardModeBranch(core.Layer):
+    """Bug: another function under forward-mode AD (its derivative is consistent)."""
+
+    def __call__(self, x, ps, st):
+        return (x * 3 if torch.autograd.forward_ad._current_level >= 0 else x * 2), st
+
+
+def test_forward_mode_is_checked_against_reverse_mode():
+    report = check_layer(MyLinear(3, 2), normal(4, 3), **FAST)
+    assert report["jvp"] == "passed"
+    with pytest.raises(
+        AssertionError, match=r"jvp failed: forward and reverse mode disagree: <w, J v> = "
+    ):
+        check_layer(WrongTangentScale(), normal(4, 3), **FAST)
+    # reverse mode alone is right: only the forward-mode check sees the bug
+    report = check_layer(WrongTangentScale(), normal(4, 3), jvp=False, **FAST)
+    assert report["gradcheck"] == "passed"
+    assert report["jvp"] == "skipped: disabled"
+    with pytest.raises(
+        AssertionError, match=r"(?s)jvp failed: the output under torch.func.jvp differs"
+    ):
+        check_layer(ForwardModeBranch(), normal(4, 3), **FAST)
+
+
+def test_a_missing_forward_rule_fails_or_is_declared():
+    x = normal(1, 2, 3, 4)
+    with pytest.raises(
+        AssertionError,
+        match=r"(?s)jvp failed: torch.func.jvp \(forward-mode AD\) raised NotImplementedError.*"
+        r"pass jvp='<reason>'",
+    ):
+        check_layer(NoForwardRule(), x, vmap=False, **FAST)
+    reason = "CPU scaled_dot_product_attention has no forward-mode rule"
+    report = check_layer(NoForwardRule(), x, vmap=False, jvp=reason, **FAST)
+    assert report["jvp"] == f"skipped: {reason}"
+    assert report["gradcheck"] == "passed"

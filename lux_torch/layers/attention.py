@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .. import init
 from .. import random as lrandom
+from .._graph import forward_ad_active
 from ..core import Layer, Params, State
 from ..tree import Static
 from ._common import (
@@ -76,7 +77,9 @@ class MultiheadAttention(Layer):
     ``d = embed_dim // num_heads``, with learned input projections of query, key and value
     and a learned output projection. Without attention dropout in effect (``dropout = 0``
     or test mode) and without ``need_weights`` the core is
-    :func:`torch.nn.functional.scaled_dot_product_attention`; otherwise it is computed
+    :func:`torch.nn.functional.scaled_dot_product_attention` (except under forward-mode
+    AD, ``torch.func.jvp``/``jacfwd``, where the same attention is computed explicitly: CPU
+    ``scaled_dot_product_attention`` has no forward-mode rule); otherwise it is computed
     explicitly and dropout is applied to the attention weights with a mask drawn from
     ``st["key"]`` (advanced at every training-mode call).
 
@@ -449,13 +452,16 @@ class MultiheadAttention(Layer):
         kh = k.reshape(n, src, h, d).transpose(1, 2)  # (N, H, S, D)
         vh = v.reshape(n, src, h, d).transpose(1, 2)
         drop = bool(st.get("training", False)) and self.dropout > 0.0
-        if not (drop or self.need_weights):
+        fused = not (drop or self.need_weights)
+        if fused and not forward_ad_active():
             out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias)
             return out.transpose(1, 2).reshape(n, length, self.embed_dim), None, st
         scores = (qh * (1.0 / math.sqrt(d))) @ kh.transpose(-2, -1)
         if bias is not None:
             scores = scores + bias
         weights = torch.softmax(scores, dim=-1)
+        if fused:  # forward mode (CPU sdpa has no rule): sdpa's zeros for all-masked rows
+            weights = torch.where(scores.isneginf().all(-1, keepdim=True), 0.0, weights)
         new_st = st
         if drop:
             new_key, use_key = lrandom.split(st["key"])

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import init
 from .. import random as lrandom
+from .._graph import forward_ad_active
 from ..core import Layer, State, describe_config
 from ._common import (
     TORCH_PLACEMENT,
@@ -332,6 +333,22 @@ class Scale(Layer):
 # --------------------------------------------------------------------------- embedding
 
 
+def _embedding_forward_mode(x: torch.Tensor, weight: torch.Tensor, layer: Any) -> torch.Tensor:
+    """``F.embedding`` under forward-mode AD, with the tangents that torch's backward
+    implies, so that ``jvp`` and ``vjp`` describe one linear map: the ``padding_idx`` row is
+    a constant (torch gives it no gradient) and, with ``scale_grad_by_freq``, the tangent of
+    each looked-up row is divided by the number of times its index occurs in ``x``."""
+    n = weight.shape[0]
+    if layer.padding_idx is not None:
+        pad = torch.arange(n, device=weight.device) == layer.padding_idx % n
+        weight = torch.where(pad[:, None], weight.detach(), weight)
+    y = F.embedding(x, weight)
+    if layer.scale_grad_by_freq:
+        counts = torch.bincount(x.reshape(-1), minlength=n)[x].unsqueeze(-1).to(y.dtype)
+        y = y.detach() + (y - y.detach()) / counts
+    return y
+
+
 class Embedding(Layer):
     """Lookup table: row ``i`` of ``weight`` for each index ``i`` (``torch.nn.Embedding``).
 
@@ -458,6 +475,8 @@ class Embedding(Layer):
         return {"weight": weight}
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
+        if forward_ad_active():
+            return _embedding_forward_mode(x, ps["weight"], self), st
         y = F.embedding(
             x, ps["weight"], self.padding_idx, scale_grad_by_freq=self.scale_grad_by_freq
         )

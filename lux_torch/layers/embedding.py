@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import init
+from .._graph import forward_ad_active
 from ..core import Layer, State, describe_config
 from ._common import (
     TORCH_PLACEMENT_AND_WEIGHT,
@@ -21,7 +22,7 @@ from ._common import (
     describe_value,
     options_problem,
 )
-from .basic import Initializer, Params
+from .basic import Initializer, Params, _embedding_forward_mode
 
 __all__ = ["EmbeddingBag"]
 
@@ -197,6 +198,8 @@ class EmbeddingBag(Layer):
                 "EmbeddingBag: per_sample_weights needs mode='sum' (as torch), got "
                 f"mode={self.mode!r}"
             )
+        if forward_ad_active():  # torch's fused kernel has no forward-mode rule
+            return _bags_forward_mode(indices, ps["weight"], offsets, weights, self), st
         y = F.embedding_bag(
             indices,
             ps["weight"],
@@ -254,3 +257,43 @@ class EmbeddingBag(Layer):
             low, high = int(indices.min()), int(indices.max())
             return f"expected indices in [0, {n}), got values in [{low}, {high}]"
         return None
+
+
+def _bags_forward_mode(
+    indices: torch.Tensor,
+    weight: torch.Tensor,
+    offsets: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    layer: EmbeddingBag,
+) -> torch.Tensor:
+    """``F.embedding_bag`` written out (lookup, then a sum, mean or max per bag) for
+    forward-mode AD, with the tangents torch's backward implies (see
+    :func:`~lux_torch.layers.basic._embedding_forward_mode`); ``padding_idx`` entries are
+    left out of their bags, an empty bag gives zeros."""
+    flat = indices.reshape(-1)
+    if indices.dim() == 2:
+        bags = indices.shape[0]
+        bag_of = torch.arange(bags, device=flat.device).repeat_interleave(indices.shape[1])
+    else:
+        assert offsets is not None
+        starts = offsets[:-1] if layer.include_last_offset else offsets
+        bags = starts.shape[0]
+        position = torch.arange(flat.shape[0], device=flat.device)
+        bag_of = torch.searchsorted(starts.to(flat.dtype), position, right=True) - 1
+    rows = _embedding_forward_mode(flat, weight, layer)
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    if layer.padding_idx is not None:
+        keep = flat != layer.padding_idx % weight.shape[0]
+    if weights is not None:
+        rows = rows * weights.reshape(-1, 1)
+    out = rows.new_zeros(bags, rows.shape[-1])
+    if layer.mode == "max":
+        rows = rows.masked_fill(~keep[:, None], -torch.inf)
+        index = bag_of[:, None].expand_as(rows)
+        out = out.fill_(-torch.inf).scatter_reduce(0, index, rows, "amax")
+        return torch.where(out.isneginf(), 0.0, out)
+    out = out.index_add(0, bag_of, rows * keep[:, None])
+    if layer.mode == "mean":
+        count = keep.to(rows.dtype).new_zeros(bags).index_add(0, bag_of, keep.to(rows.dtype))
+        out = out / count.clamp(min=1.0)[:, None]
+    return out

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import random as lrandom
+from .._graph import forward_ad_active
 from ..core import Layer, Params, State, child_key, init_params
 from ..tree import Static
 from ._common import check_int
@@ -111,8 +112,8 @@ class WeightNorm(Layer):
 
     where the norm runs over every dimension except ``dim`` (``dim=None``: over the whole
     tensor, ``g`` a scalar). The forward computes ``w`` with ``torch._weight_norm`` (the
-    op of torch's parametrization, so the results are torch's bit for bit) and calls the
-    wrapped layer with it.
+    op of torch's parametrization, so the results are torch's bit for bit; under forward-mode
+    AD, where that op has no rule, the formula itself) and calls the wrapped layer with it.
 
     Arguments:
         layer: the layer whose parameters to reparametrize (a plain callable has none).
@@ -198,7 +199,12 @@ class WeightNorm(Layer):
         inner, ours = _extract(ps, cast(tuple[str, ...], self.names))  # normalised
         for name in self.names:
             g, v = ours[name]["original0"], ours[name]["original1"]
-            inner[name] = torch._weight_norm(v, g, self._torch_dim)
+            if forward_ad_active():  # torch's fused kernel has no forward-mode rule
+                dims = [d for d in range(v.dim()) if self.dim is None or d != self.dim % v.dim()]
+                norm = torch.linalg.vector_norm(v, dim=dims, keepdim=True) if dims else v.abs()
+                inner[name] = v * (g / norm)
+            else:
+                inner[name] = torch._weight_norm(v, g, self._torch_dim)
         return self.layer(x, inner, st)
 
     def extra_repr(self) -> str:

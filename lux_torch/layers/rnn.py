@@ -38,7 +38,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import random as lrandom
-from .._graph import tracing
+from .._graph import forward_ad_active, tracing
 from ..core import Layer, Params, State
 from ..tree import Static
 from ._common import TORCH_PLACEMENT, changed_options, check_bool, check_int, describe_shape
@@ -59,14 +59,17 @@ def _quiet_projection() -> Iterator[None]:
         yield
 
 
-def fused_kernels_usable() -> bool:
+def fused_kernels_usable(packed: bool = False) -> bool:
     """Whether torch's fused recurrent kernels can run here: not while tracing
     (``torch.compile``, ``make_fx``), not under forward-mode AD, and under no ``torch.func``
-    transform other than ``grad``/``vjp``."""
-    if tracing() or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
+    transform other than ``grad``/``vjp`` (under none at all for ``packed`` sequences: the
+    packed kernel reads its input's storage, which ``grad``'s wrapped tensors do not have)."""
+    if tracing() or forward_ad_active():
         return False
     if torch._C._functorch.peek_interpreter_stack() is None:
         return True
+    if packed:
+        return False
     return all(i.key() == TransformType.Grad for i in retrieve_all_functorch_interpreters())
 
 
@@ -335,7 +338,7 @@ class _StackedRNN(Layer):
         projection, no lengths) while tracing for compilation, outside forward-mode AD."""
         if not (self._cell_cls is LSTMCell and not self._proj and mask is None and tracing()):
             return False
-        if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
+        if forward_ad_active():
             return False
         if torch.compiler.is_compiling():  # Dynamo handles transforms itself
             return True
@@ -465,7 +468,7 @@ class _StackedRNN(Layer):
         if seq.shape[0] == 0:
             raise ValueError(f"{name}: the sequence is empty (L = 0)")
         initial = self._initial(hx, seq, batched)
-        fused = fused_kernels_usable()
+        fused = fused_kernels_usable(packed=lengths is not None)
         if lengths is not None:
             lengths = self._lengths(lengths, seq, batched, fused)
 

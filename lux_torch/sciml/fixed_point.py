@@ -50,7 +50,7 @@ import torch
 from torch._C._functorch import TransformType
 from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-from .._graph import tracing
+from .._graph import forward_ad_active, tracing
 
 __all__ = ["SOLVERS", "FixedPointResult", "solve", "stops_early"]
 
@@ -86,7 +86,7 @@ def stops_early() -> bool:
     """Whether a solve may stop on convergence here: not while tracing (``torch.compile``,
     ``make_fx``), not under ``torch.func.vmap`` or forward-mode AD, where the loop's trip
     count cannot depend on tensor values."""
-    if tracing() or getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
+    if tracing() or forward_ad_active():
         return False
     if torch._C._functorch.peek_interpreter_stack() is None:
         return True
