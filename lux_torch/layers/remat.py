@@ -61,12 +61,17 @@ class _Remat(torch.autograd.Function):
     def forward(fn: _Fn, out: _Out, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out.spec, leaves = fn(tensors)
         out.leaves = tuple(None if isinstance(v, torch.Tensor) else v for v in leaves)
-        return tuple(v for v in leaves if isinstance(v, torch.Tensor))
+        given = {id(t) for t in tensors}  # an input returned as is (a state in test mode)
+        # must leave as a view: autograd refuses to save an output that is an input
+        return tuple(
+            v.view_as(v) if id(v) in given else v for v in leaves if isinstance(v, torch.Tensor)
+        )
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.fn = inputs[0]
         ctx.save_for_backward(*inputs[2:])
+        ctx.save_for_forward(*inputs[2:])
         ctx.floating = [o.is_floating_point() for o in output]
         constant = [o for o, f in zip(output, ctx.floating, strict=True) if not f]
         if constant:
@@ -76,16 +81,8 @@ class _Remat(torch.autograd.Function):
     def backward(ctx: Any, *grads: torch.Tensor | None) -> Any:
         tensors = ctx.saved_tensors
         wanted = [i for i, needs in enumerate(ctx.needs_input_grad[2:]) if needs]
-
-        def floating_outputs(*diff: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            full = list(tensors)
-            for i, d in zip(wanted, diff, strict=True):
-                full[i] = d
-            _, leaves = ctx.fn(tuple(full))
-            outs = [v for v in leaves if isinstance(v, torch.Tensor)]
-            return tuple(o for o, f in zip(outs, ctx.floating, strict=True) if f)
-
-        outs, pullback = torch.func.vjp(floating_outputs, *[tensors[i] for i in wanted])[:2]
+        outputs = _floating_outputs(ctx, tensors, wanted)
+        outs, pullback = torch.func.vjp(outputs, *[tensors[i] for i in wanted])[:2]
         floating = [g for g, f in zip(grads, ctx.floating, strict=True) if f]
         cotangents = tuple(
             torch.zeros_like(o) if g is None else g for g, o in zip(floating, outs, strict=True)
@@ -94,6 +91,34 @@ class _Remat(torch.autograd.Function):
         for i, g in zip(wanted, pullback(cotangents), strict=True):
             result[i] = g
         return (None, None, *result)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        """Forward mode (``torch.func.jvp``, ``jacfwd``, ``hessian``): runs the layer again
+        under :func:`torch.func.jvp`."""
+        tensors = ctx.saved_tensors
+        wanted = [i for i, t in enumerate(tangents[2:]) if t is not None]
+        outputs = _floating_outputs(ctx, tensors, wanted)
+        primals = tuple(tensors[i] for i in wanted)
+        _, out_tangents = torch.func.jvp(outputs, primals, tuple(tangents[2 + i] for i in wanted))
+        it = iter(out_tangents)
+        return tuple(next(it) if f else None for f in ctx.floating)
+
+
+def _floating_outputs(
+    ctx: Any, tensors: tuple[torch.Tensor, ...], wanted: list[int]
+) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """The floating outputs of ``ctx.fn`` as a function of the inputs ``tensors[wanted]``."""
+
+    def outputs(*diff: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        full = list(tensors)
+        for i, d in zip(wanted, diff, strict=True):
+            full[i] = d
+        _, leaves = ctx.fn(tuple(full))
+        outs = [v for v in leaves if isinstance(v, torch.Tensor)]
+        return tuple(o for o, f in zip(outs, ctx.floating, strict=True) if f)
+
+    return outputs
 
 
 def _rematerialised(layer: Layer, x: Any, ps: Params, st: State) -> tuple[Any, State]:
