@@ -18,6 +18,7 @@ import lux_torch as lux
 from lux_torch import tree as ltree
 from lux_torch.layers.remat import Checkpoint
 from lux_torch.testing import check_layer
+from lux_torch.training import _resolve_ad
 
 F64 = torch.float64
 
@@ -93,7 +94,8 @@ def test_recomputation_draws_the_forwards_dropout_mask():
     x = randn(64, dtype=F64) + 3.0  # away from 0
 
     def total(x: torch.Tensor) -> torch.Tensor:
-        return layer(x, ps, st)[0].sum()
+        y: torch.Tensor = layer(x, ps, st)[0]
+        return y.sum()
 
     y, new_st = layer(x, ps, st)
     assert 0 < int((y == 0).sum()) < 64  # a real mask
@@ -142,8 +144,11 @@ def test_conformance_stochastic_and_stateful():
 # --------------------------------------------------------------------------- memory
 
 
-def _deep(remat: bool, depth: int = 4, width: int = 256) -> lux.Chain:
-    def block() -> lux.Layer:
+def _deep(depth: int, batch: int, width: int) -> tuple[lux.Chain, lux.Chain, Any, Any, Any]:
+    """``(plain, checkpointed, x, ps, st)``: ``depth`` blocks ``8 => width => width => 8``
+    (tanh), plain and each wrapped in ``Checkpoint``; parameters that require grad."""
+
+    def block(remat: bool) -> lux.Layer:
         inner = lux.Chain(
             lux.Linear(8, width, activation=torch.tanh),
             lux.Linear(width, width, activation=torch.tanh),
@@ -151,7 +156,10 @@ def _deep(remat: bool, depth: int = 4, width: int = 256) -> lux.Chain:
         )
         return Checkpoint(inner) if remat else inner
 
-    return lux.Chain(*[block() for _ in range(depth)])
+    plain = lux.Chain(*[block(False) for _ in range(depth)])
+    remat = lux.Chain(*[block(True) for _ in range(depth)])
+    ps, st = lux.setup(0, plain)
+    return plain, remat, randn(batch, 8), ltree.map(lambda p: p.requires_grad_(True), ps), st
 
 
 def _saved_bytes(model: lux.Layer, x: torch.Tensor, ps: Any, st: Any) -> int:
@@ -169,12 +177,16 @@ def _saved_bytes(model: lux.Layer, x: torch.Tensor, ps: Any, st: Any) -> int:
     return sum(storages.values())
 
 
+def test_train_step_takes_the_autograd_path_that_saves_memory():
+    # torch.func.grad keeps the backward's intermediates (create_graph=True): no saving there
+    _, remat = _models()
+    assert Checkpoint(lux.Linear(2, 2)).requires_autograd
+    assert _resolve_ad("auto", remat, compiled=True) == "autograd"
+
+
 def test_checkpoint_saves_only_its_inputs():
     depth, batch, width = 4, 512, 256
-    x = randn(batch, 8)
-    plain, remat = _deep(False, depth, width), _deep(True, depth, width)
-    ps, st = lux.setup(0, plain)
-    ps = ltree.map(lambda p: p.requires_grad_(True), ps)
+    plain, remat, x, ps, st = _deep(depth, batch, width)
     plain_bytes, remat_bytes = _saved_bytes(plain, x, ps, st), _saved_bytes(remat, x, ps, st)
     # each checkpoint saves its input (batch x 8) and the block's parameters, nothing else
     assert remat_bytes == depth * batch * 8 * 4 + ltree.count(ps) * 4
@@ -209,10 +221,7 @@ def test_compiled_checkpoint_saves_no_activation():
     # under Dynamo the call goes through torch.utils.checkpoint's operator, which the
     # partitioner recomputes (an autograd.Function would be merged with the forward)
     depth, batch, width = 2, 128, 256
-    x = randn(batch, 8)
-    plain, remat = _deep(False, depth, width), _deep(True, depth, width)
-    ps, st = lux.setup(0, plain)
-    ps = ltree.map(lambda p: p.requires_grad_(True), ps)
+    plain, remat, x, ps, st = _deep(depth, batch, width)
     # the plain graph keeps both (batch x width) activations of each block (1.09 MB in all),
     # the checkpointed one none (0.57 MB: inputs and parameters)
     assert _compiled_saved_shapes(plain, x, ps, st).count((batch, width)) == 2 * depth
