@@ -58,6 +58,16 @@ def test_trees_are_the_wrapped_layers():
         Checkpoint(nn.Linear(2, 2))  # type: ignore[arg-type]
 
 
+def test_errors_name_the_path_of_the_wrapped_layer():
+    inner = lux.Chain(lux.Linear(3, 2), lux.Linear(2, 2))
+    model = lux.Chain(lux.Linear(2, 3), Checkpoint(inner))
+    ps, st = lux.setup(0, model)
+    ps["layer_2"]["layer_2"]["weight"] = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match=r"expects a tensor of shape \(2, 2\)") as info:
+        model(randn(4, 2), ps, st)
+    assert info.value.__notes__ == ["in layer_2.layer_2 (Linear(2 => 2))"]
+
+
 @pytest.mark.parametrize("ad", ["func", "autograd"])
 def test_gradients_equal_the_plain_layers(ad):
     # float64, training mode: BatchNorm statistics and dropout masks inside the checkpoint

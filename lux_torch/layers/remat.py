@@ -153,10 +153,15 @@ def _rematerialised(layer: Layer, x: Any, ps: Params, st: State) -> tuple[Any, S
     where = [i for i, v in enumerate(leaves) if isinstance(v, torch.Tensor)]
 
     def fn(tensors: tuple[torch.Tensor, ...]) -> tuple[Any, list[Any]]:
-        full = list(leaves)
-        for i, t in zip(where, tensors, strict=True):
-            full[i] = t
-        y, new_st = layer(*ltree.unflatten(spec, full))
+        if all(t is leaves[i] for i, t in zip(where, tensors, strict=True)):
+            # the given trees themselves (an eager forward): error notes find the layer's
+            # path in the model by the identity of its ps
+            y, new_st = layer(x, ps, st)
+        else:
+            full = list(leaves)
+            for i, t in zip(where, tensors, strict=True):
+                full[i] = t
+            y, new_st = layer(*ltree.unflatten(spec, full))
         out, out_spec = ltree.flatten((y, new_st))
         return out_spec, out
 
