@@ -58,6 +58,17 @@ def test_trees_are_the_wrapped_layers():
         Checkpoint(nn.Linear(2, 2))  # type: ignore[arg-type]
 
 
+def test_complex_outputs_are_differentiated():
+    # d/dx sum(|exp(i x)|^2 * x) = 1: a complex intermediate output of the checkpoint
+    layer = Checkpoint(lux.WrappedFunction(lambda x: torch.polar(torch.ones_like(x), x)))
+    ps, st = lux.setup(0, layer)
+    x = randn(5, dtype=F64)
+    g = torch.func.grad(lambda x: (layer(x, ps, st)[0].abs().square() * x).sum())(x)
+    torch.testing.assert_close(g, torch.ones_like(x), rtol=1e-14, atol=1e-14)
+    g = torch.func.grad(lambda x: layer(x, ps, st)[0].imag.sum())(x)
+    torch.testing.assert_close(g, torch.cos(x), rtol=1e-14, atol=1e-14)
+
+
 def test_errors_name_the_path_of_the_wrapped_layer():
     inner = lux.Chain(lux.Linear(3, 2), lux.Linear(2, 2))
     model = lux.Chain(lux.Linear(2, 3), Checkpoint(inner))

@@ -8,8 +8,8 @@ and ``st``), trading one more forward of the layer for the memory of its activat
 
 How
 ---
-``torch.utils.checkpoint`` saves nothing through saved-tensor hooks, which
-``torch.func.grad`` refuses ("don't yet support saved tensor hooks"), and its reentrant
+``torch.utils.checkpoint(use_reentrant=False)`` drops activations through saved-tensor
+hooks, which ``torch.func.grad`` refuses ("don't yet support saved tensor hooks"), and its reentrant
 variant is an ``autograd.Function`` without ``setup_context``, which torch.func refuses as
 well. So eagerly and under ``make_fx`` tracing (``train_step(compile=True, ad="func")``)
 the layer runs inside an ``autograd.Function`` with ``setup_context`` that saves only its
@@ -98,7 +98,7 @@ class _Remat(torch.autograd.Function):
         ctx.fn = inputs[0]
         ctx.save_for_backward(*inputs[2:])
         ctx.save_for_forward(*inputs[2:])
-        ctx.floating = [o.is_floating_point() for o in output]
+        ctx.floating = [o.is_floating_point() or o.is_complex() for o in output]
         constant = [o for o, f in zip(output, ctx.floating, strict=True) if not f]
         if constant:
             ctx.mark_non_differentiable(*constant)
@@ -134,7 +134,7 @@ class _Remat(torch.autograd.Function):
 def _floating_outputs(
     ctx: Any, tensors: tuple[torch.Tensor, ...], wanted: list[int]
 ) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """The floating outputs of ``ctx.fn`` as a function of the inputs ``tensors[wanted]``."""
+    """The floating and complex outputs of ``ctx.fn`` as a function of ``tensors[wanted]``."""
 
     def outputs(*diff: torch.Tensor) -> tuple[torch.Tensor, ...]:
         full = list(tensors)
