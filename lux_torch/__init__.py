@@ -13,6 +13,7 @@ dicts of tensors; every forward pass is a pure function ``y, st = model(x, ps, s
 # The old module paths (``lux.checkpoint``, ``lux.deploy``, ``lux.ode``, ``lux.precision``)
 # are aliases of the modules that now hold the code; see ARCHITECTURE.md, "Layout".
 from . import (
+    ad,
     checkpoint,
     deploy,
     distributed,
@@ -91,6 +92,7 @@ from .layers import (
     Buffer,
     Chain,
     ChannelShuffle,
+    Checkpoint,
     CircularPad1d,
     CircularPad2d,
     CircularPad3d,
@@ -239,6 +241,7 @@ __all__ = [
     "Buffer",
     "Chain",
     "ChannelShuffle",
+    "Checkpoint",
     "CheckpointError",
     "CircularPad1d",
     "CircularPad2d",
@@ -360,6 +363,7 @@ __all__ = [
     "ZeroPad2d",
     "ZeroPad3d",
     "__version__",
+    "ad",
     "apply",
     "apply_gradients",
     "bf16",

@@ -129,6 +129,7 @@ from .recurrent import (
     RNNCell,
     StatefulRecurrentCell,
 )
+from .remat import Checkpoint
 from .reparam import SpectralNorm, WeightNorm
 from .rnn import GRU, LSTM, RNN
 from .transformer import (
@@ -168,6 +169,7 @@ __all__ = [
     "Buffer",
     "Chain",
     "ChannelShuffle",
+    "Checkpoint",
     "CircularPad1d",
     "CircularPad2d",
     "CircularPad3d",
