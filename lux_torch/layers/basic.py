@@ -333,7 +333,7 @@ class Scale(Layer):
 # --------------------------------------------------------------------------- embedding
 
 
-def _embedding_forward_mode(x: torch.Tensor, weight: torch.Tensor, layer: Any) -> torch.Tensor:
+def embedding_forward_mode(x: torch.Tensor, weight: torch.Tensor, layer: Any) -> torch.Tensor:
     """``F.embedding`` under forward-mode AD, with the tangents that torch's backward
     implies, so that ``jvp`` and ``vjp`` describe one linear map: the ``padding_idx`` row is
     a constant (torch gives it no gradient) and, with ``scale_grad_by_freq``, the tangent of
@@ -476,7 +476,7 @@ class Embedding(Layer):
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         if forward_ad_active():
-            return _embedding_forward_mode(x, ps["weight"], self), st
+            return embedding_forward_mode(x, ps["weight"], self), st
         y = F.embedding(
             x, ps["weight"], self.padding_idx, scale_grad_by_freq=self.scale_grad_by_freq
         )

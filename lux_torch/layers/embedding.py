@@ -22,7 +22,7 @@ from ._common import (
     describe_value,
     options_problem,
 )
-from .basic import Initializer, Params, _embedding_forward_mode
+from .basic import Initializer, Params, embedding_forward_mode
 
 __all__ = ["EmbeddingBag"]
 
@@ -268,7 +268,7 @@ def _bags_forward_mode(
 ) -> torch.Tensor:
     """``F.embedding_bag`` written out (lookup, then a sum, mean or max per bag) for
     forward-mode AD, with the tangents torch's backward implies (see
-    :func:`~lux_torch.layers.basic._embedding_forward_mode`); ``padding_idx`` entries are
+    :func:`~lux_torch.layers.basic.embedding_forward_mode`); ``padding_idx`` entries are
     left out of their bags, an empty bag gives zeros."""
     flat = indices.reshape(-1)
     if indices.dim() == 2:
@@ -280,7 +280,7 @@ def _bags_forward_mode(
         bags = starts.shape[0]
         position = torch.arange(flat.shape[0], device=flat.device)
         bag_of = torch.searchsorted(starts.to(flat.dtype), position, right=True) - 1
-    rows = _embedding_forward_mode(flat, weight, layer)
+    rows = embedding_forward_mode(flat, weight, layer)
     keep = torch.ones_like(flat, dtype=torch.bool)
     if layer.padding_idx is not None:
         keep = flat != layer.padding_idx % weight.shape[0]

@@ -123,12 +123,26 @@ class _Remat(torch.autograd.Function):
         """Forward mode (``torch.func.jvp``, ``jacfwd``, ``hessian``): runs the layer again
         under :func:`torch.func.jvp`."""
         tensors = ctx.saved_tensors
-        wanted = [i for i, t in enumerate(tangents[2:]) if t is not None]
+        wanted = [i for i, t in enumerate(tangents[2:]) if _carries(t)]
         outputs = _floating_outputs(ctx, tensors, wanted)
         primals = tuple(tensors[i] for i in wanted)
         inputs = tuple(tangents[2 + i] for i in wanted)
         it = iter(torch.func.jvp(outputs, primals, inputs)[1])
         return tuple(next(it) if f else None for f in ctx.floating)
+
+
+def _carries(tangent: torch.Tensor | None) -> bool:
+    """Whether a tangent the forward rule was given can change the result. torch hands an
+    input that has no tangent (a BatchNorm's running statistics in ``st``) a tensor of
+    zeros; dropping an exactly zero tangent is exact (the JVP is linear in it) and keeps
+    such inputs plain, as ops like ``batch_norm`` require. A tangent whose values cannot be
+    read here (batched under ``vmap``) is kept."""
+    if tangent is None:
+        return False
+    try:
+        return bool(tangent.any())
+    except RuntimeError:  # under vmap: a value cannot reach Python
+        return True
 
 
 def _floating_outputs(
