@@ -52,9 +52,10 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
-from ..core import Layer, replace_fields
+from ..core import Layer, describe_value, replace_fields
 from ..display import short_repr
 from ..layers.containers import as_layer
+from ._common import split_options
 from .ode import NeuralODE
 
 __all__ = ["CNF", "CNFDynamics", "standard_normal_logp"]
@@ -373,19 +374,14 @@ class CNF(Layer):
     def _split_options(self, x: Any, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` or ``(x, {"t": t})``: the checked batch and the given times ``(t0, t1)``
         (``None``: the configured ones)."""
-        if not (isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], dict)):
-            return self._check_batch(x, name), None
-        x, options = x
-        unknown = sorted(set(options) - {"t"})
-        if unknown:
-            raise ValueError(f"{short_repr(self)}: unknown call options {unknown}; known: ['t']")
+        x, options = split_options(self, x, ("t",), name)
         t = options.get("t")
         if t is None:
             return self._check_batch(x, name), None
         if not isinstance(t, torch.Tensor) or t.shape != (2,):
             raise ValueError(
                 f"{short_repr(self)}: the call option t must be a tensor (t0, t1) of shape (2,), "
-                f"got {_describe(t)}"
+                f"got {describe_value(t)}"
             )
         _check_t(short_repr(self), t)
         batch = self._check_batch(x, name)
@@ -395,7 +391,7 @@ class CNF(Layer):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2:
             raise TypeError(
                 f"{short_repr(self)}: {name} must be a floating-point tensor of shape "
-                f"(batch, d), got {_describe(x)}"
+                f"(batch, d), got {describe_value(x)}"
             )
         return x
 
@@ -412,13 +408,7 @@ class CNF(Layer):
             x = x[0]
         if isinstance(x, torch.Tensor) and x.ndim == 2 and x.is_floating_point():
             return None
-        return f"expected x of shape (batch, d) or (x, {{'t': t}}), got {_describe(x)}"
-
-
-def _describe(x: Any) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"a {str(x.dtype).replace('torch.', '')} tensor of shape {tuple(x.shape)}"
-    return type(x).__name__
+        return f"expected x of shape (batch, d) or (x, {{'t': t}}), got {describe_value(x)}"
 
 
 def _check_probe(owner: str, trace: str, probe: str | None) -> str | None:

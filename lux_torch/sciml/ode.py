@@ -104,9 +104,8 @@ from .. import random as lrandom
 from .. import tree as ltree
 from ..core import Layer, describe_config
 from ..display import short_repr
-from ..layers._common import options_problem
 from ..layers.containers import as_layer
-from ._common import import_extra, never_compiled
+from ._common import import_extra, never_compiled, split_options
 
 __all__ = [
     "FUNC_COMPATIBLE_METHODS",
@@ -575,20 +574,6 @@ def _check_time_values(owner: str, t: torch.Tensor) -> None:
         _check_times(f"{owner} (call option 't')", tuple(t.detach().cpu().tolist()))
 
 
-def _split_input(node: Layer, x: Any) -> tuple[Any, dict[str, Any]]:
-    """``(y0, options)`` from a call's input ``y0`` or ``(y0, {"t": ..., "t0": ...})``."""
-    if not (isinstance(x, (tuple, list)) and x and isinstance(x[-1], Mapping)):
-        return x, {}
-    options = dict(x[-1])
-    problem = options_problem(options, _CALL_OPTIONS, ())
-    if problem is not None:
-        raise ValueError(f"{short_repr(node)}: {problem}")
-    items = tuple(x[:-1])
-    if not items:
-        raise TypeError(f"{short_repr(node)}: the options dict must follow the initial state y0")
-    return (items[0] if len(items) == 1 else items), options
-
-
 # --------------------------------------------------------------------------- NeuralODE
 
 
@@ -837,7 +822,7 @@ class NeuralODE(Layer):
     @_never_compiled
     def _solve(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         """The call, never traced by torch.compile (see ``_COMPILE_REASON``)."""
-        y0, options = _split_input(self, x)
+        y0, options = split_options(self, x, _CALL_OPTIONS, "the initial state y0")
         y0 = self._augment(self._check_y0(y0))
         ps_f, stats = ps["vector_field"], st["stats"]
         first = y0 if isinstance(y0, torch.Tensor) else y0[0]
@@ -947,7 +932,7 @@ class NeuralODE(Layer):
                 f"{owner}.dense: torchdiffeq's dense output is a dopri5 solve without adjoint, "
                 f"events or regularization; this node has {', '.join(unsupported)}"
             )
-        y0, options = _split_input(self, x)
+        y0, options = split_options(self, x, _CALL_OPTIONS, "the initial state y0")
         y0 = self._augment(self._check_y0(y0))
         if not isinstance(y0, torch.Tensor):
             raise TypeError(f"{owner}.dense: torchdiffeq's dense output needs a Tensor state y0")

@@ -97,11 +97,11 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
-from ..core import Layer
+from ..core import Layer, describe_value
 from ..display import short_repr
-from ..layers._common import check_bool, check_int, options_problem
+from ..layers._common import check_bool, check_int
 from ..layers.containers import as_layer
-from ._common import import_extra, never_compiled
+from ._common import import_extra, never_compiled, split_options
 
 __all__ = ["NeuralSDE"]
 
@@ -548,28 +548,19 @@ class NeuralSDE(Layer):
     def _inputs(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y0, t)`` from the input, checked; ``t`` in ``y0``'s dtype and device."""
         t: Any = self.t
-        if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], dict):
-            x, options = x
-            problem = options_problem(options, ("t",), ())
-            if problem is not None:
-                raise ValueError(f"{short_repr(self)}: {problem}")
-            if "t" in options:
-                t = options["t"]
-                if not isinstance(t, torch.Tensor):
-                    raise TypeError(
-                        f"{short_repr(self)}: the call option 't' must be a 1-D tensor (tensor "
-                        f"options are data), got {type(t).__name__}; configured times go to "
-                        "the constructor"
-                    )
+        x, options = split_options(self, x, ("t",), "y0")
+        if "t" in options:
+            t = options["t"]
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(
+                    f"{short_repr(self)}: the call option 't' must be a 1-D tensor (tensor "
+                    f"options are data), got {type(t).__name__}; configured times go to "
+                    "the constructor"
+                )
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 2:
-            got = (
-                f"a {x.dtype} tensor of shape {tuple(x.shape)}"
-                if isinstance(x, torch.Tensor)
-                else type(x).__name__
-            )
             raise ValueError(
                 f"{short_repr(self)}: y0 must be a floating-point tensor of shape (batch, d) "
-                f"(torchsde's layout), got {got}"
+                f"(torchsde's layout), got {describe_value(x)}"
             )
         if t is None:
             raise ValueError(

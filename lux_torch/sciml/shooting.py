@@ -38,6 +38,7 @@ import torch
 
 from ..core import Layer
 from ..display import short_repr
+from ..layers._common import describe_shape
 from .ode import NeuralODE
 
 __all__ = [
@@ -191,14 +192,10 @@ def multiple_shoot(
     else:
         expected = (len(ranges), *data.shape[1:])
         if not isinstance(shooting_nodes, torch.Tensor) or shooting_nodes.shape != expected:
-            got = (
-                f"shape {tuple(shooting_nodes.shape)}"
-                if isinstance(shooting_nodes, torch.Tensor)
-                else type(shooting_nodes).__name__
-            )
             raise ValueError(
                 f"{where}: shooting_nodes must have shape (n_segments, *state) = {expected} "
-                f"for {len(ranges)} segments of data {tuple(data.shape)}, got {got}"
+                f"for {len(ranges)} segments of data {tuple(data.shape)}, got "
+                f"{describe_shape(shooting_nodes)}"
             )
         starts = shooting_nodes
     predictions: list[torch.Tensor] = []
