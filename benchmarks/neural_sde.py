@@ -5,8 +5,8 @@ Run:  python benchmarks/neural_sde.py [--threads 1] [--rounds 15]
 (The tensors are tiny, (32, 32) at most: on a busy 2-core machine a second thread only adds
 spinning, which swamps both sides; the table below was measured with ``--threads 1``.)
 
-The SDE: drift ``Linear(4, 32) - tanh - Linear(32, 4)``; diffusion ``Linear(4, 4) - sigmoid``
-(diagonal noise) or ``Linear(4, 12) - tanh - reshape to (4, 3)`` (general noise, 3 Brownian
+The SDE: drift ``Linear(4, 32) - tanh - Linear(32, 4)``; diffusion ``Scale(4) - sigmoid``
+(elementwise: diagonal noise) or ``Linear(4, 12) - tanh - reshape to (4, 3)`` (general noise, 3 Brownian
 channels); ``y0`` of shape ``(32, 4)``, 11 output times in ``[0, 1]``, ``dt = 0.02`` (50
 steps), float32. The torch side is torchsde's usual style: an ``nn.Module`` with ``f`` and
 ``g`` holding the same weights, solved with ``torchsde.sdeint``/``sdeint_adjoint`` on a
@@ -53,7 +53,8 @@ DT = 0.02
 def _lux(sde_type: str, noise_type: str, adjoint: bool) -> tuple[NeuralSDE, Any, Any]:
     drift = lux.Chain(lux.Linear(D, HIDDEN, activation=torch.tanh), lux.Linear(HIDDEN, D))
     if noise_type == "diagonal":
-        diffusion: lux.Layer = lux.Linear(D, D, activation=torch.sigmoid)
+        # elementwise (g_i reads y_i only), as diagonal noise with srk requires
+        diffusion: lux.Layer = lux.Scale(D, activation=torch.sigmoid)
     else:
         diffusion = lux.Chain(lux.Linear(D, D * M, activation=torch.tanh), lux.Reshape((D, M)))
     size = M if noise_type == "general" else None
@@ -71,6 +72,18 @@ def _lux(sde_type: str, noise_type: str, adjoint: bool) -> tuple[NeuralSDE, Any,
     return sde, ps, st
 
 
+class _ElementwiseSigmoid(nn.Module):
+    """``sigmoid(weight * y + bias)``, per channel (lux.Scale's maths)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(D))
+        self.bias = nn.Parameter(torch.zeros(D))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(y * self.weight + self.bias)
+
+
 class TorchSDE(nn.Module):
     """torchsde's usual style, with ``ps``'s parameter names."""
 
@@ -83,8 +96,8 @@ class TorchSDE(nn.Module):
             )
         )
         if sde.noise_type == "diagonal":
-            self.diffusion: nn.Module = nn.Sequential(nn.Linear(D, D), nn.Sigmoid())
-            sd = {"diffusion.0." + k: v for k, v in ps["diffusion"].items()}
+            self.diffusion: nn.Module = _ElementwiseSigmoid()
+            sd = {"diffusion." + k: v for k, v in ps["diffusion"].items()}
         else:
             self.diffusion = nn.Sequential(
                 collections.OrderedDict(
