@@ -6,8 +6,8 @@ Run:  python benchmarks/neural_sde.py [--threads 1] [--rounds 15]
 spinning, which swamps both sides; the table below was measured with ``--threads 1``.)
 
 The SDE: drift ``Linear(4, 32) - tanh - Linear(32, 4)``; diffusion ``Scale(4) - sigmoid``
-(elementwise: diagonal noise) or ``Linear(4, 12) - tanh - reshape to (4, 3)`` (general noise, 3 Brownian
-channels); ``y0`` of shape ``(32, 4)``, 11 output times in ``[0, 1]``, ``dt = 0.02`` (50
+(elementwise: diagonal noise) or ``Linear(4, 12) - tanh - reshape to (4, 3)`` (general
+noise, 3 Brownian channels); ``y0`` of shape ``(32, 4)``, 11 output times in ``[0, 1]``, ``dt = 0.02`` (50
 steps), float32. The torch side is torchsde's usual style: an ``nn.Module`` with ``f`` and
 ``g`` holding the same weights, solved with ``torchsde.sdeint``/``sdeint_adjoint`` on a
 fresh ``torchsde.BrownianInterval`` with the entropy and Lévy-area approximation of the
