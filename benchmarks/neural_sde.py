@@ -8,11 +8,12 @@ spinning, which swamps both sides; the table below was measured with ``--threads
 The SDE: drift ``Linear(4, 32) - tanh - Linear(32, 4)``; diffusion ``Scale(4) - sigmoid``
 (elementwise: diagonal noise) or ``Linear(4, 12) - tanh - reshape to (4, 3)`` (general
 noise, 3 Brownian channels); ``y0`` of shape ``(32, 4)``, 11 output times in ``[0, 1]``,
-``dt = 0.02`` (50 steps), float32. The torch side is torchsde's usual style: an ``nn.Module`` with ``f`` and
-``g`` holding the same weights, solved with ``torchsde.sdeint``/``sdeint_adjoint`` on a
-fresh ``torchsde.BrownianInterval`` with the entropy and Lévy-area approximation of the
-lux call (from ``NeuralSDE.brownian_motion``), so both sides do exactly the same solve on
-the same path; each side builds its Brownian interval inside the timed call.
+``dt = 0.02`` (50 steps), float32. The torch side is torchsde's usual style: an
+``nn.Module`` with ``f`` and ``g`` holding the same weights, solved with
+``torchsde.sdeint``/``sdeint_adjoint`` on a fresh ``torchsde.BrownianInterval`` with the
+entropy and Lévy-area approximation of the lux call (from ``NeuralSDE.brownian_motion``), so
+both sides do exactly the same solve on the same path; each side builds its Brownian
+interval inside the timed call.
 
 Rows per configuration: ``forward`` (the solve under ``torch.no_grad``), ``forward +
 backward`` (``torch.autograd.grad`` of ``ys.sum()`` w.r.t. every parameter, through the
