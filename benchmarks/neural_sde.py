@@ -20,16 +20,16 @@ backward`` (``torch.autograd.grad`` of ``ys.sum()`` w.r.t. every parameter, thro
 solver) and ``adjoint`` (the same with ``sdeint_adjoint``). Medians of interleaved rounds
 (``_harness.interleaved``). Target: ratio lux / torch <= 1.0.
 
-Measured (torchsde 0.2.6, torch 2.13.0+cpu, 1 thread, a shared and loaded 2-core machine)::
+Measured (torchsde 0.2.6, torch 2.13.0+cpu, 1 thread, a quiet 2-core machine)::
 
     | case                                                  | torchsde µs | lux µs   | lux / torch |
     |-------------------------------------------------------|-------------|----------|-------------|
-    | ito diagonal (srk): forward                           | 72115.1     | 66653.2  | 0.924       |
-    | ito diagonal (srk): forward + backward                | 188069.3    | 181457.4 | 0.965       |
-    | ito diagonal (srk): adjoint forward + backward        | 208812.2    | 202769.6 | 0.971       |
-    | stratonovich general (midpoint): forward              | 20085.7     | 19433.1  | 0.968       |
-    | stratonovich general (midpoint): forward + backward   | 41231.6     | 39310.5  | 0.953       |
-    | stratonovich general (midpoint): adjoint fwd + bwd    | 116173.5    | 116079.7 | 0.999       |
+    | ito diagonal (srk): forward                           | 46325.1     | 44307.9  | 0.956       |
+    | ito diagonal (srk): forward + backward                | 120541.4    | 118216.3 | 0.981       |
+    | ito diagonal (srk): adjoint forward + backward        | 132181.2    | 129360.5 | 0.979       |
+    | stratonovich general (midpoint): forward              | 12852.3     | 12185.9  | 0.948       |
+    | stratonovich general (midpoint): forward + backward   | 24880.9     | 24108.4  | 0.969       |
+    | stratonovich general (midpoint): adjoint fwd + bwd    | 77252.3     | 75825.5  | 0.982       |
 """
 
 from __future__ import annotations
