@@ -17,6 +17,7 @@ Custom layers get all of this from :meth:`lux_torch.Layer.extra_repr` alone.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,18 @@ from tabulate import tabulate
 from . import tree as ltree
 from .core import Layer, init_params, init_state, map_children, param_count, state_count
 
-__all__ = ["Summary", "layer_html", "layer_repr", "short_repr", "summary"]
+__all__ = [
+    "MONOSPACE",
+    "Summary",
+    "TreeTable",
+    "layer_html",
+    "layer_repr",
+    "load_ipython_extension",
+    "short_repr",
+    "summary",
+    "tree_table",
+    "unload_ipython_extension",
+]
 
 _INDENT = "    "
 _COMMENT_COLUMN = 40
@@ -98,25 +110,63 @@ def _below(
     return ties[0], f"{ties[1]}.{name}" if ties[1] else name
 
 
-def _lines(
+@dataclass
+class _Row:
+    """One line of a layer's printout, shared by the text and the HTML renderings: a
+    child (or a run of identical children) with its counts, or the root."""
+
+    label: str  # "layer_1", "layer_2 … layer_9"; "" for the root
+    layer: Layer
+    each: tuple[int, int]  # (parameters, states) of one layer of the run
+    run: int = 1
+    note: str = ""  # "tied to layer_1", "weight tied to layer_1.weight"
+    tied: int = 0  # parameters counted in an earlier row (tied by a ``Shared``)
+    own: tuple[int, int] | None = None  # a container's own tensors
+    children: list[_Row] = field(default_factory=list)
+
+    @property
+    def is_container(self) -> bool:
+        return bool(self.layer.children())
+
+    @property
+    def params(self) -> int:
+        """Parameters of the row: the run's, or a container's subtree (its rows' sum)."""
+        if not self.is_container:
+            return self.each[0] * self.run
+        own = self.own[0] if self.own else 0
+        return own + sum(c.params - c.tied for c in self.children)
+
+    @property
+    def states(self) -> int:
+        if not self.is_container:
+            return self.each[1] * self.run
+        own = self.own[1] if self.own else 0
+        return own + sum(c.states for c in self.children)
+
+
+def _tied_count(ties: dict[str, str], path: str, ps: Any) -> int:
+    """Elements of the leaf layer at ``path`` (parameters ``ps``) tied to earlier paths."""
+    total = 0
+    for p in ties:
+        if p.startswith(path + "."):
+            sub = _subtree(ps, p[len(path) + 1 :])
+            total += ltree.count(sub) if sub is not None else 0
+    return total
+
+
+def _rows(
     layer: Layer,
-    depth: int,
-    trees: tuple[Any, Any] | None = None,
+    trees: tuple[Any, Any],
     ties: tuple[dict[str, str], str] = ({}, ""),
-) -> list[tuple[str, str]]:
-    """``(code, comment)`` lines of ``layer`` rendered at ``depth`` (header excluded);
-    ``trees``: its ``(ps, st)`` on the meta device, if known; ``ties``: the ties of the
-    enclosing ``Shared`` layer and ``layer``'s path below it."""
-    if trees is None:
-        trees = (init_params(0, layer, device="meta"), init_state(0, layer, device="meta"))
-    pad = _INDENT * (depth + 1)
-    out: list[tuple[str, str]] = []
-    extra = layer.extra_repr()
-    if extra:
-        out.append((f"{pad}{extra},", ""))
+    label: str = "",
+) -> _Row:
+    """The printout of ``layer`` as a tree of rows; ``trees``: its ``(ps, st)`` on the meta
+    device; ``ties``: the ties of the enclosing ``Shared`` layer and ``layer``'s path below
+    it."""
+    row = _Row(label, layer, (ltree.count(trees[0]), ltree.count(trees[1])))
     own = [_own(tree, layer.children()) for tree in trees]
     if own[0] or own[1]:
-        out.append((f"{pad}(own tensors),", _counts_comment(own[0] or 0, own[1] or 0)))
+        row.own = (own[0] or 0, own[1] or 0)
     own_ties = _ties_of(layer)
     items = list(layer.children().items())
     i = 0
@@ -129,36 +179,65 @@ def _lines(
             j += 1
         run = j - i
         if run >= 3 and not any(_tie_note(*_below(own_ties, ties, n)) for n, _ in items[i:j]):
-            label = f"{name} … {items[j - 1][0]}"
+            child_label = f"{name} … {items[j - 1][0]}"
         else:
-            label, j, run = name, i + 1, 1
+            child_label, j, run = name, i + 1, 1
         child_trees = _child_trees(layer, trees, name)
-        if child.children():
-            out.append((f"{pad}{label} = {type(child).__name__}(", f"# {note}" if note else ""))
-            out.extend(_lines(child, depth + 1, child_trees, below))
-            out.append((f"{pad}),", ""))
-        else:
-            p, s = ltree.count(child_trees[0]), ltree.count(child_trees[1])
-            if run > 1:
-                comment = f"# {p * run:,} ({p:,} × {run}) parameters"
-                if s:
-                    comment += f", plus {s * run:,} states"
-            else:
-                comment = _counts_comment(p, s)
-            out.append(
-                (f"{pad}{label} = {short_repr(child)},", comment + (f", {note}" if note else ""))
-            )
+        sub = _rows(child, child_trees, below, child_label)
+        sub.run, sub.note = run, note
+        if note.startswith("tied to"):  # the whole child: every row below counted before
+            sub.tied = sub.params
+        elif note:  # some of a leaf's parameters ("weight tied to layer_1.weight")
+            sub.tied = _tied_count(below[0], below[1], child_trees[0])
+        row.children.append(sub)
         i = j
+    return row
+
+
+def _text_lines(row: _Row, depth: int) -> list[tuple[str, str]]:
+    """``(code, comment)`` lines of the container ``row`` at ``depth`` (header excluded)."""
+    pad = _INDENT * (depth + 1)
+    out: list[tuple[str, str]] = []
+    extra = row.layer.extra_repr()
+    if extra:
+        out.append((f"{pad}{extra},", ""))
+    if row.own:
+        out.append((f"{pad}(own tensors),", _counts_comment(*row.own)))
+    for child in row.children:
+        note = child.note
+        if child.is_container:
+            kind = type(child.layer).__name__
+            out.append((f"{pad}{child.label} = {kind}(", f"# {note}" if note else ""))
+            out.extend(_text_lines(child, depth + 1))
+            out.append((f"{pad}),", ""))
+            continue
+        (p, s), run = child.each, child.run
+        if run > 1:
+            comment = f"# {p * run:,} ({p:,} × {run}) parameters"
+            if s:
+                comment += f", plus {s * run:,} states"
+        else:
+            comment = _counts_comment(p, s)
+        out.append(
+            (
+                f"{pad}{child.label} = {short_repr(child.layer)},",
+                comment + (f", {note}" if note else ""),
+            )
+        )
     return out
+
+
+def _meta_trees(layer: Layer) -> tuple[Any, Any]:
+    return init_params(0, layer, device="meta"), init_state(0, layer, device="meta")
 
 
 def layer_repr(layer: Layer) -> str:
     """The Lux-style multi-line printout of ``layer`` (what ``repr(layer)`` returns)."""
-    trees = (init_params(0, layer, device="meta"), init_state(0, layer, device="meta"))
+    trees = _meta_trees(layer)
     params, states = ltree.count(trees[0]), ltree.count(trees[1])
     if not layer.children():
         return f"{short_repr(layer)}  {_counts_comment(params, states)}"
-    body = _lines(layer, 0, trees)
+    body = _text_lines(_rows(layer, trees), 0)
     width = max([_COMMENT_COLUMN] + [len(code) + 2 for code, c in body if c])
     rendered = [f"{type(layer).__name__}("]
     rendered += [
@@ -169,9 +248,154 @@ def layer_repr(layer: Layer) -> str:
     return "\n".join(rendered)
 
 
+# --------------------------------------------------------------------------- HTML
+#
+# Notebook renderings. Everything that matters for reading them is in inline styles (a
+# notebook viewer may drop <style> elements): the monospace font, the count columns, the
+# indentation. Colours are inherited (``currentColor``, translucent greys), so the output
+# reads on light and dark themes alike. The one <style> element only hides a container's
+# subtotal while it is open and highlights the row under the pointer.
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+MONOSPACE = 'ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace'
+"""The font family of every HTML rendering (set inline: exported notebooks keep it)."""
+
+_ROOT_STYLE = (
+    f"font-family: {_e(MONOSPACE)}; font-size: 12.5px; line-height: 1.5; color: inherit; "
+    "background: transparent; text-align: left"
+)
+_RULE = "1px solid rgba(128, 128, 128, 0.35)"
+_MUTED = "opacity: 0.65"
+_CELL = "float: right; min-width: 9ch; padding-left: 2ch; text-align: right; white-space: pre"
+_CSS = (
+    "<style>"
+    ".lux-display details[open] > summary .lux-sub { visibility: hidden; }"
+    ".lux-display .lux-row:hover, .lux-display summary:hover, .lux-display tbody tr:hover"
+    " { background: rgba(128, 128, 128, 0.12); }"
+    "</style>"
+)
+_OPEN_LINES = 40  # containers open level by level while at most this many lines show
+
+
+def _cells(params: str, states: str, cls: str = "", style: str = "") -> str:
+    """The two count cells (floated right, states outermost), placed before the text."""
+    extra = f" {cls}" if cls else ""
+    params, states = params or "&nbsp;", states or "&nbsp;"  # an empty float takes no room
+    return (
+        f'<span class="lux-c lux-s{extra}" style="{_CELL}{style}">{states}</span>'
+        f'<span class="lux-c lux-p{extra}" style="{_CELL}{style}">{params}</span>'
+    )
+
+
+def _n(n: int) -> str:
+    return f"{n:,}"
+
+
+def _html_row(row: _Row) -> str:
+    """A layer without children: its line, with its counts in the columns."""
+    text = f"<b>{_e(row.label)}</b> = {_e(short_repr(row.layer))}" if row.label else ""
+    text = text or _e(short_repr(row.layer))
+    notes = []
+    if row.run > 1:
+        notes.append(f"{_n(row.each[0])} × {row.run}")
+    if row.note:
+        notes.append(row.note)
+    if notes:
+        text += f' <i class="lux-note" style="{_MUTED}">{_e("; ".join(notes))}</i>'
+    states = _n(row.states) if row.states else ""
+    return (
+        f'<div class="lux-row" data-kind="leaf" data-tied="{row.tied}" '
+        f'style="padding-left: 1.25em; white-space: nowrap">'
+        f"{_cells(_n(row.params), states)}{text}</div>"
+    )
+
+
+def _html_container(row: _Row, opened: set[int]) -> str:
+    name = type(row.layer).__name__
+    head = f"<b>{_e(row.label)}</b> = {_e(name)}" if row.label else f"<b>{_e(name)}</b>"
+    if row.note:
+        head += f' <i class="lux-note" style="{_MUTED}">{_e(row.note)}</i>'
+    counts = (
+        ""
+        if not row.label
+        else _cells(_n(row.params), _n(row.states) if row.states else "", "lux-sub", f"; {_MUTED}")
+    )
+    body = []
+    extra = row.layer.extra_repr()
+    if extra:
+        body.append(
+            f'<div class="lux-extra" style="padding-left: 1.25em; {_MUTED}">{_e(extra)}</div>'
+        )
+    if row.own:
+        p, s = row.own
+        body.append(
+            f'<div class="lux-row" data-kind="own" style="padding-left: 1.25em">'
+            f"{_cells(_n(p), _n(s) if s else '')}<i>(own tensors)</i></div>"
+        )
+    for child in row.children:
+        if child.is_container:
+            body.append(_html_container(child, opened))
+        else:
+            body.append(_html_row(child))
+    is_open = " open" if id(row) in opened else ""
+    return (
+        f'<details class="lux-node" data-kind="container" data-tied="{row.tied}"{is_open}>'
+        f'<summary style="cursor: pointer; white-space: nowrap">{counts}{head}</summary>'
+        f'<div style="margin-left: 0.3em; padding-left: 0.6em; border-left: {_RULE}">'
+        f"{''.join(body)}</div></details>"
+    )
+
+
+def _lines_inside(row: _Row) -> int:
+    """Lines an open container adds: its configuration, its own tensors, its children."""
+    return bool(row.layer.extra_repr()) + bool(row.own) + len(row.children)
+
+
+def _opened(root: _Row) -> set[int]:
+    """The containers shown open (by ``id``): the root, then level by level (breadth
+    first) each container whose lines still fit in ``_OPEN_LINES`` -- the way treescope
+    expands a tree; the others show collapsed, with their subtotals."""
+    opened, shown = {id(root)}, 1 + _lines_inside(root)
+    level = [c for c in root.children if c.is_container]
+    while level:
+        below = []
+        for row in level:
+            if shown + _lines_inside(row) <= _OPEN_LINES:
+                opened.add(id(row))
+                shown += _lines_inside(row)
+                below += [c for c in row.children if c.is_container]
+        level = below
+    return opened
+
+
 def layer_html(layer: Layer) -> str:
-    """Notebook rendering: the printout in a ``<pre>`` block."""
-    return f"<pre>{html.escape(layer_repr(layer))}</pre>"
+    """Notebook rendering of ``layer``: a collapsible tree (one ``<details>`` element per
+    container), each line with its parameter and state counts in two aligned columns,
+    and the totals at the bottom. Shared (tied) parameters are marked as in the text
+    printout; every name and configuration value is HTML-escaped."""
+    trees = _meta_trees(layer)
+    params, states = ltree.count(trees[0]), ltree.count(trees[1])
+    header = (
+        f'<div class="lux-head" style="{_MUTED}; border-bottom: {_RULE}">'
+        f"{_cells('parameters', 'states')}layer</div>"
+    )
+    total = (
+        f'<div class="lux-total" data-kind="total" style="border-top: {_RULE}">'
+        f"{_cells(_n(params), _n(states))}<b>Total</b></div>"
+    )
+    if layer.children():
+        row = _rows(layer, trees)
+        body = _html_container(row, _opened(row)) + total
+    else:
+        body = _html_row(_Row("", layer, (params, states)))
+    return (
+        f'<div class="lux-display lux-layer" style="{_ROOT_STYLE}; display: inline-block; '
+        f'min-width: 36em; max-width: 100%; overflow-x: auto">{_CSS}{header}{body}</div>'
+    )
 
 
 # --------------------------------------------------------------------------- summary
@@ -268,25 +492,85 @@ class _Reach:
         return {i for i in self.ids.get(path, set()) if i in self.sizes[0]}
 
 
-@dataclass
+def _html_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    right: Sequence[bool],
+    footer: str | Sequence[str],
+    cls: str,
+) -> str:
+    """An HTML table in the monospace font, every cell escaped; ``right``: which columns
+    are right-aligned (numbers); ``footer``: one line across the table, or a row."""
+    aligns = ["right" if r else "left" for r in right]
+    pad = "padding: 1px 1.2ch; white-space: pre; border: none; background: transparent"
+
+    def row(cells: Sequence[str], tag: str) -> str:
+        return (
+            "<tr>"
+            + "".join(
+                f'<{tag} style="{pad}; text-align: {a}">{_e(c)}</{tag}>'
+                for c, a in zip(cells, aligns, strict=True)
+            )
+            + "</tr>"
+        )
+
+    head = f'<thead style="{_MUTED}; border-bottom: {_RULE}">{row(headers, "th")}</thead>'
+    body = "".join(row(r, "td") for r in rows)
+    if isinstance(footer, str):
+        foot = (
+            f'<tr><td colspan="{len(headers)}" style="{pad}; text-align: left; {_MUTED}">'
+            f"{_e(footer)}</td></tr>"
+        )
+    else:
+        foot = row(footer, "td")
+    table = (
+        f'<table style="border-collapse: collapse; border: none; margin: 0; color: inherit; '
+        f'font: inherit">'
+        f'{head}<tbody>{body}</tbody><tfoot style="border-top: {_RULE}">{foot}</tfoot></table>'
+    )
+    scroll = "; max-height: 40em; overflow-y: auto" if len(rows) > 60 else ""
+    return (
+        f'<div class="lux-display {cls}" style="{_ROOT_STYLE}; display: inline-block; '
+        f'max-width: 100%; overflow-x: auto{scroll}">{_CSS}{table}</div>'
+    )
+
+
+@dataclass(repr=False)
 class Summary:
-    """Result of :func:`summary`: ``rows`` plus totals; ``str()`` is a tabulate table."""
+    """Result of :func:`summary`: ``rows`` plus totals. ``str()`` and ``repr()`` give a
+    text table (what a console shows), ``_repr_html_`` an HTML table (what a notebook
+    shows), each ending with a ``Total`` row."""
 
     rows: list[tuple[str, str, str, int, int]]
     total_params: int
     total_states: int
     headers: tuple[str, ...] = field(default=("path", "layer", "output shape", "params", "states"))
 
-    def _table(self, fmt: str) -> str:
+    def _body(self) -> tuple[list[tuple[str, str, str, str, str]], tuple[str, ...]]:
         body = [(p, layer, shape, f"{n:,}", f"{s:,}") for p, layer, shape, n, s in self.rows]
-        body.append(("Total", "", "", f"{self.total_params:,}", f"{self.total_states:,}"))
-        return tabulate(body, headers=list(self.headers), tablefmt=fmt, disable_numparse=True)
+        total = ("Total", "", "", f"{self.total_params:,}", f"{self.total_states:,}")
+        return body, total
 
     def __str__(self) -> str:
-        return self._table("simple")
+        body, total = self._body()
+        return tabulate(
+            [*body, total],
+            headers=list(self.headers),
+            tablefmt="simple",
+            disable_numparse=True,
+            colalign=("left", "left", "left", "right", "right"),
+        )
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
 
     def _repr_html_(self) -> str:
-        return self._table("html")
+        body, total = self._body()
+        right = [False, False, False, True, True]
+        return _html_table(self.headers, body, right, total, "lux-summary")
 
 
 def summary(model: Layer, x: Any, ps: Any, st: Any) -> Summary:
@@ -383,3 +667,209 @@ def _tied(reach: _Reach, order: list[tuple[str, Layer]]) -> dict[str, str]:
                 out.setdefault(path, first[i])
             first.setdefault(i, path)
     return out
+
+
+# --------------------------------------------------------------------------- trees
+
+
+def _tree_leaves(tree: Any, path: str, out: list[tuple[str, Any]]) -> None:
+    """``(dotted path, leaf)`` of every leaf of ``tree`` in dict insertion order, static
+    values (:class:`~lux_torch.tree.Static`) and absent leaves included; ``None`` is no leaf."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            _tree_leaves(v, f"{path}.{k}" if path else str(k), out)
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            _tree_leaves(v, f"{path}.{i}" if path else str(i), out)
+    elif tree is not None:
+        out.append((path, tree))
+
+
+def _bytes(n: int) -> str:
+    text = f"{n:,} bytes"
+    if n < 1024:
+        return text
+    size, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while size >= 1024 and len(units) > 1:
+        size, units = size / 1024, units[1:]
+    unit = units[0]
+    return f"{text} ({size:.1f} {unit})"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+@dataclass(frozen=True, repr=False)
+class TreeTable:
+    """Result of :func:`tree_table`: one row per leaf of a ``ps``/``st`` tree.
+
+    ``rows`` holds ``(path, shape, dtype, device, grad)`` strings (``grad`` is ``"✓"``
+    for a tensor that requires grad); a static value (``st``'s ``training`` flag) is a
+    row whose shape column shows it. ``str()`` and ``repr()`` give an aligned text table,
+    ``_repr_html_`` an HTML one; both end with the count of tensors, their elements and
+    their bytes. Tensor values are never shown.
+    """
+
+    rows: tuple[tuple[str, str, str, str, str], ...]
+    tensors: int
+    elements: int
+    nbytes: int
+    statics: int = 0
+    headers: tuple[str, ...] = ("path", "shape", "dtype", "device", "grad")
+
+    @property
+    def footer(self) -> str:
+        """``"4 tensors, 65 elements, 260 bytes"`` (and the static values, if any)."""
+        text = (
+            f"{_plural(self.tensors, 'tensor')}, {_plural(self.elements, 'element')}, "
+            f"{_bytes(self.nbytes)}"
+        )
+        if self.statics:
+            text += f", {_plural(self.statics, 'static value')}"
+        return text
+
+    def __str__(self) -> str:
+        if not self.rows:
+            return self.footer
+        table = tabulate(
+            list(self.rows), headers=list(self.headers), tablefmt="simple", disable_numparse=True
+        )
+        return f"{table}\n{self.footer}"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        right = [False] * len(self.headers)
+        return _html_table(self.headers, self.rows, right, self.footer, "lux-tree-table")
+
+
+def tree_table(tree: Any) -> TreeTable:
+    """Describe a ``ps``/``st`` tree (or any nested dict/list/tuple of tensors): the path,
+    shape, dtype and device of every leaf and whether it requires grad, with the counts
+    and total bytes -- never a tensor's values. It prints as an aligned text table and
+    renders as an HTML table in a notebook.
+
+    Leaves are listed in dict insertion order under their dotted paths (those of
+    :func:`lux_torch.tree.paths`). Static values (:class:`~lux_torch.tree.Static`) get a
+    row too; a leaf that is neither a tensor nor a static value shows its type only.
+
+    Example:
+        >>> model = lux.Chain(lux.Linear(2, 16), lux.Linear(16, 1))  # doctest: +SKIP
+        >>> ps, st = lux.setup(0, model)  # doctest: +SKIP
+        >>> print(lux.display.tree_table(ps))  # doctest: +SKIP
+        path            shape    dtype    device    grad
+        --------------  -------  -------  --------  ------
+        layer_1.weight  (16, 2)  float32  cpu
+        layer_1.bias      (16,)  float32  cpu
+        layer_2.weight  (1, 16)  float32  cpu
+        layer_2.bias       (1,)  float32  cpu
+        4 tensors, 65 elements, 260 bytes
+    """
+    from .tree import Absent, Static
+
+    leaves: list[tuple[str, Any]] = []
+    _tree_leaves(tree, "", leaves)
+    rows = []
+    tensors = elements = nbytes = statics = 0
+    for path, leaf in leaves:
+        path = path or "(root)"
+        if isinstance(leaf, torch.Tensor):
+            tensors += 1
+            elements += leaf.numel()
+            nbytes += leaf.numel() * leaf.element_size()
+            shape = str(tuple(leaf.shape))
+            dtype = str(leaf.dtype).removeprefix("torch.")
+            grad = "✓" if leaf.requires_grad else ""
+            rows.append((path, shape, dtype, str(leaf.device), grad))
+        elif isinstance(leaf, Static):
+            statics += 1
+            rows.append((path, f"Static({leaf.value!r})", "", "", ""))
+        elif isinstance(leaf, Absent):
+            rows.append((path, "absent", "", "", ""))
+        else:
+            rows.append((path, "", type(leaf).__name__, "", ""))
+    return TreeTable(tuple(rows), tensors, elements, nbytes, statics)
+
+
+def _is_tensor_tree(obj: Any) -> bool:
+    """Whether ``obj`` is a dict whose leaves are all tensors (static and absent values
+    allowed), with at least one tensor: what the IPython extension renders as a table."""
+    from .tree import Absent, Static
+
+    if not isinstance(obj, dict):
+        return False
+    leaves: list[tuple[str, Any]] = []
+    _tree_leaves(obj, "", leaves)
+    kinds = [isinstance(leaf, torch.Tensor) for _, leaf in leaves]
+    others = (leaf for _, leaf in leaves if not isinstance(leaf, torch.Tensor))
+    return any(kinds) and all(isinstance(leaf, (Static, Absent)) for leaf in others)
+
+
+# --------------------------------------------------------------------------- IPython
+
+
+class _TreeFormatter:
+    """The ``dict`` formatter that :func:`load_ipython_extension` registers for one MIME
+    type: a tree of tensors becomes its :func:`tree_table`; any other dict goes to the
+    formatter it replaced (``fallback``), kept here so that unloading restores it."""
+
+    def __init__(self, html_output: bool, fallback: Any) -> None:
+        self.html_output = html_output
+        self.fallback = fallback
+
+    def __call__(self, obj: Any, printer: Any = None, cycle: bool = False) -> Any:
+        if self.html_output:
+            if _is_tensor_tree(obj):
+                return tree_table(obj)._repr_html_()
+            return self.fallback(obj) if self.fallback is not None else None
+        # text/plain: IPython's pretty printer calls (obj, printer, cycle); a dict nested
+        # in another object (the printer's stack is deeper) keeps its ordinary printout
+        top = len(getattr(printer, "stack", ())) <= 1
+        if top and not cycle and _is_tensor_tree(obj):
+            printer.text(str(tree_table(obj)))
+            return None
+        if self.fallback is not None:
+            return self.fallback(obj, printer, cycle)
+        printer.text(repr(obj))
+        return None
+
+
+_MIME_TYPES = (("text/html", True), ("text/plain", False))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext lux_torch``: show a dict of tensors (``ps``, ``st``, gradients) as its
+    :func:`tree_table` in cell outputs -- an HTML table in a notebook, a text table in a
+    console -- instead of a dump of its values. Other dicts print as before.
+
+    The formatters live in IPython's formatter registry only (``for_type(dict, ...)`` on
+    the ``text/html`` and ``text/plain`` formatters); loading twice is loading once;
+    :func:`unload_ipython_extension` restores the formatters they replaced.
+    """
+    formatters = ipython.display_formatter.formatters
+    for mime, html_output in _MIME_TYPES:
+        formatter = formatters[mime]
+        current = formatter.for_type(dict)
+        if isinstance(current, _TreeFormatter):
+            current = current.fallback
+        formatter.for_type(dict, _TreeFormatter(html_output, current))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext lux_torch``: remove the formatters of :func:`load_ipython_extension`
+    (restoring the ones they replaced); dicts print as IPython prints them again."""
+    formatters = ipython.display_formatter.formatters
+    for mime, _ in _MIME_TYPES:
+        formatter = formatters[mime]
+        current = formatter.for_type(dict)
+        if not isinstance(current, _TreeFormatter):
+            continue
+        if current.fallback is None:
+            formatter.pop(dict, None)
+        else:
+            formatter.for_type(dict, current.fallback)
