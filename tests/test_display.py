@@ -78,7 +78,8 @@ def test_custom_layer_and_comment_alignment():
 
 def test_notebook_reprs():
     model = lux.Chain(lux.Linear(2, 2))
-    assert model._repr_html_().startswith("<pre>Chain(")
+    html = model._repr_html_()  # the collapsible tree: tests/test_display_html.py
+    assert html.startswith('<div class="lux-display') and "<details" in html
 
     class Printer:
         def __init__(self):
@@ -105,7 +106,7 @@ def test_summary_table():
     assert s.total_params == 65 and s.total_states == 2
     text = str(s)
     assert "output shape" in text and "Total" in text and "Linear(2 => 16, tanh)" in text
-    assert "<table>" in s._repr_html_()
+    assert "<table" in s._repr_html_() and repr(s) == text
 
 
 def test_summary_counts_repeated_calls():
