@@ -28,7 +28,6 @@ from . import tree as ltree
 from .core import Layer, init_params, init_state, map_children, param_count, state_count
 
 __all__ = [
-    "MONOSPACE",
     "Summary",
     "TreeTable",
     "layer_html",
@@ -261,21 +260,34 @@ def _e(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-MONOSPACE = 'ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace'
-"""The font family of every HTML rendering (set inline: exported notebooks keep it)."""
+# the font family of every HTML rendering, set inline (exported notebooks keep it)
+_MONOSPACE = 'ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace'
 
 _ROOT_STYLE = (
-    f"font-family: {_e(MONOSPACE)}; font-size: 12.5px; line-height: 1.5; color: inherit; "
+    f"font-family: {_e(_MONOSPACE)}; font-size: 12.5px; line-height: 1.5; color: inherit; "
     "background: transparent; text-align: left"
 )
 _RULE = "1px solid rgba(128, 128, 128, 0.35)"
 _MUTED = "opacity: 0.65"
 _CELL = "float: right; min-width: 9ch; padding-left: 2ch; text-align: right; white-space: pre"
+# <details>/<summary> as the browser draws them (a disclosure triangle, no box), whatever
+# the page's stylesheet does with them (mkdocs-material draws them as admonitions)
+_RESET = (
+    "margin: 0; padding: 0; border: none; border-radius: 0; box-shadow: none; "
+    "background: transparent; color: inherit; font: inherit; min-height: 0; "
+    "overflow: visible; position: static"
+)
+_DETAILS_STYLE = f"display: block; {_RESET}"
+_SUMMARY_STYLE = f"display: list-item; {_RESET}; cursor: pointer; white-space: nowrap"
+_BODY_STYLE = f"{_RESET}; margin-left: 0.3em; padding-left: 0.6em; border-left: {_RULE}"
 _CSS = (
     "<style>"
     ".lux-display details[open] > summary .lux-sub { visibility: hidden; }"
+    "div.lux-display details.lux-node > summary::before,"
+    " div.lux-display details.lux-node > summary::after"
+    " { content: none !important; display: none !important; }"
     ".lux-display .lux-row:hover, .lux-display summary:hover, .lux-display tbody tr:hover"
-    " { background: rgba(128, 128, 128, 0.12); }"
+    " { background: rgba(128, 128, 128, 0.12) !important; }"
     "</style>"
 )
 _OPEN_LINES = 40  # containers open level by level while at most this many lines show
@@ -343,9 +355,10 @@ def _html_container(row: _Row, opened: set[int]) -> str:
             body.append(_html_row(child))
     is_open = " open" if id(row) in opened else ""
     return (
-        f'<details class="lux-node" data-kind="container" data-tied="{row.tied}"{is_open}>'
-        f'<summary style="cursor: pointer; white-space: nowrap">{counts}{head}</summary>'
-        f'<div style="margin-left: 0.3em; padding-left: 0.6em; border-left: {_RULE}">'
+        f'<details class="lux-node" data-kind="container" data-tied="{row.tied}" '
+        f'style="{_DETAILS_STYLE}"{is_open}>'
+        f'<summary style="{_SUMMARY_STYLE}">{counts}{head}</summary>'
+        f'<div class="lux-body" style="{_BODY_STYLE}">'
         f"{''.join(body)}</div></details>"
     )
 
@@ -357,18 +370,14 @@ def _lines_inside(row: _Row) -> int:
 
 def _opened(root: _Row) -> set[int]:
     """The containers shown open (by ``id``): the root, then level by level (breadth
-    first) each container whose lines still fit in ``_OPEN_LINES`` -- the way treescope
-    expands a tree; the others show collapsed, with their subtotals."""
+    first) every container of a level, while the lines shown stay within ``_OPEN_LINES``;
+    the others show collapsed, with their subtotals. Siblings open or stay closed alike."""
     opened, shown = {id(root)}, 1 + _lines_inside(root)
     level = [c for c in root.children if c.is_container]
-    while level:
-        below = []
-        for row in level:
-            if shown + _lines_inside(row) <= _OPEN_LINES:
-                opened.add(id(row))
-                shown += _lines_inside(row)
-                below += [c for c in row.children if c.is_container]
-        level = below
+    while level and shown + sum(_lines_inside(row) for row in level) <= _OPEN_LINES:
+        shown += sum(_lines_inside(row) for row in level)
+        opened.update(id(row) for row in level)
+        level = [c for row in level for c in row.children if c.is_container]
     return opened
 
 
@@ -524,8 +533,8 @@ def _html_table(
     else:
         foot = row(footer, "td")
     table = (
-        f'<table style="border-collapse: collapse; border: none; margin: 0; color: inherit; '
-        f'font: inherit">'
+        f'<table class="lux-table" style="border-collapse: collapse; border: none; '
+        f'margin: 0; color: inherit; font: inherit">'
         f'{head}<tbody>{body}</tbody><tfoot style="border-top: {_RULE}">{foot}</tfoot></table>'
     )
     scroll = "; max-height: 40em; overflow-y: auto" if len(rows) > 60 else ""

@@ -15,7 +15,9 @@ from test_display import _Gated, _Hyper
 
 import lux_torch as lux
 from lux_torch import display
-from lux_torch.display import MONOSPACE, layer_html, short_repr, tree_table
+from lux_torch.display import layer_html, short_repr, tree_table
+
+MONOSPACE = 'ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace'
 
 # -------------------------------------------------------------------------- a tiny DOM
 
@@ -140,12 +142,21 @@ def test_the_font_is_monospace_and_the_colours_follow_the_theme() -> None:
     markup = _nested()._repr_html_()
     (root,) = [c for c in parse(markup).children if isinstance(c, Node)]
     assert f"font-family: {MONOSPACE}" in root.style()
-    assert MONOSPACE.startswith("ui-monospace, SFMono-Regular, Menlo, Consolas")
     assert "color: inherit" in root.style()
     # no hard-coded colour: text inherits, borders and shades are translucent greys
     styles = " ".join(n.style() for n in parse(markup).find_all(lambda n: True))
     assert not re.search(r"#[0-9a-fA-F]{3,6}\b|\bblack\b|\bwhite\b(?!-)|rgb\(", styles)
     assert "rgba(128, 128, 128" in styles
+    # <details>/<summary> drawn as the browser draws them, even where the page's stylesheet
+    # restyles them (mkdocs-material draws them as coloured admonition boxes)
+    for d in parse(markup).find_all(lambda n: n.tag == "details"):
+        summary = d.children[0]
+        assert isinstance(summary, Node)
+        assert "display: block" in d.style() and "border: none" in d.style()
+        assert "display: list-item" in summary.style() and "background: transparent" in (
+            summary.style()
+        )
+    assert "summary::before" in markup and "content: none !important" in markup
 
 
 def test_the_count_columns_line_up() -> None:
@@ -218,7 +229,13 @@ def test_a_large_model_opens_level_by_level() -> None:
     details = page.find_all(lambda n: n.tag == "details")
     assert "open" in details[0].attrs  # the root
     closed = [d for d in details if "open" not in d.attrs]
-    assert closed and all(counts(d)[0] > 0 for d in closed)  # collapsed: its subtotal shows
+    assert len(closed) == 30 + 30  # the 30 blocks (and the chains inside them)
+    assert all(counts(d) == (72 + 16 + 72, 0) for d in closed[::2])  # each with its subtotal
+    # a whole level opens while the lines shown stay within 40: here the root's and the
+    # blocks' (1 + 9 + 3 * 8 lines), not the inner chains' (8 more)
+    eight = parse(lux.Chain(*[block] * 8, lux.Linear(8, 8))._repr_html_())
+    opened = [d for d in eight.find_all(lambda n: n.tag == "details") if "open" in d.attrs]
+    assert len(opened) == 1 + 8 and all(counts(d)[0] == 160 for d in opened[1:])
 
 
 class _Tagged(lux.Layer):
