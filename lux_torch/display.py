@@ -12,6 +12,14 @@ Runs of three or more identical consecutive children are collapsed into one line
 (``layer_2 … layer_9 = Linear(64 => 64, relu),  # 33,280 (4,160 × 8) parameters``).
 Counts are computed on the meta device, so printing allocates no tensor memory.
 Custom layers get all of this from :meth:`lux_torch.Layer.extra_repr` alone.
+
+In a notebook, a layer renders as a collapsible tree (:func:`layer_html`: one
+``<details>`` element per container, the counts in two aligned columns, the totals at the
+bottom), :func:`summary` as an HTML table, and a ``ps``/``st`` tree as the table of its
+paths, shapes, dtypes and devices that :func:`tree_table` builds (never its values).
+``%load_ext lux_torch`` (:func:`load_ipython_extension`) makes that table the display of
+every dict of tensors in cell outputs. The HTML uses a monospace font and inherited colours
+(light and dark themes alike), and escapes every user string.
 """
 
 from __future__ import annotations
@@ -852,9 +860,10 @@ _MIME_TYPES = (("text/html", True), ("text/plain", False))
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext lux_torch``: show a dict of tensors (``ps``, ``st``, gradients) as its
-    :func:`tree_table` in cell outputs -- an HTML table in a notebook, a text table in a
-    console -- instead of a dump of its values. Other dicts print as before.
+    """``%load_ext lux_torch`` (or ``%load_ext lux_torch.display``): show a dict of
+    tensors (``ps``, ``st``, gradients) as its :func:`tree_table` in cell outputs -- an
+    HTML table in a notebook, a text table in a console -- instead of a dump of its
+    values. Other dicts, and dicts nested in other objects, print as before.
 
     The formatters live in IPython's formatter registry only (``for_type(dict, ...)`` on
     the ``text/html`` and ``text/plain`` formatters); loading twice is loading once;
