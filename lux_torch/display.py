@@ -25,7 +25,7 @@ every dict of tensors in cell outputs. The HTML uses a monospace font and inheri
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -689,17 +689,27 @@ def _tied(reach: _Reach, order: list[tuple[str, Layer]]) -> dict[str, str]:
 # --------------------------------------------------------------------------- trees
 
 
-def _tree_leaves(tree: Any, path: str, out: list[tuple[str, Any]]) -> None:
+def _tree_leaves(
+    tree: Any, path: str, out: list[tuple[str, Any]], above: frozenset[int] = frozenset()
+) -> None:
     """``(dotted path, leaf)`` of every leaf of ``tree`` in dict insertion order, static
-    values (:class:`~lux_torch.tree.Static`) and absent leaves included; ``None`` is no leaf."""
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            _tree_leaves(v, f"{path}.{k}" if path else str(k), out)
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            _tree_leaves(v, f"{path}.{i}" if path else str(i), out)
-    elif tree is not None:
+    values (:class:`~lux_torch.tree.Static`) and absent leaves included; ``None`` is no leaf.
+    A container that holds itself (``d["self"] = d``) is a leaf where it recurs."""
+    if isinstance(tree, (dict, list, tuple)) and id(tree) in above:
         out.append((path, tree))
+        return
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        if tree is not None:
+            out.append((path, tree))
+        return
+    inside = above | {id(tree)}
+    for k, v in items:
+        _tree_leaves(v, f"{path}.{k}" if path else str(k), out, inside)
 
 
 def _bytes(n: int) -> str:

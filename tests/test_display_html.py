@@ -444,6 +444,9 @@ def test_the_extension_with_ipython_formatters() -> None:
     assert "layer_2.training" in formatter.format(st)[0]["text/plain"]
     assert formatter.format({"a": 1})[0] == {"text/plain": "{'a': 1}"}
     assert formatter.format({})[0] == {"text/plain": "{}"}
+    loop: dict[str, Any] = {"w": torch.ones(1)}
+    loop["self"] = loop  # a dict that holds itself: IPython's own printout, no recursion
+    assert formatter.format(loop)[0]["text/plain"] == "{'w': tensor([1.]), 'self': {...}}"
     nested = formatter.format([ps])[0]["text/plain"]  # inside a list: the ordinary printout
     assert nested.startswith("[{'layer_1'") and "text/html" not in formatter.format([ps])[0]
     display.unload_ipython_extension(ipython)
