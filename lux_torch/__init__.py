@@ -16,6 +16,7 @@ from . import (
     ad,
     checkpoint,
     deploy,
+    display,
     distributed,
     init,
     interop,
@@ -41,7 +42,7 @@ from .core import (
     test_mode,
     train_mode,
 )
-from .display import summary
+from .display import load_ipython_extension, summary, unload_ipython_extension
 from .experimental import (
     DebugLayer,
     Frozen,
@@ -373,6 +374,7 @@ __all__ = [
     "compute_gradients",
     "debug",
     "deploy",
+    "display",
     "distributed",
     "export",
     "f16",
@@ -386,6 +388,7 @@ __all__ = [
     "interop",
     "layer_map",
     "load",
+    "load_ipython_extension",
     "load_state_dict",
     "losses",
     "multiple_shoot",
@@ -409,4 +412,5 @@ __all__ = [
     "training",
     "tree",
     "unfreeze",
+    "unload_ipython_extension",
 ]

@@ -453,7 +453,10 @@ def test_the_extension_with_ipython_formatters() -> None:
     assert formatter.format(ps)[0] == before
 
 
-def test_load_ext_in_a_real_shell(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("extension", ["lux_torch", "lux_torch.display"])
+def test_load_ext_in_a_real_shell(
+    extension: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path))
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -462,10 +465,10 @@ def test_load_ext_in_a_real_shell(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
         _, ps, _ = _trees()
         formatter = shell.display_formatter
         assert formatter is not None
-        shell.run_line_magic("load_ext", "lux_torch.display")
+        shell.run_line_magic("load_ext", extension)
         data = formatter.format(ps)[0]
         assert data["text/plain"] == str(tree_table(ps)) and "<table" in data["text/html"]
-        shell.run_line_magic("unload_ext", "lux_torch.display")
+        shell.run_line_magic("unload_ext", extension)
         assert "12345" in formatter.format(ps)[0]["text/plain"]
     finally:
         InteractiveShell.clear_instance()
