@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import torch
 from gloo import ROOT, env, finish, launch, stop, wait
+from helpers import assert_png
 from torch.utils.data.distributed import DistributedSampler
 
 import lux_torch as lux
@@ -276,9 +277,11 @@ def test_failing_rank_makes_the_other_exit(tmp_path: pathlib.Path) -> None:
     assert "lux_torch.distributed.all_reduce: the collective failed on rank 0 of 2" in err, err
 
 
-def test_example_runs_under_torchrun() -> None:
+def test_example_runs_under_torchrun(tmp_path: pathlib.Path) -> None:
+    png = tmp_path / "distributed_train.png"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += [str(ROOT / "examples" / "distributed_train.py"), "--epochs", "3", "--quick"]
+    cmd += ["--out", str(png)]
     done = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -288,6 +291,7 @@ def test_example_runs_under_torchrun() -> None:
         float(line.split("loss")[1].split()[0]) for line in out.splitlines() if "epoch" in line
     ]
     assert losses[-1] < losses[0], losses
+    assert_png(png)  # written by rank 0
 
 
 # ----------------------------------------------------------------- single-process API

@@ -14,12 +14,14 @@ def _initial_test_loss(out: str) -> float:
     return float(out.split("initial test loss ")[1].split()[0])
 
 
-def test_quickstart_learns(capsys: pytest.CaptureFixture[str]) -> None:
-    final = _load("quickstart").main(steps=400)
+def test_quickstart_learns(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "quickstart.png"
+    final = _load("quickstart").main(steps=400, out=str(png), progress=False)
     out = capsys.readouterr().out
     first = float(out.split("step     1   loss ")[1].split()[0])
     assert final < first / 10, (first, final)
     assert "# Total:" in out and "output shape" in out
+    _assert_png(png)
 
 
 def test_mlp_regression_learns(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
