@@ -1,6 +1,7 @@
 """A bouncing ball: learn gravity and restitution from bounce times, through ODE events.
 
-Run:  python examples/bouncing_ball.py          (about 10 seconds)
+Run:  python examples/bouncing_ball.py [--out bouncing_ball.png] [--no-progress]
+      (about 10 seconds; the PNG goes next to this script unless ``--out`` is given)
 
 torchdiffeq's ``examples/bouncing_ball.py`` rebuilt with lux_torch. A ball of radius ``r``
 falls from height 10 (``dpos/dt = vel``, ``dvel/dt = -g``); each time it hits the ground
@@ -20,12 +21,14 @@ the same vector field solved on a time grid given with the input (``{"t": tt}``)
 
 from __future__ import annotations
 
+import argparse
 import math
 import pathlib
 import time
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 import lux_torch as lux
 
@@ -183,7 +186,9 @@ def gradient_check(nbounces: int = 3) -> float:
 # --------------------------------------------------------------------------- fit
 
 
-def main(steps: int = 10, nbounces: int = 4, out: pathlib.Path | None = None) -> dict[str, float]:
+def main(
+    steps: int = 10, nbounces: int = 4, out: pathlib.Path | None = None, progress: bool = True
+) -> dict[str, float]:
     start = time.perf_counter()
     gradient_check()
     node = make_node()
@@ -199,7 +204,8 @@ def main(steps: int = 10, nbounces: int = 4, out: pathlib.Path | None = None) ->
         vf = {"vector_field": {"gravity": theta[:1]}}
         return torch.stack(collision_times(node, vf, st, ball, nbounces)) - observed
 
-    for step in range(steps):
+    bar = tqdm(range(steps), disable=not progress, desc="Gauss-Newton", unit="step")
+    for step in bar:
         theta = theta.detach().requires_grad_(True)
         r = residuals(theta)
         jac = torch.stack([torch.autograd.grad(ri, theta, retain_graph=True)[0] for ri in r])
@@ -207,12 +213,13 @@ def main(steps: int = 10, nbounces: int = 4, out: pathlib.Path | None = None) ->
         delta = torch.linalg.solve(jac.T @ jac + damping, jac.T @ r.detach())
         theta = theta.detach() - delta
         loss = float((r.detach() ** 2).sum())
-        print(
+        bar.write(  # printed above the bar
             f"step {step}  loss {loss:.3e}  gravity {float(theta[0]):.4f}  "
             f"absorption {float(theta[1]):.4f}"
         )
         if loss < 1e-16:
             break
+    bar.close()
     params = {"gravity": theta[:1], "absorption": theta[1:]}
     fitted = {k: float(v) for k, v in params.items()}
     print(
@@ -264,4 +271,8 @@ def _plot(ps: Any, st: Any, params: Any, nbounces: int, out: pathlib.Path) -> No
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="output PNG")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args()
+    main(out=args.out, progress=not args.no_progress)
