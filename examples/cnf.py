@@ -1,6 +1,9 @@
 """Continuous normalizing flow on two circles (torchdiffeq's ``examples/cnf.py``, FFJORD).
 
-Run:  python examples/cnf.py [--trace hutchinson]   (about 40 s on one CPU thread)
+Run:  python examples/cnf.py [--iters 1000] [--trace hutchinson] [--no-progress]
+      (about 3 minutes on one CPU thread of a 2-core machine shared with other jobs;
+      held-out mean NLL 3.09 -> 1.97, where the data's own entropy, the best achievable,
+      is about 1.77; both rings are clearly visible in the density and in the samples)
 
 A continuous normalizing flow transports a standard normal base density ``p(z(t0))`` to
 the data by ``dz/dt = f(t, z)``; the log-density changes along a trajectory by the
@@ -28,8 +31,14 @@ which learns both rings far faster than an MLP of ``[z, t]``. It shows:
 - sampling by reversed time, ``cnf.sample(key, (n, 2), ps, st)``: base points drawn from an
   explicit ``lux_torch.random`` key and solved from ``t0`` to ``t1`` (no global RNG).
 
-It writes a PNG with the target samples, the learned density on a grid and samples of the
-flow, and prints the mean negative log-likelihood before and after training.
+Training solves with rk4 steps of ``STEP``; evaluation and the plots solve the same field
+with steps of ``EVAL_STEP``, 5x finer. The coarse solve is not an exact flow, so its
+"density" need not integrate to 1, and training partly fits the solver's error: with the
+training solve the final NLL reads 1.87 and the density's mass on the plotted square 1.15,
+with the finer solve 1.97 and 0.99. The example prints both NLLs, and the mass.
+
+It writes a PNG with held-out target samples, the learned density on a grid and samples of
+the flow (colour bars: points per bin and ``p(x)``).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from lux_torch.sciml.cnf import CNF
 
 T0, T1 = 0.0, 1.0
 STEP = 0.1  # rk4 step: 10 steps, 40 evaluations of the field per solve
+EVAL_STEP = 0.02  # the evaluation solves 5x finer: the density itself, not the solver's error
 LIMIT = 3.0  # the plots show [-LIMIT, LIMIT]^2
 
 
@@ -74,8 +84,11 @@ class CNFField(lux.Layer):
         return torch.tanh(z @ w.T + b) @ u / self.width, st
 
 
-def make_model(dim: int = 2, hidden: int = 32, width: int = 64, trace: str = "exact") -> CNF:
-    """The CNF: ``hyper`` (``t -> field weights``, ``hidden`` units) as its vector field."""
+def make_model(
+    dim: int = 2, hidden: int = 32, width: int = 64, trace: str = "exact", step: float = STEP
+) -> CNF:
+    """The CNF: ``hyper`` (``t -> field weights``, ``hidden`` units) as its vector field,
+    solved by rk4 with ``step`` (the same ``ps`` whatever the step and trace)."""
     hyper = lux.Chain(
         lux.Linear(1, hidden, activation=torch.tanh),
         lux.Linear(hidden, hidden, activation=torch.tanh),
@@ -87,7 +100,7 @@ def make_model(dim: int = 2, hidden: int = 32, width: int = 64, trace: str = "ex
         trace=trace,
         time_dependent=True,
         method="rk4",  # fixed grid: a predictable cost per step (dopri5 slows as f stiffens)
-        options={"step_size": STEP},
+        options={"step_size": step},
     )
 
 
@@ -107,7 +120,7 @@ def nll_loss(cnf: CNF, ps: dict, st: dict, x: torch.Tensor) -> tuple[Any, dict, 
 
 
 def evaluate(cnf: CNF, x: torch.Tensor, ts: lux.TrainState) -> float:
-    """The mean NLL of ``x`` with the exact trace (the same ``ps`` whatever the trace)."""
+    """The mean NLL of ``x`` under ``cnf`` with the exact trace."""
     with torch.no_grad():
         loss, _, _ = nll_loss(cnf.with_trace("exact"), ts.params, lux.test_mode(ts.states), x)
     return float(loss)
@@ -115,8 +128,9 @@ def evaluate(cnf: CNF, x: torch.Tensor, ts: lux.TrainState) -> float:
 
 def plot(
     path: pathlib.Path, target: torch.Tensor, cnf: CNF, ts: lux.TrainState, key: torch.Tensor
-) -> None:
-    """Target samples, the learned density on a grid and samples pushed through the flow."""
+) -> float:
+    """Target samples, the learned density on a grid and samples pushed through the flow;
+    return the learned density's mass on the plotted square (a Riemann sum on the grid)."""
     ps, st = ts.params, lux.test_mode(ts.states)
     n = 80
     grid = torch.linspace(-LIMIT, LIMIT, n)
@@ -127,22 +141,29 @@ def plot(
         # base points drawn from `key`, solved from T0 to T1 (also returns their log p)
         (samples, _), _ = cnf.sample(key, (target.shape[0], 2), ps, st)
     density = logp.exp().reshape(n, n).numpy()
+    mass = float(density.sum()) * float(grid[1] - grid[0]) ** 2
 
-    fig = Figure(figsize=(15, 5))  # Agg canvas, no pyplot state
+    fig = Figure(figsize=(16, 5))  # Agg canvas, no pyplot state
     ax_target, ax_density, ax_samples = fig.subplots(1, 3)
     box = {"xlim": (-LIMIT, LIMIT), "ylim": (-LIMIT, LIMIT), "aspect": "equal"}
-    ax_target.hist2d(*target.numpy().T, bins=60, range=[[-LIMIT, LIMIT]] * 2, cmap="viridis")
-    ax_target.set(title="Target samples", **box)
-    ax_density.pcolormesh(gx.numpy(), gy.numpy(), density, cmap="viridis", shading="auto")
-    ax_density.set(title="Learned density", **box)
-    ax_samples.hist2d(*samples.numpy().T, bins=60, range=[[-LIMIT, LIMIT]] * 2, cmap="viridis")
-    ax_samples.set(title="Samples from the flow", **box)
+    box |= {"xlabel": "$x_1$", "ylabel": "$x_2$"}
+    bins = {"bins": 60, "range": [[-LIMIT, LIMIT]] * 2, "cmap": "viridis"}
+    *_, image = ax_target.hist2d(*target.numpy().T, **bins)
+    ax_target.set(title=f"Target: {target.shape[0]} held-out points", **box)
+    fig.colorbar(image, ax=ax_target, shrink=0.8, label="points per bin")
+    mesh = ax_density.pcolormesh(gx.numpy(), gy.numpy(), density, cmap="viridis")
+    ax_density.set(title=f"Learned density p(x) (mass {mass:.3f} shown)", **box)
+    fig.colorbar(mesh, ax=ax_density, shrink=0.8, label="p(x)")
+    *_, image = ax_samples.hist2d(*samples.numpy().T, **bins)
+    ax_samples.set(title=f"{samples.shape[0]} samples from the flow", **box)
+    fig.colorbar(image, ax=ax_samples, shrink=0.8, label="points per bin")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return mass
 
 
 def main(
-    iters: int = 500,
+    iters: int = 1000,
     out: str | pathlib.Path = "cnf.png",
     progress: bool = True,
     *,
@@ -153,12 +174,16 @@ def main(
     warmup: int = 20,
     seed: int = 0,
     trace: str = "exact",
+    step: float = STEP,
+    eval_step: float = EVAL_STEP,
 ) -> float:
     """Train for ``iters`` steps, write the figure to ``out``; return the final mean NLL."""
     torch.set_num_threads(1)  # tiny tensors: extra threads only add sync (and spin) overhead
     start = time.perf_counter()
     init_key, data_key, eval_key, plot_key = lux.random.split(lux.random.key(seed), 4)
-    cnf = make_model(hidden=hidden, width=width, trace=trace)
+    cnf = make_model(hidden=hidden, width=width, trace=trace, step=step)
+    # the same field solved with a finer step evaluates and plots the learned density
+    fine = make_model(hidden=hidden, width=width, step=eval_step)
     print(cnf)
     ps, st = lux.setup(init_key, cnf)
     # linear warm-up to lr, then cosine decay to 0 over the run
@@ -166,7 +191,7 @@ def main(
     schedule = lux.optim.warmup_cosine_decay_schedule(0.0, lr, warm, max(iters, 1))
     ts = lux.TrainState(cnf, ps, st, lux.optim.adam(schedule))
     held_out = two_circles(eval_key, 2000)
-    before = evaluate(cnf, held_out, ts)
+    before = evaluate(fine, held_out, ts)
     print(f"mean NLL before training {before:.4f}")
 
     bar = tqdm(range(1, iters + 1), disable=not progress, desc="training", unit="step")
@@ -176,20 +201,24 @@ def main(
         if itr % 10 == 0:
             bar.set_postfix(nll=f"{float(loss):.4f}", nfe=int(ts.states["ode"]["stats"]["nfe"]))
 
-    final = evaluate(cnf, held_out, ts)
+    final = evaluate(fine, held_out, ts)
+    coarse = evaluate(cnf, held_out, ts)
     path = pathlib.Path(out)
-    plot(path, held_out, cnf, ts, plot_key)
+    mass = plot(path, held_out, fine, ts, plot_key)
     print(
         f"final mean NLL {final:.4f} after {iters} steps in "
         f"{time.perf_counter() - start:.1f} s; figure written to {path}"
     )
+    print(f"mean NLL with the training solve (rk4 step {step:g}): {coarse:.4f}")
+    print(f"mass of the learned density on [-{LIMIT:g}, {LIMIT:g}]^2: {mass:.3f}")
     return final
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=500)
+    parser.add_argument("--iters", type=int, default=1000)
     parser.add_argument("--out", default="cnf.png")
     parser.add_argument("--trace", choices=("exact", "hutchinson"), default="exact")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args()
-    main(args.iters, args.out, trace=args.trace)
+    main(args.iters, args.out, not args.no_progress, trace=args.trace)

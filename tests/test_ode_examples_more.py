@@ -40,6 +40,10 @@ def test_cnf_example_learns_and_writes_png(
     assert f"final mean NLL {final:.4f}" in text
     assert final < before - 0.1, (before, final)  # 3.09 -> 2.61 with the default seed
     assert "CNF(" in text and "NeuralODE(" in text and "CNFField(" in text
+    # the density is evaluated by a finer solve than training's: it must stay normalised
+    mass = float(re.search(r"mass of the learned density on .*?: ([0-9.]+)", text).group(1))  # type: ignore[union-attr]
+    assert 0.9 < mass < 1.05, mass
+    assert "mean NLL with the training solve (rk4 step 0.1)" in text
     _check_png(out)
 
 
