@@ -189,6 +189,7 @@ def gradient_check(nbounces: int = 3) -> float:
 def main(
     steps: int = 10, nbounces: int = 4, out: pathlib.Path | None = None, progress: bool = True
 ) -> dict[str, float]:
+    torch.set_num_threads(1)  # scalar solves: extra threads only add sync overhead
     start = time.perf_counter()
     gradient_check()
     node = make_node()

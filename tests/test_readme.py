@@ -56,3 +56,10 @@ def test_every_named_example_exists_shows_progress_and_writes_a_png() -> None:
         source = (ROOT / "examples" / name).read_text()
         assert "tqdm(" in source, name  # "Each has a progress bar"
         assert ".savefig(" in source, name  # "... and writes a PNG"
+        # "The examples use at most two threads"
+        calls = source.count("torch.set_num_threads(")
+        allowed = (
+            "torch.set_num_threads(1)",
+            "torch.set_num_threads(min(2, torch.get_num_threads()))",
+        )
+        assert calls > 0 and calls == sum(source.count(a) for a in allowed), name
