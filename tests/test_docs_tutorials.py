@@ -38,7 +38,7 @@ def _stderr(nb: nbformat.NotebookNode) -> list[str]:
 
 def execute(path: Path) -> nbformat.NotebookNode:
     """``path`` as a notebook, executed in a python3 kernel started in its folder."""
-    nb = jupytext.read(path)
+    nb: nbformat.NotebookNode = jupytext.read(path)
     ExecutePreprocessor(timeout=CELL_TIMEOUT_S, kernel_name="python3").preprocess(
         nb, {"metadata": {"path": str(path.parent)}}
     )

@@ -32,6 +32,7 @@
 # %%
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 import lux_torch as lux
 
@@ -54,6 +55,13 @@ model = lux.Chain(
     lux.Linear(32, 1),
 )
 print(model)
+
+# %% [markdown]
+# In a notebook, a model that is displayed as a cell's result (or with IPython's
+# `display`) uses its HTML rendering:
+
+# %%
+display(model)
 
 # %% [markdown]
 # The counts come from the description alone: `lux.param_count` and `lux.state_count`
@@ -111,7 +119,7 @@ x = lux.random.uniform(x_key, (256, 1), low=-1.0, high=1.0)
 y = torch.sin(3 * x) + 0.05 * lux.random.normal(noise_key, (256, 1))
 
 pred, new_st = model(x, ps, st)
-pred.shape
+print(pred.shape)
 
 # %% [markdown]
 # The call is pure: the same inputs give the same output, and the dropout key in the
@@ -178,6 +186,7 @@ plt.show()
 # Because a call is a pure function of `ps`, `torch.func.grad` differentiates with respect
 # to the whole parameter tree and returns a tree of the same structure. `train_step` does
 # this for you; here it is by hand.
+
 
 # %%
 def loss_of(ps):

@@ -55,7 +55,7 @@ def make_data(key, n):
 train_key, test_key, init_key, shuffle_key = lux.random.split(lux.random.key(0), 4)
 x_train, y_train = make_data(train_key, 1024)
 x_test, y_test = make_data(test_key, 256)
-x_train.shape, x_test.shape
+print(x_train.shape, x_test.shape)
 
 # %% [markdown]
 # ## Model, optimizer and schedule
@@ -85,7 +85,7 @@ optimizer = lux.optim.chain(
     lux.optim.adamw(schedule, weight_decay=1e-4),
 )
 ts = lux.TrainState(model, ps, st, optimizer)
-ts
+print(ts)
 
 # %% [markdown]
 # The train state holds the model, the parameters (`ts.params`), the state

@@ -46,7 +46,7 @@ x_key, noise_key = lux.random.split(data_key)
 u = lux.random.uniform(x_key, (64, 1), low=0.3, high=1.0)
 x = torch.cat([-u[:32], u[32:]])
 y = torch.sin(3 * x) + 0.05 * lux.random.normal(noise_key, x.shape)
-x.shape, y.shape
+print(x.shape, y.shape)
 
 # %% [markdown]
 # ## Stacked parameters
@@ -73,7 +73,7 @@ for path, leaf in zip(lux.tree.paths(ps_all), lux.tree.leaves(ps_all), strict=Tr
 
 # %%
 ys, _ = torch.func.vmap(lambda p: model(x, p, st))(ps_all)
-ys.shape
+print(ys.shape)  # (members, samples, outputs)
 
 # %% [markdown]
 # ## Training all members in one vectorized step
@@ -143,8 +143,9 @@ fig, (ax_fit, ax_loss) = plt.subplots(1, 2, figsize=(12, 4))
 g = grid.squeeze(1)
 for i, member in enumerate(preds):
     ax_fit.plot(g, member, lw=0.8, alpha=0.6, color="tab:blue", label="members" if i == 0 else None)
-ax_fit.fill_between(g, mean - 2 * std, mean + 2 * std, color="tab:orange", alpha=0.25,
-                    label="mean ± 2 std")
+ax_fit.fill_between(
+    g, mean - 2 * std, mean + 2 * std, color="tab:orange", alpha=0.25, label="mean ± 2 std"
+)
 ax_fit.plot(g, mean, color="tab:orange", lw=2, label="ensemble mean")
 ax_fit.scatter(x.squeeze(1), y.squeeze(1), s=10, color="black", zorder=3, label="data")
 ax_fit.set(xlabel="x", ylabel="y", title=f"{N_MEMBERS} MLPs trained in one vmap", ylim=(-2, 2))
@@ -193,8 +194,10 @@ for path, leaf in zip(lux.tree.paths(per_sample), lux.tree.leaves(per_sample), s
 # %%
 batch_grad = torch.func.grad(loss_fn)(ps)
 mean_grad = lux.tree.map(lambda g: g.mean(0), per_sample)
-print("mean of per-sample gradients == batch gradient:",
-      lux.tree.allclose(mean_grad, batch_grad, rtol=1e-4, atol=1e-7))
+print(
+    "mean of per-sample gradients == batch gradient:",
+    lux.tree.allclose(mean_grad, batch_grad, rtol=1e-4, atol=1e-7),
+)
 
 # %% [markdown]
 # ## One flat vector per sample

@@ -96,8 +96,12 @@ batch = x_train[:64]
 logits, st_after = model(batch, ps, st)
 print("running_mean before:", st["layer_2"]["running_mean"][:4])
 print("running_mean after: ", st_after["layer_2"]["running_mean"][:4])
-print("batches tracked:    ", int(st["layer_2"]["num_batches_tracked"]),
-      "->", int(st_after["layer_2"]["num_batches_tracked"]))
+print(
+    "batches tracked:    ",
+    int(st["layer_2"]["num_batches_tracked"]),
+    "->",
+    int(st_after["layer_2"]["num_batches_tracked"]),
+)
 print("dropout key advanced:", not torch.equal(st["layer_8"]["key"], st_after["layer_8"]["key"]))
 
 # %% [markdown]
@@ -111,8 +115,10 @@ test_st = lux.test_mode(st_after)
 a, st_a = model(batch, ps, test_st)
 b, _ = model(batch, ps, st_a)
 print("test mode, two calls equal:    ", torch.equal(a, b))
-print("test mode leaves the state alone:",
-      lux.tree.allclose(st_a["layer_2"], test_st["layer_2"], rtol=0, atol=0))
+print(
+    "test mode leaves the state alone:",
+    lux.tree.allclose(st_a["layer_2"], test_st["layer_2"], rtol=0, atol=0),
+)
 
 c, st_c = model(batch, ps, st_after)
 d, _ = model(batch, ps, st_c)
@@ -192,10 +198,22 @@ for i in range(10):
     for j in range(10):
         if confusion[i, j]:
             white = confusion[i, j] > confusion.max() / 2
-            ax_cm.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=8,
-                       color="white" if white else "black")
-ax_cm.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
-          title=f"test confusion matrix (accuracy {test_acc[-1]:.3f})")
+            ax_cm.text(
+                j,
+                i,
+                int(confusion[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if white else "black",
+            )
+ax_cm.set(
+    xticks=range(10),
+    yticks=range(10),
+    xlabel="predicted digit",
+    ylabel="true digit",
+    title=f"test confusion matrix (accuracy {test_acc[-1]:.3f})",
+)
 fig.colorbar(im, ax=ax_cm, label="test images")
 fig.tight_layout()
 plt.show()

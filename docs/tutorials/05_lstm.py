@@ -64,7 +64,7 @@ def make_spirals(key, n, noise=0.05):
 train_key, test_key, init_key, shuffle_key = lux.random.split(lux.random.key(0), 4)
 x_train, y_train = make_spirals(train_key, 1024)
 x_test, y_test = make_spirals(test_key, 512)
-x_train.shape, y_train.shape  # (samples, time, features), labels
+print(x_train.shape, y_train.shape)  # (samples, time, features), labels
 
 # %% [markdown]
 # ## A cell, and a cell run over time
@@ -81,7 +81,7 @@ for path, leaf in zip(lux.tree.paths(cell_ps), lux.tree.leaves(cell_ps), strict=
 
 (h, (h, c)), _ = cell(x_train[:4, 0], cell_ps, cell_st)  # the first time step of 4 samples
 (h, (h, c)), _ = cell((x_train[:4, 1], (h, c)), cell_ps, cell_st)  # the second, with the carry
-h.shape, c.shape
+print(h.shape, c.shape)
 
 # %% [markdown]
 # `lux.Recurrence(cell)` does this loop over the time axis of a batch-first input
@@ -140,8 +140,10 @@ pred_per_step = predict(every_step, ts.params, ts.states, x_test)  # (N, T)
 acc_per_step = (pred_per_step == y_test[:, None]).float().mean(0)
 final = predict(model, ts.params, ts.states, x_test)
 print("last step equals the trained model:", torch.equal(pred_per_step[:, -1], final))
-print("accuracy after 1, 2, 3, 5, 20 points:",
-      [round(acc_per_step[t - 1].item(), 3) for t in (1, 2, 3, 5, 20)])
+print(
+    "accuracy after 1, 2, 3, 5, 20 points:",
+    [round(acc_per_step[t - 1].item(), 3) for t in (1, 2, 3, 5, 20)],
+)
 
 # %% [markdown]
 # ## Results
@@ -155,9 +157,12 @@ for i in range(8):
     xi, t, p = x_test[i], int(y_test[i]), int(final[i])
     ax.plot(xi[:, 0], xi[:, 1], "-", color=colors[p], lw=1.5)
     ax.plot(xi[0, 0], xi[0, 1], "o", color=colors[p], ms=4)  # start
-    ax.annotate("", xy=(float(xi[-1, 0]), float(xi[-1, 1])),
-                xytext=(float(xi[-2, 0]), float(xi[-2, 1])),
-                arrowprops={"arrowstyle": "->", "color": colors[p], "lw": 1.5})
+    ax.annotate(
+        "",
+        xy=(float(xi[-1, 0]), float(xi[-1, 1])),
+        xytext=(float(xi[-2, 0]), float(xi[-2, 1])),
+        arrowprops={"arrowstyle": "->", "color": colors[p], "lw": 1.5},
+    )
     wrong = "" if t == p else f" (true: {CLASSES[t]})"
     ax.set_title(CLASSES[p] + wrong, fontsize=8, color="black" if t == p else "crimson")
     ax.set_aspect("equal", adjustable="datalim")
@@ -169,9 +174,12 @@ ax_loss.semilogy(losses, lw=0.8)
 ax_loss.set(xlabel="training step", ylabel="cross-entropy", title="training loss")
 ax_acc = fig.add_subplot(grid[:, 6:])
 ax_acc.plot(range(1, SEQ_LEN + 1), acc_per_step, "o-", ms=3)
-ax_acc.set(xlabel="points seen", ylabel="test accuracy", title="accuracy vs. prefix length",
-           ylim=(0.4, 1.02))
-fig.suptitle("test trajectories, coloured by predicted class (dot: start, arrow: end)",
-             fontsize=10)
+ax_acc.set(
+    xlabel="points seen",
+    ylabel="test accuracy",
+    title="accuracy vs. prefix length",
+    ylim=(0.4, 1.02),
+)
+fig.suptitle("test trajectories, coloured by predicted class (dot: start, arrow: end)", fontsize=10)
 fig.tight_layout()
 plt.show()

@@ -62,10 +62,12 @@ print("target:", y_test[0].tolist())
 # encoder blocks follow `torch.nn.TransformerEncoderLayer` (arguments, maths and parameter
 # names), here post-norm, without dropout.
 
+
 # %%
 def encoder():
-    return lux.TransformerEncoderLayer(D_MODEL, 4, dim_feedforward=64, dropout=0.0,
-                                       batch_first=True)
+    return lux.TransformerEncoderLayer(
+        D_MODEL, 4, dim_feedforward=64, dropout=0.0, batch_first=True
+    )
 
 
 model = lux.Chain(
@@ -92,6 +94,7 @@ for path, leaf in zip(lux.tree.paths(block_ps), lux.tree.leaves(block_ps), stric
 # Any function `loss_fn(model, ps, st, data) -> (loss, st, stats)` works with
 # `lux.train_step`. This one averages the cross-entropy over all positions and reports
 # the token accuracy as its `stats`.
+
 
 # %%
 def loss_fn(model, ps, st, data):
@@ -156,13 +159,16 @@ maps = {}
 with torch.no_grad():
     h = run("position", run("embed", x_test))
     for name in ("block_1", "block_2"):
-        (_, weights), _ = attention((h, h, h), ts.params[name]["self_attn"],
-                                    test_st[name]["self_attn"])
+        (_, weights), _ = attention(
+            (h, h, h), ts.params[name]["self_attn"], test_st[name]["self_attn"]
+        )
         maps[name] = weights.mean(0)  # (query position, key position)
         h = run(name, h)
         mirror = maps[name].flip(1).diagonal()  # the weight of query t on key T - 1 - t
-        print(f"{name}: mean weight on the mirror position {mirror.mean():.2f} "
-              f"(uniform attention: {1 / SEQ_LEN:.3f})")
+        print(
+            f"{name}: mean weight on the mirror position {mirror.mean():.2f} "
+            f"(uniform attention: {1 / SEQ_LEN:.3f})"
+        )
 
 # %% [markdown]
 # The first block spreads its attention; the second puts almost all of it on the mirror
@@ -195,8 +201,16 @@ for i in range(n):
     for j in range(table.shape[1]):
         if table[i, j] >= 0:
             bad = j > 2 * SEQ_LEN + 1 and not correct[i, j - 2 * SEQ_LEN - 2]
-            ax_table.text(j, i, int(table[i, j]), ha="center", va="center", fontsize=8,
-                          color="red" if bad else "white", fontweight="bold" if bad else "normal")
+            ax_table.text(
+                j,
+                i,
+                int(table[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="red" if bad else "white",
+                fontweight="bold" if bad else "normal",
+            )
 ax_table.set_xticks([(SEQ_LEN - 1) / 2, 1.5 * SEQ_LEN + 1, 2.5 * SEQ_LEN + 2])
 ax_table.set_xticklabels(["input", "target", "predicted"])
 ax_table.set_yticks([])

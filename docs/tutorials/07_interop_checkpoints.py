@@ -92,6 +92,7 @@ print("from_torch output equals the module's:", torch.equal(y_wrapped, y_torch))
 # Because it is now a pure function of `ps`, `torch.func` applies directly, for example
 # for per-sample gradients of the wrapped module:
 
+
 # %%
 def sample_loss(ps, xi):
     out, _ = layer(xi[None], ps, st)
@@ -173,8 +174,10 @@ with torch.no_grad():
     y_module = module(x)
 y_tree, _ = model(x, ps_trained, lux.test_mode(st_trained))
 print("module and lux call agree:", torch.equal(y_module, y_tree))
-print("the original ps is unchanged:", torch.equal(ps["layer_1"]["weight"],
-                                                 net.state_dict()["layer_1.weight"]))
+print(
+    "the original ps is unchanged:",
+    torch.equal(ps["layer_1"]["weight"], net.state_dict()["layer_1.weight"]),
+)
 
 # %% [markdown]
 # ## Checkpoints: `lux.save` and `lux.load`
@@ -205,8 +208,9 @@ print("step and note:", restored["step"], repr(restored["note"]))
 for part in ("params", "states", "opt_state"):
     same = all(
         torch.equal(a, b)
-        for a, b in zip(lux.tree.leaves(checkpoint[part]), lux.tree.leaves(restored[part]),
-                        strict=True)
+        for a, b in zip(
+            lux.tree.leaves(checkpoint[part]), lux.tree.leaves(restored[part]), strict=True
+        )
     )
     print(f"{part:9s} restored exactly: {same}")
 print("mode flag restored:", restored["states"]["layer_2"]["training"])
@@ -215,13 +219,21 @@ print("mode flag restored:", restored["states"]["layer_2"]["training"])
 # Training resumes from the restored trees as if nothing had happened:
 
 # %%
-resumed = lux.TrainState(model, restored["params"], restored["states"], ts.optimizer,
-                         opt_state=restored["opt_state"], step=restored["step"])
+resumed = lux.TrainState(
+    model,
+    restored["params"],
+    restored["states"],
+    ts.optimizer,
+    opt_state=restored["opt_state"],
+    step=restored["step"],
+)
 loss_fn = lux.losses.CrossEntropyLoss()
 ts_a, loss_a, _ = lux.train_step(loss_fn, (x, targets), ts)
 ts_b, loss_b, _ = lux.train_step(loss_fn, (x, targets), resumed)
-print("the next step is identical:",
-      torch.equal(loss_a, loss_b) and lux.tree.allclose(ts_a.params, ts_b.params, rtol=0, atol=0))
+print(
+    "the next step is identical:",
+    torch.equal(loss_a, loss_b) and lux.tree.allclose(ts_a.params, ts_b.params, rtol=0, atol=0),
+)
 
 # %% [markdown]
 # ## `lux.export`: a program without lux_torch
