@@ -36,8 +36,8 @@ from IPython.display import display
 
 import lux_torch as lux
 
-# The ops here are tiny: one thread avoids OpenMP spin-waiting when other processes
-# share the cores (which can make each step tens of times slower).
+# The ops here are tiny: one thread avoids OpenMP spin-waiting when
+# other processes share the cores (it can make steps many times slower).
 torch.set_num_threads(1)
 
 # %% [markdown]
@@ -84,8 +84,9 @@ ps, st = lux.setup(init_key, model)
 
 
 def show(tree):
-    """Print each leaf's dotted path with its shape and dtype (never the values)."""
-    for path, leaf in zip(lux.tree.paths(tree), lux.tree.leaves(tree), strict=True):
+    """Print each leaf's path, shape and dtype (not its values)."""
+    leaves = lux.tree.leaves(tree)
+    for path, leaf in zip(lux.tree.paths(tree), leaves, strict=True):
         print(f"{path:18s} {tuple(leaf.shape)!s:10s} {leaf.dtype}")
 
 
@@ -128,7 +129,10 @@ print(pred.shape)
 # %%
 again, _ = model(x, ps, st)
 print("same inputs, same output:", torch.equal(pred, again))
-print("dropout key advanced:    ", not torch.equal(new_st["layer_2"]["key"], st["layer_2"]["key"]))
+print(
+    "dropout key advanced:    ",
+    not torch.equal(new_st["layer_2"]["key"], st["layer_2"]["key"]),
+)
 
 # %% [markdown]
 # `lux.summary` traces one call and tabulates every layer's output shape and counts.
@@ -169,12 +173,13 @@ grid = torch.linspace(-1, 1, 200).unsqueeze(1)
 with torch.no_grad():
     fit, _ = model(grid, ts.params, test_st)
 
-fig, (ax_loss, ax_fit) = plt.subplots(1, 2, figsize=(10, 3.5))
+g = grid.squeeze(1)
+fig, (ax_loss, ax_fit) = plt.subplots(1, 2, figsize=(9, 3.3))
 ax_loss.semilogy(losses)
 ax_loss.set(xlabel="step", ylabel="training MSE", title="training loss")
 ax_fit.scatter(x.squeeze(1), y.squeeze(1), s=5, alpha=0.4, label="data")
-ax_fit.plot(grid.squeeze(1), torch.sin(3 * grid).squeeze(1), "k--", lw=1, label="sin(3x)")
-ax_fit.plot(grid.squeeze(1), fit.squeeze(1), "r", lw=2, label="model (test mode)")
+ax_fit.plot(g, torch.sin(3 * g), "k--", lw=1, label="sin(3x)")
+ax_fit.plot(g, fit.squeeze(1), "r", lw=2, label="model (test mode)")
 ax_fit.set(xlabel="x", ylabel="y", title="fit")
 ax_fit.legend(loc="upper left")
 fig.tight_layout()

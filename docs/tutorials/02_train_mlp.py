@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Training an MLP with `train_step`
+# # Training an MLP
 #
 # A regression MLP trained on mini-batches with the training API: `lux.TrainState`,
 # `lux.train_step`, a pure optimizer from `lux.optim` with a learning-rate schedule, a
@@ -30,8 +30,8 @@ import torch
 
 import lux_torch as lux
 
-# The ops here are tiny: one thread avoids OpenMP spin-waiting when other processes
-# share the cores (which can make each step tens of times slower).
+# The ops here are tiny: one thread avoids OpenMP spin-waiting when
+# other processes share the cores (it can make steps many times slower).
 torch.set_num_threads(1)
 
 # %% [markdown]
@@ -52,7 +52,9 @@ def make_data(key, n):
     return x, y
 
 
-train_key, test_key, init_key, shuffle_key = lux.random.split(lux.random.key(0), 4)
+train_key, test_key, init_key, shuffle_key = lux.random.split(
+    lux.random.key(0), 4
+)
 x_train, y_train = make_data(train_key, 1024)
 x_test, y_test = make_data(test_key, 256)
 print(x_train.shape, x_test.shape)
@@ -76,7 +78,9 @@ ps, st = lux.setup(init_key, model)
 
 BATCH = 64
 EPOCHS = 40
-steps_per_epoch = x_train.shape[0] // BATCH  # drop a last partial batch: shapes stay fixed
+steps_per_epoch = (
+    x_train.shape[0] // BATCH
+)  # drop a last partial batch: shapes stay fixed
 total_steps = EPOCHS * steps_per_epoch
 
 schedule = lux.optim.warmup_cosine_decay_schedule(0.0, 3e-3, 50, total_steps)
@@ -94,7 +98,8 @@ print(ts)
 # the chain, with AdamW's moments `mu` and `nu` mirroring the parameter tree.
 
 # %%
-for path, leaf in zip(lux.tree.paths(ts.opt_state), lux.tree.leaves(ts.opt_state), strict=True):
+opt_leaves = lux.tree.leaves(ts.opt_state)
+for path, leaf in zip(lux.tree.paths(ts.opt_state), opt_leaves, strict=True):
     print(f"{path:24s} {tuple(leaf.shape)}")
 
 # %% [markdown]
@@ -112,17 +117,20 @@ mse = lux.losses.MSELoss()
 
 
 def test_loss(ts):
-    loss, _, _ = mse(ts.model, ts.params, lux.test_mode(ts.states), (x_test, y_test))
+    test_st = lux.test_mode(ts.states)
+    loss, _, _ = mse(ts.model, ts.params, test_st, (x_test, y_test))
     return loss.item()
 
 
 def train(ts, compile=False):
     train_losses, test_curve = [], [(0, test_loss(ts))]
     for epoch in range(EPOCHS):
-        perm = lux.random.permutation(lux.random.fold_in(shuffle_key, epoch), x_train.shape[0])
+        epoch_key = lux.random.fold_in(shuffle_key, epoch)
+        perm = lux.random.permutation(epoch_key, len(x_train))
         for i in range(steps_per_epoch):
             idx = perm[i * BATCH : (i + 1) * BATCH]
-            ts, loss, _ = lux.train_step(mse, (x_train[idx], y_train[idx]), ts, compile=compile)
+            batch = (x_train[idx], y_train[idx])
+            ts, loss, _ = lux.train_step(mse, batch, ts, compile=compile)
             train_losses.append(loss.item())
         test_curve.append((ts.step, test_loss(ts)))
     return ts, train_losses, test_curve
@@ -132,32 +140,44 @@ start = time.perf_counter()
 trained, train_losses, test_curve = train(ts)
 eager_s = time.perf_counter() - start
 print(f"{trained.step} steps in {eager_s:.1f} s")
-print(f"test MSE: {test_curve[0][1]:.4f} at the start, {test_curve[-1][1]:.4f} at the end")
-print(f"noise floor: {NOISE**2:.4f}")
+print(f"test MSE at the start: {test_curve[0][1]:.4f}")
+print(f"test MSE at the end:   {test_curve[-1][1]:.4f}")
+print(f"noise floor:           {NOISE**2:.4f}")
 
 # %% [markdown]
-# The loss curves, the learning rate, and the fitted function:
+# The loss curves and the learning rate:
 
 # %%
-fig, (ax_loss, ax_lr, ax_fit) = plt.subplots(1, 3, figsize=(14, 3.8))
-ax_loss.semilogy(range(1, len(train_losses) + 1), train_losses, lw=0.5, label="train batch")
-ax_loss.semilogy(*zip(*test_curve, strict=True), "o-", ms=3, label="test (test mode)")
+fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.3))
+steps = range(1, len(train_losses) + 1)
+ax_loss.semilogy(steps, train_losses, lw=0.5, label="train batch")
+test_steps, test_values = zip(*test_curve, strict=True)
+ax_loss.semilogy(test_steps, test_values, "o-", ms=3, label="test")
 ax_loss.axhline(NOISE**2, color="gray", ls="--", lw=0.8, label="noise floor")
-ax_loss.set(xlabel="step", ylabel="MSE", title="loss")
+ax_loss.set(xlabel="step", ylabel="MSE", title="loss (test: in test mode)")
 ax_loss.legend(loc="upper right")
 
-steps = torch.arange(total_steps)
-ax_lr.plot(steps, [schedule(int(s)).item() for s in steps])
-ax_lr.set(xlabel="step", ylabel="learning rate", title="warm-up cosine schedule")
+lrs = [schedule(s).item() for s in range(total_steps)]
+ax_lr.plot(lrs)
+ax_lr.set(xlabel="step", ylabel="learning rate", title="warm-up cosine")
+fig.tight_layout()
+plt.show()
 
+# %% [markdown]
+# And the fitted function, evaluated in test mode on a grid:
+
+# %%
 grid = torch.linspace(-1, 1, 300).unsqueeze(1)
 with torch.no_grad():
     fit, _ = model(grid, trained.params, lux.test_mode(trained.states))
-ax_fit.scatter(x_train.squeeze(1), y_train.squeeze(1), s=3, alpha=0.3, label="training data")
-ax_fit.plot(grid.squeeze(1), torch.sin(3 * grid).squeeze(1), "k--", lw=1, label="sin(3x)")
-ax_fit.plot(grid.squeeze(1), fit.squeeze(1), "r", lw=2, label="MLP")
-ax_fit.set(xlabel="x", ylabel="y", title="fit")
-ax_fit.legend(loc="upper left")
+g = grid.squeeze(1)
+
+fig, ax = plt.subplots(figsize=(7, 3.5))
+ax.scatter(x_train, y_train, s=3, alpha=0.3, label="training data")
+ax.plot(g, torch.sin(3 * g), "k--", lw=1, label="sin(3x)")
+ax.plot(g, fit.squeeze(1), "r", lw=2, label="MLP")
+ax.set(xlabel="x", ylabel="y", title="fit")
+ax.legend(loc="upper left")
 fig.tight_layout()
 plt.show()
 
@@ -182,17 +202,19 @@ print(f"first compiled step (tracing + compiling): {first_s:.1f} s")
 start = time.perf_counter()
 trained_c, losses_c, test_curve_c = train(ts, compile=True)
 compiled_s = time.perf_counter() - start
-print(f"{trained_c.step} compiled steps in {compiled_s:.1f} s (eager: {eager_s:.1f} s)")
-print(f"final test MSE: compiled {test_curve_c[-1][1]:.4f}, eager {test_curve[-1][1]:.4f}")
+print(f"{trained_c.step} compiled steps: {compiled_s:.1f} s")
+print(f"{trained.step} eager steps:    {eager_s:.1f} s")
+print(f"final test MSE, compiled: {test_curve_c[-1][1]:.4f}")
+print(f"final test MSE, eager:    {test_curve[-1][1]:.4f}")
 
 # %% [markdown]
 # The compiled run starts from the same parameters and sees the same batches, so it
 # follows the eager run closely (the compiled kernels round differently, so the numbers
-# need not agree to the last digit). On a model this small the one-off compilation costs
-# more than it saves; it pays off on long runs. Everything a compiled step reads that is
-# not in its arguments is a constant of the graph, as under `jax.jit`: pass what changes
-# through `data`.
+# need not agree to the last digit). Whether compiling pays off depends on the run's
+# length: the one-off compilation against the time saved per step, both printed above.
+# Everything a compiled step reads that is not in its arguments is a constant of the
+# graph, as under `jax.jit`: pass what changes through `data`.
 
 # %%
 diff = max(abs(a - b) for a, b in zip(train_losses, losses_c, strict=True))
-print(f"largest difference between the eager and compiled training losses: {diff:.2e}")
+print(f"largest difference of the training losses: {diff:.2e}")

@@ -29,8 +29,8 @@ import torch
 
 import lux_torch as lux
 
-# The ops here are tiny: one thread avoids OpenMP spin-waiting when other processes
-# share the cores (which can make each step tens of times slower).
+# The ops here are tiny: one thread avoids OpenMP spin-waiting when
+# other processes share the cores (it can make steps many times slower).
 torch.set_num_threads(1)
 
 # %% [markdown]
@@ -54,19 +54,26 @@ print(x.shape, y.shape)
 # Each member is set up from its own key; `lux.tree.stack` stacks the eight trees leaf by
 # leaf, so every leaf gains a leading member dimension of size 8.
 
+
 # %%
+def show(tree):
+    """Each leaf's dotted path and shape (not its values)."""
+    leaves = lux.tree.leaves(tree)
+    for path, leaf in zip(lux.tree.paths(tree), leaves, strict=True):
+        print(f"{path:16s} {tuple(leaf.shape)}")
+
+
 model = lux.Chain(
     lux.Linear(1, 32, activation=torch.tanh),
     lux.Linear(32, 32, activation=torch.tanh),
     lux.Linear(32, 1),
 )
 N_MEMBERS = 8
-members = [lux.setup(k, model) for k in lux.random.split(init_key, N_MEMBERS)]
+keys = lux.random.split(init_key, N_MEMBERS)
+members = [lux.setup(k, model) for k in keys]
 ps_all = lux.tree.stack([ps for ps, _ in members])
-st = members[0][1]  # this model has no state tensors: one (empty) state serves all
-
-for path, leaf in zip(lux.tree.paths(ps_all), lux.tree.leaves(ps_all), strict=True):
-    print(f"{path:16s} {tuple(leaf.shape)}")
+st = members[0][1]  # no state tensors here: one (empty) state serves all
+show(ps_all)
 
 # %% [markdown]
 # One `vmap` evaluates all members on the same input:
@@ -105,7 +112,8 @@ for _ in range(500):
     ps_all, opt_all, losses = ensemble_step(ps_all, opt_all)
     history.append(losses)
 history = torch.stack(history)  # (steps, members)
-print("final training MSE per member:", [round(v, 4) for v in history[-1].tolist()])
+print("final training MSE of each member:")
+print([round(v, 4) for v in history[-1].tolist()])
 
 # %% [markdown]
 # The vectorized step computes exactly what a Python loop over the members would. Check
@@ -118,12 +126,14 @@ opt_b = lux.tree.stack([optimizer.init(ps) for ps, _ in members])
 for _ in range(2):
     ps_3, opt_3, _ = member_step(ps_3, opt_3)
     ps_b, opt_b, _ = ensemble_step(ps_b, opt_b)
-print("member 3 equal:", lux.tree.allclose(ps_3, lux.tree.unstack(ps_b)[3], rtol=1e-5, atol=1e-6))
+member_3 = lux.tree.unstack(ps_b)[3]
+print("equal:", lux.tree.allclose(ps_3, member_3, rtol=1e-5, atol=1e-6))
 
 # %% [markdown]
 # ## The ensemble's prediction
 #
-# The members fit the data and spread apart where there is none:
+# The members' spread (standard deviation across members), where there is data and
+# where there is none:
 
 # %%
 grid = torch.linspace(-1.5, 1.5, 301).unsqueeze(1)
@@ -132,26 +142,28 @@ with torch.no_grad():
 preds = preds.squeeze(-1)  # (members, points)
 mean, std = preds.mean(0), preds.std(0)
 
-in_data = (grid.squeeze(1).abs() >= 0.3) & (grid.squeeze(1).abs() <= 1.0)
-in_gap = grid.squeeze(1).abs() < 0.3
-outside = grid.squeeze(1).abs() > 1.0
-print(f"mean member spread (std) where there is data: {std[in_data].mean():.3f}")
-print(f"                             in the gap:      {std[in_gap].mean():.3f}")
-print(f"                             beyond the ends: {std[outside].mean():.3f}")
-
-fig, (ax_fit, ax_loss) = plt.subplots(1, 2, figsize=(12, 4))
 g = grid.squeeze(1)
+regions = {
+    "where there is data": (g.abs() >= 0.3) & (g.abs() <= 1.0),
+    "in the gap": g.abs() < 0.3,
+    "beyond the ends": g.abs() > 1.0,
+}
+for name, where in regions.items():
+    print(f"mean spread {name + ':':20s} {std[where].mean():.3f}")
+
+# %%
+fig, (ax_fit, ax_loss) = plt.subplots(1, 2, figsize=(9, 3.5))
 for i, member in enumerate(preds):
-    ax_fit.plot(g, member, lw=0.8, alpha=0.6, color="tab:blue", label="members" if i == 0 else None)
-ax_fit.fill_between(
-    g, mean - 2 * std, mean + 2 * std, color="tab:orange", alpha=0.25, label="mean ± 2 std"
-)
-ax_fit.plot(g, mean, color="tab:orange", lw=2, label="ensemble mean")
-ax_fit.scatter(x.squeeze(1), y.squeeze(1), s=10, color="black", zorder=3, label="data")
-ax_fit.set(xlabel="x", ylabel="y", title=f"{N_MEMBERS} MLPs trained in one vmap", ylim=(-2, 2))
+    label = "members" if i == 0 else None
+    ax_fit.plot(g, member, lw=0.8, alpha=0.6, color="tab:blue", label=label)
+band = (mean - 2 * std, mean + 2 * std)
+ax_fit.fill_between(g, *band, color="tab:orange", alpha=0.25, label="±2 std")
+ax_fit.plot(g, mean, color="tab:orange", lw=2, label="mean")
+ax_fit.scatter(x, y, s=8, color="black", zorder=3, label="data")
+ax_fit.set(xlabel="x", ylabel="y", title="8 MLPs, one vmap", ylim=(-2, 2))
 ax_fit.legend(loc="lower right", fontsize=8)
-ax_loss.semilogy(history)
-ax_loss.set(xlabel="step", ylabel="training MSE", title="loss of each member")
+ax_loss.semilogy(history, lw=1)
+ax_loss.set(xlabel="step", ylabel="training MSE", title="each member's loss")
 fig.tight_layout()
 plt.show()
 
@@ -183,9 +195,11 @@ def sample_loss(ps, xi, yi):
     return torch.mean((pred - yi[None]) ** 2)
 
 
-per_sample = torch.func.vmap(torch.func.grad(sample_loss), in_dims=(None, 0, 0))(ps, x, y)
-for path, leaf in zip(lux.tree.paths(per_sample), lux.tree.leaves(per_sample), strict=True):
-    print(f"{path:16s} {tuple(leaf.shape)}")
+grad_per_sample = torch.func.vmap(
+    torch.func.grad(sample_loss), in_dims=(None, 0, 0)
+)
+per_sample = grad_per_sample(ps, x, y)
+show(per_sample)
 
 # %% [markdown]
 # Since the batch loss is the mean of the sample losses, the mean of the per-sample
@@ -194,10 +208,8 @@ for path, leaf in zip(lux.tree.paths(per_sample), lux.tree.leaves(per_sample), s
 # %%
 batch_grad = torch.func.grad(loss_fn)(ps)
 mean_grad = lux.tree.map(lambda g: g.mean(0), per_sample)
-print(
-    "mean of per-sample gradients == batch gradient:",
-    lux.tree.allclose(mean_grad, batch_grad, rtol=1e-4, atol=1e-7),
-)
+same = lux.tree.allclose(mean_grad, batch_grad, rtol=1e-4, atol=1e-7)
+print("mean of the per-sample gradients == batch gradient:", same)
 
 # %% [markdown]
 # ## One flat vector per sample
@@ -216,11 +228,14 @@ def flat_sample_loss(flat, xi, yi):
     return sample_loss(unravel(flat), xi, yi)
 
 
-G = torch.func.vmap(torch.func.grad(flat_sample_loss), in_dims=(None, 0, 0))(flat, x, y)
-print("flat parameters:", tuple(flat.shape), " per-sample gradient matrix:", tuple(G.shape))
+G = torch.func.vmap(torch.func.grad(flat_sample_loss), in_dims=(None, 0, 0))(
+    flat, x, y
+)
+print("flat parameters:", tuple(flat.shape))
+print("per-sample gradient matrix:", tuple(G.shape))
 
 # row 0 is sample 0's gradient tree, flattened in the same order
-row0 = lux.tree.ravel(lux.tree.map(lambda g: g[0], per_sample))[0]
+row0, _ = lux.tree.ravel(lux.tree.map(lambda g: g[0], per_sample))
 print("row 0 equals the tree of sample 0:", torch.allclose(G[0], row0))
 
 # %% [markdown]
@@ -228,9 +243,9 @@ print("row 0 equals the tree of sample 0:", torch.allclose(G[0], row0))
 
 # %%
 norms = G.norm(dim=1)
-fig, ax = plt.subplots(figsize=(6, 3.5))
-sc = ax.scatter(x.squeeze(1), y.squeeze(1), c=norms, cmap="viridis", s=25)
+fig, ax = plt.subplots(figsize=(6.5, 3.5))
+sc = ax.scatter(x, y, c=norms, cmap="viridis", s=25)
 fig.colorbar(sc, ax=ax, label="per-sample gradient norm")
-ax.set(xlabel="x", ylabel="y", title="training points coloured by gradient norm (member 0)")
+ax.set(xlabel="x", ylabel="y", title="training points (member 0)")
 fig.tight_layout()
 plt.show()

@@ -30,8 +30,8 @@ import torch
 
 import lux_torch as lux
 
-# The ops here are tiny: one thread avoids OpenMP spin-waiting when other processes
-# share the cores (which can make each step tens of times slower).
+# The ops here are tiny: one thread avoids OpenMP spin-waiting when
+# other processes share the cores (it can make steps many times slower).
 torch.set_num_threads(1)
 
 # %% [markdown]
@@ -47,7 +47,9 @@ CLASSES = ("clockwise", "anticlockwise")
 
 
 def make_spirals(key, n, noise=0.05):
-    k_label, k_angle, k_radius, k_speed, k_growth, k_noise = lux.random.split(key, 6)
+    k_label, k_angle, k_radius, k_speed, k_growth, k_noise = lux.random.split(
+        key, 6
+    )
     y = lux.random.randint(k_label, (n,), 0, 2)
     direction = (2 * y - 1).float()  # -1 clockwise, +1 anticlockwise
     angle0 = lux.random.uniform(k_angle, (n, 1), high=2 * math.pi)
@@ -57,11 +59,15 @@ def make_spirals(key, n, noise=0.05):
     t = torch.arange(SEQ_LEN, dtype=torch.float32)
     angle = angle0 + direction[:, None] * speed * t
     radius = radius0 + growth * t
-    x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)
+    x = torch.stack(
+        [radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1
+    )
     return x + noise * lux.random.normal(k_noise, x.shape), y
 
 
-train_key, test_key, init_key, shuffle_key = lux.random.split(lux.random.key(0), 4)
+train_key, test_key, init_key, shuffle_key = lux.random.split(
+    lux.random.key(0), 4
+)
 x_train, y_train = make_spirals(train_key, 1024)
 x_test, y_test = make_spirals(test_key, 512)
 print(x_train.shape, y_train.shape)  # (samples, time, features), labels
@@ -76,11 +82,12 @@ print(x_train.shape, y_train.shape)  # (samples, time, features), labels
 # %%
 cell = lux.LSTMCell(2, 32)
 cell_ps, cell_st = lux.setup(init_key, cell)
-for path, leaf in zip(lux.tree.paths(cell_ps), lux.tree.leaves(cell_ps), strict=True):
-    print(f"{path:10s} {tuple(leaf.shape)}")
+for name, leaf in cell_ps.items():
+    print(f"{name:10s} {tuple(leaf.shape)}")
 
-(h, (h, c)), _ = cell(x_train[:4, 0], cell_ps, cell_st)  # the first time step of 4 samples
-(h, (h, c)), _ = cell((x_train[:4, 1], (h, c)), cell_ps, cell_st)  # the second, with the carry
+x0, x1 = x_train[:4, 0], x_train[:4, 1]  # time steps 0 and 1 of 4 samples
+(h, (h, c)), _ = cell(x0, cell_ps, cell_st)  # carry starts at zeros
+(h, (h, c)), _ = cell((x1, (h, c)), cell_ps, cell_st)  # with the carry
 print(h.shape, c.shape)
 
 # %% [markdown]
@@ -117,10 +124,12 @@ for epoch in range(EPOCHS):
     order = lux.random.permutation(epoch_keys[epoch], len(x_train))
     for i in range(n_batches):
         idx = order[i * BATCH : (i + 1) * BATCH]
-        ts, loss, _ = lux.train_step(loss_fn, (x_train[idx], y_train[idx]), ts)
+        batch = (x_train[idx], y_train[idx])
+        ts, loss, _ = lux.train_step(loss_fn, batch, ts)
         losses.append(loss.item())
-    acc = (predict(model, ts.params, ts.states, x_test) == y_test).float().mean().item()
-    print(f"epoch {epoch + 1}: last batch loss {losses[-1]:.4f}, test accuracy {acc:.4f}")
+    predicted = predict(model, ts.params, ts.states, x_test)
+    acc = (predicted == y_test).float().mean()
+    print(f"epoch {epoch + 1}: test accuracy {acc:.4f}")
 
 # %% [markdown]
 # ## The same parameters, another description
@@ -129,57 +138,54 @@ for epoch in range(EPOCHS):
 # use the trained parameters unchanged: with `return_sequence=True` the recurrence
 # returns the hidden state at every step, `(N, T, 32)`, and the `Linear` head (which acts
 # on the last dimension) classifies after each prefix of the trajectory. The parameter
-# trees of the two descriptions have the same structure; at the last step the
-# predictions are those of the trained model.
+# trees of the two descriptions have the same structure (`lux.check_structure` would
+# raise otherwise); at the last step the predictions are those of the trained model.
 
 # %%
-every_step = lux.Chain(lux.Recurrence(lux.LSTMCell(2, 32), return_sequence=True), lux.Linear(32, 2))
-lux.check_structure(every_step, ts.params, ts.states)  # raises if the trees do not fit
-
-pred_per_step = predict(every_step, ts.params, ts.states, x_test)  # (N, T)
-acc_per_step = (pred_per_step == y_test[:, None]).float().mean(0)
-final = predict(model, ts.params, ts.states, x_test)
-print("last step equals the trained model:", torch.equal(pred_per_step[:, -1], final))
-print(
-    "accuracy after 1, 2, 3, 5, 20 points:",
-    [round(acc_per_step[t - 1].item(), 3) for t in (1, 2, 3, 5, 20)],
+every_step = lux.Chain(
+    lux.Recurrence(lux.LSTMCell(2, 32), return_sequence=True),
+    lux.Linear(32, 2),
 )
+lux.check_structure(every_step, ts.params, ts.states)
+
+per_step = predict(every_step, ts.params, ts.states, x_test)  # (N, T)
+acc_per_step = (per_step == y_test[:, None]).float().mean(0)
+final = predict(model, ts.params, ts.states, x_test)
+print("last step as the model:", torch.equal(per_step[:, -1], final))
+for t in (1, 2, 3, 5, 10, 20):
+    print(f"test accuracy after {t:2d} points: {acc_per_step[t - 1]:.3f}")
 
 # %% [markdown]
+# The model was trained on the last step only, yet its prediction after a prefix of the
+# trajectory is right more and more often as the prefix grows (the curve below).
+#
 # ## Results
 
 # %%
-fig = plt.figure(figsize=(13, 4.5))
-grid = fig.add_gridspec(2, 8)
+fig, axes = plt.subplots(2, 4, figsize=(8, 4.4))
 colors = ("tab:blue", "tab:orange")
-for i in range(8):
-    ax = fig.add_subplot(grid[i // 4, i % 4])
+for i, ax in enumerate(axes.flat):
     xi, t, p = x_test[i], int(y_test[i]), int(final[i])
     ax.plot(xi[:, 0], xi[:, 1], "-", color=colors[p], lw=1.5)
     ax.plot(xi[0, 0], xi[0, 1], "o", color=colors[p], ms=4)  # start
-    ax.annotate(
-        "",
-        xy=(float(xi[-1, 0]), float(xi[-1, 1])),
-        xytext=(float(xi[-2, 0]), float(xi[-2, 1])),
-        arrowprops={"arrowstyle": "->", "color": colors[p], "lw": 1.5},
-    )
-    wrong = "" if t == p else f" (true: {CLASSES[t]})"
-    ax.set_title(CLASSES[p] + wrong, fontsize=8, color="black" if t == p else "crimson")
+    end, before = xi[-1].tolist(), xi[-2].tolist()
+    arrow = {"arrowstyle": "->", "color": colors[p], "lw": 1.5}
+    ax.annotate("", xy=end, xytext=before, arrowprops=arrow)
+    wrong = "" if t == p else f"\n(true: {CLASSES[t]})"
+    ax.set_title(CLASSES[p] + wrong, fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xticks([])
     ax.set_yticks([])
+fig.suptitle("test trajectories by predicted class (dot: start)")
+fig.tight_layout()
+plt.show()
 
-ax_loss = fig.add_subplot(grid[:, 4:6])
+# %%
+fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.3))
 ax_loss.semilogy(losses, lw=0.8)
-ax_loss.set(xlabel="training step", ylabel="cross-entropy", title="training loss")
-ax_acc = fig.add_subplot(grid[:, 6:])
+ax_loss.set(xlabel="step", ylabel="cross-entropy", title="training loss")
 ax_acc.plot(range(1, SEQ_LEN + 1), acc_per_step, "o-", ms=3)
-ax_acc.set(
-    xlabel="points seen",
-    ylabel="test accuracy",
-    title="accuracy vs. prefix length",
-    ylim=(0.4, 1.02),
-)
-fig.suptitle("test trajectories, coloured by predicted class (dot: start, arrow: end)", fontsize=10)
+ax_acc.set(xlabel="points seen", ylabel="test accuracy", ylim=(0.4, 1.02))
+ax_acc.set_title("accuracy after a prefix")
 fig.tight_layout()
 plt.show()

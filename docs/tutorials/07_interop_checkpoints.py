@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Interop with `torch.nn`, and checkpoints
+# # Interop with torch.nn, and checkpoints
 #
 # lux_torch lives next to `torch.nn`, not instead of it. This notebook moves one small
 # network back and forth and checks at each step that the outputs agree:
@@ -36,8 +36,8 @@ from torch import nn
 
 import lux_torch as lux
 
-# The ops here are tiny: one thread avoids OpenMP spin-waiting when other processes
-# share the cores (which can make each step tens of times slower).
+# The ops here are tiny: one thread avoids OpenMP spin-waiting when
+# other processes share the cores (it can make steps many times slower).
 torch.set_num_threads(1)
 
 # %% [markdown]
@@ -80,13 +80,19 @@ list(net.state_dict())
 # %%
 layer = lux.from_torch(net)
 ps, st = lux.setup(0, layer)
-for path, leaf in zip(lux.tree.paths(ps), lux.tree.leaves(ps), strict=True):
-    print(f"ps  {path:28s} {tuple(leaf.shape)}")
-for path, leaf in zip(lux.tree.paths(st), lux.tree.leaves(st), strict=True):
-    print(f"st  {path:28s} {tuple(leaf.shape)}")
 
+
+def show(tree, prefix):
+    """Each leaf's dotted path and shape (not its values)."""
+    leaves = lux.tree.leaves(tree)
+    for path, leaf in zip(lux.tree.paths(tree), leaves, strict=True):
+        print(f"{prefix} {path:28s} {tuple(leaf.shape)}")
+
+
+show(ps, "ps")
+show(st, "st")
 y_wrapped, _ = layer(x, ps, st)
-print("from_torch output equals the module's:", torch.equal(y_wrapped, y_torch))
+print("output equals the module's:", torch.equal(y_wrapped, y_torch))
 
 # %% [markdown]
 # Because it is now a pure function of `ps`, `torch.func` applies directly, for example
@@ -99,7 +105,9 @@ def sample_loss(ps, xi):
     return out.square().sum()
 
 
-per_sample = torch.func.vmap(torch.func.grad(sample_loss), in_dims=(None, 0))(ps, x)
+per_sample = torch.func.vmap(torch.func.grad(sample_loss), in_dims=(None, 0))(
+    ps, x
+)
 tuple(per_sample["layer_1"]["weight"].shape)
 
 # %% [markdown]
@@ -111,10 +119,14 @@ tuple(per_sample["layer_1"]["weight"].shape)
 # `lux.StateDictError` listing them all.
 
 # %%
-model = lux.Chain(lux.Linear(4, 16), lux.BatchNorm1d(16), lux.ReLU(), lux.Linear(16, 3))
+model = lux.Chain(
+    lux.Linear(4, 16), lux.BatchNorm1d(16), lux.ReLU(), lux.Linear(16, 3)
+)
 print(model)
 ps, st = lux.load_state_dict(model, net.state_dict())
-y_lux, _ = model(x, ps, lux.test_mode(st))  # net is in eval mode: compare in test mode
+y_lux, _ = model(
+    x, ps, lux.test_mode(st)
+)  # net is in eval mode: compare in test mode
 print("max |lux - torch|:", (y_lux - y_torch).abs().max().item())
 torch.testing.assert_close(y_lux, y_torch)
 
@@ -130,7 +142,10 @@ torch.testing.assert_close(y_lux, y_torch)
 # %%
 sd = lux.state_dict(ps, st)
 print(list(sd))
-print("same names as the module's state_dict:", sorted(sd) == sorted(net.state_dict()))
+print(
+    "same names as the module's state_dict:",
+    sorted(sd) == sorted(net.state_dict()),
+)
 
 net_copy = nn.Sequential(
     OrderedDict(
@@ -143,7 +158,10 @@ net_copy = nn.Sequential(
 net_copy.load_state_dict(sd)
 net_copy.eval()
 with torch.no_grad():
-    print("round trip through lux, module outputs equal:", torch.equal(net_copy(x), y_torch))
+    print(
+        "round trip through lux, module outputs equal:",
+        torch.equal(net_copy(x), y_torch),
+    )
 
 # %% [markdown]
 # ## `to_torch`: a lux model as an `nn.Module`
@@ -205,13 +223,15 @@ with tempfile.TemporaryDirectory() as folder:
     restored = lux.load(path)
 
 print("step and note:", restored["step"], repr(restored["note"]))
+
+
+def identical(a, b):
+    pairs = zip(lux.tree.leaves(a), lux.tree.leaves(b), strict=True)
+    return all(torch.equal(u, v) for u, v in pairs)
+
+
 for part in ("params", "states", "opt_state"):
-    same = all(
-        torch.equal(a, b)
-        for a, b in zip(
-            lux.tree.leaves(checkpoint[part]), lux.tree.leaves(restored[part]), strict=True
-        )
-    )
+    same = identical(checkpoint[part], restored[part])
     print(f"{part:9s} restored exactly: {same}")
 print("mode flag restored:", restored["states"]["layer_2"]["training"])
 
@@ -232,7 +252,8 @@ ts_a, loss_a, _ = lux.train_step(loss_fn, (x, targets), ts)
 ts_b, loss_b, _ = lux.train_step(loss_fn, (x, targets), resumed)
 print(
     "the next step is identical:",
-    torch.equal(loss_a, loss_b) and lux.tree.allclose(ts_a.params, ts_b.params, rtol=0, atol=0),
+    torch.equal(loss_a, loss_b)
+    and lux.tree.allclose(ts_a.params, ts_b.params, rtol=0, atol=0),
 )
 
 # %% [markdown]
@@ -249,4 +270,7 @@ x_other = lux.random.normal(lux.random.key(2), (5, 4))  # another batch size
 with torch.no_grad():
     y_exported = ep.module()(x_other)
 y_expected, _ = model(x_other, ts.params, lux.test_mode(ts.states))
-print("exported program equals the test-mode model:", torch.allclose(y_exported, y_expected))
+print(
+    "exported program equals the test-mode model:",
+    torch.allclose(y_exported, y_expected),
+)

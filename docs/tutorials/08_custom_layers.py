@@ -38,8 +38,8 @@ from torch import nn
 import lux_torch as lux
 from lux_torch.testing import check_layer
 
-# The ops here are tiny: one thread avoids OpenMP spin-waiting when other processes
-# share the cores (which can make each step tens of times slower).
+# The ops here are tiny: one thread avoids OpenMP spin-waiting when
+# other processes share the cores (it can make steps many times slower).
 torch.set_num_threads(1)
 
 # %% [markdown]
@@ -60,7 +60,8 @@ torch.set_num_threads(1)
 class SineLayer(lux.Layer):
     """``y = sin(omega_0 * (x @ weight.T + bias))`` (SIREN).
 
-    Parameters: ``weight`` ``(out_features, in_features)``, ``bias`` ``(out_features,)``.
+    Parameters: ``weight`` ``(out_features, in_features)``,
+    ``bias`` ``(out_features,)``.
     """
 
     in_features: int
@@ -73,16 +74,19 @@ class SineLayer(lux.Layer):
         n = self.in_features
         w = 1 / n if self.is_first else math.sqrt(6 / n) / self.omega_0
         b = 1 / math.sqrt(n)  # torch.nn.Linear's default bias bound
+        out = self.out_features
         return {
-            "weight": lux.init.uniform(w_key, self.out_features, n, low=-w, high=w),
-            "bias": lux.init.uniform(b_key, self.out_features, low=-b, high=b),
+            "weight": lux.init.uniform(w_key, out, n, low=-w, high=w),
+            "bias": lux.init.uniform(b_key, out, low=-b, high=b),
         }
 
     def __call__(self, x, ps, st):
-        return torch.sin(self.omega_0 * F.linear(x, ps["weight"], ps["bias"])), st
+        z = F.linear(x, ps["weight"], ps["bias"])
+        return torch.sin(self.omega_0 * z), st
 
     def extra_repr(self):
-        return f"{self.in_features} => {self.out_features}, omega_0={self.omega_0}"
+        sizes = f"{self.in_features} => {self.out_features}"
+        return f"{sizes}, omega_0={self.omega_0}"
 
 
 siren = lux.Chain(
@@ -147,7 +151,10 @@ for check, result in report.items():
 
 # %%
 x_fit = torch.linspace(-1, 1, 256).unsqueeze(1)
-y_fit = torch.sin(8 * x_fit) * torch.exp(-4 * x_fit**2) + (x_fit > 0.3).float() * 0.5
+y_fit = (
+    torch.sin(8 * x_fit) * torch.exp(-4 * x_fit**2)
+    + (x_fit > 0.3).float() * 0.5
+)
 
 tanh_mlp = lux.Chain(
     lux.Linear(1, 32, activation=torch.tanh),
@@ -157,13 +164,16 @@ tanh_mlp = lux.Chain(
 mse = lux.losses.MSELoss()
 fits = {}
 for name, model in (("SIREN", siren), ("tanh MLP", tanh_mlp)):
-    ts = lux.TrainState(model, *lux.setup(lux.random.key(2), model), lux.optim.adam(1e-3))
+    ts = lux.TrainState(
+        model, *lux.setup(lux.random.key(2), model), lux.optim.adam(1e-3)
+    )
     for _ in range(500):
         ts, loss, _ = lux.train_step(mse, (x_fit, y_fit), ts)
     fits[name] = model(x_fit, ts.params, ts.states)[0].detach()
-    print(f"{name:9s} {lux.param_count(model)} parameters, final MSE {loss.item():.2e}")
+    n = lux.param_count(model)
+    print(f"{name:9s} {n} parameters, final MSE {loss.item():.2e}")
 
-fig, ax = plt.subplots(figsize=(8, 3.5))
+fig, ax = plt.subplots(figsize=(7.5, 3.5))
 ax.plot(x_fit, y_fit, "k", lw=2.5, alpha=0.3, label="target")
 for name, fit in fits.items():
     ax.plot(x_fit, fit, lw=1.2, label=name)
@@ -250,7 +260,9 @@ print(
 class LeakyStandardize(RunningStandardize):
     def __call__(self, x, ps, st):
         if st["training"]:
-            st["mean"].mul_(1 - self.momentum).add_(self.momentum * x.mean(0))  # in place!
+            st["mean"].mul_(1 - self.momentum).add_(
+                self.momentum * x.mean(0)
+            )  # in place!
         return x - st["mean"], st
 
 
@@ -283,13 +295,20 @@ ps, st = lux.setup(0, gated_residual)
 for path, leaf in zip(lux.tree.paths(ps), lux.tree.leaves(ps), strict=True):
     print(f"{path:12s} {tuple(leaf.shape)}")
 h = lux.random.normal(lux.random.key(4), (4, 32))
-print("identity at initialization:", torch.equal(gated_residual(h, ps, st)[0], h))
+print(
+    "identity at initialization:", torch.equal(gated_residual(h, ps, st)[0], h)
+)
 
 # %% [markdown]
 # It composes with containers and goes through `check_layer` like a class:
 
 # %%
-deep = lux.Chain(SineLayer(1, 32, is_first=True), gated_residual, gated_residual, lux.Linear(32, 1))
+deep = lux.Chain(
+    SineLayer(1, 32, is_first=True),
+    gated_residual,
+    gated_residual,
+    lux.Linear(32, 1),
+)
 print(deep)
 report = check_layer(gated_residual, h, compile_backend="aot_eager")
 print(
@@ -315,7 +334,9 @@ print("the original is unchanged:", siren.children()["layer_2"].omega_0)
 # wider one (its parameters then need a new `setup`, as the shapes changed):
 
 # %%
-two_outputs = lux.tree.at(lambda m: m.layer_3, siren, replace=lux.Linear(32, 2))
+two_outputs = lux.tree.at(
+    lambda m: m.layer_3, siren, replace=lux.Linear(32, 2)
+)
 print(two_outputs)
 
 # %% [markdown]
@@ -326,7 +347,15 @@ print(two_outputs)
 # %%
 ps, st = lux.setup(0, siren)
 edited = lux.tree.at("layer_3.bias", ps, replace=torch.zeros(1))
-edited = lux.tree.at(lambda p: p["layer_1"]["weight"], edited, replace_fn=lambda w: 2 * w)
+edited = lux.tree.at(
+    lambda p: p["layer_1"]["weight"], edited, replace_fn=lambda w: 2 * w
+)
 print("bias zeroed:", torch.equal(edited["layer_3"]["bias"], torch.zeros(1)))
-print("weight doubled:", torch.equal(edited["layer_1"]["weight"], 2 * ps["layer_1"]["weight"]))
-print("other leaves shared, not copied:", edited["layer_2"]["weight"] is ps["layer_2"]["weight"])
+print(
+    "weight doubled:",
+    torch.equal(edited["layer_1"]["weight"], 2 * ps["layer_1"]["weight"]),
+)
+print(
+    "other leaves shared, not copied:",
+    edited["layer_2"]["weight"] is ps["layer_2"]["weight"],
+)
