@@ -141,7 +141,7 @@ torch.testing.assert_close(y_lux, y_torch)
 
 # %%
 sd = lux.state_dict(ps, st)
-print(list(sd))
+print(*sd, sep="\n")
 print(
     "same names as the module's state_dict:",
     sorted(sd) == sorted(net.state_dict()),
@@ -174,7 +174,7 @@ with torch.no_grad():
 
 # %%
 module = lux.to_torch(model, ps, st)
-print(sorted(name for name, _ in module.named_parameters()))
+print(*(name for name, _ in module.named_parameters()), sep="\n")
 
 opt = torch.optim.SGD(module.parameters(), lr=0.1)
 targets = lux.random.randint(lux.random.key(1), (8,), 0, 3)

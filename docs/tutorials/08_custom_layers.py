@@ -236,20 +236,20 @@ data = 2 * lux.random.normal(lux.random.key(3), (64, 3)) + 1
 ps, st = lux.setup(0, layer)
 for _ in range(50):
     _, st = layer(data, ps, st)
-print("running mean after 50 training-mode calls:", st["mean"])
-print("mean of the data:                          ", data.mean(0))
+# after 50 training-mode calls:
+print("running mean:", st["mean"])
+print("data mean:   ", data.mean(0))
 
 # %% [markdown]
 # `check_layer` runs every check in both modes when the state has a `training` flag:
 
 # %%
 report = check_layer(layer, data[:8], compile_backend="aot_eager")
-print(
-    sum(r == "passed" for r in report.values()),
-    "checks passed;",
-    [c for c, r in report.items() if r != "passed"],
-    "skipped",
-)
+passed = [c for c, r in report.items() if r == "passed"]
+print(len(passed), "checks passed; skipped:")
+for check, result in report.items():
+    if result != "passed":
+        print(f"  {check:14s} {result}")
 
 # %% [markdown]
 # An in-place update of the state is a classic bug: it silently changes the caller's
@@ -311,10 +311,7 @@ deep = lux.Chain(
 )
 print(deep)
 report = check_layer(gated_residual, h, compile_backend="aot_eager")
-print(
-    "all checks passed or skipped:",
-    all(r == "passed" or r.startswith("skipped") for r in report.values()),
-)
+print(sorted(set(report.values())))
 
 # %% [markdown]
 # ## Surgery with `lux.tree.at`
