@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 import warnings
 
 import pytest
@@ -103,8 +104,12 @@ def _normal(out: str) -> str:
 
 def run_page(path: pathlib.Path) -> dict[str, object]:
     """Run the page's python blocks in one namespace (in this process); a report."""
-    namespace: dict[str, object] = {"__name__": "__guide__"}
+    # a real module, so that classes defined on a page (dataclasses: lux.Layer) find it
+    module = types.ModuleType("__guide__")
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
     started = time.perf_counter()
+    timings: dict[int, float] = {}
     for block in blocks(path.read_text(encoding="utf-8")):
         if block.language != "python":
             continue
@@ -116,14 +121,16 @@ def run_page(path: pathlib.Path) -> dict[str, object]:
                 raise ValueError(f"{where}: '{NOT_RUN}' needs a reason")
             continue
         out = io.StringIO()
+        block_started = time.perf_counter()
         with contextlib.redirect_stdout(out):
             exec(compiled, namespace)
+        timings[block.line] = round(time.perf_counter() - block_started, 2)
         if block.output is not None and _normal(out.getvalue()) != _normal(block.output):
             raise AssertionError(
                 f"{where}: printed output differs from the Output block\n"
                 f"--- printed\n{out.getvalue()}--- Output block\n{block.output}"
             )
-    return {"seconds": time.perf_counter() - started}
+    return {"seconds": time.perf_counter() - started, "blocks": timings}
 
 
 def _warnings_as_errors() -> None:
