@@ -104,10 +104,19 @@ def _normal(out: str) -> str:
 
 def run_page(path: pathlib.Path) -> dict[str, object]:
     """Run the page's python blocks in one namespace (in this process); a report."""
-    # a real module, so that classes defined on a page (dataclasses: lux.Layer) find it
-    module = types.ModuleType("__guide__")
-    sys.modules[module.__name__] = module
+    # a real module named as a script's, so that classes defined on a page (dataclasses:
+    # lux.Layer) find their module and print as they would in the reader's script
+    module = types.ModuleType("__main__")
     namespace = module.__dict__
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = module
+    try:
+        return _run_blocks(path, namespace)
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _run_blocks(path: pathlib.Path, namespace: dict[str, object]) -> dict[str, object]:
     started = time.perf_counter()
     timings: dict[int, float] = {}
     for block in blocks(path.read_text(encoding="utf-8")):
