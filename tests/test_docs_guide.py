@@ -38,7 +38,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "guide"
 NOT_RUN = "# not run:"
 # pages whose blocks take more than about 5 s in all (2 CPU threads)
-SLOW_PAGES = {"compilation.md", "training.md", "distributed.md", "performance.md"}
+SLOW_PAGES = {"compilation.md", "training.md", "distributed.md"}
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 
