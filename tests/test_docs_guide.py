@@ -197,7 +197,7 @@ def _page(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
     return path
 
 
-GOOD = '''# Page
+GOOD = """# Page
 
 ```python
 x = 2
@@ -222,7 +222,7 @@ import torch.distributed
 ```bash
 this is not python
 ```
-'''
+"""
 
 
 def test_checker_runs_blocks_in_one_namespace(tmp_path: pathlib.Path) -> None:
@@ -243,7 +243,7 @@ def test_checker_runs_blocks_in_one_namespace(tmp_path: pathlib.Path) -> None:
     [
         ("```python\nraise RuntimeError('broken block')\n```\n", RuntimeError),
         ("```python\nassert y == 4\n```\n", AssertionError),
-        ("```python\nprint(1)\n```\n\n```text title=\"Output\"\n2\n```\n", AssertionError),
+        ('```python\nprint(1)\n```\n\n```text title="Output"\n2\n```\n', AssertionError),
         ("```python\n# not run: reason\ndef f(:\n```\n", SyntaxError),
         ("```python\n# not run:\npass\n```\n", ValueError),
         ("```python\nprint(1)\n", ValueError),
