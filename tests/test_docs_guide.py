@@ -11,7 +11,9 @@ Conventions for guide pages (docs/guide/*.md):
   parse.
 * A block that shows printed output directly after a ``python`` block is a ``text`` block
   with the title ``Output`` (````` ```text title="Output" `````): it must equal what that
-  ``python`` block printed (trailing spaces and blank lines at the end ignored).
+  ``python`` block printed (trailing spaces and blank lines at the end ignored). An Output
+  block anywhere else (after prose, after a block that is not run) is an error, since it
+  could not be checked.
 * Other languages (``bash``, ``text``, ``julia``, ...) are never run.
 
 Run a page by hand with ``python tests/test_docs_guide.py docs/guide/<page>.md``.
@@ -52,6 +54,8 @@ class Block:
     code: str
     line: int  # 1-based line of the opening fence
     output: str | None = None  # the ```text title="Output" block that follows, if any
+    is_output: bool = False  # this is a ```text title="Output" block
+    attached: bool = False  # (an Output block) it directly follows a python block
 
 
 def blocks(text: str) -> list[Block]:
@@ -85,16 +89,15 @@ def blocks(text: str) -> list[Block]:
         found.append(Block(language, info, "\n".join(body) + "\n", i + 1))
         ends.append(j + 1)
         i = j + 1
-    for k in range(1, len(found)):
-        block, before = found[k], found[k - 1]
+    for k, block in enumerate(found):
+        block.is_output = block.language == "text" and 'title="Output"' in block.info
+        if not block.is_output or k == 0:
+            continue
+        before = found[k - 1]
         between = lines[ends[k - 1] : block.line - 1]
-        if (
-            block.language == "text"
-            and re.search(r'title="Output"', block.info)
-            and before.language == "python"
-            and not any(s.strip() for s in between)
-        ):
+        if before.language == "python" and not any(s.strip() for s in between):
             before.output = block.code
+            block.attached = True
     return found
 
 
@@ -120,14 +123,18 @@ def _run_blocks(path: pathlib.Path, namespace: dict[str, object]) -> dict[str, o
     started = time.perf_counter()
     timings: dict[int, float] = {}
     for block in blocks(path.read_text(encoding="utf-8")):
+        where = f"{path.name}, block at line {block.line}"
+        if block.is_output and not block.attached:  # it would never be checked
+            raise ValueError(f"{where}: an Output block must directly follow a python block")
         if block.language != "python":
             continue
-        where = f"{path.name}, block at line {block.line}"
         first = block.code.lstrip().splitlines()[0] if block.code.strip() else ""
         compiled = compile(block.code, where, "exec")  # a block that does not parse fails
         if first.startswith(NOT_RUN):
             if not first[len(NOT_RUN) :].strip():
                 raise ValueError(f"{where}: '{NOT_RUN}' needs a reason")
+            if block.output is not None:
+                raise ValueError(f"{where}: a block that is not run cannot show an Output")
             continue
         out = io.StringIO()
         block_started = time.perf_counter()
@@ -247,8 +254,22 @@ def test_checker_runs_blocks_in_one_namespace(tmp_path: pathlib.Path) -> None:
         ("```python\n# not run: reason\ndef f(:\n```\n", SyntaxError),
         ("```python\n# not run:\npass\n```\n", ValueError),
         ("```python\nprint(1)\n", ValueError),
+        ('Text.\n\n```text title="Output"\n1\n```\n', ValueError),
+        (
+            '```python\n# not run: reason\nprint(1)\n```\n```text title="Output"\n1\n```\n',
+            ValueError,
+        ),
     ],
-    ids=["raises", "assertion", "output-differs", "not-run-unparsable", "no-reason", "unclosed"],
+    ids=[
+        "raises",
+        "assertion",
+        "output-differs",
+        "not-run-unparsable",
+        "no-reason",
+        "unclosed",
+        "orphan-output",
+        "output-of-not-run",
+    ],
 )
 def test_checker_fails_on_a_broken_block(tmp_path: pathlib.Path, extra: str, error: type) -> None:
     path = _page(tmp_path, GOOD + "\n" + extra)
