@@ -1,0 +1,278 @@
+"""The API reference (docs/api/*.md) covers the public API, and docstrings are static text.
+
+Fast: reads the pages and imports lux_torch; builds nothing (the strict ``mkdocs build`` in
+.ci/run renders the pages).
+
+- Every name in the ``__all__`` of every public module is documented on some page: by a
+  ``::: path`` entry for the object itself, or for a module whose ``members:`` list names
+  it. Re-exports count where the object is documented (``lux_torch.Linear`` is documented by
+  ``lux_torch.layers.basic``'s entry); a module counts when its own entry is there (the old
+  alias paths ``lux_torch.ode``, ... are the same module objects as the real ones).
+- Every documented layer's docstring lists the keys of its ``ps`` and ``st`` (the
+  ``**Parameters**`` and ``**States**`` blocks, each with content, possibly "None").
+- No module assigns ``__doc__``: docstrings are literals that IDEs and doc tools read
+  without importing, and what Python sees at run time is that literal.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
+import re
+import textwrap
+import types
+from pathlib import Path
+from typing import Any
+
+import lux_torch
+from lux_torch.core import Layer
+
+ROOT = Path(__file__).resolve().parents[1]
+API = ROOT / "docs" / "api"
+PACKAGE = ROOT / "lux_torch"
+
+_ENTRY = re.compile(r"^::: ([\w.]+)[ \t]*$", re.M)
+
+
+def public_modules() -> list[types.ModuleType]:
+    """Every public module (no ``_`` in its dotted name) that defines ``__all__``; an alias
+    module (``lux_torch.ode``: the module ``lux_torch.sciml.ode`` under another name) once."""
+    names = ["lux_torch"] + [
+        info.name for info in pkgutil.walk_packages(lux_torch.__path__, "lux_torch.")
+    ]
+    modules = []
+    for name in names:
+        if any(part.startswith("_") for part in name.split(".")):
+            continue
+        module = importlib.import_module(name)
+        if module.__name__ == name and hasattr(module, "__all__"):
+            modules.append(module)
+    return modules
+
+
+def _options(block: str) -> list[str] | None:
+    """The ``members:`` list of one entry's options block (``None`` when not given)."""
+    match = re.search(r"^\s*members:[ \t]*(\[.*\])?[ \t]*\n((?:\s*- .+\n?)*)", block, re.M)
+    if match is None:
+        return None
+    if match.group(1):
+        return [m.strip() for m in match.group(1).strip("[]").split(",") if m.strip()]
+    return [line.strip()[2:].strip() for line in match.group(2).splitlines() if line.strip()]
+
+
+def entries(pages: dict[str, str]) -> list[tuple[str, str, list[str] | None]]:
+    """``(page, path, members)`` for every ``::: path`` entry of the pages."""
+    found = []
+    for page, text in pages.items():
+        matches = list(_ENTRY.finditer(text))
+        for i, match in enumerate(matches):
+            end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+            found.append((page, match.group(1), _options(text[match.end() : end])))
+    return found
+
+
+def resolve(path: str) -> Any:
+    """The object a mkdocstrings identifier names (a module, or a member of one)."""
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError:
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+
+def documented(pages: dict[str, str]) -> tuple[set[int], set[tuple[str, int]]]:
+    """The modules (by id) and the ``(name, id(object))`` pairs the pages document."""
+    modules: set[int] = set()
+    objects: set[tuple[str, int]] = set()
+    for _, path, members in entries(pages):
+        obj = resolve(path)
+        if isinstance(obj, types.ModuleType):
+            modules.add(id(obj))
+            names = members if members is not None else list(getattr(obj, "__all__", []))
+            for name in names:
+                objects.add((name, id(getattr(obj, name))))
+        else:
+            objects.add((path.rpartition(".")[2], id(obj)))
+    return modules, objects
+
+
+def undocumented(pages: dict[str, str]) -> list[str]:
+    """``module.name`` for every public name the pages do not document."""
+    modules, objects = documented(pages)
+    missing = []
+    for module in public_modules():
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, types.ModuleType):
+                if id(obj) not in modules:
+                    missing.append(f"{module.__name__}.{name}")
+            elif (name, id(obj)) not in objects:
+                missing.append(f"{module.__name__}.{name}")
+    return missing
+
+
+def read_pages() -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(API.glob("*.md"))}
+
+
+def test_every_public_name_is_documented():
+    pages = read_pages()
+    assert pages, f"no pages in {API}"
+    assert undocumented(pages) == []
+
+
+def test_the_coverage_check_sees_a_removed_name():
+    pages = read_pages()
+    page = "layers-basic.md"
+    assert "        - Linear\n" in pages[page]
+    pages[page] = pages[page].replace("        - Linear\n", "", 1)
+    missing = undocumented(pages)
+    # the defining module, the package re-export and the top-level re-export
+    assert "lux_torch.layers.basic.Linear" in missing
+    assert "lux_torch.layers.Linear" in missing
+    assert "lux_torch.Linear" in missing
+    assert len(missing) == 3
+
+
+def test_the_coverage_check_sees_a_removed_module():
+    pages = read_pages()
+    page = "sciml.md"
+    assert "::: lux_torch.sciml.ode\n" in pages[page]
+    pages[page] = pages[page].replace("::: lux_torch.sciml.ode\n", "", 1)
+    missing = undocumented(pages)
+    assert "lux_torch.ode" in missing  # the alias path is the same module
+    assert "lux_torch.sciml.ode.NeuralODE" in missing
+
+
+def test_every_entry_names_an_existing_object_and_members():
+    for page, path, members in entries(read_pages()):
+        obj = resolve(path)
+        for name in members or []:
+            assert hasattr(obj, name), f"{page}: {path} has no member {name!r}"
+            if isinstance(obj, types.ModuleType) and hasattr(obj, "__all__"):
+                assert name in obj.__all__, f"{page}: {path}.{name} is not in its __all__"
+
+
+def test_every_api_page_is_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in read_pages():
+        assert f"api/{page}" in nav, page
+
+
+def documented_layers() -> dict[type, str]:
+    layers: dict[type, str] = {}
+    for module in public_modules():
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) and issubclass(obj, Layer) and obj is not Layer:
+                layers[obj] = f"{obj.__module__}.{obj.__qualname__}"
+    return layers
+
+
+_BLOCK = r"\*\*{}\*\*([^\n]*)\n((?:[ \t]+\S[^\n]*\n)*)"
+
+
+def tree_blocks(doc: str) -> dict[str, str]:
+    """The text of the ``**Parameters**`` and ``**States**`` blocks of a layer docstring:
+    a heading and its indented lines, or the inline form ``**States**: none (``{}``).``"""
+    blocks = {}
+    for title in ("Parameters", "States"):
+        match = re.search(_BLOCK.format(title), inspect.cleandoc(doc) + "\n")
+        if match is not None:
+            inline = match.group(1).split("**")[0].strip(" :.")
+            text = (inline + "\n" + textwrap.dedent(match.group(2))).strip()
+            if text:
+                blocks[title] = text
+    return blocks
+
+
+def test_every_documented_layer_lists_its_ps_and_st_keys():
+    layers = documented_layers()
+    assert len(layers) > 100
+    problems = []
+    for cls, path in layers.items():
+        blocks = tree_blocks(cls.__doc__ or "")
+        for title in ("Parameters", "States"):
+            if not blocks.get(title):
+                problems.append(f"{path}: no **{title}** block (the keys of ps/st, or None)")
+    assert problems == []
+
+
+def test_the_ps_st_check_sees_a_missing_block():
+    doc = "A layer.\n\n**Parameters**\n    - ``weight``: ``(n,)``\n\nExample:\n    >>> 1\n"
+    assert tree_blocks(doc) == {"Parameters": "- ``weight``: ``(n,)``"}
+    assert tree_blocks(doc.replace("**Parameters**\n    - ``weight``: ``(n,)``\n", "")) == {}
+    assert tree_blocks("A.\n\n**States**\n    None (``{}``).\n") == {"States": "None (``{}``)."}
+    inline = "Input: ``x``.\n**Parameters**: none (``{}``). **States**: none (``{}``).\n"
+    assert tree_blocks(inline) == {"Parameters": "none (``{}``)", "States": "none (``{}``)"}
+    assert tree_blocks("**Parameters**\n\nExample:\n    >>> 1\n") == {}
+
+
+def doc_assignments(source: str) -> list[int]:
+    """The lines of ``source`` that assign ``__doc__`` (``x.__doc__ = ...``, ``__doc__ +=``)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setattr":
+            targets = [ast.Name(id=getattr(node.args[1], "value", ""))] if node.args[1:] else []
+        names = [getattr(t, "id", None) or getattr(t, "attr", None) for t in targets]
+        if "__doc__" in names:
+            lines.append(getattr(node, "lineno", 0))
+    return sorted(lines)
+
+
+def test_no_module_assigns_a_docstring():
+    found = {
+        str(path.relative_to(ROOT)): doc_assignments(path.read_text())
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+    assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+def test_the_docstring_check_sees_an_assignment():
+    source = textwrap.dedent(
+        """
+        class A:
+            __doc__ = "x"
+        A.__doc__ = "y"
+        A.__doc__ += "z"
+        setattr(A, "__doc__", "w")
+        """
+    )
+    assert doc_assignments(source) == [3, 4, 5, 6]
+
+
+def literal_docstrings() -> dict[str, str | None]:
+    """``module.Qualname`` -> the docstring literal of every top-level class and function."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                found[f"{module}.{node.name}"] = ast.get_docstring(node)
+    return found
+
+
+def test_runtime_docstrings_are_the_literals():
+    literals = literal_docstrings()
+    checked = 0
+    for module in public_modules():
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            key = f"{obj.__module__}.{obj.__qualname__}"
+            if key not in literals:  # defined outside lux_torch (a re-export of torch's)
+                assert not obj.__module__.startswith("lux_torch"), key
+                continue
+            assert literals[key] is not None, f"{key} has no docstring"
+            assert inspect.cleandoc(obj.__doc__ or "") == literals[key], key
+            checked += 1
+    assert checked > 300
