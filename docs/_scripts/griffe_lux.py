@@ -31,9 +31,9 @@ import griffe
 _ROLE = re.compile(r":(?:class|func|mod|meth|attr|data|exc|obj):`(~?)([^`]+)`")
 _SECTION_LITERAL = re.compile(r"^Examples?::$")
 _EXAMPLE = re.compile(r"^(\s*)Example:$")
-_ARG_SECTION = re.compile(r"^(\s*)(Arguments|Args|Keyword Arguments):$")
+_ARG_SECTION = re.compile(r"^(\s*)(Arguments|Args|Keyword Arguments|Attributes):$")
 _NAMES = re.compile(r"^(\s*)(\*{0,2}\w+(?:, \*{0,2}\w+)+):(?: (.*))?$")
-_BOLD_HEADING = re.compile(r"^\*\*(Parameters|States)\*\*$")
+_BOLD_HEADING = re.compile(r"^\*\*(Parameters|States)\*\*(?: \((.*)\))?$")
 
 
 def _indent(line: str) -> int:
@@ -129,9 +129,12 @@ def to_markdown(text: str) -> str:
             continue
         if _BOLD_HEADING.match(stripped) and has_block:
             end = _block(lines, i, base)
-            name = _BOLD_HEADING.match(stripped).group(1)  # type: ignore[union-attr]
+            heading = _BOLD_HEADING.match(stripped)
+            assert heading is not None
+            name, note = heading.groups()
             tree = "ps" if name == "Parameters" else "st"
-            out.append(f"{' ' * base}**{name}** (keys of `{tree}`)")
+            note = f", {note}" if note else ""
+            out.append(f"{' ' * base}**{name}** (keys of `{tree}`){note}")
             out.append("")
             body = textwrap.dedent("\n".join(lines[i + 1 : end])).splitlines()
             out += [" " * base + b if b.strip() else "" for b in body]
