@@ -11,10 +11,14 @@ site only (the source stays as it is), when griffe loads each object:
   paragraph ending in ``:`` and a fenced code block (``python`` when the block parses as
   Python, ``text`` otherwise); ``Example::`` becomes the ``Example:`` section holding it;
 - ``Example:`` becomes ``Examples:`` (the section griffe parses, rendering ``>>>`` as code);
+- ``Arguments:`` / ``Keyword Arguments:`` sections keep their titles on the page (griffe
+  would title both "Parameters", the word the layers use for ``ps``);
 - an argument entry ``rtol, atol: text`` becomes one entry per name, each with the text;
 - the ``**Parameters**`` / ``**States**`` headings of a layer's docstring, each followed by an
   indented list, become a bold line naming the tree (``(keys of `ps`)``) and a Markdown list
   (the Arguments table is titled "Parameters" too).
+
+The class attributes are left out of the pages too (see :class:`LuxDocstrings`).
 
 Configured in ``mkdocs.yml`` (``plugins.mkdocstrings.handlers.python.options.extensions``).
 """
@@ -30,6 +34,7 @@ import griffe
 
 _ROLE = re.compile(r":(?:class|func|mod|meth|attr|data|exc|obj):`(~?)([^`]+)`")
 _SECTION_LITERAL = re.compile(r"^Examples?::$")
+_TITLED = re.compile(r"^(\s*)(Arguments|Keyword Arguments):$", re.M)
 _EXAMPLE = re.compile(r"^(\s*)Example:$")
 _ARG_SECTION = re.compile(r"^(\s*)(Arguments|Args|Keyword Arguments|Attributes):$")
 _NAMES = re.compile(r"^(\s*)(\*{0,2}\w+(?:, \*{0,2}\w+)+):(?: (.*))?$")
@@ -143,12 +148,19 @@ def to_markdown(text: str) -> str:
             continue
         out.append(line)
         i += 1
-    return "\n".join(out)
+    return _TITLED.sub(r"\1\2: \2:", "\n".join(out))
 
 
 class LuxDocstrings(griffe.Extension):
-    """Rewrites each loaded object's docstring with :func:`to_markdown`."""
+    """Rewrites each loaded object's docstring with :func:`to_markdown`; drops the
+    attributes of classes (a layer's fields are its constructor's arguments, already in the
+    Arguments table; class variables such as ``ndim`` are implementation)."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
             obj.docstring.value = to_markdown(obj.docstring.value)
+
+    def on_class_members(self, *, cls: griffe.Class, **kwargs: Any) -> None:
+        for name, member in list(cls.members.items()):
+            if not member.is_alias and member.is_attribute:
+                cls.del_member(name)
