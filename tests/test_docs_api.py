@@ -5,9 +5,12 @@ Fast: reads the pages and imports lux_torch; builds nothing (the strict ``mkdocs
 
 - Every name in the ``__all__`` of every public module is documented on some page: by a
   ``::: path`` entry for the object itself, or for a module whose ``members:`` list names
-  it. Re-exports count where the object is documented (``lux_torch.Linear`` is documented by
-  ``lux_torch.layers.basic``'s entry); a module counts when its own entry is there (the old
-  alias paths ``lux_torch.ode``, ... are the same module objects as the real ones).
+  it; or, for a name that is not lux_torch's own (torch's ``calculate_gain``), by a heading
+  with the explicit anchor ``{ #lux_torch.init.calculate_gain }``. Re-exports count where
+  the object is documented (``lux_torch.Linear`` is documented by the entry of
+  ``lux_torch.layers.basic``); a module counts when its own entry is there (the old alias
+  paths ``lux_torch.ode``, ... are the same module objects as the real ones). The mkdocs
+  hook ``docs/_scripts/hooks.py`` checks after the build that every entry was rendered.
 - Every documented layer's docstring lists the keys of its ``ps`` and ``st`` (the
   ``**Parameters**`` and ``**States**`` blocks, each with content, possibly "None").
 - No module assigns ``__doc__``: docstrings are literals that IDEs and doc tools read
@@ -21,6 +24,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+import sys
 import textwrap
 import types
 from pathlib import Path
@@ -30,10 +34,10 @@ import lux_torch
 from lux_torch.core import Layer
 
 ROOT = Path(__file__).resolve().parents[1]
-API = ROOT / "docs" / "api"
 PACKAGE = ROOT / "lux_torch"
-
-_ENTRY = re.compile(r"^::: ([\w.]+)[ \t]*$", re.M)
+sys.path.insert(0, str(ROOT / "docs" / "_scripts"))
+from api_pages import API, anchors, entries, read_pages  # noqa: E402
+from hooks import unrendered  # noqa: E402
 
 
 def public_modules() -> list[types.ModuleType]:
@@ -50,27 +54,6 @@ def public_modules() -> list[types.ModuleType]:
         if module.__name__ == name and hasattr(module, "__all__"):
             modules.append(module)
     return modules
-
-
-def _options(block: str) -> list[str] | None:
-    """The ``members:`` list of one entry's options block (``None`` when not given)."""
-    match = re.search(r"^\s*members:[ \t]*(\[.*\])?[ \t]*\n((?:\s*- .+\n?)*)", block, re.M)
-    if match is None:
-        return None
-    if match.group(1):
-        return [m.strip() for m in match.group(1).strip("[]").split(",") if m.strip()]
-    return [line.strip()[2:].strip() for line in match.group(2).splitlines() if line.strip()]
-
-
-def entries(pages: dict[str, str]) -> list[tuple[str, str, list[str] | None]]:
-    """``(page, path, members)`` for every ``::: path`` entry of the pages."""
-    found = []
-    for page, text in pages.items():
-        matches = list(_ENTRY.finditer(text))
-        for i, match in enumerate(matches):
-            end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-            found.append((page, match.group(1), _options(text[match.end() : end])))
-    return found
 
 
 def resolve(path: str) -> Any:
@@ -95,6 +78,8 @@ def documented(pages: dict[str, str]) -> tuple[set[int], set[tuple[str, int]]]:
                 objects.add((name, id(getattr(obj, name))))
         else:
             objects.add((path.rpartition(".")[2], id(obj)))
+    for _, path in anchors(pages):
+        objects.add((path.rpartition(".")[2], id(resolve(path))))
     return modules, objects
 
 
@@ -111,10 +96,6 @@ def undocumented(pages: dict[str, str]) -> list[str]:
             elif (name, id(obj)) not in objects:
                 missing.append(f"{module.__name__}.{name}")
     return missing
-
-
-def read_pages() -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(API.glob("*.md"))}
 
 
 def test_every_public_name_is_documented():
@@ -146,13 +127,32 @@ def test_the_coverage_check_sees_a_removed_module():
     assert "lux_torch.sciml.ode.NeuralODE" in missing
 
 
+def test_the_coverage_check_sees_a_removed_anchor():
+    pages = read_pages()
+    assert "{ #lux_torch.init.calculate_gain }" in pages["init.md"]
+    pages["init.md"] = pages["init.md"].replace("{ #lux_torch.init.calculate_gain }", "")
+    assert "lux_torch.init.calculate_gain" in undocumented(pages)
+
+
 def test_every_entry_names_an_existing_object_and_members():
+    for _, path in anchors(read_pages()):
+        resolve(path)
     for page, path, members in entries(read_pages()):
         obj = resolve(path)
         for name in members or []:
             assert hasattr(obj, name), f"{page}: {path} has no member {name!r}"
             if isinstance(obj, types.ModuleType) and hasattr(obj, "__all__"):
                 assert name in obj.__all__, f"{page}: {path}.{name} is not in its __all__"
+
+
+def test_the_build_hook_sees_an_unrendered_member(tmp_path):
+    page = "::: lux_torch.tree\n    options:\n      members:\n        - map\n        - ravel\n"
+    html = tmp_path / "api" / "tree" / "index.html"
+    html.parent.mkdir(parents=True)
+    html.write_text('<h2 id="lux_torch.tree"></h2><h3 id="lux_torch.tree.map"></h3>')
+    assert unrendered(tmp_path, {"tree.md": page}) == ["tree.md: lux_torch.tree.ravel"]
+    html.write_text(html.read_text() + '<h3 id="lux_torch.tree.ravel"></h3>')
+    assert unrendered(tmp_path, {"tree.md": page}) == []
 
 
 def test_every_api_page_is_in_the_nav():
