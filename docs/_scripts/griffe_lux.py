@@ -18,7 +18,8 @@ site only (the source stays as it is), when griffe loads each object:
   indented list, become a bold line naming the tree (``(keys of `ps`)``) and a Markdown list
   (the Arguments table is titled "Parameters" too).
 
-The class attributes are left out of the pages too (see :class:`LuxDocstrings`).
+A module constant gets its ``#:`` comment as docstring. The class attributes are left out
+of the pages (see :class:`LuxDocstrings`).
 
 Configured in ``mkdocs.yml`` (``plugins.mkdocstrings.handlers.python.options.extensions``).
 """
@@ -26,8 +27,10 @@ Configured in ``mkdocs.yml`` (``plugins.mkdocstrings.handlers.python.options.ext
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import griffe
@@ -151,6 +154,25 @@ def to_markdown(text: str) -> str:
     return _TITLED.sub(r"\1\2: \2:", "\n".join(out))
 
 
+_BUILTIN_DOCS = {
+    inspect.cleandoc(t.__doc__ or "")
+    for t in (int, float, str, bool, tuple, list, dict, set, frozenset, bytes)
+}
+
+
+def _doc_comment(source: str, name: str) -> str | None:
+    """The ``#:`` comment lines right above the module-level assignment of ``name``."""
+    lines = source.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(rf"^{re.escape(name)}\s*(:[^=]*)?=", line):
+            j = i
+            while j > 0 and lines[j - 1].startswith("#:"):
+                j -= 1
+            comment = [c[2:].strip() for c in lines[j:i]]
+            return " ".join(comment) if comment else None
+    return None
+
+
 class LuxDocstrings(griffe.Extension):
     """Rewrites each loaded object's docstring with :func:`to_markdown`; drops the
     attributes of classes (a layer's fields are its constructor's arguments, already in the
@@ -159,6 +181,18 @@ class LuxDocstrings(griffe.Extension):
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
             obj.docstring.value = to_markdown(obj.docstring.value)
+
+    def on_attribute_instance(self, *, attr: griffe.Attribute, **kwargs: Any) -> None:
+        """A module constant's ``#:`` comment is its docstring. (Imported and inspected, a
+        constant would otherwise show the docstring of its type: ``int``'s, ``dict``'s.)"""
+        module = attr.parent
+        if not isinstance(module, griffe.Module) or not isinstance(module.filepath, Path):
+            return
+        comment = _doc_comment(module.filepath.read_text(), attr.name)
+        if comment is not None:
+            attr.docstring = griffe.Docstring(to_markdown(comment), parent=attr)
+        elif attr.docstring is not None and attr.docstring.value in _BUILTIN_DOCS:
+            attr.docstring = None
 
     def on_class_members(self, *, cls: griffe.Class, **kwargs: Any) -> None:
         for name, member in list(cls.members.items()):
