@@ -197,7 +197,7 @@ def freeze(layer: Layer, /, *args: Any, which: Any = None) -> Any:
 
     Arguments:
         layer: the layer.
-        ps, st: ``layer``'s parameters and state (second form only).
+        *args: ``ps, st``, ``layer``'s parameters and state (second form only).
         which: ``None`` (every parameter), a dotted path (``"layer_1.weight"`` or a
             subtree such as ``"layer_1"``), or an iterable of paths; positional or keyword.
 
