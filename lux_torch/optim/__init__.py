@@ -46,6 +46,15 @@ from ..schedules import (
 from ._base import (
     GradientTransformation,
 )
+from .adaptive import (
+    adabelief,
+    lamb,
+    lars,
+    novograd,
+    scale_by_belief,
+    scale_by_novograd,
+    scale_by_trust_ratio,
+)
 from .aliases import (
     adagrad,
     adam,
@@ -88,6 +97,7 @@ from .transforms import (
 
 __all__ = [
     "GradientTransformation",
+    "adabelief",
     "adadelta",
     "adagrad",
     "adam",
@@ -102,10 +112,13 @@ __all__ = [
     "constant_schedule",
     "cosine_decay_schedule",
     "exponential_decay",
+    "lamb",
+    "lars",
     "linear_schedule",
     "lion",
     "masked",
     "nadam",
+    "novograd",
     "partition",
     "piecewise_constant_schedule",
     "radam",
@@ -116,12 +129,15 @@ __all__ = [
     "scale_by_adagrad",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_belief",
     "scale_by_learning_rate",
     "scale_by_lion",
     "scale_by_nadam",
+    "scale_by_novograd",
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
+    "scale_by_trust_ratio",
     "set_to_zero",
     "sgd",
     "step",

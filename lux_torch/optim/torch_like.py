@@ -68,6 +68,13 @@ def sqrt(x: Number) -> Number:
     return torch.sqrt(x) if isinstance(x, torch.Tensor) else math.sqrt(x)
 
 
+def dtypes_of(values: Leaves, like: Leaves) -> Leaves:
+    """``values`` in the dtypes of ``like``: a traced (``float64`` tensor) factor promotes
+    the 0-dim leaves it multiplies (two 0-dim tensors promote, a 0-dim and a bigger one
+    do not); a no-op for every other leaf."""
+    return [v.to(x.dtype) for v, x in zip(values, like, strict=True)]
+
+
 def at_least(x: Number, low: float) -> Number:
     return torch.clamp(x, min=low) if isinstance(x, torch.Tensor) else max(x, low)
 
@@ -199,6 +206,7 @@ def scale_by_nadam(
             (x * c_grad + m * c_mom) / ((v / bc2).sqrt() + eps)
             for x, m, v in zip(g, mu, nu, strict=True)
         ]
+        out = dtypes_of(out, g)
         new = {
             "count": inc(state["count"]),
             "mu_product": as_state(product),
@@ -310,6 +318,7 @@ def scale_by_radam(
             where(rectified, m / bc1 * factor / (v.sqrt() + eps), m / bc1)
             for m, v in zip(mu, nu, strict=True)
         ]
+        out = dtypes_of(out, g)
         new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
         return unflatten(spec, out), new
 
@@ -396,7 +405,7 @@ def scale_by_adamax(
             torch.maximum(u * b2, x.abs() + eps)
             for u, x in zip(flatten(state["nu"])[0], g, strict=True)
         ]
-        out = [m / u * inv_bc1 for m, u in zip(mu, nu, strict=True)]
+        out = dtypes_of([m / u * inv_bc1 for m, u in zip(mu, nu, strict=True)], g)
         new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
         return unflatten(spec, out), new
 
@@ -696,10 +705,12 @@ def asgd(
             -(eta * lambd) * w - eta * (sign * x + weight_decay * w)
             for x, w in zip(g, p, strict=True)
         ]
+        out = dtypes_of(out, g)
         ax = [
             a + (w + u - a) * weight
             for a, w, u in zip(flatten(state["ax"])[0], p, out, strict=True)
         ]
+        ax = dtypes_of(ax, g)
         return unflatten(spec, out), {"count": inc(state["count"]), "ax": unflatten(spec, ax)}
 
     return GradientTransformation(init, update)
