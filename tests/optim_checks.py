@@ -5,7 +5,7 @@ a parameter tree, a random gradient sequence, and the properties every optimizer
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -62,7 +62,7 @@ def torch_scalars_in(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(before)
 
 
-def max_abs_diff(a: Any, b: list[torch.Tensor]) -> float:
+def max_abs_diff(a: Any, b: Sequence[torch.Tensor]) -> float:
     return max(float((x - y.detach()).abs().max()) for x, y in zip(leaves(a), b, strict=True))
 
 
@@ -72,15 +72,14 @@ def assert_pure(make: Make) -> None:
     opt = make()
     state = opt.init(ps)
     for k in range(3):
-        grads = grads_at(k, ps)
-        snapshot = [t.clone() for t in leaves((ps, grads, state))]
-        versions = [t._version for t in leaves((ps, grads, state))]
-        updates, new_state = opt.update(grads, state, ps)
-        new_ps = optim.apply_updates(ps, updates)
-        for before, after in zip(snapshot, leaves((ps, grads, state)), strict=True):
-            assert torch.equal(before, after)
-        assert versions == [t._version for t in leaves((ps, grads, state))]
-        ps, state = new_ps, new_state
+        inputs = (ps, grads_at(k, ps), state)
+        before = [(t.clone(), t._version) for t in leaves(inputs)]
+        updates, new_state = opt.update(inputs[1], state, ps)
+        ps, state = optim.apply_updates(ps, updates), new_state
+        after = leaves(inputs)
+        assert all(
+            torch.equal(t, c) and t._version == v for t, (c, v) in zip(after, before, strict=True)
+        )
 
 
 def _step(opt: optim.GradientTransformation) -> Callable[..., tuple[Any, Any]]:
@@ -123,9 +122,9 @@ def assert_compiles(make: Make, dtype: torch.dtype) -> None:
     for k in range(4):
         eager = step(*eager, grads_at(k, eager[0]))
         traced = compiled(*traced, grads_at(k, traced[0]))
-    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
+    rtol, atol = (1e-5, 1e-6) if dtype == torch.float32 else (1e-7, 1e-7)
     for a, b in zip(leaves(traced), leaves(eager), strict=True):
-        torch.testing.assert_close(a, b, **tol)
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
 
 
 def assert_refuses_misshaped(make: Make) -> None:
@@ -143,3 +142,30 @@ def assert_refuses_misshaped(make: Make) -> None:
         return
     with pytest.raises(ValueError, match=r"grads 'layer_1.bias' has shape \(1,\), but the"):
         opt.update(bad, opt.init(ps))
+
+
+def property_tests(makes: list[Make], ids: list[str]) -> tuple[Callable[..., None], ...]:
+    """The property tests of a test module's optimizers, to bind to module-level ``test_*``
+    names: purity, a vmapped ensemble, refusal of mis-shaped gradients, and (slow)
+    ``torch.compile(fullgraph=True)`` in float32 and float64."""
+    over = pytest.mark.parametrize("make", makes, ids=ids)
+
+    @over
+    def test_pure(make: Make) -> None:
+        assert_pure(make)
+
+    @over
+    def test_ensemble_vmaps(make: Make) -> None:
+        assert_ensemble_vmaps(make)
+
+    @over
+    def test_refuses_misshaped_gradients(make: Make) -> None:
+        assert_refuses_misshaped(make)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+    @over
+    def test_compiles_fullgraph(make: Make, dtype: torch.dtype) -> None:
+        assert_compiles(make, dtype)
+
+    return test_pure, test_ensemble_vmaps, test_refuses_misshaped_gradients, test_compiles_fullgraph

@@ -12,14 +12,11 @@ import torch
 from optim_checks import (
     STEPS,
     Make,
-    assert_compiles,
-    assert_ensemble_vmaps,
-    assert_pure,
-    assert_refuses_misshaped,
     grad_at,
     grads_at,
     max_abs_diff,
     params,
+    property_tests,
     run,
 )
 
@@ -234,26 +231,12 @@ def test_novograd_starts_its_per_leaf_second_moment_at_the_first_squared_norm() 
 ALL: list[Make] = [case[1] for case in CASES]
 
 
-@pytest.mark.parametrize("make", ALL, ids=IDS)
-def test_pure(make: Make) -> None:
-    assert_pure(make)
-
-
-@pytest.mark.parametrize("make", ALL, ids=IDS)
-def test_ensemble_vmaps(make: Make) -> None:
-    assert_ensemble_vmaps(make)
-
-
-@pytest.mark.parametrize("make", ALL, ids=IDS)
-def test_refuses_misshaped_gradients(make: Make) -> None:
-    assert_refuses_misshaped(make)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("make", ALL, ids=IDS)
-def test_compiles_fullgraph(make: Make, dtype: torch.dtype) -> None:
-    assert_compiles(make, dtype)
+(
+    test_pure,
+    test_ensemble_vmaps,
+    test_refuses_misshaped_gradients,
+    test_compiles_fullgraph,
+) = property_tests(ALL, IDS)
 
 
 @pytest.mark.parametrize(

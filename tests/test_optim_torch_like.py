@@ -11,14 +11,11 @@ import torch
 from optim_checks import (
     STEPS,
     Make,
-    assert_compiles,
-    assert_ensemble_vmaps,
-    assert_pure,
-    assert_refuses_misshaped,
     grad_at,
     grads_at,
     max_abs_diff,
     params,
+    property_tests,
     run,
     torch_scalars_in,
 )
@@ -183,26 +180,12 @@ def test_asgd_schedule_uses_the_current_learning_rate() -> None:
 ALL: list[Make] = [case[1] for case in CASES]
 
 
-@pytest.mark.parametrize("make", ALL, ids=IDS)
-def test_pure(make: Make) -> None:
-    assert_pure(make)
-
-
-@pytest.mark.parametrize("make", ALL, ids=IDS)
-def test_ensemble_vmaps(make: Make) -> None:
-    assert_ensemble_vmaps(make)
-
-
-@pytest.mark.parametrize("make", ALL, ids=IDS)
-def test_refuses_misshaped_gradients(make: Make) -> None:
-    assert_refuses_misshaped(make)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("make", ALL, ids=IDS)
-def test_compiles_fullgraph(make: Make, dtype: torch.dtype) -> None:
-    assert_compiles(make, dtype)
+(
+    test_pure,
+    test_ensemble_vmaps,
+    test_refuses_misshaped_gradients,
+    test_compiles_fullgraph,
+) = property_tests(ALL, IDS)
 
 
 def test_nadam_state_and_product() -> None:

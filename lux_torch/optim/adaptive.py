@@ -22,11 +22,20 @@ from ._base import (
     check_nonneg,
     check_shapes,
     flatten_checked,
-    inc,
-    new_count,
-    zeros_like_tree,
 )
-from .torch_like import check_betas, check_eps, dtypes_of, leaves_of, needs_ps, step_number, where
+from .torch_like import (
+    check_eps,
+    check_moments,
+    dtypes_of,
+    ema,
+    ema_of_squares,
+    finish,
+    leaves_of,
+    moments_init,
+    needs_ps,
+    step_number,
+    where,
+)
 from .transforms import (
     add_decayed_weights,
     chain,
@@ -81,32 +90,26 @@ def scale_by_belief(
         >>> opt = chain(scale_by_belief(), scale_by_learning_rate(1e-3))
     """
     name = "scale_by_belief"
-    check_betas(betas, name)
-    check_eps(eps, name)
+    b1, b2 = check_moments(betas, eps, name)
     check_nonneg("eps_root", eps_root, name)
-    b1, b2 = betas
 
     def init(ps: Tree) -> State:
-        return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
+        return moments_init(ps, "mu", "nu")
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         g, spec, _ = leaves_of(name, grads, state["mu"])
         t = step_number(state["count"])
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-        mu = [m.lerp(x, 1.0 - b1) for m, x in zip(flatten(state["mu"])[0], g, strict=True)]
-        nu = [
-            v * b2 + (1.0 - b2) * (x - m) ** 2 + eps_root
-            for v, x, m in zip(flatten(state["nu"])[0], g, mu, strict=True)
-        ]
+        mu = ema(state["mu"], g, b1)
+        surprise = [x - m for x, m in zip(g, mu, strict=True)]
+        nu = [v + eps_root for v in ema_of_squares(state["nu"], surprise, b2)]
         if nesterov:
             c_mom, c_grad = b1 / (1.0 - b1 ** (t + 1)), (1.0 - b1) / bc1
             mu_hat = [m * c_mom + x * c_grad for m, x in zip(mu, g, strict=True)]
         else:
             mu_hat = [m / bc1 for m in mu]
         out = [m / ((v / bc2).sqrt() + eps) for m, v in zip(mu_hat, nu, strict=True)]
-        out = dtypes_of(out, g)
-        new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
-        return unflatten(spec, out), new
+        return finish(state, spec, out, g, mu=mu, nu=nu)
 
     return GradientTransformation(init, update)
 
@@ -190,15 +193,13 @@ def scale_by_novograd(
         >>> opt = chain(scale_by_novograd(), scale_by_learning_rate(1e-3))
     """
     name = "scale_by_novograd"
-    check_betas(betas, name)
-    check_eps(eps, name)
+    b1, b2 = check_moments(betas, eps, name)
     check_nonneg("eps_root", eps_root, name)
     check_nonneg("weight_decay", weight_decay, name)
-    b1, b2 = betas
 
     def init(ps: Tree) -> State:
         nu = unflatten(flatten(ps)[1], [p.new_zeros(()) for p in flatten(ps)[0]])
-        return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": nu}
+        return {**moments_init(ps, "mu"), "nu": nu}
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         if weight_decay != 0.0:
@@ -222,8 +223,7 @@ def scale_by_novograd(
         ]
         if p is not None:
             mu = [m + weight_decay * w for m, w in zip(mu, p, strict=True)]
-        new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
-        return unflatten(spec, mu), new
+        return finish(state, spec, mu, g, mu=mu, nu=nu)
 
     return GradientTransformation(init, update)
 

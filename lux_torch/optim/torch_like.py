@@ -75,6 +75,37 @@ def dtypes_of(values: Leaves, like: Leaves) -> Leaves:
     return [v.to(x.dtype) for v, x in zip(values, like, strict=True)]
 
 
+def moments_init(ps: Tree, *names: str) -> State:
+    """``{"count": 0, name: zeros like ps, ...}``."""
+    return {"count": new_count(), **{k: zeros_like_tree(ps) for k in names}}
+
+
+def ema(old: Tree, g: Leaves, decay: float) -> Leaves:
+    """``decay * old + (1 - decay) * g`` leaf by leaf (``old`` a state tree)."""
+    return [m.lerp(x, 1.0 - decay) for m, x in zip(flatten(old)[0], g, strict=True)]
+
+
+def ema_of_squares(old: Tree, g: Leaves, decay: float) -> Leaves:
+    """``decay * old + (1 - decay) * g ** 2`` leaf by leaf (``old`` a state tree)."""
+    return [v * decay + (1.0 - decay) * x * x for v, x in zip(flatten(old)[0], g, strict=True)]
+
+
+def finish(
+    state: State, spec: Any, out: Leaves, g: Leaves, **new: Leaves | torch.Tensor
+) -> tuple[Tree, State]:
+    """``(updates, new state)``: ``out`` in the gradients' dtypes along ``spec``; the state
+    with its count advanced and every other entry replaced by ``new[key]`` (leaf lists
+    along ``spec``), keys in the state's order."""
+
+    def entry(key: str) -> Any:
+        if key == "count":
+            return inc(state[key])
+        value = new[key]
+        return value if isinstance(value, torch.Tensor) else unflatten(spec, value)
+
+    return unflatten(spec, dtypes_of(out, g)), {key: entry(key) for key in state}
+
+
 def at_least(x: Number, low: float) -> Number:
     return torch.clamp(x, min=low) if isinstance(x, torch.Tensor) else max(x, low)
 
@@ -124,9 +155,12 @@ def check_eps(eps: float, fn: str) -> None:
     check_nonneg("eps", eps, fn)
 
 
-def check_betas(betas: tuple[float, float], fn: str) -> None:
+def check_moments(betas: tuple[float, float], eps: float, fn: str) -> tuple[float, float]:
+    """Check ``betas`` (each in [0, 1)) and ``eps`` (>= 0); return the betas."""
     check_beta("betas[0]", betas[0], fn)
     check_beta("betas[1]", betas[1], fn)
+    check_eps(eps, fn)
+    return betas
 
 
 def maximizing(maximize: bool, *rest: GradientTransformation) -> GradientTransformation:
@@ -177,18 +211,15 @@ def scale_by_nadam(
         >>> opt = chain(scale_by_nadam(), scale_by_learning_rate(2e-3))
     """
     name = "scale_by_nadam"
-    check_betas(betas, name)
-    check_eps(eps, name)
+    b1, b2 = check_moments(betas, eps, name)
     check_nonneg("momentum_decay", momentum_decay, name)
-    b1, b2 = betas
 
     def init(ps: Tree) -> State:
-        one = torch.ones((), dtype=torch.float64)
+        state = moments_init(ps, "mu", "nu")
         return {
-            "count": new_count(),
-            "mu_product": one,
-            "mu": zeros_like_tree(ps),
-            "nu": zeros_like_tree(ps),
+            "count": state.pop("count"),
+            "mu_product": torch.ones((), dtype=torch.float64),
+            **state,
         }
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
@@ -200,20 +231,12 @@ def scale_by_nadam(
         c_grad = (1.0 - mu_t) / (1.0 - product)
         c_mom = mu_next / (1.0 - product * mu_next)
         bc2 = 1.0 - b2**t
-        mu = [m.lerp(x, 1.0 - b1) for m, x in zip(flatten(state["mu"])[0], g, strict=True)]
-        nu = [v * b2 + (1.0 - b2) * x * x for v, x in zip(flatten(state["nu"])[0], g, strict=True)]
+        mu, nu = ema(state["mu"], g, b1), ema_of_squares(state["nu"], g, b2)
         out = [
             (x * c_grad + m * c_mom) / ((v / bc2).sqrt() + eps)
             for x, m, v in zip(g, mu, nu, strict=True)
         ]
-        out = dtypes_of(out, g)
-        new = {
-            "count": inc(state["count"]),
-            "mu_product": as_state(product),
-            "mu": unflatten(spec, mu),
-            "nu": unflatten(spec, nu),
-        }
-        return unflatten(spec, out), new
+        return finish(state, spec, out, g, mu_product=as_state(product), mu=mu, nu=nu)
 
     return GradientTransformation(init, update)
 
@@ -289,13 +312,11 @@ def scale_by_radam(
         >>> opt = chain(scale_by_radam(), scale_by_learning_rate(1e-3))
     """
     name = "scale_by_radam"
-    check_betas(betas, name)
-    check_eps(eps, name)
-    b1, b2 = betas
+    b1, b2 = check_moments(betas, eps, name)
     rho_inf = 2.0 / (1.0 - b2) - 1.0
 
     def init(ps: Tree) -> State:
-        return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
+        return moments_init(ps, "mu", "nu")
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         g, spec, _ = leaves_of(name, grads, state["mu"])
@@ -303,7 +324,7 @@ def scale_by_radam(
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
         rho_t = rho_inf - 2.0 * t * b2**t / bc2
         rectified = rho_t > 5.0
-        if isinstance(rectified, torch.Tensor):  # traced: both branches, the ratio clamped
+        if isinstance(rho_t, torch.Tensor):  # traced: both branches, the ratio clamped
             ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
             factor = sqrt(torch.clamp(ratio, min=0.0) * bc2)
         elif rectified:
@@ -312,15 +333,12 @@ def scale_by_radam(
             )
         else:
             factor = 1.0
-        mu = [m.lerp(x, 1.0 - b1) for m, x in zip(flatten(state["mu"])[0], g, strict=True)]
-        nu = [v * b2 + (1.0 - b2) * x * x for v, x in zip(flatten(state["nu"])[0], g, strict=True)]
+        mu, nu = ema(state["mu"], g, b1), ema_of_squares(state["nu"], g, b2)
         out = [
             where(rectified, m / bc1 * factor / (v.sqrt() + eps), m / bc1)
             for m, v in zip(mu, nu, strict=True)
         ]
-        out = dtypes_of(out, g)
-        new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
-        return unflatten(spec, out), new
+        return finish(state, spec, out, g, mu=mu, nu=nu)
 
     return GradientTransformation(init, update)
 
@@ -389,25 +407,22 @@ def scale_by_adamax(
         >>> opt = chain(scale_by_adamax(), scale_by_learning_rate(2e-3))
     """
     name = "scale_by_adamax"
-    check_betas(betas, name)
-    check_eps(eps, name)
-    b1, b2 = betas
+    b1, b2 = check_moments(betas, eps, name)
 
     def init(ps: Tree) -> State:
-        return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
+        return moments_init(ps, "mu", "nu")
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         g, spec, _ = leaves_of(name, grads, state["mu"])
         t = step_number(state["count"])
         inv_bc1 = 1.0 / (1.0 - b1**t)
-        mu = [m.lerp(x, 1.0 - b1) for m, x in zip(flatten(state["mu"])[0], g, strict=True)]
+        mu = ema(state["mu"], g, b1)
         nu = [
             torch.maximum(u * b2, x.abs() + eps)
             for u, x in zip(flatten(state["nu"])[0], g, strict=True)
         ]
-        out = dtypes_of([m / u * inv_bc1 for m, u in zip(mu, nu, strict=True)], g)
-        new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
-        return unflatten(spec, out), new
+        out = [m / u * inv_bc1 for m, u in zip(mu, nu, strict=True)]
+        return finish(state, spec, out, g, mu=mu, nu=nu)
 
     return GradientTransformation(init, update)
 
@@ -471,30 +486,18 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
     check_eps(eps, name)
 
     def init(ps: Tree) -> State:
-        return {
-            "count": new_count(),
-            "square_avg": zeros_like_tree(ps),
-            "acc_delta": zeros_like_tree(ps),
-        }
+        return moments_init(ps, "square_avg", "acc_delta")
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         g, spec, _ = leaves_of(name, grads, state["square_avg"])
-        square_avg = [
-            v * rho + (1.0 - rho) * x * x
-            for v, x in zip(flatten(state["square_avg"])[0], g, strict=True)
-        ]
+        square_avg = ema_of_squares(state["square_avg"], g, rho)
         acc = flatten(state["acc_delta"])[0]
         delta = [
             (a + eps).sqrt() / (v + eps).sqrt() * x
             for a, v, x in zip(acc, square_avg, g, strict=True)
         ]
-        acc = [a * rho + (1.0 - rho) * d * d for a, d in zip(acc, delta, strict=True)]
-        new = {
-            "count": inc(state["count"]),
-            "square_avg": unflatten(spec, square_avg),
-            "acc_delta": unflatten(spec, acc),
-        }
-        return unflatten(spec, delta), new
+        acc_delta = ema_of_squares(state["acc_delta"], delta, rho)
+        return finish(state, spec, delta, g, square_avg=square_avg, acc_delta=acc_delta)
 
     return GradientTransformation(init, update)
 
@@ -583,11 +586,7 @@ def scale_by_rprop(
         )
 
     def init(ps: Tree) -> State:
-        return {
-            "count": new_count(),
-            "prev": zeros_like_tree(ps),
-            "step_size": zeros_like_tree(ps, lr),
-        }
+        return {**moments_init(ps, "prev"), "step_size": zeros_like_tree(ps, lr)}
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         g, spec, _ = leaves_of(name, grads, state["prev"])
@@ -602,12 +601,7 @@ def scale_by_rprop(
             steps.append(step)
             prevs.append(x)
             out.append(x.sign() * step)
-        new = {
-            "count": inc(state["count"]),
-            "prev": unflatten(spec, prevs),
-            "step_size": unflatten(spec, steps),
-        }
-        return unflatten(spec, out), new
+        return finish(state, spec, out, g, prev=prevs, step_size=steps)
 
     return GradientTransformation(init, update)
 
@@ -691,7 +685,7 @@ def asgd(
     sign = -1.0 if maximize else 1.0
 
     def init(ps: Tree) -> State:
-        return {"count": new_count(), "ax": zeros_like_tree(ps)}
+        return moments_init(ps, "ax")
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         needs_ps(name, ps)
@@ -710,8 +704,7 @@ def asgd(
             a + (w + u - a) * weight
             for a, w, u in zip(flatten(state["ax"])[0], p, out, strict=True)
         ]
-        ax = dtypes_of(ax, g)
-        return unflatten(spec, out), {"count": inc(state["count"]), "ax": unflatten(spec, ax)}
+        return finish(state, spec, out, g, ax=dtypes_of(ax, g))
 
     return GradientTransformation(init, update)
 
