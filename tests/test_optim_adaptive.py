@@ -262,6 +262,19 @@ ALL: list[Make] = [case[1] for case in CASES]
         (lambda: optim.lars(0.1, momentum=1.0), "trace: momentum must be in"),
         (lambda: optim.scale_by_trust_ratio(min_norm=-1.0), "min_norm must be >= 0"),
         (
+            lambda: optim.novograd().update(
+                grads_at(0, params(torch.float32)), optim.adam().init(params(torch.float32))
+            ),
+            r"scale_by_novograd: the state must be a dict .* got tuple",
+        ),
+        (
+            lambda: optim.scale_by_belief().update(
+                grads_at(0, params(torch.float32)),
+                optim.scale_by_lion().init(params(torch.float32)),
+            ),
+            r"scale_by_belief: the state must be a dict with keys \['count', 'mu', 'nu'\]",
+        ),
+        (
             lambda: optim.novograd(weight_decay=0.1).update(
                 grads_at(0, params(torch.float32)),
                 optim.novograd(weight_decay=0.1).init(params(torch.float32)),

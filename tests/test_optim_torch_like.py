@@ -236,6 +236,18 @@ def test_nadam_state_and_product() -> None:
             "asgd: update needs ps",
         ),
         (lambda: optim.asgd_averaged_params(()), "expected the state of lux_torch.optim.asgd"),
+        (
+            lambda: optim.scale_by_nadam().update(
+                grads_at(0, params(torch.float32)),
+                optim.scale_by_adam().init(params(torch.float32)),
+            ),
+            r"scale_by_nadam: the state must be a dict with keys \['count', 'mu_product', 'mu', "
+            r"'nu'\] \(from init\), got \['count', 'mu', 'nu'\]",
+        ),
+        (
+            lambda: optim.scale_by_rprop().update(grads_at(0, params(torch.float32)), ()),
+            r"scale_by_rprop: the state must be a dict .* got tuple",
+        ),
     ],
 )
 def test_bad_arguments_are_refused(make: Callable[[], Any], match: str) -> None:

@@ -34,6 +34,7 @@ from .torch_like import (
     moments_init,
     needs_ps,
     step_number,
+    transformation,
     where,
 )
 from .transforms import (
@@ -111,7 +112,7 @@ def scale_by_belief(
         out = [m / ((v / bc2).sqrt() + eps) for m, v in zip(mu_hat, nu, strict=True)]
         return finish(state, spec, out, g, mu=mu, nu=nu)
 
-    return GradientTransformation(init, update)
+    return transformation(name, init, update)
 
 
 def adabelief(
@@ -225,7 +226,7 @@ def scale_by_novograd(
             mu = [m + weight_decay * w for m, w in zip(mu, p, strict=True)]
         return finish(state, spec, mu, g, mu=mu, nu=nu)
 
-    return GradientTransformation(init, update)
+    return transformation(name, init, update)
 
 
 def novograd(

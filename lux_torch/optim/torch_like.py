@@ -15,6 +15,7 @@ so one code path serves all modes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,7 +88,10 @@ def ema(old: Tree, g: Leaves, decay: float) -> Leaves:
 
 def ema_of_squares(old: Tree, g: Leaves, decay: float) -> Leaves:
     """``decay * old + (1 - decay) * g ** 2`` leaf by leaf (``old`` a state tree)."""
-    return [v * decay + (1.0 - decay) * x * x for v, x in zip(flatten(old)[0], g, strict=True)]
+    return [
+        torch.addcmul(v * decay, x, x, value=1.0 - decay)
+        for v, x in zip(flatten(old)[0], g, strict=True)
+    ]
 
 
 def finish(
@@ -139,6 +143,25 @@ def leaves_of(
         check_shapes("grads", g, p, spec)
     check_shapes("grads", g, flatten(like)[0], spec, of=f"{name} state")
     return g, spec, p
+
+
+def transformation(
+    name: str, init: Callable[[Tree], State], update: Callable[..., tuple[Tree, State]]
+) -> GradientTransformation:
+    """``GradientTransformation(init, update)``, with ``update`` refusing a state that is not
+    a dict with ``init``'s keys (e.g. another optimizer's state) by a named error."""
+    keys = list(init({}))
+
+    def checked(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        if not isinstance(state, dict) or list(state) != keys:
+            got = list(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"lux_torch.optim.{name}: the state must be a dict with keys {keys} (from "
+                f"init), got {got}"
+            )
+        return update(grads, state, ps)
+
+    return GradientTransformation(init, checked)
 
 
 def needs_ps(name: str, ps: Tree) -> None:
@@ -238,7 +261,7 @@ def scale_by_nadam(
         ]
         return finish(state, spec, out, g, mu_product=as_state(product), mu=mu, nu=nu)
 
-    return GradientTransformation(init, update)
+    return transformation(name, init, update)
 
 
 def nadam(
@@ -340,7 +363,7 @@ def scale_by_radam(
         ]
         return finish(state, spec, out, g, mu=mu, nu=nu)
 
-    return GradientTransformation(init, update)
+    return transformation(name, init, update)
 
 
 def radam(
@@ -424,7 +447,7 @@ def scale_by_adamax(
         out = [m / u * inv_bc1 for m, u in zip(mu, nu, strict=True)]
         return finish(state, spec, out, g, mu=mu, nu=nu)
 
-    return GradientTransformation(init, update)
+    return transformation(name, init, update)
 
 
 def adamax(
@@ -499,7 +522,7 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
         acc_delta = ema_of_squares(state["acc_delta"], delta, rho)
         return finish(state, spec, delta, g, square_avg=square_avg, acc_delta=acc_delta)
 
-    return GradientTransformation(init, update)
+    return transformation(name, init, update)
 
 
 def adadelta(
@@ -603,7 +626,7 @@ def scale_by_rprop(
             out.append(x.sign() * step)
         return finish(state, spec, out, g, prev=prevs, step_size=steps)
 
-    return GradientTransformation(init, update)
+    return transformation(name, init, update)
 
 
 def rprop(
@@ -695,10 +718,8 @@ def asgd(
         rate = lr(state["count"]) if callable(lr) else lr
         eta = rate / (1.0 + lambd * rate * (t - 1)) ** alpha
         weight = 1.0 / at_least(t - 1 - t0, 1.0)  # 1 (ax = p') up to step t0 + 1
-        out = [
-            -(eta * lambd) * w - eta * (sign * x + weight_decay * w)
-            for x, w in zip(g, p, strict=True)
-        ]
+        decay, step = eta * (lambd + weight_decay), eta * sign
+        out = [-(w * decay + x * step) for x, w in zip(g, p, strict=True)]
         out = dtypes_of(out, g)
         ax = [
             a + (w + u - a) * weight
@@ -706,7 +727,7 @@ def asgd(
         ]
         return finish(state, spec, out, g, ax=dtypes_of(ax, g))
 
-    return GradientTransformation(init, update)
+    return transformation(name, init, update)
 
 
 def asgd_averaged_params(state: State) -> Tree:
