@@ -144,6 +144,22 @@ def assert_refuses_misshaped(make: Make) -> None:
         opt.update(bad, opt.init(ps))
 
 
+def assert_differentiable(make: Make) -> None:
+    """``torch.autograd.gradcheck`` of an update (after 7 steps) w.r.t. a gradient leaf."""
+    opt = make()
+    ps = params(torch.float64)
+    state = run(opt, ps, steps=7)[1]
+
+    def update(weight: torch.Tensor) -> torch.Tensor:
+        grads = grads_at(7, ps)
+        grads["layer_1"]["weight"] = weight
+        updates = opt.update(grads, state, ps)[0]
+        return torch.cat([u.reshape(-1) for u in leaves(updates)])
+
+    weight = grads_at(7, ps)["layer_1"]["weight"].clone().requires_grad_()
+    assert torch.autograd.gradcheck(update, (weight,))
+
+
 def property_tests(makes: list[Make], ids: list[str]) -> tuple[Callable[..., None], ...]:
     """The property tests of a test module's optimizers, to bind to module-level ``test_*``
     names: purity, a vmapped ensemble, refusal of mis-shaped gradients, and (slow)

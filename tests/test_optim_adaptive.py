@@ -12,6 +12,7 @@ import torch
 from optim_checks import (
     STEPS,
     Make,
+    assert_differentiable,
     grad_at,
     grads_at,
     max_abs_diff,
@@ -24,7 +25,7 @@ from lux_torch import optim
 from lux_torch.tree import leaves, map, paths
 
 DTYPES = [torch.float64, torch.float32]
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 Reference = Callable[[list[torch.Tensor], list[str], torch.dtype], list[torch.Tensor]]
 
 
@@ -299,3 +300,8 @@ def test_novograd_refuses_misshaped_parameters() -> None:
     ps["layer_1"]["bias"] = torch.ones(1)
     with pytest.raises(ValueError, match=r"grads 'layer_1.bias' has shape \(5,\), but the param"):
         opt.update(grads_at(0, params(torch.float32)), state, ps)
+
+
+@pytest.mark.parametrize("make", ALL, ids=IDS)
+def test_update_is_differentiable(make: Make) -> None:
+    assert_differentiable(make)
