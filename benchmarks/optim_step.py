@@ -71,7 +71,9 @@ def _lux_step(sizes: tuple[int, ...], mode: str) -> Callable[[], object]:
 
 
 # torch.optim namesakes: (lux factory, torch class)
-NAMESAKES: dict[str, tuple[Callable[[], lux.optim.GradientTransformation], type]] = {
+NAMESAKES: dict[
+    str, tuple[Callable[[], lux.optim.GradientTransformation], Callable[..., torch.optim.Optimizer]]
+] = {
     "NAdam": (lux.optim.nadam, torch.optim.NAdam),
     "RAdam": (lux.optim.radam, torch.optim.RAdam),
     "Adamax": (lux.optim.adamax, torch.optim.Adamax),
@@ -81,11 +83,13 @@ NAMESAKES: dict[str, tuple[Callable[[], lux.optim.GradientTransformation], type]
 }
 
 
-def _torch_namesake(sizes: tuple[int, ...], cls: type) -> Callable[[], object]:
+def _torch_namesake(
+    sizes: tuple[int, ...], cls: Callable[..., torch.optim.Optimizer]
+) -> Callable[[], object]:
     params = [torch.nn.Parameter(t) for t in lux.tree.leaves(_tensors(sizes))]
     for p, g in zip(params, lux.tree.leaves(_tensors(sizes)), strict=True):
         p.grad = g
-    return cls(params, foreach=True).step  # type: ignore[no-any-return]  # an Optimizer class
+    return cls(params, foreach=True).step
 
 
 def _lux_namesake(
