@@ -11,6 +11,10 @@ updates)``, both new trees; ``lux.optim.step`` runs torch's fused Adam kernel on
 Models: the tiny MLP 2-32-32-1 (6 tensors, 1153 numbers) and the 784-512-512-10 MLP
 (6 tensors, 670K numbers).
 
+A second table times the ``torch.optim`` namesakes (NAdam, RAdam, Adamax, Adadelta, Rprop,
+ASGD): lux ``update`` + ``apply_updates`` against ``torch.optim.<Name>(foreach=True)``, with
+default hyperparameters, interleaved in the same harness.
+
 Target (optimizer issue, CPU, 2 threads): lux / torch foreach <= 1.0 on the tiny MLP.
 On the medium MLP a pure step allocates new moments, updates and parameters (megabytes)
 every step, and glibc hands freed memory back to the OS between steps, so page faults
@@ -23,7 +27,7 @@ import itertools
 from collections.abc import Callable
 
 import torch
-from _harness import interleaved, parse_args, print_table
+from _harness import interleaved, parse_args, print_table, ratio_row
 
 import lux_torch as lux
 
@@ -66,6 +70,61 @@ def _lux_step(sizes: tuple[int, ...], mode: str) -> Callable[[], object]:
     return step
 
 
+# torch.optim namesakes: (lux factory, torch class)
+NAMESAKES: dict[
+    str, tuple[Callable[[], lux.optim.GradientTransformation], Callable[..., torch.optim.Optimizer]]
+] = {
+    "NAdam": (lux.optim.nadam, torch.optim.NAdam),
+    "RAdam": (lux.optim.radam, torch.optim.RAdam),
+    "Adamax": (lux.optim.adamax, torch.optim.Adamax),
+    "Adadelta": (lux.optim.adadelta, torch.optim.Adadelta),
+    "Rprop": (lux.optim.rprop, torch.optim.Rprop),
+    "ASGD": (lux.optim.asgd, torch.optim.ASGD),
+}
+
+
+def _torch_namesake(
+    sizes: tuple[int, ...], cls: Callable[..., torch.optim.Optimizer]
+) -> Callable[[], object]:
+    params = [torch.nn.Parameter(t) for t in lux.tree.leaves(_tensors(sizes))]
+    for p, g in zip(params, lux.tree.leaves(_tensors(sizes)), strict=True):
+        p.grad = g
+    return cls(params, foreach=True).step
+
+
+def _lux_namesake(
+    sizes: tuple[int, ...], make: Callable[[], lux.optim.GradientTransformation]
+) -> Callable[[], object]:
+    opt = make()
+    ps, grads = _tensors(sizes), _tensors(sizes)
+    box = [ps, opt.init(ps)]
+
+    def step() -> None:
+        updates, box[1] = opt.update(grads, box[1], box[0])
+        box[0] = lux.optim.apply_updates(box[0], updates)
+
+    return step
+
+
+def namesakes_table(rounds: int) -> None:
+    """lux update + apply_updates vs torch.optim's foreach step, per namesake and model."""
+    rows = []
+    for label, sizes in MODELS.items():
+        number = 100 if sizes[1] < 100 else 10
+        for name, (make, cls) in NAMESAKES.items():
+            t = interleaved(
+                {"torch": _torch_namesake(sizes, cls), "lux": _lux_namesake(sizes, make)},
+                rounds=rounds,
+                number=number,
+            )
+            rows.append(ratio_row(f"{name}, {label}", t, "torch", "lux"))
+    print_table(
+        "torch.optim namesakes, one step, eager",
+        rows,
+        ["optimizer, model", "torch foreach (µs)", "lux update+apply (µs)", "lux / torch"],
+    )
+
+
 def main() -> None:
     args = parse_args(__doc__)
     rows = []
@@ -103,6 +162,7 @@ def main() -> None:
             "lux step donate (µs, /default)",
         ],
     )
+    namesakes_table(args.rounds)
 
 
 if __name__ == "__main__":
