@@ -1,0 +1,44 @@
+"""Checks shared by the tree-level optimizers of :mod:`lux_torch.optim` (``factored``,
+``muon``, ``schedule_free``, ``lbfgs``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..tree import flatten, paths
+from ._base import Tree, check_shapes, flatten_checked
+
+
+def checked_leaves(
+    tree: Tree, like: Tree, what: str = "grads"
+) -> tuple[list[torch.Tensor], list[torch.Tensor], Any]:
+    """``(leaves of tree, leaves of like, spec)`` after checking that ``tree`` has the
+    structure of ``like`` and every leaf its shape (a mis-shaped gradient would broadcast)."""
+    leaves, spec = flatten_checked(tree, like, what)
+    ref = flatten(like)[0]
+    check_shapes(what, leaves, ref, spec)
+    return leaves, ref, spec
+
+
+def check_positive(name: str, value: float, fn: str) -> None:
+    if not value > 0.0:
+        raise ValueError(f"lux_torch.optim.{fn}: {name} must be > 0, got {value}")
+
+
+def check_int(name: str, value: int, fn: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"lux_torch.optim.{fn}: {name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_state_kept_shapes(fn: str, old: Tree, new: Tree) -> None:
+    """Raise when a state leaf changed shape in an update: a state made for other parameters
+    broadcast against the gradients instead of being refused."""
+    for i, (a, b) in enumerate(zip(flatten(old)[0], flatten(new)[0], strict=True)):
+        if a.shape != b.shape:
+            raise ValueError(
+                f"lux_torch.optim.{fn}: the state leaf {paths(old)[i]!r} has shape "
+                f"{tuple(a.shape)}, which does not fit these gradients (it became "
+                f"{tuple(b.shape)}); was the state made by init() for other parameters?"
+            )
