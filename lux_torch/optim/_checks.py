@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..tree import flatten, paths
+from ..tree import flatten
 from ._base import Tree, check_shapes, flatten_checked
 
 
@@ -31,14 +31,3 @@ def check_int(name: str, value: int, fn: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"lux_torch.optim.{fn}: {name} must be an int >= {minimum}, got {value!r}")
 
-
-def check_state_kept_shapes(fn: str, old: Tree, new: Tree) -> None:
-    """Raise when a state leaf changed shape in an update: a state made for other parameters
-    broadcast against the gradients instead of being refused."""
-    for i, (a, b) in enumerate(zip(flatten(old)[0], flatten(new)[0], strict=True)):
-        if a.shape != b.shape:
-            raise ValueError(
-                f"lux_torch.optim.{fn}: the state leaf {paths(old)[i]!r} has shape "
-                f"{tuple(a.shape)}, which does not fit these gradients (it became "
-                f"{tuple(b.shape)}); was the state made by init() for other parameters?"
-            )

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 from ..tree import map as tree_map
-from ..tree import unflatten
+from ..tree import paths, unflatten
 from ._base import (
     GradientTransformation,
     LearningRate,
@@ -23,9 +23,10 @@ from ._base import (
     inc,
     new_count,
 )
-from ._checks import check_int, check_positive, check_state_kept_shapes, checked_leaves
+from ._checks import check_int, check_positive, checked_leaves
 from .transforms import add_decayed_weights, chain, scale, scale_by_learning_rate, trace
 
+KEYS = ("v_row", "v_col", "v")
 DecayRateFn = Callable[[torch.Tensor, float], Scalar]
 
 
@@ -44,10 +45,6 @@ def factored_dims(shape: torch.Size, factored: bool, min_dim_size_to_factor: int
     if shape[order[-2]] < min_dim_size_to_factor:
         return None
     return order[-2], order[-1]
-
-
-def _one(p: torch.Tensor) -> torch.Tensor:
-    return torch.zeros(1, dtype=p.dtype, device=p.device)
 
 
 def scale_by_factored_rms(
@@ -104,24 +101,18 @@ def scale_by_factored_rms(
     def dims(p: torch.Tensor) -> tuple[int, int] | None:
         return factored_dims(p.shape, factored, min_dim_size_to_factor)
 
+    def shapes(p: torch.Tensor) -> tuple[list[int], list[int], list[int]]:
+        """The shapes of ``v_row``, ``v_col`` and ``v`` for a leaf like ``p``."""
+        d, shape = dims(p), list(p.shape)
+        if d is None:
+            return [1], [1], shape
+        return [n for i, n in enumerate(shape) if i != d[1]], [n for i, n in enumerate(shape) if i != d[0]], [1]
+
     def init(ps: Tree) -> State:
-        def row(p: torch.Tensor) -> torch.Tensor:
-            d = dims(p)
-            return _one(p) if d is None else torch.zeros_like(p).sum(d[1])
+        def zeros(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+            return lambda p: p.new_zeros(shapes(p)[k])
 
-        def col(p: torch.Tensor) -> torch.Tensor:
-            d = dims(p)
-            return _one(p) if d is None else torch.zeros_like(p).sum(d[0])
-
-        def full(p: torch.Tensor) -> torch.Tensor:
-            return torch.zeros_like(p) if dims(p) is None else _one(p)
-
-        return {
-            "count": new_count(),
-            "v_row": tree_map(row, ps),
-            "v_col": tree_map(col, ps),
-            "v": tree_map(full, ps),
-        }
+        return {"count": new_count(), **{key: tree_map(zeros(k), ps) for k, key in enumerate(KEYS)}}
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         if ps is None:
@@ -141,11 +132,18 @@ def scale_by_factored_rms(
             return g * row_factor.unsqueeze(d0) * c.rsqrt().unsqueeze(d1), r, c, v
 
         g, _, spec = checked_leaves(grads, ps)
-        stats = [flatten_checked(state[k], ps, "state")[0] for k in ("v_row", "v_col", "v")]
+        stats = [flatten_checked(state[k], ps, "state")[0] for k in KEYS]
+        for i, leaf in enumerate(g):  # a state made for other parameters would broadcast
+            for k, key in enumerate(KEYS):
+                if list(stats[k][i].shape) != shapes(leaf)[k]:
+                    raise ValueError(
+                        f"lux_torch.optim.{fn}: state '{key}.{paths(ps)[i]}' has shape "
+                        f"{tuple(stats[k][i].shape)}, but these gradients need "
+                        f"{tuple(shapes(leaf)[k])}: was it made by init() for other parameters?"
+                    )
         out = [one(*leaf) for leaf in zip(g, *stats, strict=True)]
         u, r, c, v = (unflatten(spec, list(x)) for x in zip(*out, strict=True))
         new = {"count": inc(state["count"]), "v_row": r, "v_col": c, "v": v}
-        check_state_kept_shapes(fn, state, new)
         return u, new
 
     return GradientTransformation(init, update)
