@@ -50,9 +50,17 @@ def test_matches_torch_adafactor(dtype: torch.dtype, d: float) -> None:
 
 
 def _reference(
-    ps: dict[str, torch.Tensor], steps: int, lr: float | None, momentum: float | None,
-    weight_decay_rate: float | None, min_dim: int, clip: float | None, scale_by_param: bool,
-    decay_rate: float = 0.8, eps: float = 1e-30, offset: int = 0,
+    ps: dict[str, torch.Tensor],
+    steps: int,
+    lr: float | None,
+    momentum: float | None,
+    weight_decay_rate: float | None,
+    min_dim: int,
+    clip: float | None,
+    scale_by_param: bool,
+    decay_rate: float = 0.8,
+    eps: float = 1e-30,
+    offset: int = 0,
 ) -> dict[str, torch.Tensor]:
     """optax.adafactor written out per leaf (optax/_src/factorized.py and alias.py)."""
     ps = {k: p.clone() for k, p in ps.items()}
@@ -104,12 +112,31 @@ def _reference(
 
 OPTIONS = [
     # lr None: steps of the parameters' own RMS, which the parameters outgrow: few steps
-    {"lr": None, "momentum": None, "weight_decay_rate": None, "min_dim": 128, "clip": 1.0,
-     "scale_by_param": True, "steps": 4},
-    {"lr": 0.05, "momentum": 0.9, "weight_decay_rate": 1e-3, "min_dim": 2, "clip": 1.0,
-     "scale_by_param": True},
-    {"lr": 0.01, "momentum": None, "weight_decay_rate": None, "min_dim": 3, "clip": None,
-     "scale_by_param": False},
+    {
+        "lr": None,
+        "momentum": None,
+        "weight_decay_rate": None,
+        "min_dim": 128,
+        "clip": 1.0,
+        "scale_by_param": True,
+        "steps": 4,
+    },
+    {
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay_rate": 1e-3,
+        "min_dim": 2,
+        "clip": 1.0,
+        "scale_by_param": True,
+    },
+    {
+        "lr": 0.01,
+        "momentum": None,
+        "weight_decay_rate": None,
+        "min_dim": 3,
+        "clip": None,
+        "scale_by_param": False,
+    },
 ]
 
 
@@ -217,5 +244,7 @@ def test_needs_ps_and_a_fitting_state() -> None:
         optim.scale_by_param_block_rms().update(ps, ())
     # a state made for a (3, 1) leaf would broadcast against (3, 4) gradients
     other = opt.init({"w": torch.ones(3, 1)})
-    with pytest.raises(ValueError, match=r"state 'v_row.w' has shape \(1,\), but these gradients need \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"state 'v_row.w' has shape \(1,\), but these gradients need \(3,\)"
+    ):
         opt.update(ps, other, ps)

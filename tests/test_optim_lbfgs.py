@@ -60,8 +60,14 @@ def test_minimize_equals_torch_step(line_search: str | None, lr: float, max_iter
         X0, 1, lr=lr, max_iter=max_iter, history_size=7, line_search_fn=line_search
     )
     x, info = optim.lbfgs_minimize(
-        _rosenbrock, X0.clone(), lr=lr, memory_size=7, line_search=line_search,  # type: ignore[arg-type]
-        max_iter=max_iter, tolerance_grad=0.0, tolerance_change=0.0,
+        _rosenbrock,
+        X0.clone(),
+        lr=lr,
+        memory_size=7,
+        line_search=line_search,  # type: ignore[arg-type]
+        max_iter=max_iter,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
     )
     torch.testing.assert_close(x, expected, rtol=0, atol=1e-10)
     assert info.iterations <= max_iter and info.evaluations <= max_iter * 5 // 4 + 1
@@ -69,7 +75,11 @@ def test_minimize_equals_torch_step(line_search: str | None, lr: float, max_iter
 
 def test_update_with_strong_wolfe_equals_minimize() -> None:
     x_min, _ = optim.lbfgs_minimize(
-        _rosenbrock, X0.clone(), max_iter=12, max_eval=10_000, tolerance_grad=0.0,
+        _rosenbrock,
+        X0.clone(),
+        max_iter=12,
+        max_eval=10_000,
+        tolerance_grad=0.0,
         tolerance_change=0.0,
     )
     opt = optim.lbfgs()
@@ -84,12 +94,17 @@ def test_update_with_strong_wolfe_equals_minimize() -> None:
 
 @pytest.mark.parametrize("n", [2, 10])
 @pytest.mark.parametrize("line_search", ["strong_wolfe", "backtracking"])
-def test_converges_on_rosenbrock(n: int, line_search: str) -> None:
+def test_converges_on_rosenbrock(n: int, line_search: Any) -> None:
     x0 = torch.zeros(n, dtype=torch.float64)
     x0[0] = -1.2
     x, info = optim.lbfgs_minimize(
-        _rosenbrock, x0, line_search=line_search, max_iter=2000, max_eval=10_000,  # type: ignore[arg-type]
-        tolerance_grad=1e-10, tolerance_change=0.0,
+        _rosenbrock,
+        x0,
+        line_search=line_search,
+        max_iter=2000,
+        max_eval=10_000,
+        tolerance_grad=1e-10,
+        tolerance_change=0.0,
     )
     assert info.stopped == "tolerance_grad", info
     assert float((x - 1.0).abs().max()) < 1e-8, (x, info)
@@ -104,7 +119,8 @@ def test_finishes_a_network_after_adam() -> None:
     ys = torch.sin(2 * xs)
 
     def loss(p: Any) -> torch.Tensor:
-        return ((model(xs, p, st)[0] - ys) ** 2).mean()
+        out: torch.Tensor = ((model(xs, p, st)[0] - ys) ** 2).mean()
+        return out
 
     adam = optim.adam(1e-2)
     state = adam.init(ps)
@@ -166,7 +182,7 @@ def test_line_search_refuses_vmap_and_missing_value_fn() -> None:
     def step(x: torch.Tensor) -> Any:
         return opt.update(torch.func.grad(_rosenbrock)(x), opt.init(x), x, value_fn=_rosenbrock)
 
-    with pytest.raises(RuntimeError, match="lbfgs: the line search .* eagerly only"):
+    with pytest.raises(RuntimeError, match=r"lbfgs: the line search .* eagerly only"):
         torch.func.vmap(step)(torch.stack([X0, X0]))
     with pytest.raises(ValueError, match="lbfgs: update needs ps"):
         opt.update(g, state)

@@ -32,7 +32,7 @@ def _reference_ns(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """Keller Jordan's zeropower_via_newtonschulz5 (github.com/KellerJordan/Muon), in g's
     dtype; the norm is bounded below by 1e-7 as torch.optim.Muon does (the reference adds
     1e-7 to it instead)."""
-    x = g
+    x: torch.Tensor = g
     if g.size(-2) > g.size(-1):
         x = x.mT
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)
@@ -52,7 +52,7 @@ def test_newton_schulz_is_near_orthogonal_and_equals_the_reference(shape: tuple[
     torch.testing.assert_close(o, _reference_ns(g), rtol=1e-12, atol=1e-12)
     s = torch.linalg.svdvals(o)
     # the quintic's coefficients trade exactness for speed: singular values in ~[0.68, 1.13]
-    assert 0.6 < float(s.min()) and float(s.max()) < 1.2, s
+    assert float(s.min()) > 0.6 and float(s.max()) < 1.2, s
     # and the singular vectors are g's: o = U S' V^T with S' diagonal and positive
     u, _, vh = torch.linalg.svd(g, full_matrices=False)
     inner = u.mT @ o @ vh.mT
@@ -123,7 +123,9 @@ def test_conv_weights_are_reshaped_or_refused() -> None:
     u, _ = t.update(grads, t.init(ps), ps)
     expected = _reference_ns(torch.lerp(grads["conv"], 0.05 * grads["conv"], 0.95).reshape(4, 18))
     torch.testing.assert_close(u["conv"], expected.reshape(4, 2, 3, 3), rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match=r"'conv' has shape \(4, 2, 3, 3\); Muon orthog.*reshape_conv"):
+    with pytest.raises(
+        ValueError, match=r"'conv' has shape \(4, 2, 3, 3\); Muon orthog.*reshape_conv"
+    ):
         optim.scale_by_muon().init(ps)
     with pytest.raises(ValueError, match=r"'b' has shape \(3,\); Muon orthogonalises matrices"):
         optim.scale_by_muon().update({"b": torch.ones(3)}, {"mu": {"b": torch.ones(3)}})

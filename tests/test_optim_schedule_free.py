@@ -18,7 +18,10 @@ CURVATURE = torch.tensor([1.0, 3.0, 10.0, 0.5], dtype=torch.float64)
 
 def _params(dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
-    return {"w": torch.randn(2, 4, generator=g, dtype=dtype), "b": torch.randn(4, generator=g, dtype=dtype)}
+    return {
+        "w": torch.randn(2, 4, generator=g, dtype=dtype),
+        "b": torch.randn(4, generator=g, dtype=dtype),
+    }
 
 
 def _grad(p: torch.Tensor, i: int) -> torch.Tensor:
@@ -26,8 +29,16 @@ def _grad(p: torch.Tensor, i: int) -> torch.Tensor:
 
 
 def _algorithm_1(
-    ps: dict[str, torch.Tensor], adam: bool, lr: float, warmup: int, b1: float, wd: float,
-    power: float, r: float, b2: float = 0.999, eps: float = 1e-8,
+    ps: dict[str, torch.Tensor],
+    adam: bool,
+    lr: float,
+    warmup: int,
+    b1: float,
+    wd: float,
+    power: float,
+    r: float,
+    b2: float = 0.999,
+    eps: float = 1e-8,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Defazio et al. 2024, Algorithm 1 (with the facebookresearch reference's warmup,
     weights t^r max(lr)^power and AdamW's debiased second moment): returns (y, x)."""
@@ -42,12 +53,12 @@ def _algorithm_1(
         weight_sum += weight
         c = weight / weight_sum if weight_sum else 0.0
         for k in ps:
-            y = (1 - b1) * z[k] + b1 * x[k]
-            g = _grad(y, t - 1)
+            yk = (1 - b1) * z[k] + b1 * x[k]
+            g = _grad(yk, t - 1)
             if adam:
                 v[k] = b2 * v[k] + (1 - b2) * g * g
                 g = g / (torch.sqrt(v[k] / (1 - b2**t)) + eps)
-            g = g + wd * y
+            g = g + wd * yk
             z[k] = z[k] - lr_t * g
             x[k] = (1 - c) * x[k] + c * z[k]
     y = {k: (1 - b1) * z[k] + b1 * x[k] for k in ps}
@@ -66,9 +77,18 @@ CASES = [
 def test_matches_algorithm_1(adam: bool, h: dict[str, Any]) -> None:
     ps = _params()
     y, x = _algorithm_1(ps, adam, **h)
-    common = {"warmup_steps": h["warmup"], "b1": h["b1"], "weight_decay": h["wd"],
-              "weight_lr_power": h["power"], "r": h["r"]}
-    opt = optim.schedule_free_adamw(h["lr"], **common) if adam else optim.schedule_free_sgd(h["lr"], **common)
+    common = {
+        "warmup_steps": h["warmup"],
+        "b1": h["b1"],
+        "weight_decay": h["wd"],
+        "weight_lr_power": h["power"],
+        "r": h["r"],
+    }
+    opt = (
+        optim.schedule_free_adamw(h["lr"], **common)
+        if adam
+        else optim.schedule_free_sgd(h["lr"], **common)
+    )
     state = opt.init(ps)
     for i in range(STEPS):
         updates, state = opt.update({k: _grad(p, i) for k, p in ps.items()}, state, ps)
@@ -110,9 +130,11 @@ def test_matches_optax_formulas_with_a_base_optimizer() -> None:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
     ("make", "tol"),
-    [(lambda: optim.schedule_free_sgd(0.15, warmup_steps=10), 1e-9),
-     # constant-lr Adam hovers at the lr's scale around the optimum; the average x is 5e5x lower
-     (lambda: optim.schedule_free_adamw(0.02, warmup_steps=10), 1e-3)],
+    [
+        (lambda: optim.schedule_free_sgd(0.15, warmup_steps=10), 1e-9),
+        # constant-lr Adam hovers at the lr's scale around the optimum; the average x is 5e5x lower
+        (lambda: optim.schedule_free_adamw(0.02, warmup_steps=10), 1e-3),
+    ],
 )
 def test_converges_on_a_quadratic(make: Any, tol: float, dtype: torch.dtype) -> None:
     def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -140,10 +162,18 @@ def test_state_and_errors() -> None:
     with pytest.raises(ValueError, match="schedule_free_eval_params: state must be the state of"):
         optim.schedule_free_eval_params((), ps)
     with pytest.raises(ValueError, match=r"state z 'b' has shape \(4,\), but the parameter has"):
-        optim.schedule_free_eval_params(state, {"w": ps["w"], "b": torch.ones(5, dtype=torch.float64)})
+        optim.schedule_free_eval_params(
+            state, {"w": ps["w"], "b": torch.ones(5, dtype=torch.float64)}
+        )
     # the warmup's first step is lr / warmup_steps (the reference's (k + 1) / warmup)
     sched = warmup_lr(1.0, 4)
-    assert callable(sched) and [float(sched(torch.tensor(k))) for k in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert callable(sched) and [float(sched(torch.tensor(k))) for k in range(5)] == [
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        1.0,
+    ]
     assert math.isclose(float(state["b1"]), 0.9)
 
 

@@ -30,4 +30,3 @@ def check_positive(name: str, value: float, fn: str) -> None:
 def check_int(name: str, value: int, fn: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"lux_torch.optim.{fn}: {name} must be an int >= {minimum}, got {value!r}")
-

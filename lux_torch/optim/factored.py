@@ -35,7 +35,9 @@ def _decay_rate_pow(t: torch.Tensor, exponent: float) -> torch.Tensor:
     return 1.0 - t.to(torch.float64) ** (-exponent)
 
 
-def factored_dims(shape: torch.Size, factored: bool, min_dim_size_to_factor: int) -> tuple[int, int] | None:
+def factored_dims(
+    shape: torch.Size, factored: bool, min_dim_size_to_factor: int
+) -> tuple[int, int] | None:
     """The two largest dims ``(d1, d0)`` (``d0`` the largest) of a leaf whose second moment
     is factored, or ``None``: vectors, scalars, and leaves whose second-largest dim is below
     ``min_dim_size_to_factor`` keep a full second moment (optax's rule)."""
@@ -106,7 +108,11 @@ def scale_by_factored_rms(
         d, shape = dims(p), list(p.shape)
         if d is None:
             return [1], [1], shape
-        return [n for i, n in enumerate(shape) if i != d[1]], [n for i, n in enumerate(shape) if i != d[0]], [1]
+        return (
+            [n for i, n in enumerate(shape) if i != d[1]],
+            [n for i, n in enumerate(shape) if i != d[0]],
+            [1],
+        )
 
     def init(ps: Tree) -> State:
         def zeros(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -117,9 +123,11 @@ def scale_by_factored_rms(
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         if ps is None:
             raise ValueError(f"lux_torch.optim.{fn}: update needs ps")
-        beta = beta_of(state["count"] + 1 - step_offset, decay_rate)
+        beta = torch.as_tensor(beta_of(state["count"] + 1 - step_offset, decay_rate))
 
-        def one(g: torch.Tensor, r: torch.Tensor, c: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def one(
+            g: torch.Tensor, r: torch.Tensor, c: torch.Tensor, v: torch.Tensor
+        ) -> tuple[torch.Tensor, ...]:
             g2 = g * g + eps
             d = dims(g)
             if d is None:
@@ -150,7 +158,8 @@ def scale_by_factored_rms(
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
+    norm: torch.Tensor = torch.linalg.vector_norm(x)
+    return norm / math.sqrt(max(x.numel(), 1))
 
 
 def clip_by_block_rms(threshold: float) -> GradientTransformation:
@@ -277,15 +286,14 @@ def adafactor(
         check_beta("momentum", momentum, fn)
     if weight_decay_rate is not None:
         check_nonneg("weight_decay_rate", weight_decay_rate, fn)
-    parts = [
-        scale_by_factored_rms(
-            factored, decay_rate, decay_offset, min_dim_size_to_factor, eps
-        )
-    ]
+    parts = [scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps)]
     if clipping_threshold is not None:
         parts.append(clip_by_block_rms(clipping_threshold))
     if lr is not None:  # scale_by_learning_rate descends; undo its sign until the end
-        parts += [scale_by_learning_rate(relative_step_size(lr) if relative_step else lr), scale(-1.0)]
+        parts += [
+            scale_by_learning_rate(relative_step_size(lr) if relative_step else lr),
+            scale(-1.0),
+        ]
     if multiply_by_parameter_scale:
         parts.append(scale_by_param_block_rms(min_scale))
     if momentum is not None:  # optax's ema(momentum, debias=False) = (1 - momentum) * trace

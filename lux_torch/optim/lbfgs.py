@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from ..tree import flatten, ravel, unflatten
+from ..tree import ravel, unflatten
 from ._base import GradientTransformation, State, Tree, check_nonneg
 from ._checks import check_int, check_positive, checked_leaves
 
@@ -87,7 +87,8 @@ def direction(state: State, g: torch.Tensor) -> torch.Tensor:
     for i in range(m - 1, -1, -1):
         alpha[i] = s[i].dot(q) * rho[i]
         q = q - alpha[i] * y[i]
-    r = q * state["diag"]
+    diag: torch.Tensor = state["diag"]
+    r = q * diag
     for i in range(m):
         beta = y[i].dot(r) * rho[i]
         r = r + (alpha[i] - beta) * s[i]
@@ -329,7 +330,9 @@ def lbfgs(
     check_int("max_linesearch_steps", max_linesearch_steps, fn, 1)
     check_nonneg("tolerance_change", tolerance_change, fn)
     if not 0.0 < decrease_factor < 1.0:
-        raise ValueError(f"lux_torch.optim.{fn}: decrease_factor must be in (0, 1), got {decrease_factor}")
+        raise ValueError(
+            f"lux_torch.optim.{fn}: decrease_factor must be in (0, 1), got {decrease_factor}"
+        )
 
     def init(ps: Tree) -> State:
         return init_state(_flat(ps), memory_size)
@@ -384,7 +387,9 @@ def _search(
     c1, c2, tolerance_change, max_ls, decrease = settings
     gtd = g.dot(d)
     if kind == "strong_wolfe":
-        f_new, g_new, t, evals = strong_wolfe(obj, t, d, f, g, gtd, c1, c2, tolerance_change, max_ls)
+        f_new, g_new, t, evals = strong_wolfe(
+            obj, t, d, f, g, gtd, c1, c2, tolerance_change, max_ls
+        )
     else:
         f_new, g_new, t, evals = backtracking(obj, t, gtd, f, c1, decrease, max_ls)
     return t, (f_new, g_new, evals)
@@ -456,7 +461,7 @@ def lbfgs_minimize(
             stopped = "no_descent"
             break
         if line_search is not None:
-            budget = settings[:3] + (max_eval - evals,) + settings[4:]
+            budget = (*settings[:3], max_eval - evals, *settings[4:])
             obj = _objective(loss_fn, x, d, unravel)
             t, (f, g_new, used) = _search(line_search, obj, t, f, g, d, budget)
             state, x, g = advance(state, g, t * d), torch.add(x, d, alpha=float(t)), g_new

@@ -60,7 +60,9 @@ def newton_schulz(
         True
     """
     if x.ndim != 2:
-        raise ValueError(f"lux_torch.optim.newton_schulz: x must be 2-D, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"lux_torch.optim.newton_schulz: x must be 2-D, got shape {tuple(x.shape)}"
+        )
     a, b, c = coeffs
     wide = x.shape[0] <= x.shape[1]
     o = x.to(dtype) if dtype is not None else x

@@ -105,7 +105,8 @@ def schedule_free(
         weight_sum = state["weight_sum"] + weight
         ck = torch.where(weight_sum > 0, weight / torch.where(weight_sum > 0, weight_sum, 1.0), 0.0)
         u, base_state = base.update(grads, state["base"], ps)
-        zk = 1.0 - state["b1"] * (1.0 - ck)
+        b1_t: torch.Tensor = state["b1"]
+        zk = 1.0 - b1_t * (1.0 - ck)
 
         def step(y: torch.Tensor, z: torch.Tensor, du: torch.Tensor) -> torch.Tensor:
             return (z - y) * ck.to(y.dtype) + du * zk.to(y.dtype)
@@ -143,7 +144,7 @@ def schedule_free_eval_params(state: State, ps: Tree) -> Tree:
             "schedule_free / schedule_free_sgd / schedule_free_adamw (a dict with 'z', 'b1')"
         )
     checked_leaves(state["z"], ps, "state z")
-    b1 = state["b1"]
+    b1: torch.Tensor = state["b1"]
 
     def x(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return (y - (1.0 - b1.to(y.dtype)) * z) / b1.to(y.dtype)
@@ -255,6 +256,8 @@ def schedule_free_adamw(
     check_lr(lr, "schedule_free_adamw")
     lr_t = warmup_lr(lr, warmup_steps)
     base = chain(
-        scale_by_debiased_rms(b2, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(lr_t)
+        scale_by_debiased_rms(b2, eps),
+        add_decayed_weights(weight_decay),
+        scale_by_learning_rate(lr_t),
     )
     return schedule_free(base, lr_t, b1, weight_lr_power, r)
