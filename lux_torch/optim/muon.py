@@ -182,8 +182,8 @@ def muon(
     momentum: float = 0.95,
     nesterov: bool = True,
     ns_coeffs: tuple[float, float, float] = NS_COEFFS,
-    ns_steps: int = 5,
     eps: float = 1e-7,
+    ns_steps: int = 5,
     adjust_lr_fn: AdjustLr = "original",
     ns_dtype: torch.dtype | None = None,
     reshape_conv: bool = False,
@@ -198,6 +198,9 @@ def muon(
     equals ``torch.optim.Muon`` step for step; the default computes the iteration in the
     parameter's dtype (more exact; slower on accelerators).
 
+    The arguments come in ``torch.optim.Muon``'s order (``lr, weight_decay, momentum,
+    nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn``), then lux_torch's.
+
     Which leaves get Muon: ``mask`` (a tree of bools like ``ps``, a prefix of one, or a
     callable ``ps -> tree``), by default every 2-D leaf (and conv weights with
     ``reshape_conv``). Biases, norms and — by the reference's advice — embeddings and the
@@ -210,7 +213,7 @@ def muon(
     Arguments:
         lr: learning rate (float or schedule) of the Muon part; also scales the decay.
         weight_decay: decoupled weight decay of the Muon leaves.
-        momentum, nesterov, ns_coeffs, ns_steps, eps, adjust_lr_fn, ns_dtype, reshape_conv:
+        momentum, nesterov, ns_coeffs, eps, ns_steps, adjust_lr_fn, ns_dtype, reshape_conv:
             see :func:`scale_by_muon`.
         mask: the Muon leaves (see above).
         fallback: the optimizer of the other leaves; ``None``: ``adamw(lr,
