@@ -8,6 +8,10 @@ the for-loop implementation), ``foreach=True`` and ``fused=True``. The lux step 
 ``updates, state = opt.update(grads, state, ps)`` then ``ps = apply_updates(ps,
 updates)``, both new trees; ``lux.optim.step`` runs torch's fused Adam kernel on copies
 (pure), and with ``donate=True`` on the given buffers (in place, like torch fused).
+A second table times the optimizers torch has besides Adam that lux_torch also has with
+torch's numerics: ``torch.optim.Muon`` (the weight matrices only; Newton-Schulz in
+bfloat16: lux ``muon(ns_dtype=torch.bfloat16)``) and ``torch.optim.Adafactor`` (lux
+``adafactor(lr, relative_step=True, min_dim_size_to_factor=1)``), both lux update+apply.
 Models: the tiny MLP 2-32-32-1 (6 tensors, 1153 numbers) and the 784-512-512-10 MLP
 (6 tensors, 670K numbers).
 
@@ -66,6 +70,52 @@ def _lux_step(sizes: tuple[int, ...], mode: str) -> Callable[[], object]:
     return step
 
 
+def _weights(sizes: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    return {k: v["weight"] for k, v in _tensors(sizes).items()}
+
+
+def _torch_other(sizes: tuple[int, ...], kind: str) -> Callable[[], object]:
+    tree = _weights(sizes) if kind == "muon" else _tensors(sizes)
+    params = [torch.nn.Parameter(t) for t in lux.tree.leaves(tree)]
+    for p, g in zip(params, lux.tree.leaves(tree), strict=True):
+        p.grad = g.clone()
+    if kind == "muon":
+        return torch.optim.Muon(params, lr=1e-3).step
+    return torch.optim.Adafactor(params, lr=1e-2).step
+
+
+def _lux_other(sizes: tuple[int, ...], kind: str) -> Callable[[], object]:
+    ps = _weights(sizes) if kind == "muon" else _tensors(sizes)
+    grads = lux.tree.map(torch.clone, ps)
+    if kind == "muon":
+        opt = lux.optim.muon(1e-3, ns_dtype=torch.bfloat16)
+    else:
+        opt = lux.optim.adafactor(1e-2, relative_step=True, min_dim_size_to_factor=1)
+    box = [ps, opt.init(ps)]
+
+    def step() -> None:
+        updates, box[1] = opt.update(grads, box[1], box[0])
+        box[0] = lux.optim.apply_updates(box[0], updates)
+
+    return step
+
+
+def _other_rows(rounds: int) -> list[tuple[str, ...]]:
+    rows = []
+    for kind, (label, sizes) in itertools.product(("muon", "adafactor"), MODELS.items()):
+        number = 100 if sizes[1] < 100 else 5
+        t = interleaved(
+            {"torch": _torch_other(sizes, kind), "lux": _lux_other(sizes, kind)},
+            rounds=rounds,
+            number=number,
+        )
+        ratio = t["lux"] / t["torch"]
+        rows.append(
+            (kind, label, f"{t['torch'] * 1e6:.1f}", f"{t['lux'] * 1e6:.1f} ({ratio:.2f}x)")
+        )
+    return rows
+
+
 def main() -> None:
     args = parse_args(__doc__)
     rows = []
@@ -102,6 +152,11 @@ def main() -> None:
             "lux optim.step (µs, /default)",
             "lux step donate (µs, /default)",
         ],
+    )
+    print_table(
+        "Muon and Adafactor steps alone, eager",
+        _other_rows(args.rounds),
+        ["optimizer", "model", "torch.optim (µs)", "lux update+apply (µs, /torch)"],
     )
 
 
