@@ -248,3 +248,14 @@ def test_needs_ps_and_a_fitting_state() -> None:
         ValueError, match=r"state 'v_row.w' has shape \(1,\), but these gradients need \(3,\)"
     ):
         opt.update(ps, other, ps)
+
+
+def test_block_transforms_refuse_mis_shaped_updates() -> None:
+    ps = {"w": torch.ones(3, 2)}
+    bad = {"w": torch.ones(1, 2)}
+    with pytest.raises(ValueError, match=r"grads 'w' has shape \(1, 2\), but the parameter"):
+        optim.clip_by_block_rms(1.0).update(bad, (), ps)
+    with pytest.raises(ValueError, match=r"grads 'w' has shape \(1, 2\), but the parameter"):
+        optim.scale_by_param_block_rms().update(bad, (), ps)
+    with pytest.raises(ValueError, match="relative_step_size: lr must be >= 0"):
+        optim.relative_step_size(-1.0)

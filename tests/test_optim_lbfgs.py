@@ -210,3 +210,14 @@ def test_line_search_refuses_vmap_and_missing_value_fn() -> None:
 def test_bad_configuration(make: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.slow
+def test_line_search_refuses_compile() -> None:
+    opt = optim.lbfgs()
+
+    def step(x: torch.Tensor, state: Any) -> Any:
+        return opt.update(torch.func.grad(_rosenbrock)(x), state, x, value_fn=_rosenbrock)
+
+    with pytest.raises(Exception, match=r"lbfgs: the line search .* eagerly only"):
+        torch.compile(step, fullgraph=True)(X0.clone(), opt.init(X0))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lux_torch import optim
-from lux_torch.optim.schedule_free import warmup_lr
+from lux_torch.optim.schedule_free import scale_by_debiased_rms, warmup_lr
 
 STEPS = 60
 CURVATURE = torch.tensor([1.0, 3.0, 10.0, 0.5], dtype=torch.float64)
@@ -193,3 +193,24 @@ def test_state_and_errors() -> None:
 def test_bad_configuration(make: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_refuses_mis_shaped_grads_and_state_with_any_base() -> None:
+    # a tree-level base that checks nothing: schedule_free checks itself
+    def passthrough(grads: Any, state: Any, ps: Any = None) -> tuple[Any, Any]:
+        return grads, state
+
+    opt = optim.schedule_free(optim.GradientTransformation(lambda ps: (), passthrough), 0.1)
+    ps = _params()
+    state = opt.init(ps)
+    bad = {"w": torch.ones(2, 4, dtype=torch.float64), "b": torch.ones(1, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=r"grads 'b' has shape \(1,\), but the parameter"):
+        opt.update(bad, state, ps)
+    other = opt.init({"w": ps["w"], "b": torch.ones(1, dtype=torch.float64)})
+    with pytest.raises(ValueError, match=r"state z 'b' has shape \(1,\), but the parameter"):
+        opt.update({k: _grad(p, 0) for k, p in ps.items()}, other, ps)
+    debiased = scale_by_debiased_rms()
+    with pytest.raises(ValueError, match=r"grads 'b' has shape \(1,\), but the parameter"):
+        debiased.update(bad, debiased.init(ps))
+    with pytest.raises(ValueError, match="schedule_free: lr must be >= 0"):
+        optim.schedule_free(optim.GradientTransformation(lambda ps: (), passthrough), -1.0)

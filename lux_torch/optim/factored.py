@@ -123,31 +123,36 @@ def scale_by_factored_rms(
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         if ps is None:
             raise ValueError(f"lux_torch.optim.{fn}: update needs ps")
-        beta = torch.as_tensor(beta_of(state["count"] + 1 - step_offset, decay_rate))
+        beta64 = torch.as_tensor(beta_of(state["count"] + 1 - step_offset, decay_rate))
+        betas: dict[torch.dtype, torch.Tensor] = {}
 
         def one(
             g: torch.Tensor, r: torch.Tensor, c: torch.Tensor, v: torch.Tensor
         ) -> tuple[torch.Tensor, ...]:
             g2 = g * g + eps
             d = dims(g)
+            beta = betas.get(g.dtype)
+            if beta is None:
+                beta = betas[g.dtype] = beta64.to(g.dtype)
             if d is None:
-                v = torch.lerp(g2, v, beta.to(g.dtype))
+                v = torch.lerp(g2, v, beta)
                 return g * v.rsqrt(), r, c, v
             d1, d0 = d
-            r = torch.lerp(g2.mean(d0), r, beta.to(g.dtype))
-            c = torch.lerp(g2.mean(d1), c, beta.to(g.dtype))
+            r = torch.lerp(g2.mean(d0), r, beta)
+            c = torch.lerp(g2.mean(d1), c, beta)
             row_factor = (r / r.mean(d1 - 1 if d1 > d0 else d1, keepdim=True)).rsqrt()
             return g * row_factor.unsqueeze(d0) * c.rsqrt().unsqueeze(d1), r, c, v
 
         g, _, spec = checked_leaves(grads, ps)
         stats = [flatten_checked(state[k], ps, "state")[0] for k in KEYS]
         for i, leaf in enumerate(g):  # a state made for other parameters would broadcast
+            need = shapes(leaf)
             for k, key in enumerate(KEYS):
-                if list(stats[k][i].shape) != shapes(leaf)[k]:
+                if list(stats[k][i].shape) != need[k]:
                     raise ValueError(
                         f"lux_torch.optim.{fn}: state '{key}.{paths(ps)[i]}' has shape "
                         f"{tuple(stats[k][i].shape)}, but these gradients need "
-                        f"{tuple(shapes(leaf)[k])}: was it made by init() for other parameters?"
+                        f"{tuple(need[k])}: was it made by init() for other parameters?"
                     )
         out = [one(*leaf) for leaf in zip(g, *stats, strict=True)]
         u, r, c, v = (unflatten(spec, list(x)) for x in zip(*out, strict=True))
@@ -286,19 +291,21 @@ def adafactor(
         check_beta("momentum", momentum, fn)
     if weight_decay_rate is not None:
         check_nonneg("weight_decay_rate", weight_decay_rate, fn)
+    # optax: p -= ema(lr * param_scale * clip(u)) + weight_decay_rate * p. Here the learning
+    # rate comes first and gives the descent sign at once (one pass less per sign flip);
+    # the parameter scale and the moving average are linear, so only the decay, which
+    # adds +weight_decay_rate * p, needs the sign turned around it.
     parts = [scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps)]
     if clipping_threshold is not None:
         parts.append(clip_by_block_rms(clipping_threshold))
-    if lr is not None:  # scale_by_learning_rate descends; undo its sign until the end
-        parts += [
-            scale_by_learning_rate(relative_step_size(lr) if relative_step else lr),
-            scale(-1.0),
-        ]
+    if lr is None:
+        parts.append(scale(-1.0))
+    else:
+        parts.append(scale_by_learning_rate(relative_step_size(lr) if relative_step else lr))
     if multiply_by_parameter_scale:
         parts.append(scale_by_param_block_rms(min_scale))
     if momentum is not None:  # optax's ema(momentum, debias=False) = (1 - momentum) * trace
         parts += [trace(momentum), scale(1.0 - momentum)]
     if weight_decay_rate is not None:
-        parts.append(add_decayed_weights(weight_decay_rate))
-    parts.append(scale(-1.0))
+        parts += [scale(-1.0), add_decayed_weights(weight_decay_rate), scale(-1.0)]
     return chain(*parts)
