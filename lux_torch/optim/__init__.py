@@ -70,6 +70,7 @@ from .schedule_free import (
     schedule_free_eval_params,
     schedule_free_sgd,
 )
+from .sophia import hutchinson_diag_hessian, scale_by_sophia, sophia
 from .transforms import (
     add_decayed_weights,
     apply_updates,
@@ -102,6 +103,7 @@ __all__ = [
     "constant_schedule",
     "cosine_decay_schedule",
     "exponential_decay",
+    "hutchinson_diag_hessian",
     "lbfgs",
     "lbfgs_minimize",
     "linear_schedule",
@@ -122,12 +124,14 @@ __all__ = [
     "scale_by_muon",
     "scale_by_param_block_rms",
     "scale_by_rms",
+    "scale_by_sophia",
     "schedule_free",
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
     "set_to_zero",
     "sgd",
+    "sophia",
     "step",
     "trace",
     "warmup_cosine_decay_schedule",
