@@ -129,7 +129,7 @@ def scale_by_factored_rms(
         def one(
             g: torch.Tensor, r: torch.Tensor, c: torch.Tensor, v: torch.Tensor
         ) -> tuple[torch.Tensor, ...]:
-            g2 = g * g + eps
+            g2 = (g * g).add_(eps)  # a temporary of this update: in place
             d = dims(g)
             beta = betas.get(g.dtype)
             if beta is None:
