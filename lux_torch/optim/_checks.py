@@ -1,5 +1,6 @@
 """Checks shared by the tree-level optimizers of :mod:`lux_torch.optim` (``factored``,
-``muon``, ``schedule_free``, ``lbfgs``)."""
+``muon``, ``schedule_free``, ``sophia``, ``lbfgs``), with ``_base``'s hyperparameter
+checks, so that they import all their checks from here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from typing import Any
 import torch
 
 from ..tree import flatten
-from ._base import Tree, check_shapes, flatten_checked
+from ._base import Tree, check_beta, check_lr, check_nonneg, check_shapes, flatten_checked
+
+__all__ = [
+    "check_beta",
+    "check_int",
+    "check_lr",
+    "check_nonneg",
+    "check_positive",
+    "checked_leaves",
+]
 
 
 def checked_leaves(

@@ -16,14 +16,11 @@ from ._base import (
     Scalar,
     State,
     Tree,
-    check_beta,
-    check_lr,
-    check_nonneg,
     flatten_checked,
     inc,
     new_count,
 )
-from ._checks import check_int, check_positive, checked_leaves
+from ._checks import check_beta, check_int, check_lr, check_nonneg, check_positive, checked_leaves
 from .transforms import add_decayed_weights, chain, scale, scale_by_learning_rate, trace
 
 KEYS = ("v_row", "v_col", "v")

@@ -16,8 +16,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from ..tree import ravel, unflatten
-from ._base import GradientTransformation, State, Tree, check_nonneg
-from ._checks import check_int, check_positive, checked_leaves
+from ._base import GradientTransformation, State, Tree
+from ._checks import check_int, check_nonneg, check_positive, checked_leaves
 
 LineSearch = Literal["strong_wolfe", "backtracking"] | None
 ValueFn = Callable[[Tree], torch.Tensor]

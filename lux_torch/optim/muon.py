@@ -11,17 +11,8 @@ import torch
 
 from ..tree import leaves, paths
 from ..tree import map as tree_map
-from ._base import (
-    GradientTransformation,
-    LearningRate,
-    State,
-    Tree,
-    check_beta,
-    check_lr,
-    check_nonneg,
-    zeros_like_tree,
-)
-from ._checks import check_int, checked_leaves
+from ._base import GradientTransformation, LearningRate, State, Tree, zeros_like_tree
+from ._checks import check_beta, check_int, check_lr, check_nonneg, checked_leaves
 from .aliases import adamw
 from .transforms import add_decayed_weights, chain, partition, scale_by_learning_rate
 

@@ -20,14 +20,11 @@ from ._base import (
     LearningRate,
     State,
     Tree,
-    check_beta,
-    check_lr,
-    check_nonneg,
     inc,
     new_count,
     zeros_like_tree,
 )
-from ._checks import check_int, check_positive, checked_leaves
+from ._checks import check_beta, check_int, check_lr, check_nonneg, check_positive, checked_leaves
 from .transforms import add_decayed_weights, chain, scale_by_learning_rate
 
 ObjFn = Callable[[Tree], torch.Tensor]
