@@ -8,6 +8,10 @@ the for-loop implementation), ``foreach=True`` and ``fused=True``. The lux step 
 ``updates, state = opt.update(grads, state, ps)`` then ``ps = apply_updates(ps,
 updates)``, both new trees; ``lux.optim.step`` runs torch's fused Adam kernel on copies
 (pure), and with ``donate=True`` on the given buffers (in place, like torch fused).
+A second table times the optimizers torch has besides Adam that lux_torch also has with
+torch's numerics: ``torch.optim.Muon`` (the weight matrices only; Newton-Schulz in
+bfloat16: lux ``muon(ns_dtype=torch.bfloat16)``) and ``torch.optim.Adafactor`` (lux
+``adafactor(lr, relative_step=True, min_dim_size_to_factor=1)``), both lux update+apply.
 Models: the tiny MLP 2-32-32-1 (6 tensors, 1153 numbers) and the 784-512-512-10 MLP
 (6 tensors, 670K numbers).
 
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
 from _harness import interleaved, parse_args, print_table, ratio_row
@@ -70,33 +76,47 @@ def _lux_step(sizes: tuple[int, ...], mode: str) -> Callable[[], object]:
     return step
 
 
-# torch.optim namesakes: (lux factory, torch class)
-NAMESAKES: dict[
-    str, tuple[Callable[[], lux.optim.GradientTransformation], Callable[..., torch.optim.Optimizer]]
-] = {
-    "NAdam": (lux.optim.nadam, torch.optim.NAdam),
-    "RAdam": (lux.optim.radam, torch.optim.RAdam),
-    "Adamax": (lux.optim.adamax, torch.optim.Adamax),
-    "Adadelta": (lux.optim.adadelta, torch.optim.Adadelta),
-    "Rprop": (lux.optim.rprop, torch.optim.Rprop),
-    "ASGD": (lux.optim.asgd, torch.optim.ASGD),
+# torch.optim namesakes: (lux factory, torch factory, matrices only); Muon takes 2-D
+# parameters only, so it runs on the weights; Adafactor with relative steps and every leaf
+# factored is torch's Adafactor
+Make = Callable[[], lux.optim.GradientTransformation]
+NAMESAKES: dict[str, tuple[Make, Callable[..., torch.optim.Optimizer], bool]] = {
+    "NAdam": (lux.optim.nadam, partial(torch.optim.NAdam, foreach=True), False),
+    "RAdam": (lux.optim.radam, partial(torch.optim.RAdam, foreach=True), False),
+    "Adamax": (lux.optim.adamax, partial(torch.optim.Adamax, foreach=True), False),
+    "Adadelta": (lux.optim.adadelta, partial(torch.optim.Adadelta, foreach=True), False),
+    "Rprop": (lux.optim.rprop, partial(torch.optim.Rprop, foreach=True), False),
+    "ASGD": (lux.optim.asgd, partial(torch.optim.ASGD, foreach=True), False),
+    "Muon": (
+        partial(lux.optim.muon, 1e-3, ns_dtype=torch.bfloat16),
+        partial(torch.optim.Muon, lr=1e-3),
+        True,
+    ),
+    "Adafactor": (
+        partial(lux.optim.adafactor, 1e-2, relative_step=True, min_dim_size_to_factor=1),
+        partial(torch.optim.Adafactor, lr=1e-2),
+        False,
+    ),
 }
 
 
+def _tree(sizes: tuple[int, ...], matrices: bool) -> dict[str, Any]:
+    tree = _tensors(sizes)
+    return {k: v["weight"] for k, v in tree.items()} if matrices else tree
+
+
 def _torch_namesake(
-    sizes: tuple[int, ...], cls: Callable[..., torch.optim.Optimizer]
+    sizes: tuple[int, ...], make: Callable[..., torch.optim.Optimizer], matrices: bool
 ) -> Callable[[], object]:
-    params = [torch.nn.Parameter(t) for t in lux.tree.leaves(_tensors(sizes))]
-    for p, g in zip(params, lux.tree.leaves(_tensors(sizes)), strict=True):
+    params = [torch.nn.Parameter(t) for t in lux.tree.leaves(_tree(sizes, matrices))]
+    for p, g in zip(params, lux.tree.leaves(_tree(sizes, matrices)), strict=True):
         p.grad = g
-    return cls(params, foreach=True).step
+    return make(params).step
 
 
-def _lux_namesake(
-    sizes: tuple[int, ...], make: Callable[[], lux.optim.GradientTransformation]
-) -> Callable[[], object]:
+def _lux_namesake(sizes: tuple[int, ...], make: Make, matrices: bool) -> Callable[[], object]:
     opt = make()
-    ps, grads = _tensors(sizes), _tensors(sizes)
+    ps, grads = _tree(sizes, matrices), _tree(sizes, matrices)
     box = [ps, opt.init(ps)]
 
     def step() -> None:
@@ -107,13 +127,17 @@ def _lux_namesake(
 
 
 def namesakes_table(rounds: int) -> None:
-    """lux update + apply_updates vs torch.optim's foreach step, per namesake and model."""
+    """lux update + apply_updates vs torch.optim's step (foreach where torch has it), per
+    namesake and model."""
     rows = []
     for label, sizes in MODELS.items():
         number = 100 if sizes[1] < 100 else 10
-        for name, (make, cls) in NAMESAKES.items():
+        for name, (make, cls, matrices) in NAMESAKES.items():
             t = interleaved(
-                {"torch": _torch_namesake(sizes, cls), "lux": _lux_namesake(sizes, make)},
+                {
+                    "torch": _torch_namesake(sizes, cls, matrices),
+                    "lux": _lux_namesake(sizes, make, matrices),
+                },
                 rounds=rounds,
                 number=number,
             )
@@ -121,7 +145,7 @@ def namesakes_table(rounds: int) -> None:
     print_table(
         "torch.optim namesakes, one step, eager",
         rows,
-        ["optimizer, model", "torch foreach (µs)", "lux update+apply (µs)", "lux / torch"],
+        ["optimizer, model", "torch (µs)", "lux update+apply (µs)", "lux / torch"],
     )
 
 
