@@ -46,17 +46,17 @@ torch.set_num_threads(1)
 #
 # The true system is `dy/dt = (y**3) @ A`. The true dynamics are a parameter-free layer,
 # solved by the same machinery as the model: `lux.WrappedFunction` makes a layer of a plain
-# function, and `NeuralODE` solves it with torchdiffeq's `dopri5` at 200 times in `[0, 10]`.
+# function, and `NeuralODE` solves it with torchdiffeq's `dopri5` at 1000 times in `[0, 25]`.
 
 # %%
 A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]])
-t = torch.linspace(0.0, 10.0, 200)
+t = torch.linspace(0.0, 25.0, 1000)
 y0 = torch.tensor([[2.0, 0.0]])  # (batch 1, 2)
 
 truth = lux.NeuralODE(lux.WrappedFunction(lambda y: (y**3) @ A), t)
 with torch.no_grad():
     true_y, _ = truth(y0, *lux.setup(0, truth))
-true_y.shape  # (time, batch, 2): time first, like torchdiffeq.odeint
+print(true_y.shape)  # (time, batch, 2): time first, like torchdiffeq.odeint
 
 # %% [markdown]
 # ## The model
@@ -74,7 +74,7 @@ field = lux.Chain(
 node = lux.NeuralODE(field, method="dopri5", rtol=1e-5, atol=1e-6)
 init_key, data_key = lux.random.split(lux.random.key(0))
 ps, st = lux.setup(init_key, node)
-node
+node  # noqa: B018 (displayed by the notebook)
 
 # %% [markdown]
 # The parameters of the field sit under `ps["vector_field"]`; the state holds the field's
@@ -82,25 +82,25 @@ node
 
 # %%
 print(lux.tree.paths(ps))
-print(st["stats"])
+print({name: int(value) for name, value in st["stats"].items()})
 
 # %% [markdown]
 # ## Training on windows, with time as data
 #
-# Each batch holds 32 random windows of 20 consecutive points. The loss hands the window's
-# times to the layer as data, `(y0, {"t": t})`: nothing is rebuilt when the times change,
-# and gradients could flow to them. `train_step` sees that the adaptive `dopri5` solve
-# cannot be differentiated by `torch.func` (`node.requires_autograd` is `True`) and takes
-# the `torch.autograd` path.
+# Each batch holds 20 random windows of 10 consecutive points, as in `ode_demo`. The loss
+# hands the window's times to the layer as data, `(y0, {"t": t})`: nothing is rebuilt
+# when the times change, and gradients could flow to them. `train_step` sees that the
+# adaptive `dopri5` solve cannot be differentiated by `torch.func`
+# (`node.requires_autograd` is `True`) and takes the `torch.autograd` path.
 
 # %%
-BATCH_TIME, BATCH_SIZE = 20, 32
+BATCH_TIME, BATCH_SIZE = 10, 20
 
 
 def get_batch(key):
     starts = lux.random.permutation(key, len(t) - BATCH_TIME)[:BATCH_SIZE]
-    batch_y0 = true_y[starts]  # (32, 1, 2)
-    batch_y = torch.stack([true_y[starts + i] for i in range(BATCH_TIME)])  # (20, 32, 1, 2)
+    batch_y0 = true_y[starts]  # (20, 1, 2)
+    batch_y = torch.stack([true_y[starts + i] for i in range(BATCH_TIME)])  # (10, 20, 1, 2)
     return batch_y0, t[:BATCH_TIME], batch_y  # the system is autonomous: windows start at 0
 
 
@@ -116,21 +116,23 @@ def whole_trajectory(ts):
     return pred
 
 
-STEPS = 300
-schedule = lux.optim.cosine_decay_schedule(5e-3, STEPS, alpha=0.1)
-ts = lux.TrainState(node, ps, st, lux.optim.adam(schedule))
+STEPS = 400
+schedule = lux.optim.cosine_decay_schedule(2e-3, STEPS, alpha=0.05)
+ts = lux.TrainState(node, ps, st, lux.optim.rmsprop(schedule))
 print("requires_autograd:", node.requires_autograd)
-print(f"mean error over [0, 10] before training: {(whole_trajectory(ts) - true_y).abs().mean():.4f}")
+print(
+    f"mean error over [0, 25] before training: {(whole_trajectory(ts) - true_y).abs().mean():.4f}"
+)
 
 start = time.perf_counter()
 for step in range(1, STEPS + 1):
     ts, loss, _ = lux.train_step(loss_fn, get_batch(lux.random.fold_in(data_key, step)), ts)
-    if step % 50 == 0:
+    if step % 100 == 0:
         nfe = int(ts.states["stats"]["nfe"])
         print(f"step {step:3d}  window loss {float(loss):.4f}  forward nfe {nfe}")
 print(f"{STEPS} steps in {time.perf_counter() - start:.1f} s")
 pred_y = whole_trajectory(ts)
-print(f"mean error over [0, 10] after training: {(pred_y - true_y).abs().mean():.4f}")
+print(f"mean error over [0, 25] after training: {(pred_y - true_y).abs().mean():.4f}")
 
 # %% [markdown]
 # ## Trajectories, phase portrait and the learned vector field
@@ -169,6 +171,10 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# The learned orbit follows the true one in the phase portrait; in time it runs slightly
+# out of phase, which is most of the remaining mean error. Longer training
+# (`examples/neural_ode_spiral.py`) closes the gap.
+#
 # ## Backpropagation against the adjoint method
 #
 # By default (`adjoint=False`) gradients are backpropagated through the solver's

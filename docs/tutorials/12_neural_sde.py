@@ -70,7 +70,7 @@ drift = lux.Chain(lux.Linear(1, 16, activation=torch.tanh), lux.Linear(16, 1))
 diffusion = lux.Chain(lux.Linear(1, 16, activation=torch.tanh), lux.Linear(16, 1), F.softplus)
 sde = lux.NeuralSDE(drift, diffusion, t, method="euler", dt=0.05)
 ps, st = lux.setup(init_key, sde)
-sde
+sde  # noqa: B018 (displayed by the notebook)
 
 # %% [markdown]
 # ## Keys make Brownian paths
@@ -95,6 +95,7 @@ print("solver statistics:       ", {k: int(v) for k, v in st_a["stats"].items()}
 # The loss simulates 256 paths and compares their mean and standard deviation with the
 # data's at every time. `train_step` threads the returned state into the next step, so each
 # step simulates new paths.
+
 
 # %%
 def moment_loss(model, ps, st, batch):
@@ -132,7 +133,10 @@ fig, (ax_paths, ax_drift, ax_diffusion) = plt.subplots(1, 3, figsize=(15, 4.5))
 for i in range(8):
     ax_paths.plot(t, data[:, i, 0], color="tab:blue", alpha=0.3, lw=0.8)
     ax_paths.plot(t_fine, ys[:, i, 0], color="tab:orange", alpha=0.3, lw=0.8)
-for series, times, color, label in ((data, t, "tab:blue", "data"), (ys, t_fine, "tab:orange", "model")):
+for series, times, color, label in (
+    (data, t, "tab:blue", "data"),
+    (ys, t_fine, "tab:orange", "model"),
+):
     mean, std = series.mean(1)[:, 0], series.std(1)[:, 0]
     ax_paths.plot(times, mean, color=color, lw=2, label=f"{label}: mean ± 2 std")
     ax_paths.fill_between(times, mean - 2 * std, mean + 2 * std, color=color, alpha=0.15)

@@ -61,6 +61,7 @@ held_out = four_blobs(eval_key, 2000)
 # fixed-step `rk4` solver (10 steps), whose cost per training step does not grow as the
 # field sharpens.
 
+
 # %%
 class HyperField(lux.Layer):
     hyper: lux.Layer
@@ -91,7 +92,7 @@ cnf = lux.CNF(
     options={"step_size": 0.1},
 )
 ps, st = lux.setup(init_key, cnf)
-cnf
+cnf  # noqa: B018 (displayed by the notebook)
 
 # %% [markdown]
 # A call maps data to `(log p(x), z(t0))`; the solver statistics of the inner `NeuralODE`
@@ -106,6 +107,7 @@ print("stats:", {k: int(v) for k, v in st["ode"]["stats"].items()})
 # ## Maximum likelihood
 #
 # The loss is the mean negative log-likelihood of a fresh batch of 256 points per step.
+
 
 # %%
 def nll_loss(model, ps, st, x):
@@ -165,6 +167,9 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# After 200 steps the flow puts its mass on the four blobs, with rough edges and thin
+# streaks between them; the held-out NLL above is still above the true density's.
+#
 # ## Where next
 #
 # - `trace="hutchinson"` replaces the exact trace by FFJORD's one-probe estimator (the probe

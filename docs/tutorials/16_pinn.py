@@ -72,7 +72,7 @@ model = lux.Chain(
 )
 init_key, data_key = lux.random.split(lux.random.key(0))
 ps, st = lux.setup(init_key, model)
-model
+model  # noqa: B018 (displayed by the notebook)
 
 # %% [markdown]
 # ## The PDE residual by nested AD
@@ -80,6 +80,7 @@ model
 # For one point, `u` maps a 3-vector to a scalar. `jacrev(u)` is its gradient
 # `(u_x, u_y, u_t)`; `jacfwd` of that is the Hessian, and `vmap` runs both over all
 # collocation points in one pass (the gradient rides along as auxiliary output).
+
 
 # %%
 def residual(model, ps, st, points):
@@ -127,6 +128,7 @@ print("largest difference:", float((via_lux_ad - via_torch_func).abs().max()))
 # graph. Collocation points are redrawn every step with the same shapes, so it compiles
 # once.
 
+
 # %%
 def pinn_loss(model, ps, st, data):
     r = residual(model, ps, st, data["interior"])
@@ -149,7 +151,9 @@ STEPS = 1500
 ts = lux.TrainState(model, ps, st, lux.optim.adam(lux.optim.cosine_decay_schedule(1e-2, STEPS)))
 print(f"relative L2 error at t = 1 before training: {relative_error(ts)[2]:.3f}")
 start = time.perf_counter()
-ts, loss, stats = lux.train_step(pinn_loss, sample(lux.random.fold_in(data_key, 0)), ts, compile=True)
+ts, loss, stats = lux.train_step(
+    pinn_loss, sample(lux.random.fold_in(data_key, 0)), ts, compile=True
+)
 print(f"first step (tracing and compiling): {time.perf_counter() - start:.1f} s")
 
 # %% [markdown]
@@ -163,8 +167,11 @@ for step in range(1, STEPS):
     ts, loss, stats = lux.train_step(pinn_loss, data, ts, compile=True)
     losses.append(float(loss))
 elapsed = time.perf_counter() - start
-print(f"{STEPS - 1} compiled steps in {elapsed:.1f} s ({elapsed / (STEPS - 1) * 1e3:.1f} ms a step)")
-print(f"final loss {losses[-1]:.3g} (PDE {float(stats['pde']):.3g}, boundary {float(stats['bc']):.3g})")
+print(
+    f"{STEPS - 1} compiled steps in {elapsed:.1f} s ({elapsed / (STEPS - 1) * 1e3:.1f} ms a step)"
+)
+pde, bc = float(stats["pde"]), float(stats["bc"])
+print(f"final loss {losses[-1]:.3g} (PDE residual {pde:.3g}, boundary misfit {bc:.3g})")
 pred, exact, error = relative_error(ts)
 print(f"relative L2 error at t = 1 after training: {error:.3f}")
 
@@ -177,7 +184,9 @@ axes[0].semilogy(range(1, len(losses) + 1), losses, lw=0.6)
 axes[0].set(xlabel="step", ylabel="loss", title="Training loss")
 extent = (LOW, HIGH, LOW, HIGH)
 vmin, vmax = float(exact.min()), float(exact.max())
-for ax, (values, title) in zip(axes[1:3], [(pred, "network u(x, y, 1)"), (exact, "analytic u(x, y, 1)")], strict=True):
+for ax, (values, title) in zip(
+    axes[1:3], [(pred, "network u(x, y, 1)"), (exact, "analytic u(x, y, 1)")], strict=True
+):
     image = ax.imshow(values, origin="lower", extent=extent, vmin=vmin, vmax=vmax)
     ax.set(xlabel="x", ylabel="y", title=title)
     fig.colorbar(image, ax=ax, label="u")
