@@ -16,8 +16,8 @@
 # A neural ODE (Chen et al. 2018) learns the right-hand side of `dy/dt = f(y)`: the vector
 # field `f` is a network, and the prediction is the solution of the ODE from an initial
 # state. This tutorial is a short version of torchdiffeq's `ode_demo`; the full example,
-# `examples/neural_ode_spiral.py` in the repository, trains for 1000 steps over a longer time
-# span and takes about a minute.
+# `examples/neural_ode_spiral.py` in the repository, trains for 1000 steps with tighter
+# tolerances and takes about a minute.
 #
 # It shows:
 #
