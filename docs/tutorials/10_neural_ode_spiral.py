@@ -32,6 +32,7 @@
 # %%
 import dataclasses
 import functools
+import textwrap
 import time
 
 import matplotlib.pyplot as plt
@@ -65,7 +66,10 @@ print(true_y.shape)  # (time, batch, 2): time first, like torchdiffeq.odeint
 # `N(0, 0.1)`. No time points are configured: every call brings its own.
 
 # %%
-init = {"weight_init": functools.partial(lux.init.normal, std=0.1), "bias_init": lux.init.zeros}
+init = {
+    "weight_init": functools.partial(lux.init.normal, std=0.1),
+    "bias_init": lux.init.zeros,
+}
 field = lux.Chain(
     lambda y: y**3,  # a plain function in a Chain becomes a WrappedFunction
     lux.Linear(2, 50, activation=torch.tanh, **init),
@@ -100,8 +104,14 @@ BATCH_TIME, BATCH_SIZE = 10, 20
 def get_batch(key):
     starts = lux.random.permutation(key, len(t) - BATCH_TIME)[:BATCH_SIZE]
     batch_y0 = true_y[starts]  # (20, 1, 2)
-    batch_y = torch.stack([true_y[starts + i] for i in range(BATCH_TIME)])  # (10, 20, 1, 2)
-    return batch_y0, t[:BATCH_TIME], batch_y  # the system is autonomous: windows start at 0
+    batch_y = torch.stack(
+        [true_y[starts + i] for i in range(BATCH_TIME)]
+    )  # (10, 20, 1, 2)
+    return (
+        batch_y0,
+        t[:BATCH_TIME],
+        batch_y,
+    )  # the system is autonomous: windows start at 0
 
 
 def loss_fn(model, ps, st, data):
@@ -126,13 +136,19 @@ print(
 
 start = time.perf_counter()
 for step in range(1, STEPS + 1):
-    ts, loss, _ = lux.train_step(loss_fn, get_batch(lux.random.fold_in(data_key, step)), ts)
+    ts, loss, _ = lux.train_step(
+        loss_fn, get_batch(lux.random.fold_in(data_key, step)), ts
+    )
     if step % 100 == 0:
         nfe = int(ts.states["stats"]["nfe"])
-        print(f"step {step:3d}  window loss {float(loss):.4f}  forward nfe {nfe}")
+        print(
+            f"step {step:3d}  window loss {float(loss):.4f}  forward nfe {nfe}"
+        )
 print(f"{STEPS} steps in {time.perf_counter() - start:.1f} s")
 pred_y = whole_trajectory(ts)
-print(f"mean error over [0, 25] after training: {(pred_y - true_y).abs().mean():.4f}")
+print(
+    f"mean error over [0, 25] after training: {(pred_y - true_y).abs().mean():.4f}"
+)
 
 # %% [markdown]
 # ## Trajectories, phase portrait and the learned vector field
@@ -141,32 +157,45 @@ print(f"mean error over [0, 25] after training: {(pred_y - true_y).abs().mean():
 # again), and compared with the truth.
 
 # %%
-fig, (ax_traj, ax_phase, ax_field) = plt.subplots(1, 3, figsize=(15, 4.5))
+fig, axes = plt.subplot_mosaic(
+    [["traj", "traj"], ["phase", "field"]], figsize=(9, 7.5)
+)
+ax_traj, ax_phase, ax_field = axes["traj"], axes["phase"], axes["field"]
 tn, true_np, pred_np = t.numpy(), true_y[:, 0].numpy(), pred_y[:, 0].numpy()
 ax_traj.plot(tn, true_np[:, 0], "g-", label="true x")
 ax_traj.plot(tn, true_np[:, 1], "b-", label="true y")
 ax_traj.plot(tn, pred_np[:, 0], "g--", label="learned x")
 ax_traj.plot(tn, pred_np[:, 1], "b--", label="learned y")
 ax_traj.set(title="Trajectories", xlabel="t", ylabel="x, y")
-ax_traj.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+ax_traj.legend(loc="upper right", ncol=2, fontsize="small")
 
 ax_phase.plot(true_np[:, 0], true_np[:, 1], "g-", label="true")
 ax_phase.plot(pred_np[:, 0], pred_np[:, 1], "b--", label="learned")
 ax_phase.set(title="Phase portrait", xlabel="x", ylabel="y", aspect="equal")
-ax_phase.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+ax_phase.legend(loc="lower left", fontsize="small")
 
 grid = torch.linspace(-2.0, 2.0, 21)
 gy, gx = torch.meshgrid(grid, grid, indexing="ij")
 points = torch.stack([gx, gy], dim=-1).reshape(-1, 2)
 with torch.no_grad():
-    dydt, _ = field(points, ts.params["vector_field"], ts.states["vector_field"])
+    dydt, _ = field(
+        points, ts.params["vector_field"], ts.states["vector_field"]
+    )
 speed = dydt.norm(dim=-1).reshape(21, 21)
-dydt = (dydt / dydt.norm(dim=-1, keepdim=True).clamp_min(1e-12)).reshape(21, 21, 2)
+dydt = (dydt / dydt.norm(dim=-1, keepdim=True).clamp_min(1e-12)).reshape(
+    21, 21, 2
+)
 stream = ax_field.streamplot(
-    gx.numpy(), gy.numpy(), dydt[..., 0].numpy(), dydt[..., 1].numpy(), color=speed.numpy()
+    gx.numpy(),
+    gy.numpy(),
+    dydt[..., 0].numpy(),
+    dydt[..., 1].numpy(),
+    color=speed.numpy(),
 )
 fig.colorbar(stream.lines, ax=ax_field, label="|dy/dt|")
-ax_field.set(title="Learned vector field", xlabel="x", ylabel="y", aspect="equal")
+ax_field.set(
+    title="Learned vector field", xlabel="x", ylabel="y", aspect="equal"
+)
 fig.tight_layout()
 plt.show()
 
@@ -197,11 +226,16 @@ for adjoint in (False, True):
     g, loss, _, ts_a = lux.compute_gradients(loss_fn, batch, ts_a)
     elapsed = time.perf_counter() - start
     grads[adjoint] = lux.tree.ravel(g)[0]
-    stats = {k: int(v) for k, v in ts_a.states["stats"].items()}
-    print(f"adjoint={adjoint!s:5}  loss {float(loss):.5f}  {elapsed * 1e3:6.1f} ms  {stats}")
+    stats = ts_a.states["stats"]
+    print(
+        f"adjoint={adjoint!s:5}  {elapsed * 1e3:5.1f} ms  "
+        f"nfe {int(stats['nfe'])}  nfe_adjoint {int(stats['nfe_adjoint'])}"
+    )
 
 diff = (grads[True] - grads[False]).abs().max() / grads[False].abs().max()
-print(f"largest gradient difference, relative to the largest gradient: {diff:.1e}")
+print(
+    f"largest gradient difference, relative to the largest gradient: {diff:.1e}"
+)
 
 # %% [markdown]
 # The two gradients agree to the solver tolerances (`rtol=1e-5`). The adjoint also refuses
@@ -210,12 +244,16 @@ print(f"largest gradient difference, relative to the largest gradient: {diff:.1e
 # `odeint_adjoint`, so the call raises instead:
 
 # %%
-scale = torch.ones(2, requires_grad=True)  # a trainable tensor hidden in a closure
-leaky = lux.NeuralODE(lux.WrappedFunction(lambda y: -scale * y), t=[0.0, 1.0], adjoint=True)
+scale = torch.ones(
+    2, requires_grad=True
+)  # a trainable tensor hidden in a closure
+leaky = lux.NeuralODE(
+    lux.WrappedFunction(lambda y: -scale * y), t=[0.0, 1.0], adjoint=True
+)
 try:
     leaky(torch.ones(1, 2), *lux.setup(0, leaky))
 except ValueError as err:
-    print(str(err)[:300], "...")
+    print(textwrap.fill(str(err)[:300] + " ...", 79))
 
 # %% [markdown]
 # ## Where next

@@ -67,7 +67,9 @@ data_mean, data_std = data.mean(1), data.std(1)
 
 # %%
 drift = lux.Chain(lux.Linear(1, 16, activation=torch.tanh), lux.Linear(16, 1))
-diffusion = lux.Chain(lux.Linear(1, 16, activation=torch.tanh), lux.Linear(16, 1), F.softplus)
+diffusion = lux.Chain(
+    lux.Linear(1, 16, activation=torch.tanh), lux.Linear(16, 1), F.softplus
+)
 sde = lux.NeuralSDE(drift, diffusion, t, method="euler", dt=0.05)
 ps, st = lux.setup(init_key, sde)
 sde  # noqa: B018 (displayed by the notebook)
@@ -87,7 +89,9 @@ ys_c, _ = sde(y0, ps, st_a)  # the state the first call returned
 print("same st, same paths:     ", torch.equal(ys_a, ys_b))
 print("returned st, new paths:  ", not torch.equal(ys_a, ys_c))
 print("key before / after:      ", st["key"].tolist(), st_a["key"].tolist())
-print("solver statistics:       ", {k: int(v) for k, v in st_a["stats"].items()})
+print(
+    "solver statistics:       ", {k: int(v) for k, v in st_a["stats"].items()}
+)
 
 # %% [markdown]
 # ## Moment matching with `train_step`
@@ -129,7 +133,11 @@ with torch.no_grad():
     g, _ = diffusion(y, ts.params["diffusion"], ts.states["diffusion"])
 t_fine = fine.t
 
-fig, (ax_paths, ax_drift, ax_diffusion) = plt.subplots(1, 3, figsize=(15, 4.5))
+fig, axes = plt.subplot_mosaic(
+    [["paths", "paths"], ["drift", "diffusion"]], figsize=(9, 7)
+)
+ax_paths, ax_drift = axes["paths"], axes["drift"]
+ax_diffusion = axes["diffusion"]
 for i in range(8):
     ax_paths.plot(t, data[:, i, 0], color="tab:blue", alpha=0.3, lw=0.8)
     ax_paths.plot(t_fine, ys[:, i, 0], color="tab:orange", alpha=0.3, lw=0.8)
@@ -138,9 +146,15 @@ for series, times, color, label in (
     (ys, t_fine, "tab:orange", "model"),
 ):
     mean, std = series.mean(1)[:, 0], series.std(1)[:, 0]
-    ax_paths.plot(times, mean, color=color, lw=2, label=f"{label}: mean ± 2 std")
-    ax_paths.fill_between(times, mean - 2 * std, mean + 2 * std, color=color, alpha=0.15)
-ax_paths.set(title="Sample paths and moments", xlabel="t", ylabel="y", ylim=(-1.0, 2.6))
+    ax_paths.plot(
+        times, mean, color=color, lw=2, label=f"{label}: mean ± 2 std"
+    )
+    ax_paths.fill_between(
+        times, mean - 2 * std, mean + 2 * std, color=color, alpha=0.15
+    )
+ax_paths.set(
+    title="Sample paths and moments", xlabel="t", ylabel="y", ylim=(-1.0, 2.6)
+)
 ax_paths.legend(loc="upper left", fontsize="small")
 ax_drift.plot(y, THETA * (MU - y), "k--", label="true θ(μ - y)")
 ax_drift.plot(y, f, color="tab:orange", label="learned")
@@ -148,7 +162,9 @@ ax_drift.set(title="Drift f(y)", xlabel="y", ylabel="f(y)")
 ax_drift.legend(loc="upper right")
 ax_diffusion.axhline(SIGMA, color="k", ls="--", label="true σ")
 ax_diffusion.plot(y, g, color="tab:orange", label="learned")
-ax_diffusion.set(title="Diffusion g(y)", xlabel="y", ylabel="g(y)", ylim=(0.0, 1.0))
+ax_diffusion.set(
+    title="Diffusion g(y)", xlabel="y", ylabel="g(y)", ylim=(0.0, 1.0)
+)
 ax_diffusion.legend(loc="upper right")
 fig.tight_layout()
 plt.show()

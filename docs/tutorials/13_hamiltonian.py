@@ -83,7 +83,9 @@ def mlp(out, width=32):
 
 solver = {"method": "rk4", "options": {"step_size": 0.1}}
 models = {
-    "Hamiltonian NN": lux.NeuralODE(lux.HamiltonianNN(mlp(1), ad="autograd"), t, **solver),
+    "Hamiltonian NN": lux.NeuralODE(
+        lux.HamiltonianNN(mlp(1), ad="autograd"), t, **solver
+    ),
     "neural ODE": lux.NeuralODE(mlp(2), t, **solver),
 }
 models["Hamiltonian NN"]
@@ -101,7 +103,9 @@ objective = lux.MultipleShootingLoss(group_size=6, continuity_term=10.0)
 schedule = lux.optim.cosine_decay_schedule(1e-2, STEPS, alpha=0.05)
 trained = {}
 for name, node in models.items():
-    ts = lux.TrainState(node, *lux.setup(init_key, node), lux.optim.adam(schedule))
+    ts = lux.TrainState(
+        node, *lux.setup(init_key, node), lux.optim.adam(schedule)
+    )
     for _ in range(STEPS):
         ts, loss, stats = lux.train_step(objective, (data, t), ts)
     print(
@@ -129,11 +133,13 @@ for name, ts in trained.items():
     with torch.no_grad():
         rollouts[name], _ = long(x0, ts.params, ts.states)
     drift = (energy(rollouts[name][:, 0]) - energy(x0[0])).abs().max()
-    print(f"{name:15s} largest true-energy error over t in [0, 30]: {float(drift):.4f}")
+    print(
+        f"{name:15s} largest true-energy error over t in [0, 30]: {float(drift):.4f}"
+    )
 print(f"exact energy: {float(energy(x0[0])):.4f}")
 
 # %%
-fig, (ax_energy, ax_phase) = plt.subplots(1, 2, figsize=(13, 4.5))
+fig, (ax_energy, ax_phase) = plt.subplots(1, 2, figsize=(10, 4.4))
 styles = {"Hamiltonian NN": "b-", "neural ODE": "r-"}
 ax_energy.plot(t_long, energy(exact[:, 0]), "k--", label="exact")
 ax_phase.plot(exact[:, 0, 0], exact[:, 0, 1], "k--", lw=2, label="exact")
@@ -141,11 +147,16 @@ for name, xs in rollouts.items():
     ax_energy.plot(t_long, energy(xs[:, 0]), styles[name], label=name)
     ax_phase.plot(xs[:, 0, 0], xs[:, 0, 1], styles[name], lw=0.8, label=name)
 ax_energy.axvspan(0, 3, color="0.9", label="training span")
-ax_energy.set(title="True energy along the learned trajectory", xlabel="t", ylabel="H(q, p)")
-ax_energy.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+ax_energy.set(
+    title="True energy along the learned trajectory",
+    xlabel="t",
+    ylabel="H(q, p)",
+)
 ax_phase.set(title="Phase portrait, t in [0, 30]", xlabel="q", ylabel="p")
-ax_phase.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-fig.tight_layout()
+ax_phase.set_aspect("equal")
+handles, labels = ax_energy.get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
+fig.tight_layout(rect=(0, 0.08, 1, 1))
 plt.show()
 
 # %% [markdown]

@@ -48,7 +48,9 @@ def four_blobs(key, n):
     return CENTRES[which] + 0.3 * lux.random.normal(k_noise, (n, 2))
 
 
-init_key, data_key, eval_key, sample_key = lux.random.split(lux.random.key(0), 4)
+init_key, data_key, eval_key, sample_key = lux.random.split(
+    lux.random.key(0), 4
+)
 held_out = four_blobs(eval_key, 2000)
 
 # %% [markdown]
@@ -153,15 +155,28 @@ with torch.no_grad():
     (samples, _), _ = cnf.sample(sample_key, (2000, 2), ts.params, ts.states)
 density = logp.exp().reshape(n, n)
 
-fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-box = {"xlim": (-limit, limit), "ylim": (-limit, limit), "aspect": "equal", "xlabel": "x"}
-panels = [(held_out, "Held-out data"), (None, "Learned density p(x)"), (samples, "Samples")]
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+box = {
+    "xlim": (-limit, limit),
+    "ylim": (-limit, limit),
+    "aspect": "equal",
+    "xlabel": "x",
+}
+panels = [
+    (held_out, "Held-out data"),
+    (None, "Learned density p(x)"),
+    (samples, "Samples"),
+]
 for ax, (pts, title) in zip(axes, panels, strict=True):
     if pts is None:
         image = ax.pcolormesh(gx, gy, density, cmap="viridis", shading="auto")
     else:
-        *_, image = ax.hist2d(*pts.T, bins=50, range=[[-limit, limit]] * 2, cmap="viridis")
-    fig.colorbar(image, ax=ax, label="density" if pts is None else "count per bin")
+        *_, image = ax.hist2d(
+            *pts.T, bins=50, range=[[-limit, limit]] * 2, cmap="viridis"
+        )
+    fig.colorbar(
+        image, ax=ax, label="density" if pts is None else "count per bin"
+    )
     ax.set(title=title, ylabel="y", **box)
 fig.tight_layout()
 plt.show()

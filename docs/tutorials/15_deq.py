@@ -47,10 +47,18 @@ torch.set_num_threads(1)
 images, labels = load_digits(return_X_y=True)
 data_key, model_key, shuffle_key = lux.random.split(lux.random.key(0), 3)
 order = lux.random.permutation(data_key, len(labels)).numpy()
-x_all = torch.as_tensor(images[order], dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+x_all = (
+    torch.as_tensor(images[order], dtype=torch.float32).reshape(-1, 1, 8, 8)
+    / 16.0
+)
 y_all = torch.as_tensor(labels[order], dtype=torch.int64)
 cut = len(y_all) * 4 // 5
-x_train, y_train, x_test, y_test = x_all[:cut], y_all[:cut], x_all[cut:], y_all[cut:]
+x_train, y_train, x_test, y_test = (
+    x_all[:cut],
+    y_all[:cut],
+    x_all[cut:],
+    y_all[cut:],
+)
 print(x_train.shape, x_test.shape)
 
 # %% [markdown]
@@ -96,6 +104,7 @@ _, st_out = model(x_train[:64], ps, st)
 # solver statistics come back as the step's `stats`. `grad="implicit"` (the default) gives
 # exact gradients: the backward pass solves the adjoint fixed point
 # `g = v + (df/dz)^T g` with the same solver.
+# The log shows the solver iterations of each epoch's last batch, forward / backward.
 
 
 # %%
@@ -104,7 +113,11 @@ def deq_loss(model, ps, st, data):
     logits, new_st = model(x, ps, st)
     deq_st = new_st["deq"]
     loss = torch.nn.functional.cross_entropy(logits, y)
-    return loss + 2.0 * deq_st["regularization"]["jacobian"], new_st, deq_st["stats"]
+    return (
+        loss + 2.0 * deq_st["regularization"]["jacobian"],
+        new_st,
+        deq_st["stats"],
+    )
 
 
 def accuracy(ts):
@@ -116,17 +129,22 @@ def accuracy(ts):
 EPOCHS, BATCH = 3, 64
 n_batches = len(x_train) // BATCH
 ts = lux.TrainState(
-    model, ps, st, lux.optim.adam(lux.optim.cosine_decay_schedule(5e-3, EPOCHS * n_batches))
+    model,
+    ps,
+    st,
+    lux.optim.adam(lux.optim.cosine_decay_schedule(5e-3, EPOCHS * n_batches)),
 )
 for epoch, key in enumerate(lux.random.split(shuffle_key, EPOCHS), start=1):
     perm = lux.random.permutation(key, len(x_train))
     for i in range(n_batches):
         idx = perm[i * BATCH : (i + 1) * BATCH]
-        ts, loss, stats = lux.train_step(deq_loss, (x_train[idx], y_train[idx]), ts)
+        ts, loss, stats = lux.train_step(
+            deq_loss, (x_train[idx], y_train[idx]), ts
+        )
     print(
-        f"epoch {epoch}  loss {loss.item():.3f}  test accuracy {accuracy(ts):.3f}  "
-        f"last batch: {int(stats['iterations'])} forward / "
-        f"{int(stats['backward_iterations'])} backward iterations"
+        f"epoch {epoch}  loss {loss.item():.3f}  test accuracy "
+        f"{accuracy(ts):.3f}  solver iterations (last batch): "
+        f"{int(stats['iterations'])} / {int(stats['backward_iterations'])}"
     )
 
 # %% [markdown]
@@ -152,9 +170,11 @@ for solver in ("fixed_point", "anderson", "broyden"):
     curve = curves[solver] = []
     solve(f, torch.zeros_like(u), solver=solver, max_iter=30, atol=1e-9, rtol=0.0,
           callback=lambda k, res, curve=curve: curve.append(float(res.max())))  # fmt: skip
-    print(f"{solver:12s} residual after 10 / 30 evaluations: {curve[9]:.1e} / {curve[-1]:.1e}")
+    print(
+        f"{solver:12s} residual after 10 / 30 evaluations: {curve[9]:.1e} / {curve[-1]:.1e}"
+    )
 
-fig, ax = plt.subplots(figsize=(8.5, 4.5))
+fig, ax = plt.subplots(figsize=(9, 4.2))
 for solver, curve in curves.items():
     ax.semilogy(range(1, len(curve) + 1), curve, marker=".", label=solver)
 ax.set(xlabel="solver iteration (evaluations of f)", ylabel="largest residual ||f(z) - z||",

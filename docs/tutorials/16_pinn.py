@@ -40,7 +40,9 @@ import lux_torch as lux
 
 torch.set_num_threads(1)
 # torch 2.13's Inductor calls one of its own deprecated helpers while compiling
-warnings.filterwarnings("ignore", category=FutureWarning, module="torch._inductor")
+warnings.filterwarnings(
+    "ignore", category=FutureWarning, module="torch._inductor"
+)
 
 # %% [markdown]
 # ## The problem
@@ -60,11 +62,19 @@ def sample(key, n_interior=256, n_boundary=128):
     k_in, k_bd, k_face = lux.random.split(key, 3)
     interior = lux.random.uniform(k_in, (n_interior, 3), low=LOW, high=HIGH)
     boundary = lux.random.uniform(k_bd, (n_boundary, 3), low=LOW, high=HIGH)
-    face = lux.random.randint(k_face, (n_boundary,), 0, 5)  # t = 0, x = 0 / 2, y = 0 / 2
+    face = lux.random.randint(
+        k_face, (n_boundary,), 0, 5
+    )  # t = 0, x = 0 / 2, y = 0 / 2
     axis = torch.where(face == 0, 2, (face - 1) // 2)
-    value = torch.where((face == 0) | (face % 2 == 1), LOW, HIGH).to(boundary.dtype)
+    value = torch.where((face == 0) | (face % 2 == 1), LOW, HIGH).to(
+        boundary.dtype
+    )
     boundary = boundary.index_put((torch.arange(n_boundary), axis), value)
-    return {"interior": interior, "boundary": boundary, "u_boundary": analytic(boundary)}
+    return {
+        "interior": interior,
+        "boundary": boundary,
+        "u_boundary": analytic(boundary),
+    }
 
 
 model = lux.Chain(
@@ -94,7 +104,9 @@ def residual(model, ps, st, points):
         g = torch.func.jacrev(u)(point)
         return g, g
 
-    hess, grad = torch.func.vmap(torch.func.jacfwd(grad_twice, has_aux=True))(points)
+    hess, grad = torch.func.vmap(torch.func.jacfwd(grad_twice, has_aux=True))(
+        points
+    )
     return grad[:, 2] - hess[:, 0, 0] - hess[:, 1, 1]  # u_t - u_xx - u_yy
 
 
@@ -115,8 +127,12 @@ def direction(k):
     return torch.zeros_like(points).index_fill(1, torch.tensor([k]), 1.0)
 
 
-_, h_x, _ = lux.ad.hessian_vector_product(model, points, ps, st, direction(0), loss=torch.sum)
-_, h_y, _ = lux.ad.hessian_vector_product(model, points, ps, st, direction(1), loss=torch.sum)
+_, h_x, _ = lux.ad.hessian_vector_product(
+    model, points, ps, st, direction(0), loss=torch.sum
+)
+_, h_y, _ = lux.ad.hessian_vector_product(
+    model, points, ps, st, direction(1), loss=torch.sum
+)
 via_lux_ad = jac[:, 0, 2] - h_x[:, 0] - h_y[:, 1]
 via_torch_func = residual(model, ps, st, points)
 print("largest difference:", float((via_lux_ad - via_torch_func).abs().max()))
@@ -143,7 +159,9 @@ def pinn_loss(model, ps, st, data):
 def relative_error(ts, t=1.0, n=64):
     axis = torch.linspace(LOW, HIGH, n)
     gx, gy = torch.meshgrid(axis, axis, indexing="xy")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1), torch.full((n * n,), t)], dim=1)
+    grid = torch.stack(
+        [gx.reshape(-1), gy.reshape(-1), torch.full((n * n,), t)], dim=1
+    )
     with torch.no_grad():
         pred = ts.model(grid, ts.params, ts.states)[0].reshape(n, n)
     exact = analytic(grid).reshape(n, n)
@@ -151,13 +169,19 @@ def relative_error(ts, t=1.0, n=64):
 
 
 STEPS = 1500
-ts = lux.TrainState(model, ps, st, lux.optim.adam(lux.optim.cosine_decay_schedule(1e-2, STEPS)))
-print(f"relative L2 error at t = 1 before training: {relative_error(ts)[2]:.3f}")
+ts = lux.TrainState(
+    model, ps, st, lux.optim.adam(lux.optim.cosine_decay_schedule(1e-2, STEPS))
+)
+print(
+    f"relative L2 error at t = 1 before training: {relative_error(ts)[2]:.3f}"
+)
 start = time.perf_counter()
 ts, loss, stats = lux.train_step(
     pinn_loss, sample(lux.random.fold_in(data_key, 0)), ts, compile=True
 )
-print(f"first step (tracing and compiling): {time.perf_counter() - start:.1f} s")
+print(
+    f"first step (tracing and compiling): {time.perf_counter() - start:.1f} s"
+)
 
 # %% [markdown]
 # ## Training
@@ -182,18 +206,25 @@ print(f"relative L2 error at t = 1 after training: {error:.3f}")
 # ## The solution at t = 1 against the analytic one
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(19, 4))
+fig, axes = plt.subplots(2, 2, figsize=(9, 7))
+axes = axes.reshape(-1)
 axes[0].semilogy(range(1, len(losses) + 1), losses, lw=0.6)
 axes[0].set(xlabel="step", ylabel="loss", title="Training loss")
 extent = (LOW, HIGH, LOW, HIGH)
 vmin, vmax = float(exact.min()), float(exact.max())
 for ax, (values, title) in zip(
-    axes[1:3], [(pred, "network u(x, y, 1)"), (exact, "analytic u(x, y, 1)")], strict=True
+    axes[1:3],
+    [(pred, "network u(x, y, 1)"), (exact, "analytic u(x, y, 1)")],
+    strict=True,
 ):
-    image = ax.imshow(values, origin="lower", extent=extent, vmin=vmin, vmax=vmax)
+    image = ax.imshow(
+        values, origin="lower", extent=extent, vmin=vmin, vmax=vmax
+    )
     ax.set(xlabel="x", ylabel="y", title=title)
     fig.colorbar(image, ax=ax, label="u")
-image = axes[3].imshow((pred - exact).abs(), origin="lower", extent=extent, cmap="magma")
+image = axes[3].imshow(
+    (pred - exact).abs(), origin="lower", extent=extent, cmap="magma"
+)
 axes[3].set(xlabel="x", ylabel="y", title="|network - analytic|")
 fig.colorbar(image, ax=axes[3], label="absolute error")
 fig.tight_layout()
