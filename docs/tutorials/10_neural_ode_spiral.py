@@ -37,6 +37,7 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 import lux_torch as lux
 
@@ -78,14 +79,14 @@ field = lux.Chain(
 node = lux.NeuralODE(field, method="dopri5", rtol=1e-5, atol=1e-6)
 init_key, data_key = lux.random.split(lux.random.key(0))
 ps, st = lux.setup(init_key, node)
-node  # noqa: B018 (displayed by the notebook)
+display(node)
 
 # %% [markdown]
 # The parameters of the field sit under `ps["vector_field"]`; the state holds the field's
 # (empty) state and the solver statistics of the latest call.
 
 # %%
-print(lux.tree.paths(ps))
+print(*lux.tree.paths(ps), sep="\n")
 print({name: int(value) for name, value in st["stats"].items()})
 
 # %% [markdown]
@@ -131,7 +132,8 @@ schedule = lux.optim.cosine_decay_schedule(2e-3, STEPS, alpha=0.05)
 ts = lux.TrainState(node, ps, st, lux.optim.rmsprop(schedule))
 print("requires_autograd:", node.requires_autograd)
 print(
-    f"mean error over [0, 25] before training: {(whole_trajectory(ts) - true_y).abs().mean():.4f}"
+    "mean error over [0, 25] before training:",
+    f"{(whole_trajectory(ts) - true_y).abs().mean():.4f}",
 )
 
 start = time.perf_counter()
@@ -147,7 +149,8 @@ for step in range(1, STEPS + 1):
 print(f"{STEPS} steps in {time.perf_counter() - start:.1f} s")
 pred_y = whole_trajectory(ts)
 print(
-    f"mean error over [0, 25] after training: {(pred_y - true_y).abs().mean():.4f}"
+    "mean error over [0, 25] after training:",
+    f"{(pred_y - true_y).abs().mean():.4f}",
 )
 
 # %% [markdown]
@@ -233,9 +236,7 @@ for adjoint in (False, True):
     )
 
 diff = (grads[True] - grads[False]).abs().max() / grads[False].abs().max()
-print(
-    f"largest gradient difference, relative to the largest gradient: {diff:.1e}"
-)
+print(f"largest gradient difference / largest gradient: {diff:.1e}")
 
 # %% [markdown]
 # The two gradients agree to the solver tolerances (`rtol=1e-5`). The adjoint also refuses

@@ -31,6 +31,7 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 import lux_torch as lux
 
@@ -155,7 +156,7 @@ model = LatentODE(
         lux.Linear(HIDDEN, 2),
     ),
 )
-model  # noqa: B018 (displayed by the notebook)
+display(model)
 
 # %% [markdown]
 # ## The ELBO
@@ -208,7 +209,8 @@ for step in range(1, STEPS + 1):
     if step % 50 == 0:
         nfe = int(ts.states["node"]["stats"]["nfe"])
         print(
-            f"step {step:3d}  loss {float(loss):8.1f}  KL {float(stats['kl']):5.2f}  nfe {nfe}"
+            f"step {step:3d}  loss {float(loss):8.1f}  "
+            f"KL {float(stats['kl']):5.2f}  nfe {nfe}"
         )
 print(f"negative ELBO after training: {evaluate(ts):.1f}")
 

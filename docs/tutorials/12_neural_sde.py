@@ -28,6 +28,7 @@ import dataclasses
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from IPython.display import display
 
 import lux_torch as lux
 
@@ -72,7 +73,7 @@ diffusion = lux.Chain(
 )
 sde = lux.NeuralSDE(drift, diffusion, t, method="euler", dt=0.05)
 ps, st = lux.setup(init_key, sde)
-sde  # noqa: B018 (displayed by the notebook)
+display(sde)
 
 # %% [markdown]
 # ## Keys make Brownian paths
@@ -89,9 +90,7 @@ ys_c, _ = sde(y0, ps, st_a)  # the state the first call returned
 print("same st, same paths:     ", torch.equal(ys_a, ys_b))
 print("returned st, new paths:  ", not torch.equal(ys_a, ys_c))
 print("key before / after:      ", st["key"].tolist(), st_a["key"].tolist())
-print(
-    "solver statistics:       ", {k: int(v) for k, v in st_a["stats"].items()}
-)
+print("statistics:", {k: int(v) for k, v in st_a["stats"].items()})
 
 # %% [markdown]
 # ## Moment matching with `train_step`

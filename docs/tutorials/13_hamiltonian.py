@@ -29,6 +29,7 @@ import dataclasses
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 import lux_torch as lux
 
@@ -88,7 +89,7 @@ models = {
     ),
     "neural ODE": lux.NeuralODE(mlp(2), t, **solver),
 }
-models["Hamiltonian NN"]
+display(models["Hamiltonian NN"])
 
 # %% [markdown]
 # ## Training with multiple shooting
@@ -109,7 +110,8 @@ for name, node in models.items():
     for _ in range(STEPS):
         ts, loss, stats = lux.train_step(objective, (data, t), ts)
     print(
-        f"{name:15s} final loss {float(loss):.2e}  (data {float(stats['data_loss']):.2e}, "
+        f"{name:15s} final loss {float(loss):.2e}  "
+        f"(data {float(stats['data_loss']):.2e}, "
         f"continuity {float(stats['continuity_loss']):.2e})"
     )
     trained[name] = ts
@@ -134,7 +136,8 @@ for name, ts in trained.items():
         rollouts[name], _ = long(x0, ts.params, ts.states)
     drift = (energy(rollouts[name][:, 0]) - energy(x0[0])).abs().max()
     print(
-        f"{name:15s} largest true-energy error over t in [0, 30]: {float(drift):.4f}"
+        f"{name:15s} largest true-energy error, t in [0, 30]: "
+        f"{float(drift):.4f}"
     )
 print(f"exact energy: {float(energy(x0[0])):.4f}")
 

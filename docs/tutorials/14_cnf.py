@@ -28,6 +28,7 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 import lux_torch as lux
 
@@ -94,7 +95,7 @@ cnf = lux.CNF(
     options={"step_size": 0.1},
 )
 ps, st = lux.setup(init_key, cnf)
-cnf  # noqa: B018 (displayed by the notebook)
+display(cnf)
 
 # %% [markdown]
 # A call maps data to `(log p(x), z(t0))`; the solver statistics of the inner `NeuralODE`

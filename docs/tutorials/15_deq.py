@@ -30,6 +30,7 @@ import dataclasses
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 from sklearn.datasets import load_digits
 
 import lux_torch as lux
@@ -78,15 +79,22 @@ cell = lux.Chain(
     lux.Parallel(torch.add, lux.Conv2d(C, C, 3, padding=1), lux.NoOpLayer()),
     torch.tanh,
 )
-deq = lux.DEQ(cell, solver="anderson", max_iter=25, rtol=1e-3, atol=1e-5,
-              regularize="jacobian", on_nonconvergence="ignore")  # fmt: skip
+deq = lux.DEQ(
+    cell,
+    solver="anderson",
+    max_iter=25,
+    rtol=1e-3,
+    atol=1e-5,
+    regularize="jacobian",
+    on_nonconvergence="ignore",
+)
 model = lux.Chain(
     injection=lux.Conv2d(1, C, 3, padding=1),
     deq=deq,
     readout=lux.Chain(lux.MaxPool2d(2), lux.Flatten(), lux.Linear(C * 16, 10)),
 )
 ps, st = lux.setup(model_key, model)
-model  # noqa: B018 (displayed by the notebook)
+display(model)
 
 # %% [markdown]
 # The DEQ's state reports every solve: evaluations of `f`, the largest residual
@@ -95,7 +103,7 @@ model  # noqa: B018 (displayed by the notebook)
 
 # %%
 _, st_out = model(x_train[:64], ps, st)
-{k: v.item() for k, v in st_out["deq"]["stats"].items()}
+print({k: v.item() for k, v in st_out["deq"]["stats"].items()})
 
 # %% [markdown]
 # ## Training
@@ -104,7 +112,8 @@ _, st_out = model(x_train[:64], ps, st)
 # solver statistics come back as the step's `stats`. `grad="implicit"` (the default) gives
 # exact gradients: the backward pass solves the adjoint fixed point
 # `g = v + (df/dz)^T g` with the same solver.
-# The log shows the solver iterations of each epoch's last batch, forward / backward.
+# The log shows the solver iterations of each epoch's last batch, forward / backward
+# (adjoint).
 
 
 # %%
@@ -142,8 +151,8 @@ for epoch, key in enumerate(lux.random.split(shuffle_key, EPOCHS), start=1):
             deq_loss, (x_train[idx], y_train[idx]), ts
         )
     print(
-        f"epoch {epoch}  loss {loss.item():.3f}  test accuracy "
-        f"{accuracy(ts):.3f}  solver iterations (last batch): "
+        f"epoch {epoch}  loss {loss.item():.3f}  "
+        f"test accuracy {accuracy(ts):.3f}  iterations "
         f"{int(stats['iterations'])} / {int(stats['backward_iterations'])}"
     )
 
@@ -168,17 +177,28 @@ def f(z):
 curves = {}
 for solver in ("fixed_point", "anderson", "broyden"):
     curve = curves[solver] = []
-    solve(f, torch.zeros_like(u), solver=solver, max_iter=30, atol=1e-9, rtol=0.0,
-          callback=lambda k, res, curve=curve: curve.append(float(res.max())))  # fmt: skip
+    solve(
+        f,
+        torch.zeros_like(u),
+        solver=solver,
+        max_iter=30,
+        atol=1e-9,
+        rtol=0.0,
+        callback=lambda k, res, curve=curve: curve.append(float(res.max())),
+    )
     print(
-        f"{solver:12s} residual after 10 / 30 evaluations: {curve[9]:.1e} / {curve[-1]:.1e}"
+        f"{solver:12s} residual after 10 / 30 evaluations: "
+        f"{curve[9]:.1e} / {curve[-1]:.1e}"
     )
 
 fig, ax = plt.subplots(figsize=(9, 4.2))
 for solver, curve in curves.items():
     ax.semilogy(range(1, len(curve) + 1), curve, marker=".", label=solver)
-ax.set(xlabel="solver iteration (evaluations of f)", ylabel="largest residual ||f(z) - z||",
-       title="Forward solve of the trained DEQ on the test set")  # fmt: skip
+ax.set(
+    xlabel="solver iteration (evaluations of f)",
+    ylabel="largest residual ||f(z) - z||",
+    title="Forward solve of the trained DEQ on the test set",
+)
 ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 fig.tight_layout()
 plt.show()

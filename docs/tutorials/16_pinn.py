@@ -35,6 +35,7 @@ import warnings
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 import lux_torch as lux
 
@@ -57,8 +58,9 @@ def analytic(xyt):
 
 
 def sample(key, n_interior=256, n_boundary=128):
-    """Interior collocation points, and points on the initial plane and the four side
-    faces with their analytic values; fixed shapes, so the compiled step is reused."""
+    """Interior collocation points, and points on the initial plane and
+    the four side faces with their analytic values; fixed shapes, so the
+    compiled step is reused."""
     k_in, k_bd, k_face = lux.random.split(key, 3)
     interior = lux.random.uniform(k_in, (n_interior, 3), low=LOW, high=HIGH)
     boundary = lux.random.uniform(k_bd, (n_boundary, 3), low=LOW, high=HIGH)
@@ -85,7 +87,7 @@ model = lux.Chain(
 )
 init_key, data_key = lux.random.split(lux.random.key(0))
 ps, st = lux.setup(init_key, model)
-model  # noqa: B018 (displayed by the notebook)
+display(model)
 
 # %% [markdown]
 # ## The PDE residual by nested AD
@@ -195,7 +197,8 @@ for step in range(1, STEPS):
     losses.append(float(loss))
 elapsed = time.perf_counter() - start
 print(
-    f"{STEPS - 1} compiled steps in {elapsed:.1f} s ({elapsed / (STEPS - 1) * 1e3:.1f} ms a step)"
+    f"{STEPS - 1} compiled steps in {elapsed:.1f} s "
+    f"({elapsed / (STEPS - 1) * 1e3:.1f} ms a step)"
 )
 first, last = sum(losses[:100]) / 100, sum(losses[-100:]) / 100
 print(f"mean loss over the first / last 100 steps: {first:.3g} / {last:.3g}")
