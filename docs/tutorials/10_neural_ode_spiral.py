@@ -175,7 +175,8 @@ ax_traj.legend(loc="upper right", ncol=2, fontsize="small")
 ax_phase.plot(true_np[:, 0], true_np[:, 1], "g-", label="true")
 ax_phase.plot(pred_np[:, 0], pred_np[:, 1], "b--", label="learned")
 ax_phase.set(title="Phase portrait", xlabel="x", ylabel="y", aspect="equal")
-ax_phase.legend(loc="lower left", fontsize="small")
+ax_phase.set(xlim=(-2.0, 2.2), ylim=(-2.0, 2.7))  # room for the legend on top
+ax_phase.legend(loc="upper center", ncol=2, fontsize="small")
 
 grid = torch.linspace(-2.0, 2.0, 21)
 gy, gx = torch.meshgrid(grid, grid, indexing="ij")
