@@ -42,7 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "guide"
 NOT_RUN = "# not run:"
 # pages whose blocks take more than about 5 s in all (2 CPU threads; the imports not counted)
-SLOW_PAGES = {"compilation.md", "training.md"}
+SLOW_PAGES = {"compilation.md", "optimizers.md", "training.md"}
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 
