@@ -8,8 +8,16 @@ the for-loop implementation), ``foreach=True`` and ``fused=True``. The lux step 
 ``updates, state = opt.update(grads, state, ps)`` then ``ps = apply_updates(ps,
 updates)``, both new trees; ``lux.optim.step`` runs torch's fused Adam kernel on copies
 (pure), and with ``donate=True`` on the given buffers (in place, like torch fused).
+A second table times the optimizers torch has besides Adam that lux_torch also has with
+torch's numerics: ``torch.optim.Muon`` (the weight matrices only; Newton-Schulz in
+bfloat16: lux ``muon(ns_dtype=torch.bfloat16)``) and ``torch.optim.Adafactor`` (lux
+``adafactor(lr, relative_step=True, min_dim_size_to_factor=1)``), both lux update+apply.
 Models: the tiny MLP 2-32-32-1 (6 tensors, 1153 numbers) and the 784-512-512-10 MLP
 (6 tensors, 670K numbers).
+
+A second table times the ``torch.optim`` namesakes (NAdam, RAdam, Adamax, Adadelta, Rprop,
+ASGD): lux ``update`` + ``apply_updates`` against ``torch.optim.<Name>(foreach=True)``, with
+default hyperparameters, interleaved in the same harness.
 
 Target (optimizer issue, CPU, 2 threads): lux / torch foreach <= 1.0 on the tiny MLP.
 On the medium MLP a pure step allocates new moments, updates and parameters (megabytes)
@@ -21,9 +29,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
-from _harness import interleaved, parse_args, print_table
+from _harness import interleaved, parse_args, print_table, ratio_row
 
 import lux_torch as lux
 
@@ -66,6 +76,79 @@ def _lux_step(sizes: tuple[int, ...], mode: str) -> Callable[[], object]:
     return step
 
 
+# torch.optim namesakes: (lux factory, torch factory, matrices only); Muon takes 2-D
+# parameters only, so it runs on the weights; Adafactor with relative steps and every leaf
+# factored is torch's Adafactor
+Make = Callable[[], lux.optim.GradientTransformation]
+NAMESAKES: dict[str, tuple[Make, Callable[..., torch.optim.Optimizer], bool]] = {
+    "NAdam": (lux.optim.nadam, partial(torch.optim.NAdam, foreach=True), False),
+    "RAdam": (lux.optim.radam, partial(torch.optim.RAdam, foreach=True), False),
+    "Adamax": (lux.optim.adamax, partial(torch.optim.Adamax, foreach=True), False),
+    "Adadelta": (lux.optim.adadelta, partial(torch.optim.Adadelta, foreach=True), False),
+    "Rprop": (lux.optim.rprop, partial(torch.optim.Rprop, foreach=True), False),
+    "ASGD": (lux.optim.asgd, partial(torch.optim.ASGD, foreach=True), False),
+    "Muon": (
+        partial(lux.optim.muon, 1e-3, ns_dtype=torch.bfloat16),
+        partial(torch.optim.Muon, lr=1e-3),
+        True,
+    ),
+    "Adafactor": (
+        partial(lux.optim.adafactor, 1e-2, relative_step=True, min_dim_size_to_factor=1),
+        partial(torch.optim.Adafactor, lr=1e-2),
+        False,
+    ),
+}
+
+
+def _tree(sizes: tuple[int, ...], matrices: bool) -> dict[str, Any]:
+    tree = _tensors(sizes)
+    return {k: v["weight"] for k, v in tree.items()} if matrices else tree
+
+
+def _torch_namesake(
+    sizes: tuple[int, ...], make: Callable[..., torch.optim.Optimizer], matrices: bool
+) -> Callable[[], object]:
+    params = [torch.nn.Parameter(t) for t in lux.tree.leaves(_tree(sizes, matrices))]
+    for p, g in zip(params, lux.tree.leaves(_tree(sizes, matrices)), strict=True):
+        p.grad = g
+    return make(params).step
+
+
+def _lux_namesake(sizes: tuple[int, ...], make: Make, matrices: bool) -> Callable[[], object]:
+    opt = make()
+    ps, grads = _tree(sizes, matrices), _tree(sizes, matrices)
+    box = [ps, opt.init(ps)]
+
+    def step() -> None:
+        updates, box[1] = opt.update(grads, box[1], box[0])
+        box[0] = lux.optim.apply_updates(box[0], updates)
+
+    return step
+
+
+def namesakes_table(rounds: int) -> None:
+    """lux update + apply_updates vs torch.optim's step (foreach where torch has it), per
+    namesake and model."""
+    rows = []
+    for label, sizes in MODELS.items():
+        number = 100 if sizes[1] < 100 else 10
+        for name, (make, cls, matrices) in NAMESAKES.items():
+            t = interleaved(
+                {
+                    "torch": _torch_namesake(sizes, cls, matrices),
+                    "lux": _lux_namesake(sizes, make, matrices),
+                },
+                rounds=rounds,
+                number=number,
+            )
+            rows.append(ratio_row(f"{name}, {label}", t, "torch", "lux"))
+    print_table(
+        "torch.optim namesakes, one step, eager",
+        rows,
+        ["optimizer, model", "torch (µs)", "lux update+apply (µs)", "lux / torch"],
+    )
+
+
 def main() -> None:
     args = parse_args(__doc__)
     rows = []
@@ -103,6 +186,7 @@ def main() -> None:
             "lux step donate (µs, /default)",
         ],
     )
+    namesakes_table(args.rounds)
 
 
 if __name__ == "__main__":

@@ -71,9 +71,14 @@ def _child_trees(layer: Layer, trees: tuple[Any, Any], name: str) -> tuple[Any, 
     drops the state of its ``p = 0`` dropouts). Where the parent's tree is keyed by child
     names but has no entry for this child, the parent stores none of its tensors (a
     hypernetwork generates its target's parameters): empty, so nothing is counted twice.
-    Where the parent's tree is not keyed by child names (a wrapper), the child's own."""
+    Where the parent's tree is not keyed by child names (a wrapper), the child's own; a
+    :class:`~lux_torch.experimental.Frozen` child's with the frozen parameters as states."""
+    from .experimental.frozen import Frozen
+
     children = layer.children()
     child = children[name]
+    if isinstance(layer, Frozen):  # frozen parameters sit in the state: counted as states
+        return layer.counted_trees(*trees)
     out = []
     for tree, init in zip(trees, (init_params, init_state), strict=True):
         if isinstance(tree, dict) and name in tree:

@@ -241,3 +241,14 @@ def test_summary_of_a_layer_that_reads_its_childrens_configuration() -> None:
     s = lux.summary(block, torch.ones(2, 3, 8), ps, st)
     assert s.rows[0][2] == "(2, 3, 8)" and s.total_params == lux.param_count(block)
     assert {r[0]: r[3] for r in s.rows}["linear1"] == 8 * 16 + 16
+
+
+def test_the_printout_of_a_frozen_layer_counts_frozen_parameters_as_states() -> None:
+    model = lux.Chain(
+        lux.Linear(2, 4), lux.freeze(lux.Chain(lux.Linear(4, 3), lux.Linear(3, 2)), "layer_1")
+    )
+    assert (lux.param_count(model), lux.state_count(model)) == (12 + 8, 15)
+    text = repr(model)
+    assert re.search(r"layer_1 = Linear\(4 => 3\), +# 0 parameters, plus 15 states\n", text)
+    assert re.search(r"layer_2 = Linear\(3 => 2\), +# 8 parameters\n", text)
+    assert "Total: 20 parameters" in text and "plus 15 states" in text

@@ -158,6 +158,12 @@ class Frozen(Layer):
         y, inner_st = self.layer(x, _merge(ps, frozen), st["states"])
         return y, {"frozen_params": frozen, "states": inner_st}
 
+    def counted_trees(self, ps: Params, st: State) -> tuple[Params, State]:
+        """The wrapped layer's trees as the printout counts them: ``ps`` (the trainable
+        parameters) and its state with the frozen parameters merged in (they count as
+        states, as in :func:`~lux_torch.state_count`)."""
+        return ps, _merge(st["states"], st["frozen_params"])
+
     def extra_repr(self) -> str:
         template = init_params(0, self.layer, device="meta")
         total = ltree.count(template)
@@ -191,7 +197,7 @@ def freeze(layer: Layer, /, *args: Any, which: Any = None) -> Any:
 
     Arguments:
         layer: the layer.
-        ps, st: ``layer``'s parameters and state (second form only).
+        *args: ``ps, st``, ``layer``'s parameters and state (second form only).
         which: ``None`` (every parameter), a dotted path (``"layer_1.weight"`` or a
             subtree such as ``"layer_1"``), or an iterable of paths; positional or keyword.
 

@@ -233,10 +233,11 @@ def share_parameters(first: Any, /, *args: Any, new_parameters: Any = None) -> A
         initialisation or hand-written loops that re-tie; train with the first form.
 
     Arguments:
-        model: the layer (first form).
-        ps: its parameters; the values of each group's first path are kept.
-        sharing: groups of dotted paths, e.g. ``[("layer_1", "layer_3")]`` (whole
-            subtrees) or ``[("encoder.weight", "decoder.weight")]`` (tensors).
+        first: ``model``, the layer (first form), or ``ps`` (second form).
+        *args: ``ps, sharing`` (first form) or ``sharing`` (second form): ``ps`` are the
+            parameters (the values of each group's first path are kept), ``sharing`` the
+            groups of dotted paths, e.g. ``[("layer_1", "layer_3")]`` (whole subtrees) or
+            ``[("encoder.weight", "decoder.weight")]`` (tensors).
         new_parameters: optional, one tensor (or subtree) per group to use instead of the
             first path's values (Lux's ``new_parameters``).
 

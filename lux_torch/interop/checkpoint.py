@@ -113,7 +113,9 @@ from ._checkpoint_verify import FormatError, UnsafeError, read_archive, scan_pic
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "load", "save"]
 
+#: The format name every checkpoint records; :func:`load` accepts no other.
 FORMAT = "lux_torch.checkpoint"
+#: The format version :func:`save` writes and :func:`load` reads.
 VERSION = 1
 
 PathLike = str | os.PathLike[str]

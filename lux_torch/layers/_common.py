@@ -35,7 +35,6 @@ __all__ = [
     "not_a_tensor",
     "ntuple",
     "options_problem",
-    "spatial_doc",
     "spatial_shapes",
 ]
 
@@ -158,20 +157,6 @@ def spatial_shapes(n: int, channels: str = "C") -> str:
     layer (``channels`` names the channel dimension, e.g. ``"C_in=3"``)."""
     spatial = ", ".join(SPATIAL[n])
     return f"(N, {channels}, {spatial}) or ({channels}, {spatial})"
-
-
-def spatial_doc(template: str, n: int, **extra: str) -> str:
-    """``template`` formatted for the ``n``-d class of a family: ``{n}``, ``{d}`` (the last
-    spatial dimension), ``{dims}`` and ``{dims_out}`` (``H, W`` and ``H_out, W_out``) and the
-    ``extra`` fields."""
-    dims = SPATIAL[n]
-    return template.format(
-        n=n,
-        d=dims[-1],
-        dims=", ".join(dims),
-        dims_out=", ".join(f"{d}_out" for d in dims),
-        **extra,
-    )
 
 
 def compact(value: tuple[int, ...]) -> str:

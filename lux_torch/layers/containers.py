@@ -236,7 +236,7 @@ class Parallel(Layer):
         connection: how to combine the outputs ``y_1 .. y_N``: a function called as
             ``connection(y_1, ..., y_N)``; a layer, called with the tuple ``(y_1, ..., y_N)``
             (a child named ``connection``); or ``None`` to return the tuple.
-        *layers / **named_layers: the layers, as for :class:`Chain`.
+        *layers, **named_layers: the layers, as for :class:`Chain`.
 
     Input:
         ``x``: a tuple of ``N`` inputs (``layer_i`` gets ``x[i]``), or any other value,
@@ -287,7 +287,7 @@ class BranchLayer(Layer):
     Unlike :class:`Parallel`, a tuple input is *not* split: every layer gets all of ``x``.
 
     Arguments:
-        *layers / **named_layers: the layers, as for :class:`Chain`.
+        *layers, **named_layers: the layers, as for :class:`Chain`.
         fusion: optional combination of the outputs: a function called as
             ``fusion(y_1, ..., y_N)`` or a layer called with the tuple (a child named
             ``fusion``); ``None`` returns the tuple.
@@ -349,7 +349,7 @@ class PairwiseFusion(Layer):
 
     Arguments:
         connection: a function of two arguments ``(layer_output, next_input)``.
-        *layers / **named_layers: the layers, as for :class:`Chain`.
+        *layers, **named_layers: the layers, as for :class:`Chain`.
 
     Input:
         ``x``: a tuple of ``N + 1`` inputs, or a single input.
@@ -410,7 +410,7 @@ class Maxout(Layer):
     """Elementwise maximum of the outputs of layers that share one input (Lux's ``Maxout``).
 
     Arguments:
-        *layers / **named_layers: the layers, as for :class:`Chain`; their outputs must
+        *layers, **named_layers: the layers, as for :class:`Chain`; their outputs must
             have equal (broadcastable) shapes.
 
     Input:

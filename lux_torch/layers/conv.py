@@ -36,7 +36,6 @@ from ._common import (
     compact,
     not_a_tensor,
     ntuple,
-    spatial_doc,
     spatial_shapes,
 )
 from .basic import Activation, Initializer, Params, affine_params
@@ -75,106 +74,6 @@ _CONV_TRANSPOSE: dict[int, Callable[..., torch.Tensor]] = {
 
 
 # --------------------------------------------------------------------------- convolution
-
-
-_CONV_DOC = """{n}-d convolution ``y = activation(conv{n}d(x, weight) + bias)``
-(``torch.nn.Conv{n}d`` plus Lux's activation).
-
-Arguments:
-    in_channels: channels of the input, ``C_in``.
-    out_channels: channels of the output, ``C_out``.
-    kernel_size: the kernel's spatial size: an int or a tuple of {n} ints (>= 1).
-    stride: step between kernel positions (int or {n}-tuple, >= 1).
-    padding: implicit padding added on both sides (int or {n}-tuple, >= 0), or
-        ``"valid"`` (none) or ``"same"`` (output size = input size; needs ``stride=1``;
-        any odd remainder goes to the end, as in torch).
-
-Keyword Arguments:
-    dilation: spacing between kernel elements (int or {n}-tuple, >= 1).
-    groups: split the channels into this many independent groups (``in_channels`` and
-        ``out_channels`` must both be divisible by it).
-    bias: whether to add a learnable bias.
-    padding_mode: what the padding holds: ``"zeros"``, ``"reflect"``, ``"replicate"`` or
-        ``"circular"`` (the last three pad with :func:`torch.nn.functional.pad`, as torch).
-    activation: function applied elementwise to the output (e.g. ``torch.relu``).
-    weight_init: ``f(key, *weight_shape) -> Tensor``; default torch.nn's
-        ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
-        ``fan_in = in_channels // groups * prod(kernel_size)``.
-    bias_init: ``f(key, out_channels) -> Tensor``; default as torch.nn (same bound).
-
-Input:
-    ``x`` of shape ``(N, C_in, {dims})``, or unbatched ``(C_in, {dims})``.
-
-Returns:
-    ``y`` of shape ``(N, C_out, {dims_out})`` (unbatched: ``(C_out, {dims_out})``), where
-    per spatial dimension ``{d}_out = floor(({d} + 2 * padding - dilation * (kernel_size - 1)
-    - 1) / stride) + 1``, and the unchanged (empty) state.
-
-**Parameters**
-    - ``weight``: ``(out_channels, in_channels // groups, *kernel_size)``
-    - ``bias``: ``(out_channels,)`` (only when ``bias=True``)
-
-**States**
-    None (``{{}}``).
-
-Example:
-    >>> layer = Conv{n}d(3, 16, 3, padding=1, activation=torch.relu)
-    >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
-    >>> y, st = layer(torch.ones({example}), ps, st)  # doctest: +SKIP
-"""
-
-_CONV_TRANSPOSE_DOC = """{n}-d transposed convolution (the gradient of ``conv{n}d`` with
-respect to its input, a "deconvolution"): ``torch.nn.ConvTranspose{n}d`` plus Lux's activation.
-
-Arguments:
-    in_channels: channels of the input, ``C_in``.
-    out_channels: channels of the output, ``C_out``.
-    kernel_size: the kernel's spatial size: an int or a tuple of {n} ints (>= 1).
-    stride: upsampling factor (int or {n}-tuple, >= 1).
-    padding: ``dilation * (kernel_size - 1) - padding`` zeros are added to both sides of
-        the input (int or {n}-tuple, >= 0), so that a ``Conv{n}d`` and a
-        ``ConvTranspose{n}d`` with the same arguments invert each other's shapes.
-    output_padding: extra size added to one side of the output (int or {n}-tuple; each
-        must be smaller than the stride or the dilation of its dimension).
-
-Keyword Arguments:
-    groups: split the channels into this many independent groups (``in_channels`` and
-        ``out_channels`` must both be divisible by it).
-    bias: whether to add a learnable bias.
-    dilation: spacing between kernel elements (int or {n}-tuple, >= 1).
-    padding_mode: only ``"zeros"`` (as in torch).
-    activation: function applied elementwise to the output (e.g. ``torch.relu``).
-    weight_init: ``f(key, *weight_shape) -> Tensor``; default torch.nn's
-        ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
-        ``fan_in = out_channels // groups * prod(kernel_size)`` (torch computes the fan
-        from the weight's second dimension).
-    bias_init: ``f(key, out_channels) -> Tensor``; default as torch.nn (same bound).
-
-Input:
-    ``x`` of shape ``(N, C_in, {dims})``, or unbatched ``(C_in, {dims})``.
-
-Returns:
-    ``y`` of shape ``(N, C_out, {dims_out})`` (unbatched: ``(C_out, {dims_out})``), where
-    per spatial dimension ``{d}_out = ({d} - 1) * stride - 2 * padding + dilation *
-    (kernel_size - 1) + output_padding + 1``, and the unchanged (empty) state.
-
-**Parameters**
-    - ``weight``: ``(in_channels, out_channels // groups, *kernel_size)``
-    - ``bias``: ``(out_channels,)`` (only when ``bias=True``)
-
-**States**
-    None (``{{}}``).
-
-Example:
-    >>> layer = ConvTranspose{n}d(16, 3, 3, stride=2, padding=1, output_padding=1)
-    >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
-    >>> y, st = layer(torch.ones({example}), ps, st)  # doctest: +SKIP
-"""
-
-
-def _doc(template: str, n: int, channels: int) -> str:
-    """The docstring of the ``n``-d class (examples take ``channels`` input channels)."""
-    return spatial_doc(template, n, example=", ".join(map(str, [4, channels, *[8] * n])))
 
 
 class ConvNd(Layer):
@@ -386,30 +285,307 @@ class ConvTransposeNd(ConvNd):
 
 
 class Conv1d(ConvNd):
-    __doc__ = _doc(_CONV_DOC, 1, 3)
+    """1-d convolution ``y = activation(conv1d(x, weight) + bias)``
+    (``torch.nn.Conv1d`` plus Lux's activation).
+
+    Arguments:
+        in_channels: channels of the input, ``C_in``.
+        out_channels: channels of the output, ``C_out``.
+        kernel_size: the kernel's spatial size: an int or a tuple of 1 ints (>= 1).
+        stride: step between kernel positions (int or 1-tuple, >= 1).
+        padding: implicit padding added on both sides (int or 1-tuple, >= 0), or
+            ``"valid"`` (none) or ``"same"`` (output size = input size; needs ``stride=1``;
+            any odd remainder goes to the end, as in torch).
+
+    Keyword Arguments:
+        dilation: spacing between kernel elements (int or 1-tuple, >= 1).
+        groups: split the channels into this many independent groups (``in_channels`` and
+            ``out_channels`` must both be divisible by it).
+        bias: whether to add a learnable bias.
+        padding_mode: what the padding holds: ``"zeros"``, ``"reflect"``, ``"replicate"`` or
+            ``"circular"`` (the last three pad with :func:`torch.nn.functional.pad`, as torch).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+        weight_init: ``f(key, *weight_shape) -> Tensor``; default torch.nn's
+            ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
+            ``fan_in = in_channels // groups * prod(kernel_size)``.
+        bias_init: ``f(key, out_channels) -> Tensor``; default as torch.nn (same bound).
+
+    Input:
+        ``x`` of shape ``(N, C_in, L)``, or unbatched ``(C_in, L)``.
+
+    Returns:
+        ``y`` of shape ``(N, C_out, L_out)`` (unbatched: ``(C_out, L_out)``), where
+        per spatial dimension ``L_out = floor((L + 2 * padding - dilation * (kernel_size - 1)
+        - 1) / stride) + 1``, and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(out_channels, in_channels // groups, *kernel_size)``
+        - ``bias``: ``(out_channels,)`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = Conv1d(3, 16, 3, padding=1, activation=torch.relu)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.ones(4, 3, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 1
 
 
 class Conv2d(ConvNd):
-    __doc__ = _doc(_CONV_DOC, 2, 3)
+    """2-d convolution ``y = activation(conv2d(x, weight) + bias)``
+    (``torch.nn.Conv2d`` plus Lux's activation).
+
+    Arguments:
+        in_channels: channels of the input, ``C_in``.
+        out_channels: channels of the output, ``C_out``.
+        kernel_size: the kernel's spatial size: an int or a tuple of 2 ints (>= 1).
+        stride: step between kernel positions (int or 2-tuple, >= 1).
+        padding: implicit padding added on both sides (int or 2-tuple, >= 0), or
+            ``"valid"`` (none) or ``"same"`` (output size = input size; needs ``stride=1``;
+            any odd remainder goes to the end, as in torch).
+
+    Keyword Arguments:
+        dilation: spacing between kernel elements (int or 2-tuple, >= 1).
+        groups: split the channels into this many independent groups (``in_channels`` and
+            ``out_channels`` must both be divisible by it).
+        bias: whether to add a learnable bias.
+        padding_mode: what the padding holds: ``"zeros"``, ``"reflect"``, ``"replicate"`` or
+            ``"circular"`` (the last three pad with :func:`torch.nn.functional.pad`, as torch).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+        weight_init: ``f(key, *weight_shape) -> Tensor``; default torch.nn's
+            ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
+            ``fan_in = in_channels // groups * prod(kernel_size)``.
+        bias_init: ``f(key, out_channels) -> Tensor``; default as torch.nn (same bound).
+
+    Input:
+        ``x`` of shape ``(N, C_in, H, W)``, or unbatched ``(C_in, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C_out, H_out, W_out)`` (unbatched: ``(C_out, H_out, W_out)``), where
+        per spatial dimension ``W_out = floor((W + 2 * padding - dilation * (kernel_size - 1)
+        - 1) / stride) + 1``, and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(out_channels, in_channels // groups, *kernel_size)``
+        - ``bias``: ``(out_channels,)`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = Conv2d(3, 16, 3, padding=1, activation=torch.relu)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.ones(4, 3, 8, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 2
 
 
 class Conv3d(ConvNd):
-    __doc__ = _doc(_CONV_DOC, 3, 3)
+    """3-d convolution ``y = activation(conv3d(x, weight) + bias)``
+    (``torch.nn.Conv3d`` plus Lux's activation).
+
+    Arguments:
+        in_channels: channels of the input, ``C_in``.
+        out_channels: channels of the output, ``C_out``.
+        kernel_size: the kernel's spatial size: an int or a tuple of 3 ints (>= 1).
+        stride: step between kernel positions (int or 3-tuple, >= 1).
+        padding: implicit padding added on both sides (int or 3-tuple, >= 0), or
+            ``"valid"`` (none) or ``"same"`` (output size = input size; needs ``stride=1``;
+            any odd remainder goes to the end, as in torch).
+
+    Keyword Arguments:
+        dilation: spacing between kernel elements (int or 3-tuple, >= 1).
+        groups: split the channels into this many independent groups (``in_channels`` and
+            ``out_channels`` must both be divisible by it).
+        bias: whether to add a learnable bias.
+        padding_mode: what the padding holds: ``"zeros"``, ``"reflect"``, ``"replicate"`` or
+            ``"circular"`` (the last three pad with :func:`torch.nn.functional.pad`, as torch).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+        weight_init: ``f(key, *weight_shape) -> Tensor``; default torch.nn's
+            ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
+            ``fan_in = in_channels // groups * prod(kernel_size)``.
+        bias_init: ``f(key, out_channels) -> Tensor``; default as torch.nn (same bound).
+
+    Input:
+        ``x`` of shape ``(N, C_in, D, H, W)``, or unbatched ``(C_in, D, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C_out, D_out, H_out, W_out)`` (unbatched: ``(C_out, D_out, H_out,
+        W_out)``), where per spatial dimension ``W_out = floor((W + 2 * padding - dilation *
+        (kernel_size - 1)
+        - 1) / stride) + 1``, and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(out_channels, in_channels // groups, *kernel_size)``
+        - ``bias``: ``(out_channels,)`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = Conv3d(3, 16, 3, padding=1, activation=torch.relu)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.ones(4, 3, 8, 8, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 3
 
 
 class ConvTranspose1d(ConvTransposeNd):
-    __doc__ = _doc(_CONV_TRANSPOSE_DOC, 1, 16)
+    """1-d transposed convolution (the gradient of ``conv1d`` with
+    respect to its input, a "deconvolution"): ``torch.nn.ConvTranspose1d`` plus Lux's activation.
+
+    Arguments:
+        in_channels: channels of the input, ``C_in``.
+        out_channels: channels of the output, ``C_out``.
+        kernel_size: the kernel's spatial size: an int or a tuple of 1 ints (>= 1).
+        stride: upsampling factor (int or 1-tuple, >= 1).
+        padding: ``dilation * (kernel_size - 1) - padding`` zeros are added to both sides of
+            the input (int or 1-tuple, >= 0), so that a ``Conv1d`` and a
+            ``ConvTranspose1d`` with the same arguments invert each other's shapes.
+        output_padding: extra size added to one side of the output (int or 1-tuple; each
+            must be smaller than the stride or the dilation of its dimension).
+
+    Keyword Arguments:
+        groups: split the channels into this many independent groups (``in_channels`` and
+            ``out_channels`` must both be divisible by it).
+        bias: whether to add a learnable bias.
+        dilation: spacing between kernel elements (int or 1-tuple, >= 1).
+        padding_mode: only ``"zeros"`` (as in torch).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+        weight_init: ``f(key, *weight_shape) -> Tensor``; default torch.nn's
+            ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
+            ``fan_in = out_channels // groups * prod(kernel_size)`` (torch computes the fan
+            from the weight's second dimension).
+        bias_init: ``f(key, out_channels) -> Tensor``; default as torch.nn (same bound).
+
+    Input:
+        ``x`` of shape ``(N, C_in, L)``, or unbatched ``(C_in, L)``.
+
+    Returns:
+        ``y`` of shape ``(N, C_out, L_out)`` (unbatched: ``(C_out, L_out)``), where
+        per spatial dimension ``L_out = (L - 1) * stride - 2 * padding + dilation *
+        (kernel_size - 1) + output_padding + 1``, and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(in_channels, out_channels // groups, *kernel_size)``
+        - ``bias``: ``(out_channels,)`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = ConvTranspose1d(16, 3, 3, stride=2, padding=1, output_padding=1)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.ones(4, 16, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 1
 
 
 class ConvTranspose2d(ConvTransposeNd):
-    __doc__ = _doc(_CONV_TRANSPOSE_DOC, 2, 16)
+    """2-d transposed convolution (the gradient of ``conv2d`` with
+    respect to its input, a "deconvolution"): ``torch.nn.ConvTranspose2d`` plus Lux's activation.
+
+    Arguments:
+        in_channels: channels of the input, ``C_in``.
+        out_channels: channels of the output, ``C_out``.
+        kernel_size: the kernel's spatial size: an int or a tuple of 2 ints (>= 1).
+        stride: upsampling factor (int or 2-tuple, >= 1).
+        padding: ``dilation * (kernel_size - 1) - padding`` zeros are added to both sides of
+            the input (int or 2-tuple, >= 0), so that a ``Conv2d`` and a
+            ``ConvTranspose2d`` with the same arguments invert each other's shapes.
+        output_padding: extra size added to one side of the output (int or 2-tuple; each
+            must be smaller than the stride or the dilation of its dimension).
+
+    Keyword Arguments:
+        groups: split the channels into this many independent groups (``in_channels`` and
+            ``out_channels`` must both be divisible by it).
+        bias: whether to add a learnable bias.
+        dilation: spacing between kernel elements (int or 2-tuple, >= 1).
+        padding_mode: only ``"zeros"`` (as in torch).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+        weight_init: ``f(key, *weight_shape) -> Tensor``; default torch.nn's
+            ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
+            ``fan_in = out_channels // groups * prod(kernel_size)`` (torch computes the fan
+            from the weight's second dimension).
+        bias_init: ``f(key, out_channels) -> Tensor``; default as torch.nn (same bound).
+
+    Input:
+        ``x`` of shape ``(N, C_in, H, W)``, or unbatched ``(C_in, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C_out, H_out, W_out)`` (unbatched: ``(C_out, H_out, W_out)``), where
+        per spatial dimension ``W_out = (W - 1) * stride - 2 * padding + dilation *
+        (kernel_size - 1) + output_padding + 1``, and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(in_channels, out_channels // groups, *kernel_size)``
+        - ``bias``: ``(out_channels,)`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = ConvTranspose2d(16, 3, 3, stride=2, padding=1, output_padding=1)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.ones(4, 16, 8, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 2
 
 
 class ConvTranspose3d(ConvTransposeNd):
-    __doc__ = _doc(_CONV_TRANSPOSE_DOC, 3, 16)
+    """3-d transposed convolution (the gradient of ``conv3d`` with
+    respect to its input, a "deconvolution"): ``torch.nn.ConvTranspose3d`` plus Lux's activation.
+
+    Arguments:
+        in_channels: channels of the input, ``C_in``.
+        out_channels: channels of the output, ``C_out``.
+        kernel_size: the kernel's spatial size: an int or a tuple of 3 ints (>= 1).
+        stride: upsampling factor (int or 3-tuple, >= 1).
+        padding: ``dilation * (kernel_size - 1) - padding`` zeros are added to both sides of
+            the input (int or 3-tuple, >= 0), so that a ``Conv3d`` and a
+            ``ConvTranspose3d`` with the same arguments invert each other's shapes.
+        output_padding: extra size added to one side of the output (int or 3-tuple; each
+            must be smaller than the stride or the dilation of its dimension).
+
+    Keyword Arguments:
+        groups: split the channels into this many independent groups (``in_channels`` and
+            ``out_channels`` must both be divisible by it).
+        bias: whether to add a learnable bias.
+        dilation: spacing between kernel elements (int or 3-tuple, >= 1).
+        padding_mode: only ``"zeros"`` (as in torch).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+        weight_init: ``f(key, *weight_shape) -> Tensor``; default torch.nn's
+            ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
+            ``fan_in = out_channels // groups * prod(kernel_size)`` (torch computes the fan
+            from the weight's second dimension).
+        bias_init: ``f(key, out_channels) -> Tensor``; default as torch.nn (same bound).
+
+    Input:
+        ``x`` of shape ``(N, C_in, D, H, W)``, or unbatched ``(C_in, D, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C_out, D_out, H_out, W_out)`` (unbatched: ``(C_out, D_out, H_out,
+        W_out)``), where per spatial dimension ``W_out = (W - 1) * stride - 2 * padding + dilation *
+        (kernel_size - 1) + output_padding + 1``, and the unchanged (empty) state.
+
+    **Parameters**
+        - ``weight``: ``(in_channels, out_channels // groups, *kernel_size)``
+        - ``bias``: ``(out_channels,)`` (only when ``bias=True``)
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> layer = ConvTranspose3d(16, 3, 3, stride=2, padding=1, output_padding=1)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.ones(4, 16, 8, 8, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 3

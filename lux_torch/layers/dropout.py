@@ -182,49 +182,103 @@ class _ChannelDropout(Dropout):
         return f"expected input of shape (N, C, {spatial}) or (C, {spatial}), got {tuple(x.shape)}"
 
 
-_CHANNEL_DOC = """Zero whole channels with probability ``p`` and scale the rest by ``1 / (1 - p)``
-(``torch.nn.Dropout{n}d``).
-
-Every channel ``x[n, c]`` of an ``(N, C, {spatial})`` input (or ``x[c]`` of an unbatched
-``(C, {spatial})`` one) is kept or zeroed as a whole, as suits {kind} whose neighbouring
-elements are strongly correlated. The mask comes from ``st["key"]``, advanced at every
-training-mode call; ``p`` is quantised as for :class:`Dropout`. Identity in test mode.
-
-Arguments:
-    p: drop probability, ``0 <= p <= 1``.
-
-Input:
-    ``x`` of shape ``(N, C, {spatial})`` or ``(C, {spatial})``.
-
-Returns:
-    ``y`` of the same shape and the new state.
-
-**Parameters**
-    None (``{{}}``).
-
-**States**
-    - ``key``: ``(2,)`` int64, the random key.
-    - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
-
-Example:
-    >>> layer = Dropout{n}d(0.2)
-    >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
-"""
-
-
 class Dropout1d(_ChannelDropout):
+    """Zero whole channels with probability ``p`` and scale the rest by ``1 / (1 - p)``
+    (``torch.nn.Dropout1d``).
+
+    Every channel ``x[n, c]`` of an ``(N, C, L)`` input (or ``x[c]`` of an unbatched
+    ``(C, L)`` one) is kept or zeroed as a whole, as suits sequences of feature maps whose
+    neighbouring elements are strongly correlated. The mask comes from ``st["key"]``, advanced at
+    every training-mode call; ``p`` is quantised as for :class:`Dropout`. Identity in test mode.
+
+    Arguments:
+        p: drop probability, ``0 <= p <= 1``.
+
+    Input:
+        ``x`` of shape ``(N, C, L)`` or ``(C, L)``.
+
+    Returns:
+        ``y`` of the same shape and the new state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        - ``key``: ``(2,)`` int64, the random key.
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = Dropout1d(0.2)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+    """
+
     ndim = 1
-    __doc__ = _CHANNEL_DOC.format(n=1, spatial="L", kind="sequences of feature maps")
 
 
 class Dropout2d(_ChannelDropout):
+    """Zero whole channels with probability ``p`` and scale the rest by ``1 / (1 - p)``
+    (``torch.nn.Dropout2d``).
+
+    Every channel ``x[n, c]`` of an ``(N, C, H, W)`` input (or ``x[c]`` of an unbatched
+    ``(C, H, W)`` one) is kept or zeroed as a whole, as suits convolutional feature maps whose
+    neighbouring elements are strongly correlated. The mask comes from ``st["key"]``, advanced at
+    every training-mode call; ``p`` is quantised as for :class:`Dropout`. Identity in test mode.
+
+    Arguments:
+        p: drop probability, ``0 <= p <= 1``.
+
+    Input:
+        ``x`` of shape ``(N, C, H, W)`` or ``(C, H, W)``.
+
+    Returns:
+        ``y`` of the same shape and the new state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        - ``key``: ``(2,)`` int64, the random key.
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = Dropout2d(0.2)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+    """
+
     ndim = 2
-    __doc__ = _CHANNEL_DOC.format(n=2, spatial="H, W", kind="convolutional feature maps")
 
 
 class Dropout3d(_ChannelDropout):
+    """Zero whole channels with probability ``p`` and scale the rest by ``1 / (1 - p)``
+    (``torch.nn.Dropout3d``).
+
+    Every channel ``x[n, c]`` of an ``(N, C, D, H, W)`` input (or ``x[c]`` of an unbatched
+    ``(C, D, H, W)`` one) is kept or zeroed as a whole, as suits volumetric feature maps whose
+    neighbouring elements are strongly correlated. The mask comes from ``st["key"]``, advanced at
+    every training-mode call; ``p`` is quantised as for :class:`Dropout`. Identity in test mode.
+
+    Arguments:
+        p: drop probability, ``0 <= p <= 1``.
+
+    Input:
+        ``x`` of shape ``(N, C, D, H, W)`` or ``(C, D, H, W)``.
+
+    Returns:
+        ``y`` of the same shape and the new state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        - ``key``: ``(2,)`` int64, the random key.
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = Dropout3d(0.2)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+    """
+
     ndim = 3
-    __doc__ = _CHANNEL_DOC.format(n=3, spatial="D, H, W", kind="volumetric feature maps")
 
 
 class VariationalHiddenDropout(Dropout):

@@ -150,132 +150,6 @@ def _trailing_shape_problem(x: Any, normalized_shape: tuple[int, ...]) -> str | 
 # --------------------------------------------------------------------------- batch/instance
 
 
-_BATCH_NORM_DOC = """Batch normalization over {what} (``torch.nn.BatchNorm{n}d`` plus Lux's
-activation): ``y = activation((x - mean) / sqrt(var + eps) * weight + bias)`` per channel.
-
-In training mode (after :func:`lux_torch.setup` or :func:`lux_torch.train_mode`) ``mean``
-and ``var`` are the (biased) statistics of the batch, over every dimension but the
-channels, and with ``track_running_stats`` the call returns the updated running statistics
-in the new state: ``running = (1 - momentum) * running + momentum * batch_statistic``, with
-the *unbiased* batch variance, and ``num_batches_tracked + 1``. The given ``st`` is never
-modified. In test mode (:func:`lux_torch.test_mode`) the running statistics normalise;
-without ``track_running_stats`` batch statistics are used in both modes. An empty batch
-(no values per channel) leaves the running statistics as they are and only increments
-``num_batches_tracked``, as torch.
-
-Arguments:
-    num_features: number of channels ``C``.
-    eps: added to the variance for numerical stability (> 0).
-    momentum: weight of the batch statistic in the running update (in ``[0, 1]``), or
-        ``None`` for a cumulative moving average (``momentum = 1 / num_batches_tracked``,
-        counting this batch), as torch.
-    affine: whether to learn a per-channel ``weight`` and ``bias``.
-    track_running_stats: whether to keep running statistics in the state (and use them in
-        test mode).
-
-Keyword Arguments:
-    bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
-        a ``weight`` only).
-    activation: function applied elementwise to the output (e.g. ``torch.relu``).
-
-Input:
-    ``x`` of shape {shapes}. A training-mode call needs more than one value per channel
-    (or none: an empty batch).
-
-Returns:
-    ``y`` of the same shape and the new state (updated running statistics after a
-    training-mode call with ``track_running_stats``; otherwise the given state).
-
-**Parameters** (only when ``affine=True``; else ``{{}}``)
-    - ``weight``: ``(num_features,)``, initialised to ones
-    - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
-
-**States**
-    - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
-      ``track_running_stats=True``, as are the next two)
-    - ``running_var``: ``(num_features,)``, initialised to ones
-    - ``num_batches_tracked``: ``()`` int64, initialised to 0; counts training-mode calls
-    - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
-
-Example:
-    >>> layer = BatchNorm{n}d(16, activation=torch.relu)
-    >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
-    >>> y, st = layer(torch.randn({example}), ps, st)  # doctest: +SKIP
-    >>> y, _ = layer(torch.randn({example}), ps, lux_torch.test_mode(st))  # doctest: +SKIP
-"""
-
-_INSTANCE_NORM_DOC = """Instance normalization (``torch.nn.InstanceNorm{n}d`` plus Lux's
-activation): every channel of every sample is normalised over its {what},
-``y = activation((x - mean) / sqrt(var + eps) * weight + bias)``.
-
-With ``track_running_stats`` a training-mode call also returns updated running statistics,
-``running = (1 - momentum) * running + momentum * batch_statistic`` where the batch
-statistic is the per-instance mean (unbiased variance) averaged over the batch, as torch;
-test mode (:func:`lux_torch.test_mode`) then normalises with them. Otherwise instance
-statistics are used in both modes. As in torch, ``num_batches_tracked`` is kept (so
-``state_dict``s carry over) but never incremented. The given ``st`` is never modified.
-
-Arguments:
-    num_features: number of channels ``C``.
-    eps: added to the variance for numerical stability (> 0).
-    momentum: weight of the batch statistic in the running update, in ``[0, 1]``
-        (``torch.nn`` reads ``None`` as 0; pass ``0.0`` for that).
-    affine: whether to learn a per-channel ``weight`` and ``bias``.
-    track_running_stats: whether to keep running statistics in the state (and use them in
-        test mode).
-
-Keyword Arguments:
-    bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
-        a ``weight`` only).
-    activation: function applied elementwise to the output (e.g. ``torch.relu``).
-
-Input:
-    ``x`` of shape {shapes}. Normalising with instance statistics needs more than one
-    value per channel ({dims} not all 1).
-
-Returns:
-    ``y`` of the same shape and the new state (updated running statistics after a
-    training-mode call with ``track_running_stats``; otherwise the given state).
-
-**Parameters** (only when ``affine=True``; else ``{{}}``)
-    - ``weight``: ``(num_features,)``, initialised to ones
-    - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
-
-**States**
-    - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
-      ``track_running_stats=True``, as are the next two)
-    - ``running_var``: ``(num_features,)``, initialised to ones
-    - ``num_batches_tracked``: ``()`` int64, 0 (never incremented, as torch)
-    - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
-
-Example:
-    >>> layer = InstanceNorm{n}d(16, affine=True)
-    >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
-    >>> y, st = layer(torch.randn({example}), ps, st)  # doctest: +SKIP
-"""
-
-
-def _doc(template: str, n: int, per_instance: bool) -> str:
-    dims = SPATIAL[n]
-    spatial = ", ".join(dims)
-    if per_instance:
-        shapes = f"``(N, C, {spatial})`` or unbatched ``(C, {spatial})``"
-        what = "spatial dimensions " + ", ".join(f"``{d}``" for d in dims)
-    elif n == 1:
-        shapes = "``(N, C)`` or ``(N, C, L)``"
-        what = "a batch of vectors or sequences"
-    else:
-        shapes = f"``(N, C, {spatial})``"
-        what = f"a batch of {'images' if n == 2 else 'volumes'}"
-    return template.format(
-        n=n,
-        what=what,
-        shapes=shapes,
-        dims=spatial,
-        example=", ".join(map(str, [4, 16, *[8] * n])),
-    )
-
-
 class _RunningStatsNorm(Layer):
     """BatchNorm (``per_instance = False``) and InstanceNorm of ``ndim`` spatial dimensions."""
 
@@ -426,32 +300,338 @@ class _InstanceNormNd(_RunningStatsNorm):
 
 
 class BatchNorm1d(_BatchNormNd):
-    __doc__ = _doc(_BATCH_NORM_DOC, 1, False)
+    """Batch normalization over a batch of vectors or sequences (``torch.nn.BatchNorm1d`` plus Lux's
+    activation): ``y = activation((x - mean) / sqrt(var + eps) * weight + bias)`` per channel.
+
+    In training mode (after :func:`lux_torch.setup` or :func:`lux_torch.train_mode`) ``mean``
+    and ``var`` are the (biased) statistics of the batch, over every dimension but the
+    channels, and with ``track_running_stats`` the call returns the updated running statistics
+    in the new state: ``running = (1 - momentum) * running + momentum * batch_statistic``, with
+    the *unbiased* batch variance, and ``num_batches_tracked + 1``. The given ``st`` is never
+    modified. In test mode (:func:`lux_torch.test_mode`) the running statistics normalise;
+    without ``track_running_stats`` batch statistics are used in both modes. An empty batch
+    (no values per channel) leaves the running statistics as they are and only increments
+    ``num_batches_tracked``, as torch.
+
+    Arguments:
+        num_features: number of channels ``C``.
+        eps: added to the variance for numerical stability (> 0).
+        momentum: weight of the batch statistic in the running update (in ``[0, 1]``), or
+            ``None`` for a cumulative moving average (``momentum = 1 / num_batches_tracked``,
+            counting this batch), as torch.
+        affine: whether to learn a per-channel ``weight`` and ``bias``.
+        track_running_stats: whether to keep running statistics in the state (and use them in
+            test mode).
+
+    Keyword Arguments:
+        bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
+            a ``weight`` only).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+
+    Input:
+        ``x`` of shape ``(N, C)`` or ``(N, C, L)``. A training-mode call needs more than one value
+        per channel (or none: an empty batch).
+
+    Returns:
+        ``y`` of the same shape and the new state (updated running statistics after a
+        training-mode call with ``track_running_stats``; otherwise the given state).
+
+    **Parameters** (only when ``affine=True``; else ``{}``)
+        - ``weight``: ``(num_features,)``, initialised to ones
+        - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
+
+    **States**
+        - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
+          ``track_running_stats=True``, as are the next two)
+        - ``running_var``: ``(num_features,)``, initialised to ones
+        - ``num_batches_tracked``: ``()`` int64, initialised to 0; counts training-mode calls
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = BatchNorm1d(16, activation=torch.relu)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.randn(4, 16, 8), ps, st)  # doctest: +SKIP
+        >>> y, _ = layer(torch.randn(4, 16, 8), ps, lux_torch.test_mode(st))  # doctest: +SKIP
+    """
+
     ndim = 1
 
 
 class BatchNorm2d(_BatchNormNd):
-    __doc__ = _doc(_BATCH_NORM_DOC, 2, False)
+    """Batch normalization over a batch of images (``torch.nn.BatchNorm2d`` plus Lux's
+    activation): ``y = activation((x - mean) / sqrt(var + eps) * weight + bias)`` per channel.
+
+    In training mode (after :func:`lux_torch.setup` or :func:`lux_torch.train_mode`) ``mean``
+    and ``var`` are the (biased) statistics of the batch, over every dimension but the
+    channels, and with ``track_running_stats`` the call returns the updated running statistics
+    in the new state: ``running = (1 - momentum) * running + momentum * batch_statistic``, with
+    the *unbiased* batch variance, and ``num_batches_tracked + 1``. The given ``st`` is never
+    modified. In test mode (:func:`lux_torch.test_mode`) the running statistics normalise;
+    without ``track_running_stats`` batch statistics are used in both modes. An empty batch
+    (no values per channel) leaves the running statistics as they are and only increments
+    ``num_batches_tracked``, as torch.
+
+    Arguments:
+        num_features: number of channels ``C``.
+        eps: added to the variance for numerical stability (> 0).
+        momentum: weight of the batch statistic in the running update (in ``[0, 1]``), or
+            ``None`` for a cumulative moving average (``momentum = 1 / num_batches_tracked``,
+            counting this batch), as torch.
+        affine: whether to learn a per-channel ``weight`` and ``bias``.
+        track_running_stats: whether to keep running statistics in the state (and use them in
+            test mode).
+
+    Keyword Arguments:
+        bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
+            a ``weight`` only).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+
+    Input:
+        ``x`` of shape ``(N, C, H, W)``. A training-mode call needs more than one value per channel
+        (or none: an empty batch).
+
+    Returns:
+        ``y`` of the same shape and the new state (updated running statistics after a
+        training-mode call with ``track_running_stats``; otherwise the given state).
+
+    **Parameters** (only when ``affine=True``; else ``{}``)
+        - ``weight``: ``(num_features,)``, initialised to ones
+        - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
+
+    **States**
+        - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
+          ``track_running_stats=True``, as are the next two)
+        - ``running_var``: ``(num_features,)``, initialised to ones
+        - ``num_batches_tracked``: ``()`` int64, initialised to 0; counts training-mode calls
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = BatchNorm2d(16, activation=torch.relu)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.randn(4, 16, 8, 8), ps, st)  # doctest: +SKIP
+        >>> y, _ = layer(torch.randn(4, 16, 8, 8), ps, lux_torch.test_mode(st))  # doctest: +SKIP
+    """
+
     ndim = 2
 
 
 class BatchNorm3d(_BatchNormNd):
-    __doc__ = _doc(_BATCH_NORM_DOC, 3, False)
+    """Batch normalization over a batch of volumes (``torch.nn.BatchNorm3d`` plus Lux's
+    activation): ``y = activation((x - mean) / sqrt(var + eps) * weight + bias)`` per channel.
+
+    In training mode (after :func:`lux_torch.setup` or :func:`lux_torch.train_mode`) ``mean``
+    and ``var`` are the (biased) statistics of the batch, over every dimension but the
+    channels, and with ``track_running_stats`` the call returns the updated running statistics
+    in the new state: ``running = (1 - momentum) * running + momentum * batch_statistic``, with
+    the *unbiased* batch variance, and ``num_batches_tracked + 1``. The given ``st`` is never
+    modified. In test mode (:func:`lux_torch.test_mode`) the running statistics normalise;
+    without ``track_running_stats`` batch statistics are used in both modes. An empty batch
+    (no values per channel) leaves the running statistics as they are and only increments
+    ``num_batches_tracked``, as torch.
+
+    Arguments:
+        num_features: number of channels ``C``.
+        eps: added to the variance for numerical stability (> 0).
+        momentum: weight of the batch statistic in the running update (in ``[0, 1]``), or
+            ``None`` for a cumulative moving average (``momentum = 1 / num_batches_tracked``,
+            counting this batch), as torch.
+        affine: whether to learn a per-channel ``weight`` and ``bias``.
+        track_running_stats: whether to keep running statistics in the state (and use them in
+            test mode).
+
+    Keyword Arguments:
+        bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
+            a ``weight`` only).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+
+    Input:
+        ``x`` of shape ``(N, C, D, H, W)``. A training-mode call needs more than one value per
+        channel (or none: an empty batch).
+
+    Returns:
+        ``y`` of the same shape and the new state (updated running statistics after a
+        training-mode call with ``track_running_stats``; otherwise the given state).
+
+    **Parameters** (only when ``affine=True``; else ``{}``)
+        - ``weight``: ``(num_features,)``, initialised to ones
+        - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
+
+    **States**
+        - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
+          ``track_running_stats=True``, as are the next two)
+        - ``running_var``: ``(num_features,)``, initialised to ones
+        - ``num_batches_tracked``: ``()`` int64, initialised to 0; counts training-mode calls
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = BatchNorm3d(16, activation=torch.relu)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.randn(4, 16, 8, 8, 8), ps, st)  # doctest: +SKIP
+        >>> y, _ = layer(torch.randn(4, 16, 8, 8, 8), ps, lux_torch.test_mode(st))  # doctest: +SKIP
+    """
+
     ndim = 3
 
 
 class InstanceNorm1d(_InstanceNormNd):
-    __doc__ = _doc(_INSTANCE_NORM_DOC, 1, True)
+    """Instance normalization (``torch.nn.InstanceNorm1d`` plus Lux's
+    activation): every channel of every sample is normalised over its spatial dimensions ``L``,
+    ``y = activation((x - mean) / sqrt(var + eps) * weight + bias)``.
+
+    With ``track_running_stats`` a training-mode call also returns updated running statistics,
+    ``running = (1 - momentum) * running + momentum * batch_statistic`` where the batch
+    statistic is the per-instance mean (unbiased variance) averaged over the batch, as torch;
+    test mode (:func:`lux_torch.test_mode`) then normalises with them. Otherwise instance
+    statistics are used in both modes. As in torch, ``num_batches_tracked`` is kept (so
+    ``state_dict``s carry over) but never incremented. The given ``st`` is never modified.
+
+    Arguments:
+        num_features: number of channels ``C``.
+        eps: added to the variance for numerical stability (> 0).
+        momentum: weight of the batch statistic in the running update, in ``[0, 1]``
+            (``torch.nn`` reads ``None`` as 0; pass ``0.0`` for that).
+        affine: whether to learn a per-channel ``weight`` and ``bias``.
+        track_running_stats: whether to keep running statistics in the state (and use them in
+            test mode).
+
+    Keyword Arguments:
+        bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
+            a ``weight`` only).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+
+    Input:
+        ``x`` of shape ``(N, C, L)`` or unbatched ``(C, L)``. Normalising with instance statistics
+        needs more than one value per channel (L not all 1).
+
+    Returns:
+        ``y`` of the same shape and the new state (updated running statistics after a
+        training-mode call with ``track_running_stats``; otherwise the given state).
+
+    **Parameters** (only when ``affine=True``; else ``{}``)
+        - ``weight``: ``(num_features,)``, initialised to ones
+        - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
+
+    **States**
+        - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
+          ``track_running_stats=True``, as are the next two)
+        - ``running_var``: ``(num_features,)``, initialised to ones
+        - ``num_batches_tracked``: ``()`` int64, 0 (never incremented, as torch)
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = InstanceNorm1d(16, affine=True)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.randn(4, 16, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 1
 
 
 class InstanceNorm2d(_InstanceNormNd):
-    __doc__ = _doc(_INSTANCE_NORM_DOC, 2, True)
+    """Instance normalization (``torch.nn.InstanceNorm2d`` plus Lux's
+    activation): every channel of every sample is normalised over its spatial dimensions ``H``,
+    ``W``, ``y = activation((x - mean) / sqrt(var + eps) * weight + bias)``.
+
+    With ``track_running_stats`` a training-mode call also returns updated running statistics,
+    ``running = (1 - momentum) * running + momentum * batch_statistic`` where the batch
+    statistic is the per-instance mean (unbiased variance) averaged over the batch, as torch;
+    test mode (:func:`lux_torch.test_mode`) then normalises with them. Otherwise instance
+    statistics are used in both modes. As in torch, ``num_batches_tracked`` is kept (so
+    ``state_dict``s carry over) but never incremented. The given ``st`` is never modified.
+
+    Arguments:
+        num_features: number of channels ``C``.
+        eps: added to the variance for numerical stability (> 0).
+        momentum: weight of the batch statistic in the running update, in ``[0, 1]``
+            (``torch.nn`` reads ``None`` as 0; pass ``0.0`` for that).
+        affine: whether to learn a per-channel ``weight`` and ``bias``.
+        track_running_stats: whether to keep running statistics in the state (and use them in
+            test mode).
+
+    Keyword Arguments:
+        bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
+            a ``weight`` only).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+
+    Input:
+        ``x`` of shape ``(N, C, H, W)`` or unbatched ``(C, H, W)``. Normalising with instance
+        statistics needs more than one value per channel (H, W not all 1).
+
+    Returns:
+        ``y`` of the same shape and the new state (updated running statistics after a
+        training-mode call with ``track_running_stats``; otherwise the given state).
+
+    **Parameters** (only when ``affine=True``; else ``{}``)
+        - ``weight``: ``(num_features,)``, initialised to ones
+        - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
+
+    **States**
+        - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
+          ``track_running_stats=True``, as are the next two)
+        - ``running_var``: ``(num_features,)``, initialised to ones
+        - ``num_batches_tracked``: ``()`` int64, 0 (never incremented, as torch)
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = InstanceNorm2d(16, affine=True)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.randn(4, 16, 8, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 2
 
 
 class InstanceNorm3d(_InstanceNormNd):
-    __doc__ = _doc(_INSTANCE_NORM_DOC, 3, True)
+    """Instance normalization (``torch.nn.InstanceNorm3d`` plus Lux's
+    activation): every channel of every sample is normalised over its spatial dimensions ``D``,
+    ``H``, ``W``, ``y = activation((x - mean) / sqrt(var + eps) * weight + bias)``.
+
+    With ``track_running_stats`` a training-mode call also returns updated running statistics,
+    ``running = (1 - momentum) * running + momentum * batch_statistic`` where the batch
+    statistic is the per-instance mean (unbiased variance) averaged over the batch, as torch;
+    test mode (:func:`lux_torch.test_mode`) then normalises with them. Otherwise instance
+    statistics are used in both modes. As in torch, ``num_batches_tracked`` is kept (so
+    ``state_dict``s carry over) but never incremented. The given ``st`` is never modified.
+
+    Arguments:
+        num_features: number of channels ``C``.
+        eps: added to the variance for numerical stability (> 0).
+        momentum: weight of the batch statistic in the running update, in ``[0, 1]``
+            (``torch.nn`` reads ``None`` as 0; pass ``0.0`` for that).
+        affine: whether to learn a per-channel ``weight`` and ``bias``.
+        track_running_stats: whether to keep running statistics in the state (and use them in
+            test mode).
+
+    Keyword Arguments:
+        bias: with ``affine``, whether to learn ``bias`` too (``torch.nn``'s keyword; ``False``:
+            a ``weight`` only).
+        activation: function applied elementwise to the output (e.g. ``torch.relu``).
+
+    Input:
+        ``x`` of shape ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)``. Normalising with instance
+        statistics needs more than one value per channel (D, H, W not all 1).
+
+    Returns:
+        ``y`` of the same shape and the new state (updated running statistics after a
+        training-mode call with ``track_running_stats``; otherwise the given state).
+
+    **Parameters** (only when ``affine=True``; else ``{}``)
+        - ``weight``: ``(num_features,)``, initialised to ones
+        - ``bias``: ``(num_features,)``, initialised to zeros (only when ``bias=True``)
+
+    **States**
+        - ``running_mean``: ``(num_features,)``, initialised to zeros (only when
+          ``track_running_stats=True``, as are the next two)
+        - ``running_var``: ``(num_features,)``, initialised to ones
+        - ``num_batches_tracked``: ``()`` int64, 0 (never incremented, as torch)
+        - ``training``: ``Static(True)``; :func:`lux_torch.test_mode` clears it.
+
+    Example:
+        >>> layer = InstanceNorm3d(16, affine=True)
+        >>> ps, st = lux_torch.setup(0, layer)  # doctest: +SKIP
+        >>> y, st = layer(torch.randn(4, 16, 8, 8, 8), ps, st)  # doctest: +SKIP
+    """
+
     ndim = 3
 
 

@@ -33,7 +33,6 @@ from ._common import (
     not_a_tensor,
     ntuple,
     options_problem,
-    spatial_doc,
     spatial_shapes,
 )
 from .basic import Params
@@ -182,64 +181,7 @@ class _PoolNd(Layer):
         return None
 
 
-def _doc(template: str, n: int, **extra: str) -> str:
-    """The docstring of the ``n``-d class of a family."""
-    return spatial_doc(
-        template,
-        n,
-        example=", ".join(map(str, [1, 3, *[8] * n])),
-        example_out=", ".join(map(str, [1, 3, *[4] * n])),
-        **extra,
-    )
-
-
-_NO_TENSORS = """**Parameters**
-    None (``{{}}``).
-
-**States**
-    None (``{{}}``)."""
-
-_WINDOW_SHAPES = """Input:
-    ``x`` of shape ``(N, C, {dims})``, or unbatched ``(C, {dims})``.
-
-Returns:
-    ``y`` of shape ``(N, C, {dims_out})`` (unbatched: ``(C, {dims_out})``) and the
-    unchanged (empty) state. Per spatial dimension ``{d}_out = floor(({d} + 2 * padding -
-    dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
-    dropping a last window that would start in the right padding){fixed}.
-"""
-
-
 # --------------------------------------------------------------------------- max pooling
-
-
-_MAX_DOC = (
-    """{n}-d max pooling: the maximum over each window (``torch.nn.MaxPool{n}d``).
-
-Arguments:
-    kernel_size: the window's size: an int or a tuple of {n} ints (>= 1).
-    stride: step between windows (int or {n}-tuple, >= 1); ``None`` (default): the
-        kernel size.
-    padding: implicit ``-inf`` padding on both sides (int or {n}-tuple, >= 0, at most
-        half of the kernel size, as torch).
-    dilation: spacing between window elements (int or {n}-tuple, >= 1).
-    return_indices: also return the flat index (within each input plane, as
-        ``torch.nn.MaxUnpool{n}d`` expects) of every maximum.
-    ceil_mode: round the output size up instead of down.
-
-"""
-    + _WINDOW_SHAPES
-    + """    {indices}
-
-"""
-    + _NO_TENSORS
-    + """
-
-Example:
-    >>> MaxPool{n}d(2)(torch.ones({example}), {{}}, {{}})[0].shape
-    torch.Size([{example_out}])
-"""
-)
 
 
 class _MaxPoolNd(_PoolNd):
@@ -358,34 +300,6 @@ class _MaxUnpoolNd(_PoolNd):
 # --------------------------------------------------------------------------- average pooling
 
 
-_AVG_DOC = (
-    """{n}-d average pooling: the mean over each window (``torch.nn.AvgPool{n}d``).
-
-Arguments:
-    kernel_size: the window's size: an int or a tuple of {n} ints (>= 1).
-    stride: step between windows (int or {n}-tuple, >= 1); ``None`` (default): the
-        kernel size.
-    padding: implicit zero padding on both sides (int or {n}-tuple, >= 0, at most half
-        of the kernel size, as torch).
-    ceil_mode: round the output size up instead of down.
-    count_include_pad: whether the zero padding counts in the divisor.{divisor}
-
-"""
-    + _WINDOW_SHAPES
-    + "\n"
-    + _NO_TENSORS
-    + """
-
-Example:
-    >>> AvgPool{n}d(2)(torch.ones({example}), {{}}, {{}})[0].shape
-    torch.Size([{example_out}])
-"""
-)
-_DIVISOR_DOC = """
-    divisor_override: if given (an int >= 1), divide every window's sum by it instead
-        of by the window's size."""
-
-
 class _AvgPoolNd(_PoolNd):
     """Average pooling over ``ndim`` spatial dimensions (docs: :class:`AvgPool2d`)."""
 
@@ -453,34 +367,6 @@ class _AvgPoolDivisorNd(_AvgPoolNd):
 # --------------------------------------------------------------------------- power-average
 
 
-_LP_DOC = (
-    """{n}-d power-average pooling ``y = (sum over the window of x ** p) ** (1 / p)``
-(``torch.nn.LPPool{n}d``, ``p = norm_type``).
-
-``p = 1`` is sum pooling, ``p = inf`` max pooling of ``|x|``. As in torch, ``x ** p`` is
-not ``|x| ** p``: a fractional ``p`` needs non-negative inputs (negative ones give NaN),
-and an odd ``p`` gives NaN where a window's sum is negative.
-
-Arguments:
-    norm_type: the power ``p`` (an int or float > 0, or ``math.inf``).
-    kernel_size: the window's size: an int or a tuple of {n} ints (>= 1).
-    stride: step between windows (int or {n}-tuple, >= 1); ``None`` (default): the
-        kernel size.
-    ceil_mode: round the output size up instead of down.
-
-"""
-    + _WINDOW_SHAPES
-    + "\n"
-    + _NO_TENSORS
-    + """
-
-Example:
-    >>> LPPool{n}d(2, 2)(torch.ones({example}), {{}}, {{}})[0].shape
-    torch.Size([{example_out}])
-"""
-)
-
-
 class _LPPoolNd(_PoolNd):
     """Power-average pooling over ``ndim`` spatial dimensions (docs: :class:`LPPool2d`)."""
 
@@ -514,42 +400,6 @@ class _LPPoolNd(_PoolNd):
 
 
 # --------------------------------------------------------------------------- adaptive
-
-
-_ADAPTIVE_DOC = (
-    """{n}-d adaptive {kind} pooling to a fixed output size (``torch.nn.Adaptive{Kind}Pool{n}d``).
-
-Whatever the input size, the output has ``output_size``; window ``i`` of a dimension of
-size ``{d}`` covers ``[floor(i * {d} / {d}_out), ceil((i + 1) * {d} / {d}_out))``.
-
-Arguments:
-    output_size: the output's spatial size: an int (the same in every dimension) or a
-        tuple of {n} entries, each an int >= 1 or ``None`` (keep the input's size in that
-        dimension).{none_1d}{return_indices}
-
-Input:
-    ``x`` of shape ``(N, C, {dims})``, or unbatched ``(C, {dims})``.
-
-Returns:
-    ``y`` of shape ``(N, C, {dims_out})`` (unbatched: ``(C, {dims_out})``) and the
-    unchanged (empty) state.{indices}
-
-"""
-    + _NO_TENSORS
-    + """
-
-Example:
-    >>> Adaptive{Kind}Pool{n}d(4)(torch.ones({example}), {{}}, {{}})[0].shape
-    torch.Size([{example_out}])
-"""
-)
-_RETURN_INDICES_DOC = """
-    return_indices: also return the flat index (within each input plane) of every
-        maximum."""
-_INDICES = """With ``return_indices=True``, ``y`` is the pair ``(values, indices)`` (``indices``:
-    ``int64``, same shape), as torch."""
-_NONE_1D_DOC = """ (``torch.nn.AdaptiveAvgPool1d``/``AdaptiveMaxPool1d``
-        do not accept ``None``; here it means the same as in 2-d and 3-d.)"""
 
 
 class _AdaptivePoolNd(_PoolNd):
@@ -607,35 +457,6 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
 # --------------------------------------------------------------------------- global
 
 
-_GLOBAL_DOC = """Global {kind} pooling over every spatial dimension (Lux's ``Global{Lux}Pool``).
-
-``y = x.{reduce}(dim=(2, ..., x.ndim - 1), keepdim=True)``: any number of spatial
-dimensions, each reduced to size 1 and kept (as Lux), so ``y`` has the input's rank; follow
-with :class:`~lux_torch.Flatten` for ``(N, C)``. On a 4-d input it equals
-``{adaptive}(1)``{ties}.
-
-Unbatched input is not accepted: without a fixed number of spatial dimensions an
-unbatched ``(C, H, W)`` cannot be told apart from a batched ``(N, C, L)`` (use ``x[None]``).
-
-Input:
-    ``x`` of shape ``(N, C, *spatial)`` with at least one spatial dimension.
-
-Returns:
-    ``y`` of shape ``(N, C, 1, ..., 1)`` (one 1 per spatial dimension) and the unchanged
-    (empty) state.
-
-**Parameters**
-    None (``{{}}``).
-
-**States**
-    None (``{{}}``).
-
-Example:
-    >>> Global{Kind}Pool()(torch.ones(2, 3, 8, 8), {{}}, {{}})[0].shape
-    torch.Size([2, 3, 1, 1])
-"""
-
-
 class _GlobalPool(Layer):
     """Reduce every spatial dimension of ``(N, C, *spatial)`` to size 1 (keeping it)."""
 
@@ -664,21 +485,120 @@ class _GlobalPool(Layer):
 # --------------------------------------------------------------------------- public classes
 
 
-_NO_DILATION = ",\n    with ``dilation = 1``"
-
-
 class MaxPool1d(_MaxPoolNd):
-    __doc__ = _doc(_MAX_DOC, 1, fixed="", indices=_INDICES)
+    """1-d max pooling: the maximum over each window (``torch.nn.MaxPool1d``).
+
+    Arguments:
+        kernel_size: the window's size: an int or a tuple of 1 ints (>= 1).
+        stride: step between windows (int or 1-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        padding: implicit ``-inf`` padding on both sides (int or 1-tuple, >= 0, at most
+            half of the kernel size, as torch).
+        dilation: spacing between window elements (int or 1-tuple, >= 1).
+        return_indices: also return the flat index (within each input plane, as
+            ``torch.nn.MaxUnpool1d`` expects) of every maximum.
+        ceil_mode: round the output size up instead of down.
+
+    Input:
+        ``x`` of shape ``(N, C, L)``, or unbatched ``(C, L)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, L_out)`` (unbatched: ``(C, L_out)``) and the
+        unchanged (empty) state. Per spatial dimension ``L_out = floor((L + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding).
+        With ``return_indices=True``, ``y`` is the pair ``(values, indices)`` (``indices``:
+        ``int64``, same shape), as torch.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> MaxPool1d(2)(torch.ones(1, 3, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4])
+    """
+
     ndim = 1
 
 
 class MaxPool2d(_MaxPoolNd):
-    __doc__ = _doc(_MAX_DOC, 2, fixed="", indices=_INDICES)
+    """2-d max pooling: the maximum over each window (``torch.nn.MaxPool2d``).
+
+    Arguments:
+        kernel_size: the window's size: an int or a tuple of 2 ints (>= 1).
+        stride: step between windows (int or 2-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        padding: implicit ``-inf`` padding on both sides (int or 2-tuple, >= 0, at most
+            half of the kernel size, as torch).
+        dilation: spacing between window elements (int or 2-tuple, >= 1).
+        return_indices: also return the flat index (within each input plane, as
+            ``torch.nn.MaxUnpool2d`` expects) of every maximum.
+        ceil_mode: round the output size up instead of down.
+
+    Input:
+        ``x`` of shape ``(N, C, H, W)``, or unbatched ``(C, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, H_out, W_out)`` (unbatched: ``(C, H_out, W_out)``) and the
+        unchanged (empty) state. Per spatial dimension ``W_out = floor((W + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding).
+        With ``return_indices=True``, ``y`` is the pair ``(values, indices)`` (``indices``:
+        ``int64``, same shape), as torch.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> MaxPool2d(2)(torch.ones(1, 3, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4])
+    """
+
     ndim = 2
 
 
 class MaxPool3d(_MaxPoolNd):
-    __doc__ = _doc(_MAX_DOC, 3, fixed="", indices=_INDICES)
+    """3-d max pooling: the maximum over each window (``torch.nn.MaxPool3d``).
+
+    Arguments:
+        kernel_size: the window's size: an int or a tuple of 3 ints (>= 1).
+        stride: step between windows (int or 3-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        padding: implicit ``-inf`` padding on both sides (int or 3-tuple, >= 0, at most
+            half of the kernel size, as torch).
+        dilation: spacing between window elements (int or 3-tuple, >= 1).
+        return_indices: also return the flat index (within each input plane, as
+            ``torch.nn.MaxUnpool3d`` expects) of every maximum.
+        ceil_mode: round the output size up instead of down.
+
+    Input:
+        ``x`` of shape ``(N, C, D, H, W)``, or unbatched ``(C, D, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, D_out, H_out, W_out)`` (unbatched: ``(C, D_out, H_out, W_out)``) and
+        the unchanged (empty) state. Per spatial dimension ``W_out = floor((W + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding).
+        With ``return_indices=True``, ``y`` is the pair ``(values, indices)`` (``indices``:
+        ``int64``, same shape), as torch.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> MaxPool3d(2)(torch.ones(1, 3, 8, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4, 4])
+    """
+
     ndim = 3
 
 
@@ -787,100 +707,501 @@ class MaxUnpool3d(_MaxUnpoolNd):
 
 
 class AvgPool1d(_AvgPoolNd):
-    __doc__ = _doc(_AVG_DOC, 1, divisor="", fixed=_NO_DILATION)
+    """1-d average pooling: the mean over each window (``torch.nn.AvgPool1d``).
+
+    Arguments:
+        kernel_size: the window's size: an int or a tuple of 1 ints (>= 1).
+        stride: step between windows (int or 1-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        padding: implicit zero padding on both sides (int or 1-tuple, >= 0, at most half
+            of the kernel size, as torch).
+        ceil_mode: round the output size up instead of down.
+        count_include_pad: whether the zero padding counts in the divisor.
+
+    Input:
+        ``x`` of shape ``(N, C, L)``, or unbatched ``(C, L)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, L_out)`` (unbatched: ``(C, L_out)``) and the
+        unchanged (empty) state. Per spatial dimension ``L_out = floor((L + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding),
+        with ``dilation = 1``.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AvgPool1d(2)(torch.ones(1, 3, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4])
+    """
+
     ndim = 1
 
 
 class AvgPool2d(_AvgPoolDivisorNd):
-    __doc__ = _doc(_AVG_DOC, 2, divisor=_DIVISOR_DOC, fixed=_NO_DILATION)
+    """2-d average pooling: the mean over each window (``torch.nn.AvgPool2d``).
+
+    Arguments:
+        kernel_size: the window's size: an int or a tuple of 2 ints (>= 1).
+        stride: step between windows (int or 2-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        padding: implicit zero padding on both sides (int or 2-tuple, >= 0, at most half
+            of the kernel size, as torch).
+        ceil_mode: round the output size up instead of down.
+        count_include_pad: whether the zero padding counts in the divisor.
+        divisor_override: if given (an int >= 1), divide every window's sum by it instead
+            of by the window's size.
+
+    Input:
+        ``x`` of shape ``(N, C, H, W)``, or unbatched ``(C, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, H_out, W_out)`` (unbatched: ``(C, H_out, W_out)``) and the
+        unchanged (empty) state. Per spatial dimension ``W_out = floor((W + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding),
+        with ``dilation = 1``.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AvgPool2d(2)(torch.ones(1, 3, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4])
+    """
+
     ndim = 2
 
 
 class AvgPool3d(_AvgPoolDivisorNd):
-    __doc__ = _doc(_AVG_DOC, 3, divisor=_DIVISOR_DOC, fixed=_NO_DILATION)
+    """3-d average pooling: the mean over each window (``torch.nn.AvgPool3d``).
+
+    Arguments:
+        kernel_size: the window's size: an int or a tuple of 3 ints (>= 1).
+        stride: step between windows (int or 3-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        padding: implicit zero padding on both sides (int or 3-tuple, >= 0, at most half
+            of the kernel size, as torch).
+        ceil_mode: round the output size up instead of down.
+        count_include_pad: whether the zero padding counts in the divisor.
+        divisor_override: if given (an int >= 1), divide every window's sum by it instead
+            of by the window's size.
+
+    Input:
+        ``x`` of shape ``(N, C, D, H, W)``, or unbatched ``(C, D, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, D_out, H_out, W_out)`` (unbatched: ``(C, D_out, H_out, W_out)``) and
+        the unchanged (empty) state. Per spatial dimension ``W_out = floor((W + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding), with ``dilation = 1``.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AvgPool3d(2)(torch.ones(1, 3, 8, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4, 4])
+    """
+
     ndim = 3
 
 
-_LP_FIXED = ",\n    with ``padding = 0`` and ``dilation = 1``"
-
-
 class LPPool1d(_LPPoolNd):
-    __doc__ = _doc(_LP_DOC, 1, fixed=_LP_FIXED)
+    """1-d power-average pooling ``y = (sum over the window of x ** p) ** (1 / p)``
+    (``torch.nn.LPPool1d``, ``p = norm_type``).
+
+    ``p = 1`` is sum pooling, ``p = inf`` max pooling of ``|x|``. As in torch, ``x ** p`` is
+    not ``|x| ** p``: a fractional ``p`` needs non-negative inputs (negative ones give NaN),
+    and an odd ``p`` gives NaN where a window's sum is negative.
+
+    Arguments:
+        norm_type: the power ``p`` (an int or float > 0, or ``math.inf``).
+        kernel_size: the window's size: an int or a tuple of 1 ints (>= 1).
+        stride: step between windows (int or 1-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        ceil_mode: round the output size up instead of down.
+
+    Input:
+        ``x`` of shape ``(N, C, L)``, or unbatched ``(C, L)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, L_out)`` (unbatched: ``(C, L_out)``) and the
+        unchanged (empty) state. Per spatial dimension ``L_out = floor((L + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding),
+        with ``padding = 0`` and ``dilation = 1``.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> LPPool1d(2, 2)(torch.ones(1, 3, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4])
+    """
+
     ndim = 1
 
 
 class LPPool2d(_LPPoolNd):
-    __doc__ = _doc(_LP_DOC, 2, fixed=_LP_FIXED)
+    """2-d power-average pooling ``y = (sum over the window of x ** p) ** (1 / p)``
+    (``torch.nn.LPPool2d``, ``p = norm_type``).
+
+    ``p = 1`` is sum pooling, ``p = inf`` max pooling of ``|x|``. As in torch, ``x ** p`` is
+    not ``|x| ** p``: a fractional ``p`` needs non-negative inputs (negative ones give NaN),
+    and an odd ``p`` gives NaN where a window's sum is negative.
+
+    Arguments:
+        norm_type: the power ``p`` (an int or float > 0, or ``math.inf``).
+        kernel_size: the window's size: an int or a tuple of 2 ints (>= 1).
+        stride: step between windows (int or 2-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        ceil_mode: round the output size up instead of down.
+
+    Input:
+        ``x`` of shape ``(N, C, H, W)``, or unbatched ``(C, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, H_out, W_out)`` (unbatched: ``(C, H_out, W_out)``) and the
+        unchanged (empty) state. Per spatial dimension ``W_out = floor((W + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding),
+        with ``padding = 0`` and ``dilation = 1``.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> LPPool2d(2, 2)(torch.ones(1, 3, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4])
+    """
+
     ndim = 2
 
 
 class LPPool3d(_LPPoolNd):
-    __doc__ = _doc(_LP_DOC, 3, fixed=_LP_FIXED)
+    """3-d power-average pooling ``y = (sum over the window of x ** p) ** (1 / p)``
+    (``torch.nn.LPPool3d``, ``p = norm_type``).
+
+    ``p = 1`` is sum pooling, ``p = inf`` max pooling of ``|x|``. As in torch, ``x ** p`` is
+    not ``|x| ** p``: a fractional ``p`` needs non-negative inputs (negative ones give NaN),
+    and an odd ``p`` gives NaN where a window's sum is negative.
+
+    Arguments:
+        norm_type: the power ``p`` (an int or float > 0, or ``math.inf``).
+        kernel_size: the window's size: an int or a tuple of 3 ints (>= 1).
+        stride: step between windows (int or 3-tuple, >= 1); ``None`` (default): the
+            kernel size.
+        ceil_mode: round the output size up instead of down.
+
+    Input:
+        ``x`` of shape ``(N, C, D, H, W)``, or unbatched ``(C, D, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, D_out, H_out, W_out)`` (unbatched: ``(C, D_out, H_out, W_out)``) and
+        the unchanged (empty) state. Per spatial dimension ``W_out = floor((W + 2 * padding -
+        dilation * (kernel_size - 1) - 1) / stride) + 1`` (``ceil`` with ``ceil_mode=True``,
+        dropping a last window that would start in the right padding), with ``padding = 0`` and
+        ``dilation = 1``.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> LPPool3d(2, 2)(torch.ones(1, 3, 8, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4, 4])
+    """
+
     ndim = 3
 
 
-def _adaptive_doc(n: int, kind: str) -> str:
-    is_max = kind == "max"
-    return _doc(
-        _ADAPTIVE_DOC,
-        n,
-        kind="average" if kind == "avg" else "max",
-        Kind=kind.capitalize(),
-        return_indices=_RETURN_INDICES_DOC if is_max else "",
-        indices="\n    " + _INDICES if is_max else "",
-        none_1d=_NONE_1D_DOC if n == 1 else "",
-    )
-
-
 class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
-    __doc__ = _adaptive_doc(1, "avg")
+    """1-d adaptive average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool1d``).
+
+    Whatever the input size, the output has ``output_size``; window ``i`` of a dimension of
+    size ``L`` covers ``[floor(i * L / L_out), ceil((i + 1) * L / L_out))``.
+
+    Arguments:
+        output_size: the output's spatial size: an int (the same in every dimension) or a
+            tuple of 1 entries, each an int >= 1 or ``None`` (keep the input's size in that
+            dimension). (``torch.nn.AdaptiveAvgPool1d``/``AdaptiveMaxPool1d``
+            do not accept ``None``; here it means the same as in 2-d and 3-d.)
+
+    Input:
+        ``x`` of shape ``(N, C, L)``, or unbatched ``(C, L)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, L_out)`` (unbatched: ``(C, L_out)``) and the
+        unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AdaptiveAvgPool1d(4)(torch.ones(1, 3, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4])
+    """
+
     ndim = 1
 
 
 class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
-    __doc__ = _adaptive_doc(2, "avg")
+    """2-d adaptive average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool2d``).
+
+    Whatever the input size, the output has ``output_size``; window ``i`` of a dimension of
+    size ``W`` covers ``[floor(i * W / W_out), ceil((i + 1) * W / W_out))``.
+
+    Arguments:
+        output_size: the output's spatial size: an int (the same in every dimension) or a
+            tuple of 2 entries, each an int >= 1 or ``None`` (keep the input's size in that
+            dimension).
+
+    Input:
+        ``x`` of shape ``(N, C, H, W)``, or unbatched ``(C, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, H_out, W_out)`` (unbatched: ``(C, H_out, W_out)``) and the
+        unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AdaptiveAvgPool2d(4)(torch.ones(1, 3, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4])
+    """
+
     ndim = 2
 
 
 class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
-    __doc__ = _adaptive_doc(3, "avg")
+    """3-d adaptive average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool3d``).
+
+    Whatever the input size, the output has ``output_size``; window ``i`` of a dimension of
+    size ``W`` covers ``[floor(i * W / W_out), ceil((i + 1) * W / W_out))``.
+
+    Arguments:
+        output_size: the output's spatial size: an int (the same in every dimension) or a
+            tuple of 3 entries, each an int >= 1 or ``None`` (keep the input's size in that
+            dimension).
+
+    Input:
+        ``x`` of shape ``(N, C, D, H, W)``, or unbatched ``(C, D, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, D_out, H_out, W_out)`` (unbatched: ``(C, D_out, H_out, W_out)``) and
+        the unchanged (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AdaptiveAvgPool3d(4)(torch.ones(1, 3, 8, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4, 4])
+    """
+
     ndim = 3
 
 
 class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
-    __doc__ = _adaptive_doc(1, "max")
+    """1-d adaptive max pooling to a fixed output size (``torch.nn.AdaptiveMaxPool1d``).
+
+    Whatever the input size, the output has ``output_size``; window ``i`` of a dimension of
+    size ``L`` covers ``[floor(i * L / L_out), ceil((i + 1) * L / L_out))``.
+
+    Arguments:
+        output_size: the output's spatial size: an int (the same in every dimension) or a
+            tuple of 1 entries, each an int >= 1 or ``None`` (keep the input's size in that
+            dimension). (``torch.nn.AdaptiveAvgPool1d``/``AdaptiveMaxPool1d``
+            do not accept ``None``; here it means the same as in 2-d and 3-d.)
+        return_indices: also return the flat index (within each input plane) of every
+            maximum.
+
+    Input:
+        ``x`` of shape ``(N, C, L)``, or unbatched ``(C, L)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, L_out)`` (unbatched: ``(C, L_out)``) and the
+        unchanged (empty) state.
+        With ``return_indices=True``, ``y`` is the pair ``(values, indices)`` (``indices``:
+        ``int64``, same shape), as torch.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AdaptiveMaxPool1d(4)(torch.ones(1, 3, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4])
+    """
+
     ndim = 1
 
 
 class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
-    __doc__ = _adaptive_doc(2, "max")
+    """2-d adaptive max pooling to a fixed output size (``torch.nn.AdaptiveMaxPool2d``).
+
+    Whatever the input size, the output has ``output_size``; window ``i`` of a dimension of
+    size ``W`` covers ``[floor(i * W / W_out), ceil((i + 1) * W / W_out))``.
+
+    Arguments:
+        output_size: the output's spatial size: an int (the same in every dimension) or a
+            tuple of 2 entries, each an int >= 1 or ``None`` (keep the input's size in that
+            dimension).
+        return_indices: also return the flat index (within each input plane) of every
+            maximum.
+
+    Input:
+        ``x`` of shape ``(N, C, H, W)``, or unbatched ``(C, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, H_out, W_out)`` (unbatched: ``(C, H_out, W_out)``) and the
+        unchanged (empty) state.
+        With ``return_indices=True``, ``y`` is the pair ``(values, indices)`` (``indices``:
+        ``int64``, same shape), as torch.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AdaptiveMaxPool2d(4)(torch.ones(1, 3, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4])
+    """
+
     ndim = 2
 
 
 class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
-    __doc__ = _adaptive_doc(3, "max")
+    """3-d adaptive max pooling to a fixed output size (``torch.nn.AdaptiveMaxPool3d``).
+
+    Whatever the input size, the output has ``output_size``; window ``i`` of a dimension of
+    size ``W`` covers ``[floor(i * W / W_out), ceil((i + 1) * W / W_out))``.
+
+    Arguments:
+        output_size: the output's spatial size: an int (the same in every dimension) or a
+            tuple of 3 entries, each an int >= 1 or ``None`` (keep the input's size in that
+            dimension).
+        return_indices: also return the flat index (within each input plane) of every
+            maximum.
+
+    Input:
+        ``x`` of shape ``(N, C, D, H, W)``, or unbatched ``(C, D, H, W)``.
+
+    Returns:
+        ``y`` of shape ``(N, C, D_out, H_out, W_out)`` (unbatched: ``(C, D_out, H_out, W_out)``) and
+        the unchanged (empty) state.
+        With ``return_indices=True``, ``y`` is the pair ``(values, indices)`` (``indices``:
+        ``int64``, same shape), as torch.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> AdaptiveMaxPool3d(4)(torch.ones(1, 3, 8, 8, 8), {}, {})[0].shape
+        torch.Size([1, 3, 4, 4, 4])
+    """
+
     ndim = 3
 
 
 class GlobalAvgPool(_GlobalPool):
-    __doc__ = _GLOBAL_DOC.format(
-        kind="average", Kind="Avg", Lux="Mean", reduce="mean", adaptive="AdaptiveAvgPool2d", ties=""
-    )
+    """Global average pooling over every spatial dimension (Lux's ``GlobalMeanPool``).
+
+    ``y = x.mean(dim=(2, ..., x.ndim - 1), keepdim=True)``: any number of spatial
+    dimensions, each reduced to size 1 and kept (as Lux), so ``y`` has the input's rank; follow
+    with :class:`~lux_torch.Flatten` for ``(N, C)``. On a 4-d input it equals
+    ``AdaptiveAvgPool2d(1)``.
+
+    Unbatched input is not accepted: without a fixed number of spatial dimensions an
+    unbatched ``(C, H, W)`` cannot be told apart from a batched ``(N, C, L)`` (use ``x[None]``).
+
+    Input:
+        ``x`` of shape ``(N, C, *spatial)`` with at least one spatial dimension.
+
+    Returns:
+        ``y`` of shape ``(N, C, 1, ..., 1)`` (one 1 per spatial dimension) and the unchanged
+        (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> GlobalAvgPool()(torch.ones(2, 3, 8, 8), {}, {})[0].shape
+        torch.Size([2, 3, 1, 1])
+    """
 
     def _reduce(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         return x.mean(dim=dims, keepdim=True)
 
 
 class GlobalMaxPool(_GlobalPool):
-    __doc__ = _GLOBAL_DOC.format(
-        kind="max",
-        Kind="Max",
-        Lux="Max",
-        reduce="amax",
-        adaptive="AdaptiveMaxPool2d",
-        ties=" (except for the gradient at\nties: ``amax`` shares it equally among the "
-        "maxima, max pooling gives it to one)",
-    )
+    """Global max pooling over every spatial dimension (Lux's ``GlobalMaxPool``).
+
+    ``y = x.amax(dim=(2, ..., x.ndim - 1), keepdim=True)``: any number of spatial
+    dimensions, each reduced to size 1 and kept (as Lux), so ``y`` has the input's rank; follow
+    with :class:`~lux_torch.Flatten` for ``(N, C)``. On a 4-d input it equals
+    ``AdaptiveMaxPool2d(1)`` (except for the gradient at
+    ties: ``amax`` shares it equally among the maxima, max pooling gives it to one).
+
+    Unbatched input is not accepted: without a fixed number of spatial dimensions an
+    unbatched ``(C, H, W)`` cannot be told apart from a batched ``(N, C, L)`` (use ``x[None]``).
+
+    Input:
+        ``x`` of shape ``(N, C, *spatial)`` with at least one spatial dimension.
+
+    Returns:
+        ``y`` of shape ``(N, C, 1, ..., 1)`` (one 1 per spatial dimension) and the unchanged
+        (empty) state.
+
+    **Parameters**
+        None (``{}``).
+
+    **States**
+        None (``{}``).
+
+    Example:
+        >>> GlobalMaxPool()(torch.ones(2, 3, 8, 8), {}, {})[0].shape
+        torch.Size([2, 3, 1, 1])
+    """
 
     def _reduce(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         return x.amax(dim=dims, keepdim=True)

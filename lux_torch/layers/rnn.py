@@ -510,20 +510,6 @@ class _StackedRNN(Layer):
         return None
 
 
-_INPUT_DOC = """
-    Input:
-        ``x`` of shape ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or unbatched
-        ``(L, H_in)``; or ``(x, {init})`` giving the initial state (``None`` for zeros);
-        or ``(x, {init}, lengths)`` for a padded batch of variable-length sequences:
-        ``lengths`` is an integer tensor (or list) of shape ``(N,)`` with values in
-        ``[1, L]``. With ``lengths`` the result equals ``torch.nn``'s on
-        ``pack_padded_sequence(x, lengths, enforce_sorted=False)`` followed by
-        ``pad_packed_sequence(..., total_length=L)``: outputs past a sequence's end are
-        zero, and the final state is the one at its last valid step (for the reverse
-        direction, after its first step).
-"""
-
-
 class RNN(_StackedRNN):
     """Multi-layer Elman RNN, ``torch.nn.RNN`` as a pure layer.
 
@@ -542,7 +528,17 @@ class RNN(_StackedRNN):
             the two outputs on the feature dimension (``D = 2``).
         nonlinearity: ``"tanh"`` or ``"relu"`` (pass it by keyword: unlike torch's
             ``RNN``, it is the last positional field).
-    {input}
+
+    Input:
+        ``x`` of shape ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or unbatched
+        ``(L, H_in)``; or ``(x, h0)`` giving the initial state (``None`` for zeros);
+        or ``(x, h0, lengths)`` for a padded batch of variable-length sequences:
+        ``lengths`` is an integer tensor (or list) of shape ``(N,)`` with values in
+        ``[1, L]``. With ``lengths`` the result equals ``torch.nn``'s on
+        ``pack_padded_sequence(x, lengths, enforce_sorted=False)`` followed by
+        ``pad_packed_sequence(..., total_length=L)``: outputs past a sequence's end are
+        zero, and the final state is the one at its last valid step (for the reverse
+        direction, after its first step).
         ``h0`` has shape ``(D * num_layers, N, H_out)`` (``(D * num_layers, H_out)``
         unbatched) and defaults to zeros.
 
@@ -603,7 +599,17 @@ class LSTM(_StackedRNN):
             projected to ``proj_size`` features by ``weight_hr_l{k}``, so ``h``, the
             output features and the next layer's input use ``H_h = proj_size`` instead of
             ``hidden_size``. Must be smaller than ``hidden_size``.
-    {input}
+
+    Input:
+        ``x`` of shape ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or unbatched
+        ``(L, H_in)``; or ``(x, (h0, c0))`` giving the initial state (``None`` for zeros);
+        or ``(x, (h0, c0), lengths)`` for a padded batch of variable-length sequences:
+        ``lengths`` is an integer tensor (or list) of shape ``(N,)`` with values in
+        ``[1, L]``. With ``lengths`` the result equals ``torch.nn``'s on
+        ``pack_padded_sequence(x, lengths, enforce_sorted=False)`` followed by
+        ``pad_packed_sequence(..., total_length=L)``: outputs past a sequence's end are
+        zero, and the final state is the one at its last valid step (for the reverse
+        direction, after its first step).
         The initial state is the pair ``(h0, c0)``: ``h0`` of shape
         ``(D * num_layers, N, H_h)`` and ``c0`` of shape ``(D * num_layers, N, H_out)``
         (without the ``N`` unbatched), where ``H_h`` is ``proj_size`` or ``hidden_size``.
@@ -675,9 +681,3 @@ class GRU(_StackedRNN):
 
     def _kernel(self) -> Callable[..., Any]:
         return _VF.gru
-
-
-RNN.__doc__ = (RNN.__doc__ or "").replace("    {input}", _INPUT_DOC.format(init="h0").rstrip())
-LSTM.__doc__ = (LSTM.__doc__ or "").replace(
-    "    {input}", _INPUT_DOC.format(init="(h0, c0)").rstrip()
-)

@@ -385,8 +385,9 @@ class TransformerDecoderLayer(_Block):
         x = x + dropout3(linear2(dropout(activation(linear1(norm3(x))))))
 
     Arguments:
-        d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
-        batch_first, norm_first, bias: as :class:`TransformerEncoderLayer`.
+        d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first:
+            as :class:`TransformerEncoderLayer`.
+        norm_first, bias: as :class:`TransformerEncoderLayer`.
         causal: always mask out target positions ``j > i`` in the self-attention (added
             to any ``tgt_mask``; torch's ``tgt_mask=generate_square_subsequent_mask(T),
             tgt_is_causal=True``), as the call option ``tgt_is_causal=True`` does for one
@@ -806,8 +807,8 @@ class Transformer(Layer):
         d_model: model dimension ``E``.
         nhead: number of attention heads (must divide ``d_model``).
         num_encoder_layers, num_decoder_layers: number of blocks of each stack (>= 1).
-        dim_feedforward, dropout, activation, layer_norm_eps, batch_first, norm_first,
-            bias: as :class:`TransformerEncoderLayer`, for every block and both final norms.
+        dim_feedforward, dropout, activation, layer_norm_eps, batch_first, norm_first, bias:
+            as :class:`TransformerEncoderLayer`, for every block and both final norms.
         custom_encoder, custom_decoder: layers used instead of the default stacks (taking
             the inputs of :class:`TransformerEncoder` / :class:`TransformerDecoder`).
 

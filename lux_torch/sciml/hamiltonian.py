@@ -111,11 +111,11 @@ class HamiltonianNN(Layer):
     Returns:
         ``(dx/dt, st)`` with ``dx/dt = cat([dH/dp, -dH/dq], -1)`` of ``x``'s shape.
 
-    Parameters:
-        ``ps["model"]``: ``H``'s parameters.
+    **Parameters**
+        - ``model``: ``H``'s parameters.
 
-    States:
-        ``st["model"]``: ``H``'s state (returned updated by the evaluation of ``H``).
+    **States**
+        - ``model``: ``H``'s state (returned updated by the evaluation of ``H``).
 
     Raises:
         ValueError: ``x``'s last dimension is odd or 0, or ``H`` does not return one value

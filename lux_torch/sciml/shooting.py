@@ -227,13 +227,13 @@ class ShootingNODE(Layer):
         n_segments: the number of segments, ``len(group_ranges(T, group_size))``.
         state_shape: the shape of one state, ``data.shape[1:]``.
 
-    Parameters:
-        ``ps["node"]``: the node's parameters.
-        ``ps["shooting_nodes"]``: ``(n_segments, *state_shape)``, zeros; set it to
-        :func:`initial_shooting_nodes` ``(data, group_size)`` before training.
+    **Parameters**
+        - ``node``: the node's parameters.
+        - ``shooting_nodes``: ``(n_segments, *state_shape)``, zeros; set it to
+          :func:`initial_shooting_nodes` ``(data, group_size)`` before training.
 
-    States:
-        ``st["node"]``: the node's state.
+    **States**
+        - ``node``: the node's state.
     """
 
     node: NeuralODE
