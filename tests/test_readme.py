@@ -63,3 +63,12 @@ def test_every_named_example_exists_shows_progress_and_writes_a_png() -> None:
             "torch.set_num_threads(min(2, torch.get_num_threads()))",
         )
         assert calls > 0 and calls == sum(source.count(a) for a in allowed), name
+
+
+def test_every_relative_link_points_to_a_file() -> None:
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", README)
+    assert any(link.startswith("docs/guide/") for link in links), links
+    assert any(link.startswith("docs/tutorials/") for link in links), links
+    assert any(link.startswith("docs/api/") for link in links), links
+    missing = sorted({link for link in links if not (ROOT / link).is_file()})
+    assert not missing, missing
