@@ -84,6 +84,8 @@ from ._graph import Traced, python_reads, tracing
 from .core import Layer, check_structure, describe_value
 from .display import short_repr
 from .optim import GradientTransformation, apply_updates
+from .optim._base import Reduced
+from .optim.aliases import has_fused_step
 from .optim.aliases import step_unchecked as optim_step
 from .tree import count, flatten, flatten_like, paths, unflatten
 from .tree import leaves as lux_leaves
@@ -479,11 +481,10 @@ def _reduction(ts: TrainState) -> tuple[Callable[[Any], Any] | None, Any]:
     and the optimizer without it, so that :func:`train_step` reduces the gradients (and
     the loss) *before* its finiteness check and every rank raises, or none does;
     otherwise ``(None, ts.optimizer)``."""
-    update = getattr(ts.optimizer, "update", None)
-    reduce = getattr(update, "reduce_gradients", None)
-    if ts.uses_torch_optim or reduce is None:
+    descriptor = None if ts.uses_torch_optim else ts.optimizer.descriptor
+    if not isinstance(descriptor, Reduced):
         return None, ts.optimizer
-    return reduce, GradientTransformation(ts.optimizer.init, update.local_update)  # type: ignore[union-attr]
+    return descriptor.reduce, descriptor.inner
 
 
 def _reduced(reduce: Callable[[Any], Any] | None, grads: Tree, loss: torch.Tensor) -> Any:
@@ -654,9 +655,9 @@ def _build_compiled(
     """The compiled step of :func:`train_step` for one loss function, AD mode and flags."""
     reduce, optimizer = _reduction(ts)
     grad_fn, compile_fn = _compiled_gradients(loss_fn, ts.model, mode)
-    fused = getattr(getattr(optimizer, "update", None), "fused_step", None)
+    fused = not ts.uses_torch_optim and has_fused_step(optimizer)
     # A small traced model is fastest as one pure graph: donate does not pay there.
-    donate = donate and fused is not None and (mode != "func" or count(ts.params) >= _FUSED_MIN)
+    donate = donate and fused and (mode != "func" or count(ts.params) >= _FUSED_MIN)
     if ts.uses_torch_optim or donate:
         grads_only = _grads_and_flag(grad_fn, reduce, check_finite)
         if mode == "func":

@@ -556,7 +556,7 @@ def test_grads_mismatch_without_ps_is_named() -> None:
 @pytest.mark.parametrize("make", [lambda: optim.adam(0.01, weight_decay=0.1), optim.adamw])
 def test_step_fused_equals_update_and_apply(make: Callable[[], Any]) -> None:
     opt = make()
-    assert getattr(opt.update, "fused_step", None) is not None
+    assert isinstance(opt.descriptor, optim.FusedAdam)
     ps = _params(torch.float32)
     before = map(torch.clone, ps)
     fused_ps, fused_state = ps, opt.init(ps)
@@ -630,25 +630,15 @@ def test_update_traces_with_make_fx() -> None:
 
 def test_errors_inside_an_update_propagate() -> None:
     # An update runs on foreach kernels and used to be rerun on a slower path after any
-    # RuntimeError, TypeError or AttributeError, which hid real bugs. Only the one known
-    # condition (vmap: foreach kernels have no batching rule) now takes the per-leaf path,
-    # decided up front; test_vmap_over_grads_with_a_shared_state covers it.
-    from lux_torch.optim import _base
+    # RuntimeError, which hid real bugs. Only the known conditions (vmap: foreach kernels
+    # have no batching rule; a scalar that requires grad) take the per-leaf path, decided
+    # up front. A foreach call with lists of different lengths used to fall back to a
+    # per-leaf loop over the first list, silently dropping the rest.
+    from lux_torch.optim import _foreach
 
-    def fast_path_bug(g: Any, f: Any, p: Any, kit: Any) -> Any:
-        if kit.own is _base.Owned:  # a bug that only the in-place fast path has
-            raise RuntimeError("a bug in the fast path")
-        return g, f
-
-    ps = _params(torch.float32)
-    opt = _base.stateless_transform("buggy", fast_path_bug)
-    with pytest.raises(RuntimeError, match="a bug in the fast path"):
-        opt.update(map(_grad, ps), opt.init(ps), ps)
-    # a foreach call with lists of different lengths used to fall back to a per-leaf loop
-    # over the first list, silently dropping the rest
     a, b = torch.ones(2), torch.ones(3)
     with pytest.raises(RuntimeError, match="same number of tensors"):
-        _base.foreach_op("add", [a], [a, b])
+        _foreach.add([a], [a, b])
 
 
 def test_mis_shaped_gradients_and_updates_are_refused_not_broadcast() -> None:

@@ -44,7 +44,9 @@ from ..schedules import (
     warmup_cosine_decay_schedule,
 )
 from ._base import (
+    FusedAdam,
     GradientTransformation,
+    Reduced,
 )
 from .aliases import (
     adagrad,
@@ -73,7 +75,9 @@ from .transforms import (
 )
 
 __all__ = [
+    "FusedAdam",
     "GradientTransformation",
+    "Reduced",
     "adagrad",
     "adam",
     "adamw",
