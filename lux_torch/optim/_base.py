@@ -102,10 +102,20 @@ def leaves_like(
 ) -> tuple[list[torch.Tensor], Any]:
     """``(leaves, spec)``: the leaves of ``tree`` in the order of ``like`` (``spec``: the
     structure of ``like``), refusing another structure or a leaf of another shape."""
-    ref, spec = flatten(like)
-    leaves = flatten_checked(tree, like, what)[0]
-    check_shapes(what, leaves, ref, spec, of)
+    leaves, _, spec = leaves_and_like(tree, like, what, of)
     return leaves, spec
+
+
+def leaves_and_like(
+    tree: Tree, like: Tree, what: str, of: str = "parameter"
+) -> tuple[list[torch.Tensor], list[torch.Tensor], Any]:
+    """``(leaves of tree, leaves of like, spec)`` as :func:`leaves_like`."""
+    ref, spec = flatten(like)
+    leaves, got = flatten(tree)
+    if got != spec:
+        leaves = flatten_checked(tree, like, what)[0]  # dicts in another order, or raises
+    check_shapes(what, leaves, ref, spec, of)
+    return leaves, ref, spec
 
 
 def leaves_along(spec: Any, tree: Tree, name: str) -> list[torch.Tensor]:
@@ -128,7 +138,7 @@ def check_grads(grads: Tree, ps: Tree) -> tuple[list[torch.Tensor], Any]:
 
 def check_state(state: State, keys: tuple[str, ...], name: str) -> None:
     """Refuse a state that is not a dict with exactly ``keys``."""
-    if not isinstance(state, dict) or sorted(state) != sorted(keys):
+    if not isinstance(state, dict) or state.keys() != set(keys):
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise StateMismatch(
             f"lux_torch.optim.{name}: the state does not fit this transformation: expected "
@@ -144,23 +154,30 @@ def new_count() -> torch.Tensor:
     return torch.zeros((), dtype=torch.int64)
 
 
+_ONE = torch.ones((), dtype=torch.int64)  # a constant, never written
+
+
 def inc(count: torch.Tensor) -> torch.Tensor:
-    """``count + 1``."""
-    return count + 1
+    """``count + 1`` (a tensor-tensor add skips wrapping the Python ``1`` in a tensor)."""
+    return torch.add(count, _ONE)
 
 
-def check_nonneg(name: str, value: float, fn: str) -> None:
-    if value < 0.0:
+# The checks of hyperparameters pass 0-dim tensors (values injected by inject_hyperparams,
+# which checks them as floats when eager; a traced value cannot be read).
+
+
+def check_nonneg(name: str, value: Scalar, fn: str) -> None:
+    if not isinstance(value, torch.Tensor) and value < 0.0:
         raise ValueError(f"lux_torch.optim.{fn}: {name} must be >= 0, got {value}")
 
 
 def check_lr(lr: LearningRate, fn: str) -> None:
     if not callable(lr):
-        check_nonneg("lr", float(lr), fn)
+        check_nonneg("lr", lr, fn)
 
 
-def check_beta(name: str, value: float, fn: str) -> None:
-    if not 0.0 <= value < 1.0:
+def check_beta(name: str, value: Scalar, fn: str) -> None:
+    if not isinstance(value, torch.Tensor) and not 0.0 <= value < 1.0:
         raise ValueError(f"lux_torch.optim.{fn}: {name} must be in [0, 1), got {value}")
 
 
@@ -193,10 +210,14 @@ def hoist(x: Scalar) -> Scalar:
     return x
 
 
-def bias_correction(beta: float, count: torch.Tensor) -> Scalar:
-    """``1 - beta ** count``: a Python float when eager (as ``torch.optim`` computes it), a
-    float64 tensor when traced."""
+def exponent(count: torch.Tensor) -> int | torch.Tensor:
+    """``count`` to raise a decay rate to: a Python int when eager (scalar factors such as
+    ``1 - beta ** t`` are then Python floats, as ``torch.optim`` computes them), a float64
+    tensor when traced."""
     t = plain_count(count)
-    if t is not None:
-        return 1.0 - beta**t
-    return hoist(1.0 - torch.pow(beta, count.to(torch.float64)))
+    return count.to(torch.float64) if t is None else t
+
+
+def is_zero(value: Scalar) -> bool:
+    """``value`` is the Python number 0 (a tensor, possibly traced, never counts)."""
+    return not isinstance(value, torch.Tensor) and value == 0.0

@@ -91,8 +91,8 @@ def adam(
     opt = chain(
         add_decayed_weights(weight_decay), scale_by_adam(betas, eps), scale_by_learning_rate(lr)
     )
-    if callable(lr):
-        return opt
+    if not _numbers(lr, eps, weight_decay):
+        return opt  # a schedule, or values injected by inject_hyperparams
     return opt._replace(descriptor=FusedAdam(False, float(lr), betas, eps, weight_decay, 1))
 
 
@@ -122,9 +122,13 @@ def adamw(
     opt = chain(
         scale_by_adam(betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
     )
-    if callable(lr):
-        return opt
+    if not _numbers(lr, eps, weight_decay):
+        return opt  # a schedule, or values injected by inject_hyperparams
     return opt._replace(descriptor=FusedAdam(True, float(lr), betas, eps, weight_decay, 0))
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, float | int) for v in values)
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

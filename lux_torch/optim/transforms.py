@@ -22,20 +22,23 @@ from ._base import (
     STATE,
     GradientTransformation,
     LearningRate,
+    Scalar,
     State,
     StateMismatch,
     Tree,
-    bias_correction,
-    check_shapes,
     check_beta,
     check_grads,
     check_lr,
     check_nonneg,
+    check_shapes,
     check_state,
+    exponent,
     flatten_checked,
     hoist,
     inc,
+    is_zero,
     leaves_along,
+    leaves_and_like,
     leaves_like,
     new_count,
     zeros_like_tree,
@@ -58,8 +61,8 @@ def apply_updates(ps: Tree, updates: Tree) -> Tree:
         >>> apply_updates({"w": torch.ones(2)}, {"w": torch.ones(2)})
         {'w': tensor([2., 2.])}
     """
-    u, spec = leaves_like(updates, ps, "updates")
-    return unflatten(spec, fe.add(flatten(ps)[0], u))
+    u, p, spec = leaves_and_like(updates, ps, "updates")
+    return unflatten(spec, fe.add(p, u))
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -123,7 +126,7 @@ def stateless(name: str, fn: Callable[[list[torch.Tensor]], Any]) -> GradientTra
     return GradientTransformation(_empty, update)
 
 
-def scale(step_size: float) -> GradientTransformation:
+def scale(step_size: Scalar) -> GradientTransformation:
     """Multiply updates by a constant: ``u = step_size * g`` (negative to descend).
 
     Arguments:
@@ -167,7 +170,7 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
         >>> opt = chain(add_decayed_weights(1e-4), scale(-0.1))
     """
     check_nonneg("weight_decay", weight_decay, "add_decayed_weights")
-    if weight_decay == 0.0:
+    if is_zero(weight_decay):
         return identity()
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
@@ -235,7 +238,7 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
         check_state(state, ("count",), "scale_by_learning_rate")
         g, spec = check_grads(grads, ps)
         count = state["count"]
-        step = -lr(count) if callable(lr) else -float(lr)
+        step = -lr(count) if callable(lr) else -lr
         u = fe.mul(g, hoist(step))
         return unflatten(spec, u), {"count": inc(count)}
 
@@ -247,9 +250,12 @@ def _moments(
 ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]], Any]:
     """``(g, [leaves of state[k] for k in keys], spec)`` for a transformation whose state
     holds trees like ``ps`` under ``keys`` (``count`` aside): grads checked against them."""
-    g, spec = flatten_checked(grads, state[keys[0]], f"grads (to {name})")
-    moments = [leaves_along(spec, state[k], name) for k in keys]
-    check_shapes("grads", g, moments[0], spec, of=STATE)
+    first, spec = flatten(state[keys[0]])
+    g, got = flatten(grads)
+    if got != spec:
+        g = flatten_checked(grads, state[keys[0]], f"grads (to {name})")[0]  # or raises
+    moments = [first, *(leaves_along(spec, state[k], name) for k in keys[1:])]
+    check_shapes("grads", g, first, spec, of=STATE)
     return g, moments, spec
 
 
@@ -289,11 +295,14 @@ def scale_by_adam(
         g, (mu, nu), spec = _moments(grads, state, ("mu", "nu"), "scale_by_adam")
         count = inc(state["count"])
         mu = fe.lerp(mu, g, 1.0 - b1)
-        nu = fe.addcmul(fe.mul(nu, b2), g, g, value=1.0 - b2)
-        c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
-        sqrt_c2 = math.sqrt(c2) if isinstance(c2, float) else hoist(torch.sqrt(c2))
-        denom = fe.add(fe.div(fe.sqrt(nu), sqrt_c2), eps)
-        u = fe.mul(fe.div(mu, denom), hoist(1.0 / c1))
+        nu = fe.addcmul_(fe.mul(nu, b2), g, g, value=1.0 - b2)
+        t = exponent(count)
+        c1, c2 = 1.0 - b1**t, 1.0 - b2**t
+        # u = (mu / c1) / (sqrt(nu / c2) + eps); ``_`` ops write into this update's own
+        # temporaries (never into grads, state or ps)
+        inv_sqrt_c2 = 1.0 / math.sqrt(c2) if isinstance(c2, float) else torch.rsqrt(c2)
+        denom = fe.add_(fe.mul_(fe.sqrt(nu), hoist(inv_sqrt_c2)), eps)
+        u = fe.mul_(fe.div(mu, denom), hoist(1.0 / c1))
         new = {"count": count, "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
         return unflatten(spec, u), new
 
@@ -436,9 +445,9 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         >>> opt = chain(trace(0.9), scale_by_learning_rate(0.1))
     """
     check_beta("momentum", momentum, "trace")
-    if nesterov and momentum == 0.0:
+    if nesterov and is_zero(momentum):
         raise ValueError("lux_torch.optim.trace: nesterov needs momentum > 0")
-    if momentum == 0.0:
+    if is_zero(momentum):
         return identity()
 
     def init(ps: Tree) -> State:
@@ -450,6 +459,86 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         buf = fe.add(fe.mul(buf, momentum), g)
         u = fe.add(g, buf, alpha=momentum) if nesterov else buf
         return unflatten(spec, u), {"buf": unflatten(spec, buf)}
+
+    return GradientTransformation(init, update)
+
+
+def clip(max_delta: float) -> GradientTransformation:
+    """Clip every update element to ``[-max_delta, max_delta]``: ``u = clamp(g, -max_delta,
+    max_delta)`` (optax's ``clip``; ``torch.nn.utils.clip_grad_value_``).
+
+    Arguments:
+        max_delta: the largest allowed magnitude (> 0).
+
+    Returns:
+        A stateless :class:`GradientTransformation` (state ``()``).
+
+    Example:
+        >>> opt = chain(clip(1.0), scale(-0.1))
+    """
+    if not max_delta > 0.0:
+        raise ValueError(f"lux_torch.optim.clip: max_delta must be > 0, got {max_delta}")
+    return stateless("clip", lambda g: fe.clamp(g, -max_delta, max_delta))
+
+
+def centralize() -> GradientTransformation:
+    """Gradient centralization (Yong et al., 2020, arXiv:2004.01461; optax's ``centralize``):
+    from every leaf with more than one dimension subtract its mean over all dimensions but
+    the first, ``u = g - mean(g, dims=1..)``; vectors and scalars pass unchanged.
+
+    Returns:
+        A stateless :class:`GradientTransformation` (state ``()``).
+
+    Example:
+        >>> opt = chain(centralize(), adam(1e-3))
+    """
+
+    def centered(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() <= 1:
+            return x
+        return x - x.mean(dim=tuple(range(1, x.dim())), keepdim=True)
+
+    return stateless("centralize", lambda g: [centered(x) for x in g])
+
+
+def ema(decay: float, debias: bool = True) -> GradientTransformation:
+    """Exponential moving average of the values it is given (optax's ``ema``)::
+
+        ema = decay * ema + (1 - decay) * x       (ema starts at 0)
+        u   = ema / (1 - decay^t)                 (debias; else u = ema)
+
+    Given updates, it smooths them (momentum without a learning rate); given parameters,
+    it averages them (Polyak averaging): :class:`lux_torch.TrainState` does that with
+    ``ema=``, see ``TrainState.ema_params``.
+
+    Arguments:
+        decay: the decay rate in [0, 1).
+        debias: divide by ``1 - decay^t`` (``t`` values seen), removing the bias towards
+            the initial 0: the average of the first value is that value.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``{"count": int64 (), "ema": tree}``:
+        the number of values averaged ``t`` and the (biased) running average, like ``ps``.
+
+    Example:
+        >>> smooth = ema(0.9)
+        >>> avg, state = smooth.update({"w": torch.ones(2)}, smooth.init({"w": torch.ones(2)}))
+        >>> avg
+        {'w': tensor([1., 1.])}
+    """
+    check_beta("decay", decay, "ema")
+    keys = ("count", "ema")
+
+    def init(ps: Tree) -> State:
+        return {"count": new_count(), "ema": zeros_like_tree(ps)}
+
+    def update(values: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_state(state, keys, "ema")
+        x, (avg,), spec = _moments(values, state, ("ema",), "ema")
+        count = inc(state["count"])
+        avg = fe.lerp(avg, x, 1.0 - decay)
+        out = fe.div(avg, hoist(1.0 - decay ** exponent(count))) if debias else avg
+        return unflatten(spec, out), {"count": count, "ema": unflatten(spec, avg)}
 
     return GradientTransformation(init, update)
 
