@@ -634,11 +634,11 @@ def test_errors_inside_an_update_propagate() -> None:
     # have no batching rule; a scalar that requires grad) take the per-leaf path, decided
     # up front. A foreach call with lists of different lengths used to fall back to a
     # per-leaf loop over the first list, silently dropping the rest.
-    from lux_torch.optim import _foreach
+    from lux_torch.optim import foreach
 
     a, b = torch.ones(2), torch.ones(3)
     with pytest.raises(RuntimeError, match="same number of tensors"):
-        _foreach.add([a], [a, b])
+        foreach.add([a], [a, b])
 
 
 def test_mis_shaped_gradients_and_updates_are_refused_not_broadcast() -> None:

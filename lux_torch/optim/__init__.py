@@ -14,16 +14,19 @@ step for step (Lion: the paper's algorithm). :func:`masked` and :func:`partition
 transformations to parts of the tree (e.g. to freeze a sub-model), and every learning
 rate may be a schedule from :mod:`lux_torch.schedules` (re-exported here).
 
-Leaf arithmetic uses ``torch._foreach_*`` on the flattened leaf lists, in place only on
-the update's own temporaries (never on ``grads``, ``ps`` or a state), and falls back to
-out-of-place per-leaf ops where a foreach kernel is unavailable (e.g. under ``vmap``) or
-where autograd records the update (it stays differentiable). The built-in
-transformations also have a private leaf-level form, so a :func:`chain` of them flattens
-the gradients and the state once per update, skips members that do nothing
-(``add_decayed_weights(0)``, ``trace(0)``) and folds scalar factors (bias correction,
-learning rate, clipping) into a single multiplication; eager updates compute those
-factors in Python floats, as ``torch.optim`` does, traced ones (``torch.compile``,
-``vmap`` over states) with tensor ops.
+Each transformation reads like its rule: ``init`` builds a named state (``{"count", "mu",
+"nu"}`` for :func:`scale_by_adam`), ``update`` applies the formula to all the leaves at
+once with the leaf-list ops of :mod:`lux_torch.optim.foreach` (``torch._foreach_*``
+kernels; per-leaf ops under ``vmap``), out of place on grads, ``ps`` and state. Eager
+updates compute scalar factors (bias corrections) in Python floats, as ``torch.optim``
+does, traced ones with tensor ops. The one fast path is chosen in :func:`step`, from an
+optimizer's ``descriptor``: :func:`adam` / :func:`adamw` with a constant learning rate run
+torch's fused Adam kernel there.
+
+Wrappers: :func:`multi_steps` (gradient accumulation), :func:`lookahead`,
+:func:`apply_if_finite` and :func:`inject_hyperparams` (hyperparameters in the state, set
+with :func:`set_hyperparams`); :func:`ema` averages updates or, in
+:class:`lux_torch.TrainState` (``ema=``), the parameters.
 
 Example:
     >>> ps = {"w": torch.ones(3)}

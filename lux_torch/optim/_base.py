@@ -4,7 +4,7 @@
 A transformation is two pure functions. ``init(ps)`` builds a named state (a dict of
 tensors and of trees like ``ps``); ``update(grads, state, ps)`` reads the leaves of the
 trees (:func:`leaves_like`, :func:`leaves_along`), computes the rule with the leaf-list
-ops of :mod:`lux_torch.optim._foreach` and rebuilds the trees (``unflatten``)::
+ops of :mod:`lux_torch.optim.foreach` and rebuilds the trees (``unflatten``)::
 
     def update(grads, state, ps=None):
         g, spec = leaves_like(grads, state["mu"], "grads (to scale_by_x)", of=STATE)

@@ -91,7 +91,7 @@ def adam(
     opt = chain(
         add_decayed_weights(weight_decay), scale_by_adam(betas, eps), scale_by_learning_rate(lr)
     )
-    if not _numbers(lr, eps, weight_decay):
+    if callable(lr) or not _numbers(lr, eps, weight_decay):
         return opt  # a schedule, or values injected by inject_hyperparams
     return opt._replace(descriptor=FusedAdam(False, float(lr), betas, eps, weight_decay, 1))
 
@@ -122,7 +122,7 @@ def adamw(
     opt = chain(
         scale_by_adam(betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
     )
-    if not _numbers(lr, eps, weight_decay):
+    if callable(lr) or not _numbers(lr, eps, weight_decay):
         return opt  # a schedule, or values injected by inject_hyperparams
     return opt._replace(descriptor=FusedAdam(True, float(lr), betas, eps, weight_decay, 0))
 

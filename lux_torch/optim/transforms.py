@@ -3,7 +3,7 @@
 
 Each transformation reads like its rule: ``init`` builds a named state, ``update`` takes
 the leaves of the gradients and of the state trees and applies the formula to all of them
-at once with the leaf-list ops of :mod:`lux_torch.optim._foreach` (``fe``).
+at once with the leaf-list ops of :mod:`lux_torch.optim.foreach` (``fe``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import torch
 
 from ..tree import NAMESPACE, flatten, unflatten
 from ..tree import map as tree_map
-from . import _foreach as fe
+from . import foreach as fe
 from ._base import (
     STATE,
     GradientTransformation,
     LearningRate,
+    Leaves,
     Scalar,
     State,
     StateMismatch,
@@ -247,14 +248,14 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
 
 def _moments(
     grads: Tree, state: State, keys: tuple[str, ...], name: str
-) -> tuple[list[torch.Tensor], list[list[torch.Tensor]], Any]:
+) -> tuple[Leaves, list[Leaves], Any]:
     """``(g, [leaves of state[k] for k in keys], spec)`` for a transformation whose state
     holds trees like ``ps`` under ``keys`` (``count`` aside): grads checked against them."""
     first, spec = flatten(state[keys[0]])
     g, got = flatten(grads)
     if got != spec:
         g = flatten_checked(grads, state[keys[0]], f"grads (to {name})")[0]  # or raises
-    moments = [first, *(leaves_along(spec, state[k], name) for k in keys[1:])]
+    moments: list[Leaves] = [first, *(leaves_along(spec, state[k], name) for k in keys[1:])]
     check_shapes("grads", g, first, spec, of=STATE)
     return g, moments, spec
 

@@ -17,7 +17,7 @@ import torch
 
 from ..tree import flatten, unflatten
 from ..tree import map as tree_map
-from . import _foreach as fe
+from . import foreach as fe
 from ._base import (
     GradientTransformation,
     State,
@@ -208,7 +208,7 @@ def apply_if_finite(
         total = torch.where(finite, state["total_notfinite"], inc(state["total_notfinite"]))
 
         def apply() -> tuple[Tree, State]:
-            return inner.update(grads, state["inner"], ps)  # type: ignore[no-any-return]  # a pair
+            return inner.update(grads, state["inner"], ps)
 
         def reject() -> tuple[Tree, State]:
             return tree_map(torch.zeros_like, grads), state["inner"]

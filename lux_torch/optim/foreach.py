@@ -1,10 +1,16 @@
-"""Out-of-place arithmetic on lists of leaves: ``torch._foreach_*`` kernels (one call for
-all the leaves), or one op per leaf where those have no rule.
+"""Arithmetic on lists of leaves, to write transformations with: ``torch._foreach_*``
+kernels (one call for all the leaves), or one op per leaf where those have no rule.
 
 The per-leaf form runs under :func:`torch.func.vmap` (foreach kernels have no batching
 rule, decided up front rather than by catching the kernel's error, which would hide real
 bugs) and where a scalar argument is a tensor that requires grad (foreach kernels do not
-differentiate it). Every function returns new tensors; nothing is modified in place.
+differentiate it). Every function returns new tensors, except the ``_``-suffixed ones,
+which may write into their first argument: pass them only a temporary of your own update.
+
+Example:
+    >>> from lux_torch.optim import foreach as fe
+    >>> fe.lerp([torch.zeros(2)], [torch.ones(2)], 0.25)
+    (tensor([0.2500, 0.2500]),)
 """
 
 from __future__ import annotations
