@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import assert_updates_are_pure
 
 from lux_torch import optim
 from lux_torch import tree as lux_tree
@@ -134,20 +135,9 @@ PURE = [
 @pytest.mark.parametrize("make", PURE)
 def test_inputs_not_mutated(make: Callable[[], optim.GradientTransformation]) -> None:
     # the fast path works in place on its own temporaries only: no input, no earlier state
-    ps = _params(torch.float64)
-    opt = make()
-    state = opt.init(ps)
-    for _ in range(2):
-        grads = map(_grad, ps)
-        snapshot = [t.clone() for t in leaves((ps, grads, state))]
-        versions = [t._version for t in leaves((ps, grads, state))]
-        updates, new_state = opt.update(grads, state, ps)
-        new_ps = optim.apply_updates(ps, updates)
-        for before, after in zip(snapshot, leaves((ps, grads, state)), strict=True):
-            assert torch.equal(before, after)
-        assert versions == [t._version for t in leaves((ps, grads, state))]
-        assert new_state is not state
-        ps, state = new_ps, new_state
+    assert_updates_are_pure(
+        make(), _params(torch.float64), lambda ps, i: map(_grad, ps), 2, new_state=True
+    )
 
 
 VMAPPED = [

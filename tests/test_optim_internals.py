@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import assert_updates_are_pure
 
 import lux_torch as lux
 from lux_torch import optim
@@ -24,14 +25,13 @@ STEPS = 50
 
 
 def _params(dtype: torch.dtype = torch.float64) -> dict[str, Any]:
+    """A conv kernel (4-D, for centralize), a bias and a dense layer's weight."""
     gen = torch.Generator().manual_seed(0)
-    return {
-        "layer_1": {
-            "weight": torch.randn(4, 3, generator=gen, dtype=dtype),
-            "bias": torch.randn(4, generator=gen, dtype=dtype),
-        },
-        "layer_2": {"weight": torch.randn(2, 4, generator=gen, dtype=dtype)},
-    }
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, dtype=dtype)
+
+    return {"conv": {"weight": draw(4, 2, 3, 3), "bias": draw(4)}, "dense": {"weight": draw(2, 5)}}
 
 
 def _grad(p: torch.Tensor, i: int = 0) -> torch.Tensor:
@@ -57,9 +57,10 @@ def test_clip_and_centralize_match_their_formulas(dtype: torch.dtype) -> None:
     for c, g in zip(leaves(clipped), leaves(grads), strict=True):
         assert torch.equal(c, torch.where(g > 0.5, 0.5, torch.where(g < -0.5, -0.5, g)).to(dtype))
     centered, _ = optim.centralize().update(grads, (), ps)
-    w = grads["layer_1"]["weight"]
-    torch.testing.assert_close(centered["layer_1"]["weight"], w - w.mean(1, keepdim=True))
-    assert torch.equal(centered["layer_1"]["bias"], grads["layer_1"]["bias"])  # a vector
+    w = grads["conv"]["weight"]
+    want = w - w.mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(centered["conv"]["weight"], want)  # mean over all but dim 0
+    assert torch.equal(centered["conv"]["bias"], grads["conv"]["bias"])  # a vector
 
 
 @pytest.mark.parametrize("debias", [True, False])
@@ -273,19 +274,8 @@ NEW = {
 
 @pytest.mark.parametrize("name", NEW)
 def test_new_transforms_are_pure(name: str) -> None:
-    opt = NEW[name]()
-    ps = _params()
-    state = opt.init(ps)
-    for i in range(3):
-        grads = map(lambda p, i=i: _grad(p, i), ps)
-        snapshot = [t.clone() for t in leaves((ps, grads, state))]
-        versions = [t._version for t in leaves((ps, grads, state))]
-        updates, new_state = opt.update(grads, state, ps)
-        new_ps = optim.apply_updates(ps, updates)
-        for before, after in zip(snapshot, leaves((ps, grads, state)), strict=True):
-            assert torch.equal(before, after)
-        assert versions == [t._version for t in leaves((ps, grads, state))]
-        ps, state = new_ps, new_state
+    grads_at = lambda ps, i: map(lambda p: _grad(p, i), ps)  # noqa: E731
+    assert_updates_are_pure(NEW[name](), _params(), grads_at, 3)
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -343,11 +333,11 @@ def test_a_state_of_another_transformation_is_refused() -> None:
         optim.multi_steps(optim.adam(), 2).update(map(_grad, ps), optim.adam().init(ps), ps)
     opt = optim.chain(optim.ema(0.9), optim.scale(-1.0))
     state = opt.init(ps)
-    state = ({**state[0], "ema": {"layer_1": state[0]["ema"]["layer_1"]}}, ())
+    state = ({**state[0], "ema": {"conv": state[0]["ema"]["conv"]}}, ())
     with pytest.raises(ValueError, match="grads \\(to ema\\) has a different structure"):
         opt.update(map(_grad, ps), state, ps)
     adam_state = optim.scale_by_adam().init(ps)
-    adam_state["nu"] = {"layer_1": adam_state["nu"]["layer_1"]}
+    adam_state["nu"] = {"conv": adam_state["nu"]["conv"]}
     with pytest.raises(ValueError, match="scale_by_adam: the state does not fit these grads"):
         optim.scale_by_adam().update(map(_grad, ps), adam_state, ps)
 
