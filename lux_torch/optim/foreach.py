@@ -37,8 +37,11 @@ def _under_vmap() -> bool:
 
 def _kernels_apply(scalar: Any = None) -> bool:
     """Whether the foreach kernels apply: no vmap active, and ``scalar`` (a non-list
-    argument) is not a tensor that requires grad."""
-    if isinstance(scalar, torch.Tensor) and scalar.requires_grad and torch.is_grad_enabled():
+    argument) is not a tensor that requires grad, nor a traced tensor (``make_fx`` cannot
+    lower a foreach op with a tensor scalar; a trace fuses the per-leaf ops anyway)."""
+    if isinstance(scalar, torch.Tensor) and (
+        (scalar.requires_grad and torch.is_grad_enabled()) or tracing()
+    ):
         return False
     return torch._C._functorch.peek_interpreter_stack() is None or not _under_vmap()
 

@@ -299,11 +299,11 @@ def scale_by_adam(
         nu = fe.addcmul_(fe.mul(nu, b2), g, g, value=1.0 - b2)
         t = exponent(count)
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
-        # u = (mu / c1) / (sqrt(nu / c2) + eps); ``_`` ops write into this update's own
-        # temporaries (never into grads, state or ps)
-        inv_sqrt_c2 = 1.0 / math.sqrt(c2) if isinstance(c2, float) else torch.rsqrt(c2)
-        denom = fe.add_(fe.mul_(fe.sqrt(nu), hoist(inv_sqrt_c2)), eps)
-        u = fe.mul_(fe.div(mu, denom), hoist(1.0 / c1))
+        # u = (mu / c1) / (sqrt(nu / c2) + eps), as mu / (k * sqrt(nu) + c1 * eps) with
+        # k = c1 / sqrt(c2); ``_`` ops write into this update's own temporaries
+        k = c1 / math.sqrt(c2) if isinstance(c2, float) else c1 * torch.rsqrt(c2)
+        denom = fe.add_(fe.mul_(fe.sqrt(nu), hoist(k)), hoist(c1 * eps))
+        u = fe.div(mu, denom)
         new = {"count": count, "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
         return unflatten(spec, u), new
 
