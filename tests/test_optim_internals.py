@@ -544,3 +544,12 @@ def test_step_picks_the_fused_kernel_from_the_descriptor_only() -> None:
     assert calls == [1]
     for a, b in zip(leaves(got), leaves(want), strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("donate", [False, True])
+def test_step_refuses_mis_shaped_grads_instead_of_running_the_kernel(donate: bool) -> None:
+    # the fused kernel would read a (1,) gradient past its end: step takes the checked path
+    ps = {"w": torch.ones(3), "b": torch.zeros(2)}
+    opt = optim.adam(0.1)
+    with pytest.raises(ValueError, match=r"grads 'w' has shape \(1,\), but the"):
+        optim.step(opt, {"w": torch.ones(1), "b": torch.ones(2)}, opt.init(ps), ps, donate=donate)
