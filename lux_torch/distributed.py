@@ -74,7 +74,8 @@ from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ._graph import tracing
-from .optim import GradientTransformation, apply_updates
+from .optim import GradientTransformation
+from .optim._base import Reduced
 from .tree import flatten, paths, unflatten
 
 __all__ = [
@@ -503,26 +504,11 @@ def DistributedOptimizer(
     def update(grads: Tree, state: Any, ps: Tree = None) -> tuple[Tree, Any]:
         return inner_update(average(grads), state, ps)
 
-    inner_fused = getattr(inner_update, "fused_step", None)
-    if inner_fused is not None:
-        # lux.optim.step / train_step run ``fused_step`` where it exists and fall back to
-        # ``update`` when it returns None: average once here, and fall back ourselves so
-        # the gradients are never averaged twice.
-        def fused_step(grads: Tree, state: Any, ps: Tree, donate: bool = False) -> tuple[Tree, Any]:
-            averaged = average(grads)
-            out: tuple[Tree, Any] | None = inner_fused(averaged, state, ps, donate)
-            if out is not None:
-                return out
-            updates, state = inner_update(averaged, state, ps)
-            return apply_updates(ps, updates), state
-
-        update.fused_step = fused_step  # type: ignore[attr-defined]  # read back with getattr
-    # train_step reduces the gradients and the loss itself, before its finiteness check
-    # (so that a NaN on one rank stops every rank), then runs the update without reduction
-    update.reduce_gradients = average  # type: ignore[attr-defined]  # read back with getattr
-    update.local_update = inner_update  # type: ignore[attr-defined]  # read back with getattr
+    # lux.optim.step and train_step read the descriptor: they reduce the gradients (train_step
+    # before its finiteness check, so that a NaN on one rank stops every rank), then run
+    # the inner optimizer's fast path or update, so the gradients are averaged once
     update.__qualname__ = update.__name__ = "DistributedOptimizer.update"
-    return GradientTransformation(optimizer.init, update)
+    return GradientTransformation(optimizer.init, update, Reduced(average, optimizer))
 
 
 # ------------------------------------------------------------------------- data shards

@@ -19,8 +19,9 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -29,8 +30,12 @@ __all__ = [
     "constant_schedule",
     "cosine_decay_schedule",
     "exponential_decay",
+    "join_schedules",
     "linear_schedule",
+    "one_cycle",
     "piecewise_constant_schedule",
+    "polynomial_schedule",
+    "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
 ]
 
@@ -302,6 +307,192 @@ def piecewise_constant_schedule(
         out = torch.full_like(t, init_value)
         for boundary, v in steps:
             out = torch.where(t >= boundary, v, out)
+        return out
+
+    return schedule
+
+
+def polynomial_schedule(
+    init_value: float,
+    end_value: float,
+    power: float,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> Schedule:
+    """Polynomial decay from ``init_value`` to ``end_value`` (optax's ``polynomial_schedule``).
+
+    ``(init - end) * (1 - t / transition_steps) ** power + end`` with ``t = clamp(count -
+    transition_begin, 0, transition_steps)``. With ``end_value = 0`` and
+    ``transition_begin = 0`` it is ``torch.optim.lr_scheduler.PolynomialLR(total_iters=
+    transition_steps, power=power)`` of a base learning rate ``init_value``.
+
+    Arguments:
+        init_value: the value before the transition.
+        end_value: the value after it.
+        power: the exponent (> 0; 1 is :func:`linear_schedule`).
+        transition_steps: the length of the decay (an int >= 1).
+        transition_begin: the count at which the decay starts (an int >= 0).
+
+    Returns:
+        A schedule.
+
+    Example:
+        >>> schedule = polynomial_schedule(1.0, 0.0, power=2.0, transition_steps=4)
+        >>> [round(float(schedule(i)), 4) for i in range(6)]
+        [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
+    """
+    fn = "polynomial_schedule"
+    _check_steps(fn, "transition_steps", transition_steps, 1)
+    _check_steps(fn, "transition_begin", transition_begin, 0)
+    if not power > 0.0:
+        raise _fail(fn, f"power must be > 0, got {power}")
+    init_value, end_value, power = float(init_value), float(end_value), float(power)
+
+    def schedule(count: Count) -> torch.Tensor:
+        t = torch.clamp(_as_float(count) - transition_begin, 0.0, float(transition_steps))
+        return (init_value - end_value) * (1.0 - t / transition_steps) ** power + end_value
+
+    return schedule
+
+
+def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+    """Run ``schedules[0]`` until ``boundaries[0]``, then ``schedules[1]`` (counted from 0
+    again), and so on (optax's ``join_schedules``; ``torch.optim.lr_scheduler.SequentialLR``).
+
+    At ``count``, with ``b`` the largest boundary ``<= count`` and ``i`` its index, the value
+    is ``schedules[i + 1](count - b)``; before the first boundary ``schedules[0](count)``.
+
+    Arguments:
+        schedules: the schedules, one more than boundaries.
+        boundaries: increasing counts (ints >= 0) at which the next schedule starts.
+
+    Returns:
+        A schedule.
+
+    Example:
+        >>> warm = linear_schedule(0.0, 1.0, transition_steps=2)
+        >>> schedule = join_schedules([warm, exponential_decay(1.0, 1, 0.5)], [2])
+        >>> [round(float(schedule(i)), 3) for i in range(5)]
+        [0.0, 0.5, 1.0, 0.5, 0.25]
+    """
+    fn = "join_schedules"
+    schedules, boundaries = list(schedules), list(boundaries)
+    if len(schedules) != len(boundaries) + 1:
+        raise _fail(
+            fn,
+            f"needs one schedule more than boundaries, got {len(schedules)} schedules and "
+            f"{len(boundaries)} boundaries",
+        )
+    for b in boundaries:
+        _check_steps(fn, "every boundary", b, 0)
+    if any(a >= b for a, b in itertools.pairwise(boundaries)):
+        raise _fail(fn, f"boundaries must increase, got {boundaries}")
+
+    def schedule(count: Count) -> torch.Tensor:
+        t = _as_float(count)
+        out = schedules[0](t)
+        for boundary, later in zip(boundaries, schedules[1:], strict=True):
+            out = torch.where(t < boundary, out, later(t - boundary))
+        return out
+
+    return schedule
+
+
+def warmup_constant_schedule(init_value: float, peak_value: float, warmup_steps: int) -> Schedule:
+    """Linear warm-up from ``init_value`` to ``peak_value`` over ``warmup_steps`` counts,
+    then constant (optax's ``warmup_constant_schedule``; ``torch.optim.lr_scheduler.LinearLR
+    (start_factor=init / peak, total_iters=warmup_steps)``).
+
+    Arguments:
+        init_value: the value at count 0.
+        peak_value: the value from ``warmup_steps`` on.
+        warmup_steps: the length of the warm-up (an int >= 1).
+
+    Returns:
+        A schedule.
+
+    Example:
+        >>> schedule = warmup_constant_schedule(0.0, 1.0, warmup_steps=4)
+        >>> [round(float(schedule(i)), 2) for i in range(6)]
+        [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    """
+    _check_steps("warmup_constant_schedule", "warmup_steps", warmup_steps, 1)
+    return linear_schedule(init_value, peak_value, warmup_steps)
+
+
+def one_cycle(
+    peak_value: float,
+    total_steps: int,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    anneal: str = "cos",
+    three_phase: bool = False,
+) -> Schedule:
+    """The 1cycle policy (Smith & Topin, 2017, arXiv:1708.07120), exactly
+    ``torch.optim.lr_scheduler.OneCycleLR`` (as optax's ``cosine_onecycle_schedule``, whose
+    phase boundaries differ by one step).
+
+    With ``initial = peak / div_factor`` and ``final = initial / final_div_factor`` the
+    phases are: ``initial -> peak`` over counts ``[0, pct_start * total_steps - 1]``, then
+    ``peak -> final`` until ``total_steps - 1``; with ``three_phase``: ``initial -> peak``,
+    ``peak -> initial`` until ``2 * pct_start * total_steps - 2``, ``initial -> final``. A
+    phase from ``a`` to ``b`` at fraction ``x`` is ``b + (a - b) * (1 + cos(pi x)) / 2``
+    (``anneal="cos"``) or ``a + (b - a) * x`` (``"linear"``). After ``total_steps - 1`` the
+    value stays at ``final``.
+
+    Arguments:
+        peak_value: the largest value (torch's ``max_lr``).
+        total_steps: the length of the cycle (an int >= 2).
+        pct_start: the fraction of the cycle spent increasing, in (0, 1).
+        div_factor: ``initial = peak / div_factor`` (> 0).
+        final_div_factor: ``final = initial / final_div_factor`` (> 0).
+        anneal: ``"cos"`` or ``"linear"``.
+        three_phase: go back to ``initial`` before annealing to ``final``.
+
+    Returns:
+        A schedule.
+
+    Example:
+        >>> schedule = one_cycle(1.0, total_steps=10, div_factor=10.0)
+        >>> [round(float(schedule(i)), 3) for i in (0, 2, 5, 9)]
+        [0.1, 1.0, 0.611, 0.0]
+    """
+    fn = "one_cycle"
+    _check_steps(fn, "total_steps", total_steps, 2)
+    if not 0.0 < pct_start < 1.0:
+        raise _fail(fn, f"pct_start must be in (0, 1), got {pct_start}")
+    if not (div_factor > 0.0 and final_div_factor > 0.0):
+        raise _fail(
+            fn, f"div_factor and final_div_factor must be > 0, got {div_factor}, {final_div_factor}"
+        )
+    if anneal not in ("cos", "linear"):
+        raise _fail(fn, f"anneal must be 'cos' or 'linear', got {anneal!r}")
+    rise = float(pct_start * total_steps) - 1.0
+    if rise == 0.0:
+        raise _fail(fn, "pct_start * total_steps must not be 1 (a warm-up of zero steps)")
+    initial = float(peak_value) / div_factor
+    final = initial / final_div_factor
+    if three_phase:
+        ends = [rise, 2.0 * float(pct_start * total_steps) - 2.0, total_steps - 1.0]
+        values = [initial, float(peak_value), initial, final]
+    else:
+        ends = [rise, total_steps - 1.0]
+        values = [initial, float(peak_value), final]
+
+    def interpolate(a: float, b: float, x: torch.Tensor) -> torch.Tensor:
+        if anneal == "cos":
+            return b + (a - b) / 2.0 * (torch.cos(math.pi * x) + 1.0)
+        return (b - a) * x + a
+
+    def schedule(count: Count) -> torch.Tensor:
+        t = _as_float(count)
+        out = torch.full_like(t, final)
+        for i in reversed(range(len(ends))):
+            start = ends[i - 1] if i > 0 else 0.0
+            x = torch.clamp((t - start) / (ends[i] - start), 0.0, 1.0)
+            phase = interpolate(values[i], values[i + 1], x)
+            out = phase if i == len(ends) - 1 else torch.where(t <= ends[i], phase, out)
         return out
 
     return schedule

@@ -84,6 +84,8 @@ from ._graph import Traced, python_reads, tracing
 from .core import Layer, check_structure, describe_value
 from .display import short_repr
 from .optim import GradientTransformation, apply_updates
+from .optim._base import Reduced
+from .optim.aliases import has_fused_step
 from .optim.aliases import step_unchecked as optim_step
 from .tree import count, flatten, flatten_like, paths, unflatten
 from .tree import leaves as lux_leaves
@@ -115,10 +117,17 @@ class TrainState:
             the module docstring).
         opt_state: the optimizer state; ``optimizer.init(ps)`` when omitted.
         step: number of steps taken so far.
+        ema: a transformation that averages the parameters after every step, e.g.
+            ``lux.optim.ema(0.999)`` (Polyak averaging); ``None`` (default): none.
 
     Attributes:
-        model, params, states, optimizer, opt_state, step: as above (``params`` is
+        model, params, states, optimizer, opt_state, step, ema: as above (``params`` is
             ``ps`` and ``states`` is ``st``).
+        ema_params: the averaged parameters, to evaluate with (``model(x, ts.ema_params,
+            st)``): ``ema``'s output after every step, starting from ``ema.update(ps,
+            ema.init(ps))`` (with ``ema(decay)``'s debiasing: ``ps`` itself); ``None``
+            without ``ema``.
+        ema_state: ``ema``'s state (``None`` without ``ema``).
 
     The object is immutable: :func:`apply_gradients` and :func:`train_step` return new
     train states, built with :meth:`replace`.
@@ -134,7 +143,18 @@ class TrainState:
         0
     """
 
-    __slots__ = ("_cache", "model", "opt_state", "optimizer", "params", "states", "step")
+    __slots__ = (
+        "_cache",
+        "ema",
+        "ema_params",
+        "ema_state",
+        "model",
+        "opt_state",
+        "optimizer",
+        "params",
+        "states",
+        "step",
+    )
 
     _cache: dict[Hashable, Any]
     model: Layer
@@ -143,6 +163,9 @@ class TrainState:
     optimizer: Any
     opt_state: Any
     step: int
+    ema: GradientTransformation | None
+    ema_state: Any
+    ema_params: Tree
 
     def __init__(
         self,
@@ -153,6 +176,7 @@ class TrainState:
         *,
         opt_state: Any = None,
         step: int = 0,
+        ema: GradientTransformation | None = None,
     ) -> None:
         if not isinstance(model, Layer):
             raise TypeError(
@@ -171,11 +195,31 @@ class TrainState:
                 "lux_torch.TrainState: with a torch.optim factory, opt_state must be the "
                 f"torch.optim.Optimizer over ps, got {type(opt_state).__name__}"
             )
-        self._set(model, ps, st, optimizer, opt_state, int(step), {})
+        ema_params = ema_state = None
+        if ema is not None:
+            if not isinstance(ema, GradientTransformation):
+                raise TypeError(
+                    "lux_torch.TrainState: ema must be a lux_torch.optim.GradientTransformation "
+                    f"such as lux.optim.ema(0.999), got {type(ema).__name__}"
+                )
+            with torch.no_grad():  # an average of values, not part of any gradient
+                ema_params, ema_state = ema.update(ps, ema.init(ps))
+        self._set(model, ps, st, optimizer, opt_state, int(step), ema, ema_state, ema_params, {})
+
+    _FIELDS = (
+        "model",
+        "params",
+        "states",
+        "optimizer",
+        "opt_state",
+        "step",
+        "ema",
+        "ema_state",
+        "ema_params",
+    )
 
     def _set(self, *values: Any) -> None:
-        names = ("model", "params", "states", "optimizer", "opt_state", "step", "_cache")
-        for name, value in zip(names, values, strict=True):
+        for name, value in zip((*self._FIELDS, "_cache"), values, strict=True):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -185,15 +229,9 @@ class TrainState:
 
     def replace(self, **changes: Any) -> TrainState:
         """A copy with some fields changed (``model, params, states, optimizer, opt_state,
-        step``). The compiled-step cache is kept unless ``model`` or ``optimizer`` change."""
-        fields = {
-            "model": self.model,
-            "params": self.params,
-            "states": self.states,
-            "optimizer": self.optimizer,
-            "opt_state": self.opt_state,
-            "step": self.step,
-        }
+        step, ema, ema_state, ema_params``). The compiled-step cache is kept unless ``model``
+        or ``optimizer`` change."""
+        fields = {name: getattr(self, name) for name in self._FIELDS}
         unknown = sorted(set(changes) - set(fields))
         if unknown:
             raise TypeError(f"TrainState.replace: unknown fields {unknown}; known {list(fields)}")
@@ -479,11 +517,10 @@ def _reduction(ts: TrainState) -> tuple[Callable[[Any], Any] | None, Any]:
     and the optimizer without it, so that :func:`train_step` reduces the gradients (and
     the loss) *before* its finiteness check and every rank raises, or none does;
     otherwise ``(None, ts.optimizer)``."""
-    update = getattr(ts.optimizer, "update", None)
-    reduce = getattr(update, "reduce_gradients", None)
-    if ts.uses_torch_optim or reduce is None:
+    descriptor = None if ts.uses_torch_optim else ts.optimizer.descriptor
+    if not isinstance(descriptor, Reduced):
         return None, ts.optimizer
-    return reduce, GradientTransformation(ts.optimizer.init, update.local_update)  # type: ignore[union-attr]
+    return descriptor.reduce, descriptor.inner
 
 
 def _reduced(reduce: Callable[[Any], Any] | None, grads: Tree, loss: torch.Tensor) -> Any:
@@ -499,10 +536,19 @@ def _apply(ts: TrainState, grads: Tree, donate: bool, optimizer: Any = None) -> 
             p.grad = g
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return ts.replace(step=ts.step + 1)
+        return _stepped(ts, params=ts.params)
     optimizer = ts.optimizer if optimizer is None else optimizer
     params, opt_state = optim_step(optimizer, grads, ts.opt_state, ts.params, donate)
-    return ts.replace(params=params, opt_state=opt_state, step=ts.step + 1)
+    return _stepped(ts, params=params, opt_state=opt_state)
+
+
+def _stepped(ts: TrainState, params: Tree, **changes: Any) -> TrainState:
+    """``ts`` one step later with new ``params`` (and ``changes``); the parameter average
+    (``ts.ema``) takes them in."""
+    if ts.ema is not None:
+        with torch.no_grad():  # an average of values, not part of any gradient
+            changes["ema_params"], changes["ema_state"] = ts.ema.update(params, ts.ema_state)
+    return ts.replace(params=params, step=ts.step + 1, **changes)
 
 
 def _all_finite(loss: torch.Tensor, grads: Tree) -> torch.Tensor | bool:
@@ -654,9 +700,9 @@ def _build_compiled(
     """The compiled step of :func:`train_step` for one loss function, AD mode and flags."""
     reduce, optimizer = _reduction(ts)
     grad_fn, compile_fn = _compiled_gradients(loss_fn, ts.model, mode)
-    fused = getattr(getattr(optimizer, "update", None), "fused_step", None)
+    fused = not ts.uses_torch_optim and has_fused_step(optimizer)
     # A small traced model is fastest as one pure graph: donate does not pay there.
-    donate = donate and fused is not None and (mode != "func" or count(ts.params) >= _FUSED_MIN)
+    donate = donate and fused and (mode != "func" or count(ts.params) >= _FUSED_MIN)
     if ts.uses_torch_optim or donate:
         grads_only = _grads_and_flag(grad_fn, reduce, check_finite)
         if mode == "func":
@@ -767,7 +813,7 @@ def _pure_step(
         )
         if check_finite and not bool(finite):
             _raise_not_finite(loss_fn, ts, loss)
-        new = ts.replace(params=new_ps, states=new_st, opt_state=opt_state, step=ts.step + 1)
+        new = _stepped(ts, new_ps, states=new_st, opt_state=opt_state)
         return new, loss, stats
 
     return pure_step

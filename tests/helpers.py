@@ -128,3 +128,24 @@ def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
     f_a = torch.searchsorted(a, at, right=True) / a.numel()
     f_b = torch.searchsorted(b, at, right=True) / b.numel()
     return float((f_a - f_b).abs().max())
+
+
+def assert_updates_are_pure(
+    opt: Any, ps: Any, grads_at: Any, steps: int, *, new_state: bool = False
+) -> None:
+    """Run ``steps`` updates of the optimizer ``opt`` from ``ps`` (gradients
+    ``grads_at(ps, i)``) and assert that no input (``ps``, grads, state) changes in value
+    or version; with ``new_state``, also that every update returns a new state object."""
+    state = opt.init(ps)
+    for i in range(steps):
+        grads = grads_at(ps, i)
+        inputs = lux.tree.leaves((ps, grads, state))
+        snapshot = [t.clone() for t in inputs]
+        versions = [t._version for t in inputs]
+        updates, after = opt.update(grads, state, ps)
+        new_ps = lux.optim.apply_updates(ps, updates)
+        for before, now in zip(snapshot, inputs, strict=True):
+            assert torch.equal(before, now)
+        assert versions == [t._version for t in inputs]
+        assert not new_state or after is not state
+        ps, state = new_ps, after

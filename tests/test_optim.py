@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import assert_updates_are_pure
 
 from lux_torch import optim
 from lux_torch import tree as lux_tree
@@ -134,20 +135,9 @@ PURE = [
 @pytest.mark.parametrize("make", PURE)
 def test_inputs_not_mutated(make: Callable[[], optim.GradientTransformation]) -> None:
     # the fast path works in place on its own temporaries only: no input, no earlier state
-    ps = _params(torch.float64)
-    opt = make()
-    state = opt.init(ps)
-    for _ in range(2):
-        grads = map(_grad, ps)
-        snapshot = [t.clone() for t in leaves((ps, grads, state))]
-        versions = [t._version for t in leaves((ps, grads, state))]
-        updates, new_state = opt.update(grads, state, ps)
-        new_ps = optim.apply_updates(ps, updates)
-        for before, after in zip(snapshot, leaves((ps, grads, state)), strict=True):
-            assert torch.equal(before, after)
-        assert versions == [t._version for t in leaves((ps, grads, state))]
-        assert new_state is not state
-        ps, state = new_ps, new_state
+    assert_updates_are_pure(
+        make(), _params(torch.float64), lambda ps, i: map(_grad, ps), 2, new_state=True
+    )
 
 
 VMAPPED = [
@@ -556,7 +546,7 @@ def test_grads_mismatch_without_ps_is_named() -> None:
 @pytest.mark.parametrize("make", [lambda: optim.adam(0.01, weight_decay=0.1), optim.adamw])
 def test_step_fused_equals_update_and_apply(make: Callable[[], Any]) -> None:
     opt = make()
-    assert getattr(opt.update, "fused_step", None) is not None
+    assert isinstance(opt.descriptor, optim.FusedAdam)
     ps = _params(torch.float32)
     before = map(torch.clone, ps)
     fused_ps, fused_state = ps, opt.init(ps)
@@ -630,25 +620,15 @@ def test_update_traces_with_make_fx() -> None:
 
 def test_errors_inside_an_update_propagate() -> None:
     # An update runs on foreach kernels and used to be rerun on a slower path after any
-    # RuntimeError, TypeError or AttributeError, which hid real bugs. Only the one known
-    # condition (vmap: foreach kernels have no batching rule) now takes the per-leaf path,
-    # decided up front; test_vmap_over_grads_with_a_shared_state covers it.
-    from lux_torch.optim import _base
+    # RuntimeError, which hid real bugs. Only the known conditions (vmap: foreach kernels
+    # have no batching rule; a scalar that requires grad) take the per-leaf path, decided
+    # up front. A foreach call with lists of different lengths used to fall back to a
+    # per-leaf loop over the first list, silently dropping the rest.
+    from lux_torch.optim import foreach
 
-    def fast_path_bug(g: Any, f: Any, p: Any, kit: Any) -> Any:
-        if kit.own is _base.Owned:  # a bug that only the in-place fast path has
-            raise RuntimeError("a bug in the fast path")
-        return g, f
-
-    ps = _params(torch.float32)
-    opt = _base.stateless_transform("buggy", fast_path_bug)
-    with pytest.raises(RuntimeError, match="a bug in the fast path"):
-        opt.update(map(_grad, ps), opt.init(ps), ps)
-    # a foreach call with lists of different lengths used to fall back to a per-leaf loop
-    # over the first list, silently dropping the rest
     a, b = torch.ones(2), torch.ones(3)
     with pytest.raises(RuntimeError, match="same number of tensors"):
-        _base.foreach_op("add", [a], [a, b])
+        foreach.add([a], [a, b])
 
 
 def test_mis_shaped_gradients_and_updates_are_refused_not_broadcast() -> None:

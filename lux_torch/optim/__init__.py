@@ -14,16 +14,19 @@ step for step (Lion: the paper's algorithm). :func:`masked` and :func:`partition
 transformations to parts of the tree (e.g. to freeze a sub-model), and every learning
 rate may be a schedule from :mod:`lux_torch.schedules` (re-exported here).
 
-Leaf arithmetic uses ``torch._foreach_*`` on the flattened leaf lists, in place only on
-the update's own temporaries (never on ``grads``, ``ps`` or a state), and falls back to
-out-of-place per-leaf ops where a foreach kernel is unavailable (e.g. under ``vmap``) or
-where autograd records the update (it stays differentiable). The built-in
-transformations also have a private leaf-level form, so a :func:`chain` of them flattens
-the gradients and the state once per update, skips members that do nothing
-(``add_decayed_weights(0)``, ``trace(0)``) and folds scalar factors (bias correction,
-learning rate, clipping) into a single multiplication; eager updates compute those
-factors in Python floats, as ``torch.optim`` does, traced ones (``torch.compile``,
-``vmap`` over states) with tensor ops.
+Each transformation reads like its rule: ``init`` builds a named state (``{"count", "mu",
+"nu"}`` for :func:`scale_by_adam`), ``update`` applies the formula to all the leaves at
+once with the leaf-list ops of :mod:`lux_torch.optim.foreach` (``torch._foreach_*``
+kernels; per-leaf ops under ``vmap``), out of place on grads, ``ps`` and state. Eager
+updates compute scalar factors (bias corrections) in Python floats, as ``torch.optim``
+does, traced ones with tensor ops. The one fast path is chosen in :func:`step`, from an
+optimizer's ``descriptor``: :func:`adam` / :func:`adamw` with a constant learning rate run
+torch's fused Adam kernel there.
+
+Wrappers: :func:`multi_steps` (gradient accumulation), :func:`lookahead`,
+:func:`apply_if_finite` and :func:`inject_hyperparams` (hyperparameters in the state, set
+with :func:`set_hyperparams`); :func:`ema` averages updates or, in
+:class:`lux_torch.TrainState` (``ema=``), the parameters.
 
 Example:
     >>> ps = {"w": torch.ones(3)}
@@ -39,12 +42,18 @@ from ..schedules import (
     constant_schedule,
     cosine_decay_schedule,
     exponential_decay,
+    join_schedules,
     linear_schedule,
+    one_cycle,
     piecewise_constant_schedule,
+    polynomial_schedule,
+    warmup_constant_schedule,
     warmup_cosine_decay_schedule,
 )
 from ._base import (
+    FusedAdam,
     GradientTransformation,
+    Reduced,
 )
 from .adaptive import (
     adabelief,
@@ -97,8 +106,11 @@ from .torch_like import (
 from .transforms import (
     add_decayed_weights,
     apply_updates,
+    centralize,
     chain,
+    clip,
     clip_by_global_norm,
+    ema,
     masked,
     partition,
     scale,
@@ -110,10 +122,19 @@ from .transforms import (
     set_to_zero,
     trace,
 )
+from .wrappers import (
+    apply_if_finite,
+    inject_hyperparams,
+    lookahead,
+    multi_steps,
+    set_hyperparams,
+)
 
 __all__ = [
+    "FusedAdam",
     "GradientTransformation",
     "LbfgsInfo",
+    "Reduced",
     "adabelief",
     "adadelta",
     "adafactor",
@@ -122,29 +143,39 @@ __all__ = [
     "adamax",
     "adamw",
     "add_decayed_weights",
+    "apply_if_finite",
     "apply_updates",
     "asgd",
     "asgd_averaged_params",
+    "centralize",
     "chain",
+    "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
     "constant_schedule",
     "cosine_decay_schedule",
+    "ema",
     "exponential_decay",
     "hutchinson_diag_hessian",
+    "inject_hyperparams",
+    "join_schedules",
     "lamb",
     "lars",
     "lbfgs",
     "lbfgs_minimize",
     "linear_schedule",
     "lion",
+    "lookahead",
     "masked",
+    "multi_steps",
     "muon",
     "nadam",
     "newton_schulz",
     "novograd",
+    "one_cycle",
     "partition",
     "piecewise_constant_schedule",
+    "polynomial_schedule",
     "radam",
     "relative_step_size",
     "rmsprop",
@@ -171,10 +202,12 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
+    "set_hyperparams",
     "set_to_zero",
     "sgd",
     "sophia",
     "step",
     "trace",
+    "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
 ]

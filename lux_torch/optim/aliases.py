@@ -1,5 +1,6 @@
-"""The optimizer aliases (:func:`sgd`, :func:`adam`, ...) and :func:`step`, with torch's
-fused Adam kernels (see :mod:`lux_torch.optim`)."""
+"""The optimizer aliases (:func:`sgd`, :func:`adam`, ...) and :func:`step`, the one place
+that runs a fused kernel where an optimizer's descriptor allows (see
+:mod:`lux_torch.optim`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import torch
 
 from ..tree import flatten, unflatten
 from ._base import (
-    FusedStep,
+    FusedAdam,
     GradientTransformation,
     LearningRate,
+    Reduced,
     Scalar,
     State,
     Tree,
@@ -89,7 +91,9 @@ def adam(
     opt = chain(
         add_decayed_weights(weight_decay), scale_by_adam(betas, eps), scale_by_learning_rate(lr)
     )
-    return _with_fused_step(opt, "adam", lr, betas, eps, weight_decay)
+    if callable(lr) or not _numbers(lr, eps, weight_decay):
+        return opt  # a schedule, or values injected by inject_hyperparams
+    return opt._replace(descriptor=FusedAdam(False, float(lr), betas, eps, weight_decay, 1))
 
 
 def adamw(
@@ -118,125 +122,17 @@ def adamw(
     opt = chain(
         scale_by_adam(betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
     )
-    return _with_fused_step(opt, "adamw", lr, betas, eps, weight_decay)
+    if callable(lr) or not _numbers(lr, eps, weight_decay):
+        return opt  # a schedule, or values injected by inject_hyperparams
+    return opt._replace(descriptor=FusedAdam(True, float(lr), betas, eps, weight_decay, 0))
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, float | int) for v in values)
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-def _with_fused_step(
-    opt: GradientTransformation,
-    kind: str,
-    lr: LearningRate,
-    betas: tuple[float, float],
-    eps: float,
-    weight_decay: float,
-) -> GradientTransformation:
-    """Attach ``fused_step(grads, state, ps, donate) -> (new_ps, new_state) | None`` to
-    ``opt.update``.
-
-    The step runs ``torch``'s fused Adam kernel (``torch._fused_adam_`` /
-    ``torch._fused_adamw_``) on copies of the parameters and moments (inputs untouched), or
-    on the given buffers themselves with ``donate=True``: one pass over the leaves instead
-    of a dozen ``foreach`` passes, with the state layout of the ``chain``. :func:`step`
-    (and so :func:`lux_torch.train_step`) uses it in eager mode; it returns ``None`` (use
-    ``update`` + :func:`apply_updates`) when traced, under ``torch.func`` transforms, with
-    a schedule, or for leaves the kernel does not take.
-    """
-    kernel = torch._fused_adam_ if kind == "adam" else torch._fused_adamw_
-    adam_at = 1 if kind == "adam" else 0
-
-    def fused_step(
-        grads: Tree, state: State, ps: Tree, donate: bool = False
-    ) -> tuple[Tree, State] | None:
-        if callable(lr) or torch.compiler.is_compiling():
-            return None
-        leaves = _fusable_leaves(grads, state, ps, adam_at)
-        if leaves is None:
-            return None
-        spec, count, p, g, mu, nu = leaves
-        # The kernels walk memory linearly, ignoring strides (a transposed gradient, as
-        # vmapped matmuls produce, silently updated the wrong elements): dense copies.
-        g = [t if t.is_contiguous() else t.contiguous() for t in g]
-        steps = [torch.full((), count + 1, dtype=torch.float32, device=p[0].device)] * len(p)
-        if not donate:  # the in-place kernel on copies: no copy of the gradients
-            p, mu, nu = ([t.clone() for t in x] for x in (p, mu, nu))
-        kernel(
-            p,
-            g,
-            mu,
-            nu,
-            [],
-            steps,
-            lr=float(lr),
-            beta1=betas[0],
-            beta2=betas[1],
-            weight_decay=weight_decay,
-            eps=eps,
-            amsgrad=False,
-            maximize=False,
-        )
-        return unflatten(spec, p), _fused_state(state, adam_at, spec, mu, nu)
-
-    update = opt.update
-    update.fused_step = fused_step  # type: ignore[attr-defined]  # read back with getattr
-    return opt
-
-
 _Leaves = list[torch.Tensor]
-
-
-def _fusable_leaves(
-    grads: Tree, state: State, ps: Tree, adam_at: int
-) -> tuple[Any, int, _Leaves, _Leaves, _Leaves, _Leaves] | None:
-    """``(spec, count, params, grads, mu, nu)``, flat, for one fused Adam step; ``None``
-    where the kernel cannot run: parameters that require grad with grad mode on, a traced
-    or batched step count, gradients of another structure, no parameters, or leaves the
-    kernel does not take (:func:`_kernel_takes`)."""
-    p, spec = flatten(ps)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in p):
-        return None
-    moments = state[adam_at]
-    count = plain_count(moments["count"])
-    if count is None:
-        return None
-    g = spec.flatten_up_to(grads) if hasattr(spec, "flatten_up_to") else None
-    if g is None or not p:
-        return None
-    mu, nu = spec.flatten_up_to(moments["mu"]), spec.flatten_up_to(moments["nu"])
-    if not _kernel_takes(p, g, mu, nu):
-        return None
-    return spec, count, p, g, mu, nu
-
-
-def _kernel_takes(p: _Leaves, g: _Leaves, mu: _Leaves, nu: _Leaves) -> bool:
-    """Whether the fused kernel takes these leaves: plain strided tensors on one CPU or CUDA
-    device, in a float dtype, with contiguous parameters and moments."""
-    device = p[0].device
-    return not (
-        device.type not in ("cpu", "cuda")
-        or any(
-            type(t) is not torch.Tensor
-            or t.device != device
-            or t.dtype not in _FUSED_DTYPES
-            or t.layout is not torch.strided
-            for t in (*p, *g, *mu, *nu)
-        )
-        or not all(t.is_contiguous() for t in (*p, *mu, *nu))
-    )
-
-
-def _fused_state(state: State, adam_at: int, spec: Any, mu: _Leaves, nu: _Leaves) -> State:
-    """The ``chain``'s state after one fused step: the Adam moments ``mu``, ``nu`` and both
-    step counts advanced."""
-    new_state = list(state)
-    new_state[adam_at] = {
-        "count": inc(state[adam_at]["count"]),
-        "mu": unflatten(spec, mu),
-        "nu": unflatten(spec, nu),
-    }
-    new_state[2] = {"count": inc(state[2]["count"])}
-    return tuple(new_state)
 
 
 def step(
@@ -244,9 +140,12 @@ def step(
 ) -> tuple[Tree, State]:
     """``update`` then :func:`apply_updates` in one call: ``(new_ps, new_state)``.
 
-    Where the optimizer has a fused implementation (:func:`adam`, :func:`adamw` with a
-    constant learning rate, in eager mode on CPU or CUDA) it runs that instead: one
-    kernel, the same state layout, numerics equal up to floating-point rounding.
+    This is the one place that picks a fast path, from ``optimizer.descriptor``: for
+    :func:`adam` and :func:`adamw` with a constant learning rate (a :class:`FusedAdam`
+    descriptor), in eager mode on CPU or CUDA, it runs torch's fused Adam kernel instead:
+    one kernel, the same state, numerics equal up to floating-point rounding. A
+    :class:`Reduced` optimizer (e.g. ``DistributedOptimizer``) reduces the gradients
+    first, then steps its inner optimizer.
 
     Arguments:
         optimizer: the transformation.
@@ -271,13 +170,109 @@ def step_unchecked(
     optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, donate: bool
 ) -> tuple[Tree, State]:
     """:func:`step` for ``grads`` whose structure has been checked already."""
-    fused: FusedStep | None = getattr(optimizer.update, "fused_step", None)
-    if fused is not None:
-        out = fused(grads, state, ps, donate)
+    descriptor = optimizer.descriptor
+    if isinstance(descriptor, Reduced):
+        grads = descriptor.reduce(grads)
+        return step_unchecked(descriptor.inner, grads, state, ps, donate)
+    if isinstance(descriptor, FusedAdam):
+        out = _fused_adam(descriptor, grads, state, ps, donate)
         if out is not None:
             return out
     updates, state = optimizer.update(grads, state, ps)
     return apply_updates(ps, updates), state
+
+
+def has_fused_step(optimizer: GradientTransformation) -> bool:
+    """Whether :func:`step` may run a fused in-place kernel for ``optimizer``."""
+    descriptor = optimizer.descriptor
+    if isinstance(descriptor, Reduced):
+        return has_fused_step(descriptor.inner)
+    return isinstance(descriptor, FusedAdam)
+
+
+def _fused_adam(
+    adam: FusedAdam, grads: Tree, state: State, ps: Tree, donate: bool
+) -> tuple[Tree, State] | None:
+    """One step of torch's fused Adam kernel (``torch._fused_adam_`` / ``_fused_adamw_``)
+    on copies of the parameters and moments (inputs untouched), or on the given buffers
+    themselves with ``donate=True``; ``None`` (use ``update``) when traced, under
+    ``torch.func`` transforms, or for leaves the kernel does not take."""
+    if torch.compiler.is_compiling():
+        return None
+    leaves = _fusable_leaves(grads, state, ps, adam.moments)
+    if leaves is None:
+        return None
+    spec, count, p, g, mu, nu = leaves
+    # The kernels walk memory linearly, ignoring strides (a transposed gradient, as
+    # vmapped matmuls produce, silently updated the wrong elements): dense copies.
+    g = [t if t.is_contiguous() else t.contiguous() for t in g]
+    steps = [torch.full((), count + 1, dtype=torch.float32, device=p[0].device)] * len(p)
+    if not donate:  # the in-place kernel on copies: no copy of the gradients
+        p, mu, nu = ([t.clone() for t in x] for x in (p, mu, nu))
+    kernel = torch._fused_adamw_ if adam.decoupled else torch._fused_adam_
+    kernel(
+        p,
+        g,
+        mu,
+        nu,
+        [],
+        steps,
+        lr=adam.lr,
+        beta1=adam.betas[0],
+        beta2=adam.betas[1],
+        weight_decay=adam.weight_decay,
+        eps=adam.eps,
+        amsgrad=False,
+        maximize=False,
+    )
+    new_state = list(state)  # the chain's state: the moments and both counts advanced
+    moments = state[adam.moments]
+    new_state[adam.moments] = {
+        "count": inc(moments["count"]),
+        "mu": unflatten(spec, mu),
+        "nu": unflatten(spec, nu),
+    }
+    new_state[-1] = {"count": inc(state[-1]["count"])}
+    return unflatten(spec, p), tuple(new_state)
+
+
+def _fusable_leaves(
+    grads: Tree, state: State, ps: Tree, at: int
+) -> tuple[Any, int, _Leaves, _Leaves, _Leaves, _Leaves] | None:
+    """``(spec, count, params, grads, mu, nu)``, flat, for one fused Adam step; ``None``
+    where the kernel cannot run: parameters that require grad with grad mode on, a traced
+    or batched step count, no parameters, or leaves the kernel does not take
+    (:func:`_kernel_takes`)."""
+    p, spec = flatten(ps)
+    if not p or (torch.is_grad_enabled() and any(t.requires_grad for t in p)):
+        return None
+    moments = state[at]
+    count = plain_count(moments["count"])
+    if count is None:
+        return None
+    g = spec.flatten_up_to(grads)
+    mu, nu = spec.flatten_up_to(moments["mu"]), spec.flatten_up_to(moments["nu"])
+    if not _kernel_takes(p, g, mu, nu):
+        return None
+    return spec, count, p, g, mu, nu
+
+
+def _kernel_takes(p: _Leaves, g: _Leaves, mu: _Leaves, nu: _Leaves) -> bool:
+    """Whether the fused kernel takes these leaves: plain strided tensors on one CPU or CUDA
+    device, in a float dtype, with contiguous parameters and moments."""
+    device = p[0].device
+    return not (
+        device.type not in ("cpu", "cuda")
+        or any(
+            type(t) is not torch.Tensor
+            or t.device != device
+            or t.dtype not in _FUSED_DTYPES
+            or t.layout is not torch.strided
+            or t.shape != like.shape
+            for t, like in zip((*p, *g, *mu, *nu), (*p, *p, *p, *p), strict=True)
+        )
+        or not all(t.is_contiguous() for t in (*p, *mu, *nu))
+    )
 
 
 def rmsprop(

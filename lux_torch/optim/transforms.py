@@ -1,5 +1,10 @@
 """The primitive gradient transformations and :func:`masked` / :func:`partition`
-(see :mod:`lux_torch.optim`)."""
+(see :mod:`lux_torch.optim`).
+
+Each transformation reads like its rule: ``init`` builds a named state, ``update`` takes
+the leaves of the gradients and of the state trees and applies the formula to all of them
+at once with the leaf-list ops of :mod:`lux_torch.optim.foreach` (``fe``).
+"""
 
 from __future__ import annotations
 
@@ -12,39 +17,31 @@ import torch
 
 from ..tree import NAMESPACE, flatten, unflatten
 from ..tree import map as tree_map
+from . import foreach as fe
 from ._base import (
-    IDENTITY_LEAFWISE,
-    Factor,
+    STATE,
     GradientTransformation,
-    Kit,
-    Leafwise,
     LearningRate,
     Leaves,
-    Owned,
     Scalar,
-    ScalarCache,
     State,
+    StateMismatch,
     Tree,
     check_beta,
+    check_grads,
     check_lr,
     check_nonneg,
     check_shapes,
+    check_state,
+    exponent,
     flatten_checked,
-    foreach_op,
     hoist,
-    identity_transform,
     inc,
-    kit_scalar,
-    leafwise,
+    is_zero,
     leaves_along,
-    make_transformation,
-    materialize,
-    moments_check,
+    leaves_and_like,
+    leaves_like,
     new_count,
-    no_check,
-    plain_count,
-    stateless_transform,
-    times,
     zeros_like_tree,
 )
 
@@ -65,25 +62,12 @@ def apply_updates(ps: Tree, updates: Tree) -> Tree:
         >>> apply_updates({"w": torch.ones(2)}, {"w": torch.ones(2)})
         {'w': tensor([2., 2.])}
     """
-    if torch.compiler.is_compiling():
-        p, spec = flatten(ps)
-        traced = flatten_checked(updates, ps, "updates")[0]
-        check_shapes("updates", traced, p, spec)
-        return unflatten(spec, foreach_op("add", p, traced))
-    p, spec = optree.tree_flatten(ps, namespace=NAMESPACE)
-    u = leaves_along(spec, updates)
-    if u is None:
-        u = flatten_checked(updates, ps, "updates")[0]  # raises, naming the paths
-    check_shapes("updates", u, p, spec)
-    return optree.tree_unflatten(spec, foreach_op("add", p, u))
+    u, p, spec = leaves_and_like(updates, ps, "updates")
+    return unflatten(spec, fe.add(p, u))
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Compose transformations left to right; the state is a tuple of their states.
-
-    When every member is a built-in transformation (or a chain of them) the chain flattens
-    the trees once per update and hands leaf lists from member to member; otherwise each
-    member's ``update`` is called on trees.
 
     Arguments:
         transforms: the transformations, applied in order.
@@ -98,45 +82,53 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def init(ps: Tree) -> State:
         return tuple(t.init(ps) for t in transforms)
 
-    members = [lw for lw in map(leafwise, transforms) if lw is not None]
-    if len(members) == len(transforms):
-        active = [lw for lw in members if lw is not IDENTITY_LEAFWISE]
-
-        def size(n: int) -> int:
-            return sum(lw.size(n) for lw in active)
-
-        def leaf_update(
-            g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
-        ) -> tuple[Leaves, Factor, Leaves]:
-            n, start = len(g), 0
-            new: list[torch.Tensor] = []
-            for lw in active:
-                stop = start + lw.size(n)
-                g, f, part = lw.update(g, f, s[start:stop], p, kit)
-                new += part
-                start = stop
-            return g, f, new
-
-        def check(grads: Tree, state: State) -> None:
-            if isinstance(state, tuple) and len(state) == len(members):
-                for lw, st in zip(members, state, strict=True):
-                    lw.check(grads, st)
-
-        uses_ps = any(lw.uses_ps for lw in active)
-        return make_transformation("chain", init, Leafwise(size, leaf_update, check, uses_ps))
-
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise StateMismatch(
+                "lux_torch.optim.chain: the state does not fit this transformation and these "
+                f"grads: expected a tuple of {len(transforms)} states, got "
+                f"{type(state).__name__}"
+            )
         new_states = []
-        for t, s in zip(transforms, state, strict=True):
-            grads, s = t.update(grads, s, ps)
+        for i, (t, s) in enumerate(zip(transforms, state, strict=True)):
+            try:
+                grads, s = t.update(grads, s, ps)
+            except StateMismatch as e:
+                raise StateMismatch(
+                    "lux_torch.optim.chain: the state does not fit this transformation and "
+                    f"these grads: member {i}: {e}"
+                ) from e
             new_states.append(s)
         return grads, tuple(new_states)
 
     return GradientTransformation(init, update)
 
 
-def scale(step_size: float) -> GradientTransformation:
-    """Multiply updates by a constant ``step_size`` (use a negative value to descend).
+def _empty(ps: Tree) -> State:
+    return ()
+
+
+def _identity(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+    return grads, state
+
+
+def identity() -> GradientTransformation:
+    """Pass the updates through unchanged (state ``()``)."""
+    return GradientTransformation(_empty, _identity)
+
+
+def stateless(name: str, fn: Callable[[list[torch.Tensor]], Any]) -> GradientTransformation:
+    """A transformation without state: ``fn(leaves of grads) -> leaves of the updates``."""
+
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        g, spec = check_grads(grads, ps)
+        return unflatten(spec, fn(g)), state
+
+    return GradientTransformation(_empty, update)
+
+
+def scale(step_size: Scalar) -> GradientTransformation:
+    """Multiply updates by a constant: ``u = step_size * g`` (negative to descend).
 
     Arguments:
         step_size: the factor.
@@ -147,7 +139,7 @@ def scale(step_size: float) -> GradientTransformation:
     Example:
         >>> opt = scale(-0.1)
     """
-    return stateless_transform("scale", lambda g, f, p, kit: (g, times(f, step_size)))
+    return stateless("scale", lambda g: fe.mul(g, step_size))
 
 
 def set_to_zero() -> GradientTransformation:
@@ -160,15 +152,14 @@ def set_to_zero() -> GradientTransformation:
         >>> opt = partition({"train": adam(1e-3), "frozen": set_to_zero()},
         ...                 {"encoder": "frozen", "head": "train"})
     """
-    return stateless_transform(
-        "set_to_zero", lambda g, f, p, kit: (kit.own([torch.zeros_like(x) for x in g]), None)
-    )
+    return stateless("set_to_zero", lambda g: [torch.zeros_like(x) for x in g])
 
 
 def add_decayed_weights(weight_decay: float) -> GradientTransformation:
-    """Add ``weight_decay * ps`` to the updates (L2 regularisation / decoupled decay).
+    """Add ``weight_decay * ps`` to the updates (L2 regularisation / decoupled decay):
+    ``u = g + weight_decay * p``.
 
-    With ``weight_decay == 0`` it is the identity (and costs nothing in a :func:`chain`).
+    With ``weight_decay == 0`` it is the identity.
 
     Arguments:
         weight_decay: the decay factor (>= 0).
@@ -180,21 +171,26 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
         >>> opt = chain(add_decayed_weights(1e-4), scale(-0.1))
     """
     check_nonneg("weight_decay", weight_decay, "add_decayed_weights")
-    if weight_decay == 0.0:
-        return identity_transform("add_decayed_weights")
+    if is_zero(weight_decay):
+        return identity()
 
-    def fn(g: Leaves, f: Factor, p: Leaves | None, kit: Kit) -> tuple[Leaves, Factor]:
-        if p is None:
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        if ps is None:
             raise ValueError("lux_torch.optim.add_decayed_weights: update needs ps")
-        g = materialize(g, f, kit)
-        op = kit.op_ if isinstance(g, Owned) else kit.op
-        return kit.own(op("add", g, p, alpha=weight_decay)), None
+        g, spec = leaves_like(grads, ps, "grads")
+        return unflatten(spec, fe.add(g, flatten(ps)[0], alpha=weight_decay)), state
 
-    return stateless_transform("add_decayed_weights", fn, uses_ps=True)
+    return GradientTransformation(_empty, update)
+
+
+def global_norm(leaves: list[torch.Tensor]) -> torch.Tensor:
+    """``sqrt(sum of all squared elements)`` of a list of tensors."""
+    return torch.sqrt(sum(torch.sum(x * x) for x in leaves))  # type: ignore[arg-type]  # sum() of tensors
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
-    """Rescale updates so that their global L2 norm is at most ``max_norm``.
+    """Rescale updates so that their global L2 norm is at most ``max_norm``:
+    ``u = g * min(1, max_norm / (||g|| + 1e-12))``.
 
     Arguments:
         max_norm: the largest allowed global norm (> 0).
@@ -210,14 +206,12 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
             f"lux_torch.optim.clip_by_global_norm: max_norm must be > 0, got {max_norm}"
         )
 
-    def fn(g: Leaves, f: Factor, p: Leaves | None, kit: Kit) -> tuple[Leaves, Factor]:
-        g = materialize(g, f, kit)
+    def clip(g: list[torch.Tensor]) -> Any:
         if not g:
-            return g, None
-        norm = torch.sqrt(sum(torch.sum(x * x) for x in g))  # type: ignore[arg-type]  # sum() of tensors
-        return g, torch.clamp(max_norm / (norm + 1e-12), max=1.0)
+            return g
+        return fe.mul(g, hoist(torch.clamp(max_norm / (global_norm(g) + 1e-12), max=1.0)))
 
-    return stateless_transform("clip_by_global_norm", fn)
+    return stateless("clip_by_global_norm", clip)
 
 
 def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
@@ -237,48 +231,52 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
         >>> opt = chain(scale_by_adam(), scale_by_learning_rate(1e-3))
     """
     check_lr(lr, "scale_by_learning_rate")
-    constant = None if callable(lr) else -float(lr)
 
     def init(ps: Tree) -> State:
         return {"count": new_count()}
 
-    def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
-    ) -> tuple[Leaves, Factor, Leaves]:
-        count = s[0]
-        step = -lr(count) if callable(lr) else constant
-        return g, times(f, step), [inc(count)]  # type: ignore[arg-type]  # step: lr(count) or constant
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_state(state, ("count",), "scale_by_learning_rate")
+        g, spec = check_grads(grads, ps)
+        count = state["count"]
+        step = -lr(count) if callable(lr) else -lr
+        u = fe.mul(g, hoist(step))
+        return unflatten(spec, u), {"count": inc(count)}
 
-    lw = Leafwise(lambda n: 1, update, no_check)
-    return make_transformation("scale_by_learning_rate", init, lw)
+    return GradientTransformation(init, update)
 
 
-def _adam_corrections(
-    b1: float, b2: float, bases: torch.Tensor, count: torch.Tensor
-) -> tuple[Scalar, Scalar]:
-    """``1 / (1 - b1 ** count)`` and ``sqrt(1 - b2 ** count)``: floats when eager (as in
-    ``torch.optim``), float64 tensors when traced."""
-    t = plain_count(count)
-    if t is not None:
-        return 1.0 / (1.0 - b1**t), math.sqrt(1.0 - b2**t)
-    if bases.device != count.device:
-        bases = bases.to(count.device)
-    bc1, bc2 = (1.0 - torch.pow(bases, count)).unbind()
-    return torch.reciprocal(bc1), hoist(torch.sqrt(bc2))
+def _moments(
+    grads: Tree, state: State, keys: tuple[str, ...], name: str
+) -> tuple[Leaves, list[Leaves], Any]:
+    """``(g, [leaves of state[k] for k in keys], spec)`` for a transformation whose state
+    holds trees like ``ps`` under ``keys`` (``count`` aside): grads checked against them."""
+    first, spec = flatten(state[keys[0]])
+    g, got = flatten(grads)
+    if got != spec:
+        g = flatten_checked(grads, state[keys[0]], f"grads (to {name})")[0]  # or raises
+    moments: list[Leaves] = [first, *(leaves_along(spec, state[k], name) for k in keys[1:])]
+    check_shapes("grads", g, first, spec, of=STATE)
+    return g, moments, spec
 
 
 def scale_by_adam(
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
 ) -> GradientTransformation:
-    """Adam's bias-corrected ``m_hat / (sqrt(v_hat) + eps)`` direction (torch.optim.Adam).
+    """Adam's bias-corrected direction (Kingma & Ba, 2014, arXiv:1412.6980; as
+    ``torch.optim.Adam``)::
+
+        mu = b1 * mu + (1 - b1) * g
+        nu = b2 * nu + (1 - b2) * g^2
+        u  = (mu / (1 - b1^t)) / (sqrt(nu) / sqrt(1 - b2^t) + eps)
 
     Arguments:
-        betas: decay rates ``(beta1, beta2)`` of the first and second moments.
+        betas: decay rates ``(b1, b2)`` of the first and second moments.
         eps: added to the bias-corrected root of the second moment.
 
     Returns:
         A :class:`GradientTransformation` with state ``{"count": int64 (), "mu": tree,
-        "nu": tree}``: the number of updates done, and the running first and second
+        "nu": tree}``: the number of updates done ``t``, and the running first and second
         moments of the gradients (trees like ``ps``).
 
     Example:
@@ -288,34 +286,38 @@ def scale_by_adam(
     check_beta("betas[0]", b1, "scale_by_adam")
     check_beta("betas[1]", b2, "scale_by_adam")
     check_nonneg("eps", eps, "scale_by_adam")
-    bases = torch.tensor([b1, b2], dtype=torch.float64)
-    b2s: ScalarCache = {}
-    epss: ScalarCache = {}
+    keys = ("count", "mu", "nu")
 
     def init(ps: Tree) -> State:
         return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
 
-    def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
-    ) -> tuple[Leaves, Factor, Leaves]:
-        g, n, op, op_ = materialize(g, f, kit), len(g), kit.op, kit.op_
-        count = inc(s[0])
-        mu = op("lerp", s[1 : n + 1], g, 1.0 - b1)
-        nu = op("mul", s[n + 1 :], kit_scalar(kit, g, b2, b2s))
-        nu = op_("addcmul", nu, g, g, value=1.0 - b2)
-        inv_bc1, bc2_sqrt = _adam_corrections(b1, b2, bases, count)
-        denom = op_("div", op("sqrt", nu), kit_scalar(kit, nu, bc2_sqrt))
-        denom = op_("add", denom, kit_scalar(kit, nu, eps, epss))
-        return kit.own(op("div", mu, denom)), inv_bc1, [count, *mu, *nu]
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_state(state, keys, "scale_by_adam")
+        g, (mu, nu), spec = _moments(grads, state, ("mu", "nu"), "scale_by_adam")
+        count = inc(state["count"])
+        mu = fe.lerp(mu, g, 1.0 - b1)
+        nu = fe.addcmul_(fe.mul(nu, b2), g, g, value=1.0 - b2)
+        t = exponent(count)
+        c1, c2 = 1.0 - b1**t, 1.0 - b2**t
+        # u = (mu / c1) / (sqrt(nu / c2) + eps), as mu / (k * sqrt(nu) + c1 * eps) with
+        # k = c1 / sqrt(c2); ``_`` ops write into this update's own temporaries
+        k = c1 / math.sqrt(c2) if isinstance(c2, float) else c1 * torch.rsqrt(c2)
+        denom = fe.add_(fe.mul_(fe.sqrt(nu), hoist(k)), hoist(c1 * eps))
+        u = fe.div(mu, denom)
+        new = {"count": count, "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
+        return unflatten(spec, u), new
 
-    lw = Leafwise(lambda n: 1 + 2 * n, update, moments_check("scale_by_adam", ("mu", "nu")))
-    return make_transformation("scale_by_adam", init, lw)
+    return GradientTransformation(init, update)
 
 
 def scale_by_rms(
     alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
 ) -> GradientTransformation:
-    """RMSprop's ``g / (sqrt(E[g^2] - centered*E[g]^2) + eps)`` (torch.optim.RMSprop).
+    """RMSprop's direction (Hinton, 2012; as ``torch.optim.RMSprop``)::
+
+        nu = alpha * nu + (1 - alpha) * g^2
+        mu = alpha * mu + (1 - alpha) * g          (centered only)
+        u  = g / (sqrt(nu - mu^2) + eps)           (``mu = 0`` unless centered)
 
     Arguments:
         alpha: smoothing constant of the running averages.
@@ -332,34 +334,34 @@ def scale_by_rms(
     """
     check_beta("alpha", alpha, "scale_by_rms")
     check_nonneg("eps", eps, "scale_by_rms")
-    alphas: ScalarCache = {}
-    epss: ScalarCache = {}
+    keys = ("count", "mu", "nu")
 
     def init(ps: Tree) -> State:
         return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
 
-    def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
-    ) -> tuple[Leaves, Factor, Leaves]:
-        g, n, op, op_ = materialize(g, f, kit), len(g), kit.op, kit.op_
-        mu, nu = s[1 : n + 1], s[n + 1 :]
-        nu = op_("addcmul", op("mul", nu, kit_scalar(kit, g, alpha, alphas)), g, g, value=1 - alpha)
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_state(state, keys, "scale_by_rms")
+        g, (mu, nu), spec = _moments(grads, state, ("mu", "nu"), "scale_by_rms")
+        nu = fe.addcmul(fe.mul(nu, alpha), g, g, value=1.0 - alpha)
         if centered:
-            mu = op("lerp", mu, g, 1.0 - alpha)
-            root = op_("sqrt", op("addcmul", nu, mu, mu, value=-1.0))
+            mu = fe.lerp(mu, g, 1.0 - alpha)
+            root = fe.sqrt(fe.addcmul(nu, mu, mu, value=-1.0))
         else:
-            root = op("sqrt", nu)
-        out = op("div", g, op_("add", root, kit_scalar(kit, root, eps, epss)))
-        return kit.own(out), None, [inc(s[0]), *mu, *nu]
+            root = fe.sqrt(nu)
+        u = fe.div(g, fe.add(root, eps))
+        new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
+        return unflatten(spec, u), new
 
-    lw = Leafwise(lambda n: 1 + 2 * n, update, moments_check("scale_by_rms", ("mu", "nu")))
-    return make_transformation("scale_by_rms", init, lw)
+    return GradientTransformation(init, update)
 
 
 def scale_by_adagrad(
     eps: float = 1e-10, initial_accumulator_value: float = 0.0
 ) -> GradientTransformation:
-    """Adagrad's ``g / (sqrt(sum g^2) + eps)`` (torch.optim.Adagrad's direction).
+    """Adagrad's direction (Duchi et al., 2011; as ``torch.optim.Adagrad``)::
+
+        sum = sum + g^2
+        u   = g / (sqrt(sum) + eps)
 
     Arguments:
         eps: added after the square root.
@@ -374,33 +376,30 @@ def scale_by_adagrad(
     """
     check_nonneg("eps", eps, "scale_by_adagrad")
     check_nonneg("initial_accumulator_value", initial_accumulator_value, "scale_by_adagrad")
-    epss: ScalarCache = {}
+    keys = ("count", "sum")
 
     def init(ps: Tree) -> State:
         return {"count": new_count(), "sum": zeros_like_tree(ps, initial_accumulator_value)}
 
-    def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
-    ) -> tuple[Leaves, Factor, Leaves]:
-        g, op = materialize(g, f, kit), kit.op
-        acc = op("addcmul", s[1:], g, g)
-        root = op("sqrt", acc)
-        out = op("div", g, kit.op_("add", root, kit_scalar(kit, root, eps, epss)))
-        return kit.own(out), None, [inc(s[0]), *acc]
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_state(state, keys, "scale_by_adagrad")
+        g, (acc,), spec = _moments(grads, state, ("sum",), "scale_by_adagrad")
+        acc = fe.addcmul(acc, g, g)
+        u = fe.div(g, fe.add(fe.sqrt(acc), eps))
+        return unflatten(spec, u), {"count": inc(state["count"]), "sum": unflatten(spec, acc)}
 
-    lw = Leafwise(lambda n: 1 + n, update, moments_check("scale_by_adagrad", ("sum",)))
-    return make_transformation("scale_by_adagrad", init, lw)
+    return GradientTransformation(init, update)
 
 
 def scale_by_lion(betas: tuple[float, float] = (0.9, 0.99)) -> GradientTransformation:
-    """Lion's direction ``sign(b1 * mu + (1 - b1) * g)``; then ``mu = b2 * mu + (1 - b2) * g``.
+    """Lion's direction (Chen et al., 2023, arXiv:2302.06675; as optax's ``scale_by_lion``)::
 
-    From "Symbolic Discovery of Optimization Algorithms" (Chen et al., 2023), as optax's
-    ``scale_by_lion``.
+        u  = sign(b1 * mu + (1 - b1) * g)
+        mu = b2 * mu + (1 - b2) * g
 
     Arguments:
-        betas: ``(beta1, beta2)``: the interpolation factor of the direction and the decay
-            rate of the momentum.
+        betas: ``(b1, b2)``: the interpolation factor of the direction and the decay rate
+            of the momentum.
 
     Returns:
         A :class:`GradientTransformation` with state ``{"count": int64 (), "mu": tree}``:
@@ -412,23 +411,26 @@ def scale_by_lion(betas: tuple[float, float] = (0.9, 0.99)) -> GradientTransform
     b1, b2 = betas
     check_beta("betas[0]", b1, "scale_by_lion")
     check_beta("betas[1]", b2, "scale_by_lion")
+    keys = ("count", "mu")
 
     def init(ps: Tree) -> State:
         return {"count": new_count(), "mu": zeros_like_tree(ps)}
 
-    def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
-    ) -> tuple[Leaves, Factor, Leaves]:
-        g, mu = materialize(g, f, kit), s[1:]
-        direction = kit.op_("sign", kit.op("lerp", mu, g, 1.0 - b1))
-        return kit.own(direction), None, [inc(s[0]), *kit.op("lerp", mu, g, 1.0 - b2)]
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_state(state, keys, "scale_by_lion")
+        g, (mu,), spec = _moments(grads, state, ("mu",), "scale_by_lion")
+        u = fe.sign(fe.lerp(mu, g, 1.0 - b1))
+        mu = fe.lerp(mu, g, 1.0 - b2)
+        return unflatten(spec, u), {"count": inc(state["count"]), "mu": unflatten(spec, mu)}
 
-    lw = Leafwise(lambda n: 1 + n, update, moments_check("scale_by_lion", ("mu",)))
-    return make_transformation("scale_by_lion", init, lw)
+    return GradientTransformation(init, update)
 
 
 def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
-    """Momentum: ``buf = momentum * buf + g``; output ``buf`` (or ``g + momentum * buf``).
+    """Momentum (as ``torch.optim.SGD`` with dampening 0)::
+
+        buf = momentum * buf + g
+        u   = buf                    (or g + momentum * buf with nesterov)
 
     With ``momentum == 0`` it is the identity with an empty state.
 
@@ -444,26 +446,102 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
         >>> opt = chain(trace(0.9), scale_by_learning_rate(0.1))
     """
     check_beta("momentum", momentum, "trace")
-    if nesterov and momentum == 0.0:
+    if nesterov and is_zero(momentum):
         raise ValueError("lux_torch.optim.trace: nesterov needs momentum > 0")
-    if momentum == 0.0:
-        return identity_transform("trace")
-    momenta: ScalarCache = {}
+    if is_zero(momentum):
+        return identity()
 
     def init(ps: Tree) -> State:
         return {"buf": zeros_like_tree(ps)}
 
-    def update(
-        g: Leaves, f: Factor, s: Leaves, p: Leaves | None, kit: Kit
-    ) -> tuple[Leaves, Factor, Leaves]:
-        g = materialize(g, f, kit)
-        buf = kit.op_("add", kit.op("mul", s, kit_scalar(kit, s, momentum, momenta)), g)
-        if nesterov:
-            return kit.own(kit.op("add", g, buf, alpha=momentum)), None, buf
-        return buf, None, buf  # not owned: the state holds it
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_state(state, ("buf",), "trace")
+        g, (buf,), spec = _moments(grads, state, ("buf",), "trace")
+        buf = fe.add(fe.mul(buf, momentum), g)
+        u = fe.add(g, buf, alpha=momentum) if nesterov else buf
+        return unflatten(spec, u), {"buf": unflatten(spec, buf)}
 
-    lw = Leafwise(lambda n: n, update, moments_check("trace", ("buf",)))
-    return make_transformation("trace", init, lw)
+    return GradientTransformation(init, update)
+
+
+def clip(max_delta: float) -> GradientTransformation:
+    """Clip every update element to ``[-max_delta, max_delta]``: ``u = clamp(g, -max_delta,
+    max_delta)`` (optax's ``clip``; ``torch.nn.utils.clip_grad_value_``).
+
+    Arguments:
+        max_delta: the largest allowed magnitude (> 0).
+
+    Returns:
+        A stateless :class:`GradientTransformation` (state ``()``).
+
+    Example:
+        >>> opt = chain(clip(1.0), scale(-0.1))
+    """
+    if not max_delta > 0.0:
+        raise ValueError(f"lux_torch.optim.clip: max_delta must be > 0, got {max_delta}")
+    return stateless("clip", lambda g: fe.clamp(g, -max_delta, max_delta))
+
+
+def centralize() -> GradientTransformation:
+    """Gradient centralization (Yong et al., 2020, arXiv:2004.01461; optax's ``centralize``):
+    from every leaf with more than one dimension subtract its mean over all dimensions but
+    the first, ``u = g - mean(g, dims=1..)``; vectors and scalars pass unchanged.
+
+    Returns:
+        A stateless :class:`GradientTransformation` (state ``()``).
+
+    Example:
+        >>> opt = chain(centralize(), adam(1e-3))
+    """
+
+    def centered(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() <= 1:
+            return x
+        return x - x.mean(dim=tuple(range(1, x.dim())), keepdim=True)
+
+    return stateless("centralize", lambda g: [centered(x) for x in g])
+
+
+def ema(decay: float, debias: bool = True) -> GradientTransformation:
+    """Exponential moving average of the values it is given (optax's ``ema``)::
+
+        ema = decay * ema + (1 - decay) * x       (ema starts at 0)
+        u   = ema / (1 - decay^t)                 (debias; else u = ema)
+
+    Given updates, it smooths them (momentum without a learning rate); given parameters,
+    it averages them (Polyak averaging): :class:`lux_torch.TrainState` does that with
+    ``ema=``, see ``TrainState.ema_params``.
+
+    Arguments:
+        decay: the decay rate in [0, 1).
+        debias: divide by ``1 - decay^t`` (``t`` values seen), removing the bias towards
+            the initial 0: the average of the first value is that value.
+
+    Returns:
+        A :class:`GradientTransformation` with state ``{"count": int64 (), "ema": tree}``:
+        the number of values averaged ``t`` and the (biased) running average, like ``ps``.
+
+    Example:
+        >>> smooth = ema(0.9)
+        >>> avg, state = smooth.update({"w": torch.ones(2)}, smooth.init({"w": torch.ones(2)}))
+        >>> avg
+        {'w': tensor([1., 1.])}
+    """
+    check_beta("decay", decay, "ema")
+    keys = ("count", "ema")
+
+    def init(ps: Tree) -> State:
+        return {"count": new_count(), "ema": zeros_like_tree(ps)}
+
+    def update(values: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_state(state, keys, "ema")
+        x, (avg,), spec = _moments(values, state, ("ema",), "ema")
+        count = inc(state["count"])
+        avg = fe.lerp(avg, x, 1.0 - decay)
+        out = fe.div(avg, hoist(1.0 - decay ** exponent(count))) if debias else avg
+        return unflatten(spec, out), {"count": count, "ema": unflatten(spec, avg)}
+
+    return GradientTransformation(init, update)
 
 
 # ------------------------------------------------------------------ masked / partition
