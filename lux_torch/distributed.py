@@ -75,7 +75,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ._graph import tracing
 from .optim import GradientTransformation
-from .optim._base import Reduced
+from .optim._base import Reduced, described
 from .tree import flatten, paths, unflatten
 
 __all__ = [
@@ -508,7 +508,7 @@ def DistributedOptimizer(
     # before its finiteness check, so that a NaN on one rank stops every rank), then run
     # the inner optimizer's fast path or update, so the gradients are averaged once
     update.__qualname__ = update.__name__ = "DistributedOptimizer.update"
-    return GradientTransformation(optimizer.init, update, Reduced(average, optimizer))
+    return described(GradientTransformation(optimizer.init, update), Reduced(average, optimizer))
 
 
 # ------------------------------------------------------------------------- data shards

@@ -526,7 +526,10 @@ def test_step_picks_the_fused_kernel_from_the_descriptor_only() -> None:
     donated = map(torch.clone, ps)
     new_ps, _ = optim.step(opt, map(_grad, donated), state, donated, donate=True)
     assert leaves(new_ps)[0] is leaves(donated)[0]  # the kernel ran in place
-    plain = opt._replace(descriptor=None)  # the same maths, no fast path
+    plain = opt._replace()  # the same maths, no fast path
+    assert plain.descriptor is None and optim.described(opt, None).descriptor is None
+    init, update = opt  # still optax's pair
+    assert (init, update) == (opt.init, opt.update) and len(opt) == 2
     kept = map(torch.clone, ps)
     new_plain, _ = optim.step(plain, map(_grad, kept), plain.init(ps), kept, donate=True)
     assert leaves(new_plain)[0] is not leaves(kept)[0]
@@ -538,7 +541,7 @@ def test_step_picks_the_fused_kernel_from_the_descriptor_only() -> None:
         calls.append(1)
         return map(lambda g: 2 * g, grads)
 
-    wrapped = optim.GradientTransformation(opt.init, opt.update, optim.Reduced(reduce, opt))
+    wrapped = optim.described(opt, optim.Reduced(reduce, opt))
     got, _ = optim.step(wrapped, map(_grad, ps), opt.init(ps), ps)
     want, _ = optim.step(opt, map(lambda p: 2 * _grad(p), ps), opt.init(ps), ps)
     assert calls == [1]

@@ -54,6 +54,7 @@ from ._base import (
     FusedAdam,
     GradientTransformation,
     Reduced,
+    described,
 )
 from .adaptive import (
     adabelief,
@@ -154,6 +155,7 @@ __all__ = [
     "clip_by_global_norm",
     "constant_schedule",
     "cosine_decay_schedule",
+    "described",
     "ema",
     "exponential_decay",
     "hutchinson_diag_hessian",

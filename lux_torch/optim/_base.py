@@ -62,15 +62,47 @@ Descriptor = FusedAdam | Reduced | None
 class GradientTransformation(NamedTuple):
     """A pure optimizer: ``init(ps) -> state`` and ``update(grads, state, ps) -> (u, state)``.
 
-    ``descriptor``: what :func:`~lux_torch.optim.step` may run instead of ``update`` +
-    ``apply_updates`` (a :class:`FusedAdam` configuration, a :class:`Reduced` wrapper), or
-    ``None`` (the default: ``step`` runs ``update``). A transformation built from another
-    one does not inherit it.
+    A pair, as optax's (``init, update = opt`` works). ``descriptor``: what
+    :func:`~lux_torch.optim.step` may run instead of ``update`` + ``apply_updates`` (a
+    :class:`FusedAdam` configuration, a :class:`Reduced` wrapper), or ``None`` (the default:
+    ``step`` runs ``update``); :func:`described` attaches one. A transformation built from
+    another one (``chain``, ``_replace``, a wrapper) does not inherit it.
     """
 
     init: Callable[[Tree], State]
     update: Callable[..., tuple[Tree, State]]
-    descriptor: Descriptor = None
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return None
+
+
+class _Described(GradientTransformation):
+    """A :class:`GradientTransformation` (still the pair ``(init, update)``) that carries a
+    descriptor for :func:`~lux_torch.optim.step`."""
+
+    def __new__(
+        cls, init: Callable[[Tree], State], update: Callable[..., tuple[Tree, State]], d: Any
+    ) -> _Described:
+        self = super().__new__(cls, init, update)
+        self.__dict__["_descriptor"] = d
+        return self
+
+    @property
+    def descriptor(self) -> Descriptor:
+        d: Descriptor = self.__dict__.get("_descriptor")  # None after _replace / _make
+        return d
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # pickling keeps the descriptor
+        return (self.init, self.update, self.descriptor)
+
+
+def described(opt: GradientTransformation, descriptor: Descriptor) -> GradientTransformation:
+    """``opt`` carrying ``descriptor`` (the fast path :func:`~lux_torch.optim.step` may
+    take); ``None`` gives the plain pair."""
+    if descriptor is None:
+        return GradientTransformation(opt.init, opt.update)
+    return _Described(opt.init, opt.update, descriptor)
 
 
 class StateMismatch(ValueError):

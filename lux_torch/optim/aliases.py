@@ -19,6 +19,7 @@ from ._base import (
     Tree,
     check_lr,
     check_nonneg,
+    described,
     flatten_checked,
     inc,
     plain_count,
@@ -93,7 +94,7 @@ def adam(
     )
     if callable(lr) or not _numbers(lr, eps, weight_decay):
         return opt  # a schedule, or values injected by inject_hyperparams
-    return opt._replace(descriptor=FusedAdam(False, float(lr), betas, eps, weight_decay, 1))
+    return described(opt, FusedAdam(False, float(lr), betas, eps, weight_decay, 1))
 
 
 def adamw(
@@ -124,7 +125,7 @@ def adamw(
     )
     if callable(lr) or not _numbers(lr, eps, weight_decay):
         return opt  # a schedule, or values injected by inject_hyperparams
-    return opt._replace(descriptor=FusedAdam(True, float(lr), betas, eps, weight_decay, 0))
+    return described(opt, FusedAdam(True, float(lr), betas, eps, weight_decay, 0))
 
 
 def _numbers(*values: Any) -> bool:
