@@ -87,7 +87,8 @@ def _block_reference(block: DecoderBlock) -> Any:
 
     def reference(t: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         x = x + attn(t, _rms(t, "norm1", x, eps))
-        return x + mlp(t, _rms(t, "norm2", x, eps))
+        y: torch.Tensor = x + mlp(t, _rms(t, "norm2", x, eps))
+        return y
 
     return reference
 
