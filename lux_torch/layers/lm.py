@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .._graph import forward_ad_active
 from ..core import Layer, Params, State
+from ..experimental.frozen import Frozen
 from ._common import check_bool, check_int, describe_value
 from .attention import _check_base
 from .basic import Linear
@@ -418,11 +419,16 @@ class DecoderBlock(Layer):
 
 def _walk_caches(model: Layer, ps: Any, st: Any, fn: Any) -> Any:
     """``st`` with ``fn(attention_layer, ps, st)`` replacing the state of every
-    :class:`GroupedQueryAttention` reached through children stored under their names."""
+    :class:`GroupedQueryAttention` reached through children stored under their names (and
+    through :class:`~lux_torch.experimental.frozen.Frozen`, whose parameters ``fn`` gets
+    from ``st``; only their dtype and device are read)."""
     if isinstance(model, GroupedQueryAttention):
         return fn(model, ps, st)
     if not isinstance(st, Mapping):
         return st
+    if isinstance(model, Frozen):  # frozen parameters are in st, the inner state below
+        inner = _walk_caches(model.layer, st["frozen_params"], st["states"], fn)
+        return {**st, "states": inner}
     out = dict(st)
     for name, child in model.children().items():
         if name in st:

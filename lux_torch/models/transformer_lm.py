@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .. import init
 from .. import random as lrandom
 from ..core import Layer, Params, State
+from ..experimental.frozen import Frozen
 from ..layers._common import check_bool, check_int, describe_value
 from ..layers.basic import Embedding, Linear
 from ..layers.lm import DecoderBlock, init_cache
@@ -171,7 +172,7 @@ def _choose(
 
 
 def generate(
-    model: TransformerLM,
+    model: TransformerLM | Frozen,
     ps: Params,
     st: State,
     prompt: torch.Tensor,
@@ -195,7 +196,8 @@ def generate(
     float64).
 
     Arguments:
-        model: the language model.
+        model: the language model, or one frozen by :func:`lux_torch.freeze` /
+            :func:`~lux_torch.layers.lora.apply_lora`.
         ps, st: its parameters and state (``st`` without caches; it is not changed).
         prompt: ``(N, P)`` token ids, ``P >= 1``.
         max_new_tokens: how many tokens to add (``P + max_new_tokens <= model.max_len``).
@@ -215,10 +217,13 @@ def generate(
     check_int("generate", "max_new_tokens", max_new_tokens, 0)
     if prompt.dim() != 2 or prompt.shape[1] < 1 or prompt.is_floating_point():
         raise ValueError(f"generate: expected a prompt of token ids (N, P), got {prompt.shape}")
-    if prompt.shape[1] + max_new_tokens > model.max_len:
+    lm = model.layer if isinstance(model, Frozen) else model
+    if not isinstance(lm, TransformerLM):
+        raise TypeError(f"generate: expected a TransformerLM, got {type(lm).__name__}")
+    if prompt.shape[1] + max_new_tokens > lm.max_len:
         raise ValueError(
             f"generate: prompt length {prompt.shape[1]} + max_new_tokens {max_new_tokens} "
-            f"exceeds max_len={model.max_len}"
+            f"exceeds max_len={lm.max_len}"
         )
     if not temperature > 0:
         raise ValueError(f"generate: temperature must be > 0, got {temperature}")
@@ -238,7 +243,7 @@ def generate(
         nxt = _choose(last, key, i, temperature, top_k)[:, None].to(prompt.dtype)
         tokens = torch.cat([tokens, nxt], dim=1)
         feed = nxt
-    vocab = model.vocab_size
+    vocab = lm.vocab_size
     stacked = (
         torch.stack(chosen, 1)
         if chosen
