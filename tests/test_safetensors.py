@@ -43,7 +43,7 @@ def test_state_tensors_and_keys_round_trip(tmp_path: pathlib.Path) -> None:
     ps, st = lux.setup(3, model)
     st = {**st, "layer_2": {**st["layer_2"], "running_mean": torch.arange(4.0)}}
     save_safetensors(tmp_path / "m.safetensors", ps, st)
-    ps2, st2 = load_safetensors(tmp_path / "m.safetensors", model)
+    _, st2 = load_safetensors(tmp_path / "m.safetensors", model)
     assert torch.equal(st2["layer_2"]["running_mean"], torch.arange(4.0))
     assert torch.equal(st2["layer_3"]["key"], st["layer_3"]["key"])
 

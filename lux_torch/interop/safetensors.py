@@ -57,7 +57,7 @@ def save_safetensors(
     out: dict[str, torch.Tensor] = {}
     for name, t in flat.items():
         t = t.detach().contiguous()
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
+        ident = (t.untyped_storage().data_ptr(), int(t.storage_offset()))
         if t.numel() and ident in seen:
             t = t.clone()
         seen.add(ident)
