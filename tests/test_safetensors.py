@@ -6,14 +6,13 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+import safetensors.torch as safetensors_torch
 import torch
 
 import lux_torch as lux
 from lux_torch.interop import StateDictError
 from lux_torch.interop.safetensors import load_safetensors, save_safetensors
 from lux_torch.models import TransformerLM
-
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
 def _lm(dim: int = 16) -> TransformerLM:
