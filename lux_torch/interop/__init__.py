@@ -6,12 +6,15 @@
 - :mod:`~lux_torch.interop.checkpoint` — ``save`` / ``load`` (public as
   ``lux_torch.checkpoint`` too), verified by ``_checkpoint_verify`` before unpickling.
 - :mod:`~lux_torch.interop.export` — ``export`` through ``torch.export`` (``lux_torch.deploy``).
+- :mod:`~lux_torch.interop.safetensors` — ``save_safetensors`` / ``load_safetensors``
+  (optional extra ``lm``).
 - :mod:`~lux_torch.interop.precision` — ``f16`` / ``bf16`` / ``f32`` / ``f64``
   (``lux_torch.precision``).
 """
 
 from __future__ import annotations
 
+from .safetensors import load_safetensors, save_safetensors
 from .torch_nn import (
     LuxModule,
     StateDictError,
@@ -27,7 +30,9 @@ __all__ = [
     "StateDictError",
     "TorchModule",
     "from_torch",
+    "load_safetensors",
     "load_state_dict",
+    "save_safetensors",
     "state_dict",
     "to_torch",
 ]

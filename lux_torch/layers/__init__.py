@@ -71,6 +71,8 @@ from .dropout import (
 )
 from .embedding import EmbeddingBag
 from .fold import Fold, Unfold
+from .lm import DecoderBlock, GroupedQueryAttention, SwiGLU, drop_cache, init_cache
+from .lora import LoRA, apply_lora, merge_lora
 from .normalization import (
     BatchNorm1d,
     BatchNorm2d,
@@ -183,6 +185,7 @@ __all__ = [
     "ConvTranspose1d",
     "ConvTranspose2d",
     "ConvTranspose3d",
+    "DecoderBlock",
     "Dropout",
     "Dropout1d",
     "Dropout2d",
@@ -196,6 +199,7 @@ __all__ = [
     "GlobalAvgPool",
     "GlobalMaxPool",
     "GroupNorm",
+    "GroupedQueryAttention",
     "Hardshrink",
     "Hardsigmoid",
     "Hardswish",
@@ -211,6 +215,7 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LoRA",
     "LogSigmoid",
     "LogSoftmax",
     "MaxPool1d",
@@ -258,6 +263,7 @@ __all__ = [
     "Softsign",
     "SpectralNorm",
     "StatefulRecurrentCell",
+    "SwiGLU",
     "Tanh",
     "Tanhshrink",
     "Threshold",
@@ -275,6 +281,10 @@ __all__ = [
     "ZeroPad1d",
     "ZeroPad2d",
     "ZeroPad3d",
+    "apply_lora",
     "compact",
+    "drop_cache",
+    "init_cache",
+    "merge_lora",
     "resample_masks",
 ]
