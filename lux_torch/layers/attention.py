@@ -500,7 +500,7 @@ def _check_dim(owner: str, dim: Any) -> None:
         raise ValueError(f"{owner}: dim must be even, got {dim}")
 
 
-def _check_base(owner: str, base: Any) -> float:
+def check_rope_base(owner: str, base: Any) -> float:
     if isinstance(base, bool) or not isinstance(base, (int, float)) or base <= 0:
         raise ValueError(f"{owner}: base must be a positive number, got {base!r}")
     return float(base)
@@ -566,7 +566,7 @@ class SinusoidalPositionalEmbedding(Layer):
         _check_dim(owner, self.dim)
         if self.max_len is not None:
             check_int(owner, "max_len", self.max_len, 1)
-        self._set_fields(base=_check_base(owner, self.base))
+        self._set_fields(base=check_rope_base(owner, self.base))
 
     def table(
         self,
@@ -634,7 +634,7 @@ class RotaryPositionalEmbedding(Layer):
     def __post_init__(self) -> None:
         owner = "RotaryPositionalEmbedding"
         _check_dim(owner, self.dim)
-        self._set_fields(base=_check_base(owner, self.base))
+        self._set_fields(base=check_rope_base(owner, self.base))
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
         problem = _position_problem(self, x)

@@ -30,7 +30,7 @@ from .._graph import forward_ad_active
 from ..core import Layer, Params, State
 from ..experimental.frozen import Frozen
 from ._common import check_bool, check_int, describe_value
-from .attention import _check_base
+from .attention import check_rope_base
 from .basic import Linear
 from .normalization import RMSNorm
 
@@ -181,7 +181,7 @@ class GroupedQueryAttention(Layer):
             max_len=max_len,
             bias=bias,
             rope=rope,
-            rope_base=_check_base(owner, rope_base),
+            rope_base=check_rope_base(owner, rope_base),
             causal=causal,
             q_proj=Linear(embed_dim, inner, bias=bias),
             k_proj=Linear(embed_dim, kv_inner, bias=bias),
