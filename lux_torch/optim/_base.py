@@ -105,6 +105,34 @@ def described(opt: GradientTransformation, descriptor: Descriptor) -> GradientTr
     return _Described(opt.init, opt.update, descriptor)
 
 
+LeafRule = Callable[..., "tuple[Leaves, State, bool] | None"]
+
+
+class LeafUpdate:
+    """An ``update`` that also runs on leaf lists, the protocol :func:`chain` uses to
+    flatten the gradients once per update instead of once per member (internal).
+
+    Calling it is the ordinary ``update(grads, state, ps=None) -> (updates, state)``
+    (``tree``: checks the trees, flattens, rebuilds). ``leaves(g, spec, state, p, owned)``
+    is the same rule on the leaves ``g`` of the gradients (along ``spec``; ``p``: the leaves
+    of ``ps`` along ``spec``, or ``None``) and returns ``(u, new_state, u_owned)``, or
+    ``None`` when ``state`` is not laid out along ``spec`` (``chain`` then calls ``tree`` on
+    the rebuilt gradients, which reorders or raises the usual error). ``owned`` says that the
+    leaves of ``g`` are temporaries of this update, referred to by nothing else: the rule
+    may write into them with the ``_`` ops of :mod:`~lux_torch.optim.foreach`; ``u_owned``
+    says the same of ``u`` for the next member.
+    """
+
+    __slots__ = ("leaves", "tree")
+
+    def __init__(self, tree: Callable[..., tuple[Tree, State]], leaves: LeafRule) -> None:
+        self.tree = tree
+        self.leaves = leaves
+
+    def __call__(self, grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        return self.tree(grads, state, ps)
+
+
 class StateMismatch(ValueError):
     """A state that does not fit the transformation (see :func:`check_state`)."""
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..tree import flatten, unflatten
+from . import foreach as fe
 from ._base import (
     GradientTransformation,
     LearningRate,
@@ -82,16 +83,13 @@ def moments_init(ps: Tree, *names: str) -> State:
 
 
 def ema(old: Tree, g: Leaves, decay: float) -> Leaves:
-    """``decay * old + (1 - decay) * g`` leaf by leaf (``old`` a state tree)."""
-    return [m.lerp(x, 1.0 - decay) for m, x in zip(flatten(old)[0], g, strict=True)]
+    """``decay * old + (1 - decay) * g`` (``old`` a state tree)."""
+    return list(fe.lerp(flatten(old)[0], g, 1.0 - decay))
 
 
 def ema_of_squares(old: Tree, g: Leaves, decay: float) -> Leaves:
-    """``decay * old + (1 - decay) * g ** 2`` leaf by leaf (``old`` a state tree)."""
-    return [
-        torch.addcmul(v * decay, x, x, value=1.0 - decay)
-        for v, x in zip(flatten(old)[0], g, strict=True)
-    ]
+    """``decay * old + (1 - decay) * g ** 2`` (``old`` a state tree)."""
+    return list(fe.addcmul_(fe.mul(flatten(old)[0], decay), g, g, value=1.0 - decay))
 
 
 def finish(
@@ -255,11 +253,10 @@ def scale_by_nadam(
         c_mom = mu_next / (1.0 - product * mu_next)
         bc2 = 1.0 - b2**t
         mu, nu = ema(state["mu"], g, b1), ema_of_squares(state["nu"], g, b2)
-        out = [
-            (x * c_grad + m * c_mom) / ((v / bc2).sqrt() + eps)
-            for x, m, v in zip(g, mu, nu, strict=True)
-        ]
-        return finish(state, spec, out, g, mu_product=as_state(product), mu=mu, nu=nu)
+        # (g * c_grad + mu * c_mom) / (sqrt(nu / bc2) + eps); ``_`` ops: own temporaries
+        numerator = fe.add_(fe.mul(g, c_grad), fe.mul(mu, c_mom))
+        out = fe.div(numerator, fe.add_(fe.sqrt(fe.div(nu, bc2)), eps))
+        return finish(state, spec, list(out), g, mu_product=as_state(product), mu=mu, nu=nu)
 
     return transformation(name, init, update)
 
@@ -357,10 +354,16 @@ def scale_by_radam(
         else:
             factor = 1.0
         mu, nu = ema(state["mu"], g, b1), ema_of_squares(state["nu"], g, b2)
-        out = [
-            where(rectified, m / bc1 * factor / (v.sqrt() + eps), m / bc1)
-            for m, v in zip(mu, nu, strict=True)
-        ]
+        if isinstance(rectified, torch.Tensor):  # traced: both branches, selected per step
+            out = [
+                where(rectified, m / bc1 * factor / (v.sqrt() + eps), m / bc1)
+                for m, v in zip(mu, nu, strict=True)
+            ]
+        elif rectified:  # m / bc1 * factor / (sqrt(v) + eps); ``_`` ops: own temporaries
+            scaled = fe.mul_(fe.div(mu, bc1), factor)
+            out = list(fe.div(scaled, fe.add_(fe.sqrt(nu), eps)))
+        else:
+            out = list(fe.div(mu, bc1))
         return finish(state, spec, out, g, mu=mu, nu=nu)
 
     return transformation(name, init, update)
@@ -440,12 +443,11 @@ def scale_by_adamax(
         t = step_number(state["count"])
         inv_bc1 = 1.0 / (1.0 - b1**t)
         mu = ema(state["mu"], g, b1)
-        nu = [
-            torch.maximum(u * b2, x.abs() + eps)
-            for u, x in zip(flatten(state["nu"])[0], g, strict=True)
-        ]
-        out = [m / u * inv_bc1 for m, u in zip(mu, nu, strict=True)]
-        return finish(state, spec, out, g, mu=mu, nu=nu)
+        # max(b2 * nu, |g| + eps); ``_`` ops write into this update's own temporaries
+        weighted = fe.mul(flatten(state["nu"])[0], b2)
+        nu = list(fe.op("maximum", weighted, fe.add_(fe.op("abs", g), eps)))
+        out = fe.mul_(fe.div(mu, nu), inv_bc1)
+        return finish(state, spec, list(out), g, mu=mu, nu=nu)
 
     return transformation(name, init, update)
 
@@ -515,10 +517,9 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
         g, spec, _ = leaves_of(name, grads, state["square_avg"])
         square_avg = ema_of_squares(state["square_avg"], g, rho)
         acc = flatten(state["acc_delta"])[0]
-        delta = [
-            (a + eps).sqrt() / (v + eps).sqrt() * x
-            for a, v, x in zip(acc, square_avg, g, strict=True)
-        ]
+        # sqrt(acc + eps) / sqrt(square_avg + eps) * g; mul_ into its own temporaries
+        root_acc = fe.sqrt(fe.add(acc, eps))
+        delta = list(fe.mul_(fe.div(root_acc, fe.sqrt(fe.add(square_avg, eps))), g))
         acc_delta = ema_of_squares(state["acc_delta"], delta, rho)
         return finish(state, spec, delta, g, square_avg=square_avg, acc_delta=acc_delta)
 
@@ -719,13 +720,12 @@ def asgd(
         eta = rate / (1.0 + lambd * rate * (t - 1)) ** alpha
         weight = 1.0 / at_least(t - 1 - t0, 1.0)  # 1 (ax = p') up to step t0 + 1
         decay, step = eta * (lambd + weight_decay), eta * sign
-        out = [-(w * decay + x * step) for x, w in zip(g, p, strict=True)]
-        out = dtypes_of(out, g)
-        ax = [
-            a + (w + u - a) * weight
-            for a, w, u in zip(flatten(state["ax"])[0], p, out, strict=True)
-        ]
-        return finish(state, spec, out, g, ax=dtypes_of(ax, g))
+        # -(p * decay + g * step), then ax + (p + out - ax) * weight; ``_`` ops write into
+        # this update's own temporaries
+        out = dtypes_of(list(fe.op("neg", fe.add_(fe.mul(p, decay), fe.mul(g, step)))), g)
+        ax_old = flatten(state["ax"])[0]
+        ax = fe.add(ax_old, fe.mul_(fe.sub(fe.add(p, out), ax_old), weight))
+        return finish(state, spec, out, g, ax=dtypes_of(list(ax), g))
 
     return transformation(name, init, update)
 

@@ -21,6 +21,7 @@ from . import foreach as fe
 from ._base import (
     STATE,
     GradientTransformation,
+    LeafUpdate,
     LearningRate,
     Leaves,
     Scalar,
@@ -79,8 +80,48 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         >>> opt = chain(clip_by_global_norm(1.0), scale(-0.1))
     """
 
+    # every member a LeafUpdate: flatten the gradients once, hand the members leaf lists
+    leafwise = all(isinstance(t.update, LeafUpdate) for t in transforms)
+
     def init(ps: Tree) -> State:
         return tuple(t.init(ps) for t in transforms)
+
+    def mismatch(i: int, e: StateMismatch) -> StateMismatch:
+        return StateMismatch(
+            "lux_torch.optim.chain: the state does not fit this transformation and these "
+            f"grads: member {i}: {e}"
+        )
+
+    def on_trees(grads: Tree, state: State, ps: Tree, start: int, new: list[State]) -> Any:
+        for i in range(start, len(transforms)):
+            try:
+                grads, s = transforms[i].update(grads, state[i], ps)
+            except StateMismatch as e:
+                raise mismatch(i, e) from e
+            new.append(s)
+        return grads, tuple(new)
+
+    def on_leaves(grads: Tree, state: State, ps: Tree) -> Any:
+        leaves, spec = flatten(grads)
+        g: Leaves = leaves
+        p = None  # the members check the shapes of what they get against ps's leaves
+        if ps is not None:
+            p, ps_spec = flatten(ps)
+            if ps_spec != spec:  # the tree path reorders or raises
+                return on_trees(grads, state, ps, 0, [])
+        new: list[State] = []
+        owned = False  # g holds temporaries of this update (see LeafUpdate)
+        for i, t in enumerate(transforms):
+            assert isinstance(t.update, LeafUpdate)  # leafwise
+            try:
+                out = t.update.leaves(g, spec, state[i], p, owned)
+            except StateMismatch as e:
+                raise mismatch(i, e) from e
+            if out is None:  # a state laid out otherwise: the tree path reorders or raises
+                return on_trees(unflatten(spec, g), state, ps, i, new)
+            g, s, owned = out
+            new.append(s)
+        return unflatten(spec, g), tuple(new)
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         if not isinstance(state, tuple) or len(state) != len(transforms):
@@ -89,17 +130,9 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
                 f"grads: expected a tuple of {len(transforms)} states, got "
                 f"{type(state).__name__}"
             )
-        new_states = []
-        for i, (t, s) in enumerate(zip(transforms, state, strict=True)):
-            try:
-                grads, s = t.update(grads, s, ps)
-            except StateMismatch as e:
-                raise StateMismatch(
-                    "lux_torch.optim.chain: the state does not fit this transformation and "
-                    f"these grads: member {i}: {e}"
-                ) from e
-            new_states.append(s)
-        return grads, tuple(new_states)
+        if leafwise:
+            return on_leaves(grads, state, ps)  # type: ignore[no-any-return]
+        return on_trees(grads, state, ps, 0, [])  # type: ignore[no-any-return]
 
     return GradientTransformation(init, update)
 
@@ -112,19 +145,35 @@ def _identity(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
     return grads, state
 
 
+def _identity_leaves(
+    g: Leaves, spec: Any, state: State, p: Leaves | None, owned: bool
+) -> tuple[Leaves, State, bool]:
+    return g, state, owned
+
+
 def identity() -> GradientTransformation:
     """Pass the updates through unchanged (state ``()``)."""
-    return GradientTransformation(_empty, _identity)
+    return GradientTransformation(_empty, LeafUpdate(_identity, _identity_leaves))
 
 
-def stateless(name: str, fn: Callable[[list[torch.Tensor]], Any]) -> GradientTransformation:
-    """A transformation without state: ``fn(leaves of grads) -> leaves of the updates``."""
+def stateless(
+    name: str, fn: Callable[[list[torch.Tensor]], Any], fresh: bool = False
+) -> GradientTransformation:
+    """A transformation without state: ``fn(leaves of grads) -> leaves of the updates``
+    (``fresh``: ``fn`` always returns new tensors, which a next member may overwrite)."""
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         g, spec = check_grads(grads, ps)
         return unflatten(spec, fn(g)), state
 
-    return GradientTransformation(_empty, update)
+    def leaves(
+        g: Leaves, spec: Any, state: State, p: Leaves | None, owned: bool
+    ) -> tuple[Leaves, State, bool]:
+        if p is not None:
+            check_shapes("grads", g, p, spec)
+        return fn(list(g)), state, fresh
+
+    return GradientTransformation(_empty, LeafUpdate(update, leaves))
 
 
 def scale(step_size: Scalar) -> GradientTransformation:
@@ -139,7 +188,7 @@ def scale(step_size: Scalar) -> GradientTransformation:
     Example:
         >>> opt = scale(-0.1)
     """
-    return stateless("scale", lambda g: fe.mul(g, step_size))
+    return stateless("scale", lambda g: fe.mul(g, step_size), fresh=True)
 
 
 def set_to_zero() -> GradientTransformation:
@@ -180,7 +229,15 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
         g, spec = leaves_like(grads, ps, "grads")
         return unflatten(spec, fe.add(g, flatten(ps)[0], alpha=weight_decay)), state
 
-    return GradientTransformation(_empty, update)
+    def leaves(
+        g: Leaves, spec: Any, state: State, p: Leaves | None, owned: bool
+    ) -> tuple[Leaves, State, bool]:
+        if p is None:
+            raise ValueError("lux_torch.optim.add_decayed_weights: update needs ps")
+        check_shapes("grads", g, p, spec)
+        return fe.add(g, p, alpha=weight_decay), state, True
+
+    return GradientTransformation(_empty, LeafUpdate(update, leaves))
 
 
 def global_norm(leaves: list[torch.Tensor]) -> torch.Tensor:
@@ -235,15 +292,25 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
     def init(ps: Tree) -> State:
         return {"count": new_count()}
 
+    def leaves(
+        g: Leaves, spec: Any, state: State, p: Leaves | None, owned: bool
+    ) -> tuple[Leaves, State, bool]:
+        check_state(state, ("count",), "scale_by_learning_rate")
+        if p is not None:
+            check_shapes("grads", g, p, spec)
+        count = state["count"]
+        step = hoist(-lr(count) if callable(lr) else -lr)
+        # the multiply writes into the previous member's temporaries when it owns them
+        u = fe.mul_(g, step) if owned else fe.mul(g, step)
+        return u, {"count": inc(count)}, True
+
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         check_state(state, ("count",), "scale_by_learning_rate")
         g, spec = check_grads(grads, ps)
-        count = state["count"]
-        step = -lr(count) if callable(lr) else -lr
-        u = fe.mul(g, hoist(step))
-        return unflatten(spec, u), {"count": inc(count)}
+        u, new, _ = leaves(g, spec, state, None, False)
+        return unflatten(spec, u), new
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, LeafUpdate(update, leaves))
 
 
 def _moments(
@@ -258,6 +325,20 @@ def _moments(
     moments: list[Leaves] = [first, *(leaves_along(spec, state[k], name) for k in keys[1:])]
     check_shapes("grads", g, first, spec, of=STATE)
     return g, moments, spec
+
+
+def _moments_along(
+    spec: Any, g: Leaves, state: State, keys: tuple[str, ...], name: str
+) -> list[Leaves] | None:
+    """The leaves of ``state[k]`` for ``k`` in ``keys`` when they lie along ``spec`` (the
+    gradients' structure), their shapes checked against ``g``; ``None`` when the first
+    does not (:func:`_moments` then reorders or raises)."""
+    first, got = flatten(state[keys[0]])
+    if got != spec:
+        return None
+    moments: list[Leaves] = [first, *(leaves_along(spec, state[k], name) for k in keys[1:])]
+    check_shapes("grads", g, first, spec, of=STATE)
+    return moments
 
 
 def scale_by_adam(
@@ -294,7 +375,24 @@ def scale_by_adam(
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         check_state(state, keys, "scale_by_adam")
         g, (mu, nu), spec = _moments(grads, state, ("mu", "nu"), "scale_by_adam")
-        count = inc(state["count"])
+        u, new = rule(g, mu, nu, state["count"], spec)
+        return unflatten(spec, u), new
+
+    def leaves(
+        g: Leaves, spec: Any, state: State, p: Leaves | None, owned: bool
+    ) -> tuple[Leaves, State, bool] | None:
+        check_state(state, keys, "scale_by_adam")
+        moments = _moments_along(spec, g, state, ("mu", "nu"), "scale_by_adam")
+        if moments is None:
+            return None
+        mu, nu = moments
+        u, new = rule(g, mu, nu, state["count"], spec)
+        return u, new, True  # u: fe.div's new tensors
+
+    def rule(
+        g: Leaves, mu: Leaves, nu: Leaves, count: torch.Tensor, spec: Any
+    ) -> tuple[Leaves, State]:
+        count = inc(count)
         mu = fe.lerp(mu, g, 1.0 - b1)
         nu = fe.addcmul_(fe.mul(nu, b2), g, g, value=1.0 - b2)
         t = exponent(count)
@@ -305,9 +403,9 @@ def scale_by_adam(
         denom = fe.add_(fe.mul_(fe.sqrt(nu), hoist(k)), hoist(c1 * eps))
         u = fe.div(mu, denom)
         new = {"count": count, "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
-        return unflatten(spec, u), new
+        return u, new
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, LeafUpdate(update, leaves))
 
 
 def scale_by_rms(
