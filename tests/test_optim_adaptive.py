@@ -237,9 +237,7 @@ ALL: list[Make] = [case[1] for case in CASES]
     test_ensemble_vmaps,
     test_refuses_misshaped_gradients,
     test_compiles_fullgraph,
-) = property_tests(
-    ALL, IDS, promote_0dim_float32={"lamb-masked-decay", "lars-masked-schedule", "lars-nesterov"}
-)
+) = property_tests(ALL, IDS)
 
 
 @pytest.mark.parametrize(

@@ -556,3 +556,33 @@ def test_step_refuses_mis_shaped_grads_instead_of_running_the_kernel(donate: boo
     opt = optim.adam(0.1)
     with pytest.raises(ValueError, match=r"grads 'w' has shape \(1,\), but the"):
         optim.step(opt, {"w": torch.ones(1), "b": torch.ones(2)}, opt.init(ps), ps, donate=donate)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.adam(0.1),
+        lambda: optim.adam(optim.constant_schedule(0.1)),
+        lambda: optim.sgd(optim.linear_schedule(0.1, 0.01, 10), momentum=0.9),
+        lambda: optim.lamb(0.1, weight_decay=0.1),
+    ],
+    ids=["adam", "adam-schedule", "sgd-schedule", "lamb"],
+)
+def test_traced_updates_keep_a_0dim_leafs_dtype(make: Callable[[], Any]) -> None:
+    # a traced float64 factor (bias correction, schedule) times a 0-dim float32 leaf promoted
+    # it to float64 under vmap, and the next update failed
+    opt = make()
+    ps = {"w": torch.ones(3), "g": torch.tensor(0.5)}
+    grads = {"w": torch.full((3,), 0.3), "g": torch.tensor(0.2)}
+    eager, _ = opt.update(grads, opt.init(ps), ps)
+
+    def stack(t: Any) -> Any:
+        return map(lambda a: torch.stack([a, a]), t)
+
+    state = stack(opt.init(ps))
+    for _ in range(2):  # the second update reads the first one's state
+        vmapped, state = torch.func.vmap(opt.update)(stack(grads), state, stack(ps))
+    assert {k: v.dtype for k, v in vmapped.items()} == {"w": torch.float32, "g": torch.float32}
+    first, _ = torch.func.vmap(opt.update)(stack(grads), stack(opt.init(ps)), stack(ps))
+    for k in ps:
+        torch.testing.assert_close(first[k][0], eager[k])

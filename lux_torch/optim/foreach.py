@@ -53,12 +53,21 @@ def op(name: str, *args: Any, **kwargs: Any) -> Leaves:
     if not first:
         return []
     if _kernels_apply(args[-1]):
-        return getattr(torch, f"_foreach_{name}")(*args, **kwargs)  # type: ignore[no-any-return]  # op by name
-    single = getattr(torch, name)
-    return [
-        single(*(a[i] if isinstance(a, list | tuple) else a for a in args), **kwargs)
-        for i in range(len(first))
-    ]
+        out: Leaves = getattr(torch, f"_foreach_{name}")(*args, **kwargs)
+    else:
+        single = getattr(torch, name)
+        out = [
+            single(*(a[i] if isinstance(a, list | tuple) else a for a in args), **kwargs)
+            for i in range(len(first))
+        ]
+    if any(isinstance(a, torch.Tensor) for a in args[1:]):
+        # a 0-dim tensor scalar (a traced factor or a schedule's lr, often float64) promotes
+        # a 0-dim leaf: keep each leaf's dtype, as dimensioned leaves do
+        out = [
+            r.to(x.dtype) if r.dtype != x.dtype and x.is_floating_point() else r
+            for r, x in zip(out, first, strict=True)
+        ]
+    return out
 
 
 def _in_place(name: str, target: Leaves, *args: Any, **kwargs: Any) -> Leaves:
