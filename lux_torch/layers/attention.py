@@ -506,14 +506,22 @@ def check_rope_base(owner: str, base: Any) -> float:
     return float(base)
 
 
-def _angles(
-    length: int, dim: int, base: float, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """``(length, dim // 2)``: ``t * base ** (-2i / dim)``, in at least float32."""
+def _angles(positions: torch.Tensor, dim: int, base: float, dtype: torch.dtype) -> torch.Tensor:
+    """``(len(positions), dim // 2)``: ``t * base ** (-2i / dim)``, in at least float32."""
     work = torch.promote_types(dtype, torch.float32)
-    pos = torch.arange(length, dtype=work, device=device)
-    inv = base ** (-torch.arange(0, dim, 2, dtype=work, device=device) / dim)
-    return pos[:, None] * inv[None, :]
+    inv = base ** (-torch.arange(0, dim, 2, dtype=work, device=positions.device) / dim)
+    return positions.to(work)[:, None] * inv[None, :]
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """RoPE of ``x`` ``(*, T, D)`` at integer ``positions`` ``(T,)`` (interleaved pairs): the
+    maths of :class:`RotaryPositionalEmbedding` (positions ``0, ..., T - 1``) and of
+    :class:`~lux_torch.layers.lm.GroupedQueryAttention` (a cached step starts anywhere)."""
+    ang = _angles(positions, x.shape[-1], base, x.dtype)
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    pairs = x.unflatten(-1, (x.shape[-1] // 2, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
 
 
 def _position_problem(layer: Any, x: Any) -> str | None:
@@ -576,7 +584,8 @@ class SinusoidalPositionalEmbedding(Layer):
     ) -> torch.Tensor:
         """The ``(length, dim)`` table (sines in even columns, cosines in odd ones)."""
         dtype = torch.get_default_dtype() if dtype is None else dtype
-        ang = _angles(length, self.dim, self.base, dtype, torch.device(device or "cpu"))
+        positions = torch.arange(length, device=torch.device(device or "cpu"))
+        ang = _angles(positions, self.dim, self.base, dtype)
         return torch.stack([ang.sin(), ang.cos()], dim=-1).reshape(length, self.dim).to(dtype)
 
     def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
@@ -640,12 +649,7 @@ class RotaryPositionalEmbedding(Layer):
         problem = _position_problem(self, x)
         if problem is not None:
             raise ValueError(f"RotaryPositionalEmbedding: {problem}")
-        ang = _angles(x.shape[-2], self.dim, self.base, x.dtype, x.device)
-        cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-        pairs = x.unflatten(-1, (self.dim // 2, 2))
-        a, b = pairs[..., 0], pairs[..., 1]
-        y = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
-        return y.flatten(-2), st
+        return rotate(x, torch.arange(x.shape[-2], device=x.device), self.base), st
 
     def extra_repr(self) -> str:
         return str(self.dim) if self.base == 10000.0 else f"{self.dim}, base={self.base}"

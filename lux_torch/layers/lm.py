@@ -30,25 +30,11 @@ from .._graph import forward_ad_active
 from ..core import Layer, Params, State
 from ..experimental.frozen import Frozen
 from ._common import check_bool, check_int, describe_value
-from .attention import check_rope_base
+from .attention import check_rope_base, rotate
 from .basic import Linear
 from .normalization import RMSNorm
 
 __all__ = ["DecoderBlock", "GroupedQueryAttention", "SwiGLU", "drop_cache", "init_cache"]
-
-
-def rotate(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """RoPE of ``x`` ``(*, T, D)`` at integer ``positions`` ``(T,)``: the maths of
-    :class:`~lux_torch.layers.attention.RotaryPositionalEmbedding` (interleaved pairs),
-    whose positions are ``0, ..., T - 1``; here they may start anywhere (a cached step)."""
-    d = x.shape[-1]
-    work = torch.promote_types(x.dtype, torch.float32)
-    inv = base ** (-torch.arange(0, d, 2, dtype=work, device=x.device) / d)
-    ang = positions.to(work)[:, None] * inv[None, :]
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    pairs = x.unflatten(-1, (d // 2, 2))
-    a, b = pairs[..., 0], pairs[..., 1]
-    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
 
 
 def _attend(
