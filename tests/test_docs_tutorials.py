@@ -56,6 +56,7 @@ def test_the_tutorial_folder_holds_the_general_tutorials() -> None:
         "06_transformer.py",
         "07_interop_checkpoints.py",
         "08_custom_layers.py",
+        "09_language_model_lora.py",
     }
     assert expected <= names, sorted(expected - names)
 

@@ -136,3 +136,20 @@ def test_apply_lora_needs_a_match() -> None:
     ps, st = lux.setup(0, lm)
     with pytest.raises(ValueError, match="no Linear layer named"):
         apply_lora(lm, ps, st, lux.random.key(0), targets=("nope",))
+
+
+@pytest.mark.parametrize("targets", [("k_proj",), ("q_proj", "k_proj", "v_proj", "o_proj")])
+def test_generate_through_lora_on_the_key_projection(targets: tuple[str, ...]) -> None:
+    """The KV cache takes its dtype from the key projection, whose weight a LoRA on
+    ``k_proj`` keeps frozen in ``st`` (the frozen model's ``ps`` then has no ``attn``)."""
+    lm = _lm()
+    ps, st = lux.setup(0, lm, dtype=torch.float64)
+    model, l_ps, l_st = apply_lora(lm, ps, st, lux.random.key(2), targets, rank=2)
+    l_ps = lux.tree.map(lambda p: p + 0.1, l_ps)  # B != 0: the adapters change the outputs
+    merged, m_ps, m_st = merge_lora(model, l_ps, l_st)
+    prompt = lux.random.randint(lux.random.key(1), (2, 3), 0, 11)
+    a = generate(model, l_ps, l_st, prompt, 5)
+    b = generate(merged, m_ps, m_st, prompt, 5)  # type: ignore[arg-type]
+    assert a.logits.dtype == torch.float64
+    assert torch.equal(a.tokens, b.tokens)
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-10, atol=1e-12)

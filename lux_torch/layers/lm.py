@@ -439,7 +439,8 @@ def init_cache(model: Layer, ps: Params, st: State, batch_size: int) -> State:
     def add(layer: GroupedQueryAttention, ps: Any, st: Any) -> Any:
         if layer.max_len is None:
             return st
-        w = _weight(ps["k_proj"], st["k_proj"])
+        # a LoRA on k_proj keeps its base weight in st; a frozen model has no ps entry
+        w = _weight(ps.get("k_proj", {}) if isinstance(ps, Mapping) else {}, st["k_proj"])
         return {**st, "cache": layer.empty_cache(batch_size, w.dtype, w.device)}
 
     return dict(_walk_caches(model, ps, st, add))
