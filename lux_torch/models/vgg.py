@@ -2,7 +2,8 @@
 Recognition") with torchvision's layout: ``lux.state_dict(ps, st)`` has the keys and shapes
 of ``torchvision.models.vgg*().state_dict()``, so torchvision's weights load directly::
 
-    ps, st = lux.load_state_dict(models.vgg16(), torchvision.models.vgg16(weights="DEFAULT").state_dict())
+    tv = torchvision.models.vgg16(weights="DEFAULT")
+    ps, st = lux.load_state_dict(models.vgg16(), tv.state_dict())
 
 ``VGG`` builds any configuration; ``vgg11``/``vgg13``/``vgg16``/``vgg19`` and their ``_bn``
 variants are torchvision's configurations "A", "B", "D" and "E".
@@ -106,7 +107,9 @@ def _features(cfg: tuple[int | str, ...], batch_norm: bool, in_channels: int) ->
             layers.append(MaxPool2d(2, stride=2))
             continue
         assert isinstance(v, int)
-        layers.append(Conv2d(channels, v, 3, padding=1, weight_init=vgg_conv_init, bias_init=init.zeros))
+        layers.append(
+            Conv2d(channels, v, 3, padding=1, weight_init=vgg_conv_init, bias_init=init.zeros)
+        )
         if batch_norm:
             layers.append(BatchNorm2d(v))
         layers.append(ReLU())
@@ -244,7 +247,9 @@ class VGG(Layer):
 
     def describe_input_error(self, x: Any) -> str | None:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:
-            return f"expected images of shape (N, {self.in_channels}, H, W), got {describe_value(x)}"
+            return (
+                f"expected images of shape (N, {self.in_channels}, H, W), got {describe_value(x)}"
+            )
         return None
 
     def extra_repr(self) -> str:

@@ -30,7 +30,9 @@ CFGS: dict[str, list[int | str]] = {
 }
 
 
-def make_layers(cfg: list[int | str], batch_norm: bool = False, in_channels: int = 3) -> nn.Sequential:
+def make_layers(
+    cfg: list[int | str], batch_norm: bool = False, in_channels: int = 3
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     for v in cfg:
         if v == "M":

@@ -38,7 +38,12 @@ class MLPBlock(nn.Sequential):
 
 class EncoderBlock(nn.Module):
     def __init__(
-        self, num_heads: int, hidden_dim: int, mlp_dim: int, dropout: float, attention_dropout: float
+        self,
+        num_heads: int,
+        hidden_dim: int,
+        mlp_dim: int,
+        dropout: float,
+        attention_dropout: float,
     ) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(hidden_dim, eps=1e-6)

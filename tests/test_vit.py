@@ -1,0 +1,202 @@
+"""models.VisionTransformer against a torch.nn ViT with torchvision's layout
+(tests/torchvision_ref/vision_transformer.py).
+
+A small ViT (32x32 images, 8x8 patches, 2 layers, width 16, 2 heads) goes through the
+conformance harness with the reference: outputs and gradients in train and test mode
+(dropout 0), float64 (harness tolerance rtol 1e-10) and float32 (rtol 1e-5). Loading the
+reference's ``state_dict`` and the round trip back are checked directly; the full-size
+models by key set, shapes and parameter counts on the meta device.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision_ref import randomize, without_random_keys
+from torchvision_ref import vision_transformer as ref
+
+import lux_torch as lux
+from lux_torch import models
+from lux_torch.models import ViT, ViTEncoder, VisionTransformer
+from lux_torch.testing import check_layer
+
+SMALL = (32, 8, 2, 2, 16, 32)  # image_size, patch_size, num_layers, num_heads, hidden, mlp
+
+
+def _pair(
+    representation_size: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    dropout: float = 0.0,
+    seed: int = 0,
+) -> tuple[VisionTransformer, nn.Module]:
+    kw = {"num_classes": 10, "representation_size": representation_size}
+    model = VisionTransformer(*SMALL, dropout, dropout, **kw)  # type: ignore[arg-type]
+    reference = ref.VisionTransformer(*SMALL, dropout, dropout, **kw)  # type: ignore[arg-type]
+    return model, randomize(reference.to(dtype), seed)
+
+
+def _images(n: int = 2, size: int = 32, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return lux.random.normal(lux.random.key(1), (n, 3, size, size), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("representation_size", [None, 12], ids=["head", "pre_logits"])
+def test_vit_conforms(representation_size: int | None, dtype: torch.dtype) -> None:
+    model, reference = _pair(representation_size, dtype)
+    ps, st = lux.load_state_dict(model, reference.state_dict())
+    # dropout 0: nothing is drawn, so parity runs in training mode too
+    report = check_layer(
+        model, _images(dtype=dtype), ps=ps, st=st, reference=reference, compile=False,
+        stochastic=False,
+    )  # fmt: skip
+    for name in ("parity", "gradcheck", "jvp", "vmap", "vmap_inputs", "purity", "determinism"):
+        for mode in ("[train]", "[test]"):
+            assert report[name + mode] == "passed", (name + mode, report)
+    assert report["counts"] == report["shapes"] == report["structure"] == "passed"
+
+
+def test_vit_loads_the_reference_state_dict_and_round_trips() -> None:
+    model, reference = _pair()
+    sd = reference.state_dict()
+    ps, st = lux.load_state_dict(model, sd)
+    assert set(without_random_keys(lux.state_dict(ps, st))) == set(sd)
+    x = _images(3)
+    reference.eval()
+    with torch.no_grad():  # torch's MultiheadAttention takes its fused fast path here
+        expected = reference(x)
+    y, _ = model(x, ps, lux.test_mode(st))
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-12)
+    fresh = ref.VisionTransformer(*SMALL, num_classes=10).to(torch.float64)
+    fresh.load_state_dict(without_random_keys(lux.state_dict(ps, st)), strict=True)
+    fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), y, rtol=1e-10, atol=1e-12)
+
+
+def test_vit_dropout_is_active_in_training_and_follows_the_keys() -> None:
+    model, reference = _pair(dropout=0.25)
+    ps, st = lux.load_state_dict(model, reference.state_dict())
+    x = _images()
+    y_test, _ = model(x, ps, lux.test_mode(st))
+    y1, st1 = model(x, ps, st)
+    y1_again, st1_again = model(x, ps, st)
+    assert torch.equal(y1, y1_again) and lux.tree.allclose(st1, st1_again)
+    assert not torch.allclose(y1, y_test)
+    keys = [p for p in lux.tree.paths(st) if p.endswith(".key")]
+    # encoder.dropout, and per block: attention, dropout, mlp.2, mlp.4
+    assert len(keys) == 1 + 2 * 4
+    old, new = lux.state_dict({}, st), lux.state_dict({}, st1)
+    assert all(not torch.equal(old[k], new[k]) for k in keys)
+    y2, _ = model(x, ps, st1)
+    assert not torch.allclose(y1, y2)
+    # in test mode the dropout configuration changes nothing: the reference in eval mode
+    reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(y_test, reference(x), rtol=1e-10, atol=1e-12)
+
+
+def test_vit_grad_and_vmap_with_torch_func() -> None:
+    model, reference = _pair()
+    ps, st = lux.load_state_dict(model, reference.state_dict())
+    x, labels = _images(3), torch.tensor([0, 3, 9])
+
+    def loss(p: dict, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(xb, p, st)[0], yb)
+
+    grads = torch.func.grad(loss)(ps, x, labels)
+    F.cross_entropy(reference(x), labels).backward()
+    theirs = {n: p.grad for n, p in reference.named_parameters()}
+    for name, g in lux.state_dict(grads, {}).items():
+        torch.testing.assert_close(g, theirs[name], rtol=1e-10, atol=1e-12, msg=name)
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(
+        ps, x[:, None], labels[:, None]
+    )
+    for i in range(3):
+        one = torch.func.grad(loss)(ps, x[i : i + 1], labels[i : i + 1])
+        assert lux.tree.allclose(lux.tree.map(lambda t, i=i: t[i], per_sample), one)
+
+
+FULL = ["vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
+
+
+@pytest.mark.parametrize("name", FULL)
+def test_full_size_vit_has_torchvisions_keys_shapes_and_counts(name: str) -> None:
+    model = getattr(models, name)(num_classes=10)
+    with torch.device("meta"):
+        reference = ref.vit(name, num_classes=10)
+    _assert_same_layout(model, reference)
+
+
+@pytest.mark.parametrize(
+    ("name", "heads", "width"), [("vit_tiny", 3, 192), ("vit_small", 6, 384)]
+)
+def test_deit_sized_vits(name: str, heads: int, width: int) -> None:
+    model = getattr(models, name)(patch_size=8, image_size=64)
+    with torch.device("meta"):
+        reference = ref.VisionTransformer(64, 8, 12, heads, width, 4 * width)
+    _assert_same_layout(model, reference)
+
+
+def _assert_same_layout(model: VisionTransformer, reference: nn.Module) -> None:
+    ps, st = lux.setup(0, model, device="meta")
+    ours = without_random_keys(lux.state_dict(ps, st))
+    theirs = reference.state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert lux.tree.paths(ps) == [n for n, _ in reference.named_parameters()]
+    n = sum(p.numel() for p in reference.parameters())
+    assert lux.param_count(model) == n
+    layers = len(model.encoder.layers)
+    assert lux.state_count(model) == 2 * (1 + 3 * layers)  # the dropout keys
+    assert f"Total: {n:,} parameters" in repr(model)
+
+
+def test_vit_display_and_alias() -> None:
+    assert ViT is VisionTransformer
+    model, reference = _pair()
+    text = repr(model)
+    n = sum(p.numel() for p in reference.parameters())
+    assert text.startswith("VisionTransformer(\n    image_size=32, patch_size=8, num_classes=10,")
+    assert f"# Total: {n:,} parameters" in text
+    assert "self_attention = MultiheadAttention(embed_dim=16, num_heads=2, batch_first=True)" in text
+
+
+def test_vit_refuses_bad_configurations_and_inputs() -> None:
+    with pytest.raises(ValueError, match=r"image_size \(30\) must be a multiple of patch_size"):
+        VisionTransformer(30, 8, 1, 2, 16, 32)
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        VisionTransformer(32, 8, 1, 3, 16, 32)
+    model = VisionTransformer(*SMALL)
+    ps, st = lux.setup(0, model)
+    with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, 32, 32\)"):
+        model(torch.zeros(2, 3, 64, 64), ps, st)
+    encoder = model.encoder
+    assert isinstance(encoder, ViTEncoder)
+    with pytest.raises(ValueError, match=r"expected a token sequence of shape \(N, 17, 16\)"):
+        encoder(torch.zeros(2, 16, 16), ps["encoder"], st["encoder"])
+
+
+@pytest.mark.slow
+def test_vit_compiles_in_one_graph() -> None:
+    model, reference = _pair(dtype=torch.float32)
+    ps, st = lux.load_state_dict(model, reference.state_dict())
+    report = check_layer(
+        model, _images(dtype=torch.float32), ps=ps, st=st, reference=reference, gradcheck=False,
+        jvp=False, vmap=False, stochastic=False,
+    )  # fmt: skip
+    assert report["compile[train]"] == report["compile[test]"] == "passed"
+
+
+@pytest.mark.slow
+def test_full_size_vit_b_32_forward_matches_the_reference() -> None:
+    reference = randomize(ref.vit("vit_b_32", num_classes=10), 3)
+    model = models.vit_b_32(num_classes=10)
+    ps, st = lux.load_state_dict(model, reference.state_dict())
+    x = _images(2, 224, torch.float32)
+    reference.eval()
+    with torch.no_grad():
+        expected = reference(x)
+        y, _ = model(x, ps, lux.test_mode(st))
+    # float32 through 12 blocks of width 768
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
