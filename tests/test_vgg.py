@@ -9,12 +9,15 @@ directly; the full-size models by key set, shapes and parameter counts on the me
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision_ref import randomize, without_random_keys
 from torchvision_ref import vgg as ref
+from zoo_checks import assert_conforms, assert_grads_match, assert_same_layout, images
 
 import lux_torch as lux
 from lux_torch.models import (
@@ -30,38 +33,32 @@ from lux_torch.models import (
 )
 from lux_torch.testing import check_layer
 
-CFG = [8, "M", 16, "M"]
-SMALL = {"num_classes": 5, "hidden_features": 32, "pool_size": 2}
+CFG: list[int | str] = [8, "M", 16, "M"]
+
+
+def _small(batch_norm: bool = False, dropout: float = 0.0) -> VGG:
+    """The small configuration: two stages, 5 classes, a 32-wide classifier, 2x2 pool."""
+    return VGG(
+        CFG, batch_norm=batch_norm, dropout=dropout, num_classes=5, hidden_features=32,
+        pool_size=2,
+    )  # fmt: skip
 
 
 def _pair(
     batch_norm: bool, dtype: torch.dtype = torch.float64, dropout: float = 0.0, seed: int = 0
 ) -> tuple[VGG, nn.Module]:
-    model = VGG(CFG, batch_norm=batch_norm, dropout=dropout, **SMALL)
+    model = _small(batch_norm, dropout)
     reference = ref.VGG(
         ref.make_layers(CFG, batch_norm), 5, dropout=dropout, pool_size=2, hidden_features=32
     )
     return model, randomize(reference.to(dtype), seed)
 
 
-def _images(n: int = 2, size: int = 16, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return lux.random.normal(lux.random.key(1), (n, 3, size, size), dtype=dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "bn"])
 def test_vgg_conforms(batch_norm: bool, dtype: torch.dtype) -> None:
     model, reference = _pair(batch_norm, dtype)
-    ps, st = lux.load_state_dict(model, reference.state_dict())
-    # dropout=0.0: the dropout layers draw nothing, so parity runs in training mode too
-    report = check_layer(
-        model, _images(dtype=dtype), ps=ps, st=st, reference=reference, compile=False,
-        stochastic=False,
-    )  # fmt: skip
-    for name in ("parity", "gradcheck", "jvp", "vmap", "vmap_inputs", "purity", "determinism"):
-        for mode in ("[train]", "[test]"):
-            assert report[name + mode] == "passed", (name + mode, report)
-    assert report["counts"] == report["shapes"] == report["structure"] == "passed"
+    assert_conforms(model, images(2, 16, dtype), reference)
 
 
 def test_vgg_loads_the_reference_state_dict_and_round_trips() -> None:
@@ -70,7 +67,7 @@ def test_vgg_loads_the_reference_state_dict_and_round_trips() -> None:
     # clones: load_state_dict shares the tensors, and the reference updates its buffers in place
     ps, st = lux.load_state_dict(model, {k: v.clone() for k, v in sd.items()})
     assert set(without_random_keys(lux.state_dict(ps, st))) == set(sd)
-    x = _images()
+    x = images(2, 16)
     reference.eval()
     with torch.no_grad():
         expected_eval = reference(x)
@@ -97,10 +94,10 @@ def test_vgg_loads_the_reference_state_dict_and_round_trips() -> None:
 
 
 def test_vgg_dropout_is_active_in_training_and_follows_the_key() -> None:
-    model = VGG(CFG, dropout=0.5, **SMALL)
+    model = _small(dropout=0.5)
     ps, st = lux.setup(0, model, dtype=torch.float64)
     ps = lux.tree.map(lambda p: p * 30.0 if p.dim() == 2 else p, ps)  # outputs away from 0
-    x = _images()
+    x = images(2, 16)
     y_test, _ = model(x, ps, lux.test_mode(st))
     y1, st1 = model(x, ps, st)
     y1_again, st1_again = model(x, ps, st)
@@ -123,26 +120,7 @@ def test_vgg_dropout_is_active_in_training_and_follows_the_key() -> None:
 
 def test_vgg_grad_and_vmap_with_torch_func() -> None:
     model, reference = _pair(batch_norm=True)
-    ps, st = lux.load_state_dict(model, reference.state_dict())
-    st = lux.test_mode(st)
-    x, labels = _images(3), torch.tensor([0, 3, 4])
-
-    def loss(p: dict, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(xb, p, st)[0], yb)
-
-    grads = torch.func.grad(loss)(ps, x, labels)
-    reference.eval()
-    F.cross_entropy(reference(x), labels).backward()
-    theirs = {n: p.grad for n, p in reference.named_parameters()}
-    for name, g in lux.state_dict(grads, {}).items():
-        torch.testing.assert_close(g, theirs[name], rtol=1e-10, atol=1e-12, msg=name)
-    # per-sample gradients: vmap(grad) over the batch equals a loop
-    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(
-        ps, x[:, None], labels[:, None]
-    )
-    for i in range(3):
-        one = torch.func.grad(loss)(ps, x[i : i + 1], labels[i : i + 1])
-        assert lux.tree.allclose(lux.tree.map(lambda t, i=i: t[i], per_sample), one)
+    assert_grads_match(model, reference, images(3, 16), torch.tensor([0, 3, 4]))
 
 
 VARIANTS = [
@@ -159,21 +137,12 @@ VARIANTS = [
 
 @pytest.mark.parametrize(("make", "cfg", "bn"), VARIANTS, ids=[v[0].__name__ for v in VARIANTS])
 def test_full_size_vgg_has_torchvisions_keys_shapes_and_counts(
-    make: type[VGG], cfg: str, bn: bool
+    make: Callable[..., VGG], cfg: str, bn: bool
 ) -> None:
     model = make(num_classes=10)
     with torch.device("meta"):
         reference = ref.vgg(cfg, bn, num_classes=10)
-    ps, st = lux.setup(0, model, device="meta")
-    ours = without_random_keys(lux.state_dict(ps, st))
-    theirs = reference.state_dict()
-    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
-    # parameters in torch's order (lux.tree.ravel(ps) lines up with parameters_to_vector)
-    assert lux.tree.paths(ps) == [n for n, _ in reference.named_parameters()]
-    n = sum(p.numel() for p in reference.parameters())
-    assert lux.param_count(model) == n
-    assert lux.state_count(model) == sum(b.numel() for b in reference.buffers()) + 2 * 2
-    assert f"Total: {n:,} parameters" in repr(model)
+    assert_same_layout(model, reference, random_keys=2)
 
 
 def test_vgg_display_shows_parameter_counts() -> None:
@@ -195,7 +164,7 @@ def test_vgg_refuses_bad_configurations_and_inputs() -> None:
         VGG([0, "M"])
     with pytest.raises(TypeError, match="batch_norm must be a bool"):
         VGG("A", batch_norm=1)  # type: ignore[arg-type]
-    model = VGG(CFG, **SMALL)
+    model = _small()
     ps, st = lux.setup(0, model)
     with pytest.raises(ValueError, match=r"VGG: expected images of shape \(N, 3, H, W\)"):
         model(torch.zeros(2, 1, 16, 16), ps, st)
@@ -206,7 +175,7 @@ def test_vgg_compiles_in_one_graph() -> None:
     model, reference = _pair(batch_norm=True, dtype=torch.float32)
     ps, st = lux.load_state_dict(model, reference.state_dict())
     report = check_layer(
-        model, _images(dtype=torch.float32), ps=ps, st=st, reference=reference, gradcheck=False,
+        model, images(2, 16, torch.float32), ps=ps, st=st, reference=reference, gradcheck=False,
         jvp=False, vmap=False, stochastic=False,
     )  # fmt: skip
     assert report["compile[train]"] == report["compile[test]"] == "passed"
@@ -217,7 +186,7 @@ def test_full_size_vgg11_bn_forward_matches_the_reference() -> None:
     reference = randomize(ref.vgg("A", True, num_classes=10), 3)
     model = vgg11_bn(num_classes=10)
     ps, st = lux.load_state_dict(model, reference.state_dict())
-    x = _images(2, 32, torch.float32)
+    x = images(2, 32, torch.float32)
     reference.eval()
     with torch.no_grad():
         expected = reference(x)

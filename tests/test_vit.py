@@ -10,18 +10,16 @@ models by key set, shapes and parameter counts on the meta device.
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision_ref import randomize, without_random_keys
 from torchvision_ref import vision_transformer as ref
+from zoo_checks import assert_conforms, assert_grads_match, assert_same_layout, images
 
 import lux_torch as lux
 from lux_torch import models
-from lux_torch.models import ViT, ViTEncoder, VisionTransformer
+from lux_torch.models import VisionTransformer, ViT, ViTEncoder
 from lux_torch.testing import check_layer
 
 SMALL = (32, 8, 2, 2, 16, 32)  # image_size, patch_size, num_layers, num_heads, hidden, mlp
@@ -39,24 +37,11 @@ def _pair(
     return model, randomize(reference.to(dtype), seed)
 
 
-def _images(n: int = 2, size: int = 32, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return lux.random.normal(lux.random.key(1), (n, 3, size, size), dtype=dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("representation_size", [None, 12], ids=["head", "pre_logits"])
 def test_vit_conforms(representation_size: int | None, dtype: torch.dtype) -> None:
     model, reference = _pair(representation_size, dtype)
-    ps, st = lux.load_state_dict(model, reference.state_dict())
-    # dropout 0: nothing is drawn, so parity runs in training mode too
-    report = check_layer(
-        model, _images(dtype=dtype), ps=ps, st=st, reference=reference, compile=False,
-        stochastic=False,
-    )  # fmt: skip
-    for name in ("parity", "gradcheck", "jvp", "vmap", "vmap_inputs", "purity", "determinism"):
-        for mode in ("[train]", "[test]"):
-            assert report[name + mode] == "passed", (name + mode, report)
-    assert report["counts"] == report["shapes"] == report["structure"] == "passed"
+    assert_conforms(model, images(2, 32, dtype), reference)
 
 
 def test_vit_loads_the_reference_state_dict_and_round_trips() -> None:
@@ -64,7 +49,7 @@ def test_vit_loads_the_reference_state_dict_and_round_trips() -> None:
     sd = reference.state_dict()
     ps, st = lux.load_state_dict(model, sd)
     assert set(without_random_keys(lux.state_dict(ps, st))) == set(sd)
-    x = _images(3)
+    x = images(3, 32)
     reference.eval()
     with torch.no_grad():  # torch's MultiheadAttention takes its fused fast path here
         expected = reference(x)
@@ -80,7 +65,7 @@ def test_vit_loads_the_reference_state_dict_and_round_trips() -> None:
 def test_vit_dropout_is_active_in_training_and_follows_the_keys() -> None:
     model, reference = _pair(dropout=0.25)
     ps, st = lux.load_state_dict(model, reference.state_dict())
-    x = _images()
+    x = images(2, 32)
     y_test, _ = model(x, ps, lux.test_mode(st))
     y1, st1 = model(x, ps, st)
     y1_again, st1_again = model(x, ps, st)
@@ -101,26 +86,7 @@ def test_vit_dropout_is_active_in_training_and_follows_the_keys() -> None:
 
 def test_vit_grad_and_vmap_with_torch_func() -> None:
     model, reference = _pair()
-    ps, st = lux.load_state_dict(model, reference.state_dict())
-    x, labels = _images(3), torch.tensor([0, 3, 9])
-
-    def loss(p: dict, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(xb, p, st)[0], yb)
-
-    grads = torch.func.grad(loss)(ps, x, labels)
-    F.cross_entropy(reference(x), labels).backward()
-    theirs = {n: p.grad for n, p in reference.named_parameters()}
-    for name, g in lux.state_dict(grads, {}).items():
-        torch.testing.assert_close(g, theirs[name], rtol=1e-10, atol=1e-12, msg=name)
-    # (torch has no batching rule for CPU flash attention: a warning, the fallback is exact)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="There is a performance drop")
-        per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(
-            ps, x[:, None], labels[:, None]
-        )
-    for i in range(3):
-        one = torch.func.grad(loss)(ps, x[i : i + 1], labels[i : i + 1])
-        assert lux.tree.allclose(lux.tree.map(lambda t, i=i: t[i], per_sample), one)
+    assert_grads_match(model, reference, images(3, 32), torch.tensor([0, 3, 9]))
 
 
 FULL = ["vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
@@ -134,9 +100,7 @@ def test_full_size_vit_has_torchvisions_keys_shapes_and_counts(name: str) -> Non
     _assert_same_layout(model, reference)
 
 
-@pytest.mark.parametrize(
-    ("name", "heads", "width"), [("vit_tiny", 3, 192), ("vit_small", 6, 384)]
-)
+@pytest.mark.parametrize(("name", "heads", "width"), [("vit_tiny", 3, 192), ("vit_small", 6, 384)])
 def test_deit_sized_vits(name: str, heads: int, width: int) -> None:
     model = getattr(models, name)(patch_size=8, image_size=64)
     with torch.device("meta"):
@@ -145,16 +109,8 @@ def test_deit_sized_vits(name: str, heads: int, width: int) -> None:
 
 
 def _assert_same_layout(model: VisionTransformer, reference: nn.Module) -> None:
-    ps, st = lux.setup(0, model, device="meta")
-    ours = without_random_keys(lux.state_dict(ps, st))
-    theirs = reference.state_dict()
-    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
-    assert lux.tree.paths(ps) == [n for n, _ in reference.named_parameters()]
-    n = sum(p.numel() for p in reference.parameters())
-    assert lux.param_count(model) == n
-    layers = len(model.encoder.layers)
-    assert lux.state_count(model) == 2 * (1 + 3 * layers)  # the dropout keys
-    assert f"Total: {n:,} parameters" in repr(model)
+    # the dropout keys: encoder.dropout, and per block dropout, mlp.2 and mlp.4
+    assert_same_layout(model, reference, random_keys=1 + 3 * len(model.encoder.layers))
 
 
 def test_vit_display_and_alias() -> None:
@@ -164,7 +120,9 @@ def test_vit_display_and_alias() -> None:
     n = sum(p.numel() for p in reference.parameters())
     assert text.startswith("VisionTransformer(\n    image_size=32, patch_size=8, num_classes=10,")
     assert f"# Total: {n:,} parameters" in text
-    assert "self_attention = MultiheadAttention(embed_dim=16, num_heads=2, batch_first=True)" in text
+    assert (
+        "self_attention = MultiheadAttention(embed_dim=16, num_heads=2, batch_first=True)" in text
+    )
 
 
 def test_vit_refuses_bad_configurations_and_inputs() -> None:
@@ -176,6 +134,10 @@ def test_vit_refuses_bad_configurations_and_inputs() -> None:
     ps, st = lux.setup(0, model)
     with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, 32, 32\)"):
         model(torch.zeros(2, 3, 64, 64), ps, st)
+    with pytest.raises(
+        TypeError, match=r"vit_b_16\(\) got unexpected keyword arguments \['classes'\]"
+    ):
+        models.vit_b_16(classes=10)  # type: ignore[call-arg]
     encoder = model.encoder
     assert isinstance(encoder, ViTEncoder)
     with pytest.raises(ValueError, match=r"expected a token sequence of shape \(N, 17, 16\)"):
@@ -187,7 +149,7 @@ def test_vit_compiles_in_one_graph() -> None:
     model, reference = _pair(dtype=torch.float32)
     ps, st = lux.load_state_dict(model, reference.state_dict())
     report = check_layer(
-        model, _images(dtype=torch.float32), ps=ps, st=st, reference=reference, gradcheck=False,
+        model, images(2, 32, torch.float32), ps=ps, st=st, reference=reference, gradcheck=False,
         jvp=False, vmap=False, stochastic=False,
     )  # fmt: skip
     assert report["compile[train]"] == report["compile[test]"] == "passed"
@@ -198,7 +160,7 @@ def test_full_size_vit_b_32_forward_matches_the_reference() -> None:
     reference = randomize(ref.vit("vit_b_32", num_classes=10), 3)
     model = models.vit_b_32(num_classes=10)
     ps, st = lux.load_state_dict(model, reference.state_dict())
-    x = _images(2, 224, torch.float32)
+    x = images(2, 224, torch.float32)
     reference.eval()
     with torch.no_grad():
         expected = reference(x)

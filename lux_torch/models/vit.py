@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 
@@ -29,10 +29,14 @@ from ..layers.conv import Conv2d
 from ..layers.dropout import Dropout
 from ..layers.normalization import LayerNorm
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
 __all__ = [
     "ViT",
     "ViTEncoder",
     "ViTEncoderBlock",
+    "ViTOptions",
     "VisionTransformer",
     "vit_b_16",
     "vit_b_32",
@@ -392,126 +396,79 @@ class VisionTransformer(Layer):
 ViT = VisionTransformer
 
 
+class ViTOptions(TypedDict, total=False):
+    """The keyword arguments of the ``vit_*`` constructors, as :class:`VisionTransformer`'s
+    (defaults: ``image_size=224``, ``num_classes=1000``, ``dropout=0.0``,
+    ``attention_dropout=0.0``, ``representation_size=None``)."""
+
+    image_size: int
+    num_classes: int
+    dropout: float
+    attention_dropout: float
+    representation_size: int | None
+
+
 def _vit(
-    patch_size: int,
-    num_layers: int,
-    num_heads: int,
-    hidden_dim: int,
-    mlp_dim: int,
-    image_size: int,
-    num_classes: int,
-    dropout: float,
-    attention_dropout: float,
-    representation_size: int | None,
+    owner: str, size: tuple[int, int, int, int, int], options: ViTOptions
 ) -> VisionTransformer:
+    """A :class:`VisionTransformer` of ``size = (patch_size, num_layers, num_heads,
+    hidden_dim, mlp_dim)`` with ``options``; an unknown option is a ``TypeError``."""
+    unknown = sorted(set(options) - set(ViTOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"{owner}() got unexpected keyword arguments {unknown}; it takes "
+            f"{sorted(ViTOptions.__annotations__)}"
+        )
     return VisionTransformer(
-        image_size,
-        patch_size,
-        num_layers,
-        num_heads,
-        hidden_dim,
-        mlp_dim,
-        dropout,
-        attention_dropout,
-        num_classes,
-        representation_size,
+        options.get("image_size", 224),
+        *size,
+        dropout=options.get("dropout", 0.0),
+        attention_dropout=options.get("attention_dropout", 0.0),
+        num_classes=options.get("num_classes", 1000),
+        representation_size=options.get("representation_size"),
     )
 
 
-def vit_b_16(
-    *,
-    image_size: int = 224,
-    num_classes: int = 1000,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    representation_size: int | None = None,
-) -> VisionTransformer:
+def vit_b_16(**options: Unpack[ViTOptions]) -> VisionTransformer:
     """ViT-B/16 (torchvision's ``vit_b_16``): patch 16, 12 layers, 12 heads, width 768, MLP
-    3072; 86,567,656 parameters for 1000 classes at 224x224. Arguments as
-    :class:`VisionTransformer`."""
-    args = (image_size, num_classes, dropout, attention_dropout, representation_size)
-    return _vit(16, 12, 12, 768, 3072, *args)
+    3072; 86,567,656 parameters for 1000 classes at 224x224. Keyword arguments:
+    :class:`ViTOptions`."""
+    return _vit("vit_b_16", (16, 12, 12, 768, 3072), options)
 
 
-def vit_b_32(
-    *,
-    image_size: int = 224,
-    num_classes: int = 1000,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    representation_size: int | None = None,
-) -> VisionTransformer:
+def vit_b_32(**options: Unpack[ViTOptions]) -> VisionTransformer:
     """ViT-B/32 (torchvision's ``vit_b_32``): patch 32, otherwise as :func:`vit_b_16`."""
-    args = (image_size, num_classes, dropout, attention_dropout, representation_size)
-    return _vit(32, 12, 12, 768, 3072, *args)
+    return _vit("vit_b_32", (32, 12, 12, 768, 3072), options)
 
 
-def vit_l_16(
-    *,
-    image_size: int = 224,
-    num_classes: int = 1000,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    representation_size: int | None = None,
-) -> VisionTransformer:
+def vit_l_16(**options: Unpack[ViTOptions]) -> VisionTransformer:
     """ViT-L/16 (torchvision's ``vit_l_16``): patch 16, 24 layers, 16 heads, width 1024,
-    MLP 4096. Arguments as :class:`VisionTransformer`."""
-    args = (image_size, num_classes, dropout, attention_dropout, representation_size)
-    return _vit(16, 24, 16, 1024, 4096, *args)
+    MLP 4096. Keyword arguments: :class:`ViTOptions`."""
+    return _vit("vit_l_16", (16, 24, 16, 1024, 4096), options)
 
 
-def vit_l_32(
-    *,
-    image_size: int = 224,
-    num_classes: int = 1000,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    representation_size: int | None = None,
-) -> VisionTransformer:
+def vit_l_32(**options: Unpack[ViTOptions]) -> VisionTransformer:
     """ViT-L/32 (torchvision's ``vit_l_32``): patch 32, otherwise as :func:`vit_l_16`."""
-    args = (image_size, num_classes, dropout, attention_dropout, representation_size)
-    return _vit(32, 24, 16, 1024, 4096, *args)
+    return _vit("vit_l_32", (32, 24, 16, 1024, 4096), options)
 
 
-def vit_h_14(
-    *,
-    image_size: int = 224,
-    num_classes: int = 1000,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-    representation_size: int | None = None,
-) -> VisionTransformer:
+def vit_h_14(**options: Unpack[ViTOptions]) -> VisionTransformer:
     """ViT-H/14 (torchvision's ``vit_h_14``): patch 14, 32 layers, 16 heads, width 1280, MLP
-    5120 (torchvision's pretrained weights are for ``image_size=518``)."""
-    args = (image_size, num_classes, dropout, attention_dropout, representation_size)
-    return _vit(14, 32, 16, 1280, 5120, *args)
+    5120 (torchvision's pretrained weights are for ``image_size=518``). Keyword arguments:
+    :class:`ViTOptions`."""
+    return _vit("vit_h_14", (14, 32, 16, 1280, 5120), options)
 
 
-def vit_tiny(
-    *,
-    patch_size: int = 16,
-    image_size: int = 224,
-    num_classes: int = 1000,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-) -> VisionTransformer:
+def vit_tiny(*, patch_size: int = 16, **options: Unpack[ViTOptions]) -> VisionTransformer:
     """ViT-Tiny (DeiT-Ti's size): 12 layers, 3 heads, width 192, MLP 768, in torchvision's
-    layout (not timm's: DeiT checkpoints need their names mapped)."""
-    return _vit(
-        patch_size, 12, 3, 192, 768, image_size, num_classes, dropout, attention_dropout, None
-    )
+    layout (not timm's: DeiT checkpoints need their names mapped); 5,717,416 parameters for
+    1000 classes at 224x224 with 16x16 patches. Keyword arguments: ``patch_size`` and
+    :class:`ViTOptions`."""
+    return _vit("vit_tiny", (patch_size, 12, 3, 192, 768), options)
 
 
-def vit_small(
-    *,
-    patch_size: int = 16,
-    image_size: int = 224,
-    num_classes: int = 1000,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-) -> VisionTransformer:
+def vit_small(*, patch_size: int = 16, **options: Unpack[ViTOptions]) -> VisionTransformer:
     """ViT-Small (DeiT-S's size): 12 layers, 6 heads, width 384, MLP 1536, in torchvision's
-    layout."""
-    return _vit(
-        patch_size, 12, 6, 384, 1536, image_size, num_classes, dropout, attention_dropout, None
-    )
+    layout; 22,050,664 parameters for 1000 classes at 224x224 with 16x16 patches. Keyword
+    arguments: ``patch_size`` and :class:`ViTOptions`."""
+    return _vit("vit_small", (patch_size, 12, 6, 384, 1536), options)

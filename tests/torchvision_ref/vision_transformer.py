@@ -59,9 +59,7 @@ class EncoderBlock(nn.Module):
         x, _ = self.self_attention(x, x, x, need_weights=False)
         x = self.dropout(x)
         x = x + input
-        y = self.ln_2(x)
-        y = self.mlp(y)
-        return x + y
+        return x + self.mlp(self.ln_2(x))  # type: ignore[no-any-return]
 
 
 class Encoder(nn.Module):
@@ -124,6 +122,7 @@ class VisionTransformer(nn.Module):
 
         fan_in = 3 * patch_size * patch_size
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
+        assert self.conv_proj.bias is not None
         nn.init.zeros_(self.conv_proj.bias)
         if representation_size is not None:
             pre = heads["pre_logits"]
