@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision_ref import randomize, without_random_keys
 from torchvision_ref import vgg as ref
-from zoo_checks import assert_conforms, assert_grads_match, assert_same_layout, images
+from zoo_checks import (
+    assert_compiles,
+    assert_conforms,
+    assert_grads_match,
+    assert_same_layout,
+    images,
+)
 
 import lux_torch as lux
 from lux_torch.models import (
@@ -31,7 +37,6 @@ from lux_torch.models import (
     vgg19,
     vgg19_bn,
 )
-from lux_torch.testing import check_layer
 
 CFG: list[int | str] = [8, "M", 16, "M"]
 
@@ -162,8 +167,13 @@ def test_vgg_refuses_bad_configurations_and_inputs() -> None:
         VGG(["M"])
     with pytest.raises(ValueError, match=r"ints >= 1 or 'M', got 0"):
         VGG([0, "M"])
+    with pytest.raises(TypeError, match="cfg must be a configuration name or a sequence"):
+        VGG(11)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="batch_norm must be a bool"):
         VGG("A", batch_norm=1)  # type: ignore[arg-type]
+    for name in ("num_classes", "in_channels", "hidden_features", "pool_size"):
+        with pytest.raises(ValueError, match=f"VGG: {name} must be >= 1, got 0"):
+            VGG("A", **{name: 0})  # type: ignore[arg-type]
     model = _small()
     ps, st = lux.setup(0, model)
     with pytest.raises(ValueError, match=r"VGG: expected images of shape \(N, 3, H, W\)"):
@@ -173,12 +183,7 @@ def test_vgg_refuses_bad_configurations_and_inputs() -> None:
 @pytest.mark.slow
 def test_vgg_compiles_in_one_graph() -> None:
     model, reference = _pair(batch_norm=True, dtype=torch.float32)
-    ps, st = lux.load_state_dict(model, reference.state_dict())
-    report = check_layer(
-        model, images(2, 16, torch.float32), ps=ps, st=st, reference=reference, gradcheck=False,
-        jvp=False, vmap=False, stochastic=False,
-    )  # fmt: skip
-    assert report["compile[train]"] == report["compile[test]"] == "passed"
+    assert_compiles(model, images(2, 16, torch.float32), reference)
 
 
 @pytest.mark.slow

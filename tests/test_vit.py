@@ -15,12 +15,17 @@ import torch
 from torch import nn
 from torchvision_ref import randomize, without_random_keys
 from torchvision_ref import vision_transformer as ref
-from zoo_checks import assert_conforms, assert_grads_match, assert_same_layout, images
+from zoo_checks import (
+    assert_compiles,
+    assert_conforms,
+    assert_grads_match,
+    assert_same_layout,
+    images,
+)
 
 import lux_torch as lux
 from lux_torch import models
-from lux_torch.models import VisionTransformer, ViT, ViTEncoder
-from lux_torch.testing import check_layer
+from lux_torch.models import VisionTransformer, ViT, ViTEncoder, ViTEncoderBlock
 
 SMALL = (32, 8, 2, 2, 16, 32)  # image_size, patch_size, num_layers, num_heads, hidden, mlp
 
@@ -130,6 +135,17 @@ def test_vit_refuses_bad_configurations_and_inputs() -> None:
         VisionTransformer(30, 8, 1, 2, 16, 32)
     with pytest.raises(ValueError, match="divisible by num_heads"):
         VisionTransformer(32, 8, 1, 3, 16, 32)
+    for i, name in enumerate(["image_size", "patch_size", "num_layers"]):
+        args = [32, 8, 1, 2, 16, 32]
+        args[i] = 0
+        with pytest.raises(ValueError, match=f"{name} must be >= 1, got 0"):
+            VisionTransformer(*args)
+    with pytest.raises(ValueError, match="ViTEncoderBlock: mlp_dim must be >= 1, got 0"):
+        VisionTransformer(32, 8, 1, 2, 16, 0)
+    with pytest.raises(ValueError, match="VisionTransformer: num_classes must be >= 1, got 0"):
+        VisionTransformer(*SMALL, num_classes=0)
+    with pytest.raises(ValueError, match="representation_size must be >= 1, got 0"):
+        VisionTransformer(*SMALL, representation_size=0)
     model = VisionTransformer(*SMALL)
     ps, st = lux.setup(0, model)
     with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, 32, 32\)"):
@@ -142,17 +158,17 @@ def test_vit_refuses_bad_configurations_and_inputs() -> None:
     assert isinstance(encoder, ViTEncoder)
     with pytest.raises(ValueError, match=r"expected a token sequence of shape \(N, 17, 16\)"):
         encoder(torch.zeros(2, 16, 16), ps["encoder"], st["encoder"])
+    block = encoder.layers["encoder_layer_0"]
+    assert isinstance(block, ViTEncoderBlock)
+    layer_ps, layer_st = ps["encoder"]["layers"], st["encoder"]["layers"]
+    with pytest.raises(ValueError, match=r"ViTEncoderBlock: expected a token sequence of shape"):
+        block(torch.zeros(2, 5, 8), layer_ps["encoder_layer_0"], layer_st["encoder_layer_0"])
 
 
 @pytest.mark.slow
 def test_vit_compiles_in_one_graph() -> None:
     model, reference = _pair(dtype=torch.float32)
-    ps, st = lux.load_state_dict(model, reference.state_dict())
-    report = check_layer(
-        model, images(2, 32, torch.float32), ps=ps, st=st, reference=reference, gradcheck=False,
-        jvp=False, vmap=False, stochastic=False,
-    )  # fmt: skip
-    assert report["compile[train]"] == report["compile[test]"] == "passed"
+    assert_compiles(model, images(2, 32, torch.float32), reference)
 
 
 @pytest.mark.slow

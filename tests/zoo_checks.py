@@ -14,7 +14,13 @@ import lux_torch as lux
 from lux_torch.core import Layer
 from lux_torch.testing import check_layer
 
-__all__ = ["assert_conforms", "assert_grads_match", "assert_same_layout", "images"]
+__all__ = [
+    "assert_compiles",
+    "assert_conforms",
+    "assert_grads_match",
+    "assert_same_layout",
+    "images",
+]
 
 
 def images(n: int, size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -34,6 +40,17 @@ def assert_conforms(model: Layer, x: torch.Tensor, reference: nn.Module) -> None
         for mode in ("[train]", "[test]"):
             assert report[name + mode] == "passed", (name + mode, report)
     assert report["counts"] == report["shapes"] == report["structure"] == "passed"
+
+
+def assert_compiles(model: Layer, x: torch.Tensor, reference: nn.Module) -> None:
+    """``torch.compile(fullgraph=True)`` (inductor) captures the model in one graph and matches
+    eager in both modes (dropout 0, as :func:`assert_conforms`)."""
+    ps, st = lux.load_state_dict(model, reference.state_dict())
+    report = check_layer(
+        model, x, ps=ps, st=st, reference=reference, gradcheck=False, jvp=False, vmap=False,
+        stochastic=False,
+    )  # fmt: skip
+    assert report["compile[train]"] == report["compile[test]"] == "passed"
 
 
 def assert_grads_match(
