@@ -196,5 +196,6 @@ def test_full_size_vgg11_bn_forward_matches_the_reference() -> None:
     with torch.no_grad():
         expected = reference(x)
         y, _ = model(x, ps, lux.test_mode(st))
-    # float32 through 8 convolutions and 3 linear layers of up to 4096 inputs
-    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-5)
+    # float32 through 8 convolutions and 3 linear layers of up to 4096 inputs: the same kernels
+    # run (measured: bitwise equal); the margin is for other BLAS/oneDNN builds
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)

@@ -181,5 +181,6 @@ def test_full_size_vit_b_32_forward_matches_the_reference() -> None:
     with torch.no_grad():
         expected = reference(x)
         y, _ = model(x, ps, lux.test_mode(st))
-    # float32 through 12 blocks of width 768
-    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
+    # float32 through 12 blocks of width 768; torch's eval-mode attention takes its fused fast
+    # path, lux scaled_dot_product_attention (measured: 1.7e-6 absolute at logits up to 1.8)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
