@@ -2,10 +2,66 @@
 
 - :class:`TransformerLM`: a small Llama-style decoder-only language model (grouped-query
   attention with RoPE and a KV cache, SwiGLU, RMSNorm), and :func:`generate`.
+- :class:`VGG` and ``vgg11``/``vgg13``/``vgg16``/``vgg19`` (and ``_bn``): torchvision's
+  layout, so ``lux.load_state_dict(vgg16(), torchvision_vgg16.state_dict())`` loads.
+- :class:`VisionTransformer` (alias ``ViT``), ``vit_b_16``/``vit_b_32``/``vit_l_16``/
+  ``vit_l_32``/``vit_h_14`` (torchvision's layout) and the DeiT-sized ``vit_tiny``/``vit_small``.
 """
 
 from __future__ import annotations
 
 from .transformer_lm import Generation, TransformerLM, generate
+from .vgg import (
+    VGG,
+    VGG_CONFIGS,
+    vgg11,
+    vgg11_bn,
+    vgg13,
+    vgg13_bn,
+    vgg16,
+    vgg16_bn,
+    vgg19,
+    vgg19_bn,
+)
+from .vit import (
+    VisionTransformer,
+    ViT,
+    ViTEncoder,
+    ViTEncoderBlock,
+    ViTOptions,
+    vit_b_16,
+    vit_b_32,
+    vit_h_14,
+    vit_l_16,
+    vit_l_32,
+    vit_small,
+    vit_tiny,
+)
 
-__all__ = ["Generation", "TransformerLM", "generate"]
+__all__ = [
+    "VGG",
+    "VGG_CONFIGS",
+    "Generation",
+    "TransformerLM",
+    "ViT",
+    "ViTEncoder",
+    "ViTEncoderBlock",
+    "ViTOptions",
+    "VisionTransformer",
+    "generate",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "vit_b_16",
+    "vit_b_32",
+    "vit_h_14",
+    "vit_l_16",
+    "vit_l_32",
+    "vit_small",
+    "vit_tiny",
+]
