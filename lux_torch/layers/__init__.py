@@ -133,6 +133,7 @@ from .recurrent import (
 )
 from .remat import Checkpoint
 from .reparam import SpectralNorm, WeightNorm
+from .residual import Residual
 from .rnn import GRU, LSTM, RNN
 from .transformer import (
     Transformer,
@@ -248,6 +249,7 @@ __all__ = [
     "ReplicationPad2d",
     "ReplicationPad3d",
     "Reshape",
+    "Residual",
     "RotaryPositionalEmbedding",
     "Scale",
     "SelectDim",

@@ -6,6 +6,15 @@
 
 from __future__ import annotations
 
+from .convmixer import ConvMixer, convmixer_768_32, convmixer_1536_20, convmixer_cifar10
 from .transformer_lm import Generation, TransformerLM, generate
 
-__all__ = ["Generation", "TransformerLM", "generate"]
+__all__ = [
+    "ConvMixer",
+    "Generation",
+    "TransformerLM",
+    "convmixer_768_32",
+    "convmixer_1536_20",
+    "convmixer_cifar10",
+    "generate",
+]
