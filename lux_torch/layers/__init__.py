@@ -135,6 +135,7 @@ from .remat import Checkpoint
 from .reparam import SpectralNorm, WeightNorm
 from .residual import Residual
 from .rnn import GRU, LSTM, RNN
+from .timestep import SinusoidalTimeEmbedding
 from .transformer import (
     Transformer,
     TransformerDecoder,
@@ -256,6 +257,7 @@ __all__ = [
     "SiLU",
     "Sigmoid",
     "SinusoidalPositionalEmbedding",
+    "SinusoidalTimeEmbedding",
     "SkipConnection",
     "Softmax",
     "Softmax2d",
