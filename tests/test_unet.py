@@ -458,7 +458,7 @@ def test_unet_three_levels_and_options() -> None:
     model = UNet(
         1,
         2,
-        channels=(2, 4, 4),
+        channels=(4, 4, 8),
         layers_per_block=2,
         attention=(True, False, True),
         mid_attention=False,
@@ -469,7 +469,7 @@ def test_unet_three_levels_and_options() -> None:
         freq_shift=1.0,
     )
     build = lambda: UNet2DModel(  # noqa: E731
-        1, 2, (2, 4, 4), 2, (True, False, True), False, None, 2, 1e-6, False, 1.0
+        1, 2, (4, 4, 8), 2, (True, False, True), False, None, 2, 1e-6, False, 1.0
     )
     x = (_images(2, 8, channels=1), torch.tensor(17.0, dtype=torch.float64))
     assert_matches_reference(model, build, x, torch.float64, rtol=1e-10, atol=1e-12)
