@@ -389,12 +389,13 @@ def test_time_embedding_configuration_errors(kwargs, error, match) -> None:
         SinusoidalTimeEmbedding(**({"dim": 8} | kwargs))
 
 
-def test_time_embedding_refuses_other_shapes() -> None:
+@pytest.mark.parametrize("t", [torch.ones(2, 1), torch.ones(2, dtype=torch.bool)])
+def test_time_embedding_refuses_other_inputs(t: torch.Tensor) -> None:
     with pytest.raises(
         ValueError,
-        match=r"expected time steps of shape \(N,\), got a torch.float32 tensor of shape \(2, 1\)",
+        match=r"expected time steps of shape \(N,\), got a torch.\w+ tensor of shape \(2",
     ):
-        SinusoidalTimeEmbedding(4)(torch.ones(2, 1), {}, {})
+        SinusoidalTimeEmbedding(4)(t, {}, {})
 
 
 def _tiny_conformance(gradcheck: bool, jvp: bool = True, vmap: bool = True) -> dict[str, str]:
@@ -516,6 +517,10 @@ def test_unet_display_shows_counts() -> None:
             (_images(2, 8), torch.ones(3)),
             r"expected time steps t of shape \(2,\) or \(\), got a torch.float32 tensor of",
         ),
+        (
+            (_images(2, 8), torch.ones(2, dtype=torch.bool)),
+            r"expected time steps t of shape \(2,\) or \(\), got a torch.bool tensor",
+        ),
     ],
 )
 def test_unet_input_errors(x, match) -> None:
@@ -543,6 +548,7 @@ def test_unet_input_errors(x, match) -> None:
             r"AttentionBlock2D: the channels \(16\) must be divisible by attention_head_dim \(3\)",
         ),
         ({"layers_per_block": 0}, ValueError, "layers_per_block must be >= 1, got 0"),
+        ({"attention_head_dim": 0}, ValueError, "AttentionBlock2D: head_dim must be >= 1, got 0"),
     ],
 )
 def test_unet_configuration_errors(kwargs, error, match) -> None:

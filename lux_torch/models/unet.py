@@ -166,7 +166,6 @@ class AttentionBlock2D(Layer):
                 f"AttentionBlock2D: the channels ({channels}) must be divisible by "
                 f"attention_head_dim ({head_dim})"
             )
-        _check_groups("AttentionBlock2D", channels, groups)
         self._set_fields(
             heads=channels // head_dim,
             group_norm=GroupNorm(groups, channels, eps),
