@@ -104,12 +104,10 @@ class ConvMixer(Chain):
         in_channels: int = 3,
     ) -> None:
         owner = "ConvMixer"
-        check_int(owner, "dim", dim, 1)
-        check_int(owner, "depth", depth, 1)
-        check_int(owner, "kernel_size", kernel_size, 1)
-        check_int(owner, "patch_size", patch_size, 1)
-        check_int(owner, "num_classes", num_classes, 1)
-        check_int(owner, "in_channels", in_channels, 1)
+        sizes = {"dim": dim, "depth": depth, "kernel_size": kernel_size}
+        sizes |= {"patch_size": patch_size, "num_classes": num_classes, "in_channels": in_channels}
+        for name, value in sizes.items():
+            check_int(owner, name, value, 1)
         act = GELU() if activation is None else as_layer(owner, "activation", activation)
 
         def block() -> Chain:
