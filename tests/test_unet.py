@@ -557,6 +557,8 @@ def test_unet_configuration_errors(kwargs, error, match) -> None:
         UNet(**config)
 
 
+# torch's notice that sdpa has no batching rule on CPU (it loops; as check_layer's vmap check)
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 def test_unet_grad_and_vmap_over_a_batch_of_parameter_sets() -> None:
     # a denoising loss; torch.func.grad of it equals autograd of the reference, and vmap
     # over 2 stacked parameter sets equals a loop

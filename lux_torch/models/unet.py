@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._graph import forward_ad_active
 from ..core import Layer, Params, State, describe_value
 from ..layers._common import check_bool, check_int
 from ..layers.activation import SiLU
@@ -133,6 +134,9 @@ class AttentionBlock2D(Layer):
         h = group_norm(x) as (N, H*W, C);  q, k, v = to_q(h), to_k(h), to_v(h)
         y = x + to_out.0(softmax(q k^T / sqrt(d)) v) as (N, C, H, W)   # per head
 
+    The attention is :func:`torch.nn.functional.scaled_dot_product_attention` (an explicit
+    softmax under forward-mode AD, which CPU sdpa does not support).
+
     Arguments:
         channels: ``C``.
         head_dim: ``d``, the features per head (must divide ``C``; ``C // d`` heads).
@@ -186,8 +190,12 @@ class AttentionBlock2D(Layer):
             return y.reshape(n, -1, self.heads, c // self.heads).transpose(1, 2)
 
         q, k, v = heads("to_q"), heads("to_k"), heads("to_v")
-        weights = torch.softmax(q @ k.transpose(-1, -2) * (c // self.heads) ** -0.5, dim=-1)
-        out = (weights @ v).transpose(1, 2).reshape(n, height * width, c)
+        if forward_ad_active():  # CPU sdpa has no forward-mode rule: the same maths explicitly
+            scores = (q * (c // self.heads) ** -0.5) @ k.transpose(-1, -2)
+            out = torch.softmax(scores, dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(n, height * width, c)
         out, _ = self.to_out.layers["0"](out, ps["to_out"]["0"], st["to_out"]["0"])
         return x + out.transpose(1, 2).reshape(n, c, height, width), st
 
