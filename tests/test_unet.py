@@ -553,6 +553,10 @@ def test_unet_input_errors(x, match) -> None:
         ),
         ({"layers_per_block": 0}, ValueError, "layers_per_block must be >= 1, got 0"),
         ({"attention_head_dim": 0}, ValueError, "AttentionBlock2D: head_dim must be >= 1, got 0"),
+        ({"in_channels": 0}, ValueError, "UNet: in_channels must be >= 1, got 0"),
+        ({"out_channels": 0}, ValueError, "UNet: out_channels must be >= 1, got 0"),
+        ({"norm_groups": 0}, ValueError, "UNet: norm_groups must be >= 1, got 0"),
+        ({"mid_attention": None}, TypeError, "UNet: mid_attention must be a bool, got NoneType"),
     ],
 )
 def test_unet_configuration_errors(kwargs, error, match) -> None:
