@@ -133,7 +133,9 @@ from .recurrent import (
 )
 from .remat import Checkpoint
 from .reparam import SpectralNorm, WeightNorm
+from .residual import Residual
 from .rnn import GRU, LSTM, RNN
+from .timestep import SinusoidalTimeEmbedding
 from .transformer import (
     Transformer,
     TransformerDecoder,
@@ -248,12 +250,14 @@ __all__ = [
     "ReplicationPad2d",
     "ReplicationPad3d",
     "Reshape",
+    "Residual",
     "RotaryPositionalEmbedding",
     "Scale",
     "SelectDim",
     "SiLU",
     "Sigmoid",
     "SinusoidalPositionalEmbedding",
+    "SinusoidalTimeEmbedding",
     "SkipConnection",
     "Softmax",
     "Softmax2d",

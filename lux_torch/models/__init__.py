@@ -6,11 +6,16 @@
   layout, so ``lux.load_state_dict(vgg16(), torchvision_vgg16.state_dict())`` loads.
 - :class:`VisionTransformer` (alias ``ViT``), ``vit_b_16``/``vit_b_32``/``vit_l_16``/
   ``vit_l_32``/``vit_h_14`` (torchvision's layout) and the DeiT-sized ``vit_tiny``/``vit_small``.
+- :class:`ConvMixer` (the paper's ``nn.Sequential`` layout) and ``convmixer_cifar10``/
+  ``convmixer_1536_20``/``convmixer_768_32``.
+- :class:`UNet`: a diffusion UNet in diffusers' ``UNet2DModel`` layout; ``unet_ddpm_cifar10``.
 """
 
 from __future__ import annotations
 
+from .convmixer import ConvMixer, convmixer_768_32, convmixer_1536_20, convmixer_cifar10
 from .transformer_lm import Generation, TransformerLM, generate
+from .unet import UNet, unet_ddpm_cifar10
 from .vgg import (
     VGG,
     VGG_CONFIGS,
@@ -41,14 +46,20 @@ from .vit import (
 __all__ = [
     "VGG",
     "VGG_CONFIGS",
+    "ConvMixer",
     "Generation",
     "TransformerLM",
+    "UNet",
     "ViT",
     "ViTEncoder",
     "ViTEncoderBlock",
     "ViTOptions",
     "VisionTransformer",
+    "convmixer_768_32",
+    "convmixer_1536_20",
+    "convmixer_cifar10",
     "generate",
+    "unet_ddpm_cifar10",
     "vgg11",
     "vgg11_bn",
     "vgg13",
