@@ -82,12 +82,16 @@ def _ones(shape: Sequence[int], batch: Sequence[int]) -> tuple[int, ...]:
     return (1,) * (len(shape) - len(batch))
 
 
-def _ints(counters: Sequence[Sequence[int]], keys: Sequence[Sequence[int]], rounds: int) -> Tensor:
-    """Small calls (split, fold_in): Python integers, ``(len(keys), len(counters), 4)``."""
+def _ints(
+    counters: Sequence[Sequence[int]], keys: Sequence[Sequence[int]], rounds: int, words: int
+) -> Tensor:
+    """Small calls (split, fold_in) on Python integers: the first ``words`` output words,
+    ``(len(counters), words)`` for one key, else ``(len(keys), len(counters), words)``."""
     out = []
     for kw in keys:
         k0, k1 = kw[0] & MASK32, kw[1] & MASK32
         sched = [((k0 + r * W0) & MASK32, (k1 + r * W1) & MASK32) for r in range(rounds)]
+        rows = []
         for c0, c1, c2, c3 in counters:
             for r0, r1 in sched:
                 p0, p1 = M0 * c0, M1 * c2
@@ -97,8 +101,9 @@ def _ints(counters: Sequence[Sequence[int]], keys: Sequence[Sequence[int]], roun
                     (p0 >> 32) ^ c3 ^ r1,
                     p0 & MASK32,
                 )
-            out.append((c0, c1, c2, c3))
-    return torch.tensor(out, dtype=torch.int64).reshape(len(keys), len(counters), 4)
+            rows.append([c0, c1, c2, c3][:words])
+        out.append(rows)
+    return torch.tensor(out[0] if len(out) == 1 else out, dtype=torch.int64)
 
 
 def _host(
@@ -171,16 +176,15 @@ def philox(counter: Sequence[Word], key: Tensor, rounds: int = ROUNDS, *, words:
     ``broadcast(key.shape[:-1], counter shapes) + (words,)``, of four counter words (ints or
     integer tensors in ``[0, 2**32)``) under the key words ``key[..., 0]``, ``key[..., 1]``."""
     tensors = [w for w in counter if isinstance(w, Tensor)]
+    if not tensors and key.numel() <= 2 * SMALL and key.device.type != "meta" and on_host(key):
+        ints = [int(w) for w in counter]
+        out = _ints([ints], key.reshape(-1, 2).tolist(), rounds, words)
+        return out.reshape((*key.shape[:-1], words))
     shape = torch.broadcast_shapes(key.shape[:-1], *(w.shape for w in tensors))
     if key.device.type == "meta":
         return _meta(key, shape, words)
     if not on_host(key, *tensors):
         return _tensor(counter, key, rounds, words)
-    if not tensors and key.numel() <= 2 * SMALL:
-        ints = [int(w) for w in counter]
-        return _ints([ints], key.reshape(-1, 2).tolist(), rounds)[..., :words].reshape(
-            *shape, words
-        )
     c: list[int | np.ndarray] = [w.numpy() if isinstance(w, Tensor) else w for w in counter]
     return torch.from_numpy(_host(c, key.numpy(), shape, rounds)[..., :words].astype(np.int64))
 
@@ -202,8 +206,8 @@ def stream(key: Tensor, n_blocks: int, tag: int = TAG_DATA, *, words: int = 4) -
         return philox([index, 0, tag, 0], key.unsqueeze(-2), words=words)
     if n_blocks * key.numel() <= 2 * SMALL:
         counters = [(i, 0, tag, 0) for i in range(n_blocks)]
-        out = _ints(counters, key.reshape(-1, 2).tolist(), ROUNDS)
-        return out[..., :words].reshape(*batch, n_blocks, words)
+        out = _ints(counters, key.reshape(-1, 2).tolist(), ROUNDS, words)
+        return out if key.dim() == 1 else out.reshape(*batch, n_blocks, words)
     w = _host_stream(key, n_blocks, tag)[..., :words]
     return torch.from_numpy(w.astype(np.int64))
 
