@@ -150,6 +150,17 @@ def test_one_round_multiplies_exactly_on_every_path(a, b):
     assert tensor(zero, counter).tolist() == want
 
 
+@pytest.mark.parametrize("rounds", [1, 64, 65, 100])
+def test_any_number_of_rounds_on_every_path(rounds):
+    k = lr.key(0xABCDEF0123)
+    counters = torch.tensor([[i, 7, MASK32 - i, 3] for i in range(20)])
+    want = [ref_philox(c, k.tolist(), rounds) for c in counters.tolist()]
+    assert lr.philox4x32(counters, k, rounds=rounds).tolist() == want  # numpy
+    assert lr.philox4x32(counters[0].tolist(), k, rounds=rounds).tolist() == want[0]  # ints
+    tensor = tensor_path(lambda kk, c: lr.philox4x32(c, kk, rounds=rounds))
+    assert tensor(k, counters).tolist() == want
+
+
 @pytest.mark.parametrize("tag", [0, TAG_SPLIT, MASK32])
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 100, 1001])
 def test_every_path_matches_the_reference(n, tag):

@@ -60,6 +60,8 @@ SMALL = 8
 _U2, _U4, _U8 = np.dtype("<u2"), np.dtype("<u4"), np.dtype("<u8")
 _MULT = np.array([M0, M1], dtype=_U8)
 _BUMP = np.array([[r * W0, r * W1] for r in range(64)], dtype=_U8)
+_MULT.setflags(write=False)
+_BUMP.setflags(write=False)
 
 Word = int | Tensor
 
@@ -114,7 +116,10 @@ def _host(
     nd, kb = len(shape), k.shape[:-1]
     ones = (1,) * nd
     kw = k.astype(_U8).transpose(k.ndim - 1, *range(k.ndim - 1)).reshape(2, *_ones(shape, kb), *kb)
-    keys = ((kw + _BUMP[:rounds].reshape(rounds, 2, *ones)) & MASK32).astype(_U4)
+    bump = (
+        _BUMP[:rounds] if rounds <= len(_BUMP) else np.arange(rounds, dtype=_U8)[:, None] * _BUMP[1]
+    )
+    keys = ((kw + bump.reshape(rounds, 2, *ones)) & MASK32).astype(_U4)
     x = np.empty((2, *shape), _U4)
     x[0], x[1] = c[0], c[2]
     y = np.empty((2, *shape), _U4)
