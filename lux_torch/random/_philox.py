@@ -212,7 +212,7 @@ def stream(key: Tensor, n_blocks: int, tag: int = TAG_DATA, *, words: int = 4) -
     if n_blocks * key.numel() <= 2 * SMALL:
         counters = [(i, 0, tag, 0) for i in range(n_blocks)]
         out = _ints(counters, key.reshape(-1, 2).tolist(), ROUNDS, words)
-        return out if key.dim() == 1 else out.reshape(*batch, n_blocks, words)
+        return out.reshape(*batch, n_blocks, words)  # also for n_blocks == 0
     w = _host_stream(key, n_blocks, tag)[..., :words]
     return torch.from_numpy(w.astype(np.int64))
 
