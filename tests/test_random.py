@@ -775,6 +775,10 @@ def test_bad_arguments_are_rejected():
         lr.uniform(k, 3, low=1.0, high=1.0)
     with pytest.raises(ValueError, match=r"uniform: `high` must be finite"):
         lr.uniform(k, 3, high=math.inf)
+    with pytest.raises(ValueError, match=r"uniform: low=0.0 and high=100000.0 must lie in"):
+        lr.uniform(k, 3, dtype=torch.float16, high=1e5)  # no float16 lies in (65504, 1e5)
+    with pytest.raises(ValueError, match=r"uniform: low=-1e\+39 .* torch.float32"):
+        lr.uniform(k, 3, low=-1e39)
     with pytest.raises(TypeError, match=r"uniform: `dtype` must be a floating dtype"):
         lr.uniform(k, 3, dtype=torch.int32)
     with pytest.raises(TypeError, match=r"normal: unsupported dtype"):

@@ -528,6 +528,12 @@ def uniform(
     lo, hi = _check_bounds(low, high, fn, ("low", "high"))
     if not lo < hi:
         raise ValueError(f"lux_torch.random.{fn}: need low < high, got low={low} high={high}")
+    big = torch.finfo(dt).max
+    if not torch.compiler.is_compiling() and not -big <= lo < hi <= big:
+        raise ValueError(
+            f"lux_torch.random.{fn}: low={lo} and high={hi} must lie in {dt}'s range "
+            f"[{-big}, {big}]"
+        )
     if k.device.type == "meta":
         return _meta((*k.shape[:-1], *shp), dt)
     n = _numel(shp)
