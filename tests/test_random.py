@@ -14,31 +14,25 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from philox_reference import (
+    M0,
+    M1,
+    MASK32,
+    TAG_FOLD,
+    TAG_SPLIT,
+    ref_keep_mask,
+    ref_philox,
+    ref_words,
+)
 
 import lux_torch.random as lr
 
-MASK32 = 0xFFFFFFFF
-M0, M1 = 0xD2511F53, 0xCD9E8D57
-W0, W1 = 0x9E3779B9, 0xBB67AE85
-TAG_SPLIT = 0x53504C54
-TAG_FOLD = 0x464F4C44
 Z_1E4 = 3.719  # one-sided standard normal quantile for p = 1e-4
 
 
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-
-def ref_philox(counter, key, rounds=10):
-    """Independent reference: Philox4x32 on Python integers (Salmon et al., SC'11)."""
-    c0, c1, c2, c3 = counter
-    k0, k1 = key
-    for _ in range(rounds):
-        p0, p1 = M0 * c0, M1 * c2
-        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & MASK32, (p0 >> 32) ^ c3 ^ k1, p0 & MASK32
-        k0, k1 = (k0 + W0) & MASK32, (k1 + W1) & MASK32
-    return [c0, c1, c2, c3]
 
 
 def chi2_critical(df: int, z: float = Z_1E4) -> float:
@@ -132,59 +126,96 @@ def test_philox_matches_reference_on_random_inputs():
         assert o == ref_philox(c, k, rounds=7)
 
 
+def tensor_path(fn):
+    """``fn`` run on torch's tensor path: under ``vmap`` (a batch of one key), which the host
+    paths (numpy, Python integers) never see."""
+
+    def run(k, *args):
+        return torch.func.vmap(lambda kk: fn(kk, *args))(k.unsqueeze(0))[0]
+
+    return run
+
+
 @settings(max_examples=200, deadline=None)
-@given(a=st.integers(0, MASK32), m=st.integers(0, MASK32))
-def test_mulhilo_limbs_match_python_ints(a, m):
-    hi, lo = lr._mulhilo(m, torch.tensor([a], dtype=torch.int64))
-    assert hi.item() == (a * m) >> 32
-    assert lo.item() == (a * m) & MASK32
+@given(a=st.integers(0, MASK32), b=st.integers(0, MASK32))
+def test_one_round_multiplies_exactly_on_every_path(a, b):
+    # One round from (a, 0, b, 0) under the zero key gives the 32x32->64-bit products'
+    # halves: [hi(M1 b), lo(M1 b), hi(M0 a), lo(M0 a)].
+    want = [(M1 * b) >> 32, (M1 * b) & MASK32, (M0 * a) >> 32, (M0 * a) & MASK32]
+    zero = torch.zeros(2, dtype=torch.int64)
+    counter = torch.tensor([a, 0, b, 0])
+    assert lr.philox4x32((a, 0, b, 0), (0, 0), rounds=1).tolist() == want  # Python ints
+    assert lr.philox4x32(counter.expand(9, 4), zero, rounds=1)[0].tolist() == want  # numpy
+    tensor = tensor_path(lambda k, c: lr.philox4x32(c, k, rounds=1))
+    assert tensor(zero, counter).tolist() == want
 
 
-def test_mulhilo_edge_values():
-    edge = [0, 1, 2, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFF0000, MASK32 - 1, MASK32]
-    a = torch.tensor(edge, dtype=torch.int64)
-    for m in [M0, M1, MASK32, 1, 0x10000, 0xFFFF]:
-        hi, lo = lr._mulhilo(m, a)
-        assert hi.tolist() == [(v * m) >> 32 for v in edge]
-        assert lo.tolist() == [(v * m) & MASK32 for v in edge]
+@pytest.mark.parametrize("rounds", [1, 64, 65, 100])
+def test_any_number_of_rounds_on_every_path(rounds):
+    k = lr.key(0xABCDEF0123)
+    counters = torch.tensor([[i, 7, MASK32 - i, 3] for i in range(20)])
+    want = [ref_philox(c, k.tolist(), rounds) for c in counters.tolist()]
+    assert lr.philox4x32(counters, k, rounds=rounds).tolist() == want  # numpy
+    assert lr.philox4x32(counters[0].tolist(), k, rounds=rounds).tolist() == want[0]  # ints
+    tensor = tensor_path(lambda kk, c: lr.philox4x32(c, kk, rounds=rounds))
+    assert tensor(k, counters).tolist() == want
 
 
 @pytest.mark.parametrize("tag", [0, TAG_SPLIT, MASK32])
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 100, 1001])
-def test_all_code_paths_agree(monkeypatch, n, tag):
-    """Host (Python int), eager (out=) and traceable paths give the same blocks."""
+def test_every_path_matches_the_reference(n, tag):
+    """Python integers (a few blocks), numpy (more) and torch ops (vmap) give the reference's
+    blocks, through the public functions."""
     k = lr.key(0x0123456789ABCDEF)
-    results = {}
-    for path in ("traced", "eager", "python"):
-        if path == "python" and n > 100:
-            continue
-        monkeypatch.setattr(lr, "_FORCE_PATH", path)
-        results[path] = torch.stack(lr._rows(*lr._blocks(k, n, tag)), -1)
-    monkeypatch.setattr(lr, "_FORCE_PATH", None)
-    ref = torch.tensor([ref_philox((i, 0, tag, 0), k.tolist()) for i in range(n)])
-    for path, out in results.items():
-        assert torch.equal(out, ref), path
+    kw = k.tolist()
+    ref = torch.tensor([ref_philox((i, 0, tag, 0), kw) for i in range(n)])
+    counters = torch.stack([torch.arange(n), torch.zeros(n, dtype=torch.int64)] * 2, -1)
+    counters[:, 2] = tag
+    assert torch.equal(lr.philox4x32(counters, k), ref)
+    assert torch.equal(tensor_path(lambda kk, c: lr.philox4x32(c, kk))(k, counters), ref)
+    if n <= 9:
+        for i in range(n):
+            assert lr.philox4x32((i, 0, tag, 0), k).tolist() == ref[i].tolist()
+    want = {0: ref.flatten(), TAG_SPLIT: ref[:, :2]}.get(tag)
+    if want is not None:
+        fn = (lambda kk: lr.bits(kk, 4 * n)) if tag == 0 else (lambda kk: lr.split(kk, n))
+        assert torch.equal(fn(k), want)
+        assert torch.equal(tensor_path(fn)(k), want)
+        assert fn(k.to("meta")).shape == want.shape
 
 
-def test_code_paths_agree_batched_keys(monkeypatch):
+def test_paths_agree_on_batched_keys():
     keys = lr.split(lr.key(5), 3)
-    monkeypatch.setattr(lr, "_FORCE_PATH", "traced")
-    traced = [lr.bits(keys, (4, 3)), lr.split(keys, 2), lr.fold_in(keys, 77)]
-    monkeypatch.setattr(lr, "_FORCE_PATH", "python")
-    host = [lr.bits(keys, (4, 3)), lr.split(keys, 2), lr.fold_in(keys, 77)]
-    monkeypatch.setattr(lr, "_FORCE_PATH", None)
-    for a, b in zip(traced, host, strict=True):
-        assert torch.equal(a, b)
-    for i in range(3):
-        assert torch.equal(traced[0][i], lr.bits(keys[i], (4, 3)))
+    fns = [
+        lambda kk: lr.bits(kk, (4, 3)),
+        lambda kk: lr.bits(kk, 999),
+        lambda kk: lr.split(kk, 2),
+        lambda kk: lr.split(kk, 40),
+        lambda kk: lr.fold_in(kk, 77),
+        lambda kk: lr.dropout_mask(kk, 100, 0.3)[0],
+    ]
+    for fn in fns:
+        host = fn(keys)
+        assert torch.equal(host, torch.func.vmap(fn)(keys))
+        for i in range(3):
+            assert torch.equal(host[i], fn(keys[i]))
+    assert lr.bits(keys, 4).tolist() == [ref_words(k, 1) for k in keys.tolist()]
+
+
+@pytest.mark.parametrize("n", [1, 7, 64, 4096, 5000])
+def test_dropout_lanes_match_the_reference(n):
+    k = lr.key(0xFEEDFACE)
+    t = round(0.7 * 65536)
+    want = torch.tensor(ref_keep_mask(k.tolist(), n, t))
+    assert torch.equal(lr.dropout_mask(k, n, 0.3)[0], want)
+    assert torch.equal(tensor_path(lambda kk: lr.dropout_mask(kk, n, 0.3)[0])(k), want)
 
 
 def test_stream_layout_and_domain_separation():
     k = lr.key(31337)
     kw = k.tolist()
     words = lr.bits(k, 40)
-    expected = [w for i in range(10) for w in ref_philox((i, 0, 0, 0), kw)]
-    assert words.tolist() == expected
+    assert words.tolist() == ref_words(kw, 10)
     children = lr.split(k, 5)
     assert children.tolist() == [ref_philox((i, 0, TAG_SPLIT, 0), kw)[:2] for i in range(5)]
     d = 0x1234_5678_9ABC_DEF0
@@ -744,6 +775,10 @@ def test_bad_arguments_are_rejected():
         lr.uniform(k, 3, low=1.0, high=1.0)
     with pytest.raises(ValueError, match=r"uniform: `high` must be finite"):
         lr.uniform(k, 3, high=math.inf)
+    with pytest.raises(ValueError, match=r"uniform: low=0.0 and high=100000.0 must lie in"):
+        lr.uniform(k, 3, dtype=torch.float16, high=1e5)  # no float16 lies in (65504, 1e5)
+    with pytest.raises(ValueError, match=r"uniform: low=-1e\+39 .* torch.float32"):
+        lr.uniform(k, 3, low=-1e39)
     with pytest.raises(TypeError, match=r"uniform: `dtype` must be a floating dtype"):
         lr.uniform(k, 3, dtype=torch.int32)
     with pytest.raises(TypeError, match=r"normal: unsupported dtype"):

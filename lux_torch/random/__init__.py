@@ -1,10 +1,10 @@
-"""Explicit, counter-based random numbers built from plain tensor operations.
+"""Explicit, counter-based random numbers from integer arithmetic.
 
 This module provides JAX-style *explicit* randomness for ``lux_torch``: every
 random function takes a **key** and is a pure function of it.  Nothing here
 reads or writes torch's global RNG state, and no ``torch.Generator`` is used.
-Because the random bits are computed with ordinary integer tensor operations
-(multiply, shift, and, or, xor), the results are
+Because the random bits are computed with exact integer arithmetic (multiply,
+shift, and, or, xor), the results are
 
 * deterministic: the same key always gives the same values;
 * bit-identical in eager mode, under ``torch.compile(fullgraph=True)`` and on
@@ -33,16 +33,12 @@ published known-answer vectors.
 
 Arithmetic
 ----------
-torch's unsigned integer dtypes lack arithmetic, so every 32-bit word is held
-in an ``int64`` tensor with a value in ``[0, 2**32)``.  No operation ever
-overflows signed 64-bit arithmetic (signed overflow is undefined behaviour in
-the C++/Triton code that ``torch.compile`` generates).  ``mulhilo`` splits the
-constant multiplier into 16-bit limbs, ``M = Mh * 2**16 + Ml``::
-
-    p_l = a * Ml; p_h = a * Mh                     # both < 2**48
-    s   = p_h + (p_l >> 16)                         # a * M == s * 2**16 + (p_l & 0xFFFF)
-    hi  = s >> 16
-    lo  = ((s & 0xFFFF) << 16) | (p_l & 0xFFFF)
+Words are 32-bit unsigned integers; a word tensor is ``int64`` with values in
+``[0, 2**32)``. The block function runs on one of two paths that compute the same integers
+(see ``lux_torch/random/_philox.py``): numpy ``uint32``/``uint64`` arithmetic for a CPU key
+in plain eager mode, and a functional torch implementation (16-bit limbs of the
+multipliers, so no op overflows signed 64-bit arithmetic) under ``torch.compile``,
+``torch.func`` transforms, tracing, and on other devices.
 
 Keys
 ----
@@ -96,41 +92,26 @@ How values are made from the bits
   probability differs from ``p`` by at most ``2**-17`` (except that ``0 < p <
   2**-17`` still drops with probability ``2**-16``, and likewise near 1).
 
-Implementation paths
---------------------
-The same blocks are computed by one of three interchangeable routines (the tests
-check that they agree bit for bit):
-
-* tracing (``torch.compile``, ``torch.jit.trace``), ``torch.func`` transforms
-  (``vmap``, ``grad``, ...), explicitly batched keys: a functional-style tensor
-  implementation (out-of-place ops plus in-place ops on its own buffers only);
-* plain eager mode with an unbatched key: one preallocated workspace and ``out=``
-  / in-place ops, so a call makes almost no temporary allocations and ~12
-  kernel launches per round;
-* plain eager mode with a CPU key and at most 64 blocks (``split``, ``fold_in``,
-  small tensors): the same arithmetic on Python integers, which avoids ~100 tiny
-  kernel launches.
-
-Further eager-mode savings: the round keys are computed in one vectorised op
-(or on the host for a CPU key), the first two rounds exploit the constant
-counter words (only one of the two multiplications is data dependent), and the
-remaining rounds process both multiplied words of all blocks as one stacked
-``(2, n)`` tensor.  Measured on a 2-core CPU (2 threads, eager, median of
-interleaved runs): ``dropout`` of a ``(256, 1024)`` float32 tensor takes about
-1.9 ms against 3.2 ms for ``torch.nn.Dropout``.  Tiny tensors are dominated by
-launch overhead (``(64, 64)``: about 0.4 ms against 0.06 ms).
+Speed
+-----
+In eager mode with a CPU key a round is three numpy calls (about 60 µs of fixed cost per
+call), and ``split``/``fold_in`` of a single key run on Python integers (about 20 µs):
+dropout of large tensors is about twice as fast as ``torch.nn.Dropout``, of a (64, 64)
+tensor about three times slower (``benchmarks/dropout.py``). Under ``torch.compile`` the
+generator fuses into the surrounding kernels.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 from torch import Tensor
+
+from ._philox import MAX_BLOCKS, ROUNDS, TAG_DATA, TAG_FOLD, TAG_SPLIT, keep_mask, philox, stream
 
 if TYPE_CHECKING:
     import numpy as np
@@ -146,7 +127,6 @@ __all__ = [
     "permutation",
     "philox4x32",
     "randint",
-    "random_bits",
     "split",
     "uniform",
 ]
@@ -154,23 +134,7 @@ __all__ = [
 ShapeLike = int | Sequence[int] | torch.Size
 DeviceLike = torch.device | str | int | None
 
-# Philox4x32 constants (Random123).
-PHILOX_M0 = 0xD2511F53
-PHILOX_M1 = 0xCD9E8D57
-PHILOX_W0 = 0x9E3779B9
-PHILOX_W1 = 0xBB67AE85
-PHILOX_ROUNDS = 10
-
 _MASK32 = 0xFFFFFFFF
-_MASK16 = 0xFFFF
-
-# Domain tags (third counter word).
-_TAG_DATA = 0
-_TAG_SPLIT = 0x53504C54  # "SPLT"
-_TAG_FOLD = 0x464F4C44  # "FOLD"
-
-# Limit of blocks per call: i * M0 must stay below 2**63.
-_MAX_BLOCKS = 2**31
 
 
 # ---------------------------------------------------------------------------
@@ -247,7 +211,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def _check_blocks(n_blocks: int, fn: str) -> None:
-    if n_blocks > _MAX_BLOCKS:
+    if n_blocks > MAX_BLOCKS:
         raise ValueError(
             f"lux_torch.random.{fn}: too many random values requested in one call "
             f"(needs {n_blocks} Philox blocks, the limit is 2**31 = 8.6e9 32-bit words)"
@@ -255,302 +219,16 @@ def _check_blocks(n_blocks: int, fn: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Philox core
+# Philox blocks (computed in _philox.py)
 # ---------------------------------------------------------------------------
 
 
-def _mulhilo_int(m: int, a: int) -> tuple[int, int]:
-    p = m * a
-    return p >> 32, p & _MASK32
-
-
-def _mulhilo(m: int, a: Tensor) -> tuple[Tensor, Tensor]:
-    """32x32->64 multiply of the int64 word tensor ``a`` by the constant ``m``.
-
-    Uses 16-bit limbs of ``m`` so that no intermediate exceeds 2**49.
-    Returns ``(hi, lo)``, the high and low 32-bit halves of ``a * m``.
-    """
-    pl = a * (m & _MASK16)
-    ph = a * (m >> 16)
-    s = (pl >> 16) + ph
-    lo = ((s & _MASK16) << 16) | (pl & _MASK16)
-    return s >> 16, lo
-
-
-def _round_keys(k: Tensor, rounds: int) -> Tensor:
-    """Round keys in one vectorised op: ``(..., rounds, 2)`` holding ``[k1_r, k0_r]``.
-
-    The word order is swapped (``k1`` first) because that is the order in which the
-    stacked rounds below xor them in.
-    """
-    table = torch.tensor(
-        [[r * PHILOX_W1, r * PHILOX_W0] for r in range(rounds)],
-        dtype=torch.int64,
-        device=k.device,
-    )
-    return (k.flip(-1).unsqueeze(-2) + table) & _MASK32
-
-
-def _multiplier_limbs(device: torch.device) -> tuple[Tensor, Tensor]:
-    lim = torch.tensor(
-        [[PHILOX_M0 & _MASK16, PHILOX_M1 & _MASK16], [PHILOX_M0 >> 16, PHILOX_M1 >> 16]],
-        dtype=torch.int64,
-        device=device,
-    ).unsqueeze(-1)
-    return lim[0], lim[1]  # each (2, 1): low limbs, high limbs of [M0, M1]
-
-
-def _rounds_inplace(
-    x: Tensor, y: Tensor, rkx: Tensor, start: int, stop: int
-) -> tuple[Tensor, Tensor]:
-    """Apply Philox rounds ``start .. stop-1`` to a stacked state, reusing buffers.
-
-    ``x`` is ``(..., 2, n)`` holding ``[c0, c2]`` (the multiplied words), ``y`` holds
-    ``[c3, c1]``.  Both must be freshly owned buffers (they are overwritten).
-    Returns ``(xn, y)`` after the last round with ``xn = [c2, c0]`` and ``y = [c3, c1]``.
-    """
-    ml, mh = _multiplier_limbs(x.device)
-    a = torch.empty_like(x)
-    b = torch.empty_like(x)
-    for r in range(start, stop):
-        a.copy_(x).mul_(ml)  # p_l
-        x.mul_(mh)  # p_h
-        b.copy_(a).bitwise_right_shift_(16).add_(x)  # s = p_h + (p_l >> 16)
-        x.copy_(b).bitwise_and_(_MASK16).bitwise_left_shift_(16)
-        a.bitwise_and_(_MASK16).bitwise_or_(x)  # lo = [c3', c1']
-        b.bitwise_right_shift_(16)  # hi
-        b.bitwise_xor_(y).bitwise_xor_(rkx[..., r, :, None])  # [c2', c0']
-        if r == stop - 1:
-            return b, a
-        # Next state: x = [c0', c2'] (row swap of b, written into y's old buffer).
-        y[..., 0, :].copy_(b[..., 1, :])
-        y[..., 1, :].copy_(b[..., 0, :])
-        x, y, a, b = y, a, x, b
-    return x.flip(-2), y
-
-
-def _rounds_functional(x: Tensor, y: Tensor, rkx: Tensor, rounds: int) -> tuple[Tensor, Tensor]:
-    """Out-of-place version of :func:`_rounds_inplace` for small, broadcast inputs."""
-    ml, mh = _multiplier_limbs(x.device)
-    for r in range(rounds):
-        pl = x * ml
-        ph = x * mh
-        s = (pl >> 16) + ph
-        lo = ((s & _MASK16) << 16) | (pl & _MASK16)
-        xn = (s >> 16) ^ y ^ rkx[..., r, :, None]  # [c2', c0']
-        y = lo
-        if r == rounds - 1:
-            return xn, y
-        x = xn.flip(-2)
-    return x.flip(-2), y
-
-
-def _blocks_traced(k: Tensor, n: int, tag: int) -> tuple[Tensor, Tensor, bool]:
-    """Traceable path (``torch.compile``, ``vmap``, batched keys).
-
-    Uses only out-of-place ops and in-place ops on freshly created, key-derived buffers,
-    so it is valid under ``torch.func.vmap`` and functionalization.
-    """
-    rkx = _round_keys(k, PHILOX_ROUNDS)
-    # Round 1: c0 = i (vector), c1 = c3 = 0, c2 = tag (constant).  i < 2**31, so
-    # i * M0 < 2**63 is exact in int64.
-    p = torch.arange(n, dtype=torch.int64, device=k.device).mul_(PHILOX_M0)
-    h1, l1 = _mulhilo_int(PHILOX_M1, tag)
-    k0 = rkx[..., 0, 1].unsqueeze(-1)
-    k1 = rkx[..., 0, 0].unsqueeze(-1)
-    c0 = k0 ^ h1  # constant per key  (..., 1)
-    c2 = (p >> 32) ^ k1  # (..., n)
-    c3 = p.bitwise_and_(_MASK32)  # (n,)   c1 = l1 (Python constant)
-    # Round 2: only c2 and c3 vary.
-    ha, la = _mulhilo(PHILOX_M0, c0)
-    hb, lb = _mulhilo(PHILOX_M1, c2)
-    k0 = rkx[..., 1, 1].unsqueeze(-1)
-    k1 = rkx[..., 1, 0].unsqueeze(-1)
-    c0n = hb.bitwise_xor_(k0 ^ l1)
-    c2n = c3 ^ (ha ^ k1)
-    x = torch.stack(torch.broadcast_tensors(c0n, c2n), -2)  # [c0, c2]
-    y = torch.stack(torch.broadcast_tensors(la, lb), -2)  # [c3, c1]
-    xn, yn = _rounds_inplace(x, y, rkx, 2, PHILOX_ROUNDS)
-    return xn, yn, True
-
-
-def _blocks_eager(k: Tensor, n: int, tag: int) -> tuple[Tensor, Tensor, bool]:
-    """Fast eager path for an unbatched key: one workspace, ``out=`` ops, no temporaries.
-
-    Computes exactly the same values as :func:`_blocks_traced` (tested).  Not used under
-    tracing or functorch transforms (``out=`` is not supported by ``vmap``).
-    """
-    dev = k.device
-    h1, l1 = _mulhilo_int(PHILOX_M1, tag)
-    # Per-key constants: Python ints for a CPU key (no tiny kernels), 0-dim tensors
-    # otherwise (no device sync).
-    k0_0: int | Tensor
-    k1_0: int | Tensor
-    k0_1: int | Tensor
-    k1_1: int | Tensor
-    ha: int | Tensor
-    la: int | Tensor
-    if dev.type == "cpu":
-        k0, k1 = (int(v) & _MASK32 for v in k.tolist())
-        rk = [((k0 + r * PHILOX_W0) & _MASK32, (k1 + r * PHILOX_W1) & _MASK32) for r in range(10)]
-        kx = torch.tensor(rk, dtype=torch.int64).unsqueeze(-1)  # (10, 2, 1): [k0_r, k1_r]
-        k0_0, k1_0 = rk[0]
-        k0_1, k1_1 = rk[1]
-        ha, la = _mulhilo_int(PHILOX_M0, k0_0 ^ h1)
-    else:
-        table = torch.tensor(
-            [[r * PHILOX_W0, r * PHILOX_W1] for r in range(10)], dtype=torch.int64, device=dev
-        )
-        rkt = (k.unsqueeze(-2) + table) & _MASK32
-        kx = rkt.unsqueeze(-1)
-        k0_0, k1_0 = rkt[0, 0], rkt[0, 1]
-        k0_1, k1_1 = rkt[1, 0], rkt[1, 1]
-        ha, la = _mulhilo(PHILOX_M0, rkt[0, 0] ^ h1)
-    ml, mh = _multiplier_limbs(dev)
-    ws = torch.empty((4, 2, n), dtype=torch.int64, device=dev)
-    x, y, a, b = ws.unbind(0)
-    # Round 1 (c0 = i, c1 = c3 = 0, c2 = tag).
-    p = a[0]
-    torch.arange(n, out=p).mul_(PHILOX_M0)
-    torch.bitwise_right_shift(p, 32, out=b[0]).bitwise_xor_(k1_0)  # c2'
-    p.bitwise_and_(_MASK32)  # c3'      (c0' = c0p, c1' = l1 are constants)
-    # Round 2.
-    torch.bitwise_xor(p, ha ^ k1_1, out=x[1])  # c2'' = hi(M0 c0') ^ c3' ^ k1
-    c2p = b[0]
-    torch.mul(c2p, PHILOX_M1 & _MASK16, out=a[1])  # p_l
-    c2p.mul_(PHILOX_M1 >> 16)  # p_h
-    s = b[1]
-    torch.bitwise_right_shift(a[1], 16, out=s).add_(c2p)
-    torch.bitwise_and(s, _MASK16, out=c2p).bitwise_left_shift_(16)
-    torch.bitwise_and(a[1], _MASK16, out=y[1]).bitwise_or_(c2p)  # c1'' = lo(M1 c2')
-    torch.bitwise_right_shift(s, 16, out=x[0]).bitwise_xor_(k0_1 ^ l1)  # c0''
-    y[0].fill_(la)  # c3'' = lo(M0 c0')
-    # Rounds 3..10: x = [c0, c2], y = [c3, c1]; a, b scratch.
-    # Row views are taken once (indexing is itself a dispatched op in eager mode).
-    x0, x1 = x.unbind(0)
-    b0, b1 = b.unbind(0)
-    y_rows, a_rows = y.unbind(0), a.unbind(0)
-    kxs = kx.unbind(0)
-    for r in range(2, PHILOX_ROUNDS):
-        torch.mul(x, ml, out=a)  # p_l
-        x.mul_(mh)  # p_h
-        torch.bitwise_right_shift(a, 16, out=b).add_(x)  # s
-        torch.bitwise_and(b, _MASK16, out=x).bitwise_left_shift_(16)
-        a.bitwise_and_(_MASK16).bitwise_or_(x)  # lo = [c3', c1']
-        b.bitwise_right_shift_(16)  # hi = [hi(c0), hi(c2)]
-        torch.bitwise_xor(b1, y_rows[1], out=x0)  # c0' = hi(c2) ^ c1 ^ k0
-        torch.bitwise_xor(b0, y_rows[0], out=x1)  # c2' = hi(c0) ^ c3 ^ k1
-        x.bitwise_xor_(kxs[r])
-        y, a = a, y
-        y_rows, a_rows = a_rows, y_rows
-    return x, y, False
-
-
-def _blocks_python(k: Tensor, n: int, tag: int) -> tuple[Tensor, Tensor, bool]:
-    """Host path for a few blocks with CPU keys (e.g. ``split``): Python integers.
-
-    Bit-identical to the tensor paths (tested); a few microseconds instead of ~100
-    tiny kernel launches.
-    """
-    m0, m1, mask = PHILOX_M0, PHILOX_M1, _MASK32
-    xs: list[list[int]] = []
-    ys: list[list[int]] = []
-    for kw in k.reshape(-1, 2).tolist():
-        k0, k1 = (int(v) & mask for v in kw)
-        rks = [((k0 + r * PHILOX_W0) & mask, (k1 + r * PHILOX_W1) & mask) for r in range(10)]
-        out0, out1, out2, out3 = [], [], [], []
-        for i in range(n):
-            c0, c1, c2, c3 = i, 0, tag, 0
-            for rk0, rk1 in rks:
-                p0 = m0 * c0
-                p1 = m1 * c2
-                c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ rk0, p1 & mask, (p0 >> 32) ^ c3 ^ rk1, p0 & mask
-            out0.append(c0)
-            out1.append(c1)
-            out2.append(c2)
-            out3.append(c3)
-        xs.append(out0 + out2)
-        ys.append(out3 + out1)
-    shape = (*k.shape[:-1], 2, n)
-    x = torch.tensor(xs, dtype=torch.int64).reshape(shape)
-    y = torch.tensor(ys, dtype=torch.int64).reshape(shape)
-    return x, y, False
-
-
-def _philox_py(
-    c: Sequence[int], kw: Sequence[int], rounds: int = PHILOX_ROUNDS
-) -> tuple[int, int, int, int]:
-    """Reference Philox4x32 on Python integers."""
-    c0, c1, c2, c3 = (int(v) & _MASK32 for v in c)
-    k0, k1 = (int(v) & _MASK32 for v in kw)
-    for _ in range(rounds):
-        p0 = PHILOX_M0 * c0
-        p1 = PHILOX_M1 * c2
-        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & _MASK32, (p0 >> 32) ^ c3 ^ k1, p0 & _MASK32
-        k0 = (k0 + PHILOX_W0) & _MASK32
-        k1 = (k1 + PHILOX_W1) & _MASK32
-    return c0, c1, c2, c3
-
-
-def _plain_eager(k: Tensor) -> bool:
-    """True when ``k`` is an ordinary tensor outside any tracing / functorch transform."""
-    return (
-        type(k) is Tensor
-        and not torch.compiler.is_compiling()
-        and not torch._C._is_tracing()  # torch.jit.is_tracing() outside TorchScript, typed
-        and not torch._C._functorch.is_functorch_wrapped_tensor(k)
-        and k.device.type != "meta"
-    )
-
-
-# Above this many blocks the host path is slower than the tensor path.
-_PY_MAX_BLOCKS = 64
-
-_FORCE_PATH: str | None = None  # testing hook: "traced", "eager" or "python"
-
-
-def _blocks(k: Tensor, n: int, tag: int) -> tuple[Tensor, Tensor, bool]:
-    """Philox4x32-10 of the counters ``(i, 0, tag, 0)`` for ``i < n``.
-
-    Returns ``(x, y, swapped)``, tensors of shape ``key.shape[:-1] + (2, n)``: the rows of
-    ``y`` are output words ``[c3, c1]``, those of ``x`` are ``[c0, c2]`` (``[c2, c0]``
-    if ``swapped``).  The buffers are freshly owned by the caller.
-    """
-    if k.device.type == "meta":  # shapes only (param_count, printouts, structure checks)
-        empty = torch.empty((*k.shape[:-1], 2, n), dtype=torch.int64, device="meta")
-        return empty, empty.clone(), True
-    path = _FORCE_PATH
-    if path is None:
-        path = "traced"
-        if _plain_eager(k):
-            batch = _numel(tuple(k.shape[:-1]))
-            if k.device.type == "cpu" and n * batch <= _PY_MAX_BLOCKS:
-                path = "python"
-            elif k.dim() == 1 and n > 0:
-                path = "eager"
-    if path == "python":
-        x, y, sw = _blocks_python(k, n, tag)
-        return x.to(k.device), y.to(k.device), sw
-    if path == "eager":
-        return _blocks_eager(k, n, tag)
-    return _blocks_traced(k, n, tag)
-
-
-def _rows(x: Tensor, y: Tensor, swapped: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Output words ``(c0, c1, c2, c3)`` (views) of a :func:`_blocks` result."""
-    i0, i2 = (1, 0) if swapped else (0, 1)
-    return x[..., i0, :], y[..., 1, :], x[..., i2, :], y[..., 0, :]
-
-
-def _stream_words(k: Tensor, n_words: int, fn: str, tag: int = _TAG_DATA) -> Tensor:
+def _stream_words(k: Tensor, n_words: int, fn: str, tag: int = TAG_DATA) -> Tensor:
     """The first ``n_words`` words of a data stream, shape ``key.shape[:-1] + (n_words,)``."""
     n_blocks = (n_words + 3) // 4
     _check_blocks(n_blocks, fn)
-    w = torch.stack(_rows(*_blocks(k, n_blocks, tag)), -1)
-    w = w.reshape((*k.shape[:-1], 4 * n_blocks))
-    if n_words != 4 * n_blocks:
-        w = w[..., :n_words]
-    return w
+    w = stream(k, n_blocks, tag).reshape((*k.shape[:-1], 4 * n_blocks))
+    return w if n_words == 4 * n_blocks else w[..., :n_words]
 
 
 def _as_word(v: object, what: str, fn: str) -> int | Tensor:
@@ -563,37 +241,6 @@ def _as_word(v: object, what: str, fn: str) -> int | Tensor:
     raise TypeError(
         f"lux_torch.random.{fn}: {what} must be ints or integer tensors, got {type(v).__name__}"
     )
-
-
-def _philox_general(
-    c: Sequence[int | Tensor], k: Tensor, rounds: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Philox4x32 of broadcastable counter words ``c`` and key tensor ``k`` ``(..., 2)``."""
-    dev = k.device
-    if dev.type == "meta":  # shapes only (param_count, printouts, structure checks)
-        shapes = [w.shape for w in c if isinstance(w, Tensor)]
-        out = torch.empty(
-            torch.broadcast_shapes(k.shape[:-1], *shapes), dtype=torch.int64, device=dev
-        )
-        return out, out, out, out
-    if (
-        _FORCE_PATH in (None, "python")
-        and all(isinstance(w, int) for w in c)
-        and _plain_eager(k)
-        and dev.type == "cpu"
-        and k.numel() <= 2 * _PY_MAX_BLOCKS
-    ):
-        ci = [int(w) for w in c]
-        outs = [_philox_py(ci, kw, rounds) for kw in k.reshape(-1, 2).tolist()]
-        res = torch.tensor(outs, dtype=torch.int64).reshape((*k.shape[:-1], 4))
-        return res[..., 0], res[..., 1], res[..., 2], res[..., 3]
-    ts = [w if isinstance(w, Tensor) else torch.tensor(w, dtype=torch.int64, device=dev) for w in c]
-    t0, t1, t2, t3 = torch.broadcast_tensors(*ts)
-    x = torch.stack([t0, t2], -1).unsqueeze(-1)  # (..., 2, 1): [c0, c2]
-    y = torch.stack([t3, t1], -1).unsqueeze(-1)  # [c3, c1]
-    rkx = _round_keys(k, rounds)
-    xn, y = _rounds_functional(x, y, rkx, rounds)
-    return xn[..., 1, 0], y[..., 1, 0], xn[..., 0, 0], y[..., 0, 0]
 
 
 # ---------------------------------------------------------------------------
@@ -654,8 +301,7 @@ def split(key: Tensor, n: int = 2) -> Tensor:
     _check_blocks(n, "split")
     if k.device.type == "meta":
         return _meta((*k.shape[:-1], n, 2), torch.int64)
-    c0, c1, _, _ = _rows(*_blocks(k, n, _TAG_SPLIT))
-    return torch.stack([c0, c1], -1)
+    return stream(k, n, TAG_SPLIT, words=2)
 
 
 def fold_in(key: Tensor, data: int | Tensor) -> Tensor:
@@ -696,14 +342,13 @@ def fold_in(key: Tensor, data: int | Tensor) -> Tensor:
             "lux_torch.random.fold_in: expected `data` to be an int or an integer tensor, "
             f"got {type(data).__name__}"
         )
-    c0, c1, _, _ = _philox_general((lo, hi, _TAG_FOLD, 0), k, PHILOX_ROUNDS)
-    return torch.stack([c0, c1], -1)
+    return philox((lo, hi, TAG_FOLD, 0), k, words=2)
 
 
 def philox4x32(
     counter: Tensor | Sequence[int | Tensor],
     key: Tensor | Sequence[int | Tensor],
-    rounds: int = PHILOX_ROUNDS,
+    rounds: int = ROUNDS,
 ) -> Tensor:
     """The raw Philox4x32 block function (Random123 ``philox4x32_R``).
 
@@ -746,9 +391,7 @@ def philox4x32(
     kts = [
         w if isinstance(w, Tensor) else torch.tensor(w, dtype=torch.int64, device=dev) for w in kw
     ]
-    kt = torch.stack(torch.broadcast_tensors(*kts), -1)
-    out = _philox_general(cw, kt, int(rounds))
-    return torch.stack(out, -1)
+    return philox(cw, torch.stack(torch.broadcast_tensors(*kts), -1), int(rounds))
 
 
 # ---------------------------------------------------------------------------
@@ -781,9 +424,6 @@ def bits(key: Tensor, shape: ShapeLike, *, device: DeviceLike = None) -> Tensor:
     return w.reshape((*k.shape[:-1], *shp))
 
 
-random_bits = bits
-
-
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
@@ -796,56 +436,6 @@ def _check_float_dtype(dtype: object, fn: str) -> torch.dtype:
             "float32 or float64"
         )
     return dtype
-
-
-def _f32_bits(x: float) -> int:
-    return int(struct.unpack("<I", struct.pack("<f", x))[0])
-
-
-def _f32_from_bits(b: int) -> float:
-    return float(struct.unpack("<f", struct.pack("<I", b & _MASK32))[0])
-
-
-def _round_to_dtype(x: float, dtype: torch.dtype) -> float:
-    """Round a Python float to ``dtype`` (round-to-nearest-even), on the host."""
-    if dtype == torch.float64:
-        return float(x)
-    if dtype == torch.float16:
-        return float(struct.unpack("<e", struct.pack("<e", x))[0])
-    f = float(struct.unpack("<f", struct.pack("<f", x))[0])
-    if dtype == torch.float32:
-        return f
-    # bfloat16: round the float32 bit pattern to its top 16 bits (RNE).
-    b = _f32_bits(f)
-    b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
-    return _f32_from_bits(b)
-
-
-def _largest_below(x: float, dtype: torch.dtype) -> float:
-    """The largest value representable in ``dtype`` that is strictly below ``x``."""
-    if dtype == torch.float64:
-        return math.nextafter(x, -math.inf)
-    y = _round_to_dtype(x, dtype)
-    if y < x:
-        return y
-    if dtype == torch.float16:
-        b = int(struct.unpack("<H", struct.pack("<e", y))[0])
-        if y == 0:
-            b = 0x8001
-        elif y > 0:
-            b -= 1
-        else:
-            b += 1
-        return float(struct.unpack("<e", struct.pack("<H", b))[0])
-    step = 1 if dtype == torch.float32 else 0x10000
-    b = _f32_bits(y)
-    if y == 0:
-        b = 0x80000000 + step
-    elif y > 0:
-        b -= step
-    else:
-        b += step
-    return _f32_from_bits(b)
 
 
 def _unit_f32(w: Tensor) -> Tensor:
@@ -878,11 +468,8 @@ def _words_to_uniform(w: Tensor, dtype: torch.dtype, low: float = 0.0, high: flo
 
 
 def _clamp_below(u: Tensor, high: float, dtype: torch.dtype) -> Tensor:
-    """``min(u, largest dtype value < high)``."""
-    if not torch.compiler.is_compiling():
-        return torch.clamp(u, max=_largest_below(high, dtype))
-    # When tracing, ``high`` may be a symbolic float (``dynamic=True``): same bound,
-    # computed with tensor ops.
+    """``min(u, largest dtype value < high)``, with tensor ops: under ``torch.compile`` with
+    ``dynamic=True``, ``high`` may be a symbolic float."""
     h = torch.zeros((), dtype=torch.float64, device=u.device) + high
     hd = h.to(dtype)
     below = torch.nextafter(hd, torch.full((), -math.inf, dtype=dtype, device=u.device))
@@ -941,6 +528,12 @@ def uniform(
     lo, hi = _check_bounds(low, high, fn, ("low", "high"))
     if not lo < hi:
         raise ValueError(f"lux_torch.random.{fn}: need low < high, got low={low} high={high}")
+    big = torch.finfo(dt).max
+    if not torch.compiler.is_compiling() and not -big <= lo < hi <= big:
+        raise ValueError(
+            f"lux_torch.random.{fn}: low={lo} and high={hi} must lie in {dt}'s range "
+            f"[{-big}, {big}]"
+        )
     if k.device.type == "meta":
         return _meta((*k.shape[:-1], *shp), dt)
     n = _numel(shp)
@@ -1241,16 +834,7 @@ def _lanes_mask(k: Tensor, shp: tuple[int, ...], t: int | Tensor, fn: str) -> Te
         return torch.full((*batch, *shp), t != 0, dtype=torch.bool, device=k.device)
     n_blocks = (n + 7) // 8
     _check_blocks(n_blocks, fn)
-    x, y, swapped = _blocks(k, n_blocks, _TAG_DATA)
-    th = t << 16
-    xh = x < th  # high lane < t  <=>  word < t * 2**16
-    yh = y < th
-    xl = x.bitwise_and_(_MASK16) < t
-    yl = y.bitwise_and_(_MASK16) < t
-    l0, l1, l2, l3 = _rows(xl, yl, swapped)
-    h0, h1, h2, h3 = _rows(xh, yh, swapped)
-    # Block order c0, c1, c2, c3; lanes (low, high) of each word.
-    m = torch.stack([l0, h0, l1, h1, l2, h2, l3, h3], -1).reshape((*batch, 8 * n_blocks))
+    m = keep_mask(k, n_blocks, t)
     if 8 * n_blocks != n:
         m = m[..., :n]
     return m.reshape((*batch, *shp))
