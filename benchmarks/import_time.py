@@ -5,7 +5,10 @@ Run:  python benchmarks/import_time.py [--rounds 15]
 Each round starts one fresh interpreter per row, in turn (interleaved, so drifts of the
 machine hit every row alike), after one warm-up round (file caches). A child times its own
 imports with ``time.perf_counter`` (interpreter start-up excluded) and prints the seconds.
-Rows:
+Bytecode is cached as for an installed package (``PYTHONDONTWRITEBYTECODE`` is dropped for
+the children; the ``.pyc`` files go to a temporary ``PYTHONPYCACHEPREFIX``, written by the
+warm-up): without it every import compiles lux's sources anew, which costs more than the
+imports themselves. Rows:
 
 * ``import torch``;
 * ``import lux_torch`` (imports torch first): what every script pays; the issue's target
@@ -15,7 +18,9 @@ Rows:
   ``train_step``), so the modules that ``import lux_torch`` leaves out load too (no step is
   run).
 
-The table gives the median seconds over rounds and the difference to ``import torch``.
+The table gives the median seconds over rounds and the difference to ``import torch``,
+of wall-clock time and of the process's CPU time (``time.process_time``: on a busy machine
+it moves far less than wall-clock time, which also counts the waits for a core).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 from _harness import parse_args, print_table
 
@@ -38,33 +44,43 @@ ROWS = {
 }
 
 
-def _child(code: str) -> float:
-    """Seconds ``code`` takes in a fresh interpreter (timed inside it)."""
-    script = f"import time\nt = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def _child(code: str, pycache: str) -> tuple[float, float]:
+    """Wall and CPU seconds ``code`` takes in a fresh interpreter (timed inside it), with
+    bytecode cached under ``pycache``."""
+    script = (
+        "import time\nt, c = time.perf_counter(), time.process_time()\n"
+        f"{code}\nprint(time.perf_counter() - t, time.process_time() - c)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=os.pathsep.join(sys.path), PYTHONPYCACHEPREFIX=pycache)
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
     )
-    return float(done.stdout.split()[-1])
+    wall, cpu = done.stdout.split()[-2:]
+    return float(wall), float(cpu)
 
 
 def main() -> None:
     args = parse_args(__doc__, rounds=15)
-    for code in ROWS.values():  # warm-up: file caches, .pyc files
-        _child(code)
-    samples: dict[str, list[float]] = {name: [] for name in ROWS}
-    for _ in range(args.rounds):
-        for name, code in ROWS.items():
-            samples[name].append(_child(code))
-    t = {name: statistics.median(s) for name, s in samples.items()}
-    base = t["import torch"]
-    rows = [
-        (name, f"{t[name]:.3f}", f"{t[name] - base:+.3f}", f"{t[name] / base:.2f}") for name in ROWS
-    ]
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in ROWS}
+    with tempfile.TemporaryDirectory() as pycache:
+        for code in ROWS.values():  # warm-up: file caches, bytecode written
+            _child(code, pycache)
+        for _ in range(args.rounds):
+            for name, code in ROWS.items():
+                samples[name].append(_child(code, pycache))
+    rows = []
+    base = [statistics.median(s[i] for s in samples["import torch"]) for i in (0, 1)]
+    for name, got in samples.items():
+        row = [name]
+        for i in (0, 1):
+            t = statistics.median(s[i] for s in got)
+            row += [f"{t:.3f}", f"{t - base[i]:+.3f}"]
+        rows.append(tuple(row))
     print_table(
-        f"Import time, fresh processes, median of {args.rounds}",
+        f"Import time, fresh processes, median of {args.rounds} (seconds)",
         rows,
-        ["import", "seconds", "minus import torch (s)", "ratio"],
+        ["import", "wall", "wall - import torch", "CPU", "CPU - import torch"],
     )
 
 

@@ -159,3 +159,20 @@ def test_assume_constant_result_marks_like_torch() -> None:
     assert assume_constant_result(ours) is ours
     torch.compiler.assume_constant_result(theirs)
     assert vars(ours) == vars(theirs) != {}
+
+
+@pytest.mark.slow
+def test_a_first_access_inside_a_compiled_function_imports_there() -> None:
+    code = """
+    import lux_torch as lux
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def f(x):
+        return lux.f64({"a": x})["a"] * 2  # lux.f64: not imported before this trace
+
+    y = f(torch.ones(3))
+    out = [str(y.dtype), y.tolist()]
+    """
+    result = _fresh(code)
+    assert result["out"] == ["torch.float64", [2.0, 2.0, 2.0]]
+    assert "lux_torch.interop.precision" in result["new"]
