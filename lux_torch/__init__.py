@@ -10,26 +10,17 @@ dicts of tensors; every forward pass is a pure function ``y, st = model(x, ps, s
     y, st = model(torch.randn(8, 2), ps, st)
 """
 
-# The old module paths (``lux.checkpoint``, ``lux.deploy``, ``lux.ode``, ``lux.precision``)
-# are aliases of the modules that now hold the code; see ARCHITECTURE.md, "Layout".
-from . import (
-    ad,
-    checkpoint,
-    deploy,
-    display,
-    distributed,
-    init,
-    interop,
-    losses,
-    models,
-    ode,
-    optim,
-    precision,
-    random,
-    sciml,
-    training,
-    tree,
-)
+# Only :mod:`lux_torch.core` (with ``random``, ``tree`` and ``init``, which it needs) is
+# imported here; every other public name is imported from its module at first use
+# (PEP 562 ``__getattr__``), so ``import lux_torch`` costs little more than ``import
+# torch`` (``benchmarks/import_time.py``; ``tests/test_import.py`` pins what stays out).
+# The ``TYPE_CHECKING`` imports below give type checkers and IDEs every name; they list
+# exactly the names of ``_LAZY`` (a test checks). The old module paths
+# (``lux.checkpoint``, ``lux.deploy``, ``lux.ode``, ``lux.precision``) are aliases of the
+# modules that now hold the code; see ARCHITECTURE.md, "Layout".
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .core import (
     Layer,
     StatefulLayer,
@@ -43,184 +34,271 @@ from .core import (
     test_mode,
     train_mode,
 )
-from .display import load_ipython_extension, summary, unload_ipython_extension
-from .experimental import (
-    DebugLayer,
-    Frozen,
-    Shared,
-    debug,
-    freeze,
-    layer_map,
-    share_parameters,
-    unfreeze,
+
+if TYPE_CHECKING:
+    from . import (
+        ad,
+        checkpoint,
+        deploy,
+        display,
+        distributed,
+        init,
+        interop,
+        losses,
+        models,
+        ode,
+        optim,
+        precision,
+        random,
+        sciml,
+        training,
+        tree,
+    )
+    from .display import load_ipython_extension, summary, unload_ipython_extension
+    from .experimental import (
+        DebugLayer,
+        Frozen,
+        Shared,
+        debug,
+        freeze,
+        layer_map,
+        share_parameters,
+        unfreeze,
+    )
+    from .interop.checkpoint import CheckpointError, load, save
+    from .interop.export import export
+    from .interop.precision import bf16, f16, f32, f64
+    from .interop.safetensors import load_safetensors, save_safetensors
+    from .interop.torch_nn import (
+        LuxModule,
+        StateDictError,
+        TorchModule,
+        from_torch,
+        load_state_dict,
+        state_dict,
+        to_torch,
+    )
+    from .layers import (
+        CELU,
+        ELU,
+        GELU,
+        GLU,
+        GRU,
+        LSTM,
+        RNN,
+        SELU,
+        AdaptiveAvgPool1d,
+        AdaptiveAvgPool2d,
+        AdaptiveAvgPool3d,
+        AdaptiveMaxPool1d,
+        AdaptiveMaxPool2d,
+        AdaptiveMaxPool3d,
+        AlphaDropout,
+        AvgPool1d,
+        AvgPool2d,
+        AvgPool3d,
+        BatchNorm1d,
+        BatchNorm2d,
+        BatchNorm3d,
+        Bidirectional,
+        Bilinear,
+        BranchLayer,
+        Buffer,
+        Chain,
+        ChannelShuffle,
+        Checkpoint,
+        CircularPad1d,
+        CircularPad2d,
+        CircularPad3d,
+        Compact,
+        ConstantPad1d,
+        ConstantPad2d,
+        ConstantPad3d,
+        Conv1d,
+        Conv2d,
+        Conv3d,
+        ConvTranspose1d,
+        ConvTranspose2d,
+        ConvTranspose3d,
+        DecoderBlock,
+        Dropout,
+        Dropout1d,
+        Dropout2d,
+        Dropout3d,
+        Embedding,
+        EmbeddingBag,
+        Ensemble,
+        Flatten,
+        Fold,
+        GlobalAvgPool,
+        GlobalMaxPool,
+        GroupedQueryAttention,
+        GroupNorm,
+        GRUCell,
+        Hardshrink,
+        Hardsigmoid,
+        Hardswish,
+        Hardtanh,
+        Identity,
+        InstanceNorm1d,
+        InstanceNorm2d,
+        InstanceNorm3d,
+        LayerNorm,
+        LeakyReLU,
+        Linear,
+        LogSigmoid,
+        LogSoftmax,
+        LoRA,
+        LPPool1d,
+        LPPool2d,
+        LPPool3d,
+        LSTMCell,
+        Maxout,
+        MaxPool1d,
+        MaxPool2d,
+        MaxPool3d,
+        MaxUnpool1d,
+        MaxUnpool2d,
+        MaxUnpool3d,
+        Mish,
+        MultiheadAttention,
+        NoOpLayer,
+        PairwiseFusion,
+        Parallel,
+        Param,
+        PixelShuffle,
+        PixelUnshuffle,
+        PReLU,
+        Recurrence,
+        ReflectionPad1d,
+        ReflectionPad2d,
+        ReflectionPad3d,
+        ReLU,
+        ReLU6,
+        RepeatedLayer,
+        ReplicationPad1d,
+        ReplicationPad2d,
+        ReplicationPad3d,
+        Reshape,
+        Residual,
+        RMSNorm,
+        RNNCell,
+        RotaryPositionalEmbedding,
+        RReLU,
+        Scale,
+        SelectDim,
+        Sigmoid,
+        SiLU,
+        SinusoidalPositionalEmbedding,
+        SinusoidalTimeEmbedding,
+        SkipConnection,
+        Softmax,
+        Softmax2d,
+        Softmin,
+        Softplus,
+        Softshrink,
+        Softsign,
+        SpectralNorm,
+        StatefulRecurrentCell,
+        SwiGLU,
+        Tanh,
+        Tanhshrink,
+        Threshold,
+        Transformer,
+        TransformerDecoder,
+        TransformerDecoderLayer,
+        TransformerEncoder,
+        TransformerEncoderLayer,
+        Unflatten,
+        Unfold,
+        Upsample,
+        VariationalHiddenDropout,
+        WeightNorm,
+        WrappedFunction,
+        ZeroPad1d,
+        ZeroPad2d,
+        ZeroPad3d,
+        apply_lora,
+        drop_cache,
+        init_cache,
+        merge_lora,
+        resample_masks,
+    )
+
+    # (from its module: through .layers, mypy takes the name for the module layers.compact too)
+    from .layers.compact import compact
+    from .sciml.cnf import CNF
+    from .sciml.deq import DEQ
+    from .sciml.hamiltonian import HamiltonianNN
+    from .sciml.ode import NeuralODE
+    from .sciml.sde import NeuralSDE
+    from .sciml.shooting import MultipleShootingLoss, ShootingNODE, multiple_shoot
+    from .training import TrainState, apply_gradients, compute_gradients, train_step
+
+# submodules, and the names each module provides (imported on first access)
+_SUBMODULES = frozenset(
+    (
+        "ad",
+        "checkpoint",
+        "deploy",
+        "display",
+        "distributed",
+        "init",
+        "interop",
+        "losses",
+        "models",
+        "ode",
+        "optim",
+        "precision",
+        "random",
+        "sciml",
+        "training",
+        "tree",
+    )
 )
-from .interop.checkpoint import CheckpointError, load, save
-from .interop.export import export
-from .interop.precision import bf16, f16, f32, f64
-from .interop.safetensors import load_safetensors, save_safetensors
-from .interop.torch_nn import (
-    LuxModule,
-    StateDictError,
-    TorchModule,
-    from_torch,
-    load_state_dict,
-    state_dict,
-    to_torch,
-)
-from .layers import (
-    CELU,
-    ELU,
-    GELU,
-    GLU,
-    GRU,
-    LSTM,
-    RNN,
-    SELU,
-    AdaptiveAvgPool1d,
-    AdaptiveAvgPool2d,
-    AdaptiveAvgPool3d,
-    AdaptiveMaxPool1d,
-    AdaptiveMaxPool2d,
-    AdaptiveMaxPool3d,
-    AlphaDropout,
-    AvgPool1d,
-    AvgPool2d,
-    AvgPool3d,
-    BatchNorm1d,
-    BatchNorm2d,
-    BatchNorm3d,
-    Bidirectional,
-    Bilinear,
-    BranchLayer,
-    Buffer,
-    Chain,
-    ChannelShuffle,
-    Checkpoint,
-    CircularPad1d,
-    CircularPad2d,
-    CircularPad3d,
-    Compact,
-    ConstantPad1d,
-    ConstantPad2d,
-    ConstantPad3d,
-    Conv1d,
-    Conv2d,
-    Conv3d,
-    ConvTranspose1d,
-    ConvTranspose2d,
-    ConvTranspose3d,
-    DecoderBlock,
-    Dropout,
-    Dropout1d,
-    Dropout2d,
-    Dropout3d,
-    Embedding,
-    EmbeddingBag,
-    Ensemble,
-    Flatten,
-    Fold,
-    GlobalAvgPool,
-    GlobalMaxPool,
-    GroupedQueryAttention,
-    GroupNorm,
-    GRUCell,
-    Hardshrink,
-    Hardsigmoid,
-    Hardswish,
-    Hardtanh,
-    Identity,
-    InstanceNorm1d,
-    InstanceNorm2d,
-    InstanceNorm3d,
-    LayerNorm,
-    LeakyReLU,
-    Linear,
-    LogSigmoid,
-    LogSoftmax,
-    LoRA,
-    LPPool1d,
-    LPPool2d,
-    LPPool3d,
-    LSTMCell,
-    Maxout,
-    MaxPool1d,
-    MaxPool2d,
-    MaxPool3d,
-    MaxUnpool1d,
-    MaxUnpool2d,
-    MaxUnpool3d,
-    Mish,
-    MultiheadAttention,
-    NoOpLayer,
-    PairwiseFusion,
-    Parallel,
-    Param,
-    PixelShuffle,
-    PixelUnshuffle,
-    PReLU,
-    Recurrence,
-    ReflectionPad1d,
-    ReflectionPad2d,
-    ReflectionPad3d,
-    ReLU,
-    ReLU6,
-    RepeatedLayer,
-    ReplicationPad1d,
-    ReplicationPad2d,
-    ReplicationPad3d,
-    Reshape,
-    Residual,
-    RMSNorm,
-    RNNCell,
-    RotaryPositionalEmbedding,
-    RReLU,
-    Scale,
-    SelectDim,
-    Sigmoid,
-    SiLU,
-    SinusoidalPositionalEmbedding,
-    SinusoidalTimeEmbedding,
-    SkipConnection,
-    Softmax,
-    Softmax2d,
-    Softmin,
-    Softplus,
-    Softshrink,
-    Softsign,
-    SpectralNorm,
-    StatefulRecurrentCell,
-    SwiGLU,
-    Tanh,
-    Tanhshrink,
-    Threshold,
-    Transformer,
-    TransformerDecoder,
-    TransformerDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    Unflatten,
-    Unfold,
-    Upsample,
-    VariationalHiddenDropout,
-    WeightNorm,
-    WrappedFunction,
-    ZeroPad1d,
-    ZeroPad2d,
-    ZeroPad3d,
-    apply_lora,
-    compact,
-    drop_cache,
-    init_cache,
-    merge_lora,
-    resample_masks,
-)
-from .sciml.cnf import CNF
-from .sciml.deq import DEQ
-from .sciml.hamiltonian import HamiltonianNN
-from .sciml.ode import NeuralODE
-from .sciml.sde import NeuralSDE
-from .sciml.shooting import MultipleShootingLoss, ShootingNODE, multiple_shoot
-from .training import TrainState, apply_gradients, compute_gradients, train_step
+_LAZY = {
+    ".display": "load_ipython_extension summary unload_ipython_extension",
+    ".experimental": "DebugLayer Frozen Shared debug freeze layer_map share_parameters unfreeze",
+    ".interop.checkpoint": "CheckpointError load save",
+    ".interop.export": "export",
+    ".interop.precision": "bf16 f16 f32 f64",
+    ".interop.safetensors": "load_safetensors save_safetensors",
+    ".interop.torch_nn": (
+        "LuxModule StateDictError TorchModule from_torch load_state_dict state_dict to_torch"
+    ),
+    ".layers": (
+        "CELU ELU GELU GLU GRU LSTM RNN SELU AdaptiveAvgPool1d AdaptiveAvgPool2d "
+        "AdaptiveAvgPool3d AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d AlphaDropout "
+        "AvgPool1d AvgPool2d AvgPool3d BatchNorm1d BatchNorm2d BatchNorm3d Bidirectional "
+        "Bilinear BranchLayer Buffer Chain ChannelShuffle Checkpoint CircularPad1d "
+        "CircularPad2d CircularPad3d Compact ConstantPad1d ConstantPad2d ConstantPad3d Conv1d "
+        "Conv2d Conv3d ConvTranspose1d ConvTranspose2d ConvTranspose3d DecoderBlock Dropout "
+        "Dropout1d Dropout2d Dropout3d Embedding EmbeddingBag Ensemble Flatten Fold "
+        "GlobalAvgPool GlobalMaxPool GroupedQueryAttention GroupNorm GRUCell Hardshrink "
+        "Hardsigmoid Hardswish Hardtanh Identity InstanceNorm1d InstanceNorm2d InstanceNorm3d "
+        "LayerNorm LeakyReLU Linear LogSigmoid LogSoftmax LoRA LPPool1d LPPool2d LPPool3d "
+        "LSTMCell Maxout MaxPool1d MaxPool2d MaxPool3d MaxUnpool1d MaxUnpool2d MaxUnpool3d Mish "
+        "MultiheadAttention NoOpLayer PairwiseFusion Parallel Param PixelShuffle PixelUnshuffle "
+        "PReLU Recurrence ReflectionPad1d ReflectionPad2d ReflectionPad3d ReLU ReLU6 "
+        "RepeatedLayer ReplicationPad1d ReplicationPad2d ReplicationPad3d Reshape Residual RMSNorm "
+        "RNNCell RotaryPositionalEmbedding RReLU Scale SelectDim Sigmoid SiLU "
+        "SinusoidalPositionalEmbedding SinusoidalTimeEmbedding SkipConnection Softmax Softmax2d "
+        "Softmin Softplus "
+        "Softshrink Softsign SpectralNorm StatefulRecurrentCell SwiGLU Tanh Tanhshrink "
+        "Threshold Transformer TransformerDecoder TransformerDecoderLayer TransformerEncoder "
+        "TransformerEncoderLayer Unflatten Unfold Upsample VariationalHiddenDropout WeightNorm "
+        "WrappedFunction ZeroPad1d ZeroPad2d ZeroPad3d apply_lora compact drop_cache init_cache "
+        "merge_lora resample_masks"
+    ),
+    ".sciml.cnf": "CNF",
+    ".sciml.deq": "DEQ",
+    ".sciml.hamiltonian": "HamiltonianNN",
+    ".sciml.ode": "NeuralODE",
+    ".sciml.sde": "NeuralSDE",
+    ".sciml.shooting": "MultipleShootingLoss ShootingNODE multiple_shoot",
+    ".training": "TrainState apply_gradients compute_gradients train_step",
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names.split()}
 
 __version__ = "0.1.0.dev0"
 
@@ -439,3 +517,20 @@ __all__ = [
     "unfreeze",
     "unload_ipython_extension",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule ``name``, or the module that provides ``name``, on first
+    access, and keep the result as a module attribute (later accesses do not come here)."""
+    if name in _SUBMODULES:
+        value: Any = importlib.import_module(f".{name}", __name__)
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import types
 import warnings
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
 import optree
 import torch
@@ -36,7 +36,7 @@ from torch import Tensor
 
 from .tree import NAMESPACE
 
-__all__ = ["Traced", "python_reads", "tracing"]
+__all__ = ["Traced", "assume_constant_result", "python_reads", "tracing"]
 
 
 def _inductor_options() -> dict[str, bool]:
@@ -45,6 +45,18 @@ def _inductor_options() -> dict[str, bool]:
     import torch._inductor.config as config
 
     return {k: False for k in ("size_asserts", "alignment_asserts") if hasattr(config, k)}
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def assume_constant_result(fn: _F) -> _F:
+    """``torch.compiler.assume_constant_result`` without its import of ``torch._dynamo``
+    (seconds, which ``import lux_torch`` must not pay): torch's decorator only sets this
+    marker, read by Dynamo when it compiles (``tests/test_import.py`` pins that the two
+    agree). Dynamo then runs ``fn`` while tracing instead of tracing it."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
 
 
 _SCALARS = (int, float, bool, str, complex, type(None))

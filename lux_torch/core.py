@@ -73,6 +73,7 @@ except ImportError:  # Python 3.10: typing_extensions ships with torch
 
 from . import random as lrandom
 from . import tree as ltree
+from ._graph import assume_constant_result
 from .init import default_dtype
 from .tree import Static
 
@@ -207,7 +208,7 @@ class _TracedShapeError(ValueError, AssertionError):
     exception in its own."""
 
 
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # unannotated in torch
+@assume_constant_result
 def _refuse_while_tracing(layer: Layer, entry: int, got: str | None) -> bool:
     """Raise the shape error of signature entry ``entry`` from a ``torch.compile`` trace.
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tabulate import tabulate
 
 from . import tree as ltree
 from .core import Layer, init_params, init_state, map_children, param_count, state_count
@@ -574,6 +573,8 @@ class Summary:
         return body, total
 
     def __str__(self) -> str:
+        from tabulate import tabulate  # imported when first printed: it takes a while
+
         body, total = self._body()
         return tabulate(
             [*body, total],
@@ -764,6 +765,8 @@ class TreeTable:
     def __str__(self) -> str:
         if not self.rows:
             return self.footer
+        from tabulate import tabulate  # imported when first printed: it takes a while
+
         table = tabulate(
             list(self.rows), headers=list(self.headers), tablefmt="simple", disable_numparse=True
         )

@@ -27,10 +27,15 @@ Example:
     ...                                [("layer_1", "layer_2")])
 """
 
-from .debugging import DebugLayer, debug
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .frozen import Frozen, freeze, unfreeze
 from .mapping import layer_map
 from .shared import Shared, share_parameters
+
+if TYPE_CHECKING:
+    from .debugging import DebugLayer, debug
 
 __all__ = [
     "DebugLayer",
@@ -42,3 +47,17 @@ __all__ = [
     "share_parameters",
     "unfreeze",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """:mod:`.debugging` is imported at first use: it needs ``torch._dynamo`` (for
+    ``torch.compiler.disable``), which takes seconds to import."""
+    if name not in ("DebugLayer", "debug"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(".debugging", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -11,6 +11,7 @@ import optree
 import torch
 
 from .. import tree as ltree
+from .._graph import assume_constant_result
 from ..core import Layer, Params, State, map_children
 from ..display import short_repr
 
@@ -86,7 +87,7 @@ class _EagerOnlyError(RuntimeError, AssertionError):
     """
 
 
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # unannotated in torch
+@assume_constant_result
 def _refuse_one_graph(message: str) -> bool:
     """Raise ``message`` when the running Dynamo trace must be one graph
     (``fullgraph=True``, ``torch._dynamo.error_on_graph_break``); else ``False``.

@@ -16,6 +16,7 @@ import torch
 
 from .. import random as lrandom
 from .. import tree as ltree
+from .._graph import assume_constant_result
 from ..core import Layer, Params, State
 from ..tree import Static
 from ._common import TORCH_INPLACE
@@ -322,7 +323,7 @@ class VariationalHiddenDropout(Dropout):
         return lrandom.dropout(st["mask_key"], x, self.p), st
 
 
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]  # unannotated in torch
+@assume_constant_result
 def _path_hash(path: str) -> int:
     """``crc32`` of a dotted path. A constant of the trace under ``torch.compile`` (Dynamo
     cannot trace ``zlib``; the paths are part of the tree's structure, so they are fixed)."""
