@@ -76,7 +76,9 @@ print(encode(add_test[:3, 0], add_test[:3, 1], PLUS))
 # its parameter count.
 
 # %%
-model = TransformerLM(VOCAB, 64, 2, 4, num_kv_heads=2, hidden_dim=128, max_len=LENGTH)
+model = TransformerLM(
+    VOCAB, 64, 2, 4, num_kv_heads=2, hidden_dim=128, max_len=LENGTH
+)
 ps, st = lux.setup(keys[2], model)
 print(model)
 
@@ -97,7 +99,9 @@ def loss_fn(model, ps, st, tokens):
 def train(ts, data, op, steps, key):
     losses = []
     for step in range(steps):
-        idx = lux.random.randint(lux.random.fold_in(key, step), (128,), 0, data.shape[0])
+        idx = lux.random.randint(
+            lux.random.fold_in(key, step), (128,), 0, data.shape[0]
+        )
         tokens = encode(data[idx, 0], data[idx, 1], op)
         ts, loss, _ = lux.train_step(loss_fn, tokens, ts)
         losses.append(loss.item())
@@ -105,7 +109,9 @@ def train(ts, data, op, steps, key):
 
 
 schedule = lux.optim.warmup_cosine_decay_schedule(0.0, 1e-2, 30, 500)
-ts = lux.TrainState(model, ps, st, lux.optim.adamw(schedule, weight_decay=0.01))
+ts = lux.TrainState(
+    model, ps, st, lux.optim.adamw(schedule, weight_decay=0.01)
+)
 ts, add_losses = train(ts, add_train, PLUS, 500, keys[3])
 print(f"final loss {add_losses[-1]:.4f}")
 
@@ -123,14 +129,21 @@ def accuracy(model, ps, st, test, op):
     tokens = encode(test[:, 0], test[:, 1], op)
     with torch.no_grad():
         out = generate(model, ps, st, tokens[:, :PROMPT], LENGTH - PROMPT)
-    return (out.tokens[:, PROMPT:] == tokens[:, PROMPT:]).all(1).float().mean().item(), out
+    right = (out.tokens[:, PROMPT:] == tokens[:, PROMPT:]).all(1)
+    return right.float().mean().item(), out
 
 
 add_acc, cached = accuracy(model, ts.params, ts.states, add_test, PLUS)
-uncached = generate(model, ts.params, ts.states, cached.tokens[:, :PROMPT], 3, cache=False)
+uncached = generate(
+    model, ts.params, ts.states, cached.tokens[:, :PROMPT], 3, cache=False
+)
 print(f"held-out addition accuracy: {add_acc:.3f}")
-print("cached == uncached tokens:", torch.equal(cached.tokens, uncached.tokens))
-print(f"largest logit difference: {(cached.logits - uncached.logits).abs().max():.1e}")
+print(
+    "cached == uncached tokens:", torch.equal(cached.tokens, uncached.tokens)
+)
+print(
+    f"largest logit difference: {(cached.logits - uncached.logits).abs().max():.1e}"
+)
 sub_before, _ = accuracy(model, ts.params, ts.states, sub_test, MINUS)
 print(f"subtraction before fine-tuning: {sub_before:.3f}")
 
@@ -148,7 +161,9 @@ lora_model, lora_ps, lora_st = apply_lora(
     model, ts.params, ts.states, keys[4], targets, rank=8, alpha=16.0
 )
 n_lora, n_base = lux.tree.count(lora_ps), lux.param_count(model)
-print(f"trainable: {n_lora:,} of {n_base:,} parameters ({n_lora / n_base:.1%})")
+print(
+    f"trainable: {n_lora:,} of {n_base:,} parameters ({n_lora / n_base:.1%})"
+)
 
 x = encode(sub_test[:4, 0], sub_test[:4, 1], MINUS)
 before, _ = model(x, ts.params, lux.test_mode(ts.states))
@@ -172,7 +187,10 @@ print(f"subtraction after LoRA: {sub_lora:.3f}")
 merged, m_ps, m_st = merge_lora(lora_model, ts2.params, ts2.states)
 adapted, _ = lora_model(x, ts2.params, lux.test_mode(ts2.states))
 plain, _ = merged(x, m_ps, lux.test_mode(m_st))
-print(type(merged).__name__, f"max |difference| {(adapted - plain).abs().max():.1e}")
+print(
+    type(merged).__name__,
+    f"max |difference| {(adapted - plain).abs().max():.1e}",
+)
 
 # %% [markdown]
 # ## Saving and loading safetensors
