@@ -586,3 +586,31 @@ def test_traced_updates_keep_a_0dim_leafs_dtype(make: Callable[[], Any]) -> None
     first, _ = torch.func.vmap(opt.update)(stack(grads), stack(opt.init(ps)), stack(ps))
     for k in ps:
         torch.testing.assert_close(first[k][0], eager[k])
+
+
+# ------------------------------------------------------------------- leaf-list kernels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["mul", "mul_", "div", "add", "add_"])
+def test_foreach_python_scalars_give_the_per_leaf_results_bitwise(
+    name: str, dtype: torch.dtype
+) -> None:
+    # the leaf-list ops hand a Python scalar to torch's kernels as a 0-dim tensor (a list
+    # of them for add), a faster overload: the results must be those of the per-leaf op
+    # with the Python number, bit for bit, in the leaves' dtypes
+    from lux_torch.optim import foreach as fe
+
+    gen = torch.Generator().manual_seed(0)
+    shapes: list[tuple[int, ...]] = [(32, 2), (32,), (), (1, 3)]
+    x = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    for scalar in (0.1, 1e-8 * (1 - 0.9**3), -0.999):
+        fn = getattr(fe, name)
+        got = fn([t.clone() for t in x], scalar)
+        want = [getattr(torch, name.rstrip("_"))(t, scalar) for t in x]
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype == dtype
+            assert torch.equal(a, b)
+    mixed = [torch.ones(2), torch.ones(2, dtype=torch.float64)]  # one op per dtype: kept
+    for a, b in zip(fe.add(mixed, 0.1), [t + 0.1 for t in mixed], strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
