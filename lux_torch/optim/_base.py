@@ -144,6 +144,8 @@ class StateMismatch(ValueError):
 def check_shapes(what: str, leaves: Leaves, like: Leaves, spec: Any, of: str = "parameter") -> None:
     """Raise when a leaf's shape differs from the parameter's: torch's ``_foreach`` ops
     would broadcast it silently (a gradient of shape ``(1,)`` updating every element)."""
+    if [a.shape for a in leaves] == [b.shape for b in like]:
+        return
     for i, (a, b) in enumerate(zip(leaves, like, strict=True)):
         if a.shape != b.shape:
             path = ".".join(str(k) for k in spec.paths()[i])

@@ -292,20 +292,22 @@ def _fusable_leaves(
 
 def _kernel_takes(p: _Leaves, g: _Leaves, mu: _Leaves, nu: _Leaves) -> bool:
     """Whether the fused kernel takes these leaves: plain strided tensors on one CPU or CUDA
-    device, in a float dtype, with contiguous parameters and moments."""
+    device, in a float dtype, of the parameters' shapes, with contiguous parameters and
+    moments."""
     device = p[0].device
-    return not (
-        device.type not in ("cpu", "cuda")
-        or any(
-            type(t) is not torch.Tensor
-            or t.device != device
-            or t.dtype not in _FUSED_DTYPES
-            or t.layout is not torch.strided
-            or t.shape != like.shape
-            for t, like in zip((*p, *g, *mu, *nu), (*p, *p, *p, *p), strict=True)
-        )
-        or not all(t.is_contiguous() for t in (*p, *mu, *nu))
-    )
+    if device.type not in ("cpu", "cuda"):
+        return False
+    shapes = [t.shape for t in p]
+    if any([t.shape for t in x] != shapes for x in (g, mu, nu)):
+        return False
+    cpu = device.type == "cpu"  # is_cpu: no device object per tensor
+    return all(
+        type(t) is torch.Tensor
+        and (t.is_cpu if cpu else t.device == device)
+        and t.dtype in _FUSED_DTYPES
+        and t.layout is torch.strided
+        for t in (*p, *g, *mu, *nu)
+    ) and all(t.is_contiguous() for t in (*p, *mu, *nu))
 
 
 def rmsprop(
