@@ -77,7 +77,7 @@ def _in_place(name: str, target: Leaves, *args: Any, **kwargs: Any) -> Leaves:
     if (
         target
         and not tracing()
-        and _kernels_apply(args[-1])
+        and _kernels_apply(args[-1] if args else None)
         and not (torch.is_grad_enabled() and any(t.requires_grad for t in target))
     ):
         getattr(torch, f"_foreach_{name}_")(target, *args, **kwargs)
@@ -98,6 +98,21 @@ def addcmul_(target: Leaves, b: Leaves, c: Leaves, value: float = 1.0) -> Leaves
 def add_(target: Leaves, b: Leaves | Scalar) -> Leaves:
     """:func:`add` written into the temporary ``target`` where safe (see :func:`_in_place`)."""
     return _in_place("add", target, _addend(target, b))
+
+
+def div_(target: Leaves, b: Leaves | Scalar) -> Leaves:
+    """:func:`div` written into the temporary ``target`` where safe."""
+    return _in_place("div", target, _factor(target, b))
+
+
+def sqrt_(target: Leaves) -> Leaves:
+    """:func:`sqrt` written into the temporary ``target`` where safe."""
+    return _in_place("sqrt", target)
+
+
+def maximum_(target: Leaves, b: Leaves) -> Leaves:
+    """``maximum(target, b)`` written into the temporary ``target`` where safe."""
+    return _in_place("maximum", target, b)
 
 
 def add(a: Leaves, b: Leaves | Scalar, alpha: Scalar = 1.0) -> Leaves:

@@ -290,7 +290,7 @@ def scale_by_nadam(
         mu, nu = ema(s["mu"], g, b1), ema_of_squares(s["nu"], g, b2)
         # (g * c_grad + mu * c_mom) / (sqrt(nu / bc2) + eps); ``_`` ops: own temporaries
         numerator = fe.add_(fe.mul(g, c_grad), fe.mul(mu, c_mom))
-        out = fe.div(numerator, fe.add_(fe.sqrt(fe.div(nu, bc2)), eps))
+        out = fe.div_(numerator, fe.add_(fe.sqrt_(fe.div(nu, bc2)), eps))
         return finish(s, list(out), g, mu_product=as_state(product), mu=mu, nu=nu)
 
     return transformation(name, init, update, ("mu", "nu"))
@@ -395,7 +395,7 @@ def scale_by_radam(
             ]
         elif rectified:  # m / bc1 * factor / (sqrt(v) + eps); ``_`` ops: own temporaries
             scaled = fe.mul_(fe.div(mu, bc1), factor)
-            out = list(fe.div(scaled, fe.add_(fe.sqrt(nu), eps)))
+            out = list(fe.div_(scaled, fe.add_(fe.sqrt(nu), eps)))
         else:
             out = list(fe.div(mu, bc1))
         return finish(s, out, g, mu=mu, nu=nu)
@@ -478,7 +478,7 @@ def scale_by_adamax(
         mu = ema(s["mu"], g, b1)
         # max(b2 * nu, |g| + eps); ``_`` ops write into this update's own temporaries
         weighted = fe.mul(s["nu"], b2)
-        nu = list(fe.op("maximum", weighted, fe.add_(fe.op("abs", g), eps)))
+        nu = list(fe.maximum_(weighted, fe.add_(fe.op("abs", g), eps)))
         out = fe.mul_(fe.div(mu, nu), inv_bc1)
         return finish(s, list(out), g, mu=mu, nu=nu)
 
@@ -550,8 +550,8 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
         square_avg = ema_of_squares(s["square_avg"], g, rho)
         acc = s["acc_delta"]
         # sqrt(acc + eps) / sqrt(square_avg + eps) * g; mul_ into its own temporaries
-        root_acc = fe.sqrt(fe.add(acc, eps))
-        delta = list(fe.mul_(fe.div(root_acc, fe.sqrt(fe.add(square_avg, eps))), g))
+        root_acc = fe.sqrt_(fe.add(acc, eps))
+        delta = list(fe.mul_(fe.div_(root_acc, fe.sqrt_(fe.add(square_avg, eps))), g))
         acc_delta = ema_of_squares(s["acc_delta"], delta, rho)
         return finish(s, delta, g, square_avg=square_avg, acc_delta=acc_delta)
 

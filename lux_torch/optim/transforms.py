@@ -450,13 +450,13 @@ def scale_by_rms(
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         check_state(state, keys, "scale_by_rms")
         g, (mu, nu), spec = _moments(grads, state, ("mu", "nu"), "scale_by_rms")
-        nu = fe.addcmul(fe.mul(nu, alpha), g, g, value=1.0 - alpha)
+        nu = fe.addcmul_(fe.mul(nu, alpha), g, g, value=1.0 - alpha)
         if centered:
             mu = fe.lerp(mu, g, 1.0 - alpha)
-            root = fe.sqrt(fe.addcmul(nu, mu, mu, value=-1.0))
+            root = fe.sqrt_(fe.addcmul(nu, mu, mu, value=-1.0))
         else:
             root = fe.sqrt(nu)
-        u = fe.div(g, fe.add(root, eps))
+        u = fe.div(g, fe.add_(root, eps))  # root: a new tensor
         new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
         return unflatten(spec, u), new
 
@@ -493,7 +493,7 @@ def scale_by_adagrad(
         check_state(state, keys, "scale_by_adagrad")
         g, (acc,), spec = _moments(grads, state, ("sum",), "scale_by_adagrad")
         acc = fe.addcmul(acc, g, g)
-        u = fe.div(g, fe.add(fe.sqrt(acc), eps))
+        u = fe.div(g, fe.add_(fe.sqrt(acc), eps))
         return unflatten(spec, u), {"count": inc(state["count"]), "sum": unflatten(spec, acc)}
 
     return GradientTransformation(init, update)
