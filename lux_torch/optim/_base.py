@@ -15,6 +15,7 @@ ops of :mod:`lux_torch.optim.foreach` and rebuilds the trees (``unflatten``)::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import torch
@@ -169,7 +170,7 @@ def leaves_up_to(spec: Any, tree: Tree) -> list[torch.Tensor] | None:
         leaves = spec.flatten_up_to(tree)
     except ValueError:  # another structure
         return None
-    if all(isinstance(x, torch.Tensor) for x in leaves):  # no subtree where spec has a leaf
+    if all(map(isinstance, leaves, repeat(torch.Tensor))):  # no subtree where spec has a leaf
         return leaves  # type: ignore[no-any-return]  # optree's list
     return None
 

@@ -15,12 +15,15 @@ Example:
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import torch
 
 from .._graph import tracing
 from ._base import Leaves, Scalar
+
+_dtype, _requires_grad = attrgetter("dtype"), attrgetter("requires_grad")  # map-able, no frames
 
 
 def _under_vmap() -> bool:
@@ -78,7 +81,7 @@ def _in_place(name: str, target: Leaves, *args: Any, **kwargs: Any) -> Leaves:
         target
         and not tracing()
         and _kernels_apply(args[-1] if args else None)
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in target))
+        and not (torch.is_grad_enabled() and any(map(_requires_grad, target)))
     ):
         getattr(torch, f"_foreach_{name}_")(target, *args, **kwargs)
         return target
@@ -128,7 +131,7 @@ def _factor(a: Leaves, x: Leaves | Scalar) -> Leaves | Scalar:
     faster than by a Python number (torch 2.13, 6 small leaves), to the same result."""
     if type(x) is float and a and a[0].is_cpu and not tracing():
         dtype = a[0].dtype
-        if dtype in (torch.float32, torch.float64) and all(t.dtype is dtype for t in a):
+        if dtype in (torch.float32, torch.float64) and set(map(_dtype, a)) == {dtype}:
             return torch.full((), x, dtype=dtype)
     return x
 
