@@ -8,9 +8,17 @@ ratio of medians over rounds measured side by side in one run.
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 from tabulate import tabulate
@@ -52,14 +60,43 @@ def print_table(title: str, rows: list[tuple[str, ...]], headers: list[str]) -> 
     print(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
 
 
-def parse_args(doc: str | None, *, rounds: int = 30, **extra: int) -> argparse.Namespace:
-    """``--threads`` (default 2, applied with ``torch.set_num_threads``), ``--rounds`` and
-    any ``--name`` integer options given as ``name=default``."""
+def parse_args(
+    doc: str | None, *, rounds: int = 30, baseline: bool = False, **extra: int
+) -> argparse.Namespace:
+    """``--threads`` (default 2, applied with ``torch.set_num_threads``), ``--rounds``,
+    ``--baseline REV`` where ``baseline`` (see :func:`load_baseline`) and any ``--name``
+    integer options given as ``name=default``."""
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=rounds)
+    if baseline:
+        parser.add_argument(
+            "--baseline",
+            metavar="REV",
+            help="also time lux_torch as of this git revision, interleaved with the rest",
+        )
     for name, default in extra.items():
         parser.add_argument(f"--{name}", type=int, default=default)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     return args
+
+
+def load_baseline(rev: str) -> ModuleType:
+    """``lux_torch`` as of the git revision ``rev``, importable next to the current one.
+
+    ``git archive`` extracts its ``lux_torch/`` into a temporary directory as the package
+    ``lux_torch_baseline``. Its modules import each other relatively, so its optimizers and
+    training step are the old code; the old module aliases (``lux_torch.ode``, ...) are
+    registered under the current package's names and point into it.
+    """
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", rev, "lux_torch"], check=True, capture_output=True
+    ).stdout
+    where = Path(tempfile.mkdtemp(prefix="lux_torch_baseline_"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where)  # our own repository's archive
+    (where / "lux_torch").rename(where / "lux_torch_baseline")
+    sys.path.insert(0, str(where))
+    return importlib.import_module("lux_torch_baseline")

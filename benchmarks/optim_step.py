@@ -1,6 +1,6 @@
 """One optimizer step alone: lux ``adam().update`` + ``apply_updates`` vs ``torch.optim.Adam``.
 
-Run:  python benchmarks/optim_step.py [--threads 2] [--rounds 30]
+Run:  python benchmarks/optim_step.py [--threads 2] [--rounds 30] [--baseline REV]
 
 The gradients are fixed tensors (no forward/backward): this times the optimizer only.
 ``torch.optim.Adam.step()`` updates the parameters in place: the default (on CPU tensors,
@@ -19,6 +19,10 @@ A second table times the ``torch.optim`` namesakes (NAdam, RAdam, Adamax, Adadel
 ASGD): lux ``update`` + ``apply_updates`` against ``torch.optim.<Name>(foreach=True)``, with
 default hyperparameters, interleaved in the same harness.
 
+``--baseline REV`` (a git revision, e.g. the commit before an optimizer change) also times
+lux_torch as of ``REV`` (``_harness.load_baseline``) in the same interleaved rounds and
+prints a third table: the Adam rows before and after, as ratios to the same torch runs.
+
 Target (optimizer issue, CPU, 2 threads): lux / torch foreach <= 1.0 on the tiny MLP.
 On the medium MLP a pure step allocates new moments, updates and parameters (megabytes)
 every step, and glibc hands freed memory back to the OS between steps, so page faults
@@ -33,7 +37,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from _harness import interleaved, parse_args, print_table, ratio_row
+from _harness import interleaved, load_baseline, parse_args, print_table, ratio_row
 
 import lux_torch as lux
 
@@ -59,19 +63,20 @@ def _torch_step(sizes: tuple[int, ...], **kwargs: bool) -> Callable[[], object]:
     return torch.optim.Adam(params, lr=1e-3, **kwargs).step
 
 
-def _lux_step(sizes: tuple[int, ...], mode: str) -> Callable[[], object]:
+def _lux_step(sizes: tuple[int, ...], mode: str, lib: Any = lux) -> Callable[[], object]:
     """``mode``: "update" (update + apply_updates), "step" (lux.optim.step: the fused
-    kernel on copies) or "donate" (lux.optim.step(donate=True): in place)."""
-    opt = lux.optim.adam(1e-3)
+    kernel on copies) or "donate" (lux.optim.step(donate=True): in place); ``lib``: the
+    lux_torch package (or a baseline's)."""
+    opt = lib.optim.adam(1e-3)
     ps, grads = _tensors(sizes), _tensors(sizes)
     box = [ps, opt.init(ps)]
 
     def step() -> None:
         if mode == "update":
             updates, box[1] = opt.update(grads, box[1], box[0])
-            box[0] = lux.optim.apply_updates(box[0], updates)
+            box[0] = lib.optim.apply_updates(box[0], updates)
         else:
-            box[0], box[1] = lux.optim.step(opt, grads, box[1], box[0], donate=mode == "donate")
+            box[0], box[1] = lib.optim.step(opt, grads, box[1], box[0], donate=mode == "donate")
 
     return step
 
@@ -150,22 +155,20 @@ def namesakes_table(rounds: int) -> None:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
-    rows = []
+    args = parse_args(__doc__, baseline=True)
+    old = load_baseline(args.baseline) if args.baseline else None
+    rows, before = [], []
     for label, sizes in MODELS.items():
         number = 200 if sizes[1] < 100 else 20
-        t = interleaved(
-            {
-                "default": _torch_step(sizes),
-                "foreach": _torch_step(sizes, foreach=True),
-                "fused": _torch_step(sizes, fused=True),
-                "update": _lux_step(sizes, "update"),
-                "step": _lux_step(sizes, "step"),
-                "donate": _lux_step(sizes, "donate"),
-            },
-            rounds=args.rounds,
-            number=number,
-        )
+        steps = {
+            "default": _torch_step(sizes),
+            "foreach": _torch_step(sizes, foreach=True),
+            "fused": _torch_step(sizes, fused=True),
+            **{mode: _lux_step(sizes, mode) for mode in LUX},
+        }
+        if old is not None:
+            steps.update({f"old {mode}": _lux_step(sizes, mode, old) for mode in LUX})
+        t = interleaved(steps, rounds=args.rounds, number=number)
         rows.append(
             (
                 label,
@@ -173,6 +176,9 @@ def main() -> None:
                 *(f"{t[k] * 1e6:.1f} ({t[k] / t['default']:.2f}x)" for k in LUX),
             )
         )
+        if old is not None:
+            d = t["default"]
+            before.append((label, *(f"{t[f'old {m}'] / d:.2f} -> {t[m] / d:.2f}" for m in LUX)))
     print_table(
         "Adam optimizer step alone, eager",
         rows,
@@ -186,6 +192,12 @@ def main() -> None:
             "lux step donate (µs, /default)",
         ],
     )
+    if old is not None:
+        print_table(
+            f"lux / torch default, lux_torch at {args.baseline} -> now (same run)",
+            before,
+            ["model", *(f"lux {mode}" for mode in LUX)],
+        )
     namesakes_table(args.rounds)
 
 

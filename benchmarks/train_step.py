@@ -1,6 +1,6 @@
 """One Adam training step (forward, backward, update): lux vs nn.Module + torch.optim.Adam.
 
-Run:  python benchmarks/train_step.py [--threads 2] [--rounds 30]
+Run:  python benchmarks/train_step.py [--threads 2] [--rounds 30] [--baseline REV]
 
 Rows: (a) tiny MLP 2-32-32-1 tanh, batch 64, MSE; (b) medium MLP 784-512-512-10 relu,
 batch 128, cross-entropy. Every column is the median seconds per step divided by the
@@ -22,6 +22,9 @@ interleaved in one run after a warm-up:
 * jax/flax jit: only when ``jax``, ``flax`` and ``optax`` are importable (never a
   dependency): a ``jax.jit`` step of the same network with ``optax.adam``.
 
+``--baseline REV`` adds "lux eager @REV" and "lux donate @REV": lux_torch as of that git
+revision (``_harness.load_baseline``), in the same interleaved rounds.
+
 Targets (training issue, CPU, <= 2 threads): tiny compiled <= 0.35, eager <= 1.10;
 medium compiled <= 0.85, eager <= 1.05.
 """
@@ -35,7 +38,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _harness import interleaved, parse_args, print_table
+from _harness import interleaved, load_baseline, parse_args, print_table
 
 import lux_torch as lux
 
@@ -89,6 +92,7 @@ def _lux_step(
     y: torch.Tensor,
     compile: bool,
     donate: bool = False,
+    lux: Any = lux,
 ) -> Callable[[], Any]:
     activation = torch.tanh if act == "tanh" else torch.relu
     n = len(sizes) - 1
@@ -154,11 +158,13 @@ def _jax_step(sizes: tuple[int, ...], act: str, x: torch.Tensor, y: torch.Tensor
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, baseline=True)
+    old = load_baseline(args.baseline) if args.baseline else None
     have_jax = all(importlib.util.find_spec(m) for m in ("jax", "flax", "optax"))
     names = ["torch eager", "torch fused", "torch.compile", "lux eager", "lux donate"]
     names += ["lux compiled", "lux compiled+donate"]
     names += ["jax/flax jit"] if have_jax else []
+    names += [f"lux eager @{args.baseline}", f"lux donate @{args.baseline}"] if old else []
     rows = []
     for label, (sizes, act, batch) in CASES.items():
         x, y = _data(sizes, batch)
@@ -173,6 +179,11 @@ def main() -> None:
         }
         if have_jax:
             steps["jax/flax jit"] = _jax_step(sizes, act, x, y)
+        if old is not None:
+            for mode in ("eager", "donate"):
+                steps[f"lux {mode} @{args.baseline}"] = _lux_step(
+                    sizes, act, x, y, compile=False, donate=mode == "donate", lux=old
+                )
         number = 50 if sizes[0] < 100 else 5
         t = interleaved(steps, rounds=args.rounds, number=number, warmup=30)
         base = t["torch eager"]

@@ -586,3 +586,61 @@ def test_traced_updates_keep_a_0dim_leafs_dtype(make: Callable[[], Any]) -> None
     first, _ = torch.func.vmap(opt.update)(stack(grads), stack(opt.init(ps)), stack(ps))
     for k in ps:
         torch.testing.assert_close(first[k][0], eager[k])
+
+
+# ------------------------------------------------------------------- leaf-list kernels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["mul", "mul_", "div", "add", "add_"])
+def test_foreach_python_scalars_give_the_per_leaf_results_bitwise(
+    name: str, dtype: torch.dtype
+) -> None:
+    # the leaf-list ops hand a Python scalar to torch's kernels as a 0-dim tensor (a list
+    # of them for add), a faster overload: the results must be those of the per-leaf op
+    # with the Python number, bit for bit, in the leaves' dtypes
+    from lux_torch.optim import foreach as fe
+
+    gen = torch.Generator().manual_seed(0)
+    shapes: list[tuple[int, ...]] = [(32, 2), (32,), (), (1, 3)]
+    x = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+    for scalar in (0.1, 1e-8 * (1 - 0.9**3), -0.999):
+        fn = getattr(fe, name)
+        got = fn([t.clone() for t in x], scalar)
+        want = [getattr(torch, name.rstrip("_"))(t, scalar) for t in x]
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype == dtype
+            assert torch.equal(a, b)
+    mixed = [torch.ones(2), torch.ones(2, dtype=torch.float64)]  # one op per dtype: kept
+    for a, b in zip(fe.add(mixed, 0.1), [t + 0.1 for t in mixed], strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.sgd(0.1, weight_decay=0.1),
+        lambda: optim.adam(optim.cosine_decay_schedule(0.1, 20)),
+        lambda: optim.nadam(weight_decay=0.1),
+        lambda: optim.chain(optim.clip(0.5), optim.radam()),
+    ],
+    ids=["sgd", "adam-schedule", "nadam", "clip-radam"],
+)
+def test_step_on_leaves_equals_update_and_apply_bitwise(make: Callable[[], Any]) -> None:
+    # step runs a chain of leaf-list members on the leaves it flattened once and adds the
+    # updates into their own temporaries: the result is update + apply_updates, bit for
+    # bit, and neither ps nor grads nor the state is written
+    opt = make()
+    ps_a = ps_b = _params(torch.float32)
+    st_a = st_b = opt.init(ps_a)
+    for i in range(5):
+        grads = map(lambda p, i=i: _grad(p, i), ps_a)
+        given = (ps_a, grads, st_a)
+        kept = [t.clone() for t in leaves(given)]
+        ps_a, st_a = optim.step(opt, grads, st_a, ps_a)
+        for a, b in zip(leaves(given), kept, strict=True):
+            assert torch.equal(a, b)
+        updates, st_b = opt.update(grads, st_b, ps_b)
+        ps_b = optim.apply_updates(ps_b, updates)
+        for a, b in zip(leaves((ps_a, st_a)), leaves((ps_b, st_b)), strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b)

@@ -24,13 +24,13 @@ from ._base import (
     flatten_checked,
 )
 from .torch_like import (
+    Leaves,
     check_eps,
     check_moments,
     dtypes_of,
     ema,
     ema_of_squares,
     finish,
-    leaves_of,
     moments_init,
     needs_ps,
     step_number,
@@ -97,22 +97,21 @@ def scale_by_belief(
     def init(ps: Tree) -> State:
         return moments_init(ps, "mu", "nu")
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, _ = leaves_of(name, grads, state["mu"])
-        t = step_number(state["count"])
+    def update(g: Leaves, s: State, p: Leaves | None) -> tuple[Leaves, State]:
+        t = step_number(s["count"])
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-        mu = ema(state["mu"], g, b1)
+        mu = ema(s["mu"], g, b1)
         surprise = [x - m for x, m in zip(g, mu, strict=True)]
-        nu = [v + eps_root for v in ema_of_squares(state["nu"], surprise, b2)]
+        nu = [v + eps_root for v in ema_of_squares(s["nu"], surprise, b2)]
         if nesterov:
             c_mom, c_grad = b1 / (1.0 - b1 ** (t + 1)), (1.0 - b1) / bc1
             mu_hat = [m * c_mom + x * c_grad for m, x in zip(mu, g, strict=True)]
         else:
             mu_hat = [m / bc1 for m in mu]
         out = [m / ((v / bc2).sqrt() + eps) for m, v in zip(mu_hat, nu, strict=True)]
-        return finish(state, spec, out, g, mu=mu, nu=nu)
+        return finish(s, out, g, mu=mu, nu=nu)
 
-    return transformation(name, init, update)
+    return transformation(name, init, update, ("mu", "nu"))
 
 
 def adabelief(
@@ -202,31 +201,25 @@ def scale_by_novograd(
         nu = unflatten(flatten(ps)[1], [p.new_zeros(()) for p in flatten(ps)[0]])
         return {**moments_init(ps, "mu"), "nu": nu}
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        if weight_decay != 0.0:
-            needs_ps(name, ps)
-        g, spec, p = leaves_of(name, grads, state["mu"], ps if weight_decay != 0.0 else None)
-        t = step_number(state["count"])
+    def update(g: Leaves, s: State, p: Leaves | None) -> tuple[Leaves, State]:
+        t = step_number(s["count"])
         # the first update starts v at ||g||^2; the first m is the first term (m starts at 0)
         keep = (
             (t > 1).to(torch.float64) * b2 if isinstance(t, torch.Tensor) else where(t > 1, b2, 0.0)
         )
-        nu = [
-            v * keep + (1.0 - keep) * (x * x).sum()
-            for v, x in zip(
-                flatten_checked(state["nu"], grads, f"nu (of {name})")[0], g, strict=True
-            )
-        ]
+        nu = [v * keep + (1.0 - keep) * (x * x).sum() for v, x in zip(s["nu"], g, strict=True)]
         nu = dtypes_of(nu, g)
         mu = [
             m * b1 + x / ((v + eps_root).sqrt() + eps)
-            for m, x, v in zip(flatten(state["mu"])[0], g, nu, strict=True)
+            for m, x, v in zip(s["mu"], g, nu, strict=True)
         ]
         if p is not None:
             mu = [m + weight_decay * w for m, w in zip(mu, p, strict=True)]
-        return finish(state, spec, mu, g, mu=mu, nu=nu)
+        return finish(s, mu, g, mu=mu, nu=nu)
 
-    return transformation(name, init, update)
+    # the updates are the new first moment itself: not fresh
+    trees = ("mu", "nu")
+    return transformation(name, init, update, trees, uses_ps=weight_decay != 0.0, fresh=False)
 
 
 def novograd(

@@ -9,19 +9,24 @@ from typing import Any
 import torch
 
 from ..tree import flatten, unflatten
+from . import foreach as fe
 from ._base import (
     FusedAdam,
     GradientTransformation,
+    LeafUpdate,
     LearningRate,
     Reduced,
     Scalar,
     State,
     Tree,
+    along,
     check_lr,
     check_nonneg,
+    check_shapes,
     described,
     flatten_checked,
     inc,
+    leaves_up_to,
     plain_count,
 )
 from .transforms import (
@@ -163,22 +168,51 @@ def step(
     Example:
         >>> ps, state = step(adam(1e-3), grads, state, ps)
     """
-    flatten_checked(grads, ps, "grads")
     return step_unchecked(optimizer, grads, state, ps, donate)
 
 
 def step_unchecked(
     optimizer: GradientTransformation, grads: Tree, state: State, ps: Tree, donate: bool
 ) -> tuple[Tree, State]:
-    """:func:`step` for ``grads`` whose structure has been checked already."""
+    """:func:`step` (which checks the structure of ``grads`` just the same)."""
+    p, spec = flatten(ps)
+    return _step(optimizer, grads, _grads_along(spec, grads, ps), state, ps, p, spec, donate)
+
+
+def _grads_along(spec: Any, grads: Tree, ps: Tree) -> _Leaves:
+    """The leaves of ``grads`` along ``spec``, the structure of ``ps``, or the named error."""
+    g = along(spec, grads)
+    return flatten_checked(grads, ps, "grads")[0] if g is None else g  # reorders or raises
+
+
+def _step(
+    optimizer: GradientTransformation,
+    grads: Tree,
+    g: _Leaves,
+    state: State,
+    ps: Tree,
+    p: _Leaves,
+    spec: Any,
+    donate: bool,
+) -> tuple[Tree, State]:
+    """:func:`step` given also the leaves ``g`` and ``p`` of ``grads`` and ``ps`` along
+    ``spec``, the structure of ``ps``: one flatten per step."""
     descriptor = optimizer.descriptor
     if isinstance(descriptor, Reduced):
         grads = descriptor.reduce(grads)
-        return step_unchecked(descriptor.inner, grads, state, ps, donate)
+        g = _grads_along(spec, grads, ps)
+        return _step(descriptor.inner, grads, g, state, ps, p, spec, donate)
     if isinstance(descriptor, FusedAdam):
-        out = _fused_adam(descriptor, grads, state, ps, donate)
+        fused = _fused_adam(descriptor, g, state, p, spec, donate)
+        if fused is not None:
+            return fused
+    if isinstance(optimizer.update, LeafUpdate):  # a chain of them: update on the leaves
+        out = optimizer.update.leaves(g, spec, state, p, False)
         if out is not None:
-            return out
+            u, state, owned = out
+            check_shapes("updates", u, p, spec)
+            # p + u, written into u where it is this update's temporary (u + p is p + u)
+            return unflatten(spec, fe.add_(u, p) if owned else fe.add(p, u)), state
     updates, state = optimizer.update(grads, state, ps)
     return apply_updates(ps, updates), state
 
@@ -192,18 +226,18 @@ def has_fused_step(optimizer: GradientTransformation) -> bool:
 
 
 def _fused_adam(
-    adam: FusedAdam, grads: Tree, state: State, ps: Tree, donate: bool
+    adam: FusedAdam, g: _Leaves, state: State, p: _Leaves, spec: Any, donate: bool
 ) -> tuple[Tree, State] | None:
     """One step of torch's fused Adam kernel (``torch._fused_adam_`` / ``_fused_adamw_``)
-    on copies of the parameters and moments (inputs untouched), or on the given buffers
-    themselves with ``donate=True``; ``None`` (use ``update``) when traced, under
+    on copies of the parameters ``p`` and moments (inputs untouched), or on the given
+    buffers themselves with ``donate=True``; ``None`` (use ``update``) when traced, under
     ``torch.func`` transforms, or for leaves the kernel does not take."""
     if torch.compiler.is_compiling():
         return None
-    leaves = _fusable_leaves(grads, state, ps, adam.moments)
+    leaves = _fusable_leaves(g, state, p, spec, adam.moments)
     if leaves is None:
         return None
-    spec, count, p, g, mu, nu = leaves
+    count, mu, nu = leaves
     # The kernels walk memory linearly, ignoring strides (a transposed gradient, as
     # vmapped matmuls produce, silently updated the wrong elements): dense copies.
     g = [t if t.is_contiguous() else t.contiguous() for t in g]
@@ -238,42 +272,42 @@ def _fused_adam(
 
 
 def _fusable_leaves(
-    grads: Tree, state: State, ps: Tree, at: int
-) -> tuple[Any, int, _Leaves, _Leaves, _Leaves, _Leaves] | None:
-    """``(spec, count, params, grads, mu, nu)``, flat, for one fused Adam step; ``None``
-    where the kernel cannot run: parameters that require grad with grad mode on, a traced
-    or batched step count, no parameters, or leaves the kernel does not take
-    (:func:`_kernel_takes`)."""
-    p, spec = flatten(ps)
+    g: _Leaves, state: State, p: _Leaves, spec: Any, at: int
+) -> tuple[int, _Leaves, _Leaves] | None:
+    """``(count, mu, nu)``, the moments flat along ``spec``, for one fused Adam step;
+    ``None`` where the kernel cannot run: parameters that require grad with grad mode on,
+    a traced or batched step count, no parameters, a state of another layout, or leaves
+    the kernel does not take (:func:`_kernel_takes`)."""
     if not p or (torch.is_grad_enabled() and any(t.requires_grad for t in p)):
         return None
     moments = state[at]
     count = plain_count(moments["count"])
     if count is None:
         return None
-    g = spec.flatten_up_to(grads)
-    mu, nu = spec.flatten_up_to(moments["mu"]), spec.flatten_up_to(moments["nu"])
-    if not _kernel_takes(p, g, mu, nu):
+    mu, nu = leaves_up_to(spec, moments["mu"]), leaves_up_to(spec, moments["nu"])
+    if mu is None or nu is None or not _kernel_takes(p, g, mu, nu):
         return None
-    return spec, count, p, g, mu, nu
+    return count, mu, nu
 
 
 def _kernel_takes(p: _Leaves, g: _Leaves, mu: _Leaves, nu: _Leaves) -> bool:
     """Whether the fused kernel takes these leaves: plain strided tensors on one CPU or CUDA
-    device, in a float dtype, with contiguous parameters and moments."""
+    device, in a float dtype, of the parameters' shapes, with contiguous parameters and
+    moments."""
     device = p[0].device
-    return not (
-        device.type not in ("cpu", "cuda")
-        or any(
-            type(t) is not torch.Tensor
-            or t.device != device
-            or t.dtype not in _FUSED_DTYPES
-            or t.layout is not torch.strided
-            or t.shape != like.shape
-            for t, like in zip((*p, *g, *mu, *nu), (*p, *p, *p, *p), strict=True)
-        )
-        or not all(t.is_contiguous() for t in (*p, *mu, *nu))
-    )
+    if device.type not in ("cpu", "cuda"):
+        return False
+    shapes = [t.shape for t in p]
+    if any([t.shape for t in x] != shapes for x in (g, mu, nu)):
+        return False
+    cpu = device.type == "cpu"  # is_cpu: no device object per tensor
+    return all(
+        type(t) is torch.Tensor
+        and (t.is_cpu if cpu else t.device == device)
+        and t.dtype in _FUSED_DTYPES
+        and t.layout is torch.strided
+        for t in (*p, *g, *mu, *nu)
+    ) and all(t.is_contiguous() for t in (*p, *mu, *nu))
 
 
 def rmsprop(

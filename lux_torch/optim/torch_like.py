@@ -20,19 +20,22 @@ from typing import Any
 
 import torch
 
-from ..tree import flatten, unflatten
+from ..tree import unflatten
 from . import foreach as fe
 from ._base import (
     GradientTransformation,
+    LeafUpdate,
     LearningRate,
     State,
     Tree,
+    along,
     check_beta,
     check_lr,
     check_nonneg,
     check_shapes,
     flatten_checked,
     inc,
+    leaves_along,
     new_count,
     zeros_like_tree,
 )
@@ -74,7 +77,7 @@ def dtypes_of(values: Leaves, like: Leaves) -> Leaves:
     """``values`` in the dtypes of ``like``: a traced (``float64`` tensor) factor promotes
     the 0-dim leaves it multiplies (two 0-dim tensors promote, a 0-dim and a bigger one
     do not); a no-op for every other leaf."""
-    return [v.to(x.dtype) for v, x in zip(values, like, strict=True)]
+    return [v if v.dtype is x.dtype else v.to(x.dtype) for v, x in zip(values, like, strict=True)]
 
 
 def moments_init(ps: Tree, *names: str) -> State:
@@ -82,30 +85,20 @@ def moments_init(ps: Tree, *names: str) -> State:
     return {"count": new_count(), **{k: zeros_like_tree(ps) for k in names}}
 
 
-def ema(old: Tree, g: Leaves, decay: float) -> Leaves:
-    """``decay * old + (1 - decay) * g`` (``old`` a state tree)."""
-    return list(fe.lerp(flatten(old)[0], g, 1.0 - decay))
+def ema(old: Leaves, g: Leaves, decay: float) -> Leaves:
+    """``decay * old + (1 - decay) * g``."""
+    return list(fe.lerp(old, g, 1.0 - decay))
 
 
-def ema_of_squares(old: Tree, g: Leaves, decay: float) -> Leaves:
-    """``decay * old + (1 - decay) * g ** 2`` (``old`` a state tree)."""
-    return list(fe.addcmul_(fe.mul(flatten(old)[0], decay), g, g, value=1.0 - decay))
+def ema_of_squares(old: Leaves, g: Leaves, decay: float) -> Leaves:
+    """``decay * old + (1 - decay) * g ** 2``."""
+    return list(fe.addcmul_(fe.mul(old, decay), g, g, value=1.0 - decay))
 
 
-def finish(
-    state: State, spec: Any, out: Leaves, g: Leaves, **new: Leaves | torch.Tensor
-) -> tuple[Tree, State]:
-    """``(updates, new state)``: ``out`` in the gradients' dtypes along ``spec``; the state
-    with its count advanced and every other entry replaced by ``new[key]`` (leaf lists
-    along ``spec``), keys in the state's order."""
-
-    def entry(key: str) -> Any:
-        if key == "count":
-            return inc(state[key])
-        value = new[key]
-        return value if isinstance(value, torch.Tensor) else unflatten(spec, value)
-
-    return unflatten(spec, dtypes_of(out, g)), {key: entry(key) for key in state}
+def finish(s: State, out: Leaves, g: Leaves, **new: Leaves | torch.Tensor) -> tuple[Leaves, State]:
+    """``(out, new state)``: ``out`` in the gradients' dtypes; the state ``s`` with its count
+    advanced and every other entry replaced by ``new[key]``, keys in the state's order."""
+    return dtypes_of(out, g), {k: inc(v) if k == "count" else new[k] for k, v in s.items()}
 
 
 def at_least(x: Number, low: float) -> Number:
@@ -139,30 +132,73 @@ def leaves_of(
     if ps is not None:
         p = flatten_checked(ps, like, f"ps (to {name})")[0]
         check_shapes("grads", g, p, spec)
-    check_shapes("grads", g, flatten(like)[0], spec, of=f"{name} state")
+    check_shapes("grads", g, leaves_along(spec, like, name), spec, of=f"{name} state")
     return g, spec, p
 
 
+Rule = Callable[[Leaves, State, "Leaves | None"], tuple[Leaves, State]]
+
+
 def transformation(
-    name: str, init: Callable[[Tree], State], update: Callable[..., tuple[Tree, State]]
+    name: str,
+    init: Callable[[Tree], State],
+    rule: Rule,
+    trees: tuple[str, ...],
+    uses_ps: bool = False,
+    fresh: bool = True,
 ) -> GradientTransformation:
-    """``GradientTransformation(init, update)``, with ``update`` refusing a state that is not
-    a dict with ``init``'s keys (e.g. another optimizer's state) by a named error."""
+    """The :class:`GradientTransformation` of an update written on leaf lists.
+
+    ``rule(g, s, p) -> (out, new)``: ``g`` the leaves of the gradients, ``s`` the state
+    with its entries ``trees`` (trees like ``ps``) as leaf lists along them, ``p`` the
+    leaves of ``ps`` (``uses_ps``; else ``None``); ``new`` the next state, laid out as ``s``.
+    ``update`` refuses, by named errors, a state that is not a dict with ``init``'s keys
+    (e.g. another optimizer's state) and gradients (or ``ps``) unlike the state; it is a
+    :class:`~lux_torch.optim._base.LeafUpdate`: a :func:`chain` hands it leaf lists.
+    ``fresh``: ``out`` are new tensors that ``new`` does not hold (the next member of a
+    chain may write into them).
+    """
     keys = list(init({}))
 
-    def checked(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+    def check_keys(state: State) -> None:
         if not isinstance(state, dict) or list(state) != keys:
             got = list(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(
                 f"lux_torch.optim.{name}: the state must be a dict with keys {keys} (from "
                 f"init), got {got}"
             )
-        return update(grads, state, ps)
 
-    return GradientTransformation(init, checked)
+    def run(g: Leaves, spec: Any, state: State, read: list[Leaves], p: Leaves | None) -> Any:
+        out, new = rule(g, {**state, **dict(zip(trees, read, strict=True))}, p)
+        return out, {k: unflatten(spec, v) if k in trees else v for k, v in new.items()}
+
+    def leaves(
+        g: Leaves, spec: Any, state: State, p: Leaves | None, owned: bool
+    ) -> tuple[Leaves, State, bool] | None:
+        check_keys(state)
+        read = [along(spec, state[k]) for k in trees]
+        if any(r is None for r in read):
+            return None  # the tree path reorders or raises
+        check_shapes("grads", g, read[0], spec, of=f"{name} state")  # type: ignore[arg-type]  # not None
+        if uses_ps:
+            needs_ps(name, p)
+            check_shapes("grads", g, p, spec)  # type: ignore[arg-type]  # not None
+        out, new = run(g, spec, state, read, p if uses_ps else None)  # type: ignore[arg-type]  # not None
+        return out, new, fresh
+
+    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check_keys(state)
+        if uses_ps:
+            needs_ps(name, ps)
+        g, spec, p = leaves_of(name, grads, state[trees[0]], ps if uses_ps else None)
+        read = [leaves_along(spec, state[k], name) for k in trees]
+        out, new = run(g, spec, state, read, p)
+        return unflatten(spec, out), new
+
+    return GradientTransformation(init, LeafUpdate(update, leaves))
 
 
-def needs_ps(name: str, ps: Tree) -> None:
+def needs_ps(name: str, ps: Any) -> None:
     if ps is None:
         raise ValueError(f"lux_torch.optim.{name}: update needs ps")
 
@@ -243,22 +279,21 @@ def scale_by_nadam(
             **state,
         }
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, _ = leaves_of(name, grads, state["mu"])
-        t = step_number(state["count"])
+    def update(g: Leaves, s: State, p: Leaves | None) -> tuple[Leaves, State]:
+        t = step_number(s["count"])
         mu_t = b1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
         mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
-        product = state_value(state["mu_product"], t) * mu_t
+        product = state_value(s["mu_product"], t) * mu_t
         c_grad = (1.0 - mu_t) / (1.0 - product)
         c_mom = mu_next / (1.0 - product * mu_next)
         bc2 = 1.0 - b2**t
-        mu, nu = ema(state["mu"], g, b1), ema_of_squares(state["nu"], g, b2)
+        mu, nu = ema(s["mu"], g, b1), ema_of_squares(s["nu"], g, b2)
         # (g * c_grad + mu * c_mom) / (sqrt(nu / bc2) + eps); ``_`` ops: own temporaries
         numerator = fe.add_(fe.mul(g, c_grad), fe.mul(mu, c_mom))
-        out = fe.div(numerator, fe.add_(fe.sqrt(fe.div(nu, bc2)), eps))
-        return finish(state, spec, list(out), g, mu_product=as_state(product), mu=mu, nu=nu)
+        out = fe.div_(numerator, fe.add_(fe.sqrt_(fe.div(nu, bc2)), eps))
+        return finish(s, list(out), g, mu_product=as_state(product), mu=mu, nu=nu)
 
-    return transformation(name, init, update)
+    return transformation(name, init, update, ("mu", "nu"))
 
 
 def nadam(
@@ -338,9 +373,8 @@ def scale_by_radam(
     def init(ps: Tree) -> State:
         return moments_init(ps, "mu", "nu")
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, _ = leaves_of(name, grads, state["mu"])
-        t = step_number(state["count"])
+    def update(g: Leaves, s: State, p: Leaves | None) -> tuple[Leaves, State]:
+        t = step_number(s["count"])
         bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
         rho_t = rho_inf - 2.0 * t * b2**t / bc2
         rectified = rho_t > 5.0
@@ -353,7 +387,7 @@ def scale_by_radam(
             )
         else:
             factor = 1.0
-        mu, nu = ema(state["mu"], g, b1), ema_of_squares(state["nu"], g, b2)
+        mu, nu = ema(s["mu"], g, b1), ema_of_squares(s["nu"], g, b2)
         if isinstance(rectified, torch.Tensor):  # traced: both branches, selected per step
             out = [
                 where(rectified, m / bc1 * factor / (v.sqrt() + eps), m / bc1)
@@ -361,12 +395,12 @@ def scale_by_radam(
             ]
         elif rectified:  # m / bc1 * factor / (sqrt(v) + eps); ``_`` ops: own temporaries
             scaled = fe.mul_(fe.div(mu, bc1), factor)
-            out = list(fe.div(scaled, fe.add_(fe.sqrt(nu), eps)))
+            out = list(fe.div_(scaled, fe.add_(fe.sqrt(nu), eps)))
         else:
             out = list(fe.div(mu, bc1))
-        return finish(state, spec, out, g, mu=mu, nu=nu)
+        return finish(s, out, g, mu=mu, nu=nu)
 
-    return transformation(name, init, update)
+    return transformation(name, init, update, ("mu", "nu"))
 
 
 def radam(
@@ -438,18 +472,17 @@ def scale_by_adamax(
     def init(ps: Tree) -> State:
         return moments_init(ps, "mu", "nu")
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, _ = leaves_of(name, grads, state["mu"])
-        t = step_number(state["count"])
+    def update(g: Leaves, s: State, p: Leaves | None) -> tuple[Leaves, State]:
+        t = step_number(s["count"])
         inv_bc1 = 1.0 / (1.0 - b1**t)
-        mu = ema(state["mu"], g, b1)
+        mu = ema(s["mu"], g, b1)
         # max(b2 * nu, |g| + eps); ``_`` ops write into this update's own temporaries
-        weighted = fe.mul(flatten(state["nu"])[0], b2)
-        nu = list(fe.op("maximum", weighted, fe.add_(fe.op("abs", g), eps)))
+        weighted = fe.mul(s["nu"], b2)
+        nu = list(fe.maximum_(weighted, fe.add_(fe.op("abs", g), eps)))
         out = fe.mul_(fe.div(mu, nu), inv_bc1)
-        return finish(state, spec, list(out), g, mu=mu, nu=nu)
+        return finish(s, list(out), g, mu=mu, nu=nu)
 
-    return transformation(name, init, update)
+    return transformation(name, init, update, ("mu", "nu"))
 
 
 def adamax(
@@ -513,17 +546,16 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
     def init(ps: Tree) -> State:
         return moments_init(ps, "square_avg", "acc_delta")
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, _ = leaves_of(name, grads, state["square_avg"])
-        square_avg = ema_of_squares(state["square_avg"], g, rho)
-        acc = flatten(state["acc_delta"])[0]
+    def update(g: Leaves, s: State, p: Leaves | None) -> tuple[Leaves, State]:
+        square_avg = ema_of_squares(s["square_avg"], g, rho)
+        acc = s["acc_delta"]
         # sqrt(acc + eps) / sqrt(square_avg + eps) * g; mul_ into its own temporaries
-        root_acc = fe.sqrt(fe.add(acc, eps))
-        delta = list(fe.mul_(fe.div(root_acc, fe.sqrt(fe.add(square_avg, eps))), g))
-        acc_delta = ema_of_squares(state["acc_delta"], delta, rho)
-        return finish(state, spec, delta, g, square_avg=square_avg, acc_delta=acc_delta)
+        root_acc = fe.sqrt_(fe.add(acc, eps))
+        delta = list(fe.mul_(fe.div_(root_acc, fe.sqrt_(fe.add(square_avg, eps))), g))
+        acc_delta = ema_of_squares(s["acc_delta"], delta, rho)
+        return finish(s, delta, g, square_avg=square_avg, acc_delta=acc_delta)
 
-    return transformation(name, init, update)
+    return transformation(name, init, update, ("square_avg", "acc_delta"))
 
 
 def adadelta(
@@ -612,22 +644,21 @@ def scale_by_rprop(
     def init(ps: Tree) -> State:
         return {**moments_init(ps, "prev"), "step_size": zeros_like_tree(ps, lr)}
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        g, spec, _ = leaves_of(name, grads, state["prev"])
+    def update(g: Leaves, s: State, p: Leaves | None) -> tuple[Leaves, State]:
         steps, prevs, out = [], [], []
-        for x, prev, step in zip(
-            g, flatten(state["prev"])[0], flatten(state["step_size"])[0], strict=True
-        ):
-            s = x * prev
-            step = torch.where(s > 0, step * eta_plus, torch.where(s < 0, step * eta_minus, step))
+        for x, prev, step in zip(g, s["prev"], s["step_size"], strict=True):
+            sign = x * prev
+            step = torch.where(
+                sign > 0, step * eta_plus, torch.where(sign < 0, step * eta_minus, step)
+            )
             step = step.clamp(lo, hi)
-            x = torch.where(s < 0, torch.zeros_like(x), x)
+            x = torch.where(sign < 0, torch.zeros_like(x), x)
             steps.append(step)
             prevs.append(x)
             out.append(x.sign() * step)
-        return finish(state, spec, out, g, prev=prevs, step_size=steps)
+        return finish(s, out, g, prev=prevs, step_size=steps)
 
-    return transformation(name, init, update)
+    return transformation(name, init, update, ("prev", "step_size"))
 
 
 def rprop(
@@ -711,23 +742,21 @@ def asgd(
     def init(ps: Tree) -> State:
         return moments_init(ps, "ax")
 
-    def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        needs_ps(name, ps)
-        g, spec, p = leaves_of(name, grads, state["ax"], ps)
-        assert p is not None  # leaves_of returns ps's leaves when given ps
-        t = step_number(state["count"])
-        rate = lr(state["count"]) if callable(lr) else lr
+    def update(g: Leaves, s: State, p: Leaves | None) -> tuple[Leaves, State]:
+        assert p is not None  # uses_ps
+        t = step_number(s["count"])
+        rate = lr(s["count"]) if callable(lr) else lr
         eta = rate / (1.0 + lambd * rate * (t - 1)) ** alpha
         weight = 1.0 / at_least(t - 1 - t0, 1.0)  # 1 (ax = p') up to step t0 + 1
         decay, step = eta * (lambd + weight_decay), eta * sign
         # -(p * decay + g * step), then ax + (p + out - ax) * weight; ``_`` ops write into
         # this update's own temporaries
         out = dtypes_of(list(fe.op("neg", fe.add_(fe.mul(p, decay), fe.mul(g, step)))), g)
-        ax_old = flatten(state["ax"])[0]
+        ax_old = s["ax"]
         ax = fe.add(ax_old, fe.mul_(fe.sub(fe.add(p, out), ax_old), weight))
-        return finish(state, spec, out, g, ax=dtypes_of(list(ax), g))
+        return finish(s, out, g, ax=dtypes_of(list(ax), g))
 
-    return transformation(name, init, update)
+    return transformation(name, init, update, ("ax",), uses_ps=True)
 
 
 def asgd_averaged_params(state: State) -> Tree:

@@ -28,6 +28,7 @@ from ._base import (
     State,
     StateMismatch,
     Tree,
+    along,
     check_beta,
     check_grads,
     check_lr,
@@ -42,6 +43,7 @@ from ._base import (
     leaves_along,
     leaves_and_like,
     leaves_like,
+    leaves_up_to,
     new_count,
     zeros_like_tree,
 )
@@ -80,11 +82,16 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         >>> opt = chain(clip_by_global_norm(1.0), scale(-0.1))
     """
 
-    # every member a LeafUpdate: flatten the gradients once, hand the members leaf lists
-    leafwise = all(isinstance(t.update, LeafUpdate) for t in transforms)
-
     def init(ps: Tree) -> State:
         return tuple(t.init(ps) for t in transforms)
+
+    def check(state: State) -> None:
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise StateMismatch(
+                "lux_torch.optim.chain: the state does not fit this transformation and these "
+                f"grads: expected a tuple of {len(transforms)} states, got "
+                f"{type(state).__name__}"
+            )
 
     def mismatch(i: int, e: StateMismatch) -> StateMismatch:
         return StateMismatch(
@@ -92,49 +99,53 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             f"grads: member {i}: {e}"
         )
 
-    def on_trees(grads: Tree, state: State, ps: Tree, start: int, new: list[State]) -> Any:
-        for i in range(start, len(transforms)):
+    def on_trees(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
+        check(state)
+        new = []
+        for i, t in enumerate(transforms):
             try:
-                grads, s = transforms[i].update(grads, state[i], ps)
+                grads, s = t.update(grads, state[i], ps)
             except StateMismatch as e:
                 raise mismatch(i, e) from e
             new.append(s)
         return grads, tuple(new)
 
-    def on_leaves(grads: Tree, state: State, ps: Tree) -> Any:
-        leaves, spec = flatten(grads)
-        g: Leaves = leaves
-        p = None  # the members check the shapes of what they get against ps's leaves
-        if ps is not None:
-            p, ps_spec = flatten(ps)
-            if ps_spec != spec:  # the tree path reorders or raises
-                return on_trees(grads, state, ps, 0, [])
-        new: list[State] = []
-        owned = False  # g holds temporaries of this update (see LeafUpdate)
+    if not all(isinstance(t.update, LeafUpdate) for t in transforms):
+        return GradientTransformation(init, on_trees)
+
+    # every member a LeafUpdate: the chain is one too, handing its members leaf lists
+    def leaves(
+        g: Leaves, spec: Any, state: State, p: Leaves | None, owned: bool
+    ) -> tuple[Leaves, State, bool] | None:
+        check(state)
+        new = []
         for i, t in enumerate(transforms):
-            assert isinstance(t.update, LeafUpdate)  # leafwise
             try:
-                out = t.update.leaves(g, spec, state[i], p, owned)
+                out = t.update.leaves(g, spec, state[i], p, owned)  # type: ignore[attr-defined]  # a LeafUpdate
             except StateMismatch as e:
                 raise mismatch(i, e) from e
             if out is None:  # a state laid out otherwise: the tree path reorders or raises
-                return on_trees(unflatten(spec, g), state, ps, i, new)
+                return None
             g, s, owned = out
             new.append(s)
-        return unflatten(spec, g), tuple(new)
+        return g, tuple(new), owned
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
-        if not isinstance(state, tuple) or len(state) != len(transforms):
-            raise StateMismatch(
-                "lux_torch.optim.chain: the state does not fit this transformation and these "
-                f"grads: expected a tuple of {len(transforms)} states, got "
-                f"{type(state).__name__}"
-            )
-        if leafwise:
-            return on_leaves(grads, state, ps)  # type: ignore[no-any-return]
-        return on_trees(grads, state, ps, 0, [])  # type: ignore[no-any-return]
+        # one flatten: of ps when given (the grads are read along its structure)
+        g: list[torch.Tensor] | None
+        p: list[torch.Tensor] | None = None
+        if ps is None:
+            g, spec = flatten(grads)
+        else:
+            p, spec = flatten(ps)
+            g = along(spec, grads)
+        if g is not None:
+            out = leaves(g, spec, state, p, False)
+            if out is not None:
+                return unflatten(spec, out[0]), out[1]
+        return on_trees(grads, state, ps)  # reorders, or raises the named error
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, LeafUpdate(update, leaves))
 
 
 def _empty(ps: Tree) -> State:
@@ -319,8 +330,8 @@ def _moments(
     """``(g, [leaves of state[k] for k in keys], spec)`` for a transformation whose state
     holds trees like ``ps`` under ``keys`` (``count`` aside): grads checked against them."""
     first, spec = flatten(state[keys[0]])
-    g, got = flatten(grads)
-    if got != spec:
+    g = leaves_up_to(spec, grads)
+    if g is None:
         g = flatten_checked(grads, state[keys[0]], f"grads (to {name})")[0]  # or raises
     moments: list[Leaves] = [first, *(leaves_along(spec, state[k], name) for k in keys[1:])]
     check_shapes("grads", g, first, spec, of=STATE)
@@ -331,14 +342,13 @@ def _moments_along(
     spec: Any, g: Leaves, state: State, keys: tuple[str, ...], name: str
 ) -> list[Leaves] | None:
     """The leaves of ``state[k]`` for ``k`` in ``keys`` when they lie along ``spec`` (the
-    gradients' structure), their shapes checked against ``g``; ``None`` when the first
-    does not (:func:`_moments` then reorders or raises)."""
-    first, got = flatten(state[keys[0]])
-    if got != spec:
+    gradients' structure), their shapes checked against ``g``; ``None`` when one does not
+    (:func:`_moments` then reorders or raises)."""
+    moments = [along(spec, state[k]) for k in keys]
+    if any(m is None for m in moments):
         return None
-    moments: list[Leaves] = [first, *(leaves_along(spec, state[k], name) for k in keys[1:])]
-    check_shapes("grads", g, first, spec, of=STATE)
-    return moments
+    check_shapes("grads", g, moments[0], spec, of=STATE)  # type: ignore[arg-type]  # not None
+    return moments  # type: ignore[return-value]  # not None
 
 
 def scale_by_adam(
@@ -440,13 +450,13 @@ def scale_by_rms(
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         check_state(state, keys, "scale_by_rms")
         g, (mu, nu), spec = _moments(grads, state, ("mu", "nu"), "scale_by_rms")
-        nu = fe.addcmul(fe.mul(nu, alpha), g, g, value=1.0 - alpha)
+        nu = fe.addcmul_(fe.mul(nu, alpha), g, g, value=1.0 - alpha)
         if centered:
             mu = fe.lerp(mu, g, 1.0 - alpha)
-            root = fe.sqrt(fe.addcmul(nu, mu, mu, value=-1.0))
+            root = fe.sqrt_(fe.addcmul(nu, mu, mu, value=-1.0))
         else:
             root = fe.sqrt(nu)
-        u = fe.div(g, fe.add(root, eps))
+        u = fe.div(g, fe.add_(root, eps))  # root: a new tensor
         new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
         return unflatten(spec, u), new
 
@@ -483,7 +493,7 @@ def scale_by_adagrad(
         check_state(state, keys, "scale_by_adagrad")
         g, (acc,), spec = _moments(grads, state, ("sum",), "scale_by_adagrad")
         acc = fe.addcmul(acc, g, g)
-        u = fe.div(g, fe.add(fe.sqrt(acc), eps))
+        u = fe.div(g, fe.add_(fe.sqrt(acc), eps))
         return unflatten(spec, u), {"count": inc(state["count"]), "sum": unflatten(spec, acc)}
 
     return GradientTransformation(init, update)
