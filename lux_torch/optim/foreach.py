@@ -63,13 +63,14 @@ def op(name: str, *args: Any, **kwargs: Any) -> Leaves:
             single(*(a[i] if isinstance(a, list | tuple) else a for a in args), **kwargs)
             for i in range(len(first))
         ]
-    if any(isinstance(a, torch.Tensor) for a in args[1:]):
-        # a 0-dim tensor scalar (a traced factor or a schedule's lr, often float64) promotes
-        # a 0-dim leaf: keep each leaf's dtype, as dimensioned leaves do
-        out = [
-            r.to(x.dtype) if r.dtype != x.dtype and x.is_floating_point() else r
-            for r, x in zip(out, first, strict=True)
-        ]
+    for a in args[1:]:
+        if isinstance(a, torch.Tensor):
+            # a 0-dim tensor scalar (a traced factor or a schedule's lr, often float64)
+            # promotes a 0-dim leaf: keep each leaf's dtype, as dimensioned leaves do
+            return [
+                r.to(x.dtype) if r.dtype != x.dtype and x.is_floating_point() else r
+                for r, x in zip(out, first, strict=True)
+            ]
     return out
 
 
@@ -81,7 +82,7 @@ def _in_place(name: str, target: Leaves, *args: Any, **kwargs: Any) -> Leaves:
         target
         and not tracing()
         and _kernels_apply(args[-1] if args else None)
-        and not (torch.is_grad_enabled() and any(map(_requires_grad, target)))
+        and not (torch.is_grad_enabled() and True in map(_requires_grad, target))
     ):
         getattr(torch, f"_foreach_{name}_")(target, *args, **kwargs)
         return target
@@ -132,7 +133,7 @@ def _factor(a: Leaves, x: Leaves | Scalar) -> Leaves | Scalar:
     if type(x) is float and a and a[0].is_cpu and not tracing():
         dtype = a[0].dtype
         if dtype in (torch.float32, torch.float64) and set(map(_dtype, a)) == {dtype}:
-            return torch.full((), x, dtype=dtype)
+            return torch.scalar_tensor(x, dtype=dtype)
     return x
 
 
