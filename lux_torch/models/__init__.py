@@ -2,10 +2,39 @@
 
 - :class:`TransformerLM`: a small Llama-style decoder-only language model (grouped-query
   attention with RoPE and a KV cache, SwiGLU, RMSNorm), and :func:`generate`.
+- :class:`ResNet` (:func:`resnet18` ... :func:`resnet152`, torchvision's names and shapes,
+  so torchvision's weights load with ``lux.load_state_dict``) and the CIFAR
+  :func:`resnet20`.
 """
 
 from __future__ import annotations
 
+from .resnet import (
+    BasicBlock,
+    Bottleneck,
+    PaddedShortcut,
+    ResNet,
+    resnet18,
+    resnet20,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+)
 from .transformer_lm import Generation, TransformerLM, generate
 
-__all__ = ["Generation", "TransformerLM", "generate"]
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "Generation",
+    "PaddedShortcut",
+    "ResNet",
+    "TransformerLM",
+    "generate",
+    "resnet18",
+    "resnet20",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+]
