@@ -297,6 +297,10 @@ def test_configuration_errors_name_the_argument():
         ResNet(BasicBlock, [1, 1], widths=[8])
     with pytest.raises(TypeError, match="block must be BasicBlock or Bottleneck"):
         ResNet(nn.Module, [1, 1, 1, 1])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Bottleneck: groups"):
+        Bottleneck(8, 2, groups=0)
+    with pytest.raises(ValueError, match="Bottleneck: base_width"):
+        Bottleneck(8, 2, base_width=0)
     with pytest.raises(ValueError, match="PaddedShortcut: out_channels"):
         PaddedShortcut(4, 2)
 

@@ -5,10 +5,12 @@
 - :class:`ResNet` (:func:`resnet18` ... :func:`resnet152`, torchvision's names and shapes,
   so torchvision's weights load with ``lux.load_state_dict``) and the CIFAR
   :func:`resnet20`.
+- :class:`MLP`: a multi-layer perceptron in torchvision's ``ops.MLP`` layout.
 """
 
 from __future__ import annotations
 
+from .mlp import MLP
 from .resnet import (
     BasicBlock,
     Bottleneck,
@@ -24,6 +26,7 @@ from .resnet import (
 from .transformer_lm import Generation, TransformerLM, generate
 
 __all__ = [
+    "MLP",
     "BasicBlock",
     "Bottleneck",
     "Generation",
