@@ -145,31 +145,70 @@ class PaddedShortcut(Layer):
 
 
 class _Block(Layer):
-    """What the two residual blocks share: the shortcut, the final ReLU, zero-init."""
+    """What the two residual blocks share: torchvision's constructor arguments, the residual
+    branch run in order, the shortcut, the final ReLU and zero-init of the last BatchNorm."""
 
     expansion: ClassVar[int]
-    last_bn: ClassVar[str]
+    branch: ClassVar[tuple[str, ...]]  # the residual branch's layers, in call order
 
     if TYPE_CHECKING:  # fields of the subclasses, declared there after their layers (order)
         conv1: Conv2d
         downsample: Layer | None
         zero_init_residual: bool
 
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Layer | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        *,
+        zero_init_residual: bool = False,
+    ) -> None:
+        check_bool(type(self).__name__, "zero_init_residual", zero_init_residual)
+        self._set_fields(
+            **self._branch_layers(inplanes, planes, stride, groups, base_width, dilation),
+            downsample=downsample,
+            zero_init_residual=zero_init_residual,
+        )
+
+    def _branch_layers(
+        self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, dilation: int
+    ) -> dict[str, Layer]:
+        raise NotImplementedError
+
     def init_params(self, key: torch.Tensor) -> Params:
         ps = super().init_params(key)
         if self.zero_init_residual:
-            bn = ps[self.last_bn]
-            ps[self.last_bn] = {**bn, "weight": torch.zeros_like(bn["weight"])}
+            last = self.branch[-1]
+            ps[last] = {**ps[last], "weight": torch.zeros_like(ps[last]["weight"])}
         return ps
 
-    def _residual(
-        self, x: torch.Tensor, out: torch.Tensor, ps: Params, st: State, new_st: State
-    ) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
+        new_st = dict(st)
+        out = x
+        for name in self.branch:
+            out, new_st[name] = getattr(self, name)(out, ps[name], st[name])
         if self.downsample is None:
             identity = x
         else:
             identity, new_st["downsample"] = self.downsample(x, ps["downsample"], st["downsample"])
-        return torch.relu(out + identity)
+        return torch.relu(out + identity), new_st
+
+    def extra_repr(self) -> str:
+        last: BatchNorm2d = getattr(self, self.branch[-1])
+        strided = [
+            c for c in self.children().values() if isinstance(c, Conv2d) and c.stride != (1, 1)
+        ]
+        parts = [f"{self.conv1.in_channels} => {last.num_features}"]
+        if strided and strided[0] is not getattr(self, "downsample", None):
+            parts.append(f"stride={strided[0].stride[0]}")  # type: ignore[index]
+        if self.zero_init_residual:
+            parts.append("zero_init_residual=True")
+        return ", ".join(parts)
 
 
 class BasicBlock(_Block):
@@ -207,7 +246,7 @@ class BasicBlock(_Block):
     """
 
     expansion = 1
-    last_bn = "bn2"
+    branch = ("conv1", "bn1", "conv2", "bn2")
 
     conv1: Conv2d
     bn1: BatchNorm2d
@@ -216,18 +255,11 @@ class BasicBlock(_Block):
     downsample: Layer | None
     zero_init_residual: bool
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: Layer | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        *,
-        zero_init_residual: bool = False,
-    ) -> None:
+    __init__ = _Block.__init__  # torchvision's arguments (not the dataclass's fields)
+
+    def _branch_layers(
+        self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, dilation: int
+    ) -> dict[str, Layer]:
         if groups != 1 or base_width != 64:
             raise ValueError(
                 f"BasicBlock: only groups=1 and base_width=64 are supported (as torchvision), "
@@ -237,26 +269,12 @@ class BasicBlock(_Block):
             raise ValueError(
                 f"BasicBlock: only dilation=1 is supported (as torchvision), got {dilation}"
             )
-        check_bool("BasicBlock", "zero_init_residual", zero_init_residual)
-        self._set_fields(
-            conv1=conv3x3(inplanes, planes, stride),
-            bn1=_relu_bn(planes),
-            conv2=conv3x3(planes, planes),
-            bn2=BatchNorm2d(planes),
-            downsample=downsample,
-            zero_init_residual=zero_init_residual,
-        )
-
-    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        new_st = dict(st)
-        out, new_st["conv1"] = self.conv1(x, ps["conv1"], st["conv1"])
-        out, new_st["bn1"] = self.bn1(out, ps["bn1"], st["bn1"])
-        out, new_st["conv2"] = self.conv2(out, ps["conv2"], st["conv2"])
-        out, new_st["bn2"] = self.bn2(out, ps["bn2"], st["bn2"])
-        return self._residual(x, out, ps, st, new_st), new_st
-
-    def extra_repr(self) -> str:
-        return _block_repr(self, self.conv1)
+        return {
+            "conv1": conv3x3(inplanes, planes, stride),
+            "bn1": _relu_bn(planes),
+            "conv2": conv3x3(planes, planes),
+            "bn2": BatchNorm2d(planes),
+        }
 
 
 class Bottleneck(_Block):
@@ -295,7 +313,7 @@ class Bottleneck(_Block):
     """
 
     expansion = 4
-    last_bn = "bn3"
+    branch = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 
     conv1: Conv2d
     bn1: BatchNorm2d
@@ -306,56 +324,22 @@ class Bottleneck(_Block):
     downsample: Layer | None
     zero_init_residual: bool
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: Layer | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        *,
-        zero_init_residual: bool = False,
-    ) -> None:
+    __init__ = _Block.__init__  # torchvision's arguments (not the dataclass's fields)
+
+    def _branch_layers(
+        self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, dilation: int
+    ) -> dict[str, Layer]:
         check_int("Bottleneck", "base_width", base_width, minimum=1)
         check_int("Bottleneck", "groups", groups, minimum=1)
-        check_bool("Bottleneck", "zero_init_residual", zero_init_residual)
         width = int(planes * (base_width / 64.0)) * groups
-        self._set_fields(
-            conv1=conv1x1(inplanes, width),
-            bn1=_relu_bn(width),
-            conv2=conv3x3(width, width, stride, groups, dilation),
-            bn2=_relu_bn(width),
-            conv3=conv1x1(width, planes * self.expansion),
-            bn3=BatchNorm2d(planes * self.expansion),
-            downsample=downsample,
-            zero_init_residual=zero_init_residual,
-        )
-
-    def __call__(self, x: torch.Tensor, ps: Params, st: State) -> tuple[torch.Tensor, State]:
-        new_st = dict(st)
-        out, new_st["conv1"] = self.conv1(x, ps["conv1"], st["conv1"])
-        out, new_st["bn1"] = self.bn1(out, ps["bn1"], st["bn1"])
-        out, new_st["conv2"] = self.conv2(out, ps["conv2"], st["conv2"])
-        out, new_st["bn2"] = self.bn2(out, ps["bn2"], st["bn2"])
-        out, new_st["conv3"] = self.conv3(out, ps["conv3"], st["conv3"])
-        out, new_st["bn3"] = self.bn3(out, ps["bn3"], st["bn3"])
-        return self._residual(x, out, ps, st, new_st), new_st
-
-    def extra_repr(self) -> str:
-        return _block_repr(self, self.conv2)
-
-
-def _block_repr(block: _Block, strided: Conv2d) -> str:
-    first = block.conv1
-    last = getattr(block, block.last_bn)
-    parts = [f"{first.in_channels} => {last.num_features}"]
-    if strided.stride != (1, 1):
-        parts.append(f"stride={strided.stride[0]}")  # type: ignore[index]
-    if block.zero_init_residual:
-        parts.append("zero_init_residual=True")
-    return ", ".join(parts)
+        return {
+            "conv1": conv1x1(inplanes, width),
+            "bn1": _relu_bn(width),
+            "conv2": conv3x3(width, width, stride, groups, dilation),
+            "bn2": _relu_bn(width),
+            "conv3": conv1x1(width, planes * self.expansion),
+            "bn3": BatchNorm2d(planes * self.expansion),
+        }
 
 
 Block = type[BasicBlock] | type[Bottleneck]
