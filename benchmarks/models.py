@@ -16,6 +16,8 @@ Rows (medians of interleaved rounds after a warm-up, all in one run):
 
     eager: ``lux.train_step`` (``check_finite=True``, the default) vs
     ``zero_grad(); loss.backward(); torch.optim.SGD.step()`` (foreach);
+    Adam step: the same with ``lux.optim.adam(1e-3)`` and ``donate=True`` (torch's fused
+    Adam kernel in place on the train state's buffers) vs ``torch.optim.Adam`` (foreach);
     compiled: ``lux.train_step(..., compile=True)`` (forward, backward and the update as one
     Inductor graph) vs ``torch.compile(module)`` and ``torch.compile(optimizer.step)``
     (PyTorch's recipe; ``backward`` between them).
@@ -53,9 +55,14 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return x, lux.random.randint(key_y, (BATCH,), 0, CLASSES)
 
 
-def _torch_step(module: torch.nn.Module, compiled: bool) -> Callable[[], Any]:
+def _torch_step(module: torch.nn.Module, compiled: bool, adam: bool) -> Callable[[], Any]:
     x, y = _data()
-    opt = torch.optim.SGD(module.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    params = module.parameters()
+    opt: torch.optim.Optimizer = (
+        torch.optim.Adam(params, lr=1e-3)
+        if adam
+        else torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    )
     forward: Callable[..., Any] = torch.compile(module) if compiled else module
     opt_step: Callable[[], Any] = torch.compile(opt.step) if compiled else opt.step
 
@@ -67,14 +74,18 @@ def _torch_step(module: torch.nn.Module, compiled: bool) -> Callable[[], Any]:
     return step
 
 
-def _lux_step(model: lux.Layer, ps: Any, st: Any, compiled: bool) -> Callable[[], Any]:
+def _lux_step(model: lux.Layer, ps: Any, st: Any, compiled: bool, adam: bool) -> Callable[[], Any]:
     data = _data()
-    optimizer = lux.optim.sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    optimizer = (
+        lux.optim.adam(1e-3)
+        if adam
+        else lux.optim.sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    )
     holder = [lux.TrainState(model, ps, st, optimizer)]
     loss_fn = lux.losses.CrossEntropyLoss()
 
     def step() -> None:
-        holder[0], _, _ = lux.train_step(loss_fn, data, holder[0], compile=compiled)
+        holder[0], _, _ = lux.train_step(loss_fn, data, holder[0], compile=compiled, donate=adam)
 
     return step
 
@@ -103,8 +114,8 @@ def _grad_cases(
 
 
 def resnet_cases(compiled: bool, what: str) -> dict[str, Callable[[], Any]]:
-    """ResNet-18 cases (``what``: ``"grad"`` or ``"step"``), eager (and compiled), each on
-    its own copy of the same initial weights."""
+    """ResNet-18 cases (``what``: ``"grad"``, ``"sgd"`` or ``"adam"``), eager (and
+    compiled), each on its own copy of the same initial weights."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         reference = tv.resnet18(num_classes=CLASSES)
@@ -125,9 +136,10 @@ def resnet_cases(compiled: bool, what: str) -> dict[str, Callable[[], Any]]:
         if what == "grad":
             pair = _grad_cases(model, *lux_weights(), torch_module(), mode)
         else:
+            adam = what == "adam"
             pair = {
-                "torch": _torch_step(torch_module(), mode),
-                "lux": _lux_step(model, *lux_weights(), mode),
+                "torch": _torch_step(torch_module(), mode, adam),
+                "lux": _lux_step(model, *lux_weights(), mode, adam),
             }
         cases.update({name + suffix: fn for name, fn in pair.items()})
     return cases
@@ -144,7 +156,8 @@ def main() -> None:
     args = parse_args(__doc__, rounds=5, compiled=1, lm=1)
     compiled = bool(args.compiled)
     rows = []
-    for what, label in (("grad", "forward+backward"), ("step", "SGD training step")):
+    steps = (("grad", "forward+backward"), ("sgd", "SGD step"), ("adam", "Adam step"))
+    for what, label in steps:
         t = interleaved(resnet_cases(compiled, what), rounds=args.rounds, number=1, warmup=2)
         rows.append(ratio_row(f"ResNet-18 {label}, eager", t, "torch", "lux"))
         if compiled:
