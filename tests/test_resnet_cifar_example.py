@@ -12,6 +12,7 @@ from helpers import load_example as _load
 import lux_torch as lux
 
 
+@pytest.mark.slow  # 32 training steps of ResNet-20 on 32x32 images, and evaluation
 def test_resnet_cifar_like_learns(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
