@@ -1,8 +1,8 @@
 """ResNet-20 (He et al. 2016, the CIFAR-10 network) on a CIFAR-shaped task made from digits.
 
 Run:  python examples/resnet_cifar_like.py [--epochs 6] [--out resnet_cifar_like.png]
-      (6 epochs of 44 steps of 32 images; a short run of 2 epochs over 512 images,
-      32 steps, reaches 27% test accuracy, chance being 10%)
+      (6 epochs, 264 steps of 32 images: 99.2% test accuracy, 94% after the third
+      epoch; 520 s on 2 CPU threads of a busy shared machine, about 2 s per step)
 
 The task: scikit-learn's 8x8 handwritten digits (bundled, no download) upsampled to 32x32
 and colour-jittered, so every sample is a ``3x32x32`` image like CIFAR-10's: each digit
