@@ -122,7 +122,7 @@ class TorchLM(nn.Module):
         return tokens
 
 
-def _setup() -> tuple[TransformerLM, Any, Any, TorchLM]:
+def setup_models() -> tuple[TransformerLM, Any, Any, TorchLM]:
     torch.manual_seed(0)
     module = TorchLM()
     model = TransformerLM(V, E, DEPTH, H, KV, FF, max_len=MAXLEN)
@@ -153,7 +153,7 @@ def _generation_cases(
     }
 
 
-def _training_cases(
+def training_cases(
     model: TransformerLM, ps: Any, st: Any, module: TorchLM, compiled: bool
 ) -> dict[str, Callable[[], Any]]:
     tokens = lux.random.randint(lux.random.key(2), (BATCH, 129), 0, V)
@@ -182,7 +182,7 @@ def _training_cases(
 
 def main() -> None:
     args = parse_args(__doc__, rounds=5, compiled=0)
-    model, ps, st, module = _setup()
+    model, ps, st, module = setup_models()
     gen = interleaved(
         _generation_cases(model, ps, st, module), rounds=args.rounds, number=1, warmup=1
     )
@@ -198,7 +198,7 @@ def main() -> None:
         f"lux uncached / lux cached: {gen['lux uncached'] / gen['lux cached']:.2f}\n"
     )
     train = interleaved(
-        _training_cases(model, ps, st, module, bool(args.compiled)),
+        training_cases(model, ps, st, module, bool(args.compiled)),
         rounds=args.rounds,
         number=3,
         warmup=3,

@@ -9,11 +9,28 @@
 - :class:`ConvMixer` (the paper's ``nn.Sequential`` layout) and ``convmixer_cifar10``/
   ``convmixer_1536_20``/``convmixer_768_32``.
 - :class:`UNet`: a diffusion UNet in diffusers' ``UNet2DModel`` layout; ``unet_ddpm_cifar10``.
+- :class:`ResNet` (:func:`resnet18` ... :func:`resnet152`, torchvision's names and shapes,
+  so torchvision's weights load with ``lux.load_state_dict``) and the CIFAR
+  :func:`resnet20`.
+- :class:`MLP`: a multi-layer perceptron in torchvision's ``ops.MLP`` layout.
 """
 
 from __future__ import annotations
 
 from .convmixer import ConvMixer, convmixer_768_32, convmixer_1536_20, convmixer_cifar10
+from .mlp import MLP
+from .resnet import (
+    BasicBlock,
+    Bottleneck,
+    PaddedShortcut,
+    ResNet,
+    resnet18,
+    resnet20,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+)
 from .transformer_lm import Generation, TransformerLM, generate
 from .unet import UNet, unet_ddpm_cifar10
 from .vgg import (
@@ -44,10 +61,15 @@ from .vit import (
 )
 
 __all__ = [
+    "MLP",
     "VGG",
     "VGG_CONFIGS",
+    "BasicBlock",
+    "Bottleneck",
     "ConvMixer",
     "Generation",
+    "PaddedShortcut",
+    "ResNet",
     "TransformerLM",
     "UNet",
     "ViT",
@@ -59,6 +81,12 @@ __all__ = [
     "convmixer_1536_20",
     "convmixer_cifar10",
     "generate",
+    "resnet18",
+    "resnet20",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
     "unet_ddpm_cifar10",
     "vgg11",
     "vgg11_bn",
