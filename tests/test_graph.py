@@ -110,7 +110,7 @@ def test_a_graph_compiled_before_is_loaded_from_inductors_caches() -> None:
         return torch.tanh(x) * 3 + 1
 
     x = torch.randn(4, 3)
-    Traced(fn, name="first")(x)
+    first = Traced(fn, name="first")(x)
     hits = (
         counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
     )
@@ -119,6 +119,7 @@ def test_a_graph_compiled_before_is_loaded_from_inductors_caches() -> None:
         counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
     )
     assert after > hits  # loaded, not compiled again ("No shape env" bypassed both caches)
+    assert torch.equal(second, first)  # the same code
     torch.testing.assert_close(second, fn(x))
 
 
