@@ -18,7 +18,9 @@ MLP 784-512-512-10):
 * torch.compile: ``torch.compile`` of the ``nn.Module`` and of ``torch.optim.Adam.step``
   (PyTorch's recipe, ``backward`` in between).
 
-The ratios are lux / torch.compile, medians over ``--rounds`` cold/warm pairs. Both pay
+The ratios are lux / torch.compile, medians over ``--rounds`` cold/warm pairs; which
+candidate runs first alternates between cases and rounds (use ``--rounds 3`` or more for
+figures to quote: single runs vary by seconds). Both pay
 Inductor's per-process start (importing ``torch._inductor``, probing the CPU's vector
 instruction sets in subprocesses) on the warm path too.
 
@@ -73,9 +75,12 @@ def main() -> None:
 
     args = parse_args(__doc__, rounds=1)
     times: dict[tuple[str, str, str], list[float]] = {}
-    for _ in range(args.rounds):
-        for case in CASES:
-            for candidate in CANDIDATES:
+    for r in range(args.rounds):
+        for i, case in enumerate(CASES):
+            # alternate which candidate goes first (the first process after a pause
+            # pays for cold OS caches: libraries, the compiler)
+            order = CANDIDATES if (r + i) % 2 == 0 else CANDIDATES[::-1]
+            for candidate in order:
                 with tempfile.TemporaryDirectory(prefix="compile_latency_") as cache:
                     for kind in ("cold", "warm"):
                         t = _run(case, candidate, args.threads, cache)
