@@ -5,9 +5,14 @@
 into one graph of aten operations — ``torch.func`` transforms, optree flattening and any
 other Python run once, at trace time — and compiles that graph with Inductor
 (``torch._inductor.compile``). Later calls with the same signature flatten the arguments
-and run the compiled code directly: no Dynamo frame evaluation, no guard tree, no
-AOTAutograd runtime wrappers, which is most of the cost of a small ``torch.compile`` d
-step on CPU.
+and run the compiled code directly: no Dynamo frame evaluation, no guard tree, which is
+most of the cost of a small ``torch.compile`` d step on CPU. A call with the signature
+of the previous call is recognised by one C++ check over all its tensors (Dynamo's
+``TensorGuards``), without building the signature in Python.
+
+Inductor compiles with its FX graph cache and AOTAutograd's cache (see :func:`_compile`):
+a graph compiled before, in this process or another one sharing
+``TORCHINDUCTOR_CACHE_DIR``, is loaded instead of generated and compiled again.
 
 The signature is the tree structure, each tensor's shape, strides, dtype, device and
 ``requires_grad``, the value of every non-tensor leaf, and the values of the Python
@@ -118,16 +123,48 @@ def _static(value: Any, where: str) -> Hashable:
 
 
 class _Entry:
-    """One compiled graph: where the tensors go in, and how outputs are rebuilt."""
+    """One compiled graph: its signature (for the repeat-call check), where the tensors go
+    in, and how outputs are rebuilt."""
 
-    __slots__ = ("call", "detach", "out_spec", "out_static", "out_tensor_at")
+    __slots__ = (
+        "call",
+        "detach",
+        "guard",
+        "in_static",
+        "in_tensor_at",
+        "out_spec",
+        "out_static",
+        "out_tensor_at",
+        "spec",
+        "tensor_check",
+    )
 
     def __init__(self) -> None:
         self.call: Callable[..., Any] = lambda *a: None
         self.detach = False
+        self.spec: Any = None
+        self.guard: tuple[Any, ...] = ()
+        self.in_tensor_at: list[int] | None = None  # None: all input leaves are tensors
+        self.in_static: list[tuple[int, Hashable]] = []
+        self.tensor_check: Callable[..., bool] = lambda *a: False
         self.out_spec: Any = None
         self.out_static: list[Any] = []
         self.out_tensor_at: list[int] | None = None  # None: all output leaves are tensors
+
+    def tensors_if_same(self, spec: Any, leaves: list[Any], guard: tuple[Any, ...]) -> Any:
+        """The tensor leaves when ``(spec, leaves, guard)`` has exactly this entry's
+        signature, else ``None``. One C++ check covers every tensor's shape, strides,
+        dtype, device, ``requires_grad`` and dispatch keys (stricter than the signature:
+        where it says no, the caller looks the signature up as on a first call)."""
+        if spec != self.spec or guard != self.guard:
+            return None
+        if self.in_tensor_at is None:
+            tensors = leaves
+        else:
+            if any((type(leaves[i]), leaves[i]) != value for i, value in self.in_static):
+                return None
+            tensors = [leaves[i] for i in self.in_tensor_at]
+        return tensors if self.tensor_check(*tensors) else None
 
     def run(self, tensors: list[torch.Tensor]) -> Any:
         if self.detach:
@@ -171,12 +208,19 @@ class Traced:
         self._warned = False
         self._make_fallback = fallback
         self.fallback: Callable[..., Any] | None = None
+        self._last: _Entry | None = None  # the entry of the previous call
 
     def __call__(self, *args: Any) -> Any:
         if self.fallback is not None:
             return self.fallback(*args)
         leaves: list[Any]
         leaves, spec = optree.tree_flatten(args, namespace=NAMESPACE)  # type: ignore[arg-type]  # PyTree[T] of a tuple
+        guard = self.guard()
+        last = self._last
+        if last is not None:  # the usual case: the signature of the previous call
+            same = last.tensors_if_same(spec, leaves, guard)
+            if same is not None:
+                return last.run(same)
         tensors = [v for v in leaves if isinstance(v, Tensor)]
         sig: list[Hashable] = [
             (v.shape, v.stride(), v.dtype, v.device, v.requires_grad) for v in tensors
@@ -187,14 +231,16 @@ class Traced:
                 for i, v in enumerate(leaves)
                 if not isinstance(v, Tensor)
             ]
-        key = (spec, tuple(sig), self.guard())
+        key = (spec, tuple(sig), guard)
         entry = self.entries.get(key)
         if entry is None:
             built = self._try_build(spec, leaves, tensors)
             if isinstance(built, Exception):
                 return self._fall_back(built, args)
             entry = built
+            entry.guard = guard
             self._remember(key, entry)
+        self._last = entry
         return entry.run(tensors)
 
     def _try_build(self, spec: Any, leaves: list[Any], tensors: list[Tensor]) -> _Entry | Exception:
@@ -237,7 +283,9 @@ class Traced:
                     RuntimeWarning,
                     stacklevel=4,
                 )
-            del self.entries[next(iter(self.entries))]
+            dropped = self.entries.pop(next(iter(self.entries)))
+            if dropped is self._last:
+                self._last = None
         self.entries[key] = entry
 
     def _build(self, spec: Any, leaves: list[Any], tensors: list[torch.Tensor]) -> _Entry:
@@ -260,11 +308,51 @@ class Traced:
                 entry.out_tensor_at = None
             return tensors
 
+        entry.spec = spec
+        if len(at) < len(leaves):
+            entry.in_tensor_at = at
+            entry.in_static = [
+                (i, _static(v, self.name))
+                for i, v in enumerate(leaves)
+                if not isinstance(v, torch.Tensor)
+            ]
+        entry.tensor_check = _tensor_check(tensors)
         entry.detach = any(t.requires_grad for t in tensors)
         inputs = [t.detach() for t in tensors] if entry.detach else tensors
         graph = _trace(flat, inputs)
-        entry.call = torch._inductor.compile(graph, list(inputs), options=_inductor_options())
+        entry.call = _compile(graph, inputs)
         return entry
+
+
+def _tensor_check(tensors: list[Tensor]) -> Callable[..., bool]:
+    """A C++ check that tensors have exactly the shapes, strides, dtypes, devices,
+    ``requires_grad`` and dispatch keys of ``tensors`` (Dynamo's tensor guard)."""
+    from torch._C._dynamo.guards import TensorGuards
+
+    sizes: list[Any] = [list(t.shape) for t in tensors]  # per tensor (the stub says per dim)
+    strides: list[Any] = [list(t.stride()) for t in tensors]
+    checker = TensorGuards(*tensors, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides)
+    return checker.check
+
+
+def _compile(graph: torch.fx.GraphModule, inputs: list[Tensor]) -> Callable[..., Any]:
+    """Inductor's compiled ``graph``, for inputs shaped like ``inputs``.
+
+    Inductor sees fake copies of the inputs with static shapes from a fake-tensor mode
+    that has a shape environment: without one, Inductor's FX graph cache and
+    AOTAutograd's cache are bypassed ("No shape env") and every process compiles the
+    graph again; with one, a graph compiled before (by any process using the same
+    ``TORCHINDUCTOR_CACHE_DIR``) is loaded from disk. The generated code is the same.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+    fakes: list[Any] = [mode.from_tensor(t, static_shapes=True) for t in inputs]
+    compiled: Callable[..., Any] = torch._inductor.compile(
+        graph, fakes, options=_inductor_options()
+    )
+    return compiled
 
 
 def _trace(flat: Callable[..., Any], inputs: list[Tensor]) -> torch.fx.GraphModule:

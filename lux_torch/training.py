@@ -32,7 +32,9 @@ model: at the first call with a new input signature the whole step — forward,
 ``make_fx`` on fake tensors into one graph and compiled by Inductor. Later calls flatten
 the trees and run the compiled code directly, without Dynamo's guards and wrappers (the
 tiny MLP step of ``benchmarks/train_step.py`` runs in 0.31x the time of eager PyTorch
-instead of 0.45x with ``torch.compile``). The signature is the tree structures, every
+instead of 0.45x with ``torch.compile``). Inductor keeps the compiled code in its
+on-disk caches (``TORCHINDUCTOR_CACHE_DIR``): a later process that traces the same step
+loads it instead of compiling it again. The signature is the tree structures, every
 tensor's shape, strides, dtype, device and ``requires_grad``, the values of non-tensor
 leaves of ``data``, and the Python scalars (int, float, bool, str) that a plain-function
 ``loss_fn`` reads from its closure or module globals; a change in any of them traces
@@ -551,6 +553,17 @@ def _stepped(ts: TrainState, params: Tree, **changes: Any) -> TrainState:
     return ts.replace(params=params, step=ts.step + 1, **changes)
 
 
+def _next_state(ts: TrainState, params: Tree, states: Tree, opt_state: Any) -> TrainState:
+    """:func:`_stepped` with new ``params``, ``states`` and ``opt_state``, built directly
+    (the compiled step's every call: a few microseconds less than ``replace``)."""
+    if ts.ema is not None:
+        return _stepped(ts, params, states=states, opt_state=opt_state)
+    new = object.__new__(TrainState)
+    fields = (ts.model, params, states, ts.optimizer, opt_state, ts.step + 1)
+    new._set(*fields, ts.ema, ts.ema_state, ts.ema_params, ts._cache)
+    return new
+
+
 def _all_finite(loss: torch.Tensor, grads: Tree) -> torch.Tensor | bool:
     """The loss and every gradient element are finite: a 0-dim bool tensor while tracing
     (fused into the graph's reductions), a Python bool when eager (read on the host)."""
@@ -813,7 +826,7 @@ def _pure_step(
         )
         if check_finite and not bool(finite):
             _raise_not_finite(loss_fn, ts, loss)
-        new = _stepped(ts, new_ps, states=new_st, opt_state=opt_state)
+        new = _next_state(ts, new_ps, new_st, opt_state)
         return new, loss, stats
 
     return pure_step

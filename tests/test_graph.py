@@ -59,6 +59,70 @@ def test_a_new_signature_traces_again(change: str) -> None:
     assert not out["y"].requires_grad  # traced functions are not differentiated through
 
 
+def test_alternating_signatures_reuse_their_graphs() -> None:
+    fn = Traced(_affine, name="affine")
+    tree = _tree()
+    for n in (5, 7, 5, 7, 5):  # each call's signature differs from the previous one's
+        x = torch.randn(n, 3)
+        out = fn(tree, x)
+        torch.testing.assert_close(out["y"], _affine(tree, x)["y"])
+        assert out["y"].shape == (n, 2)
+    assert len(fn.entries) == 2
+
+
+def test_a_leaf_that_turns_from_a_number_into_a_tensor_traces_again() -> None:
+    fn = Traced(lambda x, k: x * k, name="scale")
+    x = torch.ones(2)
+    assert fn(x, 2.0).tolist() == [2.0, 2.0]
+    assert fn(x, torch.tensor(3.0)).tolist() == [3.0, 3.0]  # same tree, a tensor leaf now
+    assert fn(x, torch.tensor(4.0)).tolist() == [4.0, 4.0]  # a tensor input, not a constant
+    assert fn(x, 2.0).tolist() == [2.0, 2.0]
+    assert len(fn.entries) == 2
+
+
+def test_another_tree_structure_with_the_same_tensors_traces_again() -> None:
+    fn = Traced(lambda d: {k: v + 1 for k, v in d.items()}, name="inc")
+    a, b = torch.zeros(2), torch.ones(2)
+    assert sorted(fn({"a": a, "b": b})) == ["a", "b"]
+    out = fn({"a": a, "c": b})
+    assert sorted(out) == ["a", "c"]
+    assert out["c"].tolist() == [2.0, 2.0]
+    assert len(fn.entries) == 2
+
+
+def test_tensors_of_another_kind_with_the_same_signature_use_the_same_graph() -> None:
+    fn = Traced(_affine, name="affine")
+    tree, x = _tree(), torch.randn(5, 3)
+    fn(tree, x)
+    with torch.inference_mode():  # other dispatch keys: the quick check says no
+        x_inference = torch.randn(5, 3)
+    torch.testing.assert_close(fn(tree, x_inference)["y"], _affine(tree, x_inference)["y"])
+    x2 = torch.randn(5, 3)
+    torch.testing.assert_close(fn(tree, x2)["y"], _affine(tree, x2)["y"])
+    assert len(fn.entries) == 1
+
+
+@pytest.mark.slow
+def test_a_graph_compiled_before_is_loaded_from_inductors_caches() -> None:
+    from torch._dynamo.utils import counters
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) * 3 + 1
+
+    x = torch.randn(4, 3)
+    first = Traced(fn, name="first")(x)
+    hits = (
+        counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
+    )
+    second = Traced(fn, name="second")(x)  # a new trace of the same graph
+    after = (
+        counters["aot_autograd"]["autograd_cache_hit"] + counters["inductor"]["fxgraph_cache_hit"]
+    )
+    assert after > hits  # loaded, not compiled again ("No shape env" bypassed both caches)
+    assert torch.equal(second, first)  # the same code
+    torch.testing.assert_close(second, fn(x))
+
+
 def test_non_tensor_leaves_are_static_and_unhashable_ones_rejected() -> None:
     fn = Traced(lambda x, k: x * k, name="scale")
     x = torch.ones(2)
