@@ -134,6 +134,7 @@ from .recurrent import (
 from .remat import Checkpoint
 from .reparam import SpectralNorm, WeightNorm
 from .rnn import GRU, LSTM, RNN
+from .stacked import StackedChain
 from .transformer import (
     Transformer,
     TransformerDecoder,
@@ -262,6 +263,7 @@ __all__ = [
     "Softshrink",
     "Softsign",
     "SpectralNorm",
+    "StackedChain",
     "StatefulRecurrentCell",
     "SwiGLU",
     "Tanh",

@@ -20,6 +20,7 @@ from .. import random as lrandom
 from .. import tree as ltree
 from ..core import Layer, Params, State, check_structure, describe_config, describe_value
 from ._common import check_int
+from ._scan import repeated_calls, scan_active
 from .basic import WrappedFunction
 
 __all__ = [
@@ -500,7 +501,10 @@ class RepeatedLayer(Layer):
         for _ in range(repeats):
             y, st = layer((y, x) if input_injection else y, ps, st)
 
-    The loop is unrolled (``repeats`` is static), so it compiles to one graph.
+    Eager, the loop runs in Python; under ``torch.compile`` it is one ``scan`` (torch's
+    higher-order operator), so the layer is traced and compiled once whatever ``repeats``
+    is (unrolled inside ``torch.func`` transforms; see :mod:`lux_torch.layers._scan`). The
+    layer's output must then have the structure, shapes, dtypes and strides of ``x``.
 
     Arguments:
         layer: the layer (or plain callable) to repeat.
@@ -538,6 +542,17 @@ class RepeatedLayer(Layer):
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         _check_children(self, ps, st, 1)
+        if scan_active(x, ps, st):  # one traced block under torch.compile
+            y, state = repeated_calls(
+                self,
+                self.layer,
+                x,
+                ps["layer"],
+                st["layer"],
+                self.repeats,
+                injected=self.input_injection,
+            )
+            return y, {"layer": state}
         params, state, y = ps["layer"], st["layer"], x
         for _ in range(self.repeats):
             y, state = self.layer((y, x) if self.input_injection else y, params, state)
