@@ -277,8 +277,17 @@ def test_transformer_lm_scan_layers_compiles_with_inductor() -> None:
     unrolled, scanned, ps, st, ps_s, st_s = _lms()
     tokens = torch.randint(0, 11, (2, 7))
     compiled = torch.compile(lambda t, ps, st: scanned(t, ps, st)[0], fullgraph=True)
-    got = compiled(tokens, ps_s, st_s)
+    ps_req = lux.tree.map(lambda t: t.detach().requires_grad_(), ps_s)
+    got = compiled(tokens, ps_req, st_s)
     torch.testing.assert_close(got, unrolled(tokens, ps, st)[0], rtol=1e-12, atol=1e-12)
+    got.square().mean().backward()  # the backward of the scan, compiled by Inductor too
+    want = torch.func.grad(lambda ps: unrolled(tokens, ps, st)[0].square().mean())(ps)
+    for i in range(3):
+        block = lux.tree.map(lambda t, i=i: t.grad[i], ps_req["blocks"]["layer"])
+        for a, b in zip(
+            lux.tree.leaves(block), lux.tree.leaves(want[f"blocks_{i + 1}"]), strict=True
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     # cached decoding step, compiled: the stacked caches go through the scan
     cached = init_cache(scanned, ps_s, st_s, 2)
     step = torch.compile(scanned, fullgraph=True)

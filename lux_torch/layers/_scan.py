@@ -73,13 +73,13 @@ def stacked_calls(
     under Dynamo; the caller runs the eager loop (see :func:`scan_active`)."""
     index = torch.arange(n, device=_device(x))
 
-    def step(h: Any, xs: tuple[Params, State, torch.Tensor]) -> tuple[Any, State]:
+    def step(h: Any, xs: tuple[Params, State, torch.Tensor]) -> tuple[Any, Any]:
         p, s, _ = xs
         y, new_s = layer(h, p, s)
         _check_structure(owner, y, h, new_s, s)
-        return _fresh(y, (h, p, s)), _fresh(new_s, (h, p, s))
+        return _fresh(y, (h, p, s)), (_fresh(new_s, (h, p, s)), _marker(y))
 
-    y, new_st = scan(step, x, (ps, st, index))
+    y, (new_st, _) = scan(step, x, (ps, st, index))
     return y, new_st if ltree.leaves(st) else st
 
 
@@ -90,15 +90,21 @@ def repeated_calls(
     the same ``ps`` every time, as one ``scan`` (under Dynamo, see :func:`scan_active`)."""
     index = torch.arange(n, device=_device(x))
 
-    def step(carry: tuple[Any, State], i: torch.Tensor) -> tuple[tuple[Any, State], Any]:
+    def step(carry: tuple[Any, State], _: torch.Tensor) -> tuple[tuple[Any, State], Any]:
         y, s = carry
         out, new_s = layer((y, x) if injected else y, ps, s)
         _check_structure(owner, out, y, new_s, s)
-        return (_fresh(out, (y, s, x, ps)), _fresh(new_s, (y, s, x, ps))), i.clone()
+        return (_fresh(out, (y, s, x, ps)), _fresh(new_s, (y, s, x, ps))), _marker(out)
 
     start = ltree.map(torch.clone, x) if injected else x  # x is also read in every step
     (y, new_st), _ = scan(step, (start, st), index)
     return y, new_st
+
+
+def _marker(y: Any) -> torch.Tensor:
+    """A per-step output of the scan besides the state: Inductor's lowering of ``scan``
+    needs at least one, and an integer one breaks scan's autograd (torch 2.13)."""
+    return ltree.leaves(y)[0].new_zeros(())
 
 
 def _device(x: Any) -> torch.device:
