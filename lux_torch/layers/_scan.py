@@ -20,7 +20,7 @@ returns unchanged is copied; the copy is exact); the loop runs ``n`` times (an i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -49,11 +49,12 @@ def scan_active(*trees: Any) -> bool:
     return all(isinstance(leaf, torch.Tensor) for leaf in ltree.leaves(trees))
 
 
-def _fresh(tree: Any, inputs: Sequence[Any]) -> Any:
-    """``tree`` with every leaf that is one of ``inputs``' leaves copied (scan's outputs
-    may not alias its inputs)."""
+def _fresh(tree: Any, inputs: Any) -> list[torch.Tensor]:
+    """The leaves of ``tree``, those that are leaves of ``inputs`` copied (a scan's outputs
+    may not alias its inputs; the operator's outputs are tensors, so the structure, static
+    flags included, is rebuilt outside)."""
     seen = ltree.leaves(inputs)
-    return ltree.map(lambda t: t.clone() if any(t is u for u in seen) else t, tree)
+    return [t.clone() if any(t is u for u in seen) else t for t in ltree.leaves(tree)]
 
 
 def _check_structure(owner: Layer, y: Any, carry: Any, new_st: Any, st: Any) -> None:
@@ -71,16 +72,18 @@ def stacked_calls(
     """``x_{i+1}, st_i' = layer(x_i, ps[i], st[i])`` for ``i < n`` over stacked ``ps``/``st``
     (leading dimension ``n``); returns ``x_n`` and the stacked new states. One ``scan``
     under Dynamo; the caller runs the eager loop (see :func:`scan_active`)."""
+    x_spec, st_spec = ltree.structure(x), ltree.structure(st)
     index = torch.arange(n, device=_device(x))
 
-    def step(h: Any, xs: tuple[Params, State, torch.Tensor]) -> tuple[Any, Any]:
+    def step(h: list[torch.Tensor], xs: tuple[Params, State, torch.Tensor]) -> Any:
         p, s, _ = xs
-        y, new_s = layer(h, p, s)
-        _check_structure(owner, y, h, new_s, s)
+        carry = ltree.unflatten(x_spec, h)
+        y, new_s = layer(carry, p, s)
+        _check_structure(owner, y, carry, new_s, s)
         return _fresh(y, (h, p, s)), (_fresh(new_s, (h, p, s)), _marker(y))
 
-    y, (new_st, _) = scan(step, x, (ps, st, index))
-    return y, new_st if ltree.leaves(st) else st
+    y, (new_st, _) = scan(step, ltree.leaves(x), (ps, st, index))
+    return ltree.unflatten(x_spec, y), ltree.unflatten(st_spec, new_st) if new_st else st
 
 
 def repeated_calls(
@@ -88,23 +91,30 @@ def repeated_calls(
 ) -> tuple[Any, State]:
     """``y, st = layer((y, x) if injected else y, ps, st)`` ``n`` times from ``y = x``,
     the same ``ps`` every time, as one ``scan`` (under Dynamo, see :func:`scan_active`)."""
+    x_spec, st_spec = ltree.structure(x), ltree.structure(st)
+    n_x = len(ltree.leaves(x))
     index = torch.arange(n, device=_device(x))
 
-    def step(carry: tuple[Any, State], _: torch.Tensor) -> tuple[tuple[Any, State], Any]:
-        y, s = carry
+    def step(carry: list[torch.Tensor], _: torch.Tensor) -> Any:
+        y = ltree.unflatten(x_spec, carry[:n_x])
+        s = ltree.unflatten(st_spec, carry[n_x:])
         out, new_s = layer((y, x) if injected else y, ps, s)
         _check_structure(owner, out, y, new_s, s)
-        return (_fresh(out, (y, s, x, ps)), _fresh(new_s, (y, s, x, ps))), _marker(out)
+        inputs = (carry, x, ps)
+        return _fresh(out, inputs) + _fresh(new_s, inputs), _marker(out)
 
-    start = ltree.map(torch.clone, x) if injected else x  # x is also read in every step
-    (y, new_st), _ = scan(step, (start, st), index)
-    return y, new_st
+    start = ltree.leaves(x)
+    if injected:  # x is also read in every step: the carry may not alias it
+        start = [t.clone() for t in start]
+    final, _ = scan(step, start + ltree.leaves(st), index)
+    return ltree.unflatten(x_spec, final[:n_x]), ltree.unflatten(st_spec, final[n_x:])
 
 
 def _marker(y: Any) -> torch.Tensor:
     """A per-step output of the scan besides the state: Inductor's lowering of ``scan``
     needs at least one, and an integer one breaks scan's autograd (torch 2.13)."""
-    return ltree.leaves(y)[0].new_zeros(())
+    first: torch.Tensor = ltree.leaves(y)[0]
+    return first.new_zeros(())
 
 
 def _device(x: Any) -> torch.device:

@@ -90,6 +90,12 @@ def collect_layers(
     return out
 
 
+def stacked_init(init: Callable[[torch.Tensor], Any], key: torch.Tensor, n: int) -> Any:
+    """``n`` trees ``init(k)`` for ``k in split(key, n)``, stacked leaf by leaf (the
+    parameters or state of :class:`Ensemble` members and ``StackedChain`` blocks)."""
+    return ltree.stack([init(k) for k in lrandom.split(key, n)])
+
+
 def _check_connection(owner: str, name: str, value: Any, *, layer_ok: bool) -> None:
     if value is None:
         return
@@ -613,12 +619,10 @@ class Ensemble(Layer):
             check_int("Ensemble", "in_dim", self.in_dim, minimum=None)
 
     def init_params(self, key: torch.Tensor) -> Params:
-        keys = lrandom.split(key, self.n)
-        return {"member": ltree.stack([self.member.init_params(k) for k in keys])}
+        return {"member": stacked_init(self.member.init_params, key, self.n)}
 
     def init_state(self, key: torch.Tensor) -> State:
-        keys = lrandom.split(key, self.n)
-        return {"member": ltree.stack([self.member.init_state(k) for k in keys])}
+        return {"member": stacked_init(self.member.init_state, key, self.n)}
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         _check_children(self, ps, st, 1)

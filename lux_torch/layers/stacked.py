@@ -9,12 +9,11 @@ from typing import Any
 
 import torch
 
-from .. import random as lrandom
 from .. import tree as ltree
 from ..core import Layer, Params, State, check_structure
 from ._common import check_int
 from ._scan import scan_active, stacked_calls
-from .containers import as_layer
+from .containers import as_layer, stacked_init
 
 __all__ = ["StackedChain"]
 
@@ -73,12 +72,10 @@ class StackedChain(Layer):
         check_int("StackedChain", "n", self.n, minimum=1)
 
     def init_params(self, key: torch.Tensor) -> Params:
-        keys = lrandom.split(key, self.n)
-        return {"layer": ltree.stack([self.layer.init_params(k) for k in keys])}
+        return {"layer": stacked_init(self.layer.init_params, key, self.n)}
 
     def init_state(self, key: torch.Tensor) -> State:
-        keys = lrandom.split(key, self.n)
-        return {"layer": ltree.stack([self.layer.init_state(k) for k in keys])}
+        return {"layer": stacked_init(self.layer.init_state, key, self.n)}
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         if len(ps) != 1 or len(st) != 1:
