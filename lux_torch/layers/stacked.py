@@ -80,11 +80,13 @@ class StackedChain(Layer):
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         if len(ps) != 1 or len(st) != 1:
             check_structure(self, ps, st)  # raises, naming the missing/unexpected keys
-        p_slices, p_spec = self._slices(ps["layer"], "ps")
-        s_slices, s_spec = self._slices(st["layer"], "st")
+        p_leaves, p_spec = self._stacked_leaves(ps["layer"], "ps")
+        s_leaves, s_spec = self._stacked_leaves(st["layer"], "st")
         if scan_active(x, ps, st):
             y, new_st = stacked_calls(self, self.layer, x, ps["layer"], st["layer"], self.n)
             return y, {"layer": new_st}
+        p_slices = [leaf.unbind(0) for leaf in p_leaves]
+        s_slices = [leaf.unbind(0) for leaf in s_leaves]
         states: list[State] = []
         for i in range(self.n):
             p_i = ltree.unflatten(p_spec, [s[i] for s in p_slices])
@@ -93,8 +95,8 @@ class StackedChain(Layer):
             states.append(new_s)
         return x, {"layer": ltree.stack(states) if s_slices else states[0]}
 
-    def _slices(self, tree: Any, what: str) -> tuple[list[tuple[torch.Tensor, ...]], Any]:
-        """The leaves of a stacked tree, each unbound along its leading dimension."""
+    def _stacked_leaves(self, tree: Any, what: str) -> tuple[list[torch.Tensor], Any]:
+        """``(leaves, spec)`` of a stacked tree, checked: a leading dimension of ``n``."""
         leaves, spec = ltree.flatten(tree)
         for i, leaf in enumerate(leaves):
             if not isinstance(leaf, torch.Tensor) or leaf.dim() == 0 or leaf.shape[0] != self.n:
@@ -103,7 +105,7 @@ class StackedChain(Layer):
                     f"StackedChain(n={self.n}): {what}['layer'].{ltree.paths(tree)[i]} should "
                     f"have a leading dimension of {self.n} (one slice per block), got {got}"
                 )
-        return [leaf.unbind(0) for leaf in leaves], spec
+        return leaves, spec
 
     def extra_repr(self) -> str:
         return f"n={self.n}"
