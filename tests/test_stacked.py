@@ -298,3 +298,21 @@ def test_transformer_lm_scan_layers_compiles_with_inductor() -> None:
     torch.testing.assert_close(
         k[1], want_st["blocks_2"]["attn"]["cache"]["k"], rtol=1e-12, atol=1e-12
     )
+
+
+class _AddsState(lux.Layer):
+    """Returns a state with an entry its initial state lacks (fine in a Chain)."""
+
+    def __call__(self, x: torch.Tensor, ps: Any, st: Any) -> tuple[torch.Tensor, Any]:
+        return x * 2, {**st, "extra": x.sum()}
+
+
+def test_scan_refuses_a_block_whose_state_changes_structure() -> None:
+    model = StackedChain(_AddsState(), 3)
+    ps, st = lux.setup(0, model)
+    x = torch.randn(2, 3)
+    y, new_st = model(x, ps, st)  # eager: the unrolled loop, as a Chain
+    assert torch.equal(y, x * 8) and new_st["layer"]["extra"].shape == (3,)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with pytest.raises(Exception, match="a state shaped like its state"):
+        compiled(x, ps, st)

@@ -93,7 +93,7 @@ class StackedChain(Layer):
             s_i = ltree.unflatten(s_spec, [s[i] for s in s_slices])
             x, new_s = self.layer(x, p_i, s_i)
             states.append(new_s)
-        return x, {"layer": ltree.stack(states) if s_slices else states[0]}
+        return x, {"layer": ltree.stack(states) if ltree.leaves(states[0]) else states[0]}
 
     def _stacked_leaves(self, tree: Any, what: str) -> tuple[list[torch.Tensor], Any]:
         """``(leaves, spec)`` of a stacked tree, checked: a leading dimension of ``n``."""
