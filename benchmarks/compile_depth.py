@@ -120,7 +120,7 @@ def _cold_compile(kind: str, depth: int, mode: str, threads: int) -> dict[str, f
 
 
 def _steady(kind: str, depth: int, rounds: int) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for compiled in (False, True):
         steps = {}
         for mode in ("unrolled", "scanned"):
@@ -148,7 +148,7 @@ def main() -> None:
     sys.argv = [sys.argv[0], *rest]
     args = parse_args(__doc__, rounds=10, steady=1)
     depths = [int(d) for d in known.depths.split(",")]
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for kind in known.models.split(","):
         times = {
             (mode, depth): _cold_compile(kind, depth, mode, args.threads)
@@ -168,7 +168,7 @@ def main() -> None:
         ["model", "blocks", "CPU s", "wall s", f"CPU vs x{depths[0]}", f"wall vs x{depths[0]}"],
     )
     if args.steady:
-        steady = []
+        steady: list[tuple[str, ...]] = []
         for kind in known.models.split(","):
             steady += _steady(kind, depths[-1], args.rounds)
         print()
