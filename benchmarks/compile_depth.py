@@ -24,6 +24,7 @@ largest depth, eager and compiled, scanned vs unrolled, interleaved medians in o
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -122,12 +123,12 @@ def _cold_compile(kind: str, depth: int, mode: str, threads: int) -> dict[str, f
 def _steady(kind: str, depth: int, rounds: int) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for compiled in (False, True):
-        steps = {}
+        steps: dict[str, Callable[[], object]] = {}
         for mode in ("unrolled", "scanned"):
             model, ps, st, x = _model(kind, depth, mode)
             ps = lux.tree.map(lambda t: t.detach().requires_grad_(), ps)
             step = _step(model, st, compiled)
-            steps[mode] = lambda step=step, ps=ps, x=x: step(ps, x)
+            steps[mode] = functools.partial(step, ps, x)
         t = interleaved(steps, rounds=rounds, number=5, warmup=3)
         label = f"{kind} x{depth} step, {'compiled' if compiled else 'eager'}"
         rows.append(ratio_row(label, t, "unrolled", "scanned"))
