@@ -13,9 +13,10 @@ Python loop over the same calls, unrolled.
 
 The operator's rules, met here: the block's inputs and outputs are tensors (a tree with
 any other leaf is run unrolled); its output carry has the input's structure, shape, dtype
-and strides (torch raises otherwise); no output aliases an input (a state entry the block
-returns unchanged is copied; the copy is exact); the loop runs ``n`` times (an index
-``0..n-1`` is always scanned, so a block without parameters or state still runs).
+and strides (torch raises otherwise); no output aliases an input or another output (a state
+entry the block returns unchanged is copied, and so is the carry, see :func:`_copies`;
+copies are exact); the loop runs ``n`` times (an index ``0..n-1`` is always scanned, so a
+block without parameters or state still runs).
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def _fresh(tree: Any, inputs: Any) -> list[torch.Tensor]:
     return [t.clone() if any(t is u for u in seen) else t for t in ltree.leaves(tree)]
 
 
+def _copies(carry: Any) -> list[torch.Tensor]:
+    """The carry's leaves, copied: with Inductor's partitioner the backward may save the
+    block's output itself, and an output of the scan's forward may then alias another
+    ("scan might be aliasing", torch 2.13, e.g. a block ending in ``tanh``). Exact; Inductor
+    writes the copy in the same kernel."""
+    return [t.clone() for t in ltree.leaves(carry)]
+
+
 def _check_structure(owner: Layer, y: Any, carry: Any, new_st: Any, st: Any) -> None:
     if ltree.paths(y) != ltree.paths(carry) or ltree.paths(new_st) != ltree.paths(st):
         raise ValueError(
@@ -80,7 +89,7 @@ def stacked_calls(
         carry = ltree.unflatten(x_spec, h)
         y, new_s = layer(carry, p, s)
         _check_structure(owner, y, carry, new_s, s)
-        return _fresh(y, (h, p, s)), (_fresh(new_s, (h, p, s)), _marker(y))
+        return _copies(y), (_fresh(new_s, (h, p, s)), _marker(y))
 
     y, (new_st, _) = scan(step, ltree.leaves(x), (ps, st, index))
     return ltree.unflatten(x_spec, y), ltree.unflatten(st_spec, new_st) if new_st else st
@@ -101,7 +110,7 @@ def repeated_calls(
         out, new_s = layer((y, x) if injected else y, ps, s)
         _check_structure(owner, out, y, new_s, s)
         inputs = (carry, x, ps)
-        return _fresh(out, inputs) + _fresh(new_s, inputs), _marker(out)
+        return _copies(out) + _fresh(new_s, inputs), _marker(out)
 
     start = ltree.leaves(x)
     if injected:  # x is also read in every step: the carry may not alias it
