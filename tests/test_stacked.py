@@ -316,3 +316,18 @@ def test_scan_refuses_a_block_whose_state_changes_structure() -> None:
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     with pytest.raises(Exception, match="a state shaped like its state"):
         compiled(x, ps, st)
+
+
+@pytest.mark.slow
+def test_inductor_backward_of_a_block_ending_in_tanh() -> None:
+    # the backward saves tanh's output, which is also the carry: the scan copies the carry
+    # (without the copy Inductor fails with "scan might be aliasing the input or the output")
+    model = StackedChain(lux.Linear(8, 8, activation=torch.tanh), 3)
+    ps, st = lux.setup(0, model, dtype=F64)
+    ps = lux.tree.map(lambda t: t.requires_grad_(), ps)
+    x = torch.randn(4, 8, dtype=F64)
+    compiled = torch.compile(lambda ps: model(x, ps, st)[0].square().mean(), fullgraph=True)
+    compiled(ps).backward()
+    want = torch.func.grad(lambda ps: model(x, ps, st)[0].square().mean())(ps)
+    for a, b in zip(lux.tree.leaves(ps), lux.tree.leaves(want), strict=True):
+        torch.testing.assert_close(a.grad, b, rtol=1e-10, atol=1e-12)
