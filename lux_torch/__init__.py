@@ -199,6 +199,7 @@ if TYPE_CHECKING:
         Softshrink,
         Softsign,
         SpectralNorm,
+        StackedChain,
         StatefulRecurrentCell,
         SwiGLU,
         Tanh,
@@ -283,8 +284,8 @@ _LAZY = {
         "RepeatedLayer ReplicationPad1d ReplicationPad2d ReplicationPad3d Reshape Residual RMSNorm "
         "RNNCell RotaryPositionalEmbedding RReLU Scale SelectDim Sigmoid SiLU "
         "SinusoidalPositionalEmbedding SinusoidalTimeEmbedding SkipConnection Softmax Softmax2d "
-        "Softmin Softplus "
-        "Softshrink Softsign SpectralNorm StatefulRecurrentCell SwiGLU Tanh Tanhshrink "
+        "Softmin Softplus Softshrink Softsign SpectralNorm StackedChain StatefulRecurrentCell "
+        "SwiGLU Tanh Tanhshrink "
         "Threshold Transformer TransformerDecoder TransformerDecoderLayer TransformerEncoder "
         "TransformerEncoderLayer Unflatten Unfold Upsample VariationalHiddenDropout WeightNorm "
         "WrappedFunction ZeroPad1d ZeroPad2d ZeroPad3d apply_lora compact drop_cache init_cache "
@@ -436,6 +437,7 @@ __all__ = [
     "Softshrink",
     "Softsign",
     "SpectralNorm",
+    "StackedChain",
     "StateDictError",
     "StatefulLayer",
     "StatefulRecurrentCell",

@@ -135,6 +135,7 @@ from .remat import Checkpoint
 from .reparam import SpectralNorm, WeightNorm
 from .residual import Residual
 from .rnn import GRU, LSTM, RNN
+from .stacked import StackedChain
 from .timestep import SinusoidalTimeEmbedding
 from .transformer import (
     Transformer,
@@ -266,6 +267,7 @@ __all__ = [
     "Softshrink",
     "Softsign",
     "SpectralNorm",
+    "StackedChain",
     "StatefulRecurrentCell",
     "SwiGLU",
     "Tanh",

@@ -20,6 +20,7 @@ from .. import random as lrandom
 from .. import tree as ltree
 from ..core import Layer, Params, State, check_structure, describe_config, describe_value
 from ._common import check_int
+from ._scan import repeated_calls, scan_active
 from .basic import WrappedFunction
 
 __all__ = [
@@ -87,6 +88,12 @@ def collect_layers(
     if len(out) < minimum:
         raise ValueError(f"{owner}: needs at least {minimum} layer(s), got {len(out)}")
     return out
+
+
+def stacked_init(init: Callable[[torch.Tensor], Any], key: torch.Tensor, n: int) -> Any:
+    """``n`` trees ``init(k)`` for ``k in split(key, n)``, stacked leaf by leaf (the
+    parameters or state of :class:`Ensemble` members and ``StackedChain`` blocks)."""
+    return ltree.stack([init(k) for k in lrandom.split(key, n)])
 
 
 def _check_connection(owner: str, name: str, value: Any, *, layer_ok: bool) -> None:
@@ -500,7 +507,10 @@ class RepeatedLayer(Layer):
         for _ in range(repeats):
             y, st = layer((y, x) if input_injection else y, ps, st)
 
-    The loop is unrolled (``repeats`` is static), so it compiles to one graph.
+    Eager, the loop runs in Python; under ``torch.compile`` it is one ``scan`` (torch's
+    higher-order operator), so the layer is traced and compiled once whatever ``repeats``
+    is (unrolled inside ``torch.func`` transforms; see :mod:`lux_torch.layers._scan`). The
+    layer's output must then have the structure, shapes, dtypes and strides of ``x``.
 
     Arguments:
         layer: the layer (or plain callable) to repeat.
@@ -538,6 +548,17 @@ class RepeatedLayer(Layer):
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         _check_children(self, ps, st, 1)
+        if scan_active(x, ps, st):  # one traced block under torch.compile
+            y, state = repeated_calls(
+                self,
+                self.layer,
+                x,
+                ps["layer"],
+                st["layer"],
+                self.repeats,
+                injected=self.input_injection,
+            )
+            return y, {"layer": state}
         params, state, y = ps["layer"], st["layer"], x
         for _ in range(self.repeats):
             y, state = self.layer((y, x) if self.input_injection else y, params, state)
@@ -598,12 +619,10 @@ class Ensemble(Layer):
             check_int("Ensemble", "in_dim", self.in_dim, minimum=None)
 
     def init_params(self, key: torch.Tensor) -> Params:
-        keys = lrandom.split(key, self.n)
-        return {"member": ltree.stack([self.member.init_params(k) for k in keys])}
+        return {"member": stacked_init(self.member.init_params, key, self.n)}
 
     def init_state(self, key: torch.Tensor) -> State:
-        keys = lrandom.split(key, self.n)
-        return {"member": ltree.stack([self.member.init_state(k) for k in keys])}
+        return {"member": stacked_init(self.member.init_state, key, self.n)}
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         _check_children(self, ps, st, 1)

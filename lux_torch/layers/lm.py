@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import tree as ltree
 from .._graph import forward_ad_active
 from ..core import Layer, Params, State
 from ..experimental.frozen import Frozen
@@ -33,6 +34,7 @@ from ._common import check_bool, check_int, describe_value
 from .attention import check_rope_base, rotate
 from .basic import Linear
 from .normalization import RMSNorm
+from .stacked import StackedChain
 
 __all__ = ["DecoderBlock", "GroupedQueryAttention", "SwiGLU", "drop_cache", "init_cache"]
 
@@ -421,12 +423,24 @@ def _walk_caches(model: Layer, ps: Any, st: Any, fn: Any) -> Any:
     if isinstance(model, Frozen):  # frozen parameters are in st, the inner state below
         inner = _walk_caches(model.layer, st["frozen_params"], st["states"], fn)
         return {**st, "states": inner}
+    if isinstance(model, StackedChain):  # block by block, the results stacked again
+        blocks_ps = ps.get("layer", {}) if isinstance(ps, Mapping) else {}
+        blocks = [
+            _walk_caches(model.layer, _block(blocks_ps, i), _block(st["layer"], i), fn)
+            for i in range(model.n)
+        ]
+        return {**st, "layer": ltree.stack(blocks) if ltree.leaves(blocks) else blocks[0]}
     out = dict(st)
     for name, child in model.children().items():
         if name in st:
             child_ps = ps.get(name, {}) if isinstance(ps, Mapping) else {}
             out[name] = _walk_caches(child, child_ps, st[name], fn)
     return out
+
+
+def _block(tree: Any, i: int) -> Any:
+    """Block ``i`` of a stacked tree."""
+    return ltree.map(lambda t: t[i], tree)
 
 
 def init_cache(model: Layer, ps: Params, st: State, batch_size: int) -> State:

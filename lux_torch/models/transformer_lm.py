@@ -23,6 +23,7 @@ from ..layers._common import check_bool, check_int, describe_value
 from ..layers.basic import Embedding, Linear
 from ..layers.lm import DecoderBlock, init_cache
 from ..layers.normalization import RMSNorm
+from ..layers.stacked import StackedChain
 
 __all__ = ["Generation", "TransformerLM", "generate"]
 
@@ -44,6 +45,11 @@ class TransformerLM(Layer):
         rope_base: RoPE's frequency base.
         init_std: standard deviation of the embedding's normal initialisation (0.02, as
             GPT-2/Llama; the projections keep ``torch.nn.Linear``'s initialisation).
+        scan_layers: keep the blocks' parameters stacked in one
+            :class:`~lux_torch.layers.stacked.StackedChain` (``blocks``): ``torch.compile``
+            then traces and compiles one block, not ``depth`` (compile time nearly
+            independent of depth); eager results are bitwise those of the unrolled model with
+            the same per-block parameters.
 
     Input:
         Token ids ``(N, T)`` (int64), ``T <= max_len``; with KV caches in ``st``
@@ -57,13 +63,19 @@ class TransformerLM(Layer):
         - ``blocks_1`` ... ``blocks_{depth}``: :class:`DecoderBlock` parameters
           (``norm1.weight (E,)``, ``attn.{q,k,v,o}_proj.weight``, ``norm2.weight (E,)``,
           ``mlp.{w1,w2,w3}.weight``)
+        - with ``scan_layers=True`` instead ``blocks``: ``{"layer": ...}``, the same entries
+          with a leading ``depth`` dimension (``blocks.layer.norm1.weight (depth, E)``,
+          ``blocks.layer.attn.q_proj.weight (depth, H*D, E)``, ...: the ``state_dict`` names);
+          block ``i`` is ``ps["blocks"]["layer"][...][i - 1]``
         - ``norm``: ``{"weight": (E,)}``
         - ``lm_head``: ``{"weight": (V, E)}`` (untied only)
 
     **States**
         The children's states (``{}`` leaves), plus ``blocks_i.attn.cache`` after
         :func:`~lux_torch.layers.lm.init_cache` (see
-        :class:`~lux_torch.layers.lm.GroupedQueryAttention`).
+        :class:`~lux_torch.layers.lm.GroupedQueryAttention`); with ``scan_layers=True``
+        ``blocks.layer.attn.cache`` holds every block's cache stacked
+        (``k``/``v`` ``(depth, N, H_kv, max_len, D)``, ``pos`` ``(depth,)``).
 
     Example:
         >>> lm = TransformerLM(32, 64, 2, 4, num_kv_heads=2, max_len=128)
@@ -77,7 +89,7 @@ class TransformerLM(Layer):
     max_len: int
     tie_embeddings: bool
     embed: Embedding
-    blocks: tuple[DecoderBlock, ...]
+    blocks: tuple[DecoderBlock, ...] | StackedChain
     norm: RMSNorm
     lm_head: Linear | None
 
@@ -94,6 +106,7 @@ class TransformerLM(Layer):
         norm_eps: float | None = 1e-6,
         rope_base: float = 10000.0,
         init_std: float = 0.02,
+        scan_layers: bool = False,
     ) -> None:
         owner = "TransformerLM"
         check_int(owner, "vocab_size", vocab_size, 1)
@@ -101,6 +114,7 @@ class TransformerLM(Layer):
         check_int(owner, "depth", depth, 1)
         check_int(owner, "max_len", max_len, 1)
         check_bool(owner, "tie_embeddings", tie_embeddings)
+        check_bool(owner, "scan_layers", scan_layers)
         block = DecoderBlock(dim, num_heads, num_kv_heads, hidden_dim, max_len, rope_base, norm_eps)
         self._set_fields(
             vocab_size=vocab_size,
@@ -111,7 +125,7 @@ class TransformerLM(Layer):
             embed=Embedding(
                 vocab_size, dim, weight_init=functools.partial(init.normal, std=init_std)
             ),
-            blocks=(block,) * depth,
+            blocks=StackedChain(block, depth) if scan_layers else (block,) * depth,
             norm=RMSNorm(dim, eps=norm_eps),
             lm_head=None if tie_embeddings else Linear(dim, vocab_size, bias=False),
         )
@@ -122,9 +136,12 @@ class TransformerLM(Layer):
             raise ValueError(f"TransformerLM: {problem}")
         new_st = dict(st)
         h, new_st["embed"] = self.embed(x, ps["embed"], st["embed"])
-        for i, block in enumerate(self.blocks, 1):
-            name = f"blocks_{i}"
-            h, new_st[name] = block(h, ps[name], st[name])
+        if isinstance(self.blocks, StackedChain):
+            h, new_st["blocks"] = self.blocks(h, ps["blocks"], st["blocks"])
+        else:
+            for i, block in enumerate(self.blocks, 1):
+                name = f"blocks_{i}"
+                h, new_st[name] = block(h, ps[name], st[name])
         h, new_st["norm"] = self.norm(h, ps["norm"], st["norm"])
         if self.lm_head is None:
             return F.linear(h, ps["embed"]["weight"]), new_st
@@ -143,6 +160,8 @@ class TransformerLM(Layer):
         parts.append(f"max_len={self.max_len}")
         if self.tie_embeddings:
             parts.append("tie_embeddings=True")
+        if isinstance(self.blocks, StackedChain):
+            parts.append("scan_layers=True")
         return ", ".join(parts)
 
 
