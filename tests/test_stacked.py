@@ -331,3 +331,18 @@ def test_inductor_backward_of_a_block_ending_in_tanh() -> None:
     want = torch.func.grad(lambda ps: model(x, ps, st)[0].square().mean())(ps)
     for a, b in zip(lux.tree.leaves(ps), lux.tree.leaves(want), strict=True):
         torch.testing.assert_close(a.grad, b, rtol=1e-10, atol=1e-12)
+
+
+def test_repeated_layer_scan_false_keeps_the_unrolled_graph() -> None:
+    """``scan=False`` unrolls under compile (fusion across repetitions: faster compiled
+    steps for small layers, compile time growing with ``repeats``)."""
+    layer = lux.Linear(3, 3, activation=torch.tanh)
+    model = lux.RepeatedLayer(layer, repeats=4, scan=False)
+    ps, st = lux.setup(0, model, dtype=F64)
+    x = torch.randn(4, 3, dtype=F64)
+    graphs = _traced(model, x, ps, st)
+    assert graphs.count("scan") == 0
+    assert graphs.count("linear") == 4
+    assert "scan=False" in repr(model) and "scan" not in repr(lux.RepeatedLayer(layer, 4))
+    with pytest.raises(TypeError, match="scan must be a bool"):
+        lux.RepeatedLayer(layer, 4, scan=1)  # type: ignore[arg-type]

@@ -511,11 +511,15 @@ class RepeatedLayer(Layer):
     higher-order operator), so the layer is traced and compiled once whatever ``repeats``
     is (unrolled inside ``torch.func`` transforms; see :mod:`lux_torch.layers._scan`). The
     layer's output must then have the structure, shapes, dtypes and strides of ``x``.
+    ``scan=False`` unrolls the loop under ``torch.compile`` too: compile time then grows
+    with ``repeats``, but Inductor fuses across repetitions, which makes the compiled
+    step of a small layer faster (a 24-block MLP of width 256 ran 1.5x slower scanned).
 
     Arguments:
         layer: the layer (or plain callable) to repeat.
         repeats: how many times (>= 1; default 10 as in Lux).
         input_injection: if ``True`` the layer receives the tuple ``(y, x)`` each time.
+        scan: trace the layer once under ``torch.compile`` (default) or unroll the loop.
 
     Input:
         ``x``: passed to the first application.
@@ -536,19 +540,21 @@ class RepeatedLayer(Layer):
     layer: Layer
     repeats: int = 10
     input_injection: bool = False
+    scan: bool = True
 
     def __post_init__(self) -> None:
         self._set_fields(layer=as_layer("RepeatedLayer", "layer", self.layer))
         check_int("RepeatedLayer", "repeats", self.repeats, minimum=1)
-        if not isinstance(self.input_injection, bool):
-            raise TypeError(
-                "RepeatedLayer: input_injection must be a bool, got "
-                f"{type(self.input_injection).__name__}"
-            )
+        for name in ("input_injection", "scan"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(
+                    f"RepeatedLayer: {name} must be a bool, got "
+                    f"{type(getattr(self, name)).__name__}"
+                )
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         _check_children(self, ps, st, 1)
-        if scan_active(x, ps, st):  # one traced block under torch.compile
+        if self.scan and scan_active(x, ps, st):  # one traced block under torch.compile
             y, state = repeated_calls(
                 self,
                 self.layer,
@@ -566,7 +572,8 @@ class RepeatedLayer(Layer):
 
     def extra_repr(self) -> str:
         text = f"repeats={self.repeats}"
-        return text + ", input_injection=True" if self.input_injection else text
+        text += ", input_injection=True" if self.input_injection else ""
+        return text + ", scan=False" if not self.scan else text
 
 
 class Ensemble(Layer):
