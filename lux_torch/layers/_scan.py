@@ -25,9 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch._higher_order_ops.scan import scan
 
 from .. import tree as ltree
+from .._graph import assume_constant_result
 from ..core import Layer, Params, State
 
 __all__ = ["repeated_calls", "scan_active", "stacked_calls"]
@@ -39,7 +39,7 @@ def _transform_active() -> bool:
 
 
 # read for real while Dynamo traces (Dynamo's own answer for the stack is an opaque object)
-_in_transform: Callable[[], bool] = torch.compiler.assume_constant_result(_transform_active)
+_in_transform: Callable[[], bool] = assume_constant_result(_transform_active)
 
 
 def scan_active(*trees: Any) -> bool:
@@ -91,6 +91,8 @@ def stacked_calls(
         _check_structure(owner, y, carry, new_s, s)
         return _copies(y), (_fresh(new_s, (h, p, s)), _marker(y))
 
+    from torch._higher_order_ops.scan import scan  # imports Dynamo: only when tracing
+
     y, (new_st, _) = scan(step, ltree.leaves(x), (ps, st, index))
     return ltree.unflatten(x_spec, y), ltree.unflatten(st_spec, new_st) if new_st else st
 
@@ -115,6 +117,8 @@ def repeated_calls(
     start = ltree.leaves(x)
     if injected:  # x is also read in every step: the carry may not alias it
         start = [t.clone() for t in start]
+    from torch._higher_order_ops.scan import scan  # imports Dynamo: only when tracing
+
     final, _ = scan(step, start + ltree.leaves(st), index)
     return ltree.unflatten(x_spec, final[:n_x]), ltree.unflatten(st_spec, final[n_x:])
 
