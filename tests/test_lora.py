@@ -145,6 +145,7 @@ def test_generate_through_lora_on_the_key_projection(targets: tuple[str, ...]) -
     lm = _lm()
     ps, st = lux.setup(0, lm, dtype=torch.float64)
     model, l_ps, l_st = apply_lora(lm, ps, st, lux.random.key(2), targets, rank=2)
+    assert isinstance(model, Frozen)
     l_ps = lux.tree.map(lambda p: p + 0.1, l_ps)  # B != 0: the adapters change the outputs
     merged, m_ps, m_st = merge_lora(model, l_ps, l_st)
     prompt = lux.random.randint(lux.random.key(1), (2, 3), 0, 11)
