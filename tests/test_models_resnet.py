@@ -354,12 +354,14 @@ def test_display_shows_the_tree_with_parameter_counts():
     "build", [models.resnet20, functools.partial(models.resnet18, num_classes=10)]
 )
 def test_compiled_fullgraph_matches_eager(build):
+    # float64: Inductor reorders the convolutions' and BatchNorm's reductions, which in
+    # float32 moves a logit near zero of ResNet-18 by 1.6e-5 (relative 3e-4)
     model = build()
-    ps, st = lux.setup(0, model)
-    x = randn(4, 3, 32, 32)
+    ps, st = lux.setup(0, model, dtype=torch.float64)
+    x = randn(4, 3, 32, 32, dtype=torch.float64)
     compiled = torch.compile(model.__call__, fullgraph=True)
     for state in (st, lux.test_mode(st)):
         y, new_st = model(x, ps, state)
         yc, new_stc = compiled(x, ps, state)
-        assert_close(yc, y, rtol=1e-4, atol=1e-5)
-        lux.tree.map(lambda a, b: assert_close(a, b, rtol=1e-4, atol=1e-5), new_stc, new_st)
+        assert_close(yc, y, rtol=1e-10, atol=1e-12)
+        lux.tree.map(lambda a, b: assert_close(a, b, rtol=1e-10, atol=1e-12), new_stc, new_st)
