@@ -8,6 +8,7 @@ floating tensor of ``lux.setup`` is replaced by a random one drawn from an expli
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -71,14 +72,24 @@ def assert_matches_reference(
     rtol: float,
     atol: float,
 ) -> None:
-    """Load the reference's ``state_dict`` into ``model``; outputs (train and eval mode),
-    gradients w.r.t. every parameter and the state after a training step equal the
-    reference's; the new state round-trips into the reference with ``strict=True``.
-
-    ``x``: the input (a tuple is unpacked into the reference's arguments).
-    """
+    """:func:`assert_matches_module` against the reference ``build()`` makes, filled with
+    :func:`random_weights` of ``model``; the state after the training step also equals the
+    reference's exactly."""
     ps0, st0 = random_weights(model, dtype)
     ref = reference_from(build, ps0, st0, dtype)
+    new_state = assert_matches_module(model, ref, x, rtol, atol)
+    assert_close_trees(new_state, ref.state_dict(), rtol=0.0, atol=0.0)
+
+
+def assert_matches_module(model: Layer, ref: nn.Module, x: Any, rtol: float, atol: float) -> None:
+    """Load the reference's ``state_dict`` into ``model``; outputs (train and eval mode),
+    gradients w.r.t. every parameter and the state after a training step equal the
+    reference's; the new state round-trips into a copy of the reference with ``strict=True``.
+    Returns the new state as a flat ``state_dict``.
+
+    ``ref``: the reference module in the dtype of ``x``; ``x``: the input (a tuple is
+    unpacked into the reference's arguments).
+    """
     # copies: the reference's training step updates its buffers in place
     sd = {k: v.clone() for k, v in ref.state_dict().items()}
     ps, st = lux.load_state_dict(model, sd)
@@ -86,7 +97,8 @@ def assert_matches_reference(
     assert set(ours) == set(sd)
     assert all(ours[k].shape == sd[k].shape for k in sd)
     args = x if isinstance(x, tuple) else (x,)
-    w = lrandom.normal(lrandom.key(11), tuple(model(x, ps, st)[0].shape), dtype=dtype)
+    y0 = model(x, ps, st)[0]
+    w = lrandom.normal(lrandom.key(11), tuple(y0.shape), dtype=y0.dtype)
 
     # training mode: output, gradients of sum(y * w), the updated state
     ref.train()
@@ -111,6 +123,9 @@ def assert_matches_reference(
     y, _ = model(x, ps, lux.test_mode(new_st))
     torch.testing.assert_close(y, y_ref, rtol=rtol, atol=atol)
 
-    # round trip: the new state loads back into a fresh reference, strict
-    again = reference_from(build, ps, new_st, dtype)
-    assert_close_trees(again.state_dict(), ref.state_dict(), rtol=0.0, atol=0.0)
+    # round trip: the new state loads back into a copy of the reference, strict and exact
+    new_state = lux.state_dict(ps, new_st)
+    again = copy.deepcopy(ref)
+    again.load_state_dict(new_state, strict=True)
+    assert_close_trees(again.state_dict(), new_state, rtol=0.0, atol=0.0)
+    return new_state
