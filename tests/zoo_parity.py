@@ -81,7 +81,9 @@ def assert_matches_reference(
     assert_close_trees(new_state, ref.state_dict(), rtol=0.0, atol=0.0)
 
 
-def assert_matches_module(model: Layer, ref: nn.Module, x: Any, rtol: float, atol: float) -> None:
+def assert_matches_module(
+    model: Layer, ref: nn.Module, x: Any, rtol: float, atol: float
+) -> dict[str, torch.Tensor]:
     """Load the reference's ``state_dict`` into ``model``; outputs (train and eval mode),
     gradients w.r.t. every parameter and the state after a training step equal the
     reference's; the new state round-trips into a copy of the reference with ``strict=True``.
