@@ -611,9 +611,35 @@ def test_foreach_python_scalars_give_the_per_leaf_results_bitwise(
         for a, b in zip(got, want, strict=True):
             assert a.dtype == b.dtype == dtype
             assert torch.equal(a, b)
+        # a Constant (its tensors made once, for a fixed hyperparameter) gives the same
+        got = fn([t.clone() for t in x], fe.Constant(scalar))
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype == dtype
+            assert torch.equal(a, b)
     mixed = [torch.ones(2), torch.ones(2, dtype=torch.float64)]  # one op per dtype: kept
-    for a, b in zip(fe.add(mixed, 0.1), [t + 0.1 for t in mixed], strict=True):
-        assert a.dtype == b.dtype and torch.equal(a, b)
+    for addend in (0.1, fe.Constant(0.1)):
+        for a, b in zip(fe.add(mixed, addend), [t + 0.1 for t in mixed], strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_foreach_constant_falls_back_to_its_value_where_it_has_no_tensor() -> None:
+    # a Constant's tensors are CPU float32/float64: other dtypes, a traced call and a
+    # Constant built in inference mode (its tensors must still be saved for backward) work
+    from lux_torch.optim import foreach as fe
+
+    x = [torch.linspace(-1, 1, 5, dtype=torch.bfloat16), torch.ones((), dtype=torch.bfloat16)]
+    for a, t in zip(fe.mul(x, fe.Constant(0.3)), x, strict=True):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, t * 0.3)
+    with torch.inference_mode():
+        c = fe.Constant(0.5)
+    assert repr(c) == "Constant(0.5)"
+    w = torch.ones(3, requires_grad=True)
+    (out,) = fe.mul([w * 2], c)  # records the product: the factor is saved for backward
+    (grad,) = torch.autograd.grad((out * w).sum(), w)
+    assert torch.equal(grad, torch.full((3,), 2.0))
+    compiled = torch.compile(lambda v: fe.add(fe.mul(v, c), c), fullgraph=True)
+    (y,) = compiled([torch.arange(3.0)])
+    assert torch.equal(y, torch.arange(3.0) * 0.5 + 0.5)
 
 
 @pytest.mark.parametrize(

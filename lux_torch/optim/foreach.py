@@ -89,7 +89,7 @@ def _in_place(name: str, target: Leaves, *args: Any, **kwargs: Any) -> Leaves:
     return op(name, target, *args, **kwargs)
 
 
-def mul_(target: Leaves, b: Leaves | Scalar) -> Leaves:
+def mul_(target: Leaves, b: Leaves | Scalar | Constant) -> Leaves:
     """:func:`mul` written into the temporary ``target`` where safe (see :func:`_in_place`)."""
     return _in_place("mul", target, _factor(target, b))
 
@@ -99,12 +99,12 @@ def addcmul_(target: Leaves, b: Leaves, c: Leaves, value: float = 1.0) -> Leaves
     return _in_place("addcmul", target, b, c, value=value)
 
 
-def add_(target: Leaves, b: Leaves | Scalar) -> Leaves:
+def add_(target: Leaves, b: Leaves | Scalar | Constant) -> Leaves:
     """:func:`add` written into the temporary ``target`` where safe (see :func:`_in_place`)."""
     return _in_place("add", target, _addend(target, b))
 
 
-def div_(target: Leaves, b: Leaves | Scalar) -> Leaves:
+def div_(target: Leaves, b: Leaves | Scalar | Constant) -> Leaves:
     """:func:`div` written into the temporary ``target`` where safe."""
     return _in_place("div", target, _factor(target, b))
 
@@ -119,17 +119,53 @@ def maximum_(target: Leaves, b: Leaves) -> Leaves:
     return _in_place("maximum", target, b)
 
 
-def add(a: Leaves, b: Leaves | Scalar, alpha: Scalar = 1.0) -> Leaves:
+def add(a: Leaves, b: Leaves | Scalar | Constant, alpha: Scalar = 1.0) -> Leaves:
     """``a + alpha * b`` (``alpha`` may be a 0-dim tensor, e.g. an injected hyperparameter)."""
     if isinstance(alpha, torch.Tensor):
         return op("add", a, op("mul", b, alpha))
-    return op("add", a, b, alpha=alpha) if alpha != 1.0 else op("add", a, _addend(a, b))
+    if alpha != 1.0:
+        return op("add", a, b.value if isinstance(b, Constant) else b, alpha=alpha)
+    return op("add", a, _addend(a, b))
 
 
-def _factor(a: Leaves, x: Leaves | Scalar) -> Leaves | Scalar:
+class Constant:
+    """A hyperparameter fixed when a transformation is built (``b2``, ``-lr``), with its
+    0-dim CPU float32 and float64 tensors made once, for :func:`mul`, :func:`add` and their
+    ``_`` forms (which otherwise make such a tensor on every call, see :func:`_factor`).
+
+    Immutable; the tensors are made only outside any tracing (else ``value`` is used).
+
+    Example:
+        >>> b2 = fe.Constant(0.999)
+        >>> fe.mul([torch.ones(2)], b2)
+        [tensor([0.9990, 0.9990])]
+    """
+
+    __slots__ = ("tensors", "value")
+
+    def __init__(self, value: float) -> None:
+        self.value = float(value)
+        self.tensors: dict[torch.dtype, torch.Tensor] = {}
+        if not tracing():
+            with torch.inference_mode(False):  # usable (saved for backward) anywhere
+                for dtype in (torch.float32, torch.float64):
+                    self.tensors[dtype] = torch.scalar_tensor(value, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"Constant({self.value})"
+
+
+def _factor(a: Leaves, x: Leaves | Scalar | Constant) -> Leaves | Scalar:
     """A Python float factor as a 0-dim tensor of the leaves' dtype when they are CPU
     float32/float64 leaves of one dtype: the CPU kernels multiply (or divide) by it 2-3x
-    faster than by a Python number (torch 2.13, 6 small leaves), to the same result."""
+    faster than by a Python number (torch 2.13, 6 small leaves), to the same result. A
+    :class:`Constant` gives its tensor made in advance (or its value)."""
+    if isinstance(x, Constant):
+        if a and a[0].is_cpu and not tracing():
+            t = x.tensors.get(a[0].dtype)
+            if t is not None and set(map(_dtype, a)) == {t.dtype}:
+                return t
+        return x.value
     if type(x) is float and a and a[0].is_cpu and not tracing():
         dtype = a[0].dtype
         if dtype in (torch.float32, torch.float64) and set(map(_dtype, a)) == {dtype}:
@@ -137,21 +173,21 @@ def _factor(a: Leaves, x: Leaves | Scalar) -> Leaves | Scalar:
     return x
 
 
-def _addend(a: Leaves, x: Leaves | Scalar) -> Leaves | Scalar:
+def _addend(a: Leaves, x: Leaves | Scalar | Constant) -> Leaves | Scalar:
     """A Python float addend as :func:`_factor`'s tensor, once per leaf: the CPU kernels
     add a list of tensors 2-3x faster than a Python number or one tensor (torch 2.13), to
     the same result."""
     t = _factor(a, x)
     if t is x or not isinstance(t, torch.Tensor):
-        return x  # a tensor given stays one: op keeps the leaves' dtypes
+        return t  # a tensor given stays one: op keeps the leaves' dtypes
     return [t] * len(a)
 
 
-def mul(a: Leaves, b: Leaves | Scalar) -> Leaves:
+def mul(a: Leaves, b: Leaves | Scalar | Constant) -> Leaves:
     return op("mul", a, _factor(a, b))
 
 
-def div(a: Leaves, b: Leaves | Scalar) -> Leaves:
+def div(a: Leaves, b: Leaves | Scalar | Constant) -> Leaves:
     return op("div", a, _factor(a, b))
 
 

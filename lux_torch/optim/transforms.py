@@ -299,6 +299,7 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
         >>> opt = chain(scale_by_adam(), scale_by_learning_rate(1e-3))
     """
     check_lr(lr, "scale_by_learning_rate")
+    neg_lr = fe.Constant(-lr) if isinstance(lr, float | int) else None  # made once
 
     def init(ps: Tree) -> State:
         return {"count": new_count()}
@@ -310,7 +311,7 @@ def scale_by_learning_rate(lr: LearningRate) -> GradientTransformation:
         if p is not None:
             check_shapes("grads", g, p, spec)
         count = state["count"]
-        step = hoist(-lr(count) if callable(lr) else -lr)
+        step = neg_lr if neg_lr is not None else hoist(-lr(count) if callable(lr) else -lr)
         # the multiply writes into the previous member's temporaries when it owns them
         u = fe.mul_(g, step) if owned else fe.mul(g, step)
         return u, {"count": inc(count)}, True
@@ -378,6 +379,7 @@ def scale_by_adam(
     check_beta("betas[1]", b2, "scale_by_adam")
     check_nonneg("eps", eps, "scale_by_adam")
     keys = ("count", "mu", "nu")
+    b2_ = fe.Constant(b2) if isinstance(b2, float) else b2  # its tensor made once
 
     def init(ps: Tree) -> State:
         return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
@@ -404,7 +406,7 @@ def scale_by_adam(
     ) -> tuple[Leaves, State]:
         count = inc(count)
         mu = fe.lerp(mu, g, 1.0 - b1)
-        nu = fe.addcmul_(fe.mul(nu, b2), g, g, value=1.0 - b2)
+        nu = fe.addcmul_(fe.mul(nu, b2_), g, g, value=1.0 - b2)
         t = exponent(count)
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
         # u = (mu / c1) / (sqrt(nu / c2) + eps), as mu / (k * sqrt(nu) + c1 * eps) with
