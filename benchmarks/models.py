@@ -14,7 +14,8 @@ Rows (medians of interleaved rounds after a warm-up, all in one run):
   - SGD training step: forward, cross-entropy, backward and an SGD update (lr 0.1,
     momentum 0.9, weight decay 5e-4):
 
-    eager: ``lux.train_step`` (``check_finite=True``, the default) vs
+    eager: ``lux.train_step`` (``check_finite=True``, the default), pure and with
+    ``donate=True`` (torch's fused SGD kernel in place on the train state's buffers), vs
     ``zero_grad(); loss.backward(); torch.optim.SGD.step()`` (foreach);
     Adam step: the same with ``lux.optim.adam(1e-3)`` and ``donate=True`` (torch's fused
     Adam kernel in place on the train state's buffers) vs ``torch.optim.Adam`` (foreach);
@@ -74,7 +75,9 @@ def _torch_step(module: torch.nn.Module, compiled: bool, adam: bool) -> Callable
     return step
 
 
-def _lux_step(model: lux.Layer, ps: Any, st: Any, compiled: bool, adam: bool) -> Callable[[], Any]:
+def _lux_step(
+    model: lux.Layer, ps: Any, st: Any, compiled: bool, adam: bool, donate: bool
+) -> Callable[[], Any]:
     data = _data()
     optimizer = (
         lux.optim.adam(1e-3)
@@ -85,7 +88,7 @@ def _lux_step(model: lux.Layer, ps: Any, st: Any, compiled: bool, adam: bool) ->
     loss_fn = lux.losses.CrossEntropyLoss()
 
     def step() -> None:
-        holder[0], _, _ = lux.train_step(loss_fn, data, holder[0], compile=compiled, donate=adam)
+        holder[0], _, _ = lux.train_step(loss_fn, data, holder[0], compile=compiled, donate=donate)
 
     return step
 
@@ -114,8 +117,8 @@ def _grad_cases(
 
 
 def resnet_cases(compiled: bool, what: str) -> dict[str, Callable[[], Any]]:
-    """ResNet-18 cases (``what``: ``"grad"``, ``"sgd"`` or ``"adam"``), eager (and
-    compiled), each on its own copy of the same initial weights."""
+    """ResNet-18 cases (``what``: ``"grad"``, ``"sgd"``, ``"sgd donate"`` or ``"adam"``
+    (donated)), eager (and compiled), each on its own copy of the same initial weights."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         reference = tv.resnet18(num_classes=CLASSES)
@@ -139,7 +142,7 @@ def resnet_cases(compiled: bool, what: str) -> dict[str, Callable[[], Any]]:
             adam = what == "adam"
             pair = {
                 "torch": _torch_step(torch_module(), mode, adam),
-                "lux": _lux_step(model, *lux_weights(), mode, adam),
+                "lux": _lux_step(model, *lux_weights(), mode, adam, adam or "donate" in what),
             }
         cases.update({name + suffix: fn for name, fn in pair.items()})
     return cases
@@ -156,7 +159,12 @@ def main() -> None:
     args = parse_args(__doc__, rounds=5, compiled=1, lm=1)
     compiled = bool(args.compiled)
     rows = []
-    steps = (("grad", "forward+backward"), ("sgd", "SGD step"), ("adam", "Adam step"))
+    steps = (
+        ("grad", "forward+backward"),
+        ("sgd", "SGD step"),
+        ("sgd donate", "SGD step (lux donate=True)"),
+        ("adam", "Adam step (lux donate=True)"),
+    )
     for what, label in steps:
         t = interleaved(resnet_cases(compiled, what), rounds=args.rounds, number=1, warmup=2)
         rows.append(ratio_row(f"ResNet-18 {label}, eager", t, "torch", "lux"))

@@ -543,10 +543,20 @@ def test_grads_mismatch_without_ps_is_named() -> None:
         opt.update({"a": torch.ones(2), "c": torch.ones(2)}, state)
 
 
-@pytest.mark.parametrize("make", [lambda: optim.adam(0.01, weight_decay=0.1), optim.adamw])
+FUSED = [
+    lambda: optim.adam(0.01, weight_decay=0.1),
+    optim.adamw,
+    lambda: optim.sgd(0.05),
+    lambda: optim.sgd(0.05, momentum=0.9, weight_decay=0.1),
+    lambda: optim.sgd(0.05, momentum=0.9, nesterov=True),
+]
+FUSED_IDS = ["adam", "adamw", "sgd", "sgd-momentum", "sgd-nesterov"]
+
+
+@pytest.mark.parametrize("make", FUSED, ids=FUSED_IDS)
 def test_step_fused_equals_update_and_apply(make: Callable[[], Any]) -> None:
     opt = make()
-    assert isinstance(opt.descriptor, optim.FusedAdam)
+    assert isinstance(opt.descriptor, optim.FusedAdam | optim.FusedSGD)
     ps = _params(torch.float32)
     before = map(torch.clone, ps)
     fused_ps, fused_state = ps, opt.init(ps)
@@ -563,7 +573,7 @@ def test_step_fused_equals_update_and_apply(make: Callable[[], Any]) -> None:
 
 
 @pytest.mark.parametrize("donate", [False, True])
-@pytest.mark.parametrize("make", [optim.adam, optim.adamw])
+@pytest.mark.parametrize("make", FUSED, ids=FUSED_IDS)
 def test_fused_step_respects_strides(make: Callable[[], Any], donate: bool) -> None:
     # torch's fused Adam kernels walk memory linearly: a transposed gradient (vmapped
     # matmuls produce them) or parameter must not reach them as is
@@ -577,17 +587,75 @@ def test_fused_step_respects_strides(make: Callable[[], Any], donate: bool) -> N
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_step_donate_updates_in_place() -> None:
-    opt = optim.adam(0.01)
+@pytest.mark.parametrize("make", FUSED, ids=FUSED_IDS)
+def test_step_donate_updates_in_place(make: Callable[[], Any]) -> None:
+    opt = make()
     ps = _params(torch.float32)
     state = opt.init(ps)
-    expected, _ = optim.step(opt, map(_grad, ps), state, ps)
+    expected, kept = optim.step(opt, map(_grad, ps), state, ps)
     new_ps, new_state = optim.step(opt, map(_grad, ps), state, ps, donate=True)
-    # the buffers were reused
+    # the buffers were reused: the parameters and the moments (momentum buffers)
     assert all(a is b for a, b in zip(leaves(new_ps), leaves(ps), strict=True))
-    for a, b in zip(leaves(new_ps), leaves(expected), strict=True):
+    moments = [k for k in ("mu", "nu", "buf") if k in state[1]]  # not the new count
+    assert moments or not leaves(state[1])
+    for k in moments:
+        assert all(
+            a is b for a, b in zip(leaves(new_state[1][k]), leaves(state[1][k]), strict=True)
+        )
+    for a, b in zip(leaves((new_ps, new_state)), leaves((expected, kept)), strict=True):
         torch.testing.assert_close(a, b)
-    assert int(new_state[1]["count"]) == 1 and int(new_state[2]["count"]) == 1
+    assert int(new_state[-1]["count"]) == 1
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_sgd_step_matches_torch_optim_sgd(dtype: torch.dtype, nesterov: bool) -> None:
+    # the fused kernel starts from trace's zero buffers as a non-first step: the same
+    # trajectory as torch.optim.SGD, whose first step copies the gradient into the buffer
+    opt = optim.sgd(0.05, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+    ps = _params(dtype)
+    params = [torch.nn.Parameter(p.clone()) for p in leaves(ps)]
+    reference = torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+    state = opt.init(ps)
+    for _ in range(STEPS):
+        grads = map(_grad, ps)
+        for p, g in zip(params, leaves(grads), strict=True):
+            p.grad = g.clone()
+        reference.step()
+        ps, state = optim.step(opt, grads, state, ps)
+    for a, b in zip(leaves(ps), params, strict=True):
+        torch.testing.assert_close(a, b.detach())
+    assert int(state[-1]["count"]) == STEPS
+
+
+def test_fused_sgd_is_left_to_update_where_the_kernel_does_not_apply() -> None:
+    # a vmapped ensemble (no batching rule), a state of another layout (the named error of
+    # the leaf path), parameters that require grad (torch.func.grad through a step)
+    opt = optim.sgd(0.1, momentum=0.9)
+    ps = _params(torch.float64)
+    members = [ps, map(lambda p: p + 1, ps)]
+    ens = stack(members)
+    batched, _ = torch.func.vmap(lambda p, s: optim.step(opt, map(_grad, p), s, p))(
+        ens, torch.func.vmap(opt.init)(ens)
+    )
+    for i, member in enumerate(members):
+        want, _ = optim.step(opt, map(_grad, member), opt.init(member), member)
+        for a, b in zip(leaves(batched), leaves(want), strict=True):
+            torch.testing.assert_close(a[i], b)
+    shared = opt.init(ps)  # unbatched (in_dims None) under the vmap of the parameters
+    batched, _ = torch.func.vmap(lambda p: optim.step(opt, map(_grad, p), shared, p))(ens)
+    for i, member in enumerate(members):
+        want, _ = optim.step(opt, map(_grad, member), shared, member)
+        for a, b in zip(leaves(batched), leaves(want), strict=True):
+            torch.testing.assert_close(a[i], b)
+    with pytest.raises(ValueError, match="trace: the state does not fit"):
+        optim.step(opt, map(_grad, ps), optim.adam().init(ps), ps)
+    with pytest.raises(ValueError, match="chain: the state does not fit"):
+        optim.step(opt, map(_grad, ps), {}, ps)
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    (new,), _ = optim.step(opt, (w * 2,), opt.init((w,)), (w,))
+    (grad,) = torch.autograd.grad(new.sum(), w)  # d/dw (w - 0.1 * 2w) = 0.8
+    torch.testing.assert_close(grad, torch.full((3,), 0.8, dtype=torch.float64))
 
 
 def test_step_falls_back_for_schedules_and_checks_structure() -> None:

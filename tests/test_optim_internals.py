@@ -645,7 +645,8 @@ def test_foreach_constant_falls_back_to_its_value_where_it_has_no_tensor() -> No
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: optim.sgd(0.1, weight_decay=0.1),
+        # a schedule: the leaf path (a constant lr runs the fused SGD kernel)
+        lambda: optim.sgd(optim.constant_schedule(0.1), weight_decay=0.1),
         lambda: optim.adam(optim.cosine_decay_schedule(0.1, 20)),
         lambda: optim.nadam(weight_decay=0.1),
         lambda: optim.chain(optim.clip(0.5), optim.radam()),

@@ -52,6 +52,7 @@ from ..schedules import (
 )
 from ._base import (
     FusedAdam,
+    FusedSGD,
     GradientTransformation,
     Reduced,
     described,
@@ -133,6 +134,7 @@ from .wrappers import (
 
 __all__ = [
     "FusedAdam",
+    "FusedSGD",
     "GradientTransformation",
     "LbfgsInfo",
     "Reduced",

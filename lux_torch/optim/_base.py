@@ -49,6 +49,20 @@ class FusedAdam(NamedTuple):
     moments: int
 
 
+class FusedSGD(NamedTuple):
+    """The configuration of :func:`~lux_torch.optim.sgd` with a constant learning rate:
+    :func:`~lux_torch.optim.step` runs torch's fused SGD kernel for it.
+
+    The chain's state is ``((), {"buf"} or (), {"count"})``: the momentum buffer (when
+    ``momentum > 0``) at index 1, the learning rate's count last.
+    """
+
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+
+
 class Reduced(NamedTuple):
     """An optimizer that first reduces the gradients (e.g. averages them across processes,
     :func:`lux_torch.distributed.DistributedOptimizer`), then runs ``inner``."""
@@ -57,7 +71,7 @@ class Reduced(NamedTuple):
     inner: GradientTransformation
 
 
-Descriptor = FusedAdam | Reduced | None
+Descriptor = FusedAdam | FusedSGD | Reduced | None
 
 
 class GradientTransformation(NamedTuple):
@@ -65,9 +79,10 @@ class GradientTransformation(NamedTuple):
 
     A pair, as optax's (``init, update = opt`` works). ``descriptor``: what
     :func:`~lux_torch.optim.step` may run instead of ``update`` + ``apply_updates`` (a
-    :class:`FusedAdam` configuration, a :class:`Reduced` wrapper), or ``None`` (the default:
-    ``step`` runs ``update``); :func:`described` attaches one. A transformation built from
-    another one (``chain``, ``_replace``, a wrapper) does not inherit it.
+    :class:`FusedAdam` or :class:`FusedSGD` configuration, a :class:`Reduced` wrapper),
+    or ``None`` (the default: ``step`` runs ``update``); :func:`described` attaches one.
+    A transformation built from another one (``chain``, ``_replace``, a wrapper) does not
+    inherit it.
     """
 
     init: Callable[[Tree], State]

@@ -12,6 +12,7 @@ from ..tree import flatten, unflatten
 from . import foreach as fe
 from ._base import (
     FusedAdam,
+    FusedSGD,
     GradientTransformation,
     LeafUpdate,
     LearningRate,
@@ -50,7 +51,15 @@ def sgd(
     nesterov: bool = False,
     weight_decay: float = 0.0,
 ) -> GradientTransformation:
-    """Stochastic gradient descent, equal to ``torch.optim.SGD`` (dampening 0).
+    """Stochastic gradient descent, equal to ``torch.optim.SGD`` (dampening 0)::
+
+        g   = g + weight_decay * p
+        buf = momentum * buf + g
+        u   = -lr * buf              (-lr * (g + momentum * buf) with nesterov)
+
+    With a constant learning rate it carries an :class:`FusedSGD` descriptor:
+    :func:`step` then runs torch's fused SGD kernel (eager, CPU or CUDA), in place on the
+    given buffers with ``donate=True``.
 
     Arguments:
         lr: learning rate (float or schedule).
@@ -66,9 +75,12 @@ def sgd(
         >>> opt = sgd(0.1, momentum=0.9)
     """
     check_lr(lr, "sgd")
-    return chain(
+    opt = chain(
         add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_learning_rate(lr)
     )
+    if callable(lr) or not _numbers(lr, momentum, weight_decay):
+        return opt  # a schedule, or values injected by inject_hyperparams
+    return described(opt, FusedSGD(float(lr), float(momentum), nesterov, float(weight_decay)))
 
 
 def adam(
@@ -202,10 +214,13 @@ def _step(
         grads = descriptor.reduce(grads)
         g = _grads_along(spec, grads, ps)
         return _step(descriptor.inner, grads, g, state, ps, p, spec, donate)
+    fused = None
     if isinstance(descriptor, FusedAdam):
         fused = _fused_adam(descriptor, g, state, p, spec, donate)
-        if fused is not None:
-            return fused
+    elif isinstance(descriptor, FusedSGD):
+        fused = _fused_sgd(descriptor, g, state, p, spec, donate)
+    if fused is not None:
+        return fused
     if isinstance(optimizer.update, LeafUpdate):  # a chain of them: update on the leaves
         out = optimizer.update.leaves(g, spec, state, p, False)
         if out is not None:
@@ -222,7 +237,7 @@ def has_fused_step(optimizer: GradientTransformation) -> bool:
     descriptor = optimizer.descriptor
     if isinstance(descriptor, Reduced):
         return has_fused_step(descriptor.inner)
-    return isinstance(descriptor, FusedAdam)
+    return isinstance(descriptor, FusedAdam | FusedSGD)
 
 
 def _fused_adam(
@@ -232,15 +247,13 @@ def _fused_adam(
     on copies of the parameters ``p`` and moments (inputs untouched), or on the given
     buffers themselves with ``donate=True``; ``None`` (use ``update``) when traced, under
     ``torch.func`` transforms, or for leaves the kernel does not take."""
-    if torch.compiler.is_compiling():
+    if not _eager():
         return None
     leaves = _fusable_leaves(g, state, p, spec, adam.moments)
     if leaves is None:
         return None
     count, mu, nu = leaves
-    # The kernels walk memory linearly, ignoring strides (a transposed gradient, as
-    # vmapped matmuls produce, silently updated the wrong elements): dense copies.
-    g = [t if t.is_contiguous() else t.contiguous() for t in g]
+    g = _dense(g)
     steps = [torch.full((), count + 1, dtype=torch.float32, device=p[0].device)] * len(p)
     if not donate:  # the in-place kernel on copies: no copy of the gradients
         p, mu, nu = ([t.clone() for t in x] for x in (p, mu, nu))
@@ -271,6 +284,70 @@ def _fused_adam(
     return unflatten(spec, p), tuple(new_state)
 
 
+def _eager() -> bool:
+    """No Dynamo trace, no ``torch.func`` transform and no dispatch mode (make_fx, fake
+    tensors) active: the fused kernels have no batching rule and are not traced."""
+    return (
+        not torch.compiler.is_compiling()
+        and torch._C._functorch.peek_interpreter_stack() is None
+        and torch._C._len_torch_dispatch_stack() == 0
+    )
+
+
+def _dense(g: _Leaves) -> _Leaves:
+    """The gradients as dense tensors: the fused kernels walk memory linearly, ignoring
+    strides (a transposed gradient, as vmapped matmuls produce, silently updated the wrong
+    elements)."""
+    return [t if t.is_contiguous() else t.contiguous() for t in g]
+
+
+def _fused_sgd(
+    sgd: FusedSGD, g: _Leaves, state: State, p: _Leaves, spec: Any, donate: bool
+) -> tuple[Tree, State] | None:
+    """One step of torch's fused SGD kernel (``torch._fused_sgd_``) on copies of the
+    parameters ``p`` and momentum buffers (inputs untouched), or on the given buffers
+    themselves with ``donate=True``; ``None`` (use ``update``) where :func:`_fused_adam`
+    gives ``None``. The buffers start at zero (``trace``'s state), so every step is the
+    kernel's non-first step: ``buf = momentum * buf + g`` is ``g`` on the first."""
+    if not (_eager() and p) or (torch.is_grad_enabled() and any(t.requires_grad for t in p)):
+        return None
+    count = state[-1]["count"] if _member(state, -1, "count") else None
+    if count is None or plain_count(count) is None:
+        return None
+    bufs: _Leaves | None = []
+    if sgd.momentum != 0.0:
+        bufs = leaves_up_to(spec, state[1]["buf"]) if _member(state, 1, "buf") else None
+    if bufs is None or not _kernel_takes(p, g, *([bufs] if bufs else [])):
+        return None
+    g = _dense(g)
+    if not donate:  # the in-place kernel on copies: no copy of the gradients
+        p, bufs = [t.clone() for t in p], [t.clone() for t in bufs]
+    torch._fused_sgd_(
+        p,
+        g,
+        bufs,
+        weight_decay=sgd.weight_decay,
+        momentum=sgd.momentum,
+        lr=sgd.lr,
+        dampening=0.0,
+        nesterov=sgd.nesterov,
+        maximize=False,
+        is_first_step=False,
+    )
+    trace_state = {"buf": unflatten(spec, bufs)} if bufs else state[1]
+    return unflatten(spec, p), (state[0], trace_state, {"count": inc(count)})
+
+
+def _member(state: State, at: int, key: str) -> bool:
+    """Whether ``state``, a chain's state of three members, has ``key`` in member ``at``."""
+    return (
+        isinstance(state, tuple)
+        and len(state) == 3
+        and isinstance(state[at], dict)
+        and key in state[at]
+    )
+
+
 def _fusable_leaves(
     g: _Leaves, state: State, p: _Leaves, spec: Any, at: int
 ) -> tuple[int, _Leaves, _Leaves] | None:
@@ -290,24 +367,25 @@ def _fusable_leaves(
     return count, mu, nu
 
 
-def _kernel_takes(p: _Leaves, g: _Leaves, mu: _Leaves, nu: _Leaves) -> bool:
-    """Whether the fused kernel takes these leaves: plain strided tensors on one CPU or CUDA
+def _kernel_takes(p: _Leaves, g: _Leaves, *moments: _Leaves) -> bool:
+    """Whether a fused kernel takes these leaves: plain strided tensors on one CPU or CUDA
     device, in a float dtype, of the parameters' shapes, with contiguous parameters and
-    moments."""
+    moments (or momentum buffers)."""
     device = p[0].device
     if device.type not in ("cpu", "cuda"):
         return False
     shapes = [t.shape for t in p]
-    if any([t.shape for t in x] != shapes for x in (g, mu, nu)):
+    if any([t.shape for t in x] != shapes for x in (g, *moments)):
         return False
     cpu = device.type == "cpu"  # is_cpu: no device object per tensor
+    kept = [t for x in moments for t in x]
     return all(
         type(t) is torch.Tensor
         and (t.is_cpu if cpu else t.device == device)
         and t.dtype in _FUSED_DTYPES
         and t.layout is torch.strided
-        for t in (*p, *g, *mu, *nu)
-    ) and all(t.is_contiguous() for t in (*p, *mu, *nu))
+        for t in (*p, *g, *kept)
+    ) and all(t.is_contiguous() for t in (*p, *kept))
 
 
 def rmsprop(
