@@ -154,6 +154,12 @@ class Constant:
     def __repr__(self) -> str:
         return f"Constant({self.value})"
 
+    @classmethod
+    def of(cls, x: Scalar) -> Scalar | Constant:
+        """``Constant(x)`` for a Python number; anything else (a tensor, e.g. a value
+        injected by ``inject_hyperparams``) as it is."""
+        return cls(x) if isinstance(x, float | int) and not isinstance(x, bool) else x
+
 
 def _factor(a: Leaves, x: Leaves | Scalar | Constant) -> Leaves | Scalar:
     """A Python float factor as a 0-dim tensor of the leaves' dtype when they are CPU

@@ -199,7 +199,8 @@ def scale(step_size: Scalar) -> GradientTransformation:
     Example:
         >>> opt = scale(-0.1)
     """
-    return stateless("scale", lambda g: fe.mul(g, step_size), fresh=True)
+    factor = fe.Constant.of(step_size)
+    return stateless("scale", lambda g: fe.mul(g, factor), fresh=True)
 
 
 def set_to_zero() -> GradientTransformation:
@@ -379,7 +380,7 @@ def scale_by_adam(
     check_beta("betas[1]", b2, "scale_by_adam")
     check_nonneg("eps", eps, "scale_by_adam")
     keys = ("count", "mu", "nu")
-    b2_ = fe.Constant(b2) if isinstance(b2, float) else b2  # its tensor made once
+    b2_ = fe.Constant.of(b2)  # its tensors made once
 
     def init(ps: Tree) -> State:
         return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
@@ -445,6 +446,7 @@ def scale_by_rms(
     check_beta("alpha", alpha, "scale_by_rms")
     check_nonneg("eps", eps, "scale_by_rms")
     keys = ("count", "mu", "nu")
+    alpha_, eps_ = fe.Constant.of(alpha), fe.Constant.of(eps)  # their tensors made once
 
     def init(ps: Tree) -> State:
         return {"count": new_count(), "mu": zeros_like_tree(ps), "nu": zeros_like_tree(ps)}
@@ -452,13 +454,13 @@ def scale_by_rms(
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         check_state(state, keys, "scale_by_rms")
         g, (mu, nu), spec = _moments(grads, state, ("mu", "nu"), "scale_by_rms")
-        nu = fe.addcmul_(fe.mul(nu, alpha), g, g, value=1.0 - alpha)
+        nu = fe.addcmul_(fe.mul(nu, alpha_), g, g, value=1.0 - alpha)
         if centered:
             mu = fe.lerp(mu, g, 1.0 - alpha)
             root = fe.sqrt_(fe.addcmul(nu, mu, mu, value=-1.0))
         else:
             root = fe.sqrt(nu)
-        u = fe.div(g, fe.add_(root, eps))  # root: a new tensor
+        u = fe.div(g, fe.add_(root, eps_))  # root: a new tensor
         new = {"count": inc(state["count"]), "mu": unflatten(spec, mu), "nu": unflatten(spec, nu)}
         return unflatten(spec, u), new
 
@@ -487,6 +489,7 @@ def scale_by_adagrad(
     check_nonneg("eps", eps, "scale_by_adagrad")
     check_nonneg("initial_accumulator_value", initial_accumulator_value, "scale_by_adagrad")
     keys = ("count", "sum")
+    eps_ = fe.Constant.of(eps)  # its tensors made once
 
     def init(ps: Tree) -> State:
         return {"count": new_count(), "sum": zeros_like_tree(ps, initial_accumulator_value)}
@@ -495,7 +498,7 @@ def scale_by_adagrad(
         check_state(state, keys, "scale_by_adagrad")
         g, (acc,), spec = _moments(grads, state, ("sum",), "scale_by_adagrad")
         acc = fe.addcmul(acc, g, g)
-        u = fe.div(g, fe.add_(fe.sqrt(acc), eps))
+        u = fe.div(g, fe.add_(fe.sqrt(acc), eps_))
         return unflatten(spec, u), {"count": inc(state["count"]), "sum": unflatten(spec, acc)}
 
     return GradientTransformation(init, update)
@@ -561,13 +564,15 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     if is_zero(momentum):
         return identity()
 
+    momentum_ = fe.Constant.of(momentum)  # its tensors made once
+
     def init(ps: Tree) -> State:
         return {"buf": zeros_like_tree(ps)}
 
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         check_state(state, ("buf",), "trace")
         g, (buf,), spec = _moments(grads, state, ("buf",), "trace")
-        buf = fe.add(fe.mul(buf, momentum), g)
+        buf = fe.add(fe.mul(buf, momentum_), g)
         u = fe.add(g, buf, alpha=momentum) if nesterov else buf
         return unflatten(spec, u), {"buf": unflatten(spec, buf)}
 
