@@ -633,6 +633,8 @@ def test_foreach_constant_falls_back_to_its_value_where_it_has_no_tensor() -> No
     with torch.inference_mode():
         c = fe.Constant(0.5)
     assert repr(c) == "Constant(0.5)"
+    injected = torch.tensor(0.9)  # inject_hyperparams' values stay tensors
+    assert fe.Constant.of(injected) is injected and repr(fe.Constant.of(2)) == "Constant(2.0)"
     w = torch.ones(3, requires_grad=True)
     (out,) = fe.mul([w * 2], c)  # records the product: the factor is saved for backward
     (grad,) = torch.autograd.grad((out * w).sum(), w)
