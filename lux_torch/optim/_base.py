@@ -312,15 +312,20 @@ def plain_count(count: torch.Tensor) -> int | None:
     return None
 
 
+_HOIST = 64  # above Inductor's unroll_reductions_threshold (8 in torch 2.13)
+
+
 def hoist(x: Scalar) -> Scalar:
     """A traced 0-dim tensor factor, computed once per step.
 
     Inductor otherwise inlines scalar arithmetic (``pow``, ``cos``, ...) into every vector
     iteration of the elementwise kernels that use it: Adam's bias corrections made the
-    compiled CPU update 15x slower. A reduction is always materialized as a buffer.
+    compiled CPU update 5-15x slower. A reduction is materialized as a buffer, unless it
+    is small enough for Inductor to unroll into pointwise code (a size-1 ``sum`` was, and
+    got inlined again): the maximum of ``x`` repeated 64 times, exactly ``x``.
     """
     if isinstance(x, torch.Tensor) and x.dim() == 0 and tracing():
-        return x.reshape(1, 1).sum(1).reshape(())
+        return x.reshape(1).expand(_HOIST).amax()
     return x
 
 
