@@ -184,3 +184,44 @@ def test_full_size_vit_b_32_forward_matches_the_reference() -> None:
     # float32 through 12 blocks of width 768; torch's eval-mode attention takes its fused fast
     # path, lux scaled_dot_product_attention (measured: 1.7e-6 absolute at logits up to 1.8)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_interpolate_embeddings_resizes_the_patch_grid_for_another_image_size() -> None:
+    _, reference = _pair()
+    sd = reference.state_dict()
+    before = {k: v.clone() for k, v in sd.items()}
+    # 32 -> 56 pixels with 8-pixel patches: a 4x4 grid becomes 7x7; with align_corners the
+    # new point (2i, 2j) lies on the old point (i, j), where bicubic weights are (0, 1, 0, 0)
+    new = models.interpolate_embeddings(56, 8, sd)
+    old_pos, new_pos = sd["encoder.pos_embedding"], new["encoder.pos_embedding"]
+    assert new_pos.shape == (1, 1 + 7 * 7, 16) and new_pos.dtype == old_pos.dtype
+    assert torch.equal(new_pos[:, :1], old_pos[:, :1])  # the class token's is kept
+    old_grid = old_pos[0, 1:].reshape(4, 4, 16)
+    new_grid = new_pos[0, 1:].reshape(7, 7, 16)
+    torch.testing.assert_close(new_grid[::2, ::2], old_grid, rtol=0, atol=1e-12)
+    assert not torch.allclose(new_grid[1, 1], old_grid[0, 0])  # in between: interpolated
+    assert all(torch.equal(sd[k], before[k]) for k in sd) and sd.keys() == before.keys()
+    assert all(new[k] is sd[k] for k in sd if k != "encoder.pos_embedding")
+    bigger = VisionTransformer(56, 8, 2, 2, 16, 32, num_classes=10)
+    ps, st = lux.load_state_dict(bigger, new)
+    y, _ = bigger(images(2, 56), ps, lux.test_mode(st))
+    assert y.shape == (2, 10) and torch.isfinite(y).all()
+    headless = models.interpolate_embeddings(56, 8, sd, "bilinear", reset_heads=True)
+    assert set(headless) == {k for k in sd if not k.startswith("heads")} != set(sd)
+    same = models.interpolate_embeddings(32, 8, sd, reset_heads=True)  # as torchvision
+    assert same.keys() == sd.keys() and same["encoder.pos_embedding"] is old_pos
+
+
+def test_interpolate_embeddings_refuses_what_is_not_a_vit_state_dict() -> None:
+    fn = models.interpolate_embeddings
+    pos = torch.zeros(1, 17, 4)
+    with pytest.raises(KeyError, match=r"no 'encoder\.pos_embedding'"):
+        fn(64, 16, {"conv_proj.weight": pos})
+    with pytest.raises(ValueError, match=r"shape \(1, L, hidden_dim\), got \(2, 17, 4\)"):
+        fn(64, 16, {"encoder.pos_embedding": torch.zeros(2, 17, 4)})
+    with pytest.raises(ValueError, match="15 patch positions after the class token"):
+        fn(64, 16, {"encoder.pos_embedding": torch.zeros(1, 16, 4)})
+    with pytest.raises(ValueError, match="image_size must be >= 1, got 0"):
+        fn(0, 16, {"encoder.pos_embedding": pos})
+    with pytest.raises(TypeError, match="patch_size must be an int, got bool"):
+        fn(64, True, {"encoder.pos_embedding": pos})

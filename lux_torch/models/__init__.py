@@ -5,7 +5,9 @@
 - :class:`VGG` and ``vgg11``/``vgg13``/``vgg16``/``vgg19`` (and ``_bn``): torchvision's
   layout, so ``lux.load_state_dict(vgg16(), torchvision_vgg16.state_dict())`` loads.
 - :class:`VisionTransformer` (alias ``ViT``), ``vit_b_16``/``vit_b_32``/``vit_l_16``/
-  ``vit_l_32``/``vit_h_14`` (torchvision's layout) and the DeiT-sized ``vit_tiny``/``vit_small``.
+  ``vit_l_32``/``vit_h_14`` (torchvision's layout) and the DeiT-sized ``vit_tiny``/``vit_small``;
+  ``interpolate_embeddings`` resizes a ViT state dict's position embedding for another image
+  size.
 - :class:`ConvMixer` (the paper's ``nn.Sequential`` layout) and ``convmixer_cifar10``/
   ``convmixer_1536_20``/``convmixer_768_32``.
 - :class:`UNet`: a diffusion UNet in diffusers' ``UNet2DModel`` layout; ``unet_ddpm_cifar10``.
@@ -51,6 +53,7 @@ from .vit import (
     ViTEncoder,
     ViTEncoderBlock,
     ViTOptions,
+    interpolate_embeddings,
     vit_b_16,
     vit_b_32,
     vit_h_14,
@@ -81,6 +84,7 @@ __all__ = [
     "convmixer_1536_20",
     "convmixer_cifar10",
     "generate",
+    "interpolate_embeddings",
     "resnet18",
     "resnet20",
     "resnet34",

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
+import torch.nn.functional as F
 
 from .. import init
 from ..core import Layer, Params, State, child_key
@@ -38,6 +40,7 @@ __all__ = [
     "ViTEncoderBlock",
     "ViTOptions",
     "VisionTransformer",
+    "interpolate_embeddings",
     "vit_b_16",
     "vit_b_32",
     "vit_h_14",
@@ -472,3 +475,67 @@ def vit_small(*, patch_size: int = 16, **options: Unpack[ViTOptions]) -> VisionT
     layout; 22,050,664 parameters for 1000 classes at 224x224 with 16x16 patches. Keyword
     arguments: ``patch_size`` and :class:`ViTOptions`."""
     return _vit("vit_small", (patch_size, 12, 6, 384, 1536), options)
+
+
+def interpolate_embeddings(
+    image_size: int,
+    patch_size: int,
+    model_state: Mapping[str, torch.Tensor],
+    interpolation_mode: str = "bicubic",
+    reset_heads: bool = False,
+) -> dict[str, torch.Tensor]:
+    """A ViT state dict whose position embedding is resized for ``image_size`` images
+    (torchvision's ``interpolate_embeddings``): pretrained weights for another resolution,
+    e.g. ``vit_b_16`` weights trained at 224 for a ``vit_b_16(image_size=384)``.
+
+    The class token's embedding is kept; the patch embeddings, a square grid, are
+    interpolated to ``image_size // patch_size`` per side (``F.interpolate`` with
+    ``align_corners=True``, as torchvision). Unlike torchvision's, the given mapping is
+    not modified: a new dict is returned (the other tensors are shared, not copied).
+
+    Arguments:
+        image_size: the new image side (square images).
+        patch_size: the model's patch side.
+        model_state: a state dict in torchvision's ViT layout (``"encoder.pos_embedding"``
+            of shape ``(1, 1 + n * n, hidden_dim)``), e.g. ``torchvision`` model weights or
+            ``lux.state_dict(model, ps, st)`` of a lux ViT.
+        interpolation_mode: ``"bicubic"`` (torchvision's default), ``"bilinear"`` or
+            ``"nearest"``... as ``F.interpolate``'s ``mode``.
+        reset_heads: leave the classification head (keys starting with ``"heads"``) out,
+            for a model with another number of classes; as in torchvision, only when the
+            embedding is resized (at the same size the mapping's keys are all kept).
+
+    Returns:
+        The state dict for ``image_size``; load it with ``lux.load_state_dict``.
+
+    Example:
+        >>> sd = interpolate_embeddings(384, 16, lux.state_dict(vit_b_16(), ps, st))
+        >>> ps, st = lux.load_state_dict(vit_b_16(image_size=384), sd)
+    """
+    name = "lux_torch.models.interpolate_embeddings"
+    check_int(name, "image_size", image_size, minimum=1)
+    check_int(name, "patch_size", patch_size, minimum=1)
+    if "encoder.pos_embedding" not in model_state:
+        raise KeyError(f"{name}: model_state has no 'encoder.pos_embedding' (torchvision's ViT)")
+    pos = model_state["encoder.pos_embedding"]
+    if pos.dim() != 3 or pos.shape[0] != 1:
+        raise ValueError(
+            f"{name}: expected 'encoder.pos_embedding' of shape (1, L, hidden_dim), got "
+            f"{tuple(pos.shape)}"
+        )
+    _, length, hidden = pos.shape
+    side, new_side = math.isqrt(length - 1), image_size // patch_size
+    if side * side != length - 1:
+        raise ValueError(
+            f"{name}: the position embedding holds {length - 1} patch positions after the "
+            "class token, not a square grid"
+        )
+    state = dict(model_state)
+    if new_side != side:
+        grid = pos[:, 1:].permute(0, 2, 1).reshape(1, hidden, side, side)
+        grid = F.interpolate(grid, size=new_side, mode=interpolation_mode, align_corners=True)
+        grid = grid.reshape(1, hidden, new_side * new_side).permute(0, 2, 1)
+        state["encoder.pos_embedding"] = torch.cat([pos[:, :1], grid], dim=1)
+        if reset_heads:
+            state = {k: v for k, v in state.items() if not k.startswith("heads")}
+    return state
