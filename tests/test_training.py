@@ -312,9 +312,13 @@ def test_layers_requiring_autograd_pick_the_autograd_path() -> None:
     assert allclose(compiled.params, eager.params, rtol=1e-5, atol=1e-7)
 
 
-def test_donated_steps_equal_pure_steps() -> None:
+DONATED = [lambda: lux.optim.adam(1e-2), lambda: lux.optim.sgd(0.1, momentum=0.9)]
+
+
+@pytest.mark.parametrize("make", DONATED, ids=["adam", "sgd"])
+def test_donated_steps_equal_pure_steps(make: Any) -> None:
     data = _data()
-    pure, donated = _state(), _state()
+    pure, donated = _state(make()), _state(make())
     for _ in range(5):
         pure, _, _ = lux.train_step(MSE, data, pure)
         previous = donated
@@ -324,17 +328,19 @@ def test_donated_steps_equal_pure_steps() -> None:
     assert leaves(donated.params)[0] is leaves(previous.params)[0]
 
 
-def test_compiled_donated_steps_equal_eager_and_check_nan() -> None:
+@pytest.mark.parametrize("ad", ["auto", "autograd"])  # autograd: gradients, then the kernel
+@pytest.mark.parametrize("make", DONATED, ids=["adam", "sgd"])
+def test_compiled_donated_steps_equal_eager_and_check_nan(make: Any, ad: str) -> None:
     data = _data()
-    eager, donated = _state(), _state()
+    eager, donated = _state(make()), _state(make())
     for _ in range(5):
         eager, _, _ = lux.train_step(MSE, data, eager)
-        donated, _, _ = lux.train_step(MSE, data, donated, compile=True, donate=True)
+        donated, _, _ = lux.train_step(MSE, data, donated, compile=True, donate=True, ad=ad)
     assert allclose(donated.params, eager.params, rtol=1e-4, atol=1e-6)
     x, y = data
     before = lux.tree.map(torch.clone, donated.params)
     with pytest.raises(FloatingPointError, match="not updated"):
-        lux.train_step(MSE, (x, y * float("nan")), donated, compile=True, donate=True)
+        lux.train_step(MSE, (x, y * float("nan")), donated, compile=True, donate=True, ad=ad)
     assert allclose(donated.params, before, rtol=0, atol=0)
 
 
