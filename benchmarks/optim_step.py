@@ -1,4 +1,4 @@
-"""One optimizer step alone: lux ``adam().update`` + ``apply_updates`` vs ``torch.optim.Adam``.
+"""One optimizer step alone: lux ``adam``/``sgd`` vs ``torch.optim.Adam``/``SGD``.
 
 Run:  python benchmarks/optim_step.py [--threads 2] [--rounds 30] [--baseline REV]
 
@@ -7,7 +7,9 @@ The gradients are fixed tensors (no forward/backward): this times the optimizer 
 the for-loop implementation), ``foreach=True`` and ``fused=True``. The lux step is pure:
 ``updates, state = opt.update(grads, state, ps)`` then ``ps = apply_updates(ps,
 updates)``, both new trees; ``lux.optim.step`` runs torch's fused Adam kernel on copies
-(pure), and with ``donate=True`` on the given buffers (in place, like torch fused).
+(pure), and with ``donate=True`` on the given buffers (in place, like torch fused). The
+same columns for SGD with momentum 0.9 (lr 0.01): ``lux.optim.step`` runs torch's fused SGD
+kernel (``optim.FusedSGD``).
 A second table times the optimizers torch has besides Adam that lux_torch also has with
 torch's numerics: ``torch.optim.Muon`` (the weight matrices only; Newton-Schulz in
 bfloat16: lux ``muon(ns_dtype=torch.bfloat16)``) and ``torch.optim.Adafactor`` (lux
@@ -21,7 +23,8 @@ default hyperparameters, interleaved in the same harness.
 
 ``--baseline REV`` (a git revision, e.g. the commit before an optimizer change) also times
 lux_torch as of ``REV`` (``_harness.load_baseline``) in the same interleaved rounds and
-prints a third table: the Adam rows before and after, as ratios to the same torch runs.
+prints a third table: the Adam and SGD rows before and after, as ratios to the same torch
+runs.
 
 Target (optimizer issue, CPU, 2 threads): lux / torch foreach <= 1.0 on the tiny MLP.
 On the medium MLP a pure step allocates new moments, updates and parameters (megabytes)
@@ -56,18 +59,28 @@ def _tensors(sizes: tuple[int, ...]) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
-def _torch_step(sizes: tuple[int, ...], **kwargs: bool) -> Callable[[], object]:
+# (lux optimizer of a lux_torch package, torch optimizer class with its hyperparameters)
+OPTIMIZERS: dict[str, tuple[Callable[[Any], Any], Callable[..., torch.optim.Optimizer]]] = {
+    "Adam": (lambda lib: lib.optim.adam(1e-3), partial(torch.optim.Adam, lr=1e-3)),
+    "SGD": (
+        lambda lib: lib.optim.sgd(1e-2, momentum=0.9),
+        partial(torch.optim.SGD, lr=1e-2, momentum=0.9),
+    ),
+}
+
+
+def _torch_step(sizes: tuple[int, ...], name: str, **kwargs: bool) -> Callable[[], object]:
     params = [torch.nn.Parameter(t) for t in lux.tree.leaves(_tensors(sizes))]
     for p, g in zip(params, lux.tree.leaves(_tensors(sizes)), strict=True):
         p.grad = g
-    return torch.optim.Adam(params, lr=1e-3, **kwargs).step
+    return OPTIMIZERS[name][1](params, **kwargs).step
 
 
-def _lux_step(sizes: tuple[int, ...], mode: str, lib: Any = lux) -> Callable[[], object]:
+def _lux_step(sizes: tuple[int, ...], name: str, mode: str, lib: Any = lux) -> Callable[[], object]:
     """``mode``: "update" (update + apply_updates), "step" (lux.optim.step: the fused
     kernel on copies) or "donate" (lux.optim.step(donate=True): in place); ``lib``: the
     lux_torch package (or a baseline's)."""
-    opt = lib.optim.adam(1e-3)
+    opt = OPTIMIZERS[name][0](lib)
     ps, grads = _tensors(sizes), _tensors(sizes)
     box = [ps, opt.init(ps)]
 
@@ -158,32 +171,33 @@ def main() -> None:
     args = parse_args(__doc__, baseline=True)
     old = load_baseline(args.baseline) if args.baseline else None
     rows, before = [], []
-    for label, sizes in MODELS.items():
+    for name, (label, sizes) in itertools.product(OPTIMIZERS, MODELS.items()):
         number = 200 if sizes[1] < 100 else 20
         steps = {
-            "default": _torch_step(sizes),
-            "foreach": _torch_step(sizes, foreach=True),
-            "fused": _torch_step(sizes, fused=True),
-            **{mode: _lux_step(sizes, mode) for mode in LUX},
+            "default": _torch_step(sizes, name),
+            "foreach": _torch_step(sizes, name, foreach=True),
+            "fused": _torch_step(sizes, name, fused=True),
+            **{mode: _lux_step(sizes, name, mode) for mode in LUX},
         }
         if old is not None:
-            steps.update({f"old {mode}": _lux_step(sizes, mode, old) for mode in LUX})
+            steps.update({f"old {mode}": _lux_step(sizes, name, mode, old) for mode in LUX})
         t = interleaved(steps, rounds=args.rounds, number=number)
+        row = f"{name}, {label}"
         rows.append(
             (
-                label,
+                row,
                 *(f"{t[k] * 1e6:.1f}" for k in ("default", "foreach", "fused")),
                 *(f"{t[k] * 1e6:.1f} ({t[k] / t['default']:.2f}x)" for k in LUX),
             )
         )
         if old is not None:
             d = t["default"]
-            before.append((label, *(f"{t[f'old {m}'] / d:.2f} -> {t[m] / d:.2f}" for m in LUX)))
+            before.append((row, *(f"{t[f'old {m}'] / d:.2f} -> {t[m] / d:.2f}" for m in LUX)))
     print_table(
-        "Adam optimizer step alone, eager",
+        "Optimizer step alone, eager",
         rows,
         [
-            "model",
+            "optimizer, model",
             "torch default (µs)",
             "torch foreach (µs)",
             "torch fused (µs)",
@@ -196,7 +210,7 @@ def main() -> None:
         print_table(
             f"lux / torch default, lux_torch at {args.baseline} -> now (same run)",
             before,
-            ["model", *(f"lux {mode}" for mode in LUX)],
+            ["optimizer, model", *(f"lux {mode}" for mode in LUX)],
         )
     namesakes_table(args.rounds)
 

@@ -649,17 +649,22 @@ def test_foreach_constant_falls_back_to_its_value_where_it_has_no_tensor() -> No
     [
         # a schedule: the leaf path (a constant lr runs the fused SGD kernel)
         lambda: optim.sgd(optim.constant_schedule(0.1), weight_decay=0.1),
+        lambda: optim.sgd(optim.constant_schedule(0.1), momentum=0.9, weight_decay=0.1),
+        lambda: optim.sgd(optim.constant_schedule(0.1), momentum=0.9, nesterov=True),
         lambda: optim.adam(optim.cosine_decay_schedule(0.1, 20)),
         lambda: optim.nadam(weight_decay=0.1),
         lambda: optim.chain(optim.clip(0.5), optim.radam()),
     ],
-    ids=["sgd", "adam-schedule", "nadam", "clip-radam"],
+    ids=["sgd", "sgd-momentum", "sgd-nesterov", "adam-schedule", "nadam", "clip-radam"],
 )
 def test_step_on_leaves_equals_update_and_apply_bitwise(make: Callable[[], Any]) -> None:
     # step runs a chain of leaf-list members on the leaves it flattened once and adds the
     # updates into their own temporaries: the result is update + apply_updates, bit for
     # bit, and neither ps nor grads nor the state is written
+    from lux_torch.optim._base import LeafUpdate
+
     opt = make()
+    assert isinstance(opt.update, LeafUpdate)  # every member runs on leaf lists
     ps_a = ps_b = _params(torch.float32)
     st_a = st_b = opt.init(ps_a)
     for i in range(5):

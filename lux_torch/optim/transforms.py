@@ -569,14 +569,30 @@ def trace(momentum: float, nesterov: bool = False) -> GradientTransformation:
     def init(ps: Tree) -> State:
         return {"buf": zeros_like_tree(ps)}
 
+    def rule(g: Leaves, buf: Leaves) -> tuple[Leaves, Leaves, bool]:
+        """``(u, new buf, u owned)``: ``u`` is the new state's ``buf`` without nesterov."""
+        buf = fe.add_(fe.mul(buf, momentum_), g)  # into the product, a temporary of ours
+        if nesterov:
+            return fe.add(g, buf, alpha=momentum), buf, True
+        return buf, buf, False
+
     def update(grads: Tree, state: State, ps: Tree = None) -> tuple[Tree, State]:
         check_state(state, ("buf",), "trace")
         g, (buf,), spec = _moments(grads, state, ("buf",), "trace")
-        buf = fe.add(fe.mul(buf, momentum_), g)
-        u = fe.add(g, buf, alpha=momentum) if nesterov else buf
+        u, buf, _ = rule(g, buf)
         return unflatten(spec, u), {"buf": unflatten(spec, buf)}
 
-    return GradientTransformation(init, update)
+    def leaves(
+        g: Leaves, spec: Any, state: State, p: Leaves | None, owned: bool
+    ) -> tuple[Leaves, State, bool] | None:
+        check_state(state, ("buf",), "trace")
+        moments = _moments_along(spec, g, state, ("buf",), "trace")
+        if moments is None:
+            return None
+        u, buf, u_owned = rule(g, moments[0])
+        return u, {"buf": unflatten(spec, buf)}, u_owned
+
+    return GradientTransformation(init, LeafUpdate(update, leaves))
 
 
 def clip(max_delta: float) -> GradientTransformation:
