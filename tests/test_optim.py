@@ -712,3 +712,22 @@ def test_mis_shaped_gradients_and_updates_are_refused_not_broadcast() -> None:
     for args in ((), (ps,)):  # with and without ps: the moments have the parameter's shape
         with pytest.raises(ValueError, match=r"grads 'layer.w' has shape \(1,\), but the upd"):
             adam.update(bad, adam.init(ps), *args)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("make", FUSED, ids=FUSED_IDS)
+def test_fused_steps_on_cuda_equal_update_and_apply(make: Callable[[], Any]) -> None:
+    # parameters, gradients and the whole state on the GPU (the step counts too)
+    opt = make()
+    ps = map(lambda t: t.cuda(), _params(torch.float32))
+    state = map(lambda t: t.cuda(), opt.init(ps))
+    ref_ps, ref_state = ps, state
+    for _ in range(5):
+        grads = map(_grad, ps)
+        new_ps, new_state = optim.step(opt, grads, state, map(torch.clone, ps), donate=True)
+        updates, ref_state = opt.update(map(_grad, ref_ps), ref_state, ref_ps)
+        ref_ps = optim.apply_updates(ref_ps, updates)
+        ps, state = new_ps, new_state
+    for a, b in zip(leaves((ps, state)), leaves((ref_ps, ref_state)), strict=True):
+        assert a.device.type == "cuda"
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

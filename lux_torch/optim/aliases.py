@@ -311,8 +311,7 @@ def _fused_sgd(
     kernel's non-first step: ``buf = momentum * buf + g`` is ``g`` on the first."""
     if not (_eager() and p) or (torch.is_grad_enabled() and any(t.requires_grad for t in p)):
         return None
-    count = state[-1]["count"] if _member(state, -1, "count") else None
-    if count is None or plain_count(count) is None:
+    if not _member(state, -1, "count"):  # (any device: the kernel does not read it)
         return None
     bufs: _Leaves | None = []
     if sgd.momentum != 0.0:
@@ -335,7 +334,7 @@ def _fused_sgd(
         is_first_step=False,
     )
     trace_state = {"buf": unflatten(spec, bufs)} if bufs else state[1]
-    return unflatten(spec, p), (state[0], trace_state, {"count": inc(count)})
+    return unflatten(spec, p), (state[0], trace_state, {"count": inc(state[-1]["count"])})
 
 
 def _member(state: State, at: int, key: str) -> bool:
