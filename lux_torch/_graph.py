@@ -44,16 +44,22 @@ from .tree import NAMESPACE
 __all__ = ["Traced", "assume_constant_result", "python_reads", "tracing"]
 
 
-def _inductor_options(cpu: bool) -> dict[str, bool]:
+# Graphs with at most this many input elements, on CPU, get Inductor's C++ wrapper.
+_CPP_WRAPPER_MAX = 1 << 16
+
+
+def _inductor_options(small_cpu: bool) -> dict[str, bool]:
     """The signature already checks every input's shape and strides; Inductor need not.
-    On CPU the graph's calling code is C++ (``cpp_wrapper``): buffer allocation and kernel
-    calls without a Python frame, 13% of the tiny-MLP Adam step (98 -> 86 µs, one
-    thread), at the same compile time (the wrapper is built into the kernels' library).
+    A small CPU graph's calling code is C++ (``cpp_wrapper``): buffer allocation and kernel
+    calls without a Python frame, 13% of the tiny-MLP Adam step (98 -> 86 µs, one thread),
+    at the same compile time (the wrapper is built into the kernels' library). Large graphs
+    keep the Python wrapper: its cost is negligible there, and the C++ wrapper's calls of
+    ATen kernels (convolutions) made the ResNet-18 training step 6-8% slower.
     (Read at the first compile: importing Inductor costs seconds, so not at import time.)"""
     import torch._inductor.config as config
 
     options = {k: False for k in ("size_asserts", "alignment_asserts") if hasattr(config, k)}
-    if cpu and hasattr(config, "cpp_wrapper"):
+    if small_cpu and hasattr(config, "cpp_wrapper"):
         options["cpp_wrapper"] = True
     return options
 
@@ -356,16 +362,18 @@ def _compile(graph: torch.fx.GraphModule, inputs: list[Tensor]) -> Callable[...,
     mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
     fakes: list[Any] = [mode.from_tensor(t, static_shapes=True) for t in inputs]
     compiled: Callable[..., Any] = torch._inductor.compile(
-        graph, fakes, options=_inductor_options(_cpu_graph(graph, inputs))
+        graph, fakes, options=_inductor_options(_small_cpu_graph(graph, inputs))
     )
     return compiled
 
 
-def _cpu_graph(graph: torch.fx.GraphModule, inputs: list[Tensor]) -> bool:
-    """Whether ``graph`` runs on CPU inputs and was traced on fake tensors: a graph traced on
-    meta tensors (:func:`_meta_trace`) keeps meta values in its nodes' metadata, which
-    Inductor's C++ wrapper refuses ("Device mismatch between fake input and example
-    input"); it compiles with the Python wrapper."""
+def _small_cpu_graph(graph: torch.fx.GraphModule, inputs: list[Tensor]) -> bool:
+    """Whether ``graph`` takes at most ``_CPP_WRAPPER_MAX`` input elements, all on CPU, and
+    was traced on fake tensors: a graph traced on meta tensors (:func:`_meta_trace`) keeps
+    meta values in its nodes' metadata, which Inductor's C++ wrapper refuses ("Device
+    mismatch between fake input and example input")."""
+    if sum(t.numel() for t in inputs) > _CPP_WRAPPER_MAX:
+        return False
     vals = [n.meta.get("val") for n in graph.graph.nodes if n.op == "placeholder"]
     return all(t.device.type == "cpu" for t in inputs) and not any(
         isinstance(v, Tensor) and v.device.type == "meta" for v in vals
