@@ -166,17 +166,13 @@ def _factor(a: Leaves, x: Leaves | Scalar | Constant) -> Leaves | Scalar:
     float32/float64 leaves of one dtype: the CPU kernels multiply (or divide) by it 2-3x
     faster than by a Python number (torch 2.13, 6 small leaves), to the same result. A
     :class:`Constant` gives its tensor made in advance (or its value)."""
-    if isinstance(x, Constant):
-        if a and a[0].is_cpu and not tracing():
-            t = x.tensors.get(a[0].dtype)
-            if t is not None and set(map(_dtype, a)) == {t.dtype}:
-                return t
-        return x.value
-    if type(x) is float and a and a[0].is_cpu and not tracing():
+    value = x.value if isinstance(x, Constant) else x
+    if type(value) is float and a and a[0].is_cpu and not tracing():
         dtype = a[0].dtype
         if dtype in (torch.float32, torch.float64) and set(map(_dtype, a)) == {dtype}:
-            return torch.scalar_tensor(x, dtype=dtype)
-    return x
+            made = x.tensors.get(dtype) if isinstance(x, Constant) else None
+            return made if made is not None else torch.scalar_tensor(value, dtype=dtype)
+    return value
 
 
 def _addend(a: Leaves, x: Leaves | Scalar | Constant) -> Leaves | Scalar:
