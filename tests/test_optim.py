@@ -652,6 +652,11 @@ def test_fused_sgd_is_left_to_update_where_the_kernel_does_not_apply() -> None:
         optim.step(opt, map(_grad, ps), optim.adam().init(ps), ps)
     with pytest.raises(ValueError, match="chain: the state does not fit"):
         optim.step(opt, map(_grad, ps), {}, ps)
+    adam = optim.adam(0.1)  # its fused path reads the same layout checks
+    with pytest.raises(ValueError, match="chain: the state does not fit"):
+        optim.step(adam, map(_grad, ps), {}, ps)
+    with pytest.raises(ValueError, match="scale_by_adam: the state does not fit"):
+        optim.step(adam, map(_grad, ps), opt.init(ps), ps)
     w = torch.ones(3, dtype=torch.float64, requires_grad=True)
     (new,), _ = optim.step(opt, (w * 2,), opt.init((w,)), (w,))
     (grad,) = torch.autograd.grad(new.sum(), w)  # d/dw (w - 0.1 * 2w) = 0.8

@@ -247,7 +247,7 @@ def _fused_adam(
     on copies of the parameters ``p`` and moments (inputs untouched), or on the given
     buffers themselves with ``donate=True``; ``None`` (use ``update``) when traced, under
     ``torch.func`` transforms, or for leaves the kernel does not take."""
-    if not _eager():
+    if not _kernel_may_run(p):
         return None
     leaves = _fusable_leaves(g, state, p, spec, adam.moments)
     if leaves is None:
@@ -284,13 +284,17 @@ def _fused_adam(
     return unflatten(spec, p), tuple(new_state)
 
 
-def _eager() -> bool:
-    """No Dynamo trace, no ``torch.func`` transform and no dispatch mode (make_fx, fake
-    tensors) active: the fused kernels have no batching rule and are not traced."""
+def _kernel_may_run(p: _Leaves) -> bool:
+    """Whether a fused kernel may update the parameters ``p``: there are some, none is
+    recorded by autograd, and no Dynamo trace, ``torch.func`` transform or dispatch mode
+    (make_fx, fake tensors) is active (the kernels have no batching rule, no derivative and
+    are not traced)."""
     return (
-        not torch.compiler.is_compiling()
+        bool(p)
+        and not torch.compiler.is_compiling()
         and torch._C._functorch.peek_interpreter_stack() is None
         and torch._C._len_torch_dispatch_stack() == 0
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in p))
     )
 
 
@@ -309,9 +313,7 @@ def _fused_sgd(
     themselves with ``donate=True``; ``None`` (use ``update``) where :func:`_fused_adam`
     gives ``None``. The buffers start at zero (``trace``'s state), so every step is the
     kernel's non-first step: ``buf = momentum * buf + g`` is ``g`` on the first."""
-    if not (_eager() and p) or (torch.is_grad_enabled() and any(t.requires_grad for t in p)):
-        return None
-    if not _member(state, -1, "count"):  # (any device: the kernel does not read it)
+    if not _kernel_may_run(p) or not _member(state, -1, "count"):  # count: on any device
         return None
     bufs: _Leaves | None = []
     if sgd.momentum != 0.0:
@@ -351,10 +353,11 @@ def _fusable_leaves(
     g: _Leaves, state: State, p: _Leaves, spec: Any, at: int
 ) -> tuple[int, _Leaves, _Leaves] | None:
     """``(count, mu, nu)``, the moments flat along ``spec``, for one fused Adam step;
-    ``None`` where the kernel cannot run: parameters that require grad with grad mode on,
-    a traced or batched step count, no parameters, a state of another layout, or leaves
-    the kernel does not take (:func:`_kernel_takes`)."""
-    if not p or (torch.is_grad_enabled() and any(t.requires_grad for t in p)):
+    ``None`` where the kernel cannot run: a state of another layout, a traced or batched
+    step count, or leaves the kernel does not take (:func:`_kernel_takes`)."""
+    if not all(_member(state, at, k) for k in ("count", "mu", "nu")):
+        return None
+    if not _member(state, -1, "count"):
         return None
     moments = state[at]
     count = plain_count(moments["count"])
