@@ -31,12 +31,13 @@ model: at the first call with a new input signature the whole step — forward,
 ``torch.func`` backward, finiteness check and optimizer update — is traced with
 ``make_fx`` on fake tensors into one graph and compiled by Inductor. Later calls flatten
 the trees and run the compiled code directly, without Dynamo's guards and wrappers (the
-tiny MLP step of ``benchmarks/train_step.py`` runs in 0.20-0.23x the time of eager PyTorch,
-where ``torch.compile`` of the module and of ``optimizer.step`` takes 0.95-1.05x). Inductor keeps the compiled code in its
-on-disk caches (``TORCHINDUCTOR_CACHE_DIR``): a later process that traces the same step
-loads it instead of compiling it again. The signature is the tree structures, every
-tensor's shape, strides, dtype, device and ``requires_grad``, the values of non-tensor
-leaves of ``data``, and the Python scalars (int, float, bool, str) that a plain-function
+tiny MLP step of ``benchmarks/train_step.py`` runs in 0.20-0.23x the time of eager
+PyTorch, where ``torch.compile`` of the module and of ``optimizer.step`` takes
+0.95-1.05x). Inductor keeps the compiled code in its on-disk caches
+(``TORCHINDUCTOR_CACHE_DIR``): a later process that traces the same step loads it
+instead of compiling it again. The signature is the tree structures, every tensor's
+shape, strides, dtype, device and ``requires_grad``, the values of non-tensor leaves of
+``data``, and the Python scalars (int, float, bool, str) that a plain-function
 ``loss_fn`` reads from its closure or module globals; a change in any of them traces
 again. **Anything else read from outside the arguments is a constant of the graph**
 (as under ``jax.jit``): tensors captured in closures, attributes of objects, values read
