@@ -19,7 +19,7 @@ import torch
 from .. import random as lrandom
 from .. import tree as ltree
 from ..core import Layer, Params, State, check_structure, describe_config, describe_value
-from ._common import check_int
+from ._common import check_bool, check_int
 from ._scan import repeated_calls, scan_active
 from .basic import WrappedFunction
 
@@ -545,12 +545,8 @@ class RepeatedLayer(Layer):
     def __post_init__(self) -> None:
         self._set_fields(layer=as_layer("RepeatedLayer", "layer", self.layer))
         check_int("RepeatedLayer", "repeats", self.repeats, minimum=1)
-        for name in ("input_injection", "scan"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(
-                    f"RepeatedLayer: {name} must be a bool, got "
-                    f"{type(getattr(self, name)).__name__}"
-                )
+        check_bool("RepeatedLayer", "input_injection", self.input_injection)
+        check_bool("RepeatedLayer", "scan", self.scan)
 
     def __call__(self, x: Any, ps: Params, st: State) -> tuple[Any, State]:
         _check_children(self, ps, st, 1)
@@ -572,8 +568,11 @@ class RepeatedLayer(Layer):
 
     def extra_repr(self) -> str:
         text = f"repeats={self.repeats}"
-        text += ", input_injection=True" if self.input_injection else ""
-        return text + ", scan=False" if not self.scan else text
+        if self.input_injection:
+            text += ", input_injection=True"
+        if not self.scan:
+            text += ", scan=False"
+        return text
 
 
 class Ensemble(Layer):
