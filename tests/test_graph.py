@@ -251,3 +251,119 @@ def test_compiled_step_sees_a_changed_closure_scalar() -> None:
     weight = 10.0
     _, loss10, _ = lux.train_step(loss_fn, data, ts, compile=True)
     torch.testing.assert_close(loss10, 10 * loss1)
+
+
+# ------------------------------------------------- channels-last convolutions (joint graphs)
+
+
+def _conv_grad_graph(view: bool = False) -> tuple[Any, list[torch.Tensor], Any]:
+    """The traced gradients of a small convolutional loss (a 3x3 and a 1x1 convolution):
+    ``(graph, inputs, eager flat function)``."""
+    import torch.nn.functional as F
+
+    from lux_torch._graph import _trace
+
+    def loss(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        h = F.conv2d(torch.relu(F.conv2d(x, w1, padding=1)), w2)
+        if view:  # a view that needs the contiguous layout of the convolution's output
+            h = h.view(h.shape[0], -1)
+        return h.square().mean()
+
+    def flat(*ts: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.func.grad(loss, argnums=(0, 1))(*ts))
+
+    gen = torch.Generator().manual_seed(0)
+    inputs = [
+        torch.randn(8, 3, 3, 3, generator=gen),
+        torch.randn(6, 8, 1, 1, generator=gen),
+        torch.randn(4, 3, 10, 10, generator=gen),
+    ]
+    return _trace(flat, inputs), inputs, flat
+
+
+def _outputs(graph: Any) -> list[Any]:
+    (outs,) = [n.args[0] for n in graph.graph.nodes if n.op == "output"]
+    return [o.meta["val"] for o in outs]
+
+
+def test_joint_graphs_are_traced_with_channels_last_convolution_inputs() -> None:
+    from lux_torch._graph import _channels_last_convolutions, _compile
+
+    graph, inputs, flat = _conv_grad_graph()
+    new = _channels_last_convolutions(graph, inputs)
+    convs = [n for n in new.graph.nodes if n.target is torch.ops.aten.convolution.default]
+    assert len(convs) == 2
+    for node in convs:  # what Inductor lays out channels-last on CPU anyway
+        assert node.args[0].meta["val"].is_contiguous(memory_format=torch.channels_last)
+    backward = [
+        n
+        for n in new.graph.nodes
+        if n.target is torch.ops.aten.convolution_backward.default and n.args[1].op != "placeholder"
+    ]
+    assert backward  # the second convolution's backward reads the activation as it is
+    for node in backward:
+        assert node.args[1].meta["val"].is_contiguous(memory_format=torch.channels_last)
+    # the outputs keep the first trace's strides (the 1x1 weight's gradient comes out of
+    # the channels-last trace with other strides on its size-1 dimensions)
+    assert [v.stride() for v in _outputs(new)] == [v.stride() for v in _outputs(graph)]
+    got, expected = _compile(new, inputs)(*inputs), flat(*inputs)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+        assert g.stride() == e.stride()
+
+
+def test_channels_last_tracing_keeps_the_first_trace_where_it_cannot_apply() -> None:
+    import torch._inductor.config as config
+
+    from lux_torch._graph import _channels_last_convolutions, _compile, _trace
+
+    graph, inputs, _ = _conv_grad_graph(view=True)  # view() fails on channels-last
+    assert _channels_last_convolutions(graph, inputs) is graph
+    graph, inputs, _ = _conv_grad_graph()
+    with config.patch(layout_optimization=False):  # Inductor keeps the traced layout
+        assert _channels_last_convolutions(graph, inputs) is graph
+
+    def transposed(w: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        # an output whose strides in the channels-last trace are another non-contiguous
+        # layout: no view can give it back, so the first trace is kept
+        return [torch.nn.functional.conv2d(x, w).transpose(1, 3)]
+
+    inputs = inputs[:1] + inputs[2:]
+    graph = _trace(transposed, inputs)
+    assert _channels_last_convolutions(graph, inputs) is graph
+    torch.testing.assert_close(_compile(graph, inputs)(*inputs)[0], transposed(*inputs)[0])
+
+
+def test_compiled_conv_net_steps_trace_once_and_equal_eager(monkeypatch: Any) -> None:
+    import lux_torch._graph as graph_module
+
+    traces: list[int] = []
+    trace = graph_module._trace
+
+    def counted(*args: Any) -> Any:
+        traces.append(1)
+        return trace(*args)
+
+    monkeypatch.setattr(graph_module, "_trace", counted)
+    model = lux.Chain(
+        lux.Conv2d(3, 8, 3, padding=1),
+        lux.BatchNorm2d(8, activation=torch.relu),
+        lux.Conv2d(8, 6, 1),
+        lux.GlobalAvgPool(),
+        lux.Flatten(),
+        lux.Linear(6, 3),
+    )
+    ps, st = lux.setup(0, model)
+    eager = compiled = lux.TrainState(model, ps, st, lux.optim.sgd(0.1, momentum=0.9))
+    key_x, key_y = lux.random.split(lux.random.key(1))
+    data = (lux.random.normal(key_x, (8, 3, 6, 6)), lux.random.randint(key_y, (8,), 0, 3))
+    loss = lux.losses.CrossEntropyLoss()
+    for _ in range(3):
+        eager, loss_e, _ = lux.train_step(loss, data, eager)
+        compiled, loss_c, _ = lux.train_step(loss, data, compiled, compile=True)
+        torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-6)
+    assert len(traces) == 1  # the new parameters keep their strides: no second trace
+    assert allclose(compiled.params, eager.params, rtol=1e-4, atol=1e-6)
+    assert allclose(compiled.states, eager.states, rtol=1e-4, atol=1e-6)
+    strides = lux.tree.map(lambda p: p.stride(), ps)
+    assert lux.tree.map(lambda p: p.stride(), compiled.params) == strides
