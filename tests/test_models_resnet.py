@@ -336,3 +336,35 @@ def test_compiled_fullgraph_matches_eager(build):
         yc, new_stc = compiled(x, ps, state)
         assert_close(yc, y, rtol=1e-10, atol=1e-12)
         lux.tree.map(lambda a, b: assert_close(a, b, rtol=1e-10, atol=1e-12), new_stc, new_st)
+
+
+def test_the_torchvision_check_compares_what_it_says():
+    # tests/check_torchvision.py runs against torchvision itself where it imports (not in
+    # CI); its comparison is checked here with the module-tree reference in its place
+    from check_torchvision import TOL, _compare
+    from torchvision_ref import randomize
+
+    x = randn(2, 3, 32, 32, dtype=F64)
+
+    def reference():
+        with torch.device("meta"):
+            module = tv.resnet18(num_classes=10)
+        return randomize(module.to_empty(device="cpu").to(F64), seed=0)
+
+    deviations, failures = _compare(models.resnet18(num_classes=10), reference(), x, TOL[F64])
+    assert failures == [] and set(deviations) == {
+        "output (train)",
+        "gradients",
+        "running statistics",
+        "output (eval)",
+    }
+    assert all(v is not None and v <= 1e-12 for v in deviations.values())
+    # a reference that computes something else under the same names is found out ...
+    bad = reference()
+    bad.layer2[0].bn1.eps = 1e-2  # not in the state_dict
+    deviations, failures = _compare(models.resnet18(num_classes=10), bad, x, TOL[F64])
+    assert "output (train): output" in failures and "output (eval): output" in failures
+    assert "gradients: conv1.weight" in failures and deviations["gradients"] > 1e-6
+    # ... and a model of another layout does not load
+    with pytest.raises(lux.StateDictError):
+        _compare(models.resnet34(num_classes=10), reference(), x, TOL[F64])

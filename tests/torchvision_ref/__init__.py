@@ -5,6 +5,8 @@ parity tests compare ``lux_torch.models`` against these modules: plain ``torch.n
 written for the tests after torchvision's model definitions, with the same module names
 (hence the same ``state_dict`` keys and shapes), the same initialisation and the same
 forward pass. Each module says which torchvision file it follows and what it generalises.
+``tests/check_torchvision.py`` makes the same comparisons against torchvision itself,
+where it can be imported.
 """
 
 from __future__ import annotations
