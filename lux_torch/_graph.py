@@ -385,7 +385,7 @@ def _small_cpu_graph(graph: torch.fx.GraphModule, inputs: list[Tensor]) -> bool:
 def _channels_last_convolutions(
     graph: torch.fx.GraphModule, inputs: list[Tensor]
 ) -> torch.fx.GraphModule:
-    """``graph`` traced again with every 2-D convolution's input channels-last, where
+    """``graph`` traced again with every 2-D convolution's input and weight channels-last, where
     Inductor would lay the convolutions out channels-last anyway (its layout optimization;
     always on CPU with oneDNN); ``graph`` itself where it would not, or where the new trace
     fails (an op that needs another layout, e.g. a ``view`` of a convolution's output).
@@ -396,8 +396,9 @@ def _channels_last_convolutions(
     convolution was written three times (channels-last for the convolution, channels-last
     again for its backward, contiguous for the rest); ``torch.compile`` never meets this,
     its forward and backward being separate graphs. Traced channels-last from the start,
-    the strides agree and each activation is written once: ResNet-18's gradients 1.14-1.27x
-    -> 0.96-1.01x of ``torch.compile`` (``benchmarks/models.py``). Values are unchanged:
+    the strides agree and each activation is written once; each weight is made channels-last
+    once for the convolution and its backward (Inductor made one copy for each): ResNet-18's
+    gradients 1.14-1.27x -> 1.02-1.06x of ``torch.compile``. Values are unchanged:
     Inductor computes channels-last either way. The outputs keep the strides of the first
     trace (the signature of the next step depends on them).
     """
@@ -414,10 +415,22 @@ def _channels_last_convolutions(
     (outs,) = [n.args[0] for n in graph.graph.nodes if n.op == "output"]
     want = [_val(o).stride() if isinstance(o, torch.fx.Node) else None for o in outs]
 
+    backward = torch.ops.aten.convolution_backward.default
+    converted: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def channels_last(t: Tensor) -> Tensor:
+        """One channels-last version of ``t`` for every use (the convolution and its
+        backward share one copy of a weight, instead of one copy each)."""
+        if id(t) not in converted:  # ``t`` is kept alive with it: ids are not reused
+            converted[id(t)] = (t, t.contiguous(memory_format=torch.channels_last))
+        return converted[id(t)][1]
+
     class ChannelsLast(torch.fx.Interpreter):
         def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-            if target is conv and args[0].dim() == 4:
-                args = (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+            if target is conv and args[0].dim() == 4:  # (input, weight, ...)
+                args = (channels_last(args[0]), channels_last(args[1]), *args[2:])
+            elif target is backward and args[1].dim() == 4:  # (grad, input, weight, ...)
+                args = (args[0], channels_last(args[1]), channels_last(args[2]), *args[3:])
             return super().call_function(target, args, kwargs)
 
         def output(self, target: Any, args: Any, kwargs: Any) -> Any:

@@ -294,7 +294,15 @@ def test_joint_graphs_are_traced_with_channels_last_convolution_inputs() -> None
     convs = [n for n in new.graph.nodes if n.target is torch.ops.aten.convolution.default]
     assert len(convs) == 2
     for node in convs:  # what Inductor lays out channels-last on CPU anyway
-        assert node.args[0].meta["val"].is_contiguous(memory_format=torch.channels_last)
+        for arg in node.args[:2]:  # the input and the weight
+            assert arg.meta["val"].is_contiguous(memory_format=torch.channels_last)
+    # each backward reads the forward's channels-last input and weight: one copy of each
+    shared = {arg for node in convs for arg in node.args[:2]}
+    every_backward = [
+        n for n in new.graph.nodes if n.target is torch.ops.aten.convolution_backward.default
+    ]
+    assert len(every_backward) == 2
+    assert all(set(n.args[1:3]) <= shared for n in every_backward)
     backward = [
         n
         for n in new.graph.nodes
