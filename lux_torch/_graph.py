@@ -53,19 +53,25 @@ __all__ = ["Traced", "assume_constant_result", "python_reads", "tracing"]
 _CPP_WRAPPER_MAX = 1 << 16
 
 
-def _inductor_options(small_cpu: bool) -> dict[str, bool]:
+def _inductor_options(small_cpu: bool) -> dict[str, bool | int]:
     """The signature already checks every input's shape and strides; Inductor need not.
     A small CPU graph's calling code is C++ (``cpp_wrapper``): buffer allocation and kernel
     calls without a Python frame, 13% of the tiny-MLP Adam step (98 -> 86 µs, one thread),
     at the same compile time (the wrapper is built into the kernels' library). Large graphs
     keep the Python wrapper: its cost is negligible there, and the C++ wrapper's calls of
-    ATen kernels (convolutions) made the ResNet-18 training step 6-8% slower.
+    ATen kernels (convolutions) made the ResNet-18 training step 6-8% slower. A small CPU
+    graph's kernels also run on one thread (``cpp.threads``): an OpenMP region costs more
+    than it saves on a few thousand elements (tiny step with two threads 139 -> 124 µs).
     (Read at the first compile: importing Inductor costs seconds, so not at import time.)"""
     import torch._inductor.config as config
 
-    options = {k: False for k in ("size_asserts", "alignment_asserts") if hasattr(config, k)}
+    options: dict[str, bool | int] = {
+        k: False for k in ("size_asserts", "alignment_asserts") if hasattr(config, k)
+    }
     if small_cpu and hasattr(config, "cpp_wrapper"):
         options["cpp_wrapper"] = True
+    if small_cpu and hasattr(config.cpp, "threads"):
+        options["cpp.threads"] = 1
     return options
 
 

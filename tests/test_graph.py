@@ -375,3 +375,29 @@ def test_compiled_conv_net_steps_trace_once_and_equal_eager(monkeypatch: Any) ->
     assert allclose(compiled.states, eager.states, rtol=1e-4, atol=1e-6)
     strides = lux.tree.map(lambda p: p.stride(), ps)
     assert lux.tree.map(lambda p: p.stride(), compiled.params) == strides
+
+
+def test_small_cpu_graphs_get_the_cpp_wrapper_and_single_threaded_kernels(
+    monkeypatch: Any,
+) -> None:
+    import lux_torch._graph as graph_module
+
+    chosen: list[dict[str, Any]] = []
+    options = graph_module._inductor_options
+
+    def recorded(small_cpu: bool) -> Any:
+        chosen.append(options(small_cpu))
+        return chosen[-1]
+
+    monkeypatch.setattr(graph_module, "_inductor_options", recorded)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x) * 2
+
+    for n in (64, graph_module._CPP_WRAPPER_MAX + 1):
+        x = torch.randn(n)
+        torch.testing.assert_close(Traced(fn, name="fn")(x), fn(x))
+    small, large = chosen
+    assert small["cpp_wrapper"] is True and small["cpp.threads"] == 1
+    assert "cpp_wrapper" not in large and "cpp.threads" not in large
+    assert small["size_asserts"] is False and large["size_asserts"] is False
