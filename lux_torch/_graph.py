@@ -22,9 +22,9 @@ arguments is a constant of the graph, as under ``jax.jit``. Python control flow 
 depends on tensor values cannot be traced (``DataDependentOutputException``).
 
 Where Inductor will lay convolutions out channels-last, the graph is traced once more
-from the first one with the convolutions' inputs channels-last
+from the first one with the convolutions' inputs and weights channels-last
 (:func:`_channels_last_convolutions`): in a joint forward/backward graph this saves two
-copies of every activation.
+copies of every activation and one of every weight.
 
 Where the fake-tensor trace fails for another reason, the function is traced again on
 meta tensors (:func:`_meta_trace`): that is what makes second derivatives under ``vmap``
@@ -416,7 +416,11 @@ def _channels_last_convolutions(
     from torch._inductor.graph import GraphLowering
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    if not GraphLowering.decide_layout_opt(graph, is_inference=True):
+    try:  # Inductor's own decision (an internal API: if it changes, keep the first trace)
+        layout_opt = GraphLowering.decide_layout_opt(graph, is_inference=True)
+    except Exception:
+        return graph
+    if not layout_opt:
         return graph
     (outs,) = [n.args[0] for n in graph.graph.nodes if n.op == "output"]
     want = [_val(o).stride() if isinstance(o, torch.fx.Node) else None for o in outs]
