@@ -256,15 +256,17 @@ def test_compiled_step_sees_a_changed_closure_scalar() -> None:
 # ------------------------------------------------- channels-last convolutions (joint graphs)
 
 
-def _conv_grad_graph(view: bool = False) -> tuple[Any, list[torch.Tensor], Any]:
-    """The traced gradients of a small convolutional loss (a 3x3 and a 1x1 convolution):
-    ``(graph, inputs, eager flat function)``."""
+def _conv_grad_graph(view: bool = False, dims: int = 2) -> tuple[Any, list[torch.Tensor], Any]:
+    """The traced gradients of a small convolutional loss (a 3x3 and a 1x1 convolution,
+    2-D or 3-D): ``(graph, inputs, eager flat function)``."""
     import torch.nn.functional as F
 
     from lux_torch._graph import _trace
 
+    conv = F.conv2d if dims == 2 else F.conv3d
+
     def loss(w1: torch.Tensor, w2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        h = F.conv2d(torch.relu(F.conv2d(x, w1, padding=1)), w2)
+        h = conv(torch.relu(conv(x, w1, padding=1)), w2)
         if view:  # a view that needs the contiguous layout of the convolution's output
             h = h.view(h.shape[0], -1)
         return h.square().mean()
@@ -274,9 +276,9 @@ def _conv_grad_graph(view: bool = False) -> tuple[Any, list[torch.Tensor], Any]:
 
     gen = torch.Generator().manual_seed(0)
     inputs = [
-        torch.randn(8, 3, 3, 3, generator=gen),
-        torch.randn(6, 8, 1, 1, generator=gen),
-        torch.randn(4, 3, 10, 10, generator=gen),
+        torch.randn(8, 3, *(3,) * dims, generator=gen),
+        torch.randn(6, 8, *(1,) * dims, generator=gen),
+        torch.randn(4, 3, *(10,) * dims, generator=gen),
     ]
     return _trace(flat, inputs), inputs, flat
 
@@ -286,16 +288,18 @@ def _outputs(graph: Any) -> list[Any]:
     return [o.meta["val"] for o in outs]
 
 
-def test_joint_graphs_are_traced_with_channels_last_convolution_inputs() -> None:
+@pytest.mark.parametrize("dims", [2, 3])
+def test_joint_graphs_are_traced_with_channels_last_convolution_inputs(dims: int) -> None:
     from lux_torch._graph import _channels_last_convolutions, _compile
 
-    graph, inputs, flat = _conv_grad_graph()
+    graph, inputs, flat = _conv_grad_graph(dims=dims)
     new = _channels_last_convolutions(graph, inputs)
     convs = [n for n in new.graph.nodes if n.target is torch.ops.aten.convolution.default]
     assert len(convs) == 2
+    layout = torch.channels_last if dims == 2 else torch.channels_last_3d
     for node in convs:  # what Inductor lays out channels-last on CPU anyway
         for arg in node.args[:2]:  # the input and the weight
-            assert arg.meta["val"].is_contiguous(memory_format=torch.channels_last)
+            assert arg.meta["val"].is_contiguous(memory_format=layout)
     # each backward reads the forward's channels-last input and weight: one copy of each
     shared = {arg for node in convs for arg in node.args[:2]}
     every_backward = [
@@ -310,7 +314,7 @@ def test_joint_graphs_are_traced_with_channels_last_convolution_inputs() -> None
     ]
     assert backward  # the second convolution's backward reads the activation as it is
     for node in backward:
-        assert node.args[1].meta["val"].is_contiguous(memory_format=torch.channels_last)
+        assert node.args[1].meta["val"].is_contiguous(memory_format=layout)
     # the outputs keep the first trace's strides (the 1x1 weight's gradient comes out of
     # the channels-last trace with other strides on its size-1 dimensions)
     assert [v.stride() for v in _outputs(new)] == [v.stride() for v in _outputs(graph)]
