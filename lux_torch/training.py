@@ -630,8 +630,8 @@ def train_step(
             before any parameter changes (costs one small reduction and a host sync).
             With ``False`` a NaN propagates into the parameters.
         donate: the step may overwrite ``ts.params`` and ``ts.opt_state`` in place where the
-            optimizer has a fused in-place kernel (``lux.optim.adam``/``adamw`` with a
-            constant learning rate; see :func:`apply_gradients`), like JAX's
+            optimizer has a fused in-place kernel (``lux.optim.adam``/``adamw``/``sgd``;
+            see :func:`apply_gradients`), like JAX's
             ``donate_argnums``: only the returned train state is valid afterwards. With
             ``compile=True`` the gradients are then one graph and the update the fused
             kernel. The finiteness check still runs before anything is overwritten.

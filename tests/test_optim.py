@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import assert_updates_are_pure
 
-from lux_torch import optim
+from lux_torch import optim, schedules
 from lux_torch import tree as lux_tree
 from lux_torch.tree import leaves, map, stack
 
@@ -549,8 +549,14 @@ FUSED = [
     lambda: optim.sgd(0.05),
     lambda: optim.sgd(0.05, momentum=0.9, weight_decay=0.1),
     lambda: optim.sgd(0.05, momentum=0.9, nesterov=True),
+    # schedules: a new learning rate every step, so evaluating one at the wrong count shows
+    lambda: optim.adam(schedules.cosine_decay_schedule(0.01, STEPS), weight_decay=0.1),
+    lambda: optim.adamw(schedules.linear_schedule(1e-3, 1e-2, STEPS)),
+    lambda: optim.sgd(schedules.exponential_decay(0.05, 1, 0.7), momentum=0.9),
+    lambda: optim.sgd(lambda count: 0.01 * (count + 1)),  # a Python float... of a tensor
 ]
 FUSED_IDS = ["adam", "adamw", "sgd", "sgd-momentum", "sgd-nesterov"]
+FUSED_IDS += ["adam-cosine", "adamw-linear", "sgd-momentum-exponential", "sgd-lambda"]
 
 
 @pytest.mark.parametrize("make", FUSED, ids=FUSED_IDS)
@@ -663,11 +669,22 @@ def test_fused_sgd_is_left_to_update_where_the_kernel_does_not_apply() -> None:
     torch.testing.assert_close(grad, torch.full((3,), 0.8, dtype=torch.float64))
 
 
-def test_step_falls_back_for_schedules_and_checks_structure() -> None:
-    opt = optim.adam(lambda count: 0.01)
+@pytest.mark.parametrize("make", [optim.adam, optim.sgd])
+def test_step_falls_back_for_integer_schedule_values_and_checks_structure(
+    make: Callable[..., Any],
+) -> None:
+    # a schedule whose value the kernels do not take (an integer tensor): update
     ps = _params(torch.float64)
-    new_ps, _ = optim.step(opt, map(_grad, ps), opt.init(ps), ps)
-    assert not torch.equal(leaves(new_ps)[0], leaves(ps)[0])
+    for value in (torch.tensor(1), torch.tensor(0, dtype=torch.int32)):
+        opt = make(lambda count, value=value: value)
+        assert opt.descriptor is not None
+        state = opt.init(ps)
+        new_ps, new_state = optim.step(opt, map(_grad, ps), state, ps, donate=True)
+        updates, ref_state = opt.update(map(_grad, ps), state, ps)
+        expected = optim.apply_updates(ps, updates)
+        for a, b in zip(leaves((new_ps, new_state)), leaves((expected, ref_state)), strict=True):
+            torch.testing.assert_close(a, b)
+        assert leaves(new_ps)[0] is not leaves(ps)[0]  # not donated: the update ran
     grads = map(_grad, ps)
     del grads["layer_2"]
     with pytest.raises(ValueError, match="missing"):

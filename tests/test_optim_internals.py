@@ -521,7 +521,12 @@ def test_step_picks_the_fused_kernel_from_the_descriptor_only() -> None:
     opt = optim.adam(0.01)
     assert opt.descriptor == optim.FusedAdam(False, 0.01, (0.9, 0.999), 1e-8, 0.0, 1)
     assert optim.adamw(0.01).descriptor.decoupled  # type: ignore[union-attr]
-    assert optim.adam(S.constant_schedule(0.01)).descriptor is None  # schedules: update
+    schedule = S.constant_schedule(0.01)  # a schedule: evaluated by the fused path
+    assert optim.adam(schedule).descriptor == optim.FusedAdam(
+        False, schedule, (0.9, 0.999), 1e-8, 0.0, 1
+    )
+    injected = optim.inject_hyperparams(optim.adam)(lr=0.01)  # tensors in the state: update
+    assert injected.descriptor is None
     state = opt.init(ps)
     donated = map(torch.clone, ps)
     new_ps, _ = optim.step(opt, map(_grad, donated), state, donated, donate=True)
@@ -647,7 +652,6 @@ def test_foreach_constant_falls_back_to_its_value_where_it_has_no_tensor() -> No
 @pytest.mark.parametrize(
     "make",
     [
-        # a schedule: the leaf path (a constant lr runs the fused SGD kernel)
         lambda: optim.sgd(optim.constant_schedule(0.1), weight_decay=0.1),
         lambda: optim.sgd(optim.constant_schedule(0.1), momentum=0.9, weight_decay=0.1),
         lambda: optim.sgd(optim.constant_schedule(0.1), momentum=0.9, nesterov=True),
@@ -663,7 +667,7 @@ def test_step_on_leaves_equals_update_and_apply_bitwise(make: Callable[[], Any])
     # bit, and neither ps nor grads nor the state is written
     from lux_torch.optim._base import LeafUpdate
 
-    opt = make()
+    opt = optim.described(make(), None)  # without its fused kernel (sgd's, adam's)
     assert isinstance(opt.update, LeafUpdate)  # every member runs on leaf lists
     ps_a = ps_b = _params(torch.float32)
     st_a = st_b = opt.init(ps_a)

@@ -20,8 +20,8 @@ once with the leaf-list ops of :mod:`lux_torch.optim.foreach` (``torch._foreach_
 kernels; per-leaf ops under ``vmap``), out of place on grads, ``ps`` and state. Eager
 updates compute scalar factors (bias corrections) in Python floats, as ``torch.optim``
 does, traced ones with tensor ops. The one fast path is chosen in :func:`step`, from an
-optimizer's ``descriptor``: :func:`adam` / :func:`adamw` with a constant learning rate run
-torch's fused Adam kernel there.
+optimizer's ``descriptor``: :func:`adam` / :func:`adamw` and :func:`sgd` (with a constant
+learning rate or a schedule) run torch's fused Adam and SGD kernels there.
 
 Wrappers: :func:`multi_steps` (gradient accumulation), :func:`lookahead`,
 :func:`apply_if_finite` and :func:`inject_hyperparams` (hyperparameters in the state, set

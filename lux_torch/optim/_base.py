@@ -35,14 +35,15 @@ STATE = "update computed with the optimizer state"  # ``of`` when grads are chec
 
 class FusedAdam(NamedTuple):
     """The configuration of :func:`~lux_torch.optim.adam` / ``adamw`` with a constant learning
-    rate: :func:`~lux_torch.optim.step` runs torch's fused Adam kernel for it.
+    rate or a schedule: :func:`~lux_torch.optim.step` runs torch's fused Adam kernel for it.
 
     ``moments``: the index of ``scale_by_adam``'s state in the chain's state tuple; the
-    learning rate's count is the last entry.
+    learning rate's count is the last entry (a schedule is evaluated at it, as ``update``
+    evaluates it).
     """
 
     decoupled: bool  # AdamW: decay the parameters, not the gradients
-    lr: float
+    lr: float | Schedule
     betas: tuple[float, float]
     eps: float
     weight_decay: float
@@ -50,14 +51,15 @@ class FusedAdam(NamedTuple):
 
 
 class FusedSGD(NamedTuple):
-    """The configuration of :func:`~lux_torch.optim.sgd` with a constant learning rate:
-    :func:`~lux_torch.optim.step` runs torch's fused SGD kernel for it.
+    """The configuration of :func:`~lux_torch.optim.sgd` with a constant learning rate or a
+    schedule: :func:`~lux_torch.optim.step` runs torch's fused SGD kernel for it.
 
     The chain's state is ``((), {"buf"} or (), {"count"})``: the momentum buffer (when
-    ``momentum > 0``) at index 1, the learning rate's count last.
+    ``momentum > 0``) at index 1, the learning rate's count last (a schedule is evaluated
+    at it).
     """
 
-    lr: float
+    lr: float | Schedule
     momentum: float
     nesterov: bool
     weight_decay: float

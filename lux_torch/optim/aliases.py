@@ -18,6 +18,7 @@ from ._base import (
     LearningRate,
     Reduced,
     Scalar,
+    Schedule,
     State,
     Tree,
     along,
@@ -57,7 +58,7 @@ def sgd(
         buf = momentum * buf + g
         u   = -lr * buf              (-lr * (g + momentum * buf) with nesterov)
 
-    With a constant learning rate it carries an :class:`FusedSGD` descriptor:
+    With a constant learning rate or a schedule it carries an :class:`FusedSGD` descriptor:
     :func:`step` then runs torch's fused SGD kernel (eager, CPU or CUDA), in place on the
     given buffers with ``donate=True``.
 
@@ -78,9 +79,9 @@ def sgd(
     opt = chain(
         add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_learning_rate(lr)
     )
-    if callable(lr) or not _numbers(lr, momentum, weight_decay):
-        return opt  # a schedule, or values injected by inject_hyperparams
-    return described(opt, FusedSGD(float(lr), float(momentum), nesterov, float(weight_decay)))
+    if not _fusable(lr, momentum, weight_decay):
+        return opt
+    return described(opt, FusedSGD(_rate(lr), float(momentum), nesterov, float(weight_decay)))
 
 
 def adam(
@@ -109,9 +110,9 @@ def adam(
     opt = chain(
         add_decayed_weights(weight_decay), scale_by_adam(betas, eps), scale_by_learning_rate(lr)
     )
-    if callable(lr) or not _numbers(lr, eps, weight_decay):
-        return opt  # a schedule, or values injected by inject_hyperparams
-    return described(opt, FusedAdam(False, float(lr), betas, eps, weight_decay, 1))
+    if not _fusable(lr, eps, weight_decay):
+        return opt
+    return described(opt, FusedAdam(False, _rate(lr), betas, eps, weight_decay, 1))
 
 
 def adamw(
@@ -140,13 +141,20 @@ def adamw(
     opt = chain(
         scale_by_adam(betas, eps), add_decayed_weights(weight_decay), scale_by_learning_rate(lr)
     )
-    if callable(lr) or not _numbers(lr, eps, weight_decay):
-        return opt  # a schedule, or values injected by inject_hyperparams
-    return described(opt, FusedAdam(True, float(lr), betas, eps, weight_decay, 0))
+    if not _fusable(lr, eps, weight_decay):
+        return opt
+    return described(opt, FusedAdam(True, _rate(lr), betas, eps, weight_decay, 0))
 
 
-def _numbers(*values: Any) -> bool:
-    return all(isinstance(v, float | int) for v in values)
+def _fusable(lr: Any, *values: Any) -> bool:
+    """Whether a fused kernel can take these hyperparameters: Python numbers and a number or
+    schedule for ``lr`` (values injected by ``inject_hyperparams`` are tensors: ``update``)."""
+    numbers = (*values, *([] if callable(lr) else [lr]))
+    return all(isinstance(v, float | int) for v in numbers)
+
+
+def _rate(lr: LearningRate) -> float | Schedule:
+    return lr if callable(lr) else float(lr)
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -159,9 +167,10 @@ def step(
     """``update`` then :func:`apply_updates` in one call: ``(new_ps, new_state)``.
 
     This is the one place that picks a fast path, from ``optimizer.descriptor``: for
-    :func:`adam` and :func:`adamw` with a constant learning rate (a :class:`FusedAdam`
-    descriptor), in eager mode on CPU or CUDA, it runs torch's fused Adam kernel instead:
-    one kernel, the same state, numerics equal up to floating-point rounding. A
+    :func:`adam` and :func:`adamw` (a :class:`FusedAdam` descriptor) and :func:`sgd` (a
+    :class:`FusedSGD`), with a constant learning rate or a schedule, in eager mode on CPU or
+    CUDA, it runs torch's fused Adam or SGD kernel instead: one kernel, the same state,
+    numerics equal up to floating-point rounding. A
     :class:`Reduced` optimizer (e.g. ``DistributedOptimizer``) reduces the gradients
     first, then steps its inner optimizer.
 
@@ -253,6 +262,9 @@ def _fused_adam(
     if leaves is None:
         return None
     count, mu, nu = leaves
+    lr = _learning_rate(adam.lr, state, p)
+    if lr is None:
+        return None
     g = _dense(g)
     steps = [torch.full((), count + 1, dtype=torch.float32, device=p[0].device)] * len(p)
     if not donate:  # the in-place kernel on copies: no copy of the gradients
@@ -265,7 +277,7 @@ def _fused_adam(
         nu,
         [],
         steps,
-        lr=adam.lr,
+        lr=lr,
         beta1=adam.betas[0],
         beta2=adam.betas[1],
         weight_decay=adam.weight_decay,
@@ -320,6 +332,9 @@ def _fused_sgd(
         bufs = leaves_up_to(spec, state[1]["buf"]) if _member(state, 1, "buf") else None
     if bufs is None or not _kernel_takes(p, g, *([bufs] if bufs else [])):
         return None
+    lr = _learning_rate(sgd.lr, state, p)
+    if lr is None:
+        return None
     g = _dense(g)
     if not donate:  # the in-place kernel on copies: no copy of the gradients
         p, bufs = [t.clone() for t in p], [t.clone() for t in bufs]
@@ -329,7 +344,7 @@ def _fused_sgd(
         bufs,
         weight_decay=sgd.weight_decay,
         momentum=sgd.momentum,
-        lr=sgd.lr,
+        lr=lr,
         dampening=0.0,
         nesterov=sgd.nesterov,
         maximize=False,
@@ -337,6 +352,24 @@ def _fused_sgd(
     )
     trace_state = {"buf": unflatten(spec, bufs)} if bufs else state[1]
     return unflatten(spec, p), (state[0], trace_state, {"count": inc(state[-1]["count"])})
+
+
+def _learning_rate(lr: float | Schedule, state: State, p: _Leaves) -> float | torch.Tensor | None:
+    """The learning rate of this step for a fused kernel: the constant, or the schedule at
+    the count of ``scale_by_learning_rate`` (the chain's last state), which is what
+    ``update`` multiplies by; a CPU value as a float (read without a device sync), a 0-dim
+    floating tensor on the parameters' device as it is; ``None`` (use ``update``) for any
+    other value the schedule gives."""
+    if not callable(lr):
+        return lr
+    value = lr(state[-1]["count"])
+    if not isinstance(value, torch.Tensor):
+        return float(value)
+    if value.dim() != 0 or not value.is_floating_point():
+        return None
+    if value.device.type == "cpu":
+        return float(value)
+    return value if value.device == p[0].device else None
 
 
 def _member(state: State, at: int, key: str) -> bool:
