@@ -584,13 +584,62 @@ def test_fused_step_respects_strides(make: Callable[[], Any], donate: bool) -> N
     # torch's fused Adam kernels walk memory linearly: a transposed gradient (vmapped
     # matmuls produce them) or parameter must not reach them as is
     opt = make()
-    ps = {"w": torch.randn(3, 4, 5), "t": torch.randn(5, 4).t()}
-    grads = {"w": torch.randn(3, 5, 4).transpose(1, 2), "t": torch.randn(4, 5)}
+    cl, cl3 = torch.channels_last, torch.channels_last_3d
+    ps = {
+        "w": torch.randn(3, 4, 5),
+        "t": torch.randn(5, 4).t(),
+        # convolution weights stored channels-last (the kernels take them as they are),
+        # with gradients in the other layout and in the same one
+        "c": torch.randn(4, 3, 2, 3).contiguous(memory_format=cl),
+        "c3": torch.randn(2, 3, 2, 2, 3).contiguous(memory_format=cl3),
+        "k": torch.randn(4, 3, 3, 2),
+    }
+    grads = {
+        "w": torch.randn(3, 5, 4).transpose(1, 2),
+        "t": torch.randn(4, 5),
+        "c": torch.randn(4, 3, 2, 3),
+        "c3": torch.randn(2, 3, 2, 2, 3).contiguous(memory_format=cl3),
+        "k": torch.randn(4, 3, 3, 2).contiguous(memory_format=cl),
+    }
     updates, ref_state = opt.update(grads, opt.init(ps), ps)
     expected = optim.apply_updates(ps, updates)
-    got, state = optim.step(opt, grads, opt.init(ps), map(torch.clone, ps), donate=donate)
+    given = map(torch.clone, ps)
+    got, state = optim.step(opt, grads, opt.init(ps), given, donate=donate)
     for a, b in zip(leaves(got) + leaves(state), leaves(expected) + leaves(ref_state), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", FUSED, ids=FUSED_IDS)
+def test_fused_kernels_take_channels_last_weights_as_they_are(make: Callable[[], Any]) -> None:
+    # convolution weights stored channels-last (what a compiled step's gradients come in):
+    # the kernel runs on them in place; a gradient in another layout is copied into theirs
+    opt = make()
+    cl, cl3 = torch.channels_last, torch.channels_last_3d
+    ps = {
+        "c": torch.randn(4, 3, 2, 3).contiguous(memory_format=cl),
+        "c3": torch.randn(2, 3, 2, 2, 3).contiguous(memory_format=cl3),
+        "k": torch.randn(4, 3, 3, 2),
+        "b": torch.randn(4),
+    }
+    state = opt.init(ps)
+    moments = [m for m in leaves(state) if m.shape == ps["c"].shape]
+    assert all(m.stride() == ps["c"].stride() for m in moments)  # laid out as the weight
+    for step in range(3):
+        grads = {
+            "c": torch.randn(4, 3, 2, 3, generator=torch.Generator().manual_seed(step)),
+            "c3": torch.randn(2, 3, 2, 2, 3).contiguous(memory_format=cl3),
+            "k": torch.randn(4, 3, 3, 2).contiguous(memory_format=cl),
+            "b": torch.randn(4),
+        }
+        updates, ref_state = opt.update(grads, state, ps)
+        expected = optim.apply_updates(ps, updates)
+        given = map(torch.clone, ps)
+        got, state = optim.step(opt, grads, state, given, donate=True)
+        assert all(a is b for a, b in zip(leaves(got), leaves(given), strict=True))  # in place
+        for a, b in zip(leaves((got, state)), leaves((expected, ref_state)), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert got["c"].is_contiguous(memory_format=cl)
+        ps = got
 
 
 @pytest.mark.parametrize("make", FUSED, ids=FUSED_IDS)

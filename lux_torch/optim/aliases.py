@@ -265,7 +265,7 @@ def _fused_adam(
     lr = _learning_rate(adam.lr, state, p)
     if lr is None:
         return None
-    g = _dense(g)
+    g = _laid_out_as(g, p)
     steps = [torch.full((), count + 1, dtype=torch.float32, device=p[0].device)] * len(p)
     if not donate:  # the in-place kernel on copies: no copy of the gradients
         p, mu, nu = ([t.clone() for t in x] for x in (p, mu, nu))
@@ -310,11 +310,29 @@ def _kernel_may_run(p: _Leaves) -> bool:
     )
 
 
-def _dense(g: _Leaves) -> _Leaves:
-    """The gradients as dense tensors: the fused kernels walk memory linearly, ignoring
-    strides (a transposed gradient, as vmapped matmuls produce, silently updated the wrong
-    elements)."""
-    return [t if t.is_contiguous() else t.contiguous() for t in g]
+def _laid_out_as(g: _Leaves, p: _Leaves) -> _Leaves:
+    """The gradients laid out as the parameters: the fused kernels walk memory linearly,
+    ignoring strides (a transposed gradient, as vmapped matmuls produce, silently updated
+    the wrong elements), so each gradient is copied into its parameter's layout unless it
+    is in it already (the dtype is kept)."""
+    return [
+        t if _walks_alike(t, q) else torch.empty_like(q, dtype=t.dtype).copy_(t)
+        for t, q in zip(g, p, strict=True)
+    ]
+
+
+def _walks_alike(t: torch.Tensor, p: torch.Tensor) -> bool:
+    """Whether a linear walk of ``t``'s memory meets its elements in the order of ``p``'s:
+    both contiguous, or the same strides of a channels-last ``p`` (a 2-D/3-D convolution
+    weight stored channels-last, as a compiled step's gradients come)."""
+    if t.is_contiguous() and p.is_contiguous():
+        return True
+    return t.stride() == p.stride() and _channels_last(p)
+
+
+def _channels_last(p: torch.Tensor) -> bool:
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    return p.dim() in formats and p.is_contiguous(memory_format=formats[p.dim()])
 
 
 def _fused_sgd(
@@ -335,7 +353,7 @@ def _fused_sgd(
     lr = _learning_rate(sgd.lr, state, p)
     if lr is None:
         return None
-    g = _dense(g)
+    g = _laid_out_as(g, p)
     if not donate:  # the in-place kernel on copies: no copy of the gradients
         p, bufs = [t.clone() for t in p], [t.clone() for t in bufs]
     torch._fused_sgd_(
@@ -404,8 +422,8 @@ def _fusable_leaves(
 
 def _kernel_takes(p: _Leaves, g: _Leaves, *moments: _Leaves) -> bool:
     """Whether a fused kernel takes these leaves: plain strided tensors on one CPU or CUDA
-    device, in a float dtype, of the parameters' shapes, with contiguous parameters and
-    moments (or momentum buffers)."""
+    device, in a float dtype, of the parameters' shapes, with parameters contiguous or
+    channels-last and moments (or momentum buffers) laid out as their parameters."""
     device = p[0].device
     if device.type not in ("cpu", "cuda"):
         return False
@@ -420,7 +438,10 @@ def _kernel_takes(p: _Leaves, g: _Leaves, *moments: _Leaves) -> bool:
         and t.dtype in _FUSED_DTYPES
         and t.layout is torch.strided
         for t in (*p, *g, *kept)
-    ) and all(t.is_contiguous() for t in (*p, *kept))
+    ) and all(
+        (q.is_contiguous() or _channels_last(q)) and all(_walks_alike(m[i], q) for m in moments)
+        for i, q in enumerate(p)
+    )
 
 
 def rmsprop(
