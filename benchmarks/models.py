@@ -21,7 +21,9 @@ Rows (medians of interleaved rounds after a warm-up, all in one run):
     Adam kernel in place on the train state's buffers) vs ``torch.optim.Adam`` (foreach);
     compiled: ``lux.train_step(..., compile=True)`` (forward, backward and the update as one
     Inductor graph) vs ``torch.compile(module)`` and ``torch.compile(optimizer.step)``
-    (PyTorch's recipe; ``backward`` between them).
+    (PyTorch's recipe; ``backward`` between them);
+    the SGD steps again with lux's convolution weights stored channels-last (what the
+    performance guide suggests for compiled convolutional steps; torch's module as before).
 
 * The small TransformerLM training step (forward + backward) of ``benchmarks/lm.py``,
   reused from there (``--lm 0`` leaves it out).
@@ -116,9 +118,14 @@ def _grad_cases(
     }
 
 
+def _channels_last(p: torch.Tensor) -> torch.Tensor:
+    return p.contiguous(memory_format=torch.channels_last) if p.ndim == 4 else p
+
+
 def resnet_cases(compiled: bool, what: str) -> dict[str, Callable[[], Any]]:
     """ResNet-18 cases (``what``: ``"grad"``, ``"sgd"``, ``"sgd donate"`` or ``"adam"``
-    (donated)), eager (and compiled), each on its own copy of the same initial weights."""
+    (donated); a trailing ``" cl"`` stores lux's convolution weights channels-last), eager
+    (and compiled), each on its own copy of the same initial weights."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         reference = tv.resnet18(num_classes=CLASSES)
@@ -126,7 +133,10 @@ def resnet_cases(compiled: bool, what: str) -> dict[str, Callable[[], Any]]:
 
     def lux_weights() -> tuple[Any, Any]:
         sd = {k: v.detach().clone() for k, v in reference.state_dict().items()}
-        return lux.load_state_dict(model, sd)
+        ps, st = lux.load_state_dict(model, sd)
+        if what.endswith(" cl"):  # the convolution weights stored channels-last
+            ps = lux.tree.map(_channels_last, ps)
+        return ps, st
 
     def torch_module() -> torch.nn.Module:
         module = tv.resnet18(num_classes=CLASSES)
@@ -164,6 +174,8 @@ def main() -> None:
         ("sgd", "SGD step"),
         ("sgd donate", "SGD step (lux donate=True)"),
         ("adam", "Adam step (lux donate=True)"),
+        ("sgd cl", "SGD step (lux channels-last weights)"),
+        ("sgd donate cl", "SGD step (lux donate=True, channels-last weights)"),
     )
     for what, label in steps:
         t = interleaved(resnet_cases(compiled, what), rounds=args.rounds, number=1, warmup=2)
