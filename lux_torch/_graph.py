@@ -46,7 +46,7 @@ from torch import Tensor
 
 from .tree import NAMESPACE
 
-__all__ = ["Traced", "assume_constant_result", "python_reads", "tracing"]
+__all__ = ["Traced", "assume_constant_result", "is_channels_last", "python_reads", "tracing"]
 
 
 # Graphs with at most this many input elements, on CPU, get Inductor's C++ wrapper.
@@ -388,8 +388,15 @@ def _small_cpu_graph(graph: torch.fx.GraphModule, inputs: list[Tensor]) -> bool:
     return all(t.device.type == "cpu" for t in inputs) and not _meta_traced(graph)
 
 
-# The channels-last memory format of a convolution's input by its number of dimensions.
+# The channels-last memory format of a tensor by its number of dimensions: the input or
+# weight of a 2-D or 3-D convolution.
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def is_channels_last(t: Tensor) -> bool:
+    """Whether ``t`` is dense in the channels-last format of its rank (4-D or 5-D)."""
+    layout = _CHANNELS_LAST.get(t.dim())
+    return layout is not None and t.is_contiguous(memory_format=layout)
 
 
 def _channels_last_convolutions(

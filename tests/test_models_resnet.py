@@ -341,15 +341,12 @@ def test_compiled_fullgraph_matches_eager(build):
 def test_the_torchvision_check_compares_what_it_says():
     # tests/check_torchvision.py runs against torchvision itself where it imports (not in
     # CI); its comparison is checked here with the module-tree reference in its place
-    from check_torchvision import TOL, _compare
-    from torchvision_ref import randomize
+    from check_torchvision import TOL, _compare, _reference
 
     x = randn(2, 3, 32, 32, dtype=F64)
 
     def reference():
-        with torch.device("meta"):
-            module = tv.resnet18(num_classes=10)
-        return randomize(module.to_empty(device="cpu").to(F64), seed=0)
+        return _reference(functools.partial(tv.resnet18, num_classes=10), F64)
 
     deviations, failures = _compare(models.resnet18(num_classes=10), reference(), x, TOL[F64])
     assert failures == [] and set(deviations) == {

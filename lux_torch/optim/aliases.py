@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .._graph import is_channels_last
 from ..tree import flatten, unflatten
 from . import foreach as fe
 from ._base import (
@@ -149,8 +150,7 @@ def adamw(
 def _fusable(lr: Any, *values: Any) -> bool:
     """Whether a fused kernel can take these hyperparameters: Python numbers and a number or
     schedule for ``lr`` (values injected by ``inject_hyperparams`` are tensors: ``update``)."""
-    numbers = (*values, *([] if callable(lr) else [lr]))
-    return all(isinstance(v, float | int) for v in numbers)
+    return all(isinstance(v, float | int) for v in (*values, *(() if callable(lr) else (lr,))))
 
 
 def _rate(lr: LearningRate) -> float | Schedule:
@@ -327,12 +327,7 @@ def _walks_alike(t: torch.Tensor, p: torch.Tensor) -> bool:
     weight stored channels-last, as a compiled step's gradients come)."""
     if t.is_contiguous() and p.is_contiguous():
         return True
-    return t.stride() == p.stride() and _channels_last(p)
-
-
-def _channels_last(p: torch.Tensor) -> bool:
-    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
-    return p.dim() in formats and p.is_contiguous(memory_format=formats[p.dim()])
+    return t.stride() == p.stride() and is_channels_last(p)
 
 
 def _fused_sgd(
@@ -439,7 +434,7 @@ def _kernel_takes(p: _Leaves, g: _Leaves, *moments: _Leaves) -> bool:
         and t.layout is torch.strided
         for t in (*p, *g, *kept)
     ) and all(
-        (q.is_contiguous() or _channels_last(q)) and all(_walks_alike(m[i], q) for m in moments)
+        (q.is_contiguous() or is_channels_last(q)) and all(_walks_alike(m[i], q) for m in moments)
         for i, q in enumerate(p)
     )
 
